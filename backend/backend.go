@@ -1,0 +1,80 @@
+// Package backend chooses the GoMLX backend that executes alignflow's graphs and
+// makes the pure-Go backend usable for training: it sets a parallelism that does
+// not deadlock on small machines and replaces the stock DotGeneral gradient, which
+// materialises a broadcast outer product, with one made of two DotGenerals.
+package backend
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/gomlx/gomlx/backends"
+	_ "github.com/gomlx/gomlx/backends/simplego" // registers the pure-Go backend as "go"
+)
+
+// Go is the name of the pure-Go backend, the default.
+const Go = "go"
+
+// goConfig is the pure-Go backend's configuration. Its default parallelism
+// deadlocked a second train step on 2 cores (toolchain.md); unlimited
+// parallelism (-1) was both safe and fastest there.
+const goConfig = "go:parallelism=-1"
+
+// Names lists the backends this binary can run, for error messages and validation.
+func Names() []string {
+	names := []string{Go}
+	for name := range extraBackends {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// extraBackends holds the backends linked by build tags (see xla.go), keyed by
+// name, with their GoMLX configuration string.
+var extraBackends = map[string]func() (string, error){}
+
+var (
+	mu    sync.Mutex
+	cache = map[string]backends.Backend{}
+)
+
+// New returns the backend with the given name ("" means Go). Backends are
+// created once per process and shared: a backend owns worker pools and, for
+// XLA, a device client, and every Exec built on it can run concurrently.
+func New(name string) (backends.Backend, error) {
+	if name == "" {
+		name = Go
+	}
+	installFastDotGradient()
+	mu.Lock()
+	defer mu.Unlock()
+	if b, ok := cache[name]; ok {
+		return b, nil
+	}
+	var config string
+	switch {
+	case name == Go:
+		config = goConfig
+	case extraBackends[name] != nil:
+		c, err := extraBackends[name]()
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: %w", name, err)
+		}
+		config = c
+	default:
+		return nil, fmt.Errorf("backend %q is not available in this build (available: %v)", name, Names())
+	}
+	b, err := newQuiet(config)
+	if err != nil {
+		return nil, fmt.Errorf("start backend %q: %w", name, err)
+	}
+	cache[name] = b
+	return b, nil
+}
+
+// newQuiet creates a GoMLX backend from its configuration string.
+func newQuiet(config string) (backends.Backend, error) {
+	return backends.NewWithConfig(config)
+}

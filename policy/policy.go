@@ -1,0 +1,313 @@
+// Package policy is the language model being aligned: the transformer backbone
+// with a language-model head, its token log-probabilities, supervised
+// fine-tuning, and sampling with a KV cache.
+package policy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/transformer"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// LMHead is the output projection [D, Vocab].
+const LMHead = "lm_head"
+
+// Init returns a fresh policy: backbone plus language-model head.
+func Init(cfg transformer.Config, seed uint64) *weights.Set {
+	s := transformer.InitBackbone(cfg, seed)
+	head := weights.NewTensor(cfg.Dim, cfg.Vocab)
+	r := rand.New(rand.NewPCG(seed, 0x4ead))
+	for i := range head.Data {
+		head.Data[i] = float32(r.NormFloat64() * 0.02)
+	}
+	s.Put(LMHead, head)
+	s.Metadata["kind"] = "policy"
+	return s
+}
+
+// TokenLogProbs returns log pi(target_t | inputs_<=t) for every position, [B,T].
+func TokenLogProbs(p transformer.Params, cfg transformer.Config, inputs, targets *graph.Node) *graph.Node {
+	h := transformer.Hidden(p, cfg, inputs)
+	logits := backend.Linear(h, p[LMHead])
+	logp := graph.LogSoftmax(logits, -1)
+	onehot := graph.OneHot(targets, cfg.Vocab, dtypes.Float32)
+	return graph.ReduceSum(graph.Mul(logp, onehot), -1)
+}
+
+// Batch is a padded batch of prompt+response sequences for teacher forcing.
+// Inputs are the sequence without its last token, Targets without its first;
+// Mask is 1 where the target is a response token (EOS included).
+type Batch struct {
+	Inputs, Targets [][]int32
+	Mask            [][]float32
+	// Ended reports whether the response ends with EOS (not truncated).
+	Ended []bool
+	// Rows is how many rows are real; the rest pad the batch to a fixed size.
+	Rows int
+}
+
+// MakeBatch builds a batch of exactly size rows and length cfg.MaxLen from
+// prompts and responses (token ids; responses include EOS when they ended).
+// Responses too long for MaxLen are cut. Fixed shapes mean one compiled graph.
+func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (*Batch, error) {
+	if len(prompts) != len(responses) {
+		return nil, fmt.Errorf("make batch: %d prompts but %d responses", len(prompts), len(responses))
+	}
+	if len(prompts) > size {
+		return nil, fmt.Errorf("make batch: %d rows exceed batch size %d", len(prompts), size)
+	}
+	t := cfg.MaxLen
+	b := &Batch{Rows: len(prompts)}
+	for i := 0; i < size; i++ {
+		in := make([]int32, t)
+		tg := make([]int32, t)
+		mk := make([]float32, t)
+		for j := range in {
+			in[j], tg[j] = tokenizer.PAD, tokenizer.PAD
+		}
+		ended := false
+		if i < len(prompts) {
+			pr := prompts[i]
+			if len(pr) < 1 || len(pr) >= t {
+				return nil, fmt.Errorf("make batch: prompt of %d tokens does not fit max_len %d", len(pr), t)
+			}
+			seq := append(append([]int32(nil), pr...), responses[i]...)
+			if len(seq) > t+1 {
+				seq = seq[:t+1]
+			}
+			ended = len(seq) > len(pr) && seq[len(seq)-1] == tokenizer.EOS
+			copy(in, seq[:len(seq)-1])
+			copy(tg, seq[1:])
+			for j := len(pr) - 1; j < len(seq)-1; j++ {
+				mk[j] = 1
+			}
+		}
+		b.Inputs = append(b.Inputs, in)
+		b.Targets = append(b.Targets, tg)
+		b.Mask = append(b.Mask, mk)
+		b.Ended = append(b.Ended, ended)
+	}
+	return b, nil
+}
+
+// Tensors returns inputs, targets and mask as GoMLX tensors.
+func (b *Batch) Tensors() (inputs, targets, mask *tensors.Tensor) {
+	return tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets), tensors.FromValue(b.Mask)
+}
+
+// SFTLoss is the mean negative log-likelihood of response tokens.
+func SFTLoss(cfg transformer.Config) optim.LossFn {
+	return func(p map[string]*graph.Node, batch []*graph.Node) (*graph.Node, []*graph.Node) {
+		inputs, targets, mask := batch[0], batch[1], batch[2]
+		lp := TokenLogProbs(p, cfg, inputs, targets)
+		n := graph.Max(graph.ReduceAllSum(mask), graph.ScalarOne(mask.Graph(), dtypes.Float32))
+		loss := graph.Neg(graph.Div(graph.ReduceAllSum(graph.Mul(lp, mask)), n))
+		return loss, nil
+	}
+}
+
+// Engine compiles and runs the policy's graphs on one backend. It is safe for
+// concurrent use; graphs compile on first use and are cached.
+type Engine struct {
+	Backend backends.Backend
+	Cfg     transformer.Config
+	names   []string
+
+	once     sync.Once
+	logProbs *graph.Exec
+	decode   *graph.Exec
+}
+
+// NewEngine prepares an engine for policies with the parameter names of params.
+func NewEngine(b backends.Backend, cfg transformer.Config, params *weights.Set) *Engine {
+	return &Engine{Backend: b, Cfg: cfg, names: params.Names()}
+}
+
+// Names returns the parameter order of the engine's graphs.
+func (e *Engine) Names() []string { return e.names }
+
+func (e *Engine) byName(in []*graph.Node) transformer.Params {
+	p := transformer.Params{}
+	for i, n := range e.names {
+		p[n] = in[i]
+	}
+	return p
+}
+
+func (e *Engine) compile() {
+	e.once.Do(func() {
+		np := len(e.names)
+		e.logProbs = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
+			return TokenLogProbs(e.byName(in[:np]), e.Cfg, in[np], in[np+1])
+		}).SetMaxCache(-1)
+		layers := e.Cfg.Layers
+		e.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
+			p := e.byName(in[:np])
+			token, pos := in[np], in[np+1]
+			kc, vc := in[np+2:np+2+layers], in[np+2+layers:np+2+2*layers]
+			h, nk, nv := transformer.DecodeStep(p, e.Cfg, token, pos, kc, vc)
+			logits := backend.Linear(h, p[LMHead])
+			out := []*graph.Node{logits}
+			out = append(out, nk...)
+			return append(out, nv...)
+		}).SetMaxCache(-1)
+	})
+}
+
+func paramArgs(names []string, params *weights.Set) ([]any, error) {
+	args := make([]any, 0, len(names))
+	for _, n := range names {
+		t := params.Get(n)
+		if t == nil {
+			return nil, fmt.Errorf("policy parameter %q missing", n)
+		}
+		args = append(args, t.ToGoMLX())
+	}
+	return args, nil
+}
+
+// LogProbs returns per-token log-probabilities [rows][MaxLen] of a batch.
+func (e *Engine) LogProbs(params *weights.Set, b *Batch) ([][]float32, error) {
+	e.compile()
+	args, err := paramArgs(e.names, params)
+	if err != nil {
+		return nil, err
+	}
+	in, tg, _ := b.Tensors()
+	out, err := e.logProbs.Exec1(append(args, in, tg)...)
+	if err != nil {
+		return nil, fmt.Errorf("log-probs: %w", err)
+	}
+	defer out.FinalizeAll()
+	flat := tensors.MustCopyFlatData[float32](out)
+	t := e.Cfg.MaxLen
+	res := make([][]float32, len(b.Inputs))
+	for i := range res {
+		res[i] = flat[i*t : (i+1)*t]
+	}
+	return res, nil
+}
+
+// SampleOptions control generation.
+type SampleOptions struct {
+	Temperature float64 // 0 means greedy
+	TopP        float64 // nucleus sampling mass, (0, 1]
+	MaxTokens   int     // response tokens at most, EOS included
+}
+
+// Sample is one generated response.
+type Sample struct {
+	Tokens []int32 // response tokens, ending in EOS when Ended
+	Ended  bool
+	// LogProbs are log pi(token) under the untempered distribution at sampling time.
+	LogProbs []float32
+}
+
+// Generate samples one response per prompt, batchSize rows at a time (the last
+// chunk is padded, so every call runs the same compiled graph). Sampling draws
+// from rng only, so a seeded rng reproduces the samples exactly.
+func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
+	e.compile()
+	args, err := paramArgs(e.names, params)
+	if err != nil {
+		return nil, err
+	}
+	var out []Sample
+	for start := 0; start < len(prompts); start += batchSize {
+		end := min(start+batchSize, len(prompts))
+		s, err := e.generateChunk(args, prompts[start:end], batchSize, opts, rng)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s...)
+	}
+	return out, nil
+}
+
+func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
+	cfg := e.Cfg
+	tmax := cfg.MaxLen
+	dh := cfg.HeadDim()
+	caches := make([]*tensors.Tensor, 2*cfg.Layers)
+	for i := range caches {
+		caches[i] = tensors.FromFlatDataAndDimensions(make([]float32, rows*cfg.Heads*tmax*dh), rows, cfg.Heads, tmax, dh)
+	}
+	defer func() {
+		for _, c := range caches {
+			c.FinalizeAll()
+		}
+	}()
+	samples := make([]Sample, len(prompts))
+	done := make([]bool, rows)
+	cur := make([]int32, rows)
+	for b := 0; b < rows; b++ {
+		if b >= len(prompts) {
+			done[b] = true
+			cur[b] = tokenizer.PAD
+			continue
+		}
+		if len(prompts[b]) == 0 || len(prompts[b]) >= tmax {
+			return nil, fmt.Errorf("generate: prompt of %d tokens does not fit max_len %d", len(prompts[b]), tmax)
+		}
+		cur[b] = prompts[b][0]
+	}
+	probs := make([]float64, cfg.Vocab)
+	for s := 0; s < tmax; s++ {
+		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur), int32(s))
+		for _, c := range caches {
+			args = append(args, c)
+		}
+		outs, err := e.decode.Exec(args...)
+		if err != nil {
+			return nil, fmt.Errorf("decode step %d: %w", s, err)
+		}
+		for _, c := range caches {
+			c.FinalizeAll()
+		}
+		copy(caches, outs[1:])
+		logits := tensors.MustCopyFlatData[float32](outs[0])
+		outs[0].FinalizeAll()
+		allDone := true
+		for b := 0; b < rows; b++ {
+			if done[b] {
+				cur[b] = tokenizer.PAD
+				continue
+			}
+			if s+1 < len(prompts[b]) {
+				cur[b] = prompts[b][s+1]
+				allDone = false
+				continue
+			}
+			row := logits[b*cfg.Vocab : (b+1)*cfg.Vocab]
+			tok := sampleToken(row, probs, opts, rng)
+			samples[b].Tokens = append(samples[b].Tokens, tok)
+			samples[b].LogProbs = append(samples[b].LogProbs, logSoftmaxAt(row, tok))
+			switch {
+			case tok == tokenizer.EOS:
+				samples[b].Ended = true
+				done[b] = true
+			case len(samples[b].Tokens) >= opts.MaxTokens || s+1 >= tmax:
+				done[b] = true
+			}
+			cur[b] = tok
+			if !done[b] {
+				allDone = false
+			}
+		}
+		if allDone {
+			break
+		}
+	}
+	return samples, nil
+}

@@ -1,0 +1,277 @@
+// Package transformer is the decoder-only transformer shared by alignflow's policy
+// and reward models: byte embeddings, pre-norm blocks with causal multi-head
+// attention (rotary position embeddings), RMSNorm and a SiLU MLP. Attention is
+// written here rather than taken from GoMLX's layers because those scale scores
+// twice and cannot mask a query shorter than its keys, which a KV cache needs.
+package transformer
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+
+	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// Config is the architecture. It is saved with every checkpoint.
+type Config struct {
+	Vocab  int `json:"vocab"`
+	Dim    int `json:"dim"`
+	Heads  int `json:"heads"`
+	Layers int `json:"layers"`
+	Hidden int `json:"hidden"`  // MLP width
+	MaxLen int `json:"max_len"` // longest sequence, prompt and response together
+}
+
+// Validate reports the first inconsistent field.
+func (c Config) Validate() error {
+	switch {
+	case c.Vocab <= 0:
+		return fmt.Errorf("vocab must be positive, got %d", c.Vocab)
+	case c.Dim <= 0 || c.Heads <= 0 || c.Dim%c.Heads != 0:
+		return fmt.Errorf("dim (%d) must be a positive multiple of heads (%d)", c.Dim, c.Heads)
+	case (c.Dim/c.Heads)%2 != 0:
+		return fmt.Errorf("dim/heads (%d) must be even for rotary embeddings", c.Dim/c.Heads)
+	case c.Layers <= 0:
+		return fmt.Errorf("layers must be positive, got %d", c.Layers)
+	case c.Hidden <= 0:
+		return fmt.Errorf("hidden must be positive, got %d", c.Hidden)
+	case c.MaxLen <= 1:
+		return fmt.Errorf("max_len must be at least 2, got %d", c.MaxLen)
+	}
+	return nil
+}
+
+// HeadDim is the width of one attention head.
+func (c Config) HeadDim() int { return c.Dim / c.Heads }
+
+// Parameter names shared by every model built on the backbone.
+const (
+	Embed     = "embed"
+	FinalNorm = "final_norm"
+)
+
+func layerName(l int, part string) string { return fmt.Sprintf("layer%d.%s", l, part) }
+
+// MetaConfig is the metadata key holding the JSON Config in a checkpoint.
+const MetaConfig = "transformer_config"
+
+// InitBackbone returns freshly initialised backbone parameters, seeded.
+func InitBackbone(cfg Config, seed uint64) *weights.Set {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	s := weights.NewSet()
+	normal := func(std float64, shape ...int) *weights.Tensor {
+		t := weights.NewTensor(shape...)
+		for i := range t.Data {
+			t.Data[i] = float32(r.NormFloat64() * std)
+		}
+		return t
+	}
+	ones := func(n int) *weights.Tensor {
+		t := weights.NewTensor(n)
+		for i := range t.Data {
+			t.Data[i] = 1
+		}
+		return t
+	}
+	d := cfg.Dim
+	inStd := 1 / math.Sqrt(float64(d))
+	outStd := inStd / math.Sqrt(2*float64(cfg.Layers))
+	s.Put(Embed, normal(0.1, cfg.Vocab, d))
+	for l := 0; l < cfg.Layers; l++ {
+		s.Put(layerName(l, "attn_norm"), ones(d))
+		s.Put(layerName(l, "wq"), normal(inStd, d, d))
+		s.Put(layerName(l, "wk"), normal(inStd, d, d))
+		s.Put(layerName(l, "wv"), normal(inStd, d, d))
+		s.Put(layerName(l, "wo"), normal(outStd, d, d))
+		s.Put(layerName(l, "mlp_norm"), ones(d))
+		s.Put(layerName(l, "w1"), normal(inStd, d, cfg.Hidden))
+		s.Put(layerName(l, "w2"), normal(outStd*math.Sqrt(float64(d)/float64(cfg.Hidden)), cfg.Hidden, d))
+	}
+	s.Put(FinalNorm, ones(d))
+	SetConfig(s, cfg)
+	return s
+}
+
+// SetConfig records cfg in the set's metadata.
+func SetConfig(s *weights.Set, cfg Config) {
+	b, _ := json.Marshal(cfg)
+	s.Metadata[MetaConfig] = string(b)
+}
+
+// ConfigOf reads the architecture recorded in a checkpoint.
+func ConfigOf(s *weights.Set) (Config, error) {
+	var cfg Config
+	raw, ok := s.Metadata[MetaConfig]
+	if !ok {
+		return cfg, fmt.Errorf("checkpoint has no %s metadata", MetaConfig)
+	}
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		return cfg, fmt.Errorf("checkpoint %s metadata: %w", MetaConfig, err)
+	}
+	return cfg, cfg.Validate()
+}
+
+// Params maps parameter names to graph nodes, as optim.LossFn receives them.
+type Params map[string]*graph.Node
+
+func (p Params) get(name string) *graph.Node {
+	n, ok := p[name]
+	if !ok {
+		panic(fmt.Sprintf("transformer: parameter %q missing", name))
+	}
+	return n
+}
+
+// rmsNorm normalises the last axis and scales it by gain.
+func rmsNorm(x, gain *graph.Node) *graph.Node {
+	ms := graph.ReduceAndKeep(graph.Square(x), graph.ReduceMean, -1)
+	// Rsqrt has no gradient in GoMLX v0.26.0; Sqrt does.
+	y := graph.Div(x, graph.Sqrt(graph.AddScalar(ms, 1e-6)))
+	g := gain
+	for g.Rank() < y.Rank() {
+		g = graph.InsertAxes(g, 0)
+	}
+	return graph.Mul(y, g)
+}
+
+// ropeTables returns cos and sin tables [maxLen, headDim] (the two halves of
+// each row repeat the same frequencies) and the rotate-half matrix.
+func ropeTables(g *graph.Graph, maxLen, headDim int) (cos, sin, rot *graph.Node) {
+	half := headDim / 2
+	c := make([]float32, maxLen*headDim)
+	s := make([]float32, maxLen*headDim)
+	for p := 0; p < maxLen; p++ {
+		for i := 0; i < half; i++ {
+			freq := math.Pow(10000, -float64(2*i)/float64(headDim))
+			a := float64(p) * freq
+			c[p*headDim+i], c[p*headDim+i+half] = float32(math.Cos(a)), float32(math.Cos(a))
+			s[p*headDim+i], s[p*headDim+i+half] = float32(math.Sin(a)), float32(math.Sin(a))
+		}
+	}
+	// rotate_half(x) = [-x2, x1] as x @ R: R[i+half][i] = -1, R[i][i+half] = 1.
+	r := make([]float32, headDim*headDim)
+	for i := 0; i < half; i++ {
+		r[(i+half)*headDim+i] = -1
+		r[i*headDim+i+half] = 1
+	}
+	cos = graph.Reshape(graph.Const(g, c), maxLen, headDim)
+	sin = graph.Reshape(graph.Const(g, s), maxLen, headDim)
+	rot = graph.Reshape(graph.Const(g, r), headDim, headDim)
+	return
+}
+
+// applyRope rotates x [B,H,T,Dh] by positions whose tables are cos, sin [T,Dh].
+func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
+	c := graph.InsertAxes(cos, 0, 0)
+	s := graph.InsertAxes(sin, 0, 0)
+	return graph.Add(graph.Mul(x, c), graph.Mul(backend.Linear(x, rot), s))
+}
+
+// splitHeads turns [B,T,D] into [B,H,T,Dh].
+func splitHeads(x *graph.Node, heads int) *graph.Node {
+	dims := x.Shape().Dimensions
+	b, t, d := dims[0], dims[1], dims[2]
+	return graph.TransposeAllAxes(graph.Reshape(x, b, t, heads, d/heads), 0, 2, 1, 3)
+}
+
+// mergeHeads turns [B,H,T,Dh] into [B,T,D].
+func mergeHeads(x *graph.Node) *graph.Node {
+	dims := x.Shape().Dimensions
+	b, h, t, dh := dims[0], dims[1], dims[2], dims[3]
+	return graph.Reshape(graph.TransposeAllAxes(x, 0, 2, 1, 3), b, t, h*dh)
+}
+
+// attend computes softmax(q k^T / sqrt(Dh) + bias) v for q [B,H,T,Dh],
+// k, v [B,H,S,Dh] and an additive bias broadcastable to [B,H,T,S].
+func attend(q, k, v, bias *graph.Node) *graph.Node {
+	dh := q.Shape().Dimensions[3]
+	scores := backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1})
+	scores = graph.Add(graph.MulScalar(scores, 1/math.Sqrt(float64(dh))), bias)
+	probs := graph.Softmax(scores, -1)
+	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{2}, []int{0, 1})
+}
+
+func mlp(p Params, l int, x *graph.Node) *graph.Node {
+	u := backend.Linear(x, p.get(layerName(l, "w1")))
+	h := graph.Mul(u, graph.Sigmoid(u)) // SiLU
+	return backend.Linear(h, p.get(layerName(l, "w2")))
+}
+
+// negInf is the additive mask value: large enough to zero a softmax weight,
+// small enough to stay finite in float32 arithmetic.
+const negInf = -1e9
+
+// Hidden runs the backbone over tokens [B,T] (int32, positions 0..T-1) and
+// returns the final normalised hidden states [B,T,D]. Attention is causal, so
+// right padding never influences earlier positions.
+func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
+	g := tokens.Graph()
+	dims := tokens.Shape().Dimensions
+	t := dims[1]
+	x := graph.Gather(p.get(Embed), graph.InsertAxes(tokens, -1))
+	cosAll, sinAll, rot := ropeTables(g, t, cfg.HeadDim())
+	causal := make([]float32, t*t)
+	for i := 0; i < t; i++ {
+		for j := i + 1; j < t; j++ {
+			causal[i*t+j] = negInf
+		}
+	}
+	bias := graph.Reshape(graph.Const(g, causal), 1, 1, t, t)
+	for l := 0; l < cfg.Layers; l++ {
+		h := rmsNorm(x, p.get(layerName(l, "attn_norm")))
+		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cosAll, sinAll, rot)
+		k := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wk"))), cfg.Heads), cosAll, sinAll, rot)
+		v := splitHeads(backend.Linear(h, p.get(layerName(l, "wv"))), cfg.Heads)
+		a := mergeHeads(attend(q, k, v, bias))
+		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
+		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")))))
+	}
+	return rmsNorm(x, p.get(FinalNorm))
+}
+
+// DecodeStep advances generation by one token per row using a KV cache.
+// token is [B] int32, pos a scalar int32 (the slot written, the same for every
+// row), caches hold per layer K and V as [B,H,MaxLen,Dh]. It returns the final
+// hidden state [B,D] of the new token and the updated caches. Writing the cache
+// with a one-hot position mask keeps shapes fixed, so a changing pos never
+// recompiles (the pure-Go backend has no DynamicUpdateSlice).
+func DecodeStep(p Params, cfg Config, token, pos *graph.Node, kCache, vCache []*graph.Node) (hidden *graph.Node, newK, newV []*graph.Node) {
+	g := token.Graph()
+	b := token.Shape().Dimensions[0]
+	tmax := kCache[0].Shape().Dimensions[2]
+	dh := cfg.HeadDim()
+	slots := graph.Iota(g, shapes.Make(dtypes.Int32, tmax), 0)
+	onehot := graph.ConvertDType(graph.Equal(slots, pos), dtypes.Float32)        // [Tmax]
+	visible := graph.ConvertDType(graph.LessOrEqual(slots, pos), dtypes.Float32) // [Tmax]
+	bias := graph.Reshape(graph.MulScalar(graph.OneMinus(visible), negInf), 1, 1, 1, tmax)
+	writeMask := graph.Reshape(onehot, 1, 1, tmax, 1)
+	cosAll, sinAll, rot := ropeTables(g, tmax, dh)
+	sel := graph.Reshape(onehot, 1, tmax)
+	cos := backend.Linear(sel, cosAll) // [1,Dh]
+	sin := backend.Linear(sel, sinAll)
+
+	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1)) // [B,D]
+	x = graph.Reshape(x, b, 1, cfg.Dim)
+	for l := 0; l < cfg.Layers; l++ {
+		h := rmsNorm(x, p.get(layerName(l, "attn_norm")))
+		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cos, sin, rot)
+		k := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wk"))), cfg.Heads), cos, sin, rot)
+		v := splitHeads(backend.Linear(h, p.get(layerName(l, "wv"))), cfg.Heads)
+		kc := graph.Add(graph.Mul(kCache[l], graph.OneMinus(writeMask)), graph.Mul(k, writeMask))
+		vc := graph.Add(graph.Mul(vCache[l], graph.OneMinus(writeMask)), graph.Mul(v, writeMask))
+		newK = append(newK, kc)
+		newV = append(newV, vc)
+		a := mergeHeads(attend(q, kc, vc, bias))
+		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
+		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")))))
+	}
+	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm)), b, cfg.Dim)
+	return hidden, newK, newV
+}
