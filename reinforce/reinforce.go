@@ -1,0 +1,258 @@
+// Package reinforce is REINFORCE with a leave-one-out baseline and a KL penalty
+// against the frozen initial policy, as NeMo-Aligner trains with the
+// HelpSteer2-Preference reward model: no critic, no ratio clipping, one
+// on-policy pass per rollout batch.
+package reinforce
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/transformer"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// KL estimators of log pi(t) - log pi_ref(t) per token.
+const (
+	KLAbs = "abs" // |log-ratio|, NeMo-Aligner's default
+	KLK1  = "k1"  // log-ratio
+	KLK2  = "k2"  // 0.5 * log-ratio^2
+	KLK3  = "k3"  // exp(-log-ratio) - 1 + log-ratio: non-negative, low variance
+)
+
+// KLEstimators lists the accepted estimator names.
+var KLEstimators = []string{KLAbs, KLK1, KLK2, KLK3}
+
+// TokenKL estimates the KL contribution of one token from its log-probability
+// under the policy and under the reference.
+func TokenKL(logp, logpRef float64, estimator string) (float64, error) {
+	d := logp - logpRef
+	switch estimator {
+	case KLAbs:
+		return math.Abs(d), nil
+	case KLK1:
+		return d, nil
+	case KLK2:
+		return 0.5 * d * d, nil
+	case KLK3:
+		return math.Exp(-d) - 1 + d, nil
+	}
+	return 0, fmt.Errorf("unknown kl_estimator %q (allowed: %v)", estimator, KLEstimators)
+}
+
+// SequenceKL averages TokenKL over the response tokens (mask 1) of a sequence.
+func SequenceKL(logp, logpRef, mask []float32, estimator string) (float64, error) {
+	sum, n := 0.0, 0.0
+	for i, m := range mask {
+		if m == 0 {
+			continue
+		}
+		k, err := TokenKL(float64(logp[i]), float64(logpRef[i]), estimator)
+		if err != nil {
+			return 0, err
+		}
+		sum += k
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return sum / n, nil
+}
+
+// LeaveOneOutBaseline returns, for each sample, the mean shaped reward of the
+// other samples of its prompt that ended with EOS. Samples are grouped by
+// prompt in consecutive runs of groupSize. Where a group has at most one ended
+// sample the baseline equals the sample's own reward, so its advantage is 0.
+// Truncated samples get a baseline (and stay in the loss) but never enter one.
+func LeaveOneOutBaseline(rewards []float64, ended []bool, groupSize int) ([]float64, error) {
+	if groupSize < 2 {
+		return nil, fmt.Errorf("leave-one-out baseline needs at least 2 samples per prompt, got %d", groupSize)
+	}
+	if len(rewards)%groupSize != 0 || len(ended) != len(rewards) {
+		return nil, fmt.Errorf("leave-one-out baseline: %d rewards and %d end flags do not form groups of %d", len(rewards), len(ended), groupSize)
+	}
+	base := make([]float64, len(rewards))
+	for g := 0; g < len(rewards); g += groupSize {
+		sum, n := 0.0, 0
+		for i := g; i < g+groupSize; i++ {
+			if ended[i] {
+				sum += rewards[i]
+				n++
+			}
+		}
+		for i := g; i < g+groupSize; i++ {
+			switch {
+			case n <= 1:
+				base[i] = rewards[i]
+			case ended[i]:
+				base[i] = (sum - rewards[i]) / float64(n-1)
+			default:
+				base[i] = sum / float64(n)
+			}
+		}
+	}
+	return base, nil
+}
+
+// PolicyLoss is -masked_mean(log pi(tokens) * advantage) over all response
+// tokens of the batch: batch inputs, targets, mask [B,T] and advantages [B].
+func PolicyLoss(cfg transformer.Config) optim.LossFn {
+	return func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
+		inputs, targets, mask, adv := b[0], b[1], b[2], b[3]
+		lp := policy.TokenLogProbs(p, cfg, inputs, targets)
+		weighted := graph.Mul(graph.Mul(lp, mask), graph.InsertAxes(adv, -1))
+		n := graph.Max(graph.ReduceAllSum(mask), graph.ScalarOne(mask.Graph(), dtypes.Float32))
+		return graph.Neg(graph.Div(graph.ReduceAllSum(weighted), n)), nil
+	}
+}
+
+// Settings are the knobs of one REINFORCE iteration.
+type Settings struct {
+	SamplesPerPrompt int     // K, responses per prompt
+	KLBeta           float64 // weight of the KL penalty in the shaped reward
+	KLEstimator      string
+	LearningRate     float64
+	BatchSize        int // rows per generation, scoring and optimizer batch
+	Sample           policy.SampleOptions
+}
+
+// Rollout is one sampled response with everything that decided its update.
+type Rollout struct {
+	Prompt    int // index into the iteration's prompts
+	Response  []int32
+	Ended     bool
+	Reward    float64 // reward model score
+	KL        float64 // mean per-token KL estimate to the reference
+	Shaped    float64 // Reward - beta * KL
+	Baseline  float64
+	Advantage float64
+}
+
+// Stats summarise an iteration.
+type Stats struct {
+	RewardMean, KLMean, ShapedMean, EndedFraction, Loss, GradNorm float64
+	OptimizerSteps                                                int
+}
+
+// Iteration runs one REINFORCE iteration in place on pol and its optimizer state:
+// sample K responses per prompt, score them, shape rewards with the KL penalty,
+// compute leave-one-out advantages and take one on-policy pass of optimizer steps.
+type Iteration struct {
+	Policy    *policy.Engine
+	Reward    *reward.Engine
+	Trainer   *optim.Trainer
+	Reference *weights.Set // the frozen initial policy
+	RM        *weights.Set
+	Settings  Settings
+}
+
+// NewTrainer returns the optimizer for PolicyLoss over a policy's parameters.
+func NewTrainer(pe *policy.Engine) *optim.Trainer {
+	return optim.NewTrainer(pe.Backend, pe.Names(), optim.DefaultAdamW, PolicyLoss(pe.Cfg))
+}
+
+// Run performs the iteration on prompts (token contexts) with rng as the only
+// source of randomness.
+func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, rng *rand.Rand) ([]Rollout, Stats, error) {
+	s := it.Settings
+	k := s.SamplesPerPrompt
+	var ctx [][]int32
+	for _, p := range prompts {
+		for j := 0; j < k; j++ {
+			ctx = append(ctx, p)
+		}
+	}
+	samples, err := it.Policy.Generate(pol, ctx, s.BatchSize, s.Sample, rng)
+	if err != nil {
+		return nil, Stats{}, fmt.Errorf("rollout: %w", err)
+	}
+	cfg := it.Policy.Cfg
+	seqs := make([][]int32, len(samples))
+	responses := make([][]int32, len(samples))
+	ended := make([]bool, len(samples))
+	for i, sm := range samples {
+		responses[i] = sm.Tokens
+		ended[i] = sm.Ended
+		seqs[i] = reward.Sequence(ctx[i], sm.Tokens, it.Reward.Cfg.MaxLen)
+	}
+	rewards, err := it.Reward.Rewards(it.RM, seqs, s.BatchSize)
+	if err != nil {
+		return nil, Stats{}, fmt.Errorf("score rollouts: %w", err)
+	}
+
+	rollouts := make([]Rollout, len(samples))
+	var batches []*policy.Batch
+	for start := 0; start < len(samples); start += s.BatchSize {
+		end := min(start+s.BatchSize, len(samples))
+		b, err := policy.MakeBatch(cfg, s.BatchSize, ctx[start:end], responses[start:end])
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		lp, err := it.Policy.LogProbs(pol, b)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		lpRef, err := it.Policy.LogProbs(it.Reference, b)
+		if err != nil {
+			return nil, Stats{}, err
+		}
+		for i := start; i < end; i++ {
+			kl, err := SequenceKL(lp[i-start], lpRef[i-start], b.Mask[i-start], s.KLEstimator)
+			if err != nil {
+				return nil, Stats{}, err
+			}
+			rollouts[i] = Rollout{Prompt: i / k, Response: responses[i], Ended: ended[i], Reward: rewards[i], KL: kl,
+				Shaped: rewards[i] - s.KLBeta*kl}
+		}
+		batches = append(batches, b)
+	}
+	shaped := make([]float64, len(rollouts))
+	for i, r := range rollouts {
+		shaped[i] = r.Shaped
+	}
+	base, err := LeaveOneOutBaseline(shaped, ended, k)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	var stats Stats
+	for i := range rollouts {
+		rollouts[i].Baseline = base[i]
+		rollouts[i].Advantage = shaped[i] - base[i]
+		stats.RewardMean += rollouts[i].Reward
+		stats.KLMean += rollouts[i].KL
+		stats.ShapedMean += rollouts[i].Shaped
+		if rollouts[i].Ended {
+			stats.EndedFraction++
+		}
+	}
+	n := float64(len(rollouts))
+	stats.RewardMean /= n
+	stats.KLMean /= n
+	stats.ShapedMean /= n
+	stats.EndedFraction /= n
+
+	for bi, b := range batches {
+		adv := make([]float32, s.BatchSize)
+		for j := 0; j < b.Rows; j++ {
+			adv[j] = float32(rollouts[bi*s.BatchSize+j].Advantage)
+		}
+		in, tg, mk := b.Tensors()
+		res, err := it.Trainer.Step(pol, st, s.LearningRate, in, tg, mk, tensors.FromValue(adv))
+		if err != nil {
+			return nil, Stats{}, fmt.Errorf("policy update: %w", err)
+		}
+		stats.Loss += res.Loss / float64(len(batches))
+		stats.GradNorm += res.GradNorm / float64(len(batches))
+		stats.OptimizerSteps++
+	}
+	return rollouts, stats, nil
+}

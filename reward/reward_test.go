@@ -1,0 +1,92 @@
+package reward
+
+import (
+	"math"
+	"testing"
+
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/transformer"
+)
+
+// TestPairLossByHand checks the Bradley-Terry family against values computed by
+// hand and the sign of its gradients.
+func TestPairLossByHand(t *testing.T) {
+	b, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	lse := func(x float64) float64 { return math.Log1p(math.Exp(-x)) } // -log sigmoid(x)
+	cases := []struct {
+		name                  string
+		chosen, rejected      []float32
+		margin, weight, valid []float32
+		want                  float64
+	}{
+		{"equal rewards give log 2", []float32{0.5}, []float32{0.5}, []float32{0}, []float32{1}, []float32{1}, math.Ln2},
+		{"gap of one", []float32{2, 0}, []float32{1, 1}, []float32{0, 0}, []float32{1, 1}, []float32{1, 1}, (lse(1) + lse(-1)) / 2},
+		{"margin 2 demands a gap", []float32{3}, []float32{1}, []float32{2}, []float32{1}, []float32{1}, math.Ln2},
+		{"scaled by magnitude 3", []float32{1}, []float32{0}, []float32{0}, []float32{3}, []float32{1}, 3 * lse(1)},
+		{"padding rows ignored", []float32{1, 100}, []float32{0, -100}, []float32{0, 0}, []float32{1, 1}, []float32{1, 0}, lse(1)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := graph.MustExecOnceN(b, func(c, r, m, w, v *graph.Node) []*graph.Node {
+				loss := PairLoss(c, r, m, w, v)
+				return append([]*graph.Node{loss}, graph.Gradient(loss, c, r)...)
+			}, tc.chosen, tc.rejected, tc.margin, tc.weight, tc.valid)
+			assert.InDelta(t, tc.want, optim.Scalar(out[0]), 1e-5)
+			gc := tensors.MustCopyFlatData[float32](out[1])
+			gr := tensors.MustCopyFlatData[float32](out[2])
+			for i := range gc {
+				if tc.valid[i] == 0 {
+					assert.Zero(t, gc[i])
+					continue
+				}
+				assert.Less(t, gc[i], float32(0), "raising the chosen reward lowers the loss")
+				assert.Greater(t, gr[i], float32(0), "raising the rejected reward raises the loss")
+			}
+		})
+	}
+}
+
+func TestBTTrainingRanksPairs(t *testing.T) {
+	b, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	cfg := transformer.Config{Vocab: tokenizer.VocabSize, Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 32}
+	rm, err := InitFromBackbone(policy.Init(cfg, 1), 2)
+	require.NoError(t, err)
+	assert.Nil(t, rm.Get(policy.LMHead), "the language-model head is not part of the reward model")
+	seq := func(p, r string) []int32 {
+		return Sequence(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen)
+	}
+	pairs := []Pair{
+		{seq("opposite of hot?", "cold"), seq("opposite of hot?", "well, cold i guess"), 2},
+		{seq("opposite of up?", "down"), seq("opposite of up?", "hmm, it is down ok"), 1},
+		{seq("antonym of big:", "small"), seq("antonym of big:", "so, small, maybe"), 3},
+		{seq("what is not wet?", "dry"), seq("what is not wet?", "i think dry!!"), 2},
+	}
+	held := []Pair{{seq("opposite of day?", "night"), seq("opposite of day?", "well, night, maybe"), 2}}
+	e := NewEngine(b, cfg, rm)
+	batch, err := MakePairBatch(pairs, 4, cfg.MaxLen, LossBTScaled)
+	require.NoError(t, err)
+	tr := optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, BTLoss(cfg))
+	st := optim.NewState(rm)
+	var res optim.StepResult
+	for i := 0; i < 40; i++ {
+		res, err = tr.Step(rm, st, 3e-3, batch.Args()...)
+		require.NoError(t, err)
+	}
+	assert.Less(t, res.Loss, 0.1)
+	acc, err := e.PairwiseAccuracy(rm, pairs, 4)
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, acc)
+	acc, err = e.PairwiseAccuracy(rm, held, 4)
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, acc, "concise beats padded on an unseen prompt too")
+}
