@@ -1,0 +1,332 @@
+// Package config is the specification of an alignment run: its types, defaults,
+// strict parsing (unknown fields are errors that name the field) and
+// validation (each error names the field and the allowed values). The same spec
+// reaches the workflow whether it came from `alignflow run --config` or from the
+// temporal CLI's --input-file, so the workflow validates it again.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/reinforce"
+	"github.com/alignflow/alignflow/reward"
+)
+
+// Spec is one alignment run.
+type Spec struct {
+	// Name labels the run in summaries and listings.
+	Name string `json:"name"`
+	// Seed makes the run reproducible: data, initialisation, batches and sampling.
+	Seed int64 `json:"seed"`
+	// Backend executes the graphs: "go" (pure Go); others where built in.
+	Backend   string    `json:"backend"`
+	Data      Data      `json:"data"`
+	Model     Model     `json:"model"`
+	SFT       SFT       `json:"sft"`
+	Reward    Reward    `json:"reward"`
+	Reinforce Reinforce `json:"reinforce"`
+	Eval      Eval      `json:"eval"`
+}
+
+// Data says where ratings and preferences come from: files in HelpSteer2's
+// formats, or the bundled matched generator when no files are given.
+type Data struct {
+	Ratings     string   `json:"ratings"`     // HelpSteer2 ratings JSONL (plain or .gz)
+	Preferences string   `json:"preferences"` // HelpSteer2-Preference JSONL (plain or .gz)
+	Generate    Generate `json:"generate"`
+}
+
+// Generate configures the matched generator.
+type Generate struct {
+	Prompts            int     `json:"prompts"`
+	ValidationFraction float64 `json:"validation_fraction"`
+	RatingNoise        float64 `json:"rating_noise"`
+	PreferenceNoise    float64 `json:"preference_noise"`
+}
+
+// Model is the transformer shared by the policy and the reward model.
+type Model struct {
+	Dim    int `json:"dim"`
+	Heads  int `json:"heads"`
+	Layers int `json:"layers"`
+	Hidden int `json:"hidden"`
+	MaxLen int `json:"max_len"`
+}
+
+// SFT trains the initial policy on the rated responses.
+type SFT struct {
+	Steps        int     `json:"steps"`
+	BatchSize    int     `json:"batch_size"`
+	LearningRate float64 `json:"learning_rate"`
+}
+
+// Reward trains the reward model on preferences.
+type Reward struct {
+	// Recipe is the loss: bt, bt-margin or bt-scaled.
+	Recipe       string  `json:"recipe"`
+	Steps        int     `json:"steps"`
+	BatchSize    int     `json:"batch_size"`
+	LearningRate float64 `json:"learning_rate"`
+}
+
+// Reinforce aligns the policy with the reward model.
+type Reinforce struct {
+	Iterations          int     `json:"iterations"`
+	PromptsPerIteration int     `json:"prompts_per_iteration"`
+	SamplesPerPrompt    int     `json:"samples_per_prompt"`
+	KLBeta              float64 `json:"kl_beta"`
+	KLEstimator         string  `json:"kl_estimator"`
+	LearningRate        float64 `json:"learning_rate"`
+	Temperature         float64 `json:"temperature"`
+	TopP                float64 `json:"top_p"`
+	MaxTokens           int     `json:"max_tokens"`
+	BatchSize           int     `json:"batch_size"`
+}
+
+// Eval measures the policy before and after REINFORCE on held-out prompts.
+type Eval struct {
+	Prompts          int     `json:"prompts"`
+	SamplesPerPrompt int     `json:"samples_per_prompt"`
+	Temperature      float64 `json:"temperature"`
+	ShowSamples      int     `json:"show_samples"`
+}
+
+// Default returns the spec every run starts from; a file or JSON input only
+// needs the fields it changes.
+func Default() Spec {
+	return Spec{
+		Name:    "alignment",
+		Seed:    1,
+		Backend: backend.Go,
+		Data: Data{Generate: Generate{
+			Prompts: 600, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
+		}},
+		Model:  Model{Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56},
+		SFT:    SFT{Steps: 250, BatchSize: 32, LearningRate: 3e-3},
+		Reward: Reward{Recipe: string(reward.LossBT), Steps: 150, BatchSize: 16, LearningRate: 1e-3},
+		Reinforce: Reinforce{
+			Iterations: 30, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
+			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,
+		},
+		Eval: Eval{Prompts: 64, SamplesPerPrompt: 2, Temperature: 1, ShowSamples: 6},
+	}
+}
+
+// Recipes lists the reward-model recipes this build trains.
+var Recipes = []string{string(reward.LossBT), string(reward.LossBTMargin), string(reward.LossBTScaled)}
+
+// Parse decodes a JSON spec over the defaults. Unknown fields are errors that
+// name the field's path and the fields allowed there.
+func Parse(data []byte) (Spec, error) {
+	spec := Default()
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || string(data) == "null" {
+		return spec, nil
+	}
+	var raw any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return spec, fmt.Errorf("spec is not valid JSON: %w", err)
+	}
+	if err := checkFields(raw, reflect.TypeOf(spec), ""); err != nil {
+		return spec, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return spec, &FieldError{Field: te.Field, Problem: fmt.Sprintf("must be %s, got %s", kindName(te.Type), te.Value)}
+		}
+		return spec, fmt.Errorf("decode spec: %w", err)
+	}
+	return spec, nil
+}
+
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "an integer"
+	case reflect.Float64, reflect.Float32:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+// checkFields walks decoded JSON against the struct's json tags.
+func checkFields(raw any, t reflect.Type, path string) error {
+	obj, ok := raw.(map[string]any)
+	if !ok || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = t.Field(i).Type
+		names = append(names, tag)
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ft, ok := fields[k]
+		if !ok {
+			return &FieldError{Field: join(path, k), Problem: "unknown field", Allowed: names}
+		}
+		if err := checkFields(obj[k], ft, join(path, k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// FieldError names the spec field at fault, what is wrong and what is allowed.
+type FieldError struct {
+	Field   string
+	Problem string
+	Allowed []string
+}
+
+func (e *FieldError) Error() string {
+	msg := fmt.Sprintf("spec field %s: %s", e.Field, e.Problem)
+	if len(e.Allowed) > 0 {
+		msg += fmt.Sprintf(" (allowed: %s)", strings.Join(e.Allowed, ", "))
+	}
+	return msg
+}
+
+// Validate checks every field that has limits. It does no I/O; CheckFiles
+// checks that data files exist.
+func (s Spec) Validate() error {
+	var errs []error
+	bad := func(field, problem string, allowed ...string) {
+		errs = append(errs, &FieldError{Field: field, Problem: problem, Allowed: allowed})
+	}
+	positive := func(field string, v int) {
+		if v <= 0 {
+			bad(field, fmt.Sprintf("must be a positive integer, got %d", v))
+		}
+	}
+	positiveF := func(field string, v float64) {
+		if !(v > 0) {
+			bad(field, fmt.Sprintf("must be positive, got %v", v))
+		}
+	}
+	if !contains(backend.Names(), s.Backend) {
+		bad("backend", fmt.Sprintf("unknown backend %q", s.Backend), backend.Names()...)
+	}
+	if s.Data.Ratings == "" && s.Data.Preferences == "" {
+		positive("data.generate.prompts", s.Data.Generate.Prompts)
+		if !(s.Data.Generate.ValidationFraction > 0 && s.Data.Generate.ValidationFraction < 1) {
+			bad("data.generate.validation_fraction", fmt.Sprintf("must be in (0, 1), got %v", s.Data.Generate.ValidationFraction))
+		}
+		if s.Data.Generate.RatingNoise < 0 || s.Data.Generate.PreferenceNoise < 0 {
+			bad("data.generate", "noise levels must not be negative")
+		}
+	} else if s.Data.Ratings == "" || s.Data.Preferences == "" {
+		bad("data", "give both data.ratings and data.preferences, or neither to generate the bundled matched data")
+	}
+	m := s.Model
+	positive("model.dim", m.Dim)
+	positive("model.heads", m.Heads)
+	positive("model.layers", m.Layers)
+	positive("model.hidden", m.Hidden)
+	if m.Dim > 0 && m.Heads > 0 && (m.Dim%m.Heads != 0 || (m.Dim/m.Heads)%2 != 0) {
+		bad("model.dim", fmt.Sprintf("must be a multiple of model.heads (%d) with an even quotient, got %d", m.Heads, m.Dim))
+	}
+	if m.MaxLen < 8 || m.MaxLen > 4096 {
+		bad("model.max_len", fmt.Sprintf("must be in 8..4096, got %d", m.MaxLen))
+	}
+	positive("sft.steps", s.SFT.Steps)
+	positive("sft.batch_size", s.SFT.BatchSize)
+	positiveF("sft.learning_rate", s.SFT.LearningRate)
+	if !contains(Recipes, s.Reward.Recipe) {
+		bad("reward.recipe", fmt.Sprintf("unknown recipe %q", s.Reward.Recipe), Recipes...)
+	}
+	positive("reward.steps", s.Reward.Steps)
+	positive("reward.batch_size", s.Reward.BatchSize)
+	positiveF("reward.learning_rate", s.Reward.LearningRate)
+	r := s.Reinforce
+	if r.Iterations < 0 {
+		bad("reinforce.iterations", fmt.Sprintf("must not be negative, got %d", r.Iterations))
+	}
+	positive("reinforce.prompts_per_iteration", r.PromptsPerIteration)
+	if r.SamplesPerPrompt < 2 {
+		bad("reinforce.samples_per_prompt", fmt.Sprintf("must be at least 2 for the leave-one-out baseline, got %d", r.SamplesPerPrompt))
+	}
+	if r.KLBeta < 0 {
+		bad("reinforce.kl_beta", fmt.Sprintf("must not be negative, got %v", r.KLBeta))
+	}
+	if !contains(reinforce.KLEstimators, r.KLEstimator) {
+		bad("reinforce.kl_estimator", fmt.Sprintf("unknown estimator %q", r.KLEstimator), reinforce.KLEstimators...)
+	}
+	positiveF("reinforce.learning_rate", r.LearningRate)
+	if !(r.Temperature > 0) {
+		bad("reinforce.temperature", fmt.Sprintf("must be positive for sampling, got %v", r.Temperature))
+	}
+	if !(r.TopP > 0 && r.TopP <= 1) {
+		bad("reinforce.top_p", fmt.Sprintf("must be in (0, 1], got %v", r.TopP))
+	}
+	positive("reinforce.max_tokens", r.MaxTokens)
+	positive("reinforce.batch_size", r.BatchSize)
+	positive("eval.prompts", s.Eval.Prompts)
+	positive("eval.samples_per_prompt", s.Eval.SamplesPerPrompt)
+	if s.Eval.Temperature < 0 {
+		bad("eval.temperature", fmt.Sprintf("must not be negative, got %v", s.Eval.Temperature))
+	}
+	if s.Eval.ShowSamples < 0 {
+		bad("eval.show_samples", fmt.Sprintf("must not be negative, got %d", s.Eval.ShowSamples))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckFiles reports data files that are missing or unreadable.
+func (s Spec) CheckFiles() error {
+	var errs []error
+	for _, f := range []struct{ field, path string }{{"data.ratings", s.Data.Ratings}, {"data.preferences", s.Data.Preferences}} {
+		field, path := f.field, f.path
+		if path == "" {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf("cannot read data file: %v", err)})
+			continue
+		}
+		f.Close()
+	}
+	return errors.Join(errs...)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	require.NoError(t, Default().Validate())
+	spec, err := Parse([]byte(`{"seed": 7, "reinforce": {"iterations": 3}}`))
+	require.NoError(t, err)
+	assert.Equal(t, int64(7), spec.Seed)
+	assert.Equal(t, 3, spec.Reinforce.Iterations)
+	assert.Equal(t, Default().Reinforce.SamplesPerPrompt, spec.Reinforce.SamplesPerPrompt, "unset fields keep defaults")
+}
+
+func TestBadSpecsNameTheField(t *testing.T) {
+	cases := []struct {
+		name, json string
+		want       []string
+	}{
+		{"unknown backend", `{"backend": "tpu"}`, []string{"backend", `"tpu"`, "allowed: go"}},
+		{"K below 2", `{"reinforce": {"samples_per_prompt": 1}}`, []string{"reinforce.samples_per_prompt", "at least 2"}},
+		{"non-positive learning rate", `{"sft": {"learning_rate": 0}}`, []string{"sft.learning_rate", "positive"}},
+		{"negative reinforce lr", `{"reinforce": {"learning_rate": -1}}`, []string{"reinforce.learning_rate"}},
+		{"unknown top-level field", `{"seeds": 1}`, []string{"seeds", "unknown field", "allowed: name, seed, backend"}},
+		{"unknown nested field", `{"sft": {"stepz": 1}}`, []string{"sft.stepz", "unknown field", "steps"}},
+		{"wrong type", `{"sft": {"steps": "many"}}`, []string{"sft.steps", "integer"}},
+		{"unknown recipe", `{"reward": {"recipe": "dpo"}}`, []string{"reward.recipe", "bt-scaled"}},
+		{"unknown kl estimator", `{"reinforce": {"kl_estimator": "k7"}}`, []string{"reinforce.kl_estimator", "k3"}},
+		{"only one data file", `{"data": {"ratings": "r.jsonl"}}`, []string{"data", "both"}},
+		{"heads do not divide dim", `{"model": {"dim": 30, "heads": 4}}`, []string{"model.dim"}},
+		{"not JSON", `{"seed": `, []string{"not valid JSON"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, err := Parse([]byte(tc.json))
+			if err == nil {
+				err = spec.Validate()
+			}
+			require.Error(t, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestMissingDataFile(t *testing.T) {
+	spec := Default()
+	spec.Data.Ratings = "/nonexistent/ratings.jsonl"
+	spec.Data.Preferences = "/nonexistent/prefs.jsonl"
+	require.NoError(t, spec.Validate())
+	err := spec.CheckFiles()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "data.ratings")
+	assert.Contains(t, err.Error(), "/nonexistent/ratings.jsonl")
+}
+
+func TestLoadFileYAMLAndStrictness(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "run.yaml")
+	require.NoError(t, os.WriteFile(good, []byte("name: tiny\nseed: 3\nreinforce:\n  iterations: 2\n  kl_beta: 0.05\n"), 0o644))
+	spec, err := LoadFile(good)
+	require.NoError(t, err)
+	assert.Equal(t, "tiny", spec.Name)
+	assert.Equal(t, 0.05, spec.Reinforce.KLBeta)
+
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("reinforce:\n  iterationz: 2\n"), 0o644))
+	_, err = LoadFile(bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), bad)
+	assert.Contains(t, err.Error(), "reinforce.iterationz")
+}
+
+func TestConnectionPrecedence(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	AddConnectionFlags(fs)
+	t.Setenv("ALIGNFLOW_NAMESPACE", "from-env")
+	t.Setenv("ALIGNFLOW_TASK_QUEUE", "queue-env")
+	require.NoError(t, fs.Parse([]string{"--task-queue", "queue-flag"}))
+	c, err := LoadConnection(fs, "")
+	require.NoError(t, err)
+	assert.Equal(t, DefaultAddress, c.Address)
+	assert.Equal(t, "from-env", c.Namespace)
+	assert.Equal(t, "queue-flag", c.TaskQueue, "a flag wins over the environment")
+}
