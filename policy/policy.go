@@ -40,7 +40,7 @@ func Init(cfg transformer.Config, seed uint64) *weights.Set {
 func TokenLogProbs(p transformer.Params, cfg transformer.Config, inputs, targets *graph.Node) *graph.Node {
 	h := transformer.Hidden(p, cfg, inputs)
 	logits := backend.Linear(h, p[LMHead])
-	logp := graph.LogSoftmax(logits, -1)
+	logp := transformer.LogSoftmax(logits)
 	onehot := graph.OneHot(targets, cfg.Vocab, dtypes.Float32)
 	return graph.ReduceSum(graph.Mul(logp, onehot), -1)
 }
@@ -57,9 +57,11 @@ type Batch struct {
 	Rows int
 }
 
-// MakeBatch builds a batch of exactly size rows and length cfg.MaxLen from
-// prompts and responses (token ids; responses include EOS when they ended).
-// Responses too long for MaxLen are cut. Fixed shapes mean one compiled graph.
+// MakeBatch builds a batch of exactly size rows from prompts and responses
+// (token ids; responses include EOS when they ended). Rows are padded to the
+// bucket length of the longest sequence (a multiple of 8, at most
+// cfg.MaxLen): few distinct shapes keep compiled graphs few, and short batches
+// do not pay for padding. Responses too long for MaxLen are cut.
 func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (*Batch, error) {
 	if len(prompts) != len(responses) {
 		return nil, fmt.Errorf("make batch: %d prompts but %d responses", len(prompts), len(responses))
@@ -67,7 +69,11 @@ func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (
 	if len(prompts) > size {
 		return nil, fmt.Errorf("make batch: %d rows exceed batch size %d", len(prompts), size)
 	}
-	t := cfg.MaxLen
+	longest := 1
+	for i := range prompts {
+		longest = max(longest, len(prompts[i])+len(responses[i])-1)
+	}
+	t := BucketLen(longest, cfg.MaxLen)
 	b := &Batch{Rows: len(prompts)}
 	for i := 0; i < size; i++ {
 		in := make([]int32, t)
@@ -79,8 +85,8 @@ func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (
 		ended := false
 		if i < len(prompts) {
 			pr := prompts[i]
-			if len(pr) < 1 || len(pr) >= t {
-				return nil, fmt.Errorf("make batch: prompt of %d tokens does not fit max_len %d", len(pr), t)
+			if len(pr) < 1 || len(pr) >= cfg.MaxLen {
+				return nil, fmt.Errorf("make batch: prompt of %d tokens does not fit max_len %d", len(pr), cfg.MaxLen)
 			}
 			seq := append(append([]int32(nil), pr...), responses[i]...)
 			if len(seq) > t+1 {
@@ -99,6 +105,11 @@ func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (
 		b.Ended = append(b.Ended, ended)
 	}
 	return b, nil
+}
+
+// BucketLen rounds n up to a multiple of 8, capped at maxLen.
+func BucketLen(n, maxLen int) int {
+	return min(maxLen, (n+7)/8*8)
 }
 
 // Tensors returns inputs, targets and mask as GoMLX tensors.
@@ -154,9 +165,12 @@ func (e *Engine) compile() {
 		layers := e.Cfg.Layers
 		e.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
 			p := e.byName(in[:np])
-			token, pos := in[np], in[np+1]
-			kc, vc := in[np+2:np+2+layers], in[np+2+layers:np+2+2*layers]
-			h, nk, nv := transformer.DecodeStep(p, e.Cfg, token, pos, kc, vc)
+			token := in[np]
+			var kc, vc []*graph.Node
+			if len(in) > np+1 {
+				kc, vc = in[np+1:np+1+layers], in[np+1+layers:np+1+2*layers]
+			}
+			h, nk, nv := transformer.DecodeStep(p, e.Cfg, token, kc, vc)
 			logits := backend.Linear(h, p[LMHead])
 			out := []*graph.Node{logits}
 			out = append(out, nk...)
@@ -191,7 +205,7 @@ func (e *Engine) LogProbs(params *weights.Set, b *Batch) ([][]float32, error) {
 	}
 	defer out.FinalizeAll()
 	flat := tensors.MustCopyFlatData[float32](out)
-	t := e.Cfg.MaxLen
+	t := len(b.Inputs[0])
 	res := make([][]float32, len(b.Inputs))
 	for i := range res {
 		res[i] = flat[i*t : (i+1)*t]
@@ -238,11 +252,7 @@ func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int,
 func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
 	cfg := e.Cfg
 	tmax := cfg.MaxLen
-	dh := cfg.HeadDim()
-	caches := make([]*tensors.Tensor, 2*cfg.Layers)
-	for i := range caches {
-		caches[i] = tensors.FromFlatDataAndDimensions(make([]float32, rows*cfg.Heads*tmax*dh), rows, cfg.Heads, tmax, dh)
-	}
+	var caches []*tensors.Tensor // per layer K then V, [rows,H,s,Dh]; none before the first step
 	defer func() {
 		for _, c := range caches {
 			c.FinalizeAll()
@@ -264,7 +274,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 	}
 	probs := make([]float64, cfg.Vocab)
 	for s := 0; s < tmax; s++ {
-		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur), int32(s))
+		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur))
 		for _, c := range caches {
 			args = append(args, c)
 		}
@@ -275,7 +285,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		for _, c := range caches {
 			c.FinalizeAll()
 		}
-		copy(caches, outs[1:])
+		caches = outs[1:]
 		logits := tensors.MustCopyFlatData[float32](outs[0])
 		outs[0].FinalizeAll()
 		allDone := true

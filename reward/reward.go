@@ -17,6 +17,7 @@ import (
 
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/transformer"
 	"github.com/alignflow/alignflow/weights"
@@ -120,13 +121,20 @@ func Sequence(prompt, response []int32, maxLen int) []int32 {
 	return seq
 }
 
-// PackSequences pads seqs to [size, maxLen] and returns them with their last indices.
+// PackSequences pads seqs to [size, L] and returns them with their last
+// indices; L is the bucket length of the longest (a multiple of 8, at most
+// maxLen), as policy.MakeBatch does.
 func PackSequences(seqs [][]int32, size, maxLen int) (tokens [][]int32, last []int32, err error) {
 	if len(seqs) > size {
 		return nil, nil, fmt.Errorf("pack: %d sequences exceed batch size %d", len(seqs), size)
 	}
+	longest := 1
+	for _, s := range seqs {
+		longest = max(longest, len(s))
+	}
+	width := policy.BucketLen(longest, maxLen)
 	for i := 0; i < size; i++ {
-		row := make([]int32, maxLen)
+		row := make([]int32, width)
 		for j := range row {
 			row[j] = tokenizer.PAD
 		}

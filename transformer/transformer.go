@@ -11,9 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/shapes"
 
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/weights"
@@ -131,14 +129,12 @@ func (p Params) get(name string) *graph.Node {
 
 // rmsNorm normalises the last axis and scales it by gain.
 func rmsNorm(x, gain *graph.Node) *graph.Node {
-	ms := graph.ReduceAndKeep(graph.Square(x), graph.ReduceMean, -1)
+	d := x.Shape().Dimensions[x.Rank()-1]
+	lead := x.Shape().Dimensions[:x.Rank()-1]
+	ms := graph.ReduceMean(graph.Square(x), -1)
 	// Rsqrt has no gradient in GoMLX v0.26.0; Sqrt does.
-	y := graph.Div(x, graph.Sqrt(graph.AddScalar(ms, 1e-6)))
-	g := gain
-	for g.Rank() < y.Rank() {
-		g = graph.InsertAxes(g, 0)
-	}
-	return graph.Mul(y, g)
+	inv := graph.Inverse(graph.Sqrt(graph.AddScalar(ms, 1e-6)))
+	return graph.Mul(graph.Mul(x, ExpandLast(inv, d)), graph.BroadcastPrefix(gain, lead...))
 }
 
 // ropeTables returns cos and sin tables [maxLen, headDim] (the two halves of
@@ -169,8 +165,9 @@ func ropeTables(g *graph.Graph, maxLen, headDim int) (cos, sin, rot *graph.Node)
 
 // applyRope rotates x [B,H,T,Dh] by positions whose tables are cos, sin [T,Dh].
 func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
-	c := graph.InsertAxes(cos, 0, 0)
-	s := graph.InsertAxes(sin, 0, 0)
+	dims := x.Shape().Dimensions
+	c := graph.BroadcastPrefix(cos, dims[0], dims[1])
+	s := graph.BroadcastPrefix(sin, dims[0], dims[1])
 	return graph.Add(graph.Mul(x, c), graph.Mul(backend.Linear(x, rot), s))
 }
 
@@ -189,12 +186,15 @@ func mergeHeads(x *graph.Node) *graph.Node {
 }
 
 // attend computes softmax(q k^T / sqrt(Dh) + bias) v for q [B,H,T,Dh],
-// k, v [B,H,S,Dh] and an additive bias broadcastable to [B,H,T,S].
+// k, v [B,H,S,Dh] and an additive bias [T,S] (nil for none).
 func attend(q, k, v, bias *graph.Node) *graph.Node {
-	dh := q.Shape().Dimensions[3]
+	dims := q.Shape().Dimensions
 	scores := backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1})
-	scores = graph.Add(graph.MulScalar(scores, 1/math.Sqrt(float64(dh))), bias)
-	probs := graph.Softmax(scores, -1)
+	scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dims[3])))
+	if bias != nil {
+		scores = graph.Add(scores, graph.BroadcastPrefix(bias, dims[0], dims[1]))
+	}
+	probs := Softmax(scores)
 	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{2}, []int{0, 1})
 }
 
@@ -223,7 +223,7 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 			causal[i*t+j] = negInf
 		}
 	}
-	bias := graph.Reshape(graph.Const(g, causal), 1, 1, t, t)
+	bias := graph.Reshape(graph.Const(g, causal), t, t)
 	for l := 0; l < cfg.Layers; l++ {
 		h := rmsNorm(x, p.get(layerName(l, "attn_norm")))
 		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cosAll, sinAll, rot)
@@ -237,25 +237,24 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 }
 
 // DecodeStep advances generation by one token per row using a KV cache.
-// token is [B] int32, pos a scalar int32 (the slot written, the same for every
-// row), caches hold per layer K and V as [B,H,MaxLen,Dh]. It returns the final
-// hidden state [B,D] of the new token and the updated caches. Writing the cache
-// with a one-hot position mask keeps shapes fixed, so a changing pos never
-// recompiles (the pure-Go backend has no DynamicUpdateSlice).
-func DecodeStep(p Params, cfg Config, token, pos *graph.Node, kCache, vCache []*graph.Node) (hidden *graph.Node, newK, newV []*graph.Node) {
+// token is [B] int32; caches hold, per layer, K and V of the s tokens already
+// seen as [B,H,s,Dh] (nil before the first token). The new token sits at
+// position s. It returns the final hidden state [B,D] of the new token and
+// the caches grown to s+1. Growing by concatenation keeps every step's work
+// proportional to the tokens seen; each length compiles once and is cached.
+func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph.Node) (hidden *graph.Node, newK, newV []*graph.Node) {
 	g := token.Graph()
 	b := token.Shape().Dimensions[0]
-	tmax := kCache[0].Shape().Dimensions[2]
-	dh := cfg.HeadDim()
-	slots := graph.Iota(g, shapes.Make(dtypes.Int32, tmax), 0)
-	onehot := graph.ConvertDType(graph.Equal(slots, pos), dtypes.Float32)        // [Tmax]
-	visible := graph.ConvertDType(graph.LessOrEqual(slots, pos), dtypes.Float32) // [Tmax]
-	bias := graph.Reshape(graph.MulScalar(graph.OneMinus(visible), negInf), 1, 1, 1, tmax)
-	writeMask := graph.Reshape(onehot, 1, 1, tmax, 1)
-	cosAll, sinAll, rot := ropeTables(g, tmax, dh)
-	sel := graph.Reshape(onehot, 1, tmax)
-	cos := backend.Linear(sel, cosAll) // [1,Dh]
-	sin := backend.Linear(sel, sinAll)
+	pos := 0
+	if kCache != nil {
+		pos = kCache[0].Shape().Dimensions[2]
+	}
+	cosAll, sinAll, rot := ropeTables(g, pos+1, cfg.HeadDim())
+	sel := make([]float32, pos+1)
+	sel[pos] = 1
+	pick := graph.Reshape(graph.Const(g, sel), 1, pos+1)
+	cos := backend.Linear(pick, cosAll) // [1,Dh]: the row of position pos
+	sin := backend.Linear(pick, sinAll)
 
 	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1)) // [B,D]
 	x = graph.Reshape(x, b, 1, cfg.Dim)
@@ -264,11 +263,13 @@ func DecodeStep(p Params, cfg Config, token, pos *graph.Node, kCache, vCache []*
 		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cos, sin, rot)
 		k := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wk"))), cfg.Heads), cos, sin, rot)
 		v := splitHeads(backend.Linear(h, p.get(layerName(l, "wv"))), cfg.Heads)
-		kc := graph.Add(graph.Mul(kCache[l], graph.OneMinus(writeMask)), graph.Mul(k, writeMask))
-		vc := graph.Add(graph.Mul(vCache[l], graph.OneMinus(writeMask)), graph.Mul(v, writeMask))
-		newK = append(newK, kc)
-		newV = append(newV, vc)
-		a := mergeHeads(attend(q, kc, vc, bias))
+		if kCache != nil {
+			k = graph.Concatenate([]*graph.Node{kCache[l], k}, 2)
+			v = graph.Concatenate([]*graph.Node{vCache[l], v}, 2)
+		}
+		newK = append(newK, k)
+		newV = append(newV, v)
+		a := mergeHeads(attend(q, k, v, nil))
 		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
 		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")))))
 	}

@@ -1,0 +1,302 @@
+// Package activities adapts alignflow's math to Temporal: each activity loads
+// its inputs from the artifact store, runs the policy, reward or reinforce
+// code, heartbeats its progress, saves its outputs atomically and returns
+// references and small metrics.
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"path"
+	"sort"
+	"sync"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/matched"
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/transformer"
+)
+
+// Activities holds what every activity needs: the artifact store and the
+// compiled graphs, cached per model shape so iterations do not recompile.
+type Activities struct {
+	Store *artifact.Store
+
+	mu      sync.Mutex
+	engines map[string]*engineSet
+}
+
+// New returns activities storing artifacts in store.
+func New(store *artifact.Store) *Activities {
+	return &Activities{Store: store, engines: map[string]*engineSet{}}
+}
+
+type engineSet struct {
+	policy    *policy.Engine
+	reward    *reward.Engine
+	sft       *optim.Trainer
+	rl        *optim.Trainer
+	rmTrainer *optim.Trainer
+}
+
+func modelConfig(spec config.Spec) transformer.Config {
+	m := spec.Model
+	return transformer.Config{Vocab: tokenizer.VocabSize, Dim: m.Dim, Heads: m.Heads, Layers: m.Layers, Hidden: m.Hidden, MaxLen: m.MaxLen}
+}
+
+// enginesFor returns the cached graphs for the spec's backend and model.
+func (a *Activities) enginesFor(spec config.Spec) (*engineSet, error) {
+	cfg := modelConfig(spec)
+	key := fmt.Sprintf("%s/%+v", spec.Backend, cfg)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if e, ok := a.engines[key]; ok {
+		return e, nil
+	}
+	b, err := backend.New(spec.Backend)
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+	}
+	pol := policy.Init(cfg, 0)
+	rm, err := reward.InitFromBackbone(pol, 0)
+	if err != nil {
+		return nil, err
+	}
+	pe := policy.NewEngine(b, cfg, pol)
+	re := reward.NewEngine(b, cfg, rm)
+	e := &engineSet{
+		policy:    pe,
+		reward:    re,
+		sft:       optim.NewTrainer(b, pol.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg)),
+		rmTrainer: optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.BTLoss(cfg)),
+	}
+	a.engines[key] = e
+	return e, nil
+}
+
+// stageRNG returns the random stream of one stage of a run: the same seed,
+// stage and index always give the same stream, whichever worker runs it.
+func stageRNG(seed int64, stage string, index int) *rand.Rand {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", stage, index)
+	return rand.New(rand.NewPCG(uint64(seed), h.Sum64()))
+}
+
+func runPath(runID string, parts ...string) string {
+	return path.Join(append([]string{"runs", runID}, parts...)...)
+}
+
+// classify turns errors that retrying cannot fix into non-retryable
+// application errors with a type the workflow and users can act on.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return err
+	}
+	var nf *optim.NonFiniteError
+	switch {
+	case errors.As(err, &nf):
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrDiverged, err)
+	case errors.Is(err, artifact.ErrCorrupt):
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrCorruptArtifact, err)
+	}
+	return err
+}
+
+func invalidData(err error) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidData, err)
+}
+
+func heartbeat(ctx context.Context, p Progress) {
+	if activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, p)
+	}
+}
+
+// lrAt is the learning-rate schedule: linear warm-up over the first 5% of
+// steps, then cosine decay to a tenth.
+func lrAt(base float64, step, total int) float64 {
+	warm := max(1, total/20)
+	if step < warm {
+		return base * float64(step+1) / float64(warm)
+	}
+	p := float64(step-warm) / float64(max(1, total-warm))
+	return base * (0.1 + 0.9*0.5*(1+math.Cos(math.Pi*p)))
+}
+
+// dataset is a run's loaded data.
+type dataset struct {
+	ratings []helpsteer.Rating
+	prefs   []helpsteer.Preference
+	task    *matched.Task // nil without a gold rubric
+}
+
+func splitOf(s string) string {
+	if s == "" {
+		return helpsteer.SplitTrain
+	}
+	return s
+}
+
+func (a *Activities) loadData(spec config.Spec, d Data) (*dataset, error) {
+	if _, err := a.Store.Get(d.Ratings); err != nil {
+		return nil, err
+	}
+	if _, err := a.Store.Get(d.Preferences); err != nil {
+		return nil, err
+	}
+	ratings, err := helpsteer.ReadRatings(a.Store.Abs(d.Ratings))
+	if err != nil {
+		return nil, invalidData(err)
+	}
+	prefs, err := helpsteer.ReadPreferences(a.Store.Abs(d.Preferences))
+	if err != nil {
+		return nil, invalidData(err)
+	}
+	ds := &dataset{ratings: ratings, prefs: prefs}
+	if d.Generated {
+		_, ds.task = matched.Generate(generatorOptions(spec))
+	}
+	return ds, nil
+}
+
+func generatorOptions(spec config.Spec) matched.Options {
+	g := spec.Data.Generate
+	noise := func(v float64) float64 {
+		if v == 0 {
+			return -1 // the generator reads 0 as "default"; the spec means none
+		}
+		return v
+	}
+	return matched.Options{Seed: spec.Seed, Prompts: g.Prompts, ValidationFraction: g.ValidationFraction,
+		RatingNoise: noise(g.RatingNoise), PreferenceNoise: noise(g.PreferenceNoise)}
+}
+
+// pairs returns the tokenised non-tie preference pairs of a split.
+func (ds *dataset) pairs(split string, maxLen int) []reward.Pair {
+	var out []reward.Pair
+	for _, p := range ds.prefs {
+		if p.Tie() || splitOf(p.Split) != split {
+			continue
+		}
+		ctx := tokenizer.EncodePrompt(p.Prompt)
+		out = append(out, reward.Pair{
+			Chosen:    reward.Sequence(ctx, tokenizer.EncodeResponse(p.Chosen()), maxLen),
+			Rejected:  reward.Sequence(ctx, tokenizer.EncodeResponse(p.Rejected()), maxLen),
+			Magnitude: float64(p.Margin()),
+		})
+	}
+	return out
+}
+
+// prompts returns the distinct prompts of a split, sorted.
+func (ds *dataset) prompts(split string) []string {
+	if ds.task != nil {
+		return ds.task.Prompts(split)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range ds.prefs {
+		if splitOf(p.Split) == split && !seen[p.Prompt] {
+			seen[p.Prompt] = true
+			out = append(out, p.Prompt)
+		}
+	}
+	for _, r := range ds.ratings {
+		if splitOf(r.Split) == split && !seen[r.Prompt] {
+			seen[r.Prompt] = true
+			out = append(out, r.Prompt)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// fitPrompt drops prompts too long to leave room for a response.
+func fitPrompt(p string, maxLen int) bool { return len(tokenizer.EncodePrompt(p)) < maxLen-4 }
+
+// PrepareData generates the matched dataset, or validates the user's files,
+// and stores both in the run's artifact folder.
+func (a *Activities) PrepareData(ctx context.Context, in PrepareDataInput) (Data, error) {
+	spec := in.Spec
+	var ratings []helpsteer.Rating
+	var prefs []helpsteer.Preference
+	d := Data{}
+	if spec.Data.Ratings == "" {
+		ds, _ := matched.Generate(generatorOptions(spec))
+		ratings, prefs = ds.Ratings, ds.Preferences
+		d.Generated = true
+	} else {
+		if err := spec.CheckFiles(); err != nil {
+			return d, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+		}
+		var err error
+		if ratings, err = helpsteer.ReadRatings(spec.Data.Ratings); err != nil {
+			return d, invalidData(err)
+		}
+		if prefs, err = helpsteer.ReadPreferences(spec.Data.Preferences); err != nil {
+			return d, invalidData(err)
+		}
+	}
+	dir, err := a.tempDir(in.RunID)
+	if err != nil {
+		return d, err
+	}
+	rp, pp := path.Join(dir, "ratings.jsonl.gz"), path.Join(dir, "preferences.jsonl.gz")
+	if err := helpsteer.WriteRatings(rp, ratings); err != nil {
+		return d, err
+	}
+	if err := helpsteer.WritePreferences(pp, prefs); err != nil {
+		return d, err
+	}
+	if d.Ratings, err = a.putFile(runPath(in.RunID, "data", "ratings.jsonl.gz"), rp); err != nil {
+		return d, err
+	}
+	if d.Preferences, err = a.putFile(runPath(in.RunID, "data", "preferences.jsonl.gz"), pp); err != nil {
+		return d, err
+	}
+	ds := &dataset{ratings: ratings, prefs: prefs}
+	if d.Generated {
+		_, ds.task = matched.Generate(generatorOptions(spec))
+	}
+	d.RatingRows, d.PreferenceRows = len(ratings), len(prefs)
+	for _, p := range prefs {
+		switch {
+		case p.Tie():
+			d.TiesExcluded++
+		case splitOf(p.Split) == helpsteer.SplitValidation:
+			d.ValidationPairs++
+		default:
+			d.TrainPairs++
+		}
+	}
+	d.TrainPrompts = len(ds.prompts(helpsteer.SplitTrain))
+	d.ValidationPrompt = len(ds.prompts(helpsteer.SplitValidation))
+	if d.TrainPairs == 0 {
+		return d, invalidData(fmt.Errorf("preferences hold no non-tie training pairs"))
+	}
+	if d.ValidationPairs == 0 {
+		return d, invalidData(fmt.Errorf("preferences hold no non-tie validation pairs (rows with split \"validation\")"))
+	}
+	return d, nil
+}
+
+func corrupt(err error) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrCorruptArtifact, err)
+}

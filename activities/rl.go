@@ -1,0 +1,305 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reinforce"
+	"github.com/alignflow/alignflow/tokenizer"
+)
+
+// evalPrompts are the held-out prompts a policy is measured on: the
+// validation split (the training split if there is none), cycled to
+// eval.prompts.
+func evalPrompts(ds *dataset, spec config.Spec) []string {
+	var pool []string
+	for _, p := range ds.prompts(helpsteer.SplitValidation) {
+		if fitPrompt(p, spec.Model.MaxLen) {
+			pool = append(pool, p)
+		}
+	}
+	if len(pool) == 0 {
+		for _, p := range ds.prompts(helpsteer.SplitTrain) {
+			if fitPrompt(p, spec.Model.MaxLen) {
+				pool = append(pool, p)
+			}
+		}
+	}
+	out := make([]string, 0, spec.Eval.Prompts)
+	for i := 0; i < spec.Eval.Prompts && len(pool) > 0; i++ {
+		out = append(out, pool[i%len(pool)])
+	}
+	return out
+}
+
+func sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
+	return policy.SampleOptions{Temperature: temperature, TopP: spec.Reinforce.TopP, MaxTokens: spec.Reinforce.MaxTokens}
+}
+
+// EvaluatePolicy samples responses to the held-out prompts with the eval
+// seed and scores them with the gold rubric (when the data has one), the
+// reward model, and the KL to the reference policy.
+func (a *Activities) EvaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
+	res, err := a.evaluatePolicy(ctx, in)
+	return res, classify(err)
+}
+
+func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
+	spec := in.Spec
+	eng, err := a.enginesFor(spec)
+	if err != nil {
+		return PolicyEval{}, err
+	}
+	ds, err := a.loadData(spec, in.Data)
+	if err != nil {
+		return PolicyEval{}, err
+	}
+	pol, err := a.Store.GetWeights(in.Policy)
+	if err != nil {
+		return PolicyEval{}, err
+	}
+	ref, err := a.Store.GetWeights(in.Reference)
+	if err != nil {
+		return PolicyEval{}, err
+	}
+	rm, err := a.Store.GetWeights(in.RewardModel)
+	if err != nil {
+		return PolicyEval{}, err
+	}
+	cfg := modelConfig(spec)
+	prompts := evalPrompts(ds, spec)
+	if len(prompts) == 0 {
+		return PolicyEval{}, invalidData(fmt.Errorf("no prompts fit model.max_len %d", cfg.MaxLen))
+	}
+	var texts []string
+	var ctxs [][]int32
+	for _, p := range prompts {
+		for j := 0; j < spec.Eval.SamplesPerPrompt; j++ {
+			texts = append(texts, p)
+			ctxs = append(ctxs, tokenizer.EncodePrompt(p))
+		}
+	}
+	heartbeat(ctx, Progress{Stage: in.Label, Step: 0, Total: len(ctxs)})
+	samples, err := eng.policy.Generate(pol, ctxs, spec.Reinforce.BatchSize, sampleOptions(spec, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
+	if err != nil {
+		return PolicyEval{}, err
+	}
+	res := PolicyEval{Prompts: len(prompts)}
+	seqs := make([][]int32, len(samples))
+	responses := make([][]int32, len(samples))
+	goldSum := 0.0
+	for i, s := range samples {
+		responses[i] = s.Tokens
+		seqs[i] = append(append([]int32(nil), ctxs[i]...), s.Tokens...)
+		if len(seqs[i]) > cfg.MaxLen {
+			seqs[i] = seqs[i][:cfg.MaxLen]
+		}
+		if s.Ended {
+			res.EndedFraction++
+		}
+		res.MeanLength += float64(len(s.Tokens))
+		if ds.task != nil {
+			goldSum += ds.task.Gold(texts[i], tokenizer.Decode(s.Tokens)).Helpfulness
+		}
+	}
+	n := float64(len(samples))
+	res.EndedFraction /= n
+	res.MeanLength /= n
+	if ds.task != nil {
+		g := goldSum / n
+		res.GoldScore = &g
+	}
+	rewards, err := eng.reward.Rewards(rm, seqs, spec.Reinforce.BatchSize)
+	if err != nil {
+		return res, err
+	}
+	for _, r := range rewards {
+		res.Reward += r / n
+	}
+	bs := spec.Reinforce.BatchSize
+	for start := 0; start < len(samples); start += bs {
+		end := min(start+bs, len(samples))
+		b, err := policy.MakeBatch(cfg, bs, ctxs[start:end], responses[start:end])
+		if err != nil {
+			return res, err
+		}
+		lp, err := eng.policy.LogProbs(pol, b)
+		if err != nil {
+			return res, err
+		}
+		lpRef, err := eng.policy.LogProbs(ref, b)
+		if err != nil {
+			return res, err
+		}
+		for i := 0; i < end-start; i++ {
+			for j, m := range b.Mask[i] {
+				res.KLToReference += float64(m*(lp[i][j]-lpRef[i][j])) / n
+			}
+		}
+	}
+	for i := 0; i < min(spec.Eval.ShowSamples, len(samples)); i++ {
+		// One sample per prompt, spread over the prompts.
+		k := (i * spec.Eval.SamplesPerPrompt) % len(samples)
+		st := SampleText{Prompt: texts[k], Response: tokenizer.Decode(responses[k]), Reward: rewards[k]}
+		if ds.task != nil {
+			st.Gold = ds.task.Gold(texts[k], st.Response).Helpfulness
+		}
+		res.Samples = append(res.Samples, st)
+	}
+	return res, nil
+}
+
+// iterationPrompts picks the iteration's prompts from the training split: a
+// seeded shuffle walked in order, so every iteration sees the next slice and
+// a resumed run sees exactly the prompts it would have.
+func iterationPrompts(ds *dataset, spec config.Spec, iteration int) []string {
+	var pool []string
+	for _, p := range ds.prompts(helpsteer.SplitTrain) {
+		if fitPrompt(p, spec.Model.MaxLen) {
+			pool = append(pool, p)
+		}
+	}
+	if len(pool) == 0 {
+		return nil
+	}
+	order := stageRNG(spec.Seed, "reinforce-prompts", 0).Perm(len(pool))
+	n := spec.Reinforce.PromptsPerIteration
+	out := make([]string, n)
+	for j := range out {
+		out[j] = pool[order[(iteration*n+j)%len(pool)]]
+	}
+	return out
+}
+
+// rolloutRecord is one line of the rollouts artifact.
+type rolloutRecord struct {
+	Prompt    string   `json:"prompt"`
+	Response  string   `json:"response"`
+	Ended     bool     `json:"ended"`
+	Reward    float64  `json:"reward"`
+	KL        float64  `json:"kl"`
+	Advantage float64  `json:"advantage"`
+	Gold      *float64 `json:"gold,omitempty"`
+}
+
+// ReinforceIteration runs one REINFORCE iteration and stores the updated
+// policy, its optimizer state and the rollouts.
+func (a *Activities) ReinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
+	res, err := a.reinforceIteration(ctx, in)
+	return res, classify(err)
+}
+
+func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
+	start := time.Now()
+	spec := in.Spec
+	eng, err := a.enginesFor(spec)
+	if err != nil {
+		return IterationResult{}, err
+	}
+	ds, err := a.loadData(spec, in.Data)
+	if err != nil {
+		return IterationResult{}, err
+	}
+	pol, err := a.Store.GetWeights(in.Policy)
+	if err != nil {
+		return IterationResult{}, err
+	}
+	ref, err := a.Store.GetWeights(in.Reference)
+	if err != nil {
+		return IterationResult{}, err
+	}
+	rm, err := a.Store.GetWeights(in.RewardModel)
+	if err != nil {
+		return IterationResult{}, err
+	}
+	st := optim.NewState(pol)
+	if in.Optimizer.Path != "" {
+		set, err := a.Store.GetWeights(in.Optimizer)
+		if err != nil {
+			return IterationResult{}, err
+		}
+		if st, err = optim.LoadState(set); err != nil {
+			return IterationResult{}, corrupt(err)
+		}
+	}
+	a.mu.Lock()
+	if eng.rl == nil {
+		eng.rl = reinforce.NewTrainer(eng.policy)
+	}
+	a.mu.Unlock()
+	r := spec.Reinforce
+	it := &reinforce.Iteration{
+		Policy: eng.policy, Reward: eng.reward, Trainer: eng.rl, Reference: ref, RM: rm,
+		Settings: reinforce.Settings{
+			SamplesPerPrompt: r.SamplesPerPrompt, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
+			LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: sampleOptions(spec, r.Temperature),
+		},
+	}
+	prompts := iterationPrompts(ds, spec, in.Iteration)
+	if len(prompts) == 0 {
+		return IterationResult{}, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", spec.Model.MaxLen))
+	}
+	ctxs := make([][]int32, len(prompts))
+	for i, p := range prompts {
+		ctxs[i] = tokenizer.EncodePrompt(p)
+	}
+	heartbeat(ctx, Progress{Stage: StageReinforce, Step: in.Iteration + 1, Total: spec.Reinforce.Iterations})
+	rollouts, stats, err := it.Run(pol, st, ctxs, stageRNG(spec.Seed, "rollout", in.Iteration))
+	if err != nil {
+		return IterationResult{}, err
+	}
+	res := IterationResult{Iteration: in.Iteration, RewardMean: stats.RewardMean, KLMean: stats.KLMean,
+		EndedFraction: stats.EndedFraction, Loss: stats.Loss}
+	records := make([]rolloutRecord, len(rollouts))
+	goldSum := 0.0
+	for i, ro := range rollouts {
+		records[i] = rolloutRecord{Prompt: prompts[ro.Prompt], Response: tokenizer.Decode(ro.Response), Ended: ro.Ended,
+			Reward: ro.Reward, KL: ro.KL, Advantage: ro.Advantage}
+		if ds.task != nil {
+			g := ds.task.Gold(records[i].Prompt, records[i].Response).Helpfulness
+			records[i].Gold = &g
+			goldSum += g
+		}
+	}
+	if ds.task != nil {
+		g := goldSum / float64(len(records))
+		res.GoldMean = &g
+	}
+	dir := fmt.Sprintf("reinforce/iter-%05d", in.Iteration)
+	if res.Policy, err = a.Store.PutWeights(runPath(in.RunID, dir, "policy.safetensors"), pol); err != nil {
+		return res, err
+	}
+	if res.Optimizer, err = a.Store.PutWeights(runPath(in.RunID, dir, "optimizer.safetensors"), st.Save()); err != nil {
+		return res, err
+	}
+	if res.Rollouts, err = a.Store.PutJSON(runPath(in.RunID, dir, "rollouts.json"), records); err != nil {
+		return res, err
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// WriteSummary writes the run summary to <data-dir>/runs/<run>/summary.json.
+func (a *Activities) WriteSummary(_ context.Context, in SummaryInput) (string, error) {
+	b, err := json.MarshalIndent(in.Summary, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode summary: %w", err)
+	}
+	p := filepath.Join(a.Store.Root, "runs", in.RunID, "summary.json")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	if err := artifact.WriteFileAtomic(p, append(b, '\n')); err != nil {
+		return "", err
+	}
+	return p, nil
+}

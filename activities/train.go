@@ -1,0 +1,220 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// tempDir is a scratch folder inside the store, on the same file system, for
+// writers that need a path.
+func (a *Activities) tempDir(runID string) (string, error) {
+	base := filepath.Join(a.Store.Root, "tmp")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", fmt.Errorf("scratch folder: %w", err)
+	}
+	return os.MkdirTemp(base, runID+"-*")
+}
+
+// putFile moves a finished scratch file into the store.
+func (a *Activities) putFile(rel, scratch string) (artifact.Ref, error) {
+	defer os.Remove(scratch)
+	b, err := os.ReadFile(scratch)
+	if err != nil {
+		return artifact.Ref{}, fmt.Errorf("read %s: %w", scratch, err)
+	}
+	return a.Store.Put(rel, b)
+}
+
+const heartbeatEvery = 10
+
+// TrainSFT fine-tunes a fresh policy on the training split's rated responses.
+func (a *Activities) TrainSFT(ctx context.Context, in TrainInput) (TrainResult, error) {
+	res, err := a.trainSFT(ctx, in)
+	return res, classify(err)
+}
+
+func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, error) {
+	start := time.Now()
+	spec := in.Spec
+	eng, err := a.enginesFor(spec)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	ds, err := a.loadData(spec, in.Data)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	cfg := modelConfig(spec)
+	var prompts, responses [][]int32
+	for _, r := range ds.ratings {
+		if splitOf(r.Split) != helpsteer.SplitTrain || !fitPrompt(r.Prompt, cfg.MaxLen) {
+			continue
+		}
+		prompts = append(prompts, tokenizer.EncodePrompt(r.Prompt))
+		responses = append(responses, tokenizer.EncodeResponse(r.Response))
+	}
+	if len(prompts) == 0 {
+		return TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
+	}
+	params := policy.Init(cfg, uint64(spec.Seed))
+	st := optim.NewState(params)
+	rng := stageRNG(spec.Seed, "sft", 0)
+	order := rng.Perm(len(prompts))
+	bs := spec.SFT.BatchSize
+	res := TrainResult{Steps: spec.SFT.Steps}
+	for step := 0; step < spec.SFT.Steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		var bp, br [][]int32
+		for j := 0; j < bs; j++ {
+			i := order[(step*bs+j)%len(order)]
+			bp, br = append(bp, prompts[i]), append(br, responses[i])
+		}
+		batch, err := policy.MakeBatch(cfg, bs, bp, br)
+		if err != nil {
+			return res, invalidData(err)
+		}
+		inT, tgT, mkT := batch.Tensors()
+		r, err := eng.sft.Step(params, st, lrAt(spec.SFT.LearningRate, step, spec.SFT.Steps), inT, tgT, mkT)
+		if err != nil {
+			return res, fmt.Errorf("sft step %d: %w", step, err)
+		}
+		if step == 0 {
+			res.FirstLoss = r.Loss
+		}
+		res.FinalLoss = r.Loss
+		if step%heartbeatEvery == 0 || step == spec.SFT.Steps-1 {
+			heartbeat(ctx, Progress{Stage: StageSFT, Step: step + 1, Total: spec.SFT.Steps, Loss: r.Loss})
+		}
+	}
+	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
+}
+
+func (a *Activities) saveModel(runID, rel string, params *weights.Set, res TrainResult, start time.Time) (TrainResult, error) {
+	ref, err := a.Store.PutWeights(runPath(runID, rel), params)
+	if err != nil {
+		return res, err
+	}
+	res.Checkpoint = ref
+	res.Digest = params.Digest()
+	res.TrainSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// TrainRewardModel trains a reward model, initialised from the SFT policy's
+// backbone, on the training split's preference pairs.
+func (a *Activities) TrainRewardModel(ctx context.Context, in TrainInput) (TrainResult, error) {
+	res, err := a.trainRewardModel(ctx, in)
+	return res, classify(err)
+}
+
+func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (TrainResult, error) {
+	start := time.Now()
+	spec := in.Spec
+	eng, err := a.enginesFor(spec)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	ds, err := a.loadData(spec, in.Data)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	base, err := a.Store.GetWeights(in.Base)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	cfg := modelConfig(spec)
+	params, err := reward.InitFromBackbone(base, uint64(spec.Seed))
+	if err != nil {
+		return TrainResult{}, err
+	}
+	pairs := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
+	if len(pairs) == 0 {
+		return TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
+	}
+	st := optim.NewState(params)
+	rng := stageRNG(spec.Seed, "reward-model", 0)
+	order := rng.Perm(len(pairs))
+	bs := spec.Reward.BatchSize
+	loss := reward.Loss(spec.Reward.Recipe)
+	res := TrainResult{Steps: spec.Reward.Steps}
+	for step := 0; step < spec.Reward.Steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		batchPairs := make([]reward.Pair, bs)
+		for j := range batchPairs {
+			batchPairs[j] = pairs[order[(step*bs+j)%len(order)]]
+		}
+		batch, err := reward.MakePairBatch(batchPairs, bs, cfg.MaxLen, loss)
+		if err != nil {
+			return res, invalidData(err)
+		}
+		r, err := eng.rmTrainer.Step(params, st, lrAt(spec.Reward.LearningRate, step, spec.Reward.Steps), batch.Args()...)
+		if err != nil {
+			return res, fmt.Errorf("reward model step %d: %w", step, err)
+		}
+		if step == 0 {
+			res.FirstLoss = r.Loss
+		}
+		res.FinalLoss = r.Loss
+		if step%heartbeatEvery == 0 || step == spec.Reward.Steps-1 {
+			heartbeat(ctx, Progress{Stage: StageRewardModel, Step: step + 1, Total: spec.Reward.Steps, Loss: r.Loss})
+		}
+	}
+	params.Metadata["recipe"] = spec.Reward.Recipe
+	return a.saveModel(in.RunID, "reward/model.safetensors", params, res, start)
+}
+
+// EvaluateRewardModel measures pairwise accuracy on the held-out (validation)
+// preference pairs, ties excluded, and on up to 256 training pairs.
+func (a *Activities) EvaluateRewardModel(ctx context.Context, in RewardEvalInput) (RewardEval, error) {
+	res, err := a.evaluateRewardModel(ctx, in)
+	return res, classify(err)
+}
+
+func (a *Activities) evaluateRewardModel(_ context.Context, in RewardEvalInput) (RewardEval, error) {
+	spec := in.Spec
+	eng, err := a.enginesFor(spec)
+	if err != nil {
+		return RewardEval{}, err
+	}
+	ds, err := a.loadData(spec, in.Data)
+	if err != nil {
+		return RewardEval{}, err
+	}
+	rm, err := a.Store.GetWeights(in.RewardModel)
+	if err != nil {
+		return RewardEval{}, err
+	}
+	cfg := modelConfig(spec)
+	held := ds.pairs(helpsteer.SplitValidation, cfg.MaxLen)
+	if len(held) == 0 {
+		return RewardEval{}, invalidData(fmt.Errorf("no non-tie validation pairs to evaluate on"))
+	}
+	var res RewardEval
+	res.HeldoutPairs = len(held)
+	if res.HeldoutAccuracy, err = eng.reward.PairwiseAccuracy(rm, held, spec.Reinforce.BatchSize); err != nil {
+		return res, err
+	}
+	train := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
+	if len(train) > 256 {
+		train = train[:256]
+	}
+	if res.TrainAccuracy, err = eng.reward.PairwiseAccuracy(rm, train, spec.Reinforce.BatchSize); err != nil {
+		return res, err
+	}
+	return res, nil
+}

@@ -1,0 +1,176 @@
+package activities
+
+import (
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+)
+
+// Error types of non-retryable failures: retrying cannot fix them.
+const (
+	ErrInvalidSpec     = "InvalidSpec"     // the run specification is wrong
+	ErrInvalidData     = "InvalidData"     // a data file is missing or malformed
+	ErrDiverged        = "Diverged"        // a loss or gradient became NaN or Inf
+	ErrCorruptArtifact = "CorruptArtifact" // a stored artifact fails its digest
+)
+
+// NonRetryable lists the error types activities fail with that must not be retried.
+var NonRetryable = []string{ErrInvalidSpec, ErrInvalidData, ErrDiverged, ErrCorruptArtifact}
+
+// Stage names, as they appear in progress reports and the summary.
+const (
+	StagePrepareData    = "prepare-data"
+	StageSFT            = "sft"
+	StageRewardModel    = "reward-model"
+	StageRewardEval     = "reward-eval"
+	StageEvalBefore     = "eval-before"
+	StageReinforce      = "reinforce"
+	StageEvalAfter      = "eval-after"
+	StageSummary        = "summary"
+	StageDone           = "done"
+	StageFailed         = "failed"
+	StageNotStarted     = "not-started"
+	StageValidatingSpec = "validating-spec"
+)
+
+// Data is the prepared dataset of a run.
+type Data struct {
+	Ratings     artifact.Ref `json:"ratings"`
+	Preferences artifact.Ref `json:"preferences"`
+	// Generated is true when the bundled matched generator made the data, so
+	// the gold rubric can score any response.
+	Generated        bool `json:"generated"`
+	RatingRows       int  `json:"rating_rows"`
+	PreferenceRows   int  `json:"preference_rows"`
+	TrainPairs       int  `json:"train_pairs"`
+	ValidationPairs  int  `json:"validation_pairs"`
+	TiesExcluded     int  `json:"ties_excluded"`
+	TrainPrompts     int  `json:"train_prompts"`
+	ValidationPrompt int  `json:"validation_prompts"`
+}
+
+// PrepareDataInput starts a run's data stage.
+type PrepareDataInput struct {
+	RunID string      `json:"run_id"`
+	Spec  config.Spec `json:"spec"`
+}
+
+// TrainInput is the input of the training stages.
+type TrainInput struct {
+	RunID string       `json:"run_id"`
+	Spec  config.Spec  `json:"spec"`
+	Data  Data         `json:"data"`
+	Base  artifact.Ref `json:"base"` // SFT: unused; reward model: the SFT policy
+}
+
+// TrainResult reports a finished training stage.
+type TrainResult struct {
+	Checkpoint   artifact.Ref `json:"checkpoint"`
+	Digest       string       `json:"digest"` // sha256 of the weights
+	Steps        int          `json:"steps"`
+	FirstLoss    float64      `json:"first_loss"`
+	FinalLoss    float64      `json:"final_loss"`
+	TrainSeconds float64      `json:"train_seconds"`
+}
+
+// RewardEvalInput evaluates a reward model on held-out pairs.
+type RewardEvalInput struct {
+	RunID       string       `json:"run_id"`
+	Spec        config.Spec  `json:"spec"`
+	Data        Data         `json:"data"`
+	RewardModel artifact.Ref `json:"reward_model"`
+}
+
+// RewardEval is the reward model's held-out quality.
+type RewardEval struct {
+	HeldoutAccuracy float64 `json:"heldout_accuracy"`
+	HeldoutPairs    int     `json:"heldout_pairs"`
+	TrainAccuracy   float64 `json:"train_accuracy"`
+}
+
+// PolicyEvalInput evaluates a policy on held-out prompts.
+type PolicyEvalInput struct {
+	RunID       string       `json:"run_id"`
+	Spec        config.Spec  `json:"spec"`
+	Data        Data         `json:"data"`
+	Policy      artifact.Ref `json:"policy"`
+	Reference   artifact.Ref `json:"reference"`
+	RewardModel artifact.Ref `json:"reward_model"`
+	Label       string       `json:"label"`
+}
+
+// SampleText is one generated response with its scores.
+type SampleText struct {
+	Prompt   string  `json:"prompt"`
+	Response string  `json:"response"`
+	Gold     float64 `json:"gold"`
+	Reward   float64 `json:"reward"`
+}
+
+// PolicyEval is a policy's quality on held-out prompts, sampled with the
+// eval seed so that before and after see the same random stream.
+type PolicyEval struct {
+	GoldScore     *float64     `json:"gold_score"` // nil when the data has no gold rubric
+	Reward        float64      `json:"reward"`
+	KLToReference float64      `json:"kl_to_reference"` // mean over samples of sum_t log pi - log pi_ref
+	EndedFraction float64      `json:"ended_fraction"`
+	MeanLength    float64      `json:"mean_length"`
+	Prompts       int          `json:"prompts"`
+	Samples       []SampleText `json:"samples"`
+}
+
+// IterationInput is one REINFORCE iteration.
+type IterationInput struct {
+	RunID       string       `json:"run_id"`
+	Spec        config.Spec  `json:"spec"`
+	Data        Data         `json:"data"`
+	Iteration   int          `json:"iteration"` // 0-based
+	Policy      artifact.Ref `json:"policy"`
+	Optimizer   artifact.Ref `json:"optimizer"` // empty on the first iteration
+	Reference   artifact.Ref `json:"reference"`
+	RewardModel artifact.Ref `json:"reward_model"`
+}
+
+// IterationResult reports an iteration and where its outputs are.
+type IterationResult struct {
+	Iteration     int          `json:"iteration"`
+	Policy        artifact.Ref `json:"policy"`
+	Optimizer     artifact.Ref `json:"optimizer"`
+	Rollouts      artifact.Ref `json:"rollouts"`
+	RewardMean    float64      `json:"reward_mean"`
+	KLMean        float64      `json:"kl_mean"`
+	GoldMean      *float64     `json:"gold_mean"`
+	EndedFraction float64      `json:"ended_fraction"`
+	Loss          float64      `json:"loss"`
+	Seconds       float64      `json:"seconds"`
+}
+
+// Progress is what long activities heartbeat: the client shows it as a bar.
+type Progress struct {
+	Stage string  `json:"stage"`
+	Step  int     `json:"step"`
+	Total int     `json:"total"`
+	Loss  float64 `json:"loss"`
+}
+
+// SummaryInput asks for the run summary to be written where users look for it.
+type SummaryInput struct {
+	RunID   string `json:"run_id"`
+	Summary any    `json:"summary"`
+}
+
+// IterationMetrics is one point of the REINFORCE training curve.
+type IterationMetrics struct {
+	Iteration     int      `json:"iteration"`
+	RewardMean    float64  `json:"reward_mean"`
+	KLMean        float64  `json:"kl_mean"`
+	GoldMean      *float64 `json:"gold_mean,omitempty"`
+	EndedFraction float64  `json:"ended_fraction"`
+	Loss          float64  `json:"loss"`
+	Seconds       float64  `json:"seconds"`
+}
+
+// Metrics drops the references, keeping the numbers.
+func (r IterationResult) Metrics() IterationMetrics {
+	return IterationMetrics{Iteration: r.Iteration, RewardMean: r.RewardMean, KLMean: r.KLMean, GoldMean: r.GoldMean,
+		EndedFraction: r.EndedFraction, Loss: r.Loss, Seconds: r.Seconds}
+}

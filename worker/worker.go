@@ -1,0 +1,45 @@
+// Package worker wires alignflow's workflows and activities into a Temporal
+// worker.
+package worker
+
+import (
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// Options configure a worker.
+type Options struct {
+	TaskQueue string
+	// ConcurrentActivities bounds how many activities run at once. Training
+	// saturates the machine's cores, so the default is 1.
+	ConcurrentActivities int
+}
+
+// New returns a worker (not yet started) that runs alignflow's workflows and
+// activities, keeping artifacts in store.
+func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
+	if opts.TaskQueue == "" {
+		opts.TaskQueue = workflows.TaskQueue
+	}
+	if opts.ConcurrentActivities <= 0 {
+		opts.ConcurrentActivities = 1
+	}
+	w := worker.New(c, opts.TaskQueue, worker.Options{
+		MaxConcurrentActivityExecutionSize: opts.ConcurrentActivities,
+	})
+	Register(w, activities.New(store))
+	return w
+}
+
+// Register adds the workflows and the given activities to a worker or replayer.
+func Register(r worker.Registry, a *activities.Activities) {
+	r.RegisterWorkflowWithOptions(workflows.Alignment, workflow.RegisterOptions{Name: workflows.AlignmentName})
+	if a != nil {
+		r.RegisterActivity(a)
+	}
+}
