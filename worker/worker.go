@@ -3,6 +3,8 @@
 package worker
 
 import (
+	"time"
+
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -31,6 +33,9 @@ func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
 	}
 	w := worker.New(c, opts.TaskQueue, worker.Options{
 		MaxConcurrentActivityExecutionSize: opts.ConcurrentActivities,
+		// Heartbeats carry the step counts progress bars show; the SDK would
+		// otherwise hold them back for up to 80% of the heartbeat timeout.
+		MaxHeartbeatThrottleInterval: 2 * time.Second,
 	})
 	Register(w, activities.New(store))
 	return w

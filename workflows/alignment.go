@@ -5,6 +5,7 @@ package workflows
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -233,8 +234,16 @@ func model(r activities.TrainResult) StageModel {
 	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds}
 }
 
+// stageErr fails the run with the stage's name in the message, keeping the
+// activity's error type (InvalidData, Diverged, ...) so users and tools can
+// tell what to fix.
 func stageErr(p *Progress, err error) error {
 	stage := p.Stage
 	p.Stage = activities.StageFailed
-	return fmt.Errorf("stage %s: %w", stage, err)
+	errType := "StageFailed"
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		errType = app.Type()
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("stage %s: %v", stage, err), errType, err)
 }

@@ -1,0 +1,145 @@
+// Package e2e runs alignflow end to end on a real Temporal server
+// (go.temporal.io/server/temporaltest) with a real worker.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/server/temporaltest"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/worker"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+var updateHistory = flag.Bool("update-history", false, "rewrite workflows/testdata/alignment-history.json from this run")
+
+// e2eSpec is the smallest run that still shows every effect the test asserts.
+func e2eSpec() config.Spec {
+	s := config.Default()
+	s.Name = "e2e"
+	s.Seed = 1
+	s.Data.Generate.Prompts = 400
+	s.SFT.Steps = 120
+	s.SFT.BatchSize = 16
+	s.Reward.Steps = 60
+	s.Reward.BatchSize = 16
+	s.Reinforce.Iterations = 10
+	s.Reinforce.PromptsPerIteration = 16
+	s.Eval.Prompts = 26
+	s.Eval.SamplesPerPrompt = 2
+	return s
+}
+
+func startServer(t *testing.T) (client.Client, *artifact.Store) {
+	t.Helper()
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	cl := ts.GetDefaultClient()
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Stop)
+	return cl, store
+}
+
+// TestAlignmentEndToEnd runs a whole alignment on a real server and worker:
+// the reward model must rank held-out pairs clearly above chance, REINFORCE
+// must raise the policy's gold score on the same held-out prompts, and every
+// stage must appear in the workflow history.
+func TestAlignmentEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run takes minutes")
+	}
+	cl, store := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	spec := e2eSpec()
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-alignment", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
+	require.NoError(t, err)
+	var s workflows.Summary
+	require.NoError(t, run.Get(ctx, &s))
+
+	t.Logf("reward model held-out accuracy %.3f on %d pairs", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs)
+	t.Logf("gold %.3f -> %.3f, reward %.3f -> %.3f, KL %.4f", *s.Policy.GoldScoreBefore, *s.Policy.GoldScoreAfter,
+		s.Policy.RewardBefore, s.Policy.RewardAfter, s.Policy.KLToReference)
+	assert.Greater(t, s.RewardModel.HeldoutAccuracy, 0.65, "held-out pairwise accuracy clearly above chance")
+	require.NotNil(t, s.Policy.GoldScoreBefore)
+	require.NotNil(t, s.Policy.GoldScoreAfter)
+	assert.Greater(t, *s.Policy.GoldScoreAfter, *s.Policy.GoldScoreBefore, "REINFORCE raises the gold score on held-out prompts")
+	assert.Greater(t, s.Policy.RewardAfter, s.Policy.RewardBefore)
+	assert.Greater(t, s.Policy.KLToReference, 0.0)
+	assert.Len(t, s.Curve, spec.Reinforce.Iterations)
+
+	// The summary on disk is the workflow's result.
+	b, err := os.ReadFile(filepath.Join(store.Root, "runs", "e2e-alignment", "summary.json"))
+	require.NoError(t, err)
+	var onDisk map[string]any
+	require.NoError(t, json.Unmarshal(b, &onDisk))
+	for _, key := range []string{"reward_model", "policy"} {
+		assert.Contains(t, onDisk, key)
+	}
+	pol := onDisk["policy"].(map[string]any)
+	for _, key := range []string{"gold_score_before", "gold_score_after", "reward_before", "reward_after", "kl_to_reference"} {
+		assert.Contains(t, pol, key)
+	}
+	assert.Contains(t, onDisk["reward_model"].(map[string]any), "heldout_accuracy")
+
+	// Every stage is in the history.
+	seen := map[string]int{}
+	iter := cl.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	hist := &historypb.History{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		hist.Events = append(hist.Events, ev)
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			seen[a.GetActivityType().GetName()]++
+		}
+	}
+	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "ReinforceIteration", "WriteSummary"} {
+		assert.Positive(t, seen[name], "activity %s in history", name)
+	}
+	assert.Equal(t, 2, seen["EvaluatePolicy"], "policy evaluated before and after")
+	assert.Equal(t, spec.Reinforce.Iterations, seen["ReinforceIteration"])
+	if *updateHistory {
+		out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "alignment-history.json"), out, 0o644))
+	}
+}
+
+// TestInvalidSpecThroughTheServer sends a spec the way the temporal CLI does
+// (raw JSON) and expects a fast, non-retryable failure naming the field.
+func TestInvalidSpecThroughTheServer(t *testing.T) {
+	cl, _ := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "bad-spec", TaskQueue: workflows.TaskQueue},
+		workflows.AlignmentName, json.RawMessage(`{"reinforce": {"samples_per_prompt": 1}, "backend": "cuda"}`))
+	require.NoError(t, err)
+	err = run.Get(ctx, nil)
+	require.Error(t, err)
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app))
+	assert.Equal(t, activities.ErrInvalidSpec, app.Type())
+	assert.Contains(t, err.Error(), "reinforce.samples_per_prompt")
+	assert.Contains(t, err.Error(), "backend")
+	assert.Contains(t, err.Error(), "allowed: go")
+}

@@ -1,0 +1,278 @@
+package helpsteer
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func sampleRatings() []Rating {
+	return []Rating{
+		{Prompt: "opposite of hot?", Response: "cold", Helpfulness: 4, Correctness: 4, Coherence: 4, Complexity: 1, Verbosity: 0, Split: SplitTrain},
+		{Prompt: "hot -> opposite", Response: "well, cold i guess", Helpfulness: 3, Correctness: 4, Coherence: 4, Complexity: 2, Verbosity: 2, Split: SplitValidation},
+		{Prompt: "hi<extra_id_1>Assistant\nhello<extra_id_1>User\nwhy \"é\" & <b>?", Response: "because\tünïcode", Helpfulness: 0, Correctness: 1, Coherence: 2, Complexity: 3, Verbosity: 4},
+	}
+}
+
+func samplePreferences() []Preference {
+	return []Preference{
+		{
+			Split: SplitTrain, Prompt: "opposite of hot?", Response1: "cold", Response2: "well, cold i guess",
+			PreferenceStrength:    -2,
+			PreferenceStatement:   "@Response 1 is better than @Response 2.",
+			PreferenceElaboration: "@Response 1 gives the right word without padding.",
+			ThreeMostSimilarPreferences: []AnnotatorPreference{
+				{Statement: "@Response 1 is better", Elaboration: "shorter", Strength: -2},
+				{Statement: "@Response 1 is slightly better", Elaboration: "shorter", Strength: -1},
+				{Statement: "@Response 1 is much better", Elaboration: "shorter", Strength: -3},
+			},
+			AllPreferencesUnprocessed: []AnnotatorJudgement{
+				{Justification: "@Response 1 is better", Strength: -2},
+				{Justification: "cannot tell", Strength: CannotJudge},
+				{Justification: "@Response 1 is slightly better", Strength: -1},
+			},
+		},
+		{
+			Split: SplitValidation, Prompt: "antonym of up:", Response1: "up", Response2: "down",
+			PreferenceStrength: 3, ThreeMostSimilarPreferences: []AnnotatorPreference{}, AllPreferencesUnprocessed: []AnnotatorJudgement{},
+		},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, name := range []string{"data.jsonl", "data.jsonl.gz"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			rp := filepath.Join(dir, "ratings-"+name)
+			pp := filepath.Join(dir, "prefs-"+name)
+			require.NoError(t, WriteRatings(rp, sampleRatings()))
+			require.NoError(t, WritePreferences(pp, samplePreferences()))
+
+			raw, err := os.ReadFile(rp)
+			require.NoError(t, err)
+			assert.Equal(t, strings.HasSuffix(name, ".gz"), bytes.HasPrefix(raw, gzipMagic), "compression follows the extension")
+
+			gotR, err := ReadRatings(rp)
+			require.NoError(t, err)
+			assert.Equal(t, sampleRatings(), gotR)
+			gotP, err := ReadPreferences(pp)
+			require.NoError(t, err)
+			assert.Equal(t, samplePreferences(), gotP)
+
+			entries, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			assert.Len(t, entries, 2, "no temp files are left behind")
+
+			// Rewriting replaces the file and stays byte-identical.
+			require.NoError(t, WriteRatings(rp, sampleRatings()))
+			again, err := os.ReadFile(rp)
+			require.NoError(t, err)
+			assert.Equal(t, raw, again)
+		})
+	}
+}
+
+func TestGzipDetectedByContent(t *testing.T) {
+	dir := t.TempDir()
+	gz := filepath.Join(dir, "a.jsonl.gz")
+	require.NoError(t, WriteRatings(gz, sampleRatings()))
+	misnamed := filepath.Join(dir, "a.jsonl")
+	require.NoError(t, os.Rename(gz, misnamed))
+	got, err := ReadRatings(misnamed)
+	require.NoError(t, err)
+	assert.Equal(t, sampleRatings(), got)
+
+	plain := filepath.Join(dir, "b.jsonl")
+	require.NoError(t, WriteRatings(plain, sampleRatings()))
+	plainAsGz := filepath.Join(dir, "b.jsonl.gz")
+	require.NoError(t, os.Rename(plain, plainAsGz))
+	got, err = ReadRatings(plainAsGz)
+	require.NoError(t, err)
+	assert.Equal(t, sampleRatings(), got)
+}
+
+func TestLongLinesBlankLinesAndCRLF(t *testing.T) {
+	long := strings.Repeat("x", 300<<10) // well past bufio.Scanner's 64 KiB default
+	content := "\n\r\n" +
+		`{"prompt":"p","response":"` + long + `","helpfulness":1,"correctness":2,"coherence":3,"complexity":4,"verbosity":0}` + "\r\n" +
+		"   \n" +
+		`{"prompt":"q","response":"r","helpfulness":0,"correctness":0,"coherence":0,"complexity":0,"verbosity":0,"split":null}`
+	path := filepath.Join(t.TempDir(), "long.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+	got, err := ReadRatings(path)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Len(t, got[0].Response, len(long))
+	assert.Equal(t, [5]float32{1, 2, 3, 4, 0}, got[0].Attributes())
+	assert.Equal(t, "r", got[1].Response)
+}
+
+func TestPreferenceHelpers(t *testing.T) {
+	tests := []struct {
+		strength         int
+		chosen, rejected string
+		margin           int
+		tie              bool
+	}{
+		{strength: -3, chosen: "one", rejected: "two", margin: 3},
+		{strength: -1, chosen: "one", rejected: "two", margin: 1},
+		{strength: 0, chosen: "one", rejected: "two", margin: 0, tie: true},
+		{strength: 2, chosen: "two", rejected: "one", margin: 2},
+	}
+	for _, tc := range tests {
+		p := Preference{Response1: "one", Response2: "two", PreferenceStrength: tc.strength}
+		assert.Equal(t, tc.chosen, p.Chosen(), "strength %d", tc.strength)
+		assert.Equal(t, tc.rejected, p.Rejected(), "strength %d", tc.strength)
+		assert.Equal(t, tc.margin, p.Margin(), "strength %d", tc.strength)
+		assert.Equal(t, tc.tie, p.Tie(), "strength %d", tc.strength)
+	}
+}
+
+const goodRating = `{"prompt":"p","response":"r","helpfulness":1,"correctness":2,"coherence":3,"complexity":4,"verbosity":0}`
+
+// pref builds a preference line with the given strength and annotator lists.
+func pref(strength, similar, all string) string {
+	return `{"split":"train","prompt":"p","response_1":"a","response_2":"b","preference_strength":` + strength +
+		`,"preference_statement":"@Response 2 is better","preference_elaboration":"because",` +
+		`"three_most_similar_preferences":` + similar + `,"all_preferences_unprocessed":` + all + `}`
+}
+
+const (
+	goodSimilar = `[{"statement":"s","elaboration":"e","strength":1},{"statement":"s","elaboration":"e","strength":2},{"statement":null,"elaboration":null,"strength":1}]`
+	goodAll     = `[{"justification":"j","strength":1},{"justification":"j","strength":-100},{"justification":"j","strength":2}]`
+)
+
+func TestAcceptsRealPreferenceColumns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(pref("1", goodSimilar, goodAll)+"\n"), 0o644))
+	got, err := ReadPreferences(path)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, CannotJudge, got[0].AllPreferencesUnprocessed[1].Strength)
+	assert.Equal(t, "b", got[0].Chosen())
+}
+
+func TestMalformedInputs(t *testing.T) {
+	replace := func(old, repl string) string { return strings.Replace(goodRating, old, repl, 1) }
+	tests := []struct {
+		name    string
+		prefs   bool   // read as preferences instead of ratings
+		content string // file content; line numbers below are 1-based
+		want    string // expected ":<line>: <field>: <reason prefix>"
+	}{
+		{"missing attribute", false, replace(`"helpfulness":1,`, ""), ":1: helpfulness: missing required field"},
+		{"attribute out of range", false, goodRating + "\n" + replace(`"helpfulness":1`, `"helpfulness":5`), ":2: helpfulness: 5 is outside 0..4"},
+		{"negative attribute", false, replace(`"verbosity":0`, `"verbosity":-1`), ":1: verbosity: -1 is outside 0..4"},
+		{"empty prompt after blank line", false, goodRating + "\n\n" + replace(`"prompt":"p"`, `"prompt":""`), ":3: prompt: is empty"},
+		{"empty response", false, replace(`"response":"r"`, `"response":"  "`), ":1: response: is empty"},
+		{"string attribute", false, replace(`"coherence":3`, `"coherence":"3"`), ":1: coherence: want an integer, got string"},
+		{"fractional attribute", false, replace(`"coherence":3`, `"coherence":2.5`), ":1: coherence: want an integer, got 2.5"},
+		{"null attribute", false, replace(`"coherence":3`, `"coherence":null`), ":1: coherence: is null"},
+		{"numeric prompt", false, replace(`"prompt":"p"`, `"prompt":7`), ":1: prompt: want a string, got number"},
+		{"unknown field", false, replace(`"verbosity":0`, `"verbosity":0,"score":3`), ":1: score: unknown field"},
+		{"bad split", false, replace(`"verbosity":0`, `"verbosity":0,"split":"test"`), `:1: split: "test" is neither`},
+		{"truncated JSON", false, goodRating + "\n" + `{"prompt":"p",`, ":2: json: malformed JSON"},
+		{"syntax error", false, `{"prompt" "p"}`, ":1: json: malformed JSON at byte"},
+		{"not an object", false, `[1,2,3]`, ":1: json: row must be a JSON object"},
+		{"null row", false, `null`, ":1: json: row is null"},
+		{"trailing data", false, goodRating + ` {}`, ":1: json: unexpected data after the object"},
+		{"empty file", false, "", ":0: rows: no rows"},
+		{"only blank lines", false, "\n  \n\n", ":0: rows: no rows"},
+		{"preference strength", true, pref("5", goodSimilar, goodAll), ":1: preference_strength: 5 is outside -3..3"},
+		{"preference strength -100 not allowed on the row", true, pref("-100", goodSimilar, goodAll), ":1: preference_strength: -100 is outside -3..3"},
+		{"annotator strength", true, pref("1", goodSimilar, `[{"justification":"j","strength":1},{"justification":"j","strength":-50}]`), ":1: all_preferences_unprocessed[1].strength: -50 is outside -3..3"},
+		{"similar strength", true, pref("1", `[{"statement":"s","elaboration":"e","strength":4}]`, goodAll), ":1: three_most_similar_preferences[0].strength: 4 is outside"},
+		{"nested missing key", true, pref("1", `[{"statement":"s","strength":1}]`, goodAll), ":1: three_most_similar_preferences[0].elaboration: missing required field"},
+		{"nested unknown key", true, pref("1", goodSimilar, `[{"justification":"j","strength":1,"annotator":"x"}]`), ":1: all_preferences_unprocessed[0].annotator: unknown field"},
+		{"list is not a list", true, pref("1", `"none"`, goodAll), ":1: three_most_similar_preferences: want an array, got string"},
+		{"missing list", true, strings.Replace(pref("1", goodSimilar, goodAll), `,"all_preferences_unprocessed":`+goodAll, "", 1), ":1: all_preferences_unprocessed: missing required field"},
+		{"missing split", true, strings.Replace(pref("1", goodSimilar, goodAll), `"split":"train",`, "", 1), ":1: split: missing required field"},
+		{"empty response_2", true, strings.Replace(pref("1", goodSimilar, goodAll), `"response_2":"b"`, `"response_2":""`, 1), ":1: response_2: is empty"},
+		{"rating read as preference", true, goodRating, ":1: coherence: unknown field"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "data.jsonl")
+			require.NoError(t, os.WriteFile(path, []byte(tc.content), 0o644))
+			var err error
+			if tc.prefs {
+				_, err = ReadPreferences(path)
+			} else {
+				_, err = ReadRatings(path)
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), path+tc.want)
+			var le *LoadError
+			require.ErrorAs(t, err, &le)
+			assert.Equal(t, path, le.File)
+		})
+	}
+}
+
+func TestUnreadableFiles(t *testing.T) {
+	dir := t.TempDir()
+
+	var good bytes.Buffer
+	zw := gzip.NewWriter(&good)
+	_, err := zw.Write([]byte(strings.Repeat(goodRating+"\n", 200)))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+
+	truncated := good.Bytes()[:good.Len()-12]
+	corrupt := append([]byte{}, good.Bytes()...)
+	corrupt[len(corrupt)-5] ^= 0xff // damage the CRC/size trailer
+
+	tests := []struct {
+		name    string
+		content []byte
+		want    string
+	}{
+		{"bad gzip header", []byte{0x1f, 0x8b, 0x00, 0x01, 0x02}, ":0: gzip: "},
+		{"truncated gzip", truncated, ": gzip: unexpected EOF"},
+		{"corrupt gzip trailer", corrupt, ": gzip: gzip: invalid checksum"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".jsonl.gz")
+			require.NoError(t, os.WriteFile(path, tc.content, 0o644))
+			_, err := ReadRatings(path)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), path+":")
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+
+	_, err = ReadPreferences(filepath.Join(dir, "missing.jsonl"))
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, os.ErrNotExist))
+	assert.Contains(t, err.Error(), "missing.jsonl:0: file: ")
+}
+
+func TestWriteRejectsInvalidRows(t *testing.T) {
+	dir := t.TempDir()
+	bad := sampleRatings()
+	bad[1].Verbosity = 7
+	err := WriteRatings(filepath.Join(dir, "r.jsonl"), bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "row 1: verbosity: 7 is outside 0..4")
+
+	badP := samplePreferences()
+	badP[0].AllPreferencesUnprocessed[0].Strength = 9
+	err = WritePreferences(filepath.Join(dir, "p.jsonl.gz"), badP)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "row 0: all_preferences_unprocessed[0].strength: 9")
+
+	require.ErrorIs(t, WriteRatings(filepath.Join(dir, "e.jsonl"), nil), ErrNoRows)
+	require.Error(t, WriteRatings(filepath.Join(dir, "no", "such", "dir.jsonl"), sampleRatings()))
+
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "failed writes leave nothing behind")
+}

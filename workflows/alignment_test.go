@@ -1,0 +1,124 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/artifact"
+)
+
+func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})
+	env.RegisterActivity(&activities.Activities{})
+	return env
+}
+
+func ref(p string) artifact.Ref { return artifact.Ref{Path: p, SHA256: p + "-sha"} }
+
+func gold(v float64) *float64 { return &v }
+
+// TestAlignmentOrchestration runs the workflow against mocked activities and
+// checks the order of stages, that each iteration continues from the previous
+// one's policy and optimizer, and the summary's fields.
+func TestAlignmentOrchestration(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	data := activities.Data{Ratings: ref("r"), Preferences: ref("p"), Generated: true, TrainPairs: 10, ValidationPairs: 4}
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(data, nil).Once()
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("sft"), Digest: "d1", Steps: 5}, nil).Once()
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.MatchedBy(func(in activities.TrainInput) bool {
+		return in.Base == ref("sft")
+	})).Return(activities.TrainResult{Checkpoint: ref("rm"), Digest: "d2", Steps: 7}, nil).Once()
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(activities.RewardEval{HeldoutAccuracy: 0.8, HeldoutPairs: 4}, nil).Once()
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.MatchedBy(func(in activities.PolicyEvalInput) bool {
+		return in.Label == activities.StageEvalBefore && in.Policy == ref("sft")
+	})).Return(activities.PolicyEval{GoldScore: gold(2.5), Reward: 0.1, Samples: []activities.SampleText{{Prompt: "q", Response: "a"}}}, nil).Once()
+	var seen []int
+	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.IterationInput) (activities.IterationResult, error) {
+			want := ref("sft")
+			if in.Iteration > 0 {
+				want = ref("pol-" + string(rune('0'+in.Iteration-1)))
+				if in.Optimizer != ref("opt-"+string(rune('0'+in.Iteration-1))) {
+					return activities.IterationResult{}, errors.New("optimizer state not carried over")
+				}
+			}
+			if in.Policy != want || in.Reference != ref("sft") || in.RewardModel != ref("rm") {
+				return activities.IterationResult{}, errors.New("wrong inputs")
+			}
+			seen = append(seen, in.Iteration)
+			n := string(rune('0' + in.Iteration))
+			return activities.IterationResult{Iteration: in.Iteration, Policy: ref("pol-" + n), Optimizer: ref("opt-" + n), RewardMean: float64(in.Iteration)}, nil
+		})
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.MatchedBy(func(in activities.PolicyEvalInput) bool {
+		return in.Label == activities.StageEvalAfter && in.Policy == ref("pol-2")
+	})).Return(activities.PolicyEval{GoldScore: gold(3.5), Reward: 0.9, KLToReference: 0.2, Samples: []activities.SampleText{{Prompt: "q", Response: "b"}}}, nil).Once()
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("/data/runs/x/summary.json", nil).Once()
+
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"name": "t", "reinforce": {"iterations": 3}}`))
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var s Summary
+	require.NoError(t, env.GetWorkflowResult(&s))
+	assert.Equal(t, []int{0, 1, 2}, seen)
+	assert.Equal(t, 0.8, s.RewardModel.HeldoutAccuracy)
+	assert.Equal(t, 2.5, *s.Policy.GoldScoreBefore)
+	assert.Equal(t, 3.5, *s.Policy.GoldScoreAfter)
+	assert.Equal(t, 0.9, s.Policy.RewardAfter)
+	assert.Equal(t, 0.2, s.Policy.KLToReference)
+	assert.Equal(t, ref("pol-2"), s.Policy.Checkpoint)
+	assert.Len(t, s.Curve, 3)
+	assert.Equal(t, "/data/runs/x/summary.json", s.SummaryPath)
+	require.Len(t, s.Samples, 1)
+	assert.Equal(t, "a", s.Samples[0].Before.Response)
+	assert.Equal(t, "b", s.Samples[0].After.Response)
+}
+
+func TestInvalidSpecFailsWithoutRetry(t *testing.T) {
+	cases := map[string]string{
+		`{"backend": "tpu"}`:                        "backend",
+		`{"reinforce": {"samples_per_prompt": 1}}`:  "reinforce.samples_per_prompt",
+		`{"unknown_field": true}`:                   "unknown_field",
+		`{"reward": {"learning_rate": -0.1}}`:       "reward.learning_rate",
+		`{"reinforce": {"kl_estimator": "banana"}}`: "allowed: abs, k1, k2, k3",
+	}
+	for input, field := range cases {
+		env := newEnv(t)
+		env.ExecuteWorkflow(AlignmentName, json.RawMessage(input))
+		require.True(t, env.IsWorkflowCompleted())
+		err := env.GetWorkflowError()
+		require.Error(t, err)
+		var app *temporal.ApplicationError
+		require.True(t, errors.As(err, &app), input)
+		assert.Equal(t, activities.ErrInvalidSpec, app.Type())
+		assert.True(t, app.NonRetryable())
+		assert.Contains(t, err.Error(), field)
+	}
+}
+
+func TestStageFailureNamesTheStage(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(activities.Data{}, nil)
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{},
+		temporal.NewNonRetryableApplicationError("step 3: loss NaN", activities.ErrDiverged, nil))
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{}`))
+	err := env.GetWorkflowError()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "stage sft")
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app))
+	assert.Equal(t, activities.ErrDiverged, app.Type())
+}
