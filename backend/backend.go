@@ -6,6 +6,7 @@ package backend
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 
@@ -74,7 +75,19 @@ func New(name string) (backends.Backend, error) {
 	return b, nil
 }
 
-// newQuiet creates a GoMLX backend from its configuration string.
+// newQuiet creates a GoMLX backend from its configuration string. The pure-Go
+// backend prints its parallelism setting to standard output; that line would
+// land in the middle of the CLI's progress display and in users' pipes, so
+// os.Stdout points at the null device while it is created (once per process;
+// writers that already hold the real stdout are unaffected).
 func newQuiet(config string) (backends.Backend, error) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return backends.NewWithConfig(config)
+	}
+	defer null.Close()
+	saved := os.Stdout
+	os.Stdout = null
+	defer func() { os.Stdout = saved }()
 	return backends.NewWithConfig(config)
 }

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/worker"
+)
+
+// dbFile is where the embedded server keeps its history, inside the data dir.
+func dbFile(dataDir string) string { return filepath.Join(dataDir, "temporal.db") }
+
+// startEmbedded starts the in-process Temporal server persisted under dataDir.
+func startEmbedded(ctx context.Context, dataDir, ip string, port int, namespace string) (*devserver.Server, error) {
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	srv, err := devserver.Start(startCtx, devserver.Options{
+		DBFile: dbFile(dataDir), IP: ip, Port: port, Namespace: namespace, SearchAttributes: searchAttributes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start embedded Temporal server: %w", err)
+	}
+	return srv, nil
+}
+
+// startWorker connects a worker to the server at c.Address.
+func startWorker(ctx context.Context, c config.Connection) (client.Client, func(), error) {
+	store, err := artifact.Open(c.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := dial(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue})
+	if err := w.Start(); err != nil {
+		cl.Close()
+		return nil, nil, fmt.Errorf("start worker on task queue %s: %w", c.TaskQueue, err)
+	}
+	return cl, func() { w.Stop(); cl.Close() }, nil
+}
+
+func devCmd() *cobra.Command {
+	var (
+		port     int
+		ip       string
+		noWorker bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run an embedded Temporal server (SQLite under the data dir) and a worker",
+		Long: `dev runs a Temporal server inside this process, persisted to <data-dir>/temporal.db,
+with namespace "default" and alignflow's search attributes registered, plus a worker
+on the alignflow task queue. Stopping and restarting it keeps every workflow's history.
+In another terminal:
+
+  temporal workflow start --type Alignment --task-queue alignflow --input-file examples/tiny-run.json
+  temporal workflow list
+  temporal workflow show --workflow-id ID`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connection(cmd)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+				return fmt.Errorf("data dir %s: %w", c.DataDir, err)
+			}
+			ctx := cmd.Context()
+			srv, err := startEmbedded(ctx, c.DataDir, ip, port, c.Namespace)
+			if err != nil {
+				return err
+			}
+			defer srv.Stop()
+			c.Address = srv.FrontendHostPort()
+			abs, _ := filepath.Abs(c.DataDir)
+			fmt.Printf("Temporal server on %s (namespace %s), history in %s\n", c.Address, c.Namespace, dbFile(abs))
+			if !noWorker {
+				_, stopWorker, err := startWorker(ctx, c)
+				if err != nil {
+					return err
+				}
+				defer stopWorker()
+				fmt.Printf("Worker on task queue %s, artifacts in %s\n", c.TaskQueue, abs)
+			}
+			fmt.Printf("Start a run:  temporal workflow start --address %s --type Alignment --task-queue %s --input-file examples/tiny-run.json\n", c.Address, c.TaskQueue)
+			fmt.Println("Press Ctrl-C to stop.")
+			<-ctx.Done()
+			fmt.Println("Stopping.")
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "frontend port of the embedded server")
+	cmd.Flags().StringVar(&ip, "ip", "127.0.0.1", "address the embedded server binds to")
+	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "run only the server")
+	return cmd
+}
+
+func workerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker against an existing Temporal server",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connection(cmd)
+			if err != nil {
+				return err
+			}
+			_, stop, err := startWorker(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			fmt.Printf("Worker on task queue %s at %s (namespace %s), artifacts in %s. Press Ctrl-C to stop.\n", c.TaskQueue, c.Address, c.Namespace, c.DataDir)
+			<-cmd.Context().Done()
+			return nil
+		},
+	}
+}
+
+// isPortInUse reports whether err says the embedded server's port is taken.
+func isPortInUse(err error) bool { return errors.Is(err, devserver.ErrPortInUse) }

@@ -1,0 +1,86 @@
+// Command alignflow runs RLHF end to end as durable Temporal workflows.
+//
+//	alignflow demo                      embedded server + worker, bundled tiny run
+//	alignflow dev [--port 7233]         embedded Temporal server (SQLite) + worker
+//	alignflow worker                    a worker for an existing server
+//	alignflow run --config FILE         submit a run and follow it
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/alignflow/alignflow/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "alignflow:", err)
+		var exit *exitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.code)
+		}
+		os.Exit(1)
+	}
+}
+
+// exitError carries a specific exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "alignflow",
+		Short:         "RLHF as durable Temporal workflows: reward models, REINFORCE, exact resume",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	config.AddConnectionFlags(root.PersistentFlags())
+	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
+	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd())
+	return root
+}
+
+// connection resolves the connection settings of a command.
+func connection(cmd *cobra.Command) (config.Connection, error) {
+	settings, _ := cmd.Flags().GetString("settings")
+	return config.LoadConnection(cmd.Flags(), settings)
+}
+
+// searchAttributes are registered by the embedded server so runs can be
+// listed by stage, iteration and reward.
+var searchAttributes = map[string]enums.IndexedValueType{
+	"AlignmentStage":     enums.INDEXED_VALUE_TYPE_KEYWORD,
+	"AlignmentIteration": enums.INDEXED_VALUE_TYPE_INT,
+	"RewardMean":         enums.INDEXED_VALUE_TYPE_DOUBLE,
+}
+
+// quietLogger keeps the SDK's routine messages out of the user's terminal.
+func quietLogger() sdklog.Logger {
+	return sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+func dial(ctx context.Context, c config.Connection) (client.Client, error) {
+	cl, err := client.DialContext(ctx, client.Options{HostPort: c.Address, Namespace: c.Namespace, Logger: quietLogger()})
+	if err != nil {
+		return nil, fmt.Errorf("connect to Temporal at %s (namespace %s): %w; start one with `alignflow dev` or pass --embedded", c.Address, c.Namespace, err)
+	}
+	return cl, nil
+}

@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/examples"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+func runCmd() *cobra.Command {
+	var (
+		file     string
+		embedded bool
+		id       string
+		port     int
+	)
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Submit an alignment run from a YAML/JSON spec and follow it to the end",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("--config FILE is required (see examples/tiny-run.yaml)")
+			}
+			spec, err := config.LoadFile(file)
+			if err != nil {
+				return err
+			}
+			if err := checkSpec(spec, file); err != nil {
+				return err
+			}
+			c, err := connection(cmd)
+			if err != nil {
+				return err
+			}
+			_, err = runAndFollow(cmd.Context(), c, spec, id, embedded, port, os.Stdout)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "", "run spec file (YAML, JSON or TOML)")
+	cmd.Flags().BoolVar(&embedded, "embedded", false, "start an in-process Temporal server and worker for the duration of the run")
+	cmd.Flags().StringVar(&id, "id", "", "workflow ID (default alignment-<name>-<time>)")
+	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "with --embedded: the server's port (a free one is used if it is taken)")
+	return cmd
+}
+
+func demoCmd() *cobra.Command {
+	var port int
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the bundled tiny alignment end to end on an embedded Temporal server",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec, err := config.Parse(examples.TinyRun)
+			if err != nil {
+				return fmt.Errorf("bundled spec: %w", err)
+			}
+			if err := spec.Validate(); err != nil {
+				return fmt.Errorf("bundled spec: %w", err)
+			}
+			c, err := connection(cmd)
+			if err != nil {
+				return err
+			}
+			fmt.Println("alignflow demo: SFT a tiny byte-level policy, train a Bradley-Terry reward model on matched")
+			fmt.Println("HelpSteer2-format data, align the policy with REINFORCE, and compare it with the gold rubric.")
+			s, err := runAndFollow(cmd.Context(), c, spec, "", true, port, os.Stdout)
+			if err != nil {
+				return err
+			}
+			before, after := s.Policy.GoldScoreBefore, s.Policy.GoldScoreAfter
+			if before != nil && after != nil && *after <= *before {
+				return &exitError{code: 2, err: fmt.Errorf("the gold score did not rise (%.3f -> %.3f)", *before, *after)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "port of the embedded server (a free one is used if it is taken)")
+	return cmd
+}
+
+// checkSpec validates a spec and its files before anything starts.
+func checkSpec(spec config.Spec, file string) error {
+	err := spec.Validate()
+	if err == nil {
+		err = spec.CheckFiles()
+	}
+	if err != nil {
+		return fmt.Errorf("config %s:\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	return nil
+}
+
+// runAndFollow submits the run (starting an embedded server and worker first
+// when asked), shows progress until it ends and prints the summary.
+func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id string, embedded bool, port int, out io.Writer) (*workflows.Summary, error) {
+	if embedded {
+		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
+		}
+		srv, err := startEmbedded(ctx, c.DataDir, "127.0.0.1", port, c.Namespace)
+		if err != nil && isPortInUse(err) && port != 0 {
+			fmt.Fprintf(out, "Port %d is taken; the embedded server uses a free port instead.\n", port)
+			srv, err = startEmbedded(ctx, c.DataDir, "127.0.0.1", 0, c.Namespace)
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer srv.Stop()
+		c.Address = srv.FrontendHostPort()
+		_, stopWorker, err := startWorker(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		defer stopWorker()
+		fmt.Fprintf(out, "Embedded Temporal server on %s, worker on task queue %s.\n", c.Address, c.TaskQueue)
+	}
+	cl, err := dial(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	if id == "" {
+		id = fmt.Sprintf("alignment-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
+	}
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: c.TaskQueue}, workflows.AlignmentName, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start workflow %s: %w", id, err)
+	}
+	fmt.Fprintf(out, "Started workflow %s (run %s).\n", run.GetID(), run.GetRunID())
+	start := time.Now()
+	summary, err := follow(ctx, cl, run, out)
+	if err != nil {
+		var app *temporal.ApplicationError
+		if errors.As(err, &app) {
+			return nil, fmt.Errorf("run %s failed (%s): %s", id, app.Type(), app.Error())
+		}
+		return nil, fmt.Errorf("run %s failed: %w", id, err)
+	}
+	printSummary(out, summary, time.Since(start))
+	abs, _ := filepath.Abs(c.DataDir)
+	fmt.Fprintf(out, "\nData dir: %s\n  summary:   %s\n  artifacts: %s\n", abs, summary.SummaryPath, filepath.Join(abs, "runs", id))
+	fmt.Fprintf(out, "Inspect the run with the temporal CLI (go install github.com/temporalio/cli/cmd/temporal@v1.5.1):\n")
+	if embedded {
+		fmt.Fprintf(out, "  alignflow dev --data-dir %s        # serves this history on 127.0.0.1:7233\n", abs)
+	}
+	fmt.Fprintf(out, "  temporal workflow show --workflow-id %s\n  temporal workflow describe --workflow-id %s\n  temporal workflow list\n", id, id)
+	return summary, nil
+}
+
+// follow polls the run's progress query and its pending activity's heartbeat
+// until the run ends.
+func follow(ctx context.Context, cl client.Client, run client.WorkflowRun, out io.Writer) (*workflows.Summary, error) {
+	type result struct {
+		s   *workflows.Summary
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var s workflows.Summary
+		err := run.Get(ctx, &s)
+		done <- result{&s, err}
+	}()
+	tty := isTerminal(out)
+	ticker := time.NewTicker(500 * time.Millisecond)
+	defer ticker.Stop()
+	var lastLine string
+	var lastPrint time.Time
+	completed := 0
+	for {
+		select {
+		case r := <-done:
+			if tty && lastLine != "" {
+				fmt.Fprintln(out)
+			}
+			return r.s, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ticker.C:
+		}
+		p, hb := poll(ctx, cl, run)
+		if p == nil {
+			continue
+		}
+		for ; completed < len(p.Completed); completed++ {
+			if tty && lastLine != "" {
+				fmt.Fprint(out, "\r\033[K")
+				lastLine = ""
+			}
+			fmt.Fprintf(out, "  done  %s\n", p.Completed[completed])
+		}
+		line := progressLine(p, hb)
+		if line == lastLine {
+			continue
+		}
+		if tty {
+			fmt.Fprintf(out, "\r\033[K%s", line)
+			lastLine = line
+		} else if time.Since(lastPrint) > 5*time.Second {
+			fmt.Fprintln(out, line)
+			lastLine, lastPrint = line, time.Now()
+		}
+	}
+}
+
+func poll(ctx context.Context, cl client.Client, run client.WorkflowRun) (*workflows.Progress, *activities.Progress) {
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	v, err := cl.QueryWorkflow(qctx, run.GetID(), run.GetRunID(), workflows.ProgressQuery)
+	if err != nil {
+		return nil, nil
+	}
+	var p workflows.Progress
+	if v.Get(&p) != nil {
+		return nil, nil
+	}
+	desc, err := cl.DescribeWorkflowExecution(qctx, run.GetID(), run.GetRunID())
+	if err != nil {
+		return &p, nil
+	}
+	for _, pa := range desc.GetPendingActivities() {
+		if d := pa.GetHeartbeatDetails(); d != nil {
+			var hb activities.Progress
+			if converter.GetDefaultDataConverter().FromPayloads(d, &hb) == nil {
+				return &p, &hb
+			}
+		}
+	}
+	return &p, nil
+}
+
+func progressLine(p *workflows.Progress, hb *activities.Progress) string {
+	stage := p.Stage
+	switch {
+	case stage == activities.StageReinforce:
+		line := fmt.Sprintf("  ....  reinforce  %s %d/%d iterations", bar(p.Iteration, p.Iterations), p.Iteration, p.Iterations)
+		if l := p.Last; l != nil {
+			line += fmt.Sprintf("  reward %.3f  kl %.4f", l.RewardMean, l.KLMean)
+			if l.GoldMean != nil {
+				line += fmt.Sprintf("  gold %.3f", *l.GoldMean)
+			}
+		}
+		return line
+	case hb != nil && hb.Stage == stage && hb.Total > 0:
+		line := fmt.Sprintf("  ....  %s  %s %d/%d", stage, bar(hb.Step, hb.Total), hb.Step, hb.Total)
+		if hb.Loss != 0 {
+			line += fmt.Sprintf("  loss %.4f", hb.Loss)
+		}
+		return line
+	}
+	return fmt.Sprintf("  ....  %s", stage)
+}
+
+func bar(n, total int) string {
+	const width = 24
+	if total <= 0 {
+		return ""
+	}
+	filled := min(width, n*width/total)
+	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]"
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
+	gold := func(v *float64) string {
+		if v == nil {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.3f", *v)
+	}
+	fmt.Fprintf(out, "\nRun %s (%s, seed %d, backend %s) finished in %s\n\n", s.WorkflowID, s.Name, s.Seed, s.Backend, elapsed.Round(time.Second))
+	fmt.Fprintf(out, "  %-34s %s\n", "data", fmt.Sprintf("%d ratings, %d preferences (%d train / %d held-out pairs, %d ties excluded)",
+		s.Data.RatingRows, s.Data.PreferenceRows, s.Data.TrainPairs, s.Data.ValidationPairs, s.Data.TiesExcluded))
+	fmt.Fprintf(out, "  %-34s loss %.3f -> %.3f in %d steps (%.0fs)\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds)
+	fmt.Fprintf(out, "  %-34s loss %.3f -> %.3f in %d steps (%.0fs)\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds)
+	fmt.Fprintf(out, "  %-34s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
+	fmt.Fprintf(out, "\n  %-22s %12s %12s\n", "policy (held-out)", "SFT", "REINFORCE")
+	fmt.Fprintf(out, "  %-22s %12s %12s\n", "gold score (0-4)", gold(s.Policy.GoldScoreBefore), gold(s.Policy.GoldScoreAfter))
+	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "reward model score", s.Policy.RewardBefore, s.Policy.RewardAfter)
+	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "ended with EOS", s.Policy.EndedBefore, s.Policy.EndedAfter)
+	fmt.Fprintf(out, "  %-22s %12.1f %12.1f\n", "mean length (bytes)", s.Policy.LengthBefore, s.Policy.LengthAfter)
+	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "KL to reference", 0.0, s.Policy.KLToReference)
+	if len(s.Samples) > 0 {
+		fmt.Fprintf(out, "\n  %-20s %-30s %-30s\n", "prompt", "SFT", "REINFORCE")
+		for _, sp := range s.Samples {
+			fmt.Fprintf(out, "  %-20s %-30s %-30s\n", quote(sp.Prompt, 20), quote(sp.Before.Response, 30), quote(sp.After.Response, 30))
+		}
+	}
+}
+
+func quote(s string, width int) string {
+	q := fmt.Sprintf("%q", s)
+	if len(q) > width {
+		q = q[:width-3] + "..."
+	}
+	return q
+}
