@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path"
 	"sort"
 	"sync"
@@ -258,6 +259,7 @@ func (a *Activities) PrepareData(ctx context.Context, in PrepareDataInput) (Data
 	if err != nil {
 		return d, err
 	}
+	defer os.RemoveAll(dir)
 	rp, pp := path.Join(dir, "ratings.jsonl.gz"), path.Join(dir, "preferences.jsonl.gz")
 	if err := helpsteer.WriteRatings(rp, ratings); err != nil {
 		return d, err

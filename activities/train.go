@@ -69,17 +69,19 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 	}
 	params := policy.Init(cfg, uint64(spec.Seed))
 	st := optim.NewState(params)
-	rng := stageRNG(spec.Seed, "sft", 0)
-	order := rng.Perm(len(prompts))
+	lengths := make([]int, len(prompts))
+	for i := range prompts {
+		lengths[i] = len(prompts[i]) + len(responses[i])
+	}
 	bs := spec.SFT.BatchSize
+	batches := newBatcher(stageRNG(spec.Seed, "sft", 0), lengths, bs)
 	res := TrainResult{Steps: spec.SFT.Steps}
 	for step := 0; step < spec.SFT.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		var bp, br [][]int32
-		for j := 0; j < bs; j++ {
-			i := order[(step*bs+j)%len(order)]
+		for _, i := range batches.next() {
 			bp, br = append(bp, prompts[i]), append(br, responses[i])
 		}
 		batch, err := policy.MakeBatch(cfg, bs, bp, br)
@@ -145,18 +147,21 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		return TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
 	}
 	st := optim.NewState(params)
-	rng := stageRNG(spec.Seed, "reward-model", 0)
-	order := rng.Perm(len(pairs))
+	lengths := make([]int, len(pairs))
+	for i, p := range pairs {
+		lengths[i] = max(len(p.Chosen), len(p.Rejected))
+	}
 	bs := spec.Reward.BatchSize
+	batches := newBatcher(stageRNG(spec.Seed, "reward-model", 0), lengths, bs)
 	loss := reward.Loss(spec.Reward.Recipe)
 	res := TrainResult{Steps: spec.Reward.Steps}
 	for step := 0; step < spec.Reward.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		batchPairs := make([]reward.Pair, bs)
-		for j := range batchPairs {
-			batchPairs[j] = pairs[order[(step*bs+j)%len(order)]]
+		var batchPairs []reward.Pair
+		for _, i := range batches.next() {
+			batchPairs = append(batchPairs, pairs[i])
 		}
 		batch, err := reward.MakePairBatch(batchPairs, bs, cfg.MaxLen, loss)
 		if err != nil {

@@ -35,15 +35,9 @@ func e2eSpec() config.Spec {
 	s := config.Default()
 	s.Name = "e2e"
 	s.Seed = 1
-	s.Data.Generate.Prompts = 400
-	s.SFT.Steps = 120
-	s.SFT.BatchSize = 16
-	s.Reward.Steps = 60
-	s.Reward.BatchSize = 16
-	s.Reinforce.Iterations = 10
-	s.Reinforce.PromptsPerIteration = 16
-	s.Eval.Prompts = 26
-	s.Eval.SamplesPerPrompt = 2
+	s.SFT.Steps = 400
+	s.Reward.Steps = 80
+	s.Reinforce.Iterations = 8
 	return s
 }
 

@@ -31,7 +31,7 @@ type Options struct {
 	// Prompts is the number of prompt instances (each yields two ratings
 	// rows and one preference row); default 600.
 	Prompts int
-	// ValidationFraction is the share of the 128 (key, template)
+	// ValidationFraction is the share of the 64 (key, template)
 	// combinations held out for validation; default 0.2, capped at 0.75 so
 	// every key keeps a training template.
 	ValidationFraction float64

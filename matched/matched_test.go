@@ -30,7 +30,7 @@ func TestGold(t *testing.T) {
 		{"wrong vocabulary word", "what is not hot?", "small", false, 0, 1, 4},
 		{"the key itself", "opposite of hot?", "hot", false, 0, 1, 4},
 		{"first vocabulary word decides", "opposite of hot?", "hot, no cold", false, 9, 1 - 9.0/16, 4},
-		{"padded wrong", "opposite of in?", "i think in ok", false, 11, 1 - 11.0/16, 4},
+		{"padded wrong", "opposite of up?", "i think up ok", false, 11, 1 - 11.0/16, 4},
 		{"short garbage", "opposite of hot?", "xqzvbn", false, 6, 1 - 6.0/16, 1},
 		{"long garbage", "opposite of hot?", "hmm, it is qwertyui i guess", false, 27, 0, 1},
 		{"punctuation only", "opposite of hot?", "!!", false, 2, 1 - 2.0/16, 1},
@@ -99,9 +99,9 @@ func TestAnswer(t *testing.T) {
 			}
 		}
 	}
-	got, ok := task.Answer("  antonym of light:\n")
+	got, ok := task.Answer("  antonym of left:\n")
 	assert.True(t, ok)
-	assert.Equal(t, "dark", got)
+	assert.Equal(t, "right", got)
 
 	for _, bad := range []string{"", "opposite of warm?", "opposite of hot", "opposite of ?", "OPPOSITE OF HOT?", "hot", " -> opposite", "opposite of hot?!", "what is hot?"} {
 		_, ok := task.Answer(bad)
@@ -112,8 +112,8 @@ func TestAnswer(t *testing.T) {
 func TestSplit(t *testing.T) {
 	task := NewTask(5)
 	train, val := task.Prompts(SplitTrain), task.Prompts(SplitValidation)
-	assert.Len(t, train, 102)
-	assert.Len(t, val, 26)
+	assert.Len(t, train, 51)
+	assert.Len(t, val, 13)
 	assert.True(t, slices.IsSorted(train) && slices.IsSorted(val))
 	assert.Nil(t, task.Prompts("test"))
 	for _, p := range val {
@@ -126,12 +126,12 @@ func TestSplit(t *testing.T) {
 		require.True(t, ok)
 		trainKeys[antonym[a]] = true
 	}
-	assert.Len(t, trainKeys, 32)
-	assert.Len(t, task.Words(), 32)
+	assert.Len(t, trainKeys, 16)
+	assert.Len(t, task.Words(), 16)
 
 	assert.Equal(t, val, NewTask(5).Prompts(SplitValidation), "deterministic")
 	assert.NotEqual(t, val, NewTask(6).Prompts(SplitValidation), "seed-dependent")
-	assert.Len(t, newTask(5, 0.9).Prompts(SplitTrain), 32, "capped so each key keeps one template")
+	assert.Len(t, newTask(5, 0.9).Prompts(SplitTrain), 16, "capped so each key keeps one template")
 }
 
 func TestDeterministicFiles(t *testing.T) {

@@ -23,11 +23,13 @@ import (
 )
 
 // pairs are the antonym pairs; both directions are task keys.
-var pairs = [16][2]string{
+//
+// Eight pairs keep the lookup small enough for a byte-level model trained for
+// a few minutes on two cores to learn; with sixteen it still spelled most
+// answers wrong after 600 SFT steps.
+var pairs = [8][2]string{
 	{"hot", "cold"}, {"big", "small"}, {"up", "down"}, {"fast", "slow"},
-	{"old", "new"}, {"day", "night"}, {"in", "out"}, {"yes", "no"},
-	{"left", "right"}, {"wet", "dry"}, {"open", "shut"}, {"light", "dark"},
-	{"happy", "sad"}, {"high", "low"}, {"early", "late"}, {"full", "empty"},
+	{"day", "night"}, {"yes", "no"}, {"left", "right"}, {"wet", "dry"},
 }
 
 // template is a prompt pattern: prefix + key + suffix.
@@ -58,7 +60,7 @@ const (
 	MaxResponseLen = 28
 )
 
-// DefaultValidationFraction is the share of the 128 (key, template)
+// DefaultValidationFraction is the share of the 64 (key, template)
 // combinations held out as validation prompts.
 const DefaultValidationFraction = 0.2
 
@@ -112,7 +114,7 @@ type Task struct {
 // split that Generate uses for that seed with default options.
 func NewTask(seed int64) *Task { return newTask(seed, DefaultValidationFraction) }
 
-// newTask splits the 128 (key, template) combinations: a seeded shuffle,
+// newTask splits the 64 (key, template) combinations: a seeded shuffle,
 // then validation takes combinations in order while no key would lose its
 // last training template.
 func newTask(seed int64, fraction float64) *Task {
@@ -168,7 +170,7 @@ func (t *Task) SplitOf(prompt string) (split string, ok bool) {
 	return split, ok
 }
 
-// Words returns the 32 vocabulary words (both sides of every antonym pair),
+// Words returns the 16 vocabulary words (both sides of every antonym pair),
 // sorted, for reports and tests that need the answer space.
 func (t *Task) Words() []string {
 	w := slices.Clone(keys)

@@ -1,0 +1,61 @@
+package activities
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+)
+
+// TestBadDataIsNonRetryableAndNamesFileAndLine feeds malformed HelpSteer2
+// files to the data stage: each fails with InvalidData (so Temporal does not
+// retry it), the message names the file and line, and no artifact is stored.
+func TestBadDataIsNonRetryableAndNamesFileAndLine(t *testing.T) {
+	dir := t.TempDir()
+	goodPrefs := filepath.Join(dir, "prefs.jsonl")
+	require.NoError(t, os.WriteFile(goodPrefs, []byte(`{"split":"train","prompt":"p","response_1":"a","response_2":"b","preference_strength":1,"preference_statement":"","preference_elaboration":"","three_most_similar_preferences":[],"all_preferences_unprocessed":[]}`+"\n"), 0o644))
+	cases := []struct {
+		name, ratings string
+		want          []string
+	}{
+		{"attribute out of range", `{"prompt":"p","response":"r","helpfulness":9,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}`, []string{":1:", "helpfulness"}},
+		{"missing field", `{"prompt":"p","response":"r","correctness":1,"coherence":1,"complexity":1,"verbosity":1}`, []string{":1:", "helpfulness"}},
+		{"malformed JSON on line 2", `{"prompt":"p","response":"r","helpfulness":1,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}` + "\n{oops", []string{":2:"}},
+		{"empty response", `{"prompt":"p","response":"","helpfulness":1,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}`, []string{":1:", "response"}},
+	}
+	var env testsuite.WorkflowTestSuite
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			store, err := artifact.Open(root)
+			require.NoError(t, err)
+			ratings := filepath.Join(dir, tc.name+".jsonl")
+			require.NoError(t, os.WriteFile(ratings, []byte(tc.ratings+"\n"), 0o644))
+			spec := config.Default()
+			spec.Data.Ratings, spec.Data.Preferences = ratings, goodPrefs
+			ae := env.NewTestActivityEnvironment()
+			a := New(store)
+			ae.RegisterActivity(a)
+			_, err = ae.ExecuteActivity(a.PrepareData, PrepareDataInput{RunID: "bad", Spec: spec})
+			require.Error(t, err)
+			var app *temporal.ApplicationError
+			require.True(t, errors.As(err, &app), "%v", err)
+			assert.Equal(t, ErrInvalidData, app.Type())
+			assert.True(t, app.NonRetryable())
+			assert.Contains(t, err.Error(), ratings)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			_, statErr := os.Stat(filepath.Join(root, "runs", "bad", "data"))
+			assert.True(t, os.IsNotExist(statErr), "no data artifact is stored for bad input")
+		})
+	}
+}

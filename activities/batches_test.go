@@ -1,0 +1,37 @@
+package activities
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestBatcherCoversEveryRowAndGroupsLengths(t *testing.T) {
+	lengths := make([]int, 100)
+	for i := range lengths {
+		lengths[i] = (i * 37) % 50
+	}
+	b := newBatcher(rand.New(rand.NewPCG(1, 2)), lengths, 8)
+	seen := map[int]int{}
+	spread := 0
+	for k := 0; k < 13; k++ { // one epoch: 100 rows padded to 104
+		batch := b.next()
+		require.Len(t, batch, 8)
+		lo, hi := 1<<30, 0
+		for _, i := range batch {
+			seen[i]++
+			lo, hi = min(lo, lengths[i]), max(hi, lengths[i])
+		}
+		spread += hi - lo
+	}
+	assert.Len(t, seen, 100, "every row appears in an epoch")
+	assert.Less(t, spread/13, 25, "rows of a batch have similar lengths")
+
+	again := newBatcher(rand.New(rand.NewPCG(1, 2)), lengths, 8)
+	b2 := newBatcher(rand.New(rand.NewPCG(1, 2)), lengths, 8)
+	for k := 0; k < 30; k++ {
+		assert.Equal(t, again.next(), b2.next(), "the same seed gives the same batches")
+	}
+}
