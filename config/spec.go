@@ -107,11 +107,11 @@ func Default() Spec {
 		Seed:    1,
 		Backend: backend.Go,
 		Data: Data{Generate: Generate{
-			Prompts: 600, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
+			Prompts: 2000, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
 		}},
 		Model:  Model{Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56},
 		SFT:    SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3},
-		Reward: Reward{Recipe: string(reward.LossBT), Steps: 150, BatchSize: 16, LearningRate: 1e-3},
+		Reward: Reward{Recipe: string(reward.LossBT), Steps: 100, BatchSize: 16, LearningRate: 1e-3},
 		Reinforce: Reinforce{
 			Iterations: 20, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
 			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,

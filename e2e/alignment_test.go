@@ -36,7 +36,6 @@ func e2eSpec() config.Spec {
 	s.Name = "e2e"
 	s.Seed = 1
 	s.SFT.Steps = 400
-	s.Reward.Steps = 80
 	s.Reinforce.Iterations = 8
 	return s
 }
