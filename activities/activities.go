@@ -289,7 +289,7 @@ func (a *Activities) PrepareData(ctx context.Context, in PrepareDataInput) (Data
 		}
 	}
 	d.TrainPrompts = len(ds.prompts(helpsteer.SplitTrain))
-	d.ValidationPrompt = len(ds.prompts(helpsteer.SplitValidation))
+	d.ValidationPrompts = len(ds.prompts(helpsteer.SplitValidation))
 	if d.TrainPairs == 0 {
 		return d, invalidData(fmt.Errorf("preferences hold no non-tie training pairs"))
 	}

@@ -17,28 +17,22 @@ import (
 	"github.com/alignflow/alignflow/tokenizer"
 )
 
-// evalPrompts are the held-out prompts a policy is measured on: the
-// validation split (the training split if there is none), cycled to
-// eval.prompts.
+// evalPrompts are the held-out prompts a policy is measured on: the first
+// eval.prompts of the validation split (of the training split if there is
+// none), each sampled eval.samples_per_prompt times.
 func evalPrompts(ds *dataset, spec config.Spec) []string {
 	var pool []string
-	for _, p := range ds.prompts(helpsteer.SplitValidation) {
-		if fitPrompt(p, spec.Model.MaxLen) {
-			pool = append(pool, p)
-		}
-	}
-	if len(pool) == 0 {
-		for _, p := range ds.prompts(helpsteer.SplitTrain) {
+	for _, split := range []string{helpsteer.SplitValidation, helpsteer.SplitTrain} {
+		for _, p := range ds.prompts(split) {
 			if fitPrompt(p, spec.Model.MaxLen) {
 				pool = append(pool, p)
 			}
 		}
+		if len(pool) > 0 {
+			break
+		}
 	}
-	out := make([]string, 0, spec.Eval.Prompts)
-	for i := 0; i < spec.Eval.Prompts && len(pool) > 0; i++ {
-		out = append(out, pool[i%len(pool)])
-	}
-	return out
+	return pool[:min(len(pool), spec.Eval.Prompts)]
 }
 
 func sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
@@ -146,9 +140,8 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 			}
 		}
 	}
-	for i := 0; i < min(spec.Eval.ShowSamples, len(samples)); i++ {
-		// One sample per prompt, spread over the prompts.
-		k := (i * spec.Eval.SamplesPerPrompt) % len(samples)
+	for i := 0; i < min(spec.Eval.ShowSamples, len(prompts)); i++ {
+		k := i * spec.Eval.SamplesPerPrompt // the first sample of prompt i
 		st := SampleText{Prompt: texts[k], Response: tokenizer.Decode(responses[k]), Reward: rewards[k]}
 		if ds.task != nil {
 			st.Gold = ds.task.Gold(texts[k], st.Response).Helpfulness

@@ -28,7 +28,6 @@ const (
 	StageSummary        = "summary"
 	StageDone           = "done"
 	StageFailed         = "failed"
-	StageNotStarted     = "not-started"
 	StageValidatingSpec = "validating-spec"
 )
 
@@ -38,14 +37,14 @@ type Data struct {
 	Preferences artifact.Ref `json:"preferences"`
 	// Generated is true when the bundled matched generator made the data, so
 	// the gold rubric can score any response.
-	Generated        bool `json:"generated"`
-	RatingRows       int  `json:"rating_rows"`
-	PreferenceRows   int  `json:"preference_rows"`
-	TrainPairs       int  `json:"train_pairs"`
-	ValidationPairs  int  `json:"validation_pairs"`
-	TiesExcluded     int  `json:"ties_excluded"`
-	TrainPrompts     int  `json:"train_prompts"`
-	ValidationPrompt int  `json:"validation_prompts"`
+	Generated         bool `json:"generated"`
+	RatingRows        int  `json:"rating_rows"`
+	PreferenceRows    int  `json:"preference_rows"`
+	TrainPairs        int  `json:"train_pairs"`
+	ValidationPairs   int  `json:"validation_pairs"`
+	TiesExcluded      int  `json:"ties_excluded"`
+	TrainPrompts      int  `json:"train_prompts"`
+	ValidationPrompts int  `json:"validation_prompts"`
 }
 
 // PrepareDataInput starts a run's data stage.

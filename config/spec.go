@@ -113,10 +113,10 @@ func Default() Spec {
 		SFT:    SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3},
 		Reward: Reward{Recipe: string(reward.LossBT), Steps: 100, BatchSize: 16, LearningRate: 1e-3},
 		Reinforce: Reinforce{
-			Iterations: 20, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
+			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
 			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,
 		},
-		Eval: Eval{Prompts: 26, SamplesPerPrompt: 4, Temperature: 1, ShowSamples: 6},
+		Eval: Eval{Prompts: 64, SamplesPerPrompt: 8, Temperature: 1, ShowSamples: 6},
 	}
 }
 

@@ -36,7 +36,7 @@ func e2eSpec() config.Spec {
 	s.Name = "e2e"
 	s.Seed = 1
 	s.SFT.Steps = 400
-	s.Reinforce.Iterations = 8
+	s.Reinforce.Iterations = 16
 	return s
 }
 

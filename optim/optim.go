@@ -168,11 +168,11 @@ func (t *Trainer) Step(params *weights.Set, st *State, lr float64, batch ...any)
 		}
 	}()
 	res := StepResult{
-		Loss:     scalar(outs[3*np]),
-		GradNorm: scalar(outs[3*np+1]),
+		Loss:     Scalar(outs[3*np]),
+		GradNorm: Scalar(outs[3*np+1]),
 	}
 	for _, o := range outs[3*np+2:] {
-		res.Metrics = append(res.Metrics, scalar(o))
+		res.Metrics = append(res.Metrics, Scalar(o))
 	}
 	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) || math.IsNaN(res.GradNorm) || math.IsInf(res.GradNorm, 0) {
 		return res, &NonFiniteError{Step: step, Loss: res.Loss, GradNorm: res.GradNorm}
@@ -197,7 +197,8 @@ func (e *NonFiniteError) Error() string {
 	return fmt.Sprintf("step %d: loss %v, gradient norm %v: training diverged (lower the learning rate)", e.Step, e.Loss, e.GradNorm)
 }
 
-func scalar(t *tensors.Tensor) float64 {
+// Scalar converts a scalar float GoMLX tensor to float64.
+func Scalar(t *tensors.Tensor) float64 {
 	switch v := t.Value().(type) {
 	case float32:
 		return float64(v)
@@ -207,6 +208,3 @@ func scalar(t *tensors.Tensor) float64 {
 		panic(fmt.Sprintf("scalar: unexpected %T", v))
 	}
 }
-
-// Scalar converts a scalar GoMLX tensor to float64.
-func Scalar(t *tensors.Tensor) float64 { return scalar(t) }
