@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/examples"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// TestRunRejectsBadConfigBeforeStarting checks that `alignflow run` reports
+// every invalid field of a spec (and a missing data file) without contacting a
+// server: the address points nowhere, so getting past validation would fail
+// differently.
+func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"bad values", "backend: tpu\nreinforce:\n  samples_per_prompt: 1\nsft:\n  learning_rate: 0\n",
+			[]string{"backend", "allowed: go", "reinforce.samples_per_prompt", "sft.learning_rate"}},
+		{"unknown field", "reinforce:\n  iterationz: 3\n", []string{"reinforce.iterationz", "unknown field"}},
+		{"missing data file", "data:\n  ratings: /nonexistent/r.jsonl\n  preferences: /nonexistent/p.jsonl\n",
+			[]string{"data.ratings", "/nonexistent/r.jsonl"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, tc.name+".yaml")
+			require.NoError(t, os.WriteFile(file, []byte(tc.yaml), 0o644))
+			cmd := rootCmd()
+			cmd.SetArgs([]string{"run", "--config", file, "--address", "127.0.0.1:1", "--data-dir", dir})
+			err := cmd.ExecuteContext(context.Background())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), file)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestBundledSpecsAreValid(t *testing.T) {
+	spec, err := config.Parse(examples.TinyRun)
+	require.NoError(t, err)
+	require.NoError(t, spec.Validate())
+	fromYAML, err := config.LoadFile(filepath.Join("..", "..", "examples", "tiny-run.yaml"))
+	require.NoError(t, err)
+	assert.Equal(t, spec, fromYAML, "the YAML and JSON examples describe the same run")
+}
+
+func TestProgressLine(t *testing.T) {
+	assert.Equal(t, "[############............]", bar(5, 10))
+	line := progressLine(&workflows.Progress{Stage: activities.StageSFT}, &activities.Progress{Stage: activities.StageSFT, Step: 30, Total: 120, Loss: 1.5})
+	assert.Contains(t, line, "sft")
+	assert.Contains(t, line, "30/120")
+	assert.Contains(t, line, "loss 1.5000")
+	gold := 2.5
+	line = progressLine(&workflows.Progress{Stage: activities.StageReinforce, Iteration: 3, Iterations: 40,
+		Last: &activities.IterationResult{RewardMean: 0.4, GoldMean: &gold}}, nil)
+	assert.Contains(t, line, "3/40 iterations")
+	assert.Contains(t, line, "gold 2.500")
+}
