@@ -108,7 +108,11 @@ func classify(err error) error {
 	}
 	var app *temporal.ApplicationError
 	if errors.As(err, &app) {
-		return err
+		if error(app) == err || !app.NonRetryable() {
+			return err
+		}
+		// Keep the type and non-retryability when context was wrapped around it.
+		return temporal.NewNonRetryableApplicationError(err.Error(), app.Type(), err)
 	}
 	var nf *optim.NonFiniteError
 	switch {
@@ -153,6 +157,20 @@ func splitOf(s string) string {
 		return helpsteer.SplitTrain
 	}
 	return s
+}
+
+// setup returns what every stage after PrepareData starts from: the compiled
+// graphs for the spec's model and the run's verified data.
+func (a *Activities) setup(spec config.Spec, d Data) (*engineSet, *dataset, error) {
+	eng, err := a.enginesFor(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	ds, err := a.loadData(spec, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	return eng, ds, nil
 }
 
 func (a *Activities) loadData(spec config.Spec, d Data) (*dataset, error) {

@@ -2,6 +2,8 @@ package activities
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/optim"
 )
 
 // TestBadDataIsNonRetryableAndNamesFileAndLine feeds malformed HelpSteer2
@@ -58,4 +61,29 @@ func TestBadDataIsNonRetryableAndNamesFileAndLine(t *testing.T) {
 			assert.True(t, os.IsNotExist(statErr), "no data artifact is stored for bad input")
 		})
 	}
+}
+
+func TestClassifyKeepsTypesThroughWrapping(t *testing.T) {
+	cases := []struct {
+		name         string
+		err          error
+		wantType     string
+		nonRetryable bool
+	}{
+		{"diverged", fmt.Errorf("sft step 3: %w", &optim.NonFiniteError{Step: 3, Loss: math.NaN()}), ErrDiverged, true},
+		{"wrapped invalid data", fmt.Errorf("sft step 0: %w", invalidData(errors.New("prompt too long"))), ErrInvalidData, true},
+		{"corrupt artifact", fmt.Errorf("load: %w", artifact.ErrCorrupt), ErrCorruptArtifact, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := classify(tc.err)
+			var app *temporal.ApplicationError
+			require.True(t, errors.As(err, &app))
+			assert.Equal(t, tc.wantType, app.Type())
+			assert.Equal(t, tc.nonRetryable, app.NonRetryable())
+			assert.Contains(t, err.Error(), tc.err.Error())
+		})
+	}
+	transient := errors.New("connection reset")
+	assert.Equal(t, transient, classify(transient), "other errors stay retryable")
 }

@@ -49,11 +49,7 @@ func (a *Activities) EvaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 
 func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
 	spec := in.Spec
-	eng, err := a.enginesFor(spec)
-	if err != nil {
-		return PolicyEval{}, err
-	}
-	ds, err := a.loadData(spec, in.Data)
+	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
 		return PolicyEval{}, err
 	}
@@ -194,11 +190,7 @@ func (a *Activities) ReinforceIteration(ctx context.Context, in IterationInput) 
 func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
 	start := time.Now()
 	spec := in.Spec
-	eng, err := a.enginesFor(spec)
-	if err != nil {
-		return IterationResult{}, err
-	}
-	ds, err := a.loadData(spec, in.Data)
+	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
 		return IterationResult{}, err
 	}

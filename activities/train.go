@@ -47,11 +47,7 @@ func (a *Activities) TrainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, error) {
 	start := time.Now()
 	spec := in.Spec
-	eng, err := a.enginesFor(spec)
-	if err != nil {
-		return TrainResult{}, err
-	}
-	ds, err := a.loadData(spec, in.Data)
+	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
 		return TrainResult{}, err
 	}
@@ -75,33 +71,45 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 	}
 	bs := spec.SFT.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "sft", 0), lengths, bs)
-	res := TrainResult{Steps: spec.SFT.Steps}
-	for step := 0; step < spec.SFT.Steps; step++ {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
+	res, err := trainLoop(ctx, StageSFT, spec.SFT.Steps, spec.SFT.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var bp, br [][]int32
 		for _, i := range batches.next() {
 			bp, br = append(bp, prompts[i]), append(br, responses[i])
 		}
 		batch, err := policy.MakeBatch(cfg, bs, bp, br)
 		if err != nil {
-			return res, invalidData(err)
+			return optim.StepResult{}, invalidData(err)
 		}
 		inT, tgT, mkT := batch.Tensors()
-		r, err := eng.sft.Step(params, st, lrAt(spec.SFT.LearningRate, step, spec.SFT.Steps), inT, tgT, mkT)
-		if err != nil {
-			return res, fmt.Errorf("sft step %d: %w", step, err)
+		return eng.sft.Step(params, st, lr, inT, tgT, mkT)
+	})
+	if err != nil {
+		return res, err
+	}
+	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
+}
+
+// trainLoop runs steps optimizer steps on the learning-rate schedule,
+// heartbeating progress and stopping when the activity is cancelled.
+func trainLoop(ctx context.Context, stage string, steps int, baseLR float64, step func(lr float64) (optim.StepResult, error)) (TrainResult, error) {
+	res := TrainResult{Steps: steps}
+	for i := 0; i < steps; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
 		}
-		if step == 0 {
+		r, err := step(lrAt(baseLR, i, steps))
+		if err != nil {
+			return res, fmt.Errorf("%s step %d: %w", stage, i, err)
+		}
+		if i == 0 {
 			res.FirstLoss = r.Loss
 		}
 		res.FinalLoss = r.Loss
-		if step%heartbeatEvery == 0 || step == spec.SFT.Steps-1 {
-			heartbeat(ctx, Progress{Stage: StageSFT, Step: step + 1, Total: spec.SFT.Steps, Loss: r.Loss})
+		if i%heartbeatEvery == 0 || i == steps-1 {
+			heartbeat(ctx, Progress{Stage: stage, Step: i + 1, Total: steps, Loss: r.Loss})
 		}
 	}
-	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
+	return res, nil
 }
 
 func (a *Activities) saveModel(runID, rel string, params *weights.Set, res TrainResult, start time.Time) (TrainResult, error) {
@@ -125,11 +133,7 @@ func (a *Activities) TrainRewardModel(ctx context.Context, in TrainInput) (Train
 func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (TrainResult, error) {
 	start := time.Now()
 	spec := in.Spec
-	eng, err := a.enginesFor(spec)
-	if err != nil {
-		return TrainResult{}, err
-	}
-	ds, err := a.loadData(spec, in.Data)
+	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
 		return TrainResult{}, err
 	}
@@ -154,30 +158,19 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "reward-model", 0), lengths, bs)
 	loss := reward.Loss(spec.Reward.Recipe)
-	res := TrainResult{Steps: spec.Reward.Steps}
-	for step := 0; step < spec.Reward.Steps; step++ {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
+	res, err := trainLoop(ctx, StageRewardModel, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var batchPairs []reward.Pair
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
 		}
 		batch, err := reward.MakePairBatch(batchPairs, bs, cfg.MaxLen, loss)
 		if err != nil {
-			return res, invalidData(err)
+			return optim.StepResult{}, invalidData(err)
 		}
-		r, err := eng.rmTrainer.Step(params, st, lrAt(spec.Reward.LearningRate, step, spec.Reward.Steps), batch.Args()...)
-		if err != nil {
-			return res, fmt.Errorf("reward model step %d: %w", step, err)
-		}
-		if step == 0 {
-			res.FirstLoss = r.Loss
-		}
-		res.FinalLoss = r.Loss
-		if step%heartbeatEvery == 0 || step == spec.Reward.Steps-1 {
-			heartbeat(ctx, Progress{Stage: StageRewardModel, Step: step + 1, Total: spec.Reward.Steps, Loss: r.Loss})
-		}
+		return eng.rmTrainer.Step(params, st, lr, batch.Args()...)
+	})
+	if err != nil {
+		return res, err
 	}
 	params.Metadata["recipe"] = spec.Reward.Recipe
 	return a.saveModel(in.RunID, "reward/model.safetensors", params, res, start)
@@ -192,11 +185,7 @@ func (a *Activities) EvaluateRewardModel(ctx context.Context, in RewardEvalInput
 
 func (a *Activities) evaluateRewardModel(_ context.Context, in RewardEvalInput) (RewardEval, error) {
 	spec := in.Spec
-	eng, err := a.enginesFor(spec)
-	if err != nil {
-		return RewardEval{}, err
-	}
-	ds, err := a.loadData(spec, in.Data)
+	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
 		return RewardEval{}, err
 	}
