@@ -116,7 +116,7 @@ func Default() Spec {
 			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
 			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,
 		},
-		Eval: Eval{Prompts: 64, SamplesPerPrompt: 8, Temperature: 1, ShowSamples: 6},
+		Eval: Eval{Prompts: 64, SamplesPerPrompt: 16, Temperature: 1, ShowSamples: 6},
 	}
 }
 

@@ -24,7 +24,7 @@ func TestGold(t *testing.T) {
 	}{
 		{"concise correct", "opposite of hot?", "cold", true, 0, 4, 4},
 		{"padded correct", "opposite of hot?", "well, cold", true, 6, 3 + (1 - 6.0/16), 4},
-		{"suffix only, capitalised", "hot -> opposite", "Cold!!", true, 2, 3 + (1 - 2.0/16), 4},
+		{"suffix only, capitalised", "the reverse of hot?", "Cold!!", true, 2, 3 + (1 - 2.0/16), 4},
 		{"very padded correct", "antonym of up:", "down down down down down down", true, 25, 3, 4},
 		{"non-vocabulary word", "antonym of hot:", "warm", false, 4, 1 - 4.0/16, 1},
 		{"wrong vocabulary word", "what is not hot?", "small", false, 0, 1, 4},
@@ -103,7 +103,7 @@ func TestAnswer(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, "right", got)
 
-	for _, bad := range []string{"", "opposite of warm?", "opposite of hot", "opposite of ?", "OPPOSITE OF HOT?", "hot", " -> opposite", "opposite of hot?!", "what is hot?"} {
+	for _, bad := range []string{"", "opposite of warm?", "opposite of hot", "opposite of ?", "OPPOSITE OF HOT?", "hot", "the reverse of ", "opposite of hot?!", "what is hot?"} {
 		_, ok := task.Answer(bad)
 		assert.False(t, ok, "%q is not a task prompt", bad)
 	}

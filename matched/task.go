@@ -35,11 +35,15 @@ var pairs = [8][2]string{
 // template is a prompt pattern: prefix + key + suffix.
 type template struct{ prefix, suffix string }
 
+//
+// Every template ends with the key, so a held-out (key, template) pair asks
+// about a known word in a known place; with the key first in one template the
+// tiny policy answered held-out prompts far worse than training ones.
 var templates = [4]template{
 	{"opposite of ", "?"},
 	{"antonym of ", ":"},
 	{"what is not ", "?"},
-	{"", " -> opposite"},
+	{"the reverse of ", "?"},
 }
 
 // Padding used by the padded response styles. The empty prefix lets a

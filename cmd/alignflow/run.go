@@ -301,6 +301,9 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "ended with EOS", s.Policy.EndedBefore, s.Policy.EndedAfter)
 	fmt.Fprintf(out, "  %-22s %12.1f %12.1f\n", "mean length (bytes)", s.Policy.LengthBefore, s.Policy.LengthAfter)
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "KL to reference", 0.0, s.Policy.KLToReference)
+	if n := len(s.Curve); n > 0 && s.Curve[0].GoldMean != nil && s.Curve[n-1].GoldMean != nil {
+		fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (first and last REINFORCE iteration)\n", "rollout gold (train)", *s.Curve[0].GoldMean, *s.Curve[n-1].GoldMean)
+	}
 	if len(s.Samples) > 0 {
 		fmt.Fprintf(out, "\n  %-20s %-30s %-30s\n", "prompt", "SFT", "REINFORCE")
 		for _, sp := range s.Samples {
