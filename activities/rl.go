@@ -14,6 +14,7 @@ import (
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
+	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
 )
 
@@ -89,10 +90,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 	goldSum := 0.0
 	for i, s := range samples {
 		responses[i] = s.Tokens
-		seqs[i] = append(append([]int32(nil), ctxs[i]...), s.Tokens...)
-		if len(seqs[i]) > cfg.MaxLen {
-			seqs[i] = seqs[i][:cfg.MaxLen]
-		}
+		seqs[i] = reward.Sequence(ctxs[i], s.Tokens, cfg.MaxLen)
 		if s.Ended {
 			res.EndedFraction++
 		}
