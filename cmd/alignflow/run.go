@@ -157,7 +157,11 @@ func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id
 	if embedded {
 		fmt.Fprintf(out, "  alignflow dev --data-dir %s        # serves this history on 127.0.0.1:7233\n", abs)
 	}
-	fmt.Fprintf(out, "  temporal workflow show --workflow-id %s\n  temporal workflow describe --workflow-id %s\n  temporal workflow list\n", id, id)
+	addr := ""
+	if !embedded && c.Address != config.DefaultAddress {
+		addr = " --address " + c.Address
+	}
+	fmt.Fprintf(out, "  temporal workflow show%s --workflow-id %s\n  temporal workflow describe%s --workflow-id %s\n  temporal workflow list%s\n", addr, id, addr, id, addr)
 	return summary, nil
 }
 
