@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -86,4 +87,29 @@ func TestClassifyKeepsTypesThroughWrapping(t *testing.T) {
 	}
 	transient := errors.New("connection reset")
 	assert.Equal(t, transient, classify(transient), "other errors stay retryable")
+}
+
+// TestSameSeedSameWeights runs data preparation and a short SFT twice in
+// separate stores: the same spec must give bit-identical weights, and another
+// seed different ones.
+func TestSameSeedSameWeights(t *testing.T) {
+	spec := config.Default()
+	spec.Data.Generate.Prompts = 200
+	spec.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
+	spec.SFT.Steps = 5
+	digest := func(seed int64) string {
+		spec.Seed = seed
+		store, err := artifact.Open(t.TempDir())
+		require.NoError(t, err)
+		a := New(store)
+		ctx := context.Background()
+		data, err := a.PrepareData(ctx, PrepareDataInput{RunID: "r", Spec: spec})
+		require.NoError(t, err)
+		res, err := a.TrainSFT(ctx, TrainInput{RunID: "r", Spec: spec, Data: data})
+		require.NoError(t, err)
+		return res.Digest
+	}
+	first := digest(1)
+	assert.Equal(t, first, digest(1), "same seed, same weights")
+	assert.NotEqual(t, first, digest(2), "another seed, other weights")
 }
