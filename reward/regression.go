@@ -1,0 +1,83 @@
+package reward
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/transformer"
+)
+
+// RegressionLoss is SteerLM-style regression: the mean squared error between
+// the head's outputs pred [B, NumAttributes] and the ratings target over the
+// entries whose mask is 1. Missing ratings and padding rows have mask 0;
+// helpfulness-only regression masks every column but Helpfulness.
+func RegressionLoss(pred, target, mask *graph.Node) *graph.Node {
+	sq := graph.Mul(graph.Square(graph.Sub(pred, target)), mask)
+	n := graph.Max(graph.ReduceAllSum(mask), graph.ScalarOne(mask.Graph(), dtypes.Float32))
+	return graph.Div(graph.ReduceAllSum(sq), n)
+}
+
+// RegressionTrainingLoss trains on batches (tokens, last index, ratings,
+// mask) built by MakeRatingBatch.
+func RegressionTrainingLoss(cfg transformer.Config) optim.LossFn {
+	return func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
+		return RegressionLoss(Scores(p, cfg, b[0], b[1]), b[2], b[3]), nil
+	}
+}
+
+// Rated is one tokenised response with its ratings; Present marks the
+// attributes that were rated.
+type Rated struct {
+	Sequence []int32
+	Ratings  [NumAttributes]float32
+	Present  [NumAttributes]bool
+}
+
+// RatingBatch is a padded batch for RegressionTrainingLoss.
+type RatingBatch struct {
+	Tokens [][]int32
+	Last   []int32
+	Target [][]float32
+	Mask   [][]float32
+}
+
+// Args returns the batch as the inputs RegressionTrainingLoss expects.
+func (b *RatingBatch) Args() []any {
+	return []any{tensors.FromValue(b.Tokens), tensors.FromValue(b.Last), tensors.FromValue(b.Target), tensors.FromValue(b.Mask)}
+}
+
+// MakeRatingBatch packs rated responses into exactly size rows. With
+// helpfulnessOnly, only the helpfulness output is trained.
+func MakeRatingBatch(rows []Rated, size, maxLen int, helpfulnessOnly bool) (*RatingBatch, error) {
+	if len(rows) > size {
+		return nil, fmt.Errorf("rating batch: %d rows exceed batch size %d", len(rows), size)
+	}
+	seqs := make([][]int32, len(rows))
+	for i, r := range rows {
+		seqs[i] = r.Sequence
+	}
+	tokens, last, err := PackSequences(seqs, size, maxLen)
+	if err != nil {
+		return nil, err
+	}
+	b := &RatingBatch{Tokens: tokens, Last: last}
+	for i := 0; i < size; i++ {
+		target := make([]float32, NumAttributes)
+		mask := make([]float32, NumAttributes)
+		if i < len(rows) {
+			for a := 0; a < NumAttributes; a++ {
+				if rows[i].Present[a] && (!helpfulnessOnly || a == Helpfulness) {
+					target[a] = rows[i].Ratings[a]
+					mask[a] = 1
+				}
+			}
+		}
+		b.Target = append(b.Target, target)
+		b.Mask = append(b.Mask, mask)
+	}
+	return b, nil
+}
