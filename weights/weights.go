@@ -8,8 +8,8 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -232,4 +232,28 @@ func (s *Set) Digest() string {
 		panic(err) // hash.Hash writes never fail
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Extrapolate returns weak + alpha*(strong-weak) for every tensor: ExPO model
+// extrapolation (alpha > 1 moves past the strong model; alpha 1 returns it).
+// Both sets must hold the same names and shapes; metadata comes from strong.
+func Extrapolate(weak, strong *Set, alpha float64) (*Set, error) {
+	if weak.Len() != strong.Len() {
+		return nil, fmt.Errorf("extrapolate: %d tensors vs %d", weak.Len(), strong.Len())
+	}
+	out := strong.Clone()
+	for _, n := range strong.Names() {
+		w, s := weak.Get(n), strong.Get(n)
+		if w == nil {
+			return nil, fmt.Errorf("extrapolate: tensor %q missing from the weak model", n)
+		}
+		if len(w.Data) != len(s.Data) || fmt.Sprint(w.Shape) != fmt.Sprint(s.Shape) {
+			return nil, fmt.Errorf("extrapolate: tensor %q has shape %v in the weak model and %v in the strong one", n, w.Shape, s.Shape)
+		}
+		o := out.Get(n)
+		for i := range o.Data {
+			o.Data[i] = float32(float64(w.Data[i]) + alpha*(float64(s.Data[i])-float64(w.Data[i])))
+		}
+	}
+	return out, nil
 }

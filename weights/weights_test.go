@@ -1,0 +1,48 @@
+package weights
+
+import (
+	"bytes"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSafetensorsRoundTripAndDigest(t *testing.T) {
+	s := NewSet()
+	s.Put("w", &Tensor{Shape: []int{2, 2}, Data: []float32{1, -2, 3.5, 0}})
+	s.Put("b", &Tensor{Shape: []int{1}, Data: []float32{float32(math.Pi)}})
+	s.Metadata["step"] = "7"
+	var buf bytes.Buffer
+	_, err := s.WriteTo(&buf)
+	require.NoError(t, err)
+	back, err := Read(&buf)
+	require.NoError(t, err)
+	assert.Equal(t, s.Get("w"), back.Get("w"))
+	assert.Equal(t, "7", back.Metadata["step"])
+	assert.Equal(t, s.Digest(), back.Digest())
+	back.Get("w").Data[0] = math.Nextafter32(1, 2)
+	assert.NotEqual(t, s.Digest(), back.Digest(), "one ulp changes the digest")
+
+	s.Get("b").Data[0] = float32(math.NaN())
+	assert.ErrorContains(t, s.CheckFinite(), "tensor b")
+}
+
+func TestExtrapolate(t *testing.T) {
+	weak, strong := NewSet(), NewSet()
+	weak.Put("w", &Tensor{Shape: []int{3}, Data: []float32{0, 1, 2}})
+	strong.Put("w", &Tensor{Shape: []int{3}, Data: []float32{1, 1, 0}})
+	got, err := Extrapolate(weak, strong, 1.5)
+	require.NoError(t, err)
+	assert.Equal(t, []float32{1.5, 1, -1}, got.Get("w").Data)
+	same, err := Extrapolate(weak, strong, 1)
+	require.NoError(t, err)
+	assert.Equal(t, strong.Get("w").Data, same.Get("w").Data)
+	assert.Equal(t, []float32{0, 1, 2}, weak.Get("w").Data, "inputs are not modified")
+
+	bad := NewSet()
+	bad.Put("w", &Tensor{Shape: []int{1, 3}, Data: []float32{0, 1, 2}})
+	_, err = Extrapolate(bad, strong, 1.5)
+	assert.ErrorContains(t, err, "shape")
+}
