@@ -4,6 +4,7 @@
 //	alignflow dev [--port 7233]         embedded Temporal server (SQLite) + worker
 //	alignflow worker                    a worker for an existing server
 //	alignflow run --config FILE         submit a run and follow it
+//	alignflow data check --format F FILE validate a HelpSteer2/RewardBench file
 package main
 
 import (
@@ -54,7 +55,7 @@ func rootCmd() *cobra.Command {
 	}
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
-	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd())
+	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd())
 	return root
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,4 +69,27 @@ func TestProgressLine(t *testing.T) {
 		Last: &activities.IterationResult{RewardMean: 0.4, GoldMean: &gold}}, nil)
 	assert.Contains(t, line, "3/40 iterations")
 	assert.Contains(t, line, "gold 2.500")
+}
+
+func TestDataCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "prefs.jsonl")
+	row := `{"split":"%s","prompt":"p","response_1":"a","response_2":"b","preference_strength":%d,"preference_statement":"","preference_elaboration":"","three_most_similar_preferences":[],"all_preferences_unprocessed":[{"justification":"","strength":-100}]}`
+	content := fmt.Sprintf(row, "train", -2) + "\n" + fmt.Sprintf(row, "validation", 0) + "\n"
+	require.NoError(t, os.WriteFile(good, []byte(content), 0o644))
+	var out bytes.Buffer
+	require.NoError(t, checkData(&out, "helpsteer2-preference", good))
+	assert.Contains(t, out.String(), "2 rows")
+	assert.Contains(t, out.String(), "strength -2")
+	assert.Regexp(t, `ties \(left out of Bradley-Terry training\)\s+1`, out.String())
+
+	bad := filepath.Join(dir, "bad.jsonl")
+	require.NoError(t, os.WriteFile(bad, []byte(content+fmt.Sprintf(row, "train", 5)+"\n"), 0o644))
+	err := checkData(&out, "helpsteer2-preference", bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), bad+":3:")
+	assert.Contains(t, err.Error(), "preference_strength")
+
+	err = checkData(&out, "csv", good)
+	assert.ErrorContains(t, err, "allowed: helpsteer2, helpsteer2-preference, rewardbench")
 }
