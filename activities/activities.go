@@ -46,11 +46,12 @@ func New(store *artifact.Store) *Activities {
 }
 
 type engineSet struct {
-	policy    *policy.Engine
-	reward    *reward.Engine
-	sft       *optim.Trainer
-	rl        *optim.Trainer
-	rmTrainer *optim.Trainer
+	policy     *policy.Engine
+	reward     *reward.Engine
+	sft        *optim.Trainer
+	rl         *optim.Trainer
+	rmTrainer  *optim.Trainer
+	regTrainer *optim.Trainer
 }
 
 func modelConfig(spec config.Spec) transformer.Config {
@@ -79,10 +80,11 @@ func (a *Activities) enginesFor(spec config.Spec) (*engineSet, error) {
 	pe := policy.NewEngine(b, cfg, pol)
 	re := reward.NewEngine(b, cfg, rm)
 	e := &engineSet{
-		policy:    pe,
-		reward:    re,
-		sft:       optim.NewTrainer(b, pol.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg)),
-		rmTrainer: optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.BTLoss(cfg)),
+		policy:     pe,
+		reward:     re,
+		sft:        optim.NewTrainer(b, pol.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg)),
+		rmTrainer:  optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.BTLoss(cfg)),
+		regTrainer: optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.RegressionTrainingLoss(cfg)),
 	}
 	a.engines[key] = e
 	return e, nil

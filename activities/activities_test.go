@@ -17,6 +17,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/reward"
 )
 
 // TestBadDataIsNonRetryableAndNamesFileAndLine feeds malformed HelpSteer2
@@ -112,4 +113,54 @@ func TestSameSeedSameWeights(t *testing.T) {
 	first := digest(1)
 	assert.Equal(t, first, digest(1), "same seed, same weights")
 	assert.NotEqual(t, first, digest(2), "another seed, other weights")
+}
+
+// TestEveryRewardRecipeTrains runs each recipe of the paper's comparison for a
+// few steps on a tiny model: each must produce a reward model, recipes that
+// differ must give different weights, and ExPO must pick an alpha from its sweep.
+func TestEveryRewardRecipeTrains(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	ctx := context.Background()
+	spec := config.Default()
+	spec.Data.Generate.Prompts = 200
+	spec.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
+	spec.SFT.Steps = 2
+	spec.Reward.Steps = 3
+	spec.Reward.BatchSize = 8
+	data, err := a.PrepareData(ctx, PrepareDataInput{RunID: "r", Spec: spec})
+	require.NoError(t, err)
+	sft, err := a.TrainSFT(ctx, TrainInput{RunID: "r", Spec: spec, Data: data})
+	require.NoError(t, err)
+	digests := map[string]string{}
+	for _, recipe := range reward.Recipes {
+		spec.Reward.Recipe = recipe.Name
+		res, err := a.TrainRewardModel(ctx, TrainInput{RunID: "r-" + recipe.Name, Spec: spec, Data: data, Base: sft.Checkpoint})
+		require.NoError(t, err, recipe.Name)
+		phases := 0
+		if recipe.Regression {
+			phases++
+		}
+		if recipe.BT != "" {
+			phases++
+		}
+		assert.Equal(t, phases*spec.Reward.Steps, res.Steps, recipe.Name)
+		if recipe.ExPO {
+			assert.Contains(t, reward.ExPOAlphas, res.ExPOAlpha)
+		} else {
+			assert.Zero(t, res.ExPOAlpha)
+		}
+		digests[recipe.Name] = res.Digest
+	}
+	assert.NotEqual(t, digests["bt"], digests["bt-scaled"])
+	assert.NotEqual(t, digests["regression"], digests["regression-helpfulness"])
+	assert.NotEqual(t, digests["bt-scaled"], digests["bt-scaled-from-regression"])
+
+	spec.Reward.Recipe = "dpo"
+	_, err = a.TrainRewardModel(ctx, TrainInput{RunID: "r-bad", Spec: spec, Data: data, Base: sft.Checkpoint})
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app))
+	assert.Equal(t, ErrInvalidSpec, app.Type())
+	assert.Contains(t, err.Error(), "bt-scaled-from-regression-expo")
 }

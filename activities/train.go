@@ -7,7 +7,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
+
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/policy"
@@ -141,11 +144,53 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 	if err != nil {
 		return TrainResult{}, err
 	}
-	cfg := modelConfig(spec)
+	recipe, err := reward.LookupRecipe(spec.Reward.Recipe)
+	if err != nil {
+		return TrainResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+	}
 	params, err := reward.InitFromBackbone(base, uint64(spec.Seed))
 	if err != nil {
 		return TrainResult{}, err
 	}
+	res := TrainResult{}
+	add := func(r TrainResult) {
+		if res.Steps == 0 {
+			res.FirstLoss = r.FirstLoss
+		}
+		res.Steps += r.Steps
+		res.FinalLoss = r.FinalLoss
+	}
+	var weak *weights.Set
+	if recipe.Regression {
+		r, err := a.fitRegression(ctx, eng, ds, params, spec, recipe.HelpfulnessOnly)
+		if err != nil {
+			return res, err
+		}
+		add(r)
+		weak = params.Clone()
+	}
+	if recipe.BT != "" {
+		r, err := a.fitBT(ctx, eng, ds, params, spec, recipe.BT)
+		if err != nil {
+			return res, err
+		}
+		add(r)
+	}
+	if recipe.ExPO {
+		best, alpha, err := a.chooseExPO(eng, ds, weak, params, spec)
+		if err != nil {
+			return res, err
+		}
+		params, res.ExPOAlpha = best, alpha
+	}
+	params.Metadata["recipe"] = recipe.Name
+	return a.saveModel(in.RunID, "reward/model.safetensors", params, res, start)
+}
+
+// fitBT trains params in place with a Bradley-Terry loss on the training
+// split's non-tie preference pairs.
+func (a *Activities) fitBT(ctx context.Context, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss) (TrainResult, error) {
+	cfg := modelConfig(spec)
 	pairs := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(pairs) == 0 {
 		return TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
@@ -157,8 +202,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 	}
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "reward-model", 0), lengths, bs)
-	loss := reward.Loss(spec.Reward.Recipe)
-	res, err := trainLoop(ctx, StageRewardModel, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	return trainLoop(ctx, StageRewardModel, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var batchPairs []reward.Pair
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
@@ -169,11 +213,70 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		}
 		return eng.rmTrainer.Step(params, st, lr, batch.Args()...)
 	})
-	if err != nil {
-		return res, err
+}
+
+// fitRegression trains params in place to predict the training split's
+// ratings (all five attributes, or helpfulness only).
+func (a *Activities) fitRegression(ctx context.Context, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool) (TrainResult, error) {
+	cfg := modelConfig(spec)
+	var rows []reward.Rated
+	for _, r := range ds.ratings {
+		if splitOf(r.Split) != helpsteer.SplitTrain || !fitPrompt(r.Prompt, cfg.MaxLen) {
+			continue
+		}
+		x := reward.Rated{Sequence: reward.Sequence(tokenizer.EncodePrompt(r.Prompt), tokenizer.EncodeResponse(r.Response), cfg.MaxLen), Ratings: r.Attributes()}
+		for i := range x.Present {
+			x.Present[i] = true
+		}
+		rows = append(rows, x)
 	}
-	params.Metadata["recipe"] = spec.Reward.Recipe
-	return a.saveModel(in.RunID, "reward/model.safetensors", params, res, start)
+	if len(rows) == 0 {
+		return TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
+	}
+	st := optim.NewState(params)
+	lengths := make([]int, len(rows))
+	for i, r := range rows {
+		lengths[i] = len(r.Sequence)
+	}
+	bs := spec.Reward.BatchSize
+	batches := newBatcher(stageRNG(spec.Seed, "reward-regression", 0), lengths, bs)
+	return trainLoop(ctx, StageRewardModel, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+		var batchRows []reward.Rated
+		for _, i := range batches.next() {
+			batchRows = append(batchRows, rows[i])
+		}
+		batch, err := reward.MakeRatingBatch(batchRows, bs, cfg.MaxLen, helpfulnessOnly)
+		if err != nil {
+			return optim.StepResult{}, invalidData(err)
+		}
+		return eng.regTrainer.Step(params, st, lr, batch.Args()...)
+	})
+}
+
+// chooseExPO extrapolates from the regression model past the BT model and
+// keeps the alpha of reward.ExPOAlphas with the best validation accuracy
+// (ties go to the smaller alpha).
+func (a *Activities) chooseExPO(eng *engineSet, ds *dataset, weak, strong *weights.Set, spec config.Spec) (*weights.Set, float64, error) {
+	held := ds.pairs(helpsteer.SplitValidation, spec.Model.MaxLen)
+	if len(held) == 0 {
+		return nil, 0, invalidData(fmt.Errorf("ExPO needs validation pairs to choose alpha"))
+	}
+	var best *weights.Set
+	bestAlpha, bestAcc := 0.0, -1.0
+	for _, alpha := range reward.ExPOAlphas {
+		cand, err := weights.Extrapolate(weak, strong, alpha)
+		if err != nil {
+			return nil, 0, err
+		}
+		acc, err := eng.reward.PairwiseAccuracy(cand, held, spec.Reinforce.BatchSize)
+		if err != nil {
+			return nil, 0, err
+		}
+		if acc > bestAcc {
+			best, bestAlpha, bestAcc = cand, alpha, acc
+		}
+	}
+	return best, bestAlpha, nil
 }
 
 // EvaluateRewardModel measures pairwise accuracy on the held-out (validation)

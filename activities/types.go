@@ -69,6 +69,8 @@ type TrainResult struct {
 	FirstLoss    float64      `json:"first_loss"`
 	FinalLoss    float64      `json:"final_loss"`
 	TrainSeconds float64      `json:"train_seconds"`
+	// ExPOAlpha is the extrapolation chosen on validation pairs (ExPO recipes only).
+	ExPOAlpha float64 `json:"expo_alpha,omitempty"`
 }
 
 // RewardEvalInput evaluates a reward model on held-out pairs.

@@ -70,7 +70,10 @@ type SFT struct {
 
 // Reward trains the reward model on preferences.
 type Reward struct {
-	// Recipe is the loss: bt, bt-margin or bt-scaled.
+	// Recipe is how the reward model is trained: bt, bt-margin, bt-scaled,
+	// regression, regression-helpfulness, bt-from-regression,
+	// bt-margin-from-regression, bt-scaled-from-regression or
+	// bt-scaled-from-regression-expo (see reward.Recipes).
 	Recipe       string  `json:"recipe"`
 	Steps        int     `json:"steps"`
 	BatchSize    int     `json:"batch_size"`
@@ -120,8 +123,6 @@ func Default() Spec {
 	}
 }
 
-// Recipes lists the reward-model recipes this build trains.
-var Recipes = []string{string(reward.LossBT), string(reward.LossBTMargin), string(reward.LossBTScaled)}
 
 // Parse decodes a JSON spec over the defaults. Unknown fields are errors that
 // name the field's path and the fields allowed there.
@@ -264,8 +265,8 @@ func (s Spec) Validate() error {
 	positive("sft.steps", s.SFT.Steps)
 	positive("sft.batch_size", s.SFT.BatchSize)
 	positiveF("sft.learning_rate", s.SFT.LearningRate)
-	if !contains(Recipes, s.Reward.Recipe) {
-		bad("reward.recipe", fmt.Sprintf("unknown recipe %q", s.Reward.Recipe), Recipes...)
+	if !contains(reward.RecipeNames(), s.Reward.Recipe) {
+		bad("reward.recipe", fmt.Sprintf("unknown recipe %q", s.Reward.Recipe), reward.RecipeNames()...)
 	}
 	positive("reward.steps", s.Reward.Steps)
 	positive("reward.batch_size", s.Reward.BatchSize)

@@ -66,6 +66,7 @@ type StageModel struct {
 type RewardModelSummary struct {
 	StageModel
 	Recipe          string  `json:"recipe"`
+	ExPOAlpha       float64 `json:"expo_alpha,omitempty"`
 	HeldoutAccuracy float64 `json:"heldout_accuracy"`
 	HeldoutPairs    int     `json:"heldout_pairs"`
 	TrainAccuracy   float64 `json:"train_accuracy"`
@@ -206,7 +207,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	s := &Summary{
 		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data,
 		SFT: model(sft),
-		RewardModel: RewardModelSummary{StageModel: model(rm), Recipe: spec.Reward.Recipe,
+		RewardModel: RewardModelSummary{StageModel: model(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
 			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy},
 		Policy: PolicySummary{
 			Checkpoint: pol, Iterations: spec.Reinforce.Iterations,

@@ -299,6 +299,9 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 	fmt.Fprintf(out, "  %-34s loss %.3f -> %.3f in %d steps (%.0fs)\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds)
 	fmt.Fprintf(out, "  %-34s loss %.3f -> %.3f in %d steps (%.0fs)\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds)
 	fmt.Fprintf(out, "  %-34s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
+	if s.RewardModel.ExPOAlpha != 0 {
+		fmt.Fprintf(out, "  %-34s %.2f (chosen on validation pairs)\n", "ExPO alpha", s.RewardModel.ExPOAlpha)
+	}
 	fmt.Fprintf(out, "\n  %-22s %12s %12s\n", "policy (held-out)", "SFT", "REINFORCE")
 	fmt.Fprintf(out, "  %-22s %12s %12s\n", "gold score (0-4)", gold(s.Policy.GoldScoreBefore), gold(s.Policy.GoldScoreAfter))
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "reward model score", s.Policy.RewardBefore, s.Policy.RewardAfter)
