@@ -123,7 +123,6 @@ func Default() Spec {
 	}
 }
 
-
 // Parse decodes a JSON spec over the defaults. Unknown fields are errors that
 // name the field's path and the fields allowed there.
 func Parse(data []byte) (Spec, error) {

@@ -35,7 +35,6 @@ var pairs = [8][2]string{
 // template is a prompt pattern: prefix + key + suffix.
 type template struct{ prefix, suffix string }
 
-//
 // Every template ends with the key, so a held-out (key, template) pair asks
 // about a known word in a known place; with the key first in one template the
 // tiny policy answered held-out prompts far worse than training ones.
