@@ -16,7 +16,23 @@ import (
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/weights"
 )
+
+// loadModels loads and verifies the policy, the reference policy and the
+// reward model that evaluation and REINFORCE both start from.
+func (a *Activities) loadModels(policy, reference, rewardModel artifact.Ref) (pol, ref, rm *weights.Set, err error) {
+	if pol, err = a.Store.GetWeights(policy); err != nil {
+		return nil, nil, nil, err
+	}
+	if ref, err = a.Store.GetWeights(reference); err != nil {
+		return nil, nil, nil, err
+	}
+	if rm, err = a.Store.GetWeights(rewardModel); err != nil {
+		return nil, nil, nil, err
+	}
+	return pol, ref, rm, nil
+}
 
 // evalPrompts are the held-out prompts a policy is measured on: the first
 // eval.prompts of the validation split (of the training split if there is
@@ -54,15 +70,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 	if err != nil {
 		return PolicyEval{}, err
 	}
-	pol, err := a.Store.GetWeights(in.Policy)
-	if err != nil {
-		return PolicyEval{}, err
-	}
-	ref, err := a.Store.GetWeights(in.Reference)
-	if err != nil {
-		return PolicyEval{}, err
-	}
-	rm, err := a.Store.GetWeights(in.RewardModel)
+	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return PolicyEval{}, err
 	}
@@ -192,15 +200,7 @@ func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) 
 	if err != nil {
 		return IterationResult{}, err
 	}
-	pol, err := a.Store.GetWeights(in.Policy)
-	if err != nil {
-		return IterationResult{}, err
-	}
-	ref, err := a.Store.GetWeights(in.Reference)
-	if err != nil {
-		return IterationResult{}, err
-	}
-	rm, err := a.Store.GetWeights(in.RewardModel)
+	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return IterationResult{}, err
 	}
