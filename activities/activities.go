@@ -259,21 +259,44 @@ func (a *Activities) PrepareData(ctx context.Context, in PrepareDataInput) (Data
 	var ratings []helpsteer.Rating
 	var prefs []helpsteer.Preference
 	d := Data{}
+	if err := spec.CheckFiles(); err != nil {
+		return d, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+	}
 	if spec.Data.Ratings == "" {
 		ds, _ := matched.Generate(generatorOptions(spec))
 		ratings, prefs = ds.Ratings, ds.Preferences
 		d.Generated = true
 	} else {
-		if err := spec.CheckFiles(); err != nil {
-			return d, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
-		}
+		opts := helpsteer.ReadOptions{SkipInvalid: spec.Data.SkipInvalid}
+		var rr, pr helpsteer.ReadReport
 		var err error
-		if ratings, err = helpsteer.ReadRatings(spec.Data.Ratings); err != nil {
+		if ratings, rr, err = helpsteer.LoadRatings(spec.Data.Ratings, opts); err != nil {
 			return d, invalidData(err)
 		}
-		if prefs, err = helpsteer.ReadPreferences(spec.Data.Preferences); err != nil {
+		if prefs, pr, err = helpsteer.LoadPreferences(spec.Data.Preferences, opts); err != nil {
 			return d, invalidData(err)
 		}
+		d.SkippedRows = rr.Skipped + pr.Skipped
+		if activity.IsActivity(ctx) {
+			for _, e := range append(rr.Errors, pr.Errors...) {
+				activity.GetLogger(ctx).Warn("skipped invalid row", "error", e.Error())
+			}
+		}
+	}
+	if spec.Compare.RewardBench != "" {
+		pairs, err := helpsteer.ReadRewardBench(spec.Compare.RewardBench)
+		if err != nil {
+			return d, invalidData(err)
+		}
+		b, err := os.ReadFile(spec.Compare.RewardBench)
+		if err != nil {
+			return d, invalidData(err)
+		}
+		ref, err := a.Store.Put(runPath(in.RunID, "data", "rewardbench"+path.Ext(spec.Compare.RewardBench)), b)
+		if err != nil {
+			return d, err
+		}
+		d.RewardBench, d.RewardBenchPairs = &ref, len(pairs)
 	}
 	dir, err := a.tempDir(in.RunID)
 	if err != nil {

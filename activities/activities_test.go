@@ -157,6 +157,39 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	assert.NotEqual(t, digests["regression"], digests["regression-helpfulness"])
 	assert.NotEqual(t, digests["bt-scaled"], digests["bt-scaled-from-regression"])
 
+	// The comparison's chained variants (starting from a trained regression
+	// model, ExPO from trained weak and strong models) give exactly the
+	// weights of the recipes trained in one go.
+	chain := func(recipe string, from, strong *artifact.Ref) TrainResult {
+		res, err := a.TrainRewardModel(ctx, TrainInput{RunID: "chain", Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: recipe, From: from, Strong: strong})
+		require.NoError(t, err, recipe)
+		assert.Contains(t, res.Checkpoint.Path, "reward/"+recipe+"/", "each variant has its own folder")
+		return res
+	}
+	reg := chain("regression-helpfulness", nil, nil)
+	scaled := chain("bt-scaled-from-regression", &reg.Checkpoint, nil)
+	assert.Equal(t, spec.Reward.Steps, scaled.Steps, "the regression phase is not trained again")
+	assert.Equal(t, digests["bt-scaled-from-regression"], scaled.Digest)
+	expo := chain("bt-scaled-from-regression-expo", &reg.Checkpoint, &scaled.Checkpoint)
+	assert.Zero(t, expo.Steps, "ExPO from trained models only extrapolates")
+	assert.Equal(t, digests["bt-scaled-from-regression-expo"], expo.Digest)
+	bt := chain("bt", &reg.Checkpoint, nil)
+	assert.Equal(t, digests["bt"], bt.Digest, "recipes from the backbone ignore From")
+
+	eval, err := a.EvaluateRewardModel(ctx, RewardEvalInput{RunID: "chain", Spec: spec, Data: data, RewardModel: scaled.Checkpoint})
+	require.NoError(t, err)
+	pairs := 0
+	for _, g := range eval.ByStrength {
+		assert.Contains(t, []int{1, 2, 3}, g.Strength)
+		pairs += g.Pairs
+	}
+	assert.Equal(t, eval.HeldoutPairs, pairs, "the strengths partition the held-out pairs")
+	require.Len(t, eval.Ratings, 5)
+	assert.Equal(t, "helpfulness", eval.Ratings[0].Attribute)
+	require.NotNil(t, eval.Bench)
+	assert.Len(t, eval.Bench.Subsets, 6)
+	assert.Nil(t, eval.Bench.Categories[2].Score, "the opposites task has no safety subsets")
+
 	spec.Reward.Recipe = "dpo"
 	_, err = a.TrainRewardModel(ctx, TrainInput{RunID: "r-bad", Spec: spec, Data: data, Base: sft.Checkpoint})
 	var app *temporal.ApplicationError

@@ -271,6 +271,31 @@ func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) 
 	return res, nil
 }
 
+// WriteReport writes a report where users look for it, as
+// <data-dir>/runs/<run>/<name>.json and, when given, <name>.md.
+func (a *Activities) WriteReport(_ context.Context, in ReportInput) (ReportPaths, error) {
+	var out ReportPaths
+	b, err := json.MarshalIndent(in.Report, "", "  ")
+	if err != nil {
+		return out, fmt.Errorf("encode %s report: %w", in.Name, err)
+	}
+	dir := filepath.Join(a.Store.Root, "runs", in.RunID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return out, err
+	}
+	out.JSON = filepath.Join(dir, in.Name+".json")
+	if err := artifact.WriteFileAtomic(out.JSON, append(b, '\n')); err != nil {
+		return out, err
+	}
+	if in.Markdown != "" {
+		out.Markdown = filepath.Join(dir, in.Name+".md")
+		if err := artifact.WriteFileAtomic(out.Markdown, []byte(in.Markdown)); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
 // WriteSummary writes the run summary to <data-dir>/runs/<run>/summary.json.
 func (a *Activities) WriteSummary(_ context.Context, in SummaryInput) (string, error) {
 	b, err := json.MarshalIndent(in.Summary, "", "  ")

@@ -144,13 +144,13 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 	if err != nil {
 		return TrainResult{}, err
 	}
-	recipe, err := reward.LookupRecipe(spec.Reward.Recipe)
+	name, out, stage := spec.Reward.Recipe, "reward/model.safetensors", StageRewardModel
+	if in.Recipe != "" {
+		name, out, stage = in.Recipe, "reward/"+in.Recipe+"/model.safetensors", StageRewardModel+" "+in.Recipe
+	}
+	recipe, err := reward.LookupRecipe(name)
 	if err != nil {
 		return TrainResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
-	}
-	params, err := reward.InitFromBackbone(base, uint64(spec.Seed))
-	if err != nil {
-		return TrainResult{}, err
 	}
 	res := TrainResult{}
 	add := func(r TrainResult) {
@@ -160,17 +160,36 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		res.Steps += r.Steps
 		res.FinalLoss = r.FinalLoss
 	}
-	var weak *weights.Set
-	if recipe.Regression {
-		r, err := a.fitRegression(ctx, eng, ds, params, spec, recipe.HelpfulnessOnly)
-		if err != nil {
+	// The regression phase: trained here, or taken from an earlier stage.
+	var params, weak *weights.Set
+	switch {
+	case recipe.Regression && in.From != nil:
+		if params, err = a.Store.GetWeights(*in.From); err != nil {
 			return res, err
 		}
-		add(r)
 		weak = params.Clone()
+	default:
+		if params, err = reward.InitFromBackbone(base, uint64(spec.Seed)); err != nil {
+			return res, err
+		}
+		if recipe.Regression {
+			r, err := a.fitRegression(ctx, stage, eng, ds, params, spec, recipe.HelpfulnessOnly)
+			if err != nil {
+				return res, err
+			}
+			add(r)
+			weak = params.Clone()
+		}
 	}
-	if recipe.BT != "" {
-		r, err := a.fitBT(ctx, eng, ds, params, spec, recipe.BT)
+	// The Bradley-Terry phase: trained here, or taken from an earlier stage
+	// when only the ExPO extrapolation is left to do.
+	switch {
+	case recipe.ExPO && in.Strong != nil:
+		if params, err = a.Store.GetWeights(*in.Strong); err != nil {
+			return res, err
+		}
+	case recipe.BT != "":
+		r, err := a.fitBT(ctx, stage, eng, ds, params, spec, recipe.BT)
 		if err != nil {
 			return res, err
 		}
@@ -184,12 +203,12 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		params, res.ExPOAlpha = best, alpha
 	}
 	params.Metadata["recipe"] = recipe.Name
-	return a.saveModel(in.RunID, "reward/model.safetensors", params, res, start)
+	return a.saveModel(in.RunID, out, params, res, start)
 }
 
 // fitBT trains params in place with a Bradley-Terry loss on the training
 // split's non-tie preference pairs.
-func (a *Activities) fitBT(ctx context.Context, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss) (TrainResult, error) {
+func (a *Activities) fitBT(ctx context.Context, stage string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss) (TrainResult, error) {
 	cfg := modelConfig(spec)
 	pairs := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(pairs) == 0 {
@@ -202,7 +221,7 @@ func (a *Activities) fitBT(ctx context.Context, eng *engineSet, ds *dataset, par
 	}
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "reward-model", 0), lengths, bs)
-	return trainLoop(ctx, StageRewardModel, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	return trainLoop(ctx, stage, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var batchPairs []reward.Pair
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
@@ -217,7 +236,7 @@ func (a *Activities) fitBT(ctx context.Context, eng *engineSet, ds *dataset, par
 
 // fitRegression trains params in place to predict the training split's
 // ratings (all five attributes, or helpfulness only).
-func (a *Activities) fitRegression(ctx context.Context, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool) (TrainResult, error) {
+func (a *Activities) fitRegression(ctx context.Context, stage string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool) (TrainResult, error) {
 	cfg := modelConfig(spec)
 	var rows []reward.Rated
 	for _, r := range ds.ratings {
@@ -233,6 +252,9 @@ func (a *Activities) fitRegression(ctx context.Context, eng *engineSet, ds *data
 	if len(rows) == 0 {
 		return TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
 	}
+	if err := reward.InitHeadBias(params, rows); err != nil {
+		return TrainResult{}, err
+	}
 	st := optim.NewState(params)
 	lengths := make([]int, len(rows))
 	for i, r := range rows {
@@ -240,7 +262,7 @@ func (a *Activities) fitRegression(ctx context.Context, eng *engineSet, ds *data
 	}
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "reward-regression", 0), lengths, bs)
-	return trainLoop(ctx, StageRewardModel, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	return trainLoop(ctx, stage, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var batchRows []reward.Rated
 		for _, i := range batches.next() {
 			batchRows = append(batchRows, rows[i])
@@ -277,41 +299,4 @@ func (a *Activities) chooseExPO(eng *engineSet, ds *dataset, weak, strong *weigh
 		}
 	}
 	return best, bestAlpha, nil
-}
-
-// EvaluateRewardModel measures pairwise accuracy on the held-out (validation)
-// preference pairs, ties excluded, and on up to 256 training pairs.
-func (a *Activities) EvaluateRewardModel(ctx context.Context, in RewardEvalInput) (RewardEval, error) {
-	res, err := a.evaluateRewardModel(ctx, in)
-	return res, classify(err)
-}
-
-func (a *Activities) evaluateRewardModel(_ context.Context, in RewardEvalInput) (RewardEval, error) {
-	spec := in.Spec
-	eng, ds, err := a.setup(spec, in.Data)
-	if err != nil {
-		return RewardEval{}, err
-	}
-	rm, err := a.Store.GetWeights(in.RewardModel)
-	if err != nil {
-		return RewardEval{}, err
-	}
-	cfg := modelConfig(spec)
-	held := ds.pairs(helpsteer.SplitValidation, cfg.MaxLen)
-	if len(held) == 0 {
-		return RewardEval{}, invalidData(fmt.Errorf("no non-tie validation pairs to evaluate on"))
-	}
-	var res RewardEval
-	res.HeldoutPairs = len(held)
-	if res.HeldoutAccuracy, err = eng.reward.PairwiseAccuracy(rm, held, spec.Reinforce.BatchSize); err != nil {
-		return res, err
-	}
-	train := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
-	if len(train) > 256 {
-		train = train[:256]
-	}
-	if res.TrainAccuracy, err = eng.reward.PairwiseAccuracy(rm, train, spec.Reinforce.BatchSize); err != nil {
-		return res, err
-	}
-	return res, nil
 }

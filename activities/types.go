@@ -3,6 +3,7 @@ package activities
 import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/rewardbench"
 )
 
 // Error types of non-retryable failures: retrying cannot fix them.
@@ -45,6 +46,11 @@ type Data struct {
 	TiesExcluded      int  `json:"ties_excluded"`
 	TrainPrompts      int  `json:"train_prompts"`
 	ValidationPrompts int  `json:"validation_prompts"`
+	// SkippedRows counts invalid rows left out under data.skip_invalid.
+	SkippedRows int `json:"skipped_rows,omitempty"`
+	// RewardBench is the verified copy of compare.rewardbench, if given.
+	RewardBench      *artifact.Ref `json:"rewardbench,omitempty"`
+	RewardBenchPairs int           `json:"rewardbench_pairs,omitempty"`
 }
 
 // PrepareDataInput starts a run's data stage.
@@ -59,6 +65,15 @@ type TrainInput struct {
 	Spec  config.Spec  `json:"spec"`
 	Data  Data         `json:"data"`
 	Base  artifact.Ref `json:"base"` // SFT: unused; reward model: the SFT policy
+	// Recipe overrides spec.reward.recipe: the comparison trains several
+	// reward models in one run, each in its own folder.
+	Recipe string `json:"recipe,omitempty"`
+	// From is a trained helpfulness-regression model: a recipe that starts
+	// with that regression starts from it instead of training it again.
+	From *artifact.Ref `json:"from,omitempty"`
+	// Strong is a trained scaled-BT model: an ExPO recipe given From and
+	// Strong only chooses the extrapolation between them.
+	Strong *artifact.Ref `json:"strong,omitempty"`
 }
 
 // TrainResult reports a finished training stage.
@@ -86,6 +101,36 @@ type RewardEval struct {
 	HeldoutAccuracy float64 `json:"heldout_accuracy"`
 	HeldoutPairs    int     `json:"heldout_pairs"`
 	TrainAccuracy   float64 `json:"train_accuracy"`
+	// HeldoutTies counts validation pairs with strength 0: left out of the
+	// accuracy, since neither response is preferred.
+	HeldoutTies int `json:"heldout_ties"`
+	// ByStrength breaks the held-out accuracy down by |preference_strength|:
+	// strong preferences should be easy, slight ones hard.
+	ByStrength []StrengthAccuracy `json:"by_strength"`
+	// Ratings compares the model's five outputs with the validation ratings.
+	Ratings []AttributeFit `json:"ratings,omitempty"`
+	// Bench is RewardBench-style scoring on pairs built from the generated
+	// data's held-out prompts (generated data only).
+	Bench *rewardbench.Report `json:"bench,omitempty"`
+	// RewardBench scores the file given as compare.rewardbench.
+	RewardBench *rewardbench.Report `json:"rewardbench,omitempty"`
+}
+
+// StrengthAccuracy is the held-out accuracy on pairs of one |strength|.
+type StrengthAccuracy struct {
+	Strength int     `json:"strength"`
+	Pairs    int     `json:"pairs"`
+	Accuracy float64 `json:"accuracy"`
+}
+
+// AttributeFit is how well one head output predicts one rated attribute on
+// the validation ratings. RMSE is meaningful only for outputs trained by
+// regression; the correlation is meaningful for any reward.
+type AttributeFit struct {
+	Attribute string  `json:"attribute"`
+	Rows      int     `json:"rows"`
+	RMSE      float64 `json:"rmse"`
+	Pearson   float64 `json:"pearson"`
 }
 
 // PolicyEvalInput evaluates a policy on held-out prompts.
@@ -157,6 +202,20 @@ type Progress struct {
 type SummaryInput struct {
 	RunID   string `json:"run_id"`
 	Summary any    `json:"summary"`
+}
+
+// ReportInput asks for a report to be written next to the run's artifacts.
+type ReportInput struct {
+	RunID    string `json:"run_id"`
+	Name     string `json:"name"` // file name without extension
+	Report   any    `json:"report"`
+	Markdown string `json:"markdown,omitempty"`
+}
+
+// ReportPaths are where a report was written.
+type ReportPaths struct {
+	JSON     string `json:"json"`
+	Markdown string `json:"markdown,omitempty"`
 }
 
 // IterationMetrics is one point of the REINFORCE training curve.

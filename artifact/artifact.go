@@ -90,6 +90,28 @@ func (s *Store) Put(rel string, data []byte) (Ref, error) {
 	return ref, nil
 }
 
+// ReadVerified reads a file written by a Store, given its path, checking it
+// against the manifest beside it; a file without a manifest (copied by hand)
+// is read unverified, and verified reports which happened.
+func ReadVerified(path string) (data []byte, verified bool, err error) {
+	data, err = os.ReadFile(path)
+	if err != nil {
+		return nil, false, err
+	}
+	m, err := readManifest(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return data, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != m.SHA256 {
+		return nil, false, fmt.Errorf("%w: %s has sha256 %s, its manifest says %s", ErrCorrupt, path, got, m.SHA256)
+	}
+	return data, true, nil
+}
+
 func readManifest(path string) (manifest, error) {
 	var m manifest
 	b, err := os.ReadFile(manifestPath(path))

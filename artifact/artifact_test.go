@@ -61,3 +61,25 @@ func TestWeightsRoundTrip(t *testing.T) {
 	assert.Equal(t, "policy", back.Metadata["kind"])
 	assert.Equal(t, set.Digest(), back.Digest())
 }
+
+func TestReadVerified(t *testing.T) {
+	s, err := Open(t.TempDir())
+	require.NoError(t, err)
+	ref, err := s.Put("m.bin", []byte("model"))
+	require.NoError(t, err)
+	data, verified, err := ReadVerified(s.Abs(ref))
+	require.NoError(t, err)
+	assert.True(t, verified)
+	assert.Equal(t, "model", string(data))
+
+	loose := filepath.Join(t.TempDir(), "copied.bin")
+	require.NoError(t, os.WriteFile(loose, []byte("x"), 0o644))
+	_, verified, err = ReadVerified(loose)
+	require.NoError(t, err)
+	assert.False(t, verified, "a file without a manifest is read but not verified")
+
+	require.NoError(t, os.WriteFile(s.Abs(ref), []byte("modeL"), 0o644))
+	_, _, err = ReadVerified(s.Abs(ref))
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.Contains(t, err.Error(), "m.bin")
+}

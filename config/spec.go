@@ -34,13 +34,17 @@ type Spec struct {
 	Reward    Reward    `json:"reward"`
 	Reinforce Reinforce `json:"reinforce"`
 	Eval      Eval      `json:"eval"`
+	Compare   Compare   `json:"compare"`
 }
 
 // Data says where ratings and preferences come from: files in HelpSteer2's
 // formats, or the bundled matched generator when no files are given.
 type Data struct {
-	Ratings     string   `json:"ratings"`     // HelpSteer2 ratings JSONL (plain or .gz)
-	Preferences string   `json:"preferences"` // HelpSteer2-Preference JSONL (plain or .gz)
+	Ratings     string `json:"ratings"`     // HelpSteer2 ratings JSONL (plain or .gz)
+	Preferences string `json:"preferences"` // HelpSteer2-Preference JSONL (plain or .gz)
+	// SkipInvalid leaves malformed rows out (the run reports how many)
+	// instead of failing on the first; whole-file problems still fail.
+	SkipInvalid bool     `json:"skip_invalid"`
 	Generate    Generate `json:"generate"`
 }
 
@@ -102,6 +106,25 @@ type Eval struct {
 	ShowSamples      int     `json:"show_samples"`
 }
 
+// Compare configures the reward-model comparison (`alignflow reward compare`):
+// the variants trained side by side on the same data and SFT backbone.
+type Compare struct {
+	// Variants are recipe names (see reward.Recipes); variants that start
+	// from another one's model (the *-from-regression recipes and ExPO) bring
+	// it along.
+	Variants []string `json:"variants"`
+	// BenchPairsPerSubset sizes the RewardBench-format pair set built from the
+	// generated data's held-out prompts (generated data only).
+	BenchPairsPerSubset int `json:"bench_pairs_per_subset"`
+	// RewardBench is an optional RewardBench-format file every reward model
+	// is also scored on.
+	RewardBench string `json:"rewardbench"`
+}
+
+// DefaultRecipe is the paper's best single reward model: Scaled BT
+// initialised from helpfulness-only regression.
+const DefaultRecipe = "bt-scaled-from-regression"
+
 // Default returns the spec every run starts from; a file or JSON input only
 // needs the fields it changes.
 func Default() Spec {
@@ -114,12 +137,13 @@ func Default() Spec {
 		}},
 		Model:  Model{Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56},
 		SFT:    SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3},
-		Reward: Reward{Recipe: string(reward.LossBT), Steps: 100, BatchSize: 16, LearningRate: 1e-3},
+		Reward: Reward{Recipe: DefaultRecipe, Steps: 100, BatchSize: 16, LearningRate: 1e-3},
 		Reinforce: Reinforce{
 			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
 			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,
 		},
-		Eval: Eval{Prompts: 64, SamplesPerPrompt: 16, Temperature: 1, ShowSamples: 6},
+		Eval:    Eval{Prompts: 64, SamplesPerPrompt: 16, Temperature: 1, ShowSamples: 6},
+		Compare: Compare{Variants: reward.RecipeNames(), BenchPairsPerSubset: 40},
 	}
 }
 
@@ -301,13 +325,30 @@ func (s Spec) Validate() error {
 	if s.Eval.ShowSamples < 0 {
 		bad("eval.show_samples", fmt.Sprintf("must not be negative, got %d", s.Eval.ShowSamples))
 	}
+	if len(s.Compare.Variants) == 0 {
+		bad("compare.variants", "must name at least one recipe", reward.RecipeNames()...)
+	}
+	seen := map[string]bool{}
+	for i, v := range s.Compare.Variants {
+		field := fmt.Sprintf("compare.variants[%d]", i)
+		switch {
+		case !contains(reward.RecipeNames(), v):
+			bad(field, fmt.Sprintf("unknown recipe %q", v), reward.RecipeNames()...)
+		case seen[v]:
+			bad(field, fmt.Sprintf("%q is listed twice", v))
+		}
+		seen[v] = true
+	}
+	if s.Compare.BenchPairsPerSubset < 0 {
+		bad("compare.bench_pairs_per_subset", fmt.Sprintf("must not be negative, got %d", s.Compare.BenchPairsPerSubset))
+	}
 	return errors.Join(errs...)
 }
 
 // CheckFiles reports data files that are missing or unreadable.
 func (s Spec) CheckFiles() error {
 	var errs []error
-	for _, f := range []struct{ field, path string }{{"data.ratings", s.Data.Ratings}, {"data.preferences", s.Data.Preferences}} {
+	for _, f := range []struct{ field, path string }{{"data.ratings", s.Data.Ratings}, {"data.preferences", s.Data.Preferences}, {"compare.rewardbench", s.Compare.RewardBench}} {
 		field, path := f.field, f.path
 		if path == "" {
 			continue

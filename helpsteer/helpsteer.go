@@ -3,13 +3,17 @@
 // trained on. Loading is strict on purpose: a silently defaulted field (a
 // missing helpfulness read as 0, a strength of 5) would corrupt training
 // without any visible failure, so every problem is reported as
-// "<file>:<line>: <field>: <reason>" and the load stops.
+// "<file>:<line>: <field>: <reason>" and the load stops. A caller that
+// prefers to drop bad rows asks for it explicitly (ReadOptions.SkipInvalid)
+// and gets a ReadReport counting and locating what was dropped.
 package helpsteer
 
 import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/alignflow/alignflow/tokenizer"
 )
 
 // AttributeNames lists the five HelpSteer2 attributes in the order used by
@@ -65,8 +69,8 @@ func (r Rating) Attributes() [5]float32 {
 // writers and generators never produce a file that cannot be read back.
 // The error text is "<field>: <reason>".
 func (r Rating) Validate() error {
-	if strings.TrimSpace(r.Prompt) == "" {
-		return fieldErr("prompt", "is empty")
+	if err := checkPrompt(r.Prompt); err != nil {
+		return err
 	}
 	if strings.TrimSpace(r.Response) == "" {
 		return fieldErr("response", "is empty")
@@ -155,8 +159,8 @@ func (p Preference) Validate() error {
 	if err := checkSplit(p.Split); err != nil {
 		return err
 	}
-	if strings.TrimSpace(p.Prompt) == "" {
-		return fieldErr("prompt", "is empty")
+	if err := checkPrompt(p.Prompt); err != nil {
+		return err
 	}
 	if strings.TrimSpace(p.Response1) == "" {
 		return fieldErr("response_1", "is empty")
@@ -176,6 +180,19 @@ func (p Preference) Validate() error {
 		if err := checkAnnotatorStrength(fmt.Sprintf("all_preferences_unprocessed[%d].strength", i), a.Strength); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkPrompt rejects an empty prompt and a multi-turn prompt whose turns do
+// not parse (an unknown role after <extra_id_1>), which the model would
+// otherwise see as raw markers.
+func checkPrompt(prompt string) error {
+	if strings.TrimSpace(prompt) == "" {
+		return fieldErr("prompt", "is empty")
+	}
+	if _, err := tokenizer.ParseTurns(prompt); err != nil {
+		return fieldErr("prompt", err.Error())
 	}
 	return nil
 }
@@ -211,7 +228,7 @@ func fieldErr(field, reason string) error { return &FieldError{Field: field, Rea
 
 // LoadError locates a problem in an input file as "<file>:<line>: <field>:
 // <reason>" so it can be fixed at its source. Line is 1-based; 0 means the
-// whole file (unopenable, unreadable gzip header, no rows).
+// whole file (unopenable, unreadable gzip header, no valid rows).
 type LoadError struct {
 	File  string
 	Line  int

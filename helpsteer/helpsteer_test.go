@@ -276,3 +276,168 @@ func TestWriteRejectsInvalidRows(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, entries, "failed writes leave nothing behind")
 }
+
+func TestValidateChecksPromptTurns(t *testing.T) {
+	tests := []struct {
+		name, prompt string
+		want         string // "" means valid
+	}{
+		{"single turn", "opposite of hot?", ""},
+		{"multi-turn", "hi<extra_id_1>Assistant\nhello<extra_id_1>User\nwhy?", ""},
+		{"system role", "hi<extra_id_1>System\nbe nice", `prompt: turn 2 has unknown role marker "<extra_id_1>System"`},
+		{"lower-case role", "hi<extra_id_1>Assistant\nhello<extra_id_1>user\nwhy?", `prompt: turn 3 has unknown role marker "<extra_id_1>user"`},
+		{"empty", " \n", "prompt: is empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := sampleRatings()[0]
+			r.Prompt = tc.prompt
+			p := samplePreferences()[0]
+			p.Prompt = tc.prompt
+			for kind, err := range map[string]error{"rating": r.Validate(), "preference": p.Validate()} {
+				if tc.want == "" {
+					assert.NoError(t, err, kind)
+					continue
+				}
+				require.Error(t, err, kind)
+				assert.Contains(t, err.Error(), tc.want, kind)
+				var fe *FieldError
+				require.ErrorAs(t, err, &fe, kind)
+				assert.Equal(t, "prompt", fe.Field, kind)
+			}
+		})
+	}
+}
+
+func TestReadRejectsUnknownRoleMarker(t *testing.T) {
+	dir := t.TempDir()
+	rp := filepath.Join(dir, "r.jsonl")
+	require.NoError(t, os.WriteFile(rp, []byte(goodRating+"\n"+strings.Replace(goodRating, `"prompt":"p"`, `"prompt":"p<extra_id_1>System\nq"`, 1)+"\n"), 0o644))
+	_, err := ReadRatings(rp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), rp+`:2: prompt: turn 2 has unknown role marker "<extra_id_1>System"`)
+
+	pp := filepath.Join(dir, "p.jsonl")
+	require.NoError(t, os.WriteFile(pp, []byte(strings.Replace(pref("1", goodSimilar, goodAll), `"prompt":"p"`, `"prompt":"p<extra_id_1>Bot\nq"`, 1)+"\n"), 0o644))
+	_, err = ReadPreferences(pp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), pp+`:1: prompt: turn 2 has unknown role marker "<extra_id_1>Bot"`)
+}
+
+func TestSkipInvalidRows(t *testing.T) {
+	dir := t.TempDir()
+	replace := func(old, repl string) string { return strings.Replace(goodRating, old, repl, 1) }
+	content := strings.Join([]string{
+		goodRating,
+		replace(`"helpfulness":1`, `"helpfulness":5`),
+		"",
+		`{"prompt":"p",`,
+		replace(`"prompt":"p"`, `"prompt":"q"`),
+		replace(`"prompt":"p"`, `"prompt":"p<extra_id_1>System\nq"`),
+	}, "\n") + "\n"
+	path := filepath.Join(dir, "r.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+
+	// Strict: the first bad row stops the load, exactly as ReadRatings does.
+	_, strictErr := ReadRatings(path)
+	require.Error(t, strictErr)
+	assert.Equal(t, path+":2: helpfulness: 5 is outside 0..4", strictErr.Error())
+	rows, report, err := LoadRatings(path, ReadOptions{})
+	require.Error(t, err)
+	assert.Equal(t, strictErr.Error(), err.Error())
+	assert.Nil(t, rows)
+	assert.Zero(t, report.Skipped)
+
+	rows, report, err = LoadRatings(path, ReadOptions{SkipInvalid: true})
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, "p", rows[0].Prompt)
+	assert.Equal(t, "q", rows[1].Prompt)
+	assert.Equal(t, 2, report.Rows)
+	assert.Equal(t, 3, report.Skipped)
+	var got []string
+	for _, le := range report.Errors {
+		assert.Equal(t, path, le.File)
+		got = append(got, le.Error())
+	}
+	assert.Equal(t, []string{
+		path + ":2: helpfulness: 5 is outside 0..4",
+		path + ":4: json: malformed JSON: unexpected end of line",
+		path + `:6: prompt: turn 2 has unknown role marker "<extra_id_1>System" (want "<extra_id_1>User" or "<extra_id_1>Assistant" followed by a newline)`,
+	}, got)
+
+	// A valid file reads the same with or without the option.
+	good := filepath.Join(dir, "good.jsonl.gz")
+	require.NoError(t, WritePreferences(good, samplePreferences()))
+	prefs, report, err := LoadPreferences(good, ReadOptions{SkipInvalid: true})
+	require.NoError(t, err)
+	assert.Equal(t, samplePreferences(), prefs)
+	assert.Equal(t, ReadReport{Rows: 2}, report)
+}
+
+func TestSkipInvalidKeepsOnlyTheFirstErrors(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 25; i++ {
+		if i%5 == 0 {
+			b.WriteString(pref("1", goodSimilar, goodAll) + "\n")
+		} else {
+			b.WriteString(pref("9", goodSimilar, goodAll) + "\n")
+		}
+	}
+	path := filepath.Join(t.TempDir(), "p.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	rows, report, err := LoadPreferences(path, ReadOptions{SkipInvalid: true})
+	require.NoError(t, err)
+	assert.Len(t, rows, 5)
+	assert.Equal(t, 5, report.Rows)
+	assert.Equal(t, 20, report.Skipped)
+	require.Len(t, report.Errors, 10)
+	assert.Equal(t, 2, report.Errors[0].Line)
+	assert.Equal(t, 13, report.Errors[9].Line) // lines 1, 6, 11 are valid
+	assert.Equal(t, "preference_strength", report.Errors[9].Field)
+}
+
+func TestSkipInvalidFileLevelErrors(t *testing.T) {
+	dir := t.TempDir()
+	skip := ReadOptions{SkipInvalid: true}
+
+	allBad := filepath.Join(dir, "all-bad.jsonl")
+	require.NoError(t, os.WriteFile(allBad, []byte(`{"prompt":""}`+"\n\n"+strings.Replace(goodRating, `"verbosity":0`, `"verbosity":9`, 1)+"\n"), 0o644))
+	rows, report, err := LoadRatings(allBad, skip)
+	require.Error(t, err)
+	assert.Nil(t, rows)
+	assert.Equal(t, allBad+":0: rows: all 2 rows were invalid; the first: "+allBad+":1: response: missing required field", err.Error())
+	assert.Equal(t, 2, report.Skipped)
+	assert.Len(t, report.Errors, 2)
+	var first *LoadError
+	require.ErrorAs(t, errors.Unwrap(err), &first)
+	assert.Equal(t, 1, first.Line)
+
+	empty := filepath.Join(dir, "empty.jsonl")
+	require.NoError(t, os.WriteFile(empty, []byte("\n \n"), 0o644))
+	_, _, err = LoadRatings(empty, skip)
+	require.ErrorIs(t, err, ErrNoRows)
+	assert.Contains(t, err.Error(), empty+":0: rows: no rows")
+
+	_, _, err = LoadPreferences(filepath.Join(dir, "missing.jsonl"), skip)
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	badHeader := filepath.Join(dir, "bad.jsonl.gz")
+	require.NoError(t, os.WriteFile(badHeader, []byte{0x1f, 0x8b, 0x00, 0x01, 0x02}, 0o644))
+	_, _, err = LoadRatings(badHeader, skip)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), badHeader+":0: gzip: ")
+
+	// An I/O error mid-stream fails the load even though earlier rows were good.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, err = zw.Write([]byte(strings.Repeat(goodRating+"\n", 200)))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	truncated := filepath.Join(dir, "truncated.jsonl.gz")
+	require.NoError(t, os.WriteFile(truncated, gz.Bytes()[:gz.Len()-12], 0o644))
+	rows, _, err = LoadRatings(truncated, skip)
+	require.Error(t, err)
+	assert.Nil(t, rows)
+	assert.Contains(t, err.Error(), ": gzip: unexpected EOF")
+}

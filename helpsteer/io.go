@@ -66,18 +66,54 @@ var preferenceSchema = []schemaField{
 	}},
 }
 
+// ReadOptions tunes the Load functions.
+type ReadOptions struct {
+	// SkipInvalid drops rows that fail to decode or validate, recording them
+	// in the ReadReport, instead of stopping at the first one. File-level
+	// problems (unopenable file, bad gzip, an I/O error mid-stream, no valid
+	// row at all) are errors either way.
+	SkipInvalid bool
+}
+
+// maxReportedErrors bounds ReadReport.Errors.
+const maxReportedErrors = 10
+
+// ReadReport says what a Load function read.
+type ReadReport struct {
+	// Rows is the number of valid rows returned.
+	Rows int
+	// Skipped is the number of invalid rows dropped (only with SkipInvalid).
+	Skipped int
+	// Errors holds the errors of the first 10 skipped rows, in file order,
+	// each as "<file>:<line>: <field>: <reason>".
+	Errors []*LoadError
+}
+
 // ReadRatings loads a HelpSteer2 ratings JSONL file, plain or gzip-compressed
 // (detected from the content, not the name), rejecting any row that is not
 // exactly a valid Rating.
 func ReadRatings(path string) ([]Rating, error) {
-	return readJSONL(path, ratingSchema, Rating.Validate)
+	rows, _, err := LoadRatings(path, ReadOptions{})
+	return rows, err
+}
+
+// LoadRatings is ReadRatings with options: with SkipInvalid, invalid rows are
+// dropped and reported instead of failing the load.
+func LoadRatings(path string, opts ReadOptions) ([]Rating, ReadReport, error) {
+	return readJSONL(path, ratingSchema, Rating.Validate, opts)
 }
 
 // ReadPreferences loads a HelpSteer2-Preference JSONL file, plain or
 // gzip-compressed (detected from the content, not the name), rejecting any
 // row that is not exactly a valid Preference.
 func ReadPreferences(path string) ([]Preference, error) {
-	return readJSONL(path, preferenceSchema, Preference.Validate)
+	rows, _, err := LoadPreferences(path, ReadOptions{})
+	return rows, err
+}
+
+// LoadPreferences is ReadPreferences with options, like LoadRatings.
+func LoadPreferences(path string, opts ReadOptions) ([]Preference, ReadReport, error) {
+	return readJSONL(path, preferenceSchema, Preference.Validate, opts)
 }
 
 // WriteRatings writes rows as JSONL, gzip-compressed when path ends in ".gz".
@@ -95,10 +131,11 @@ func WritePreferences(path string, rows []Preference) error {
 
 var gzipMagic = []byte{0x1f, 0x8b}
 
-func readJSONL[T any](path string, schema []schemaField, validate func(T) error) ([]T, error) {
+func readJSONL[T any](path string, schema []schemaField, validate func(T) error, opts ReadOptions) ([]T, ReadReport, error) {
+	var report ReadReport
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &LoadError{File: path, Field: "file", Err: err}
+		return nil, report, &LoadError{File: path, Field: "file", Err: err}
 	}
 	defer f.Close()
 
@@ -108,7 +145,7 @@ func readJSONL[T any](path string, schema []schemaField, validate func(T) error)
 	if magic, _ := src.Peek(2); bytes.Equal(magic, gzipMagic) {
 		zr, err := gzip.NewReader(src)
 		if err != nil {
-			return nil, &LoadError{File: path, Field: "gzip", Err: err}
+			return nil, report, &LoadError{File: path, Field: "gzip", Err: err}
 		}
 		defer zr.Close()
 		r = zr
@@ -118,10 +155,11 @@ func readJSONL[T any](path string, schema []schemaField, validate func(T) error)
 	// bufio.Reader.ReadBytes has no line-length limit, unlike Scanner.
 	br := bufio.NewReaderSize(r, 64<<10)
 	var rows []T
+	var firstErr *LoadError
 	for lineNo := 1; ; lineNo++ {
 		line, readErr := br.ReadBytes('\n')
 		if readErr != nil && readErr != io.EOF {
-			return nil, &LoadError{File: path, Line: lineNo, Field: ioField, Err: readErr}
+			return nil, report, &LoadError{File: path, Line: lineNo, Field: ioField, Err: readErr}
 		}
 		if lineNo == 1 {
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // UTF-8 BOM
@@ -129,22 +167,43 @@ func readJSONL[T any](path string, schema []schemaField, validate func(T) error)
 		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
 			row, err := decodeRow[T](trimmed, schema, validate)
 			if err != nil {
-				var fe *FieldError
-				if errors.As(err, &fe) {
-					return nil, &LoadError{File: path, Line: lineNo, Field: fe.Field, Err: errors.New(fe.Reason)}
+				le := rowError(path, lineNo, err)
+				if !opts.SkipInvalid {
+					return nil, report, le
 				}
-				return nil, &LoadError{File: path, Line: lineNo, Field: "json", Err: err}
+				if firstErr == nil {
+					firstErr = le
+				}
+				report.Skipped++
+				if len(report.Errors) < maxReportedErrors {
+					report.Errors = append(report.Errors, le)
+				}
+			} else {
+				rows = append(rows, row)
 			}
-			rows = append(rows, row)
 		}
 		if readErr == io.EOF {
 			break
 		}
 	}
+	report.Rows = len(rows)
 	if len(rows) == 0 {
-		return nil, &LoadError{File: path, Field: "rows", Err: ErrNoRows}
+		if firstErr != nil {
+			return nil, report, &LoadError{File: path, Field: "rows",
+				Err: fmt.Errorf("all %d rows were invalid; the first: %w", report.Skipped, firstErr)}
+		}
+		return nil, report, &LoadError{File: path, Field: "rows", Err: ErrNoRows}
 	}
-	return rows, nil
+	return rows, report, nil
+}
+
+// rowError locates a decodeRow error at path:lineNo.
+func rowError(path string, lineNo int, err error) *LoadError {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return &LoadError{File: path, Line: lineNo, Field: fe.Field, Err: errors.New(fe.Reason)}
+	}
+	return &LoadError{File: path, Line: lineNo, Field: "json", Err: err}
 }
 
 // decodeRow checks one line against schema, decodes it strictly and validates

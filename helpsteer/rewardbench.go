@@ -38,5 +38,11 @@ func (p RewardBenchPair) Validate() error {
 // ReadRewardBench loads RewardBench-format pairs from JSONL, plain or gzip,
 // as strictly as ReadPreferences.
 func ReadRewardBench(path string) ([]RewardBenchPair, error) {
-	return readJSONL(path, rewardBenchSchema, RewardBenchPair.Validate)
+	rows, _, err := LoadRewardBench(path, ReadOptions{})
+	return rows, err
+}
+
+// LoadRewardBench is ReadRewardBench with options, like LoadRatings.
+func LoadRewardBench(path string, opts ReadOptions) ([]RewardBenchPair, ReadReport, error) {
+	return readJSONL(path, rewardBenchSchema, RewardBenchPair.Validate, opts)
 }

@@ -35,3 +35,23 @@ func TestReadRewardBench(t *testing.T) {
 		assert.Contains(t, err.Error(), name)
 	}
 }
+
+func TestLoadRewardBenchSkipInvalid(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rb.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(
+		`{"prompt":"2+2?","chosen":"4","rejected":"5","subset":"math-prm","id":1}`+"\n"+
+			`{"prompt":"p","chosen":"","rejected":"r","subset":"s","id":2}`+"\n"+
+			`{"prompt":"hi","chosen":"hello","rejected":"go away","subset":"alpacaeval-easy","id":3}`+"\n"), 0o644))
+
+	_, err := ReadRewardBench(path)
+	assert.EqualError(t, err, path+":2: chosen: is empty")
+
+	rows, report, err := LoadRewardBench(path, ReadOptions{SkipInvalid: true})
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, []int{1, 3}, []int{rows[0].ID, rows[1].ID})
+	assert.Equal(t, 2, report.Rows)
+	assert.Equal(t, 1, report.Skipped)
+	require.Len(t, report.Errors, 1)
+	assert.Equal(t, path+":2: chosen: is empty", report.Errors[0].Error())
+}

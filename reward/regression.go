@@ -9,6 +9,7 @@ import (
 
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/transformer"
+	"github.com/alignflow/alignflow/weights"
 )
 
 // RegressionLoss is SteerLM-style regression: the mean squared error between
@@ -80,4 +81,32 @@ func MakeRatingBatch(rows []Rated, size, maxLen int, helpfulnessOnly bool) (*Rat
 		b.Mask = append(b.Mask, mask)
 	}
 	return b, nil
+}
+
+// InitHeadBias sets each head output's bias to the mean of its attribute
+// over rows, so regression starts from predicting the mean rating and spends
+// its steps on what varies: with AdamW moving a bias about one learning rate
+// per step, a zero bias would need thousands of steps just to reach the
+// 0..4 scale. Attributes without ratings keep their bias.
+func InitHeadBias(params *weights.Set, rows []Rated) error {
+	b := params.Get(HeadB)
+	if b == nil || len(b.Data) != NumAttributes {
+		return fmt.Errorf("reward model has no %s of %d outputs", HeadB, NumAttributes)
+	}
+	var sum [NumAttributes]float64
+	var n [NumAttributes]int
+	for _, r := range rows {
+		for k := range NumAttributes {
+			if r.Present[k] {
+				sum[k] += float64(r.Ratings[k])
+				n[k]++
+			}
+		}
+	}
+	for k := range NumAttributes {
+		if n[k] > 0 {
+			b.Data[k] = float32(sum[k] / float64(n[k]))
+		}
+	}
+	return nil
 }

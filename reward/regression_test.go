@@ -93,3 +93,14 @@ func TestRegressionTrainingFitsRatings(t *testing.T) {
 	assert.Greater(t, r[0], r[1])
 	assert.Greater(t, r[2], r[3])
 }
+
+func TestInitHeadBiasIsTheMeanRating(t *testing.T) {
+	rm, err := InitFromBackbone(policy.Init(transformer.Config{Vocab: tokenizer.VocabSize, Dim: 8, Heads: 2, Layers: 1, Hidden: 16, MaxLen: 16}, 1), 1)
+	require.NoError(t, err)
+	rows := []Rated{
+		{Ratings: [NumAttributes]float32{4, 1, 0, 2, 3}, Present: [NumAttributes]bool{true, true, true, true, false}},
+		{Ratings: [NumAttributes]float32{1, 3, 0, 2, 3}, Present: [NumAttributes]bool{true, true, true, true, false}},
+	}
+	require.NoError(t, InitHeadBias(rm, rows))
+	assert.Equal(t, []float32{2.5, 2, 0, 2, 0}, rm.Get(HeadB).Data, "means of the rated values; unrated verbosity keeps 0")
+}

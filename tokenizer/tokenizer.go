@@ -1,9 +1,12 @@
 // Package tokenizer maps text to the token ids alignflow's byte-level models see.
 // Every byte is its own token, so any text round-trips and no vocabulary file is
 // needed; three special tokens mark the start and end of a sequence and padding.
+// HelpSteer2 multi-turn prompts are mapped to plain chat text (ChatPrompt)
+// before they are encoded.
 package tokenizer
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -41,12 +44,89 @@ func Decode(ids []int32) string {
 }
 
 // EncodePrompt returns the context a response is generated from: BOS, the
-// prompt's bytes and the separator.
+// bytes of ChatPrompt(prompt) and the separator. Every consumer (training,
+// scoring, evaluation) goes through here, so all see the same chat text.
 func EncodePrompt(prompt string) []int32 {
-	ids := make([]int32, 0, len(prompt)+2)
+	text := ChatPrompt(prompt)
+	ids := make([]int32, 0, len(text)+len(Separator)+1)
 	ids = append(ids, BOS)
-	ids = append(ids, Encode(prompt)...)
+	ids = append(ids, Encode(text)...)
 	return append(ids, Encode(Separator)...)
+}
+
+// TurnMarker starts every turn but the first in a HelpSteer2 multi-turn
+// prompt; the role and a newline follow it, as in
+// "hi<extra_id_1>Assistant\nhello<extra_id_1>User\nwhy?".
+const TurnMarker = "<extra_id_1>"
+
+// Roles a turn may have.
+const (
+	RoleUser      = "User"
+	RoleAssistant = "Assistant"
+)
+
+// Turn is one turn of a conversation prompt.
+type Turn struct {
+	Role string // RoleUser or RoleAssistant
+	Text string
+}
+
+// ParseTurns splits a HelpSteer2 prompt into its turns. The first turn is the
+// unmarked text before any TurnMarker and is always a user turn (possibly
+// empty); each later turn is TurnMarker, a role, a newline and the text, with
+// only that one newline removed. A single-turn prompt gives one turn. A role
+// other than User or Assistant is an error naming the marker.
+func ParseTurns(prompt string) ([]Turn, error) {
+	segs := strings.Split(prompt, TurnMarker)
+	turns := make([]Turn, 0, len(segs))
+	turns = append(turns, Turn{Role: RoleUser, Text: segs[0]})
+	for i, seg := range segs[1:] {
+		role, text, _ := strings.Cut(seg, "\n")
+		if role != RoleUser && role != RoleAssistant {
+			return nil, fmt.Errorf("turn %d has unknown role marker %q (want %q or %q followed by a newline)",
+				i+2, TurnMarker+shorten(role, 32), TurnMarker+RoleUser, TurnMarker+RoleAssistant)
+		}
+		turns = append(turns, Turn{Role: role, Text: text})
+	}
+	return turns, nil
+}
+
+// ChatPrompt maps a HelpSteer2 prompt to the chat text the model sees. A
+// single-turn prompt (no TurnMarker) is returned unchanged, byte for byte. A
+// multi-turn prompt becomes the first user turn followed by each later turn
+// on its own line as "User: text" or "Assistant: text":
+// "hi<extra_id_1>Assistant\nhello<extra_id_1>User\nwhy?" becomes
+// "hi\nAssistant: hello\nUser: why?". A prompt ParseTurns rejects is returned
+// unchanged; the data loaders reject such prompts before they get here.
+func ChatPrompt(prompt string) string {
+	if !strings.Contains(prompt, TurnMarker) {
+		return prompt
+	}
+	turns, err := ParseTurns(prompt)
+	if err != nil {
+		return prompt
+	}
+	var b strings.Builder
+	b.Grow(len(prompt))
+	b.WriteString(turns[0].Text)
+	for _, t := range turns[1:] {
+		b.WriteString("\n")
+		b.WriteString(t.Role)
+		b.WriteString(": ")
+		b.WriteString(t.Text)
+	}
+	return b.String()
+}
+
+// shorten cuts s to at most n runes, marking a cut with "...".
+func shorten(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i] + "..."
+		}
+		n--
+	}
+	return s
 }
 
 // EncodeResponse returns the tokens the policy emits for a response, ending in EOS.

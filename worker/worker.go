@@ -44,6 +44,7 @@ func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
 // Register adds the workflows and the given activities to a worker or replayer.
 func Register(r worker.Registry, a *activities.Activities) {
 	r.RegisterWorkflowWithOptions(workflows.Alignment, workflow.RegisterOptions{Name: workflows.AlignmentName})
+	r.RegisterWorkflowWithOptions(workflows.RewardModelComparison, workflow.RegisterOptions{Name: workflows.ComparisonName})
 	if a != nil {
 		r.RegisterActivity(a)
 	}

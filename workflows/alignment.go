@@ -14,7 +14,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/rewardbench"
 )
 
 // TaskQueue is the default task queue of alignflow workers.
@@ -34,6 +34,8 @@ type Progress struct {
 	Completed  []string                    `json:"completed"`  // stages finished, in order
 	Last       *activities.IterationResult `json:"last_iteration,omitempty"`
 	Metrics    map[string]float64          `json:"metrics,omitempty"`
+	// Variants are the comparison's reward models and their states.
+	Variants []VariantStatus `json:"variants,omitempty"`
 }
 
 // Summary is the result of an Alignment run; it is also written to
@@ -70,6 +72,10 @@ type RewardModelSummary struct {
 	HeldoutAccuracy float64 `json:"heldout_accuracy"`
 	HeldoutPairs    int     `json:"heldout_pairs"`
 	TrainAccuracy   float64 `json:"train_accuracy"`
+	// ByStrength and Bench are the validation scores the comparison reports,
+	// so runs with different recipes can be set side by side.
+	ByStrength []activities.StrengthAccuracy `json:"by_strength,omitempty"`
+	Bench      *rewardbench.Report           `json:"bench,omitempty"`
 }
 
 // PolicySummary compares the SFT policy with the aligned one on the same
@@ -123,13 +129,9 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return progress, nil }); err != nil {
 		return nil, err
 	}
-	spec, err := config.Parse(input)
-	if err == nil {
-		err = spec.Validate()
-	}
+	spec, err := parseSpec(input, progress)
 	if err != nil {
-		progress.Stage = activities.StageFailed
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
+		return nil, err
 	}
 	progress.Iterations = spec.Reinforce.Iterations
 	info := workflow.GetInfo(ctx)
@@ -208,7 +210,8 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data,
 		SFT: model(sft),
 		RewardModel: RewardModelSummary{StageModel: model(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
-			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy},
+			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy,
+			ByStrength: rmEval.ByStrength, Bench: rmEval.Bench},
 		Policy: PolicySummary{
 			Checkpoint: pol, Iterations: spec.Reinforce.Iterations,
 			GoldScoreBefore: before.GoldScore, GoldScoreAfter: after.GoldScore,
@@ -229,6 +232,10 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	done(activities.StageSummary)
 	enter(activities.StageDone)
 	return s, nil
+}
+
+func invalidSpec(err error) error {
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
 }
 
 func model(r activities.TrainResult) StageModel {

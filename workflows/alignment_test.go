@@ -21,6 +21,7 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})
+	env.RegisterWorkflowWithOptions(RewardModelComparison, workflow.RegisterOptions{Name: ComparisonName})
 	env.RegisterActivity(&activities.Activities{})
 	return env
 }

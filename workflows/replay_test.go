@@ -8,12 +8,18 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// TestReplayRecordedHistory replays the history of a real run (recorded by
-// `go test ./e2e -run TestAlignmentEndToEnd -update-history`) against the
-// current workflow code: a change that would break running workflows on a
-// worker upgrade fails here. Such changes go behind workflow.GetVersion.
+// TestReplayRecordedHistory replays the histories of real runs (recorded by
+// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd'
+// -update-history`) against the current workflow code: a change that would
+// break running workflows on a worker upgrade fails here. Such changes go
+// behind workflow.GetVersion.
 func TestReplayRecordedHistory(t *testing.T) {
-	replayer := worker.NewWorkflowReplayer()
-	replayer.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})
-	require.NoError(t, replayer.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/alignment-history.json"))
+	for _, file := range []string{"testdata/alignment-history.json", "testdata/comparison-history.json"} {
+		t.Run(file, func(t *testing.T) {
+			replayer := worker.NewWorkflowReplayer()
+			replayer.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})
+			replayer.RegisterWorkflowWithOptions(RewardModelComparison, workflow.RegisterOptions{Name: ComparisonName})
+			require.NoError(t, replayer.ReplayWorkflowHistoryFromJSONFile(nil, file))
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/tokenizer"
 )
 
 // Data file formats `alignflow data check` reads.
@@ -17,15 +18,20 @@ var dataFormats = []string{"helpsteer2", "helpsteer2-preference", "rewardbench"}
 func dataCmd() *cobra.Command {
 	data := &cobra.Command{Use: "data", Short: "Inspect data files in HelpSteer2, HelpSteer2-Preference or RewardBench format"}
 	var format string
+	var skipInvalid bool
 	check := &cobra.Command{
-		Use:   "check --format FORMAT FILE",
+		Use:   "check --format FORMAT [--skip-invalid] FILE",
 		Short: "Validate a data file strictly and print its counts",
-		Args:  cobra.ExactArgs(1),
+		Long: "Validate a data file and print its counts. By default the first invalid row is an error naming\n" +
+			"file:line, field and reason; with --skip-invalid invalid rows are dropped, counted and the first\n" +
+			"ones listed, and the check fails only if the file cannot be read or has no valid row.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return checkData(cmd.OutOrStdout(), format, args[0])
+			return checkDataWith(cmd.OutOrStdout(), format, args[0], helpsteer.ReadOptions{SkipInvalid: skipInvalid})
 		},
 	}
 	check.Flags().StringVar(&format, "format", "", "file format: "+strings.Join(dataFormats, ", "))
+	check.Flags().BoolVar(&skipInvalid, "skip-invalid", false, "drop invalid rows (reporting how many and the first errors) instead of failing at the first one")
 	data.AddCommand(check)
 	return data
 }
@@ -33,48 +39,66 @@ func dataCmd() *cobra.Command {
 // checkData loads path strictly (the first bad row is an error naming
 // file:line and field) and prints counts.
 func checkData(out io.Writer, format, path string) error {
+	return checkDataWith(out, format, path, helpsteer.ReadOptions{})
+}
+
+// tieKey labels the count of preference ties.
+const tieKey = "ties (left out of Bradley-Terry training)"
+
+// checkDataWith loads path with opts and prints the row count, one sorted
+// "  key  count" line per count and, with SkipInvalid, how many rows were
+// skipped and the first errors as file:line lines.
+func checkDataWith(out io.Writer, format, path string, opts helpsteer.ReadOptions) error {
 	counts := map[string]int{}
-	var rows int
+	var report helpsteer.ReadReport
+	var err error
 	switch format {
 	case "helpsteer2":
-		rs, err := helpsteer.ReadRatings(path)
-		if err != nil {
-			return err
-		}
-		rows = len(rs)
-		prompts := map[string]bool{}
+		var rs []helpsteer.Rating
+		rs, report, err = helpsteer.LoadRatings(path, opts)
+		prompts, multiTurn := map[string]bool{}, map[string]bool{}
 		for _, r := range rs {
 			counts["split "+splitName(r.Split)]++
 			counts[fmt.Sprintf("helpfulness %d", r.Helpfulness)]++
 			prompts[r.Prompt] = true
+			if isMultiTurn(r.Prompt) {
+				multiTurn[r.Prompt] = true
+			}
 		}
 		counts["distinct prompts"] = len(prompts)
+		counts["distinct multi-turn prompts"] = len(multiTurn)
 	case "helpsteer2-preference":
-		ps, err := helpsteer.ReadPreferences(path)
-		if err != nil {
-			return err
-		}
-		rows = len(ps)
+		var ps []helpsteer.Preference
+		ps, report, err = helpsteer.LoadPreferences(path, opts)
+		counts[tieKey] = 0
+		counts["multi-turn prompts"] = 0
 		for _, p := range ps {
 			counts["split "+p.Split]++
 			counts[fmt.Sprintf("strength %+d", p.PreferenceStrength)]++
+			counts[fmt.Sprintf("|strength| %d", p.Margin())]++
 			if p.Tie() {
-				counts["ties (left out of Bradley-Terry training)"]++
+				counts[tieKey]++
+			}
+			if isMultiTurn(p.Prompt) {
+				counts["multi-turn prompts"]++
 			}
 		}
 	case "rewardbench":
-		ps, err := helpsteer.ReadRewardBench(path)
-		if err != nil {
-			return err
-		}
-		rows = len(ps)
+		var ps []helpsteer.RewardBenchPair
+		ps, report, err = helpsteer.LoadRewardBench(path, opts)
 		for _, p := range ps {
 			counts["subset "+p.Subset]++
 		}
 	default:
 		return fmt.Errorf("--format %q: unknown format (allowed: %s)", format, strings.Join(dataFormats, ", "))
 	}
-	fmt.Fprintf(out, "%s: %d rows, valid %s\n", path, rows, format)
+	if err != nil {
+		if opts.SkipInvalid && report.Skipped > 0 {
+			printSkipped(out, report)
+		}
+		return err
+	}
+	fmt.Fprintf(out, "%s: %d rows, valid %s\n", path, report.Rows, format)
 	keys := make([]string, 0, len(counts))
 	for k := range counts {
 		keys = append(keys, k)
@@ -83,8 +107,25 @@ func checkData(out io.Writer, format, path string) error {
 	for _, k := range keys {
 		fmt.Fprintf(out, "  %-44s %d\n", k, counts[k])
 	}
+	if opts.SkipInvalid {
+		printSkipped(out, report)
+	}
 	return nil
 }
+
+// printSkipped reports the rows a skipping load dropped.
+func printSkipped(out io.Writer, report helpsteer.ReadReport) {
+	fmt.Fprintf(out, "skipped %d invalid rows\n", report.Skipped)
+	for _, e := range report.Errors {
+		fmt.Fprintf(out, "  %s\n", e)
+	}
+	if more := report.Skipped - len(report.Errors); more > 0 {
+		fmt.Fprintf(out, "  ... and %d more\n", more)
+	}
+}
+
+// isMultiTurn reports whether a (validated) prompt has more than one turn.
+func isMultiTurn(prompt string) bool { return strings.Contains(prompt, tokenizer.TurnMarker) }
 
 func splitName(s string) string {
 	if s == "" {

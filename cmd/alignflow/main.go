@@ -5,6 +5,8 @@
 //	alignflow worker                    a worker for an existing server
 //	alignflow run --config FILE         submit a run and follow it
 //	alignflow data check --format F FILE validate a HelpSteer2/RewardBench file
+//	alignflow reward compare --config F train and compare reward-model recipes
+//	alignflow eval rewardbench --model M --data F  RewardBench-style scores
 package main
 
 import (
@@ -55,7 +57,7 @@ func rootCmd() *cobra.Command {
 	}
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
-	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd())
+	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd())
 	return root
 }
 

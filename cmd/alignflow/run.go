@@ -107,9 +107,28 @@ func checkSpec(spec config.Spec, file string) error {
 // runAndFollow submits the run (starting an embedded server and worker first
 // when asked), shows progress until it ends and prints the summary.
 func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id string, embedded bool, port int, out io.Writer) (*workflows.Summary, error) {
+	var s workflows.Summary
+	if id == "" {
+		id = fmt.Sprintf("alignment-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
+	}
+	elapsed, err := execute(ctx, c, embedded, port, out, workflows.AlignmentName, id, spec, &s)
+	if err != nil {
+		return nil, err
+	}
+	printSummary(out, &s, elapsed)
+	abs, _ := filepath.Abs(c.DataDir)
+	fmt.Fprintf(out, "\nData dir: %s\n  summary:   %s\n  artifacts: %s\n", abs, s.SummaryPath, filepath.Join(abs, "runs", id))
+	inspectHints(out, c, embedded, id)
+	return &s, nil
+}
+
+// execute starts workflow type wf with input (on an embedded server and
+// worker when asked), follows its progress and decodes its result into
+// result.
+func execute(ctx context.Context, c config.Connection, embedded bool, port int, out io.Writer, wf, id string, input, result any) (time.Duration, error) {
 	if embedded {
 		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
+			return 0, fmt.Errorf("data dir %s: %w", c.DataDir, err)
 		}
 		srv, err := startEmbedded(ctx, c.DataDir, "127.0.0.1", port, c.Namespace)
 		if err != nil && isPortInUse(err) && port != 0 {
@@ -117,42 +136,41 @@ func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id
 			srv, err = startEmbedded(ctx, c.DataDir, "127.0.0.1", 0, c.Namespace)
 		}
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		defer srv.Stop()
 		c.Address = srv.FrontendHostPort()
 		_, stopWorker, err := startWorker(ctx, c)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		defer stopWorker()
 		fmt.Fprintf(out, "Embedded Temporal server on %s, worker on task queue %s.\n", c.Address, c.TaskQueue)
 	}
 	cl, err := dial(ctx, c)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer cl.Close()
-	if id == "" {
-		id = fmt.Sprintf("alignment-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
-	}
-	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: c.TaskQueue}, workflows.AlignmentName, spec)
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: c.TaskQueue}, wf, input)
 	if err != nil {
-		return nil, fmt.Errorf("start workflow %s: %w", id, err)
+		return 0, fmt.Errorf("start workflow %s: %w", id, err)
 	}
 	fmt.Fprintf(out, "Started workflow %s (run %s).\n", run.GetID(), run.GetRunID())
 	start := time.Now()
-	summary, err := follow(ctx, cl, run, out)
-	if err != nil {
+	if err := follow(ctx, cl, run, out, result); err != nil {
 		var app *temporal.ApplicationError
 		if errors.As(err, &app) {
-			return nil, fmt.Errorf("run %s failed (%s): %s", id, app.Type(), app.Error())
+			return 0, fmt.Errorf("run %s failed (%s): %s", id, app.Type(), app.Error())
 		}
-		return nil, fmt.Errorf("run %s failed: %w", id, err)
+		return 0, fmt.Errorf("run %s failed: %w", id, err)
 	}
-	printSummary(out, summary, time.Since(start))
+	return time.Since(start), nil
+}
+
+// inspectHints prints the temporal CLI commands that show a finished run.
+func inspectHints(out io.Writer, c config.Connection, embedded bool, id string) {
 	abs, _ := filepath.Abs(c.DataDir)
-	fmt.Fprintf(out, "\nData dir: %s\n  summary:   %s\n  artifacts: %s\n", abs, summary.SummaryPath, filepath.Join(abs, "runs", id))
 	fmt.Fprintf(out, "Inspect the run with the temporal CLI (go install github.com/temporalio/cli/cmd/temporal@v1.5.1):\n")
 	if embedded {
 		fmt.Fprintf(out, "  alignflow dev --data-dir %s        # serves this history on 127.0.0.1:7233\n", abs)
@@ -162,22 +180,13 @@ func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id
 		addr = " --address " + c.Address
 	}
 	fmt.Fprintf(out, "  temporal workflow show%s --workflow-id %s\n  temporal workflow describe%s --workflow-id %s\n  temporal workflow list%s\n", addr, id, addr, id, addr)
-	return summary, nil
 }
 
 // follow polls the run's progress query and its pending activity's heartbeat
-// until the run ends.
-func follow(ctx context.Context, cl client.Client, run client.WorkflowRun, out io.Writer) (*workflows.Summary, error) {
-	type result struct {
-		s   *workflows.Summary
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var s workflows.Summary
-		err := run.Get(ctx, &s)
-		done <- result{&s, err}
-	}()
+// until the run ends, then decodes its result into result.
+func follow(ctx context.Context, cl client.Client, run client.WorkflowRun, out io.Writer, result any) error {
+	done := make(chan error, 1)
+	go func() { done <- run.Get(ctx, result) }()
 	tty := isTerminal(out)
 	ticker := time.NewTicker(500 * time.Millisecond)
 	defer ticker.Stop()
@@ -186,13 +195,13 @@ func follow(ctx context.Context, cl client.Client, run client.WorkflowRun, out i
 	completed := 0
 	for {
 		select {
-		case r := <-done:
+		case err := <-done:
 			if tty && lastLine != "" {
 				fmt.Fprintln(out)
 			}
-			return r.s, r.err
+			return err
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-ticker.C:
 		}
 		p, hb := poll(ctx, cl, run)
@@ -258,8 +267,9 @@ func progressLine(p *workflows.Progress, hb *activities.Progress) string {
 			}
 		}
 		return line
-	case hb != nil && hb.Stage == stage && hb.Total > 0:
-		line := fmt.Sprintf("  ....  %s  %s %d/%d", stage, bar(hb.Step, hb.Total), hb.Step, hb.Total)
+	case hb != nil && strings.HasPrefix(hb.Stage, stage) && hb.Total > 0,
+		hb != nil && stage == workflows.StageRewardModels && hb.Total > 0:
+		line := fmt.Sprintf("  ....  %s  %s %d/%d", hb.Stage, bar(hb.Step, hb.Total), hb.Step, hb.Total)
 		if hb.Loss != 0 {
 			line += fmt.Sprintf("  loss %.4f", hb.Loss)
 		}

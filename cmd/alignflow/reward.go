@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+func rewardCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "reward", Short: "Reward models: compare the paper's training recipes on the same data"}
+	var (
+		file     string
+		embedded bool
+		id       string
+		port     int
+	)
+	compare := &cobra.Command{
+		Use:   "compare --config FILE",
+		Short: "Train reward-model variants side by side (RewardModelComparison workflow) and print the report",
+		Long: `Trains the variants listed in the spec's compare.variants (default: all nine recipes) on
+the same matched data and SFT backbone, as parallel durable activities, and writes
+comparison.json and comparison.md to <data-dir>/runs/<workflow-id>/.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("--config FILE is required (see examples/reward-compare.yaml)")
+			}
+			spec, err := config.LoadFile(file)
+			if err != nil {
+				return err
+			}
+			if err := checkSpec(spec, file); err != nil {
+				return err
+			}
+			c, err := connection(cmd)
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				id = fmt.Sprintf("compare-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
+			}
+			out := cmd.OutOrStdout()
+			var report workflows.ComparisonReport
+			elapsed, err := execute(cmd.Context(), c, embedded, port, out, workflows.ComparisonName, id, spec, &report)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "\nComparison %s finished in %s\n\n%s\n", id, elapsed.Round(time.Second), report.Markdown())
+			abs, _ := filepath.Abs(c.DataDir)
+			fmt.Fprintf(out, "Report: %s\n        %s\nArtifacts: %s\n", report.MarkdownPath, report.ReportPath, filepath.Join(abs, "runs", id))
+			inspectHints(out, c, embedded, id)
+			return nil
+		},
+	}
+	compare.Flags().StringVar(&file, "config", "", "spec file (YAML, JSON or TOML); compare.variants picks the recipes")
+	compare.Flags().BoolVar(&embedded, "embedded", false, "start an in-process Temporal server and worker for the duration of the run")
+	compare.Flags().StringVar(&id, "id", "", "workflow ID (default compare-<name>-<time>)")
+	compare.Flags().IntVar(&port, "port", devserver.DefaultPort, "with --embedded: the server's port (a free one is used if it is taken)")
+	cmd.AddCommand(compare)
+	return cmd
+}

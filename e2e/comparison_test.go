@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/rewardbench"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// comparisonSpec is a small comparison: a tiny model and short phases, enough
+// for every variant to learn something in about a minute.
+func comparisonSpec() config.Spec {
+	s := config.Default()
+	s.Name = "e2e-compare"
+	s.Data.Generate.Prompts = 600
+	s.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 96, MaxLen: 56}
+	s.SFT.Steps = 150
+	s.Reward.Steps = 40
+	s.Compare.BenchPairsPerSubset = 12
+	return s
+}
+
+// TestRewardComparisonEndToEnd runs all nine reward-model variants on a real
+// server and worker: the independent variants are scheduled together, the
+// dependent ones start from the models they name, every variant is evaluated
+// and the report lands in the run's folder.
+func TestRewardComparisonEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run takes minutes")
+	}
+	cl, store := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-compare", TaskQueue: workflows.TaskQueue}, workflows.ComparisonName, comparisonSpec())
+	require.NoError(t, err)
+	var report workflows.ComparisonReport
+	require.NoError(t, run.Get(ctx, &report))
+
+	require.Len(t, report.Variants, len(reward.Recipes))
+	byName := map[string]workflows.VariantReport{}
+	for i, v := range report.Variants {
+		assert.Equal(t, reward.Recipes[i].Name, v.Recipe, "report rows in the paper's order")
+		byName[v.Recipe] = v
+		require.NotNil(t, v.Eval.Bench, v.Recipe)
+		require.Len(t, v.Eval.Ratings, 5, v.Recipe)
+		t.Logf("%-32s held-out %.3f  bench %s  helpfulness r %.3f  correctness r %.3f  steps %d", v.Recipe, v.Eval.HeldoutAccuracy, overall(v),
+			v.Eval.Ratings[0].Pearson, v.Eval.Ratings[1].Pearson, v.Model.Steps)
+		if v.Recipe != "regression" { // all five attributes share its few steps
+			assert.Greater(t, v.Eval.HeldoutAccuracy, 0.6, "%s ranks held-out pairs better than chance", v.Recipe)
+		}
+	}
+	assert.Equal(t, "regression-helpfulness", byName["bt-scaled-from-regression"].InitFrom)
+	assert.Zero(t, byName["bt-scaled-from-regression-expo"].Model.Steps, "ExPO only extrapolates trained models")
+	assert.Contains(t, reward.ExPOAlphas, byName["bt-scaled-from-regression-expo"].ExPOAlpha)
+	assert.Greater(t, byName["regression-helpfulness"].Eval.Ratings[0].Pearson, 0.1, "helpfulness regression predicts rated helpfulness")
+
+	md, err := os.ReadFile(report.MarkdownPath)
+	require.NoError(t, err)
+	for _, r := range reward.Recipes {
+		assert.Contains(t, string(md), "| "+r.Name)
+	}
+	assert.Equal(t, filepath.Join(store.Root, "runs", "e2e-compare", "comparison.md"), report.MarkdownPath)
+	var onDisk workflows.ComparisonReport
+	b, err := os.ReadFile(report.ReportPath)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &onDisk))
+	assert.Len(t, onDisk.Variants, len(reward.Recipes))
+
+	// The five variants that start from the SFT backbone are scheduled in
+	// one workflow task, before any of them has finished.
+	hist := &historypb.History{}
+	iter := cl.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	scheduledBeforeFirstDone, trainDone := 0, false
+	trainIDs := map[int64]bool{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		hist.Events = append(hist.Events, ev)
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == "TrainRewardModel" {
+			trainIDs[ev.GetEventId()] = true
+			if !trainDone {
+				scheduledBeforeFirstDone++
+			}
+		}
+		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil && trainIDs[a.GetScheduledEventId()] {
+			trainDone = true
+		}
+	}
+	assert.Equal(t, 5, scheduledBeforeFirstDone)
+	assert.Len(t, trainIDs, len(reward.Recipes))
+	if *updateHistory {
+		out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "comparison-history.json"), out, 0o644))
+	}
+}
+
+func overall(v workflows.VariantReport) string {
+	if v.Eval.Bench == nil {
+		return "n/a"
+	}
+	return rewardbench.Percent(v.Eval.Bench.Overall)
+}

@@ -1,0 +1,56 @@
+package rewardbench
+
+import (
+	"fmt"
+
+	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/tokenizer"
+)
+
+// Scorer returns a reward per token sequence, such as reward.Engine.Rewards
+// bound to a model.
+type Scorer func(seqs [][]int32) ([]float64, error)
+
+// Run scores every pair's chosen and rejected response with score and
+// reports, per pair, whether chosen got the higher reward.
+//
+// Sequences longer than maxLen keep the response and as much of the end of
+// the prompt as fits (after BOS): cutting the end instead would often leave
+// chosen and rejected identical and every long pair a tie.
+func Run(pairs []helpsteer.RewardBenchPair, maxLen int, score Scorer) ([]Result, error) {
+	seqs := make([][]int32, 0, 2*len(pairs))
+	for _, p := range pairs {
+		seqs = append(seqs, Sequence(p.Prompt, p.Chosen, maxLen), Sequence(p.Prompt, p.Rejected, maxLen))
+	}
+	rewards, err := score(seqs)
+	if err != nil {
+		return nil, fmt.Errorf("score %d pairs: %w", len(pairs), err)
+	}
+	if len(rewards) != len(seqs) {
+		return nil, fmt.Errorf("score %d pairs: got %d rewards for %d sequences", len(pairs), len(rewards), len(seqs))
+	}
+	out := make([]Result, len(pairs))
+	for i, p := range pairs {
+		out[i] = Result{Subset: p.Subset, Correct: IsCorrect(rewards[2*i], rewards[2*i+1])}
+	}
+	return out, nil
+}
+
+// Sequence is the token sequence the reward model reads for a response to
+// prompt, at most maxLen tokens: BOS, the prompt (its start dropped if need
+// be), the separator, the response and EOS (its end dropped if the response
+// alone is too long).
+func Sequence(prompt, response string, maxLen int) []int32 {
+	ctx := tokenizer.EncodePrompt(prompt)
+	resp := tokenizer.EncodeResponse(response)
+	if len(ctx)+len(resp) <= maxLen {
+		return append(ctx, resp...)
+	}
+	// Keep BOS, then the prompt's tail and the separator; at least half the
+	// window goes to the response.
+	keep := max(maxLen-len(resp), maxLen/2) - 1
+	keep = min(keep, len(ctx)-1)
+	seq := append([]int32{ctx[0]}, ctx[len(ctx)-keep:]...)
+	seq = append(seq, resp...)
+	return seq[:min(len(seq), maxLen)]
+}

@@ -1,0 +1,216 @@
+package workflows
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/reward"
+)
+
+// ComparisonName is the registered type of the reward-model comparison.
+const ComparisonName = "RewardModelComparison"
+
+// StageRewardModels is the comparison's stage while its variants train.
+const StageRewardModels = "reward-models"
+
+// ComparisonReport is the result of a RewardModelComparison; it is also
+// written to <data-dir>/runs/<workflow-id>/comparison.json and, as tables
+// shaped like the paper's, comparison.md.
+type ComparisonReport struct {
+	WorkflowID   string          `json:"workflow_id"`
+	Name         string          `json:"name"`
+	Seed         int64           `json:"seed"`
+	Backend      string          `json:"backend"`
+	Data         activities.Data `json:"data"`
+	SFT          StageModel      `json:"sft"`
+	Variants     []VariantReport `json:"variants"`
+	ReportPath   string          `json:"report_path"`
+	MarkdownPath string          `json:"markdown_path"`
+}
+
+// VariantReport is one trained reward model and its evaluation.
+type VariantReport struct {
+	Recipe string `json:"recipe"`
+	// InitFrom names the variant whose model this one starts from ("" for
+	// the SFT backbone); Steps and Seconds count this variant's own training.
+	InitFrom string `json:"init_from,omitempty"`
+	// Requested is false for a variant trained only because a requested
+	// one starts from it.
+	Requested bool                  `json:"requested"`
+	Model     StageModel            `json:"model"`
+	ExPOAlpha float64               `json:"expo_alpha,omitempty"`
+	Eval      activities.RewardEval `json:"eval"`
+}
+
+// VariantStatus is one variant's state in the comparison's progress.
+type VariantStatus struct {
+	Recipe string `json:"recipe"`
+	State  string `json:"state"` // waiting, training, evaluating, done
+}
+
+// variantDeps returns the variants recipe starts from: the *-from-regression
+// recipes reuse the helpfulness-regression model; ExPO also needs the
+// scaled-BT model trained from it.
+func variantDeps(name string) (from, strong string) {
+	r, _ := reward.LookupRecipe(name)
+	if !r.Regression || !r.HelpfulnessOnly || r.BT == "" {
+		return "", ""
+	}
+	from = "regression-helpfulness"
+	if r.ExPO {
+		strong = "bt-scaled-from-regression"
+	}
+	return from, strong
+}
+
+// comparisonPlan orders the variants to train: the requested ones plus what
+// they start from, each after its dependencies, in reward.Recipes order.
+func comparisonPlan(requested []string) []VariantReport {
+	need := map[string]bool{}
+	var add func(string)
+	add = func(v string) {
+		if v == "" || need[v] {
+			return
+		}
+		need[v] = true
+		from, strong := variantDeps(v)
+		add(from)
+		add(strong)
+	}
+	for _, v := range requested {
+		add(v)
+	}
+	var plan []VariantReport
+	for _, r := range reward.Recipes {
+		if need[r.Name] {
+			from, _ := variantDeps(r.Name)
+			plan = append(plan, VariantReport{Recipe: r.Name, InitFrom: from, Requested: slices.Contains(requested, r.Name)})
+		}
+	}
+	return plan
+}
+
+// RewardModelComparison trains reward-model variants side by side on the same
+// matched data and SFT backbone, as the paper's comparison does, and writes a
+// report. Variants run as parallel activities (as many at once as workers
+// allow); dependent ones wait for the model they start from.
+//
+// Its input is the run spec as JSON (compare.variants selects the variants),
+// validated here like Alignment's.
+func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*ComparisonReport, error) {
+	progress := &Progress{Stage: activities.StageValidatingSpec}
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return progress, nil }); err != nil {
+		return nil, err
+	}
+	spec, err := parseSpec(input, progress)
+	if err != nil {
+		return nil, err
+	}
+	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
+	var a *activities.Activities
+	short := options(ctx, 10*time.Minute, 0)
+	long := options(ctx, 2*time.Hour, 2*time.Minute)
+	eval := options(ctx, 30*time.Minute, 5*time.Minute)
+
+	progress.Stage = activities.StagePrepareData
+	var data activities.Data
+	if err := workflow.ExecuteActivity(short, a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(ctx, &data); err != nil {
+		return nil, stageErr(progress, err)
+	}
+	progress.Completed = append(progress.Completed, activities.StagePrepareData)
+
+	progress.Stage = activities.StageSFT
+	var sft activities.TrainResult
+	if err := workflow.ExecuteActivity(long, a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(ctx, &sft); err != nil {
+		return nil, stageErr(progress, err)
+	}
+	progress.Completed = append(progress.Completed, activities.StageSFT)
+
+	progress.Stage = StageRewardModels
+	plan := comparisonPlan(spec.Compare.Variants)
+	progress.Metrics = map[string]float64{}
+	futures := map[string]workflow.Future{}
+	for i := range plan {
+		v := &plan[i]
+		progress.Variants = append(progress.Variants, VariantStatus{Recipe: v.Recipe, State: "waiting"})
+		status := &progress.Variants[len(progress.Variants)-1]
+		future, settable := workflow.NewFuture(ctx)
+		futures[v.Recipe] = future
+		from, strong := variantDeps(v.Recipe)
+		workflow.Go(ctx, func(ctx workflow.Context) {
+			in := activities.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: v.Recipe}
+			dep := func(name string) (*artifact.Ref, error) {
+				if name == "" {
+					return nil, nil
+				}
+				var d VariantReport
+				if err := futures[name].Get(ctx, &d); err != nil {
+					return nil, err
+				}
+				return &d.Model.Checkpoint, nil
+			}
+			var err error
+			if in.From, err = dep(from); err == nil {
+				in.Strong, err = dep(strong)
+			}
+			if err != nil {
+				settable.SetError(err)
+				return
+			}
+			status.State = "training"
+			var tr activities.TrainResult
+			if err := workflow.ExecuteActivity(long, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
+				settable.SetError(fmt.Errorf("train %s: %w", v.Recipe, err))
+				return
+			}
+			v.Model, v.ExPOAlpha = model(tr), tr.ExPOAlpha
+			status.State = "evaluating"
+			evalIn := activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: tr.Checkpoint}
+			if err := workflow.ExecuteActivity(eval, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
+				settable.SetError(fmt.Errorf("evaluate %s: %w", v.Recipe, err))
+				return
+			}
+			status.State = "done"
+			progress.Metrics[v.Recipe+".heldout_accuracy"] = v.Eval.HeldoutAccuracy
+			progress.Completed = append(progress.Completed, fmt.Sprintf("reward model %s (held-out accuracy %.3f)", v.Recipe, v.Eval.HeldoutAccuracy))
+			settable.Set(*v, nil)
+		})
+	}
+	for _, v := range plan {
+		if err := futures[v.Recipe].Get(ctx, nil); err != nil {
+			return nil, stageErr(progress, err)
+		}
+	}
+	progress.Stage = activities.StageSummary
+	report := &ComparisonReport{WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data, SFT: model(sft), Variants: plan}
+	var paths activities.ReportPaths
+	in := activities.ReportInput{RunID: runID, Name: "comparison", Report: report, Markdown: report.Markdown()}
+	if err := workflow.ExecuteActivity(short, a.WriteReport, in).Get(ctx, &paths); err != nil {
+		return nil, stageErr(progress, err)
+	}
+	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown
+	progress.Completed = append(progress.Completed, activities.StageSummary)
+	progress.Stage = activities.StageDone
+	return report, nil
+}
+
+// parseSpec decodes and validates a workflow's spec input; a bad spec fails
+// the run at once with a non-retryable InvalidSpec error naming the field.
+func parseSpec(input json.RawMessage, progress *Progress) (config.Spec, error) {
+	spec, err := config.Parse(input)
+	if err == nil {
+		err = spec.Validate()
+	}
+	if err != nil {
+		progress.Stage = activities.StageFailed
+		return spec, invalidSpec(err)
+	}
+	return spec, nil
+}

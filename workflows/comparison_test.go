@@ -1,0 +1,92 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/activities"
+)
+
+func TestComparisonPlanBringsDependencies(t *testing.T) {
+	var names []string
+	var requested []bool
+	for _, v := range comparisonPlan([]string{"bt-scaled-from-regression-expo", "bt"}) {
+		names = append(names, v.Recipe+"<"+v.InitFrom)
+		requested = append(requested, v.Requested)
+	}
+	assert.Equal(t, []string{"bt<", "regression-helpfulness<", "bt-scaled-from-regression<regression-helpfulness", "bt-scaled-from-regression-expo<regression-helpfulness"}, names)
+	assert.Equal(t, []bool{true, false, false, true}, requested)
+}
+
+// TestComparisonOrchestration runs all nine variants against mocked
+// activities: each trains from the right starting model, dependents wait
+// for theirs, every model is evaluated and the report is written.
+func TestComparisonOrchestration(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	data := activities.Data{Ratings: ref("r"), Preferences: ref("p"), Generated: true, TrainPairs: 10, ValidationPairs: 4}
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(data, nil).Once()
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("sft"), Steps: 5}, nil).Once()
+	var mu sync.Mutex
+	trained := map[string]activities.TrainInput{}
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.TrainInput) (activities.TrainResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if in.Base != ref("sft") {
+				return activities.TrainResult{}, fmt.Errorf("%s: base %v", in.Recipe, in.Base)
+			}
+			trained[in.Recipe] = in
+			return activities.TrainResult{Checkpoint: ref("rm-" + in.Recipe), Steps: 7}, nil
+		})
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.RewardEvalInput) (activities.RewardEval, error) {
+			acc := float64(len(in.RewardModel.Path)) / 100
+			return activities.RewardEval{HeldoutAccuracy: acc, HeldoutPairs: 4,
+				ByStrength: []activities.StrengthAccuracy{{Strength: 1, Pairs: 2, Accuracy: acc}, {Strength: 3, Pairs: 2, Accuracy: 1}}}, nil
+		})
+	var written activities.ReportInput
+	env.OnActivity(a.WriteReport, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.ReportInput) (activities.ReportPaths, error) {
+			written = in
+			return activities.ReportPaths{JSON: "/d/comparison.json", Markdown: "/d/comparison.md"}, nil
+		}).Once()
+
+	env.ExecuteWorkflow(ComparisonName, json.RawMessage(`{"name": "cmp"}`))
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var report ComparisonReport
+	require.NoError(t, env.GetWorkflowResult(&report))
+
+	require.Len(t, trained, 9)
+	for _, name := range []string{"bt", "bt-margin", "bt-scaled", "regression", "regression-helpfulness"} {
+		assert.Nil(t, trained[name].From, name)
+	}
+	for _, name := range []string{"bt-from-regression", "bt-margin-from-regression", "bt-scaled-from-regression"} {
+		require.NotNil(t, trained[name].From, name)
+		assert.Equal(t, ref("rm-regression-helpfulness"), *trained[name].From, name)
+		assert.Nil(t, trained[name].Strong, name)
+	}
+	expo := trained["bt-scaled-from-regression-expo"]
+	require.NotNil(t, expo.From)
+	require.NotNil(t, expo.Strong)
+	assert.Equal(t, ref("rm-bt-scaled-from-regression"), *expo.Strong)
+
+	require.Len(t, report.Variants, 9)
+	for _, v := range report.Variants {
+		assert.True(t, v.Requested)
+		assert.Equal(t, ref("rm-"+v.Recipe), v.Model.Checkpoint)
+		assert.InDelta(t, float64(len("rm-"+v.Recipe))/100, v.Eval.HeldoutAccuracy, 1e-12)
+	}
+	assert.Equal(t, "/d/comparison.md", report.MarkdownPath)
+	assert.Equal(t, "comparison", written.Name)
+	assert.Contains(t, written.Markdown, "| bt-scaled-from-regression-expo |")
+	assert.Contains(t, written.Markdown, "\\|s\\|=3")
+}
