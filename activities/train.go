@@ -221,7 +221,7 @@ func (a *Activities) fitBT(ctx context.Context, stage string, eng *engineSet, ds
 	}
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "reward-model", 0), lengths, bs)
-	return trainLoop(ctx, stage, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	return trainLoop(ctx, stage+": "+string(loss), spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var batchPairs []reward.Pair
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
@@ -262,7 +262,11 @@ func (a *Activities) fitRegression(ctx context.Context, stage string, eng *engin
 	}
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageRNG(spec.Seed, "reward-regression", 0), lengths, bs)
-	return trainLoop(ctx, stage, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	phase := "regression"
+	if helpfulnessOnly {
+		phase = "regression-helpfulness"
+	}
+	return trainLoop(ctx, stage+": "+phase, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
 		var batchRows []reward.Rated
 		for _, i := range batches.next() {
 			batchRows = append(batchRows, rows[i])

@@ -10,9 +10,3 @@ import _ "embed"
 //
 //go:embed tiny-run.json
 var TinyRun []byte
-
-// RewardCompare is examples/reward-compare.yaml: all nine reward-model
-// recipes compared on the bundled matched data.
-//
-//go:embed reward-compare.yaml
-var RewardCompare []byte

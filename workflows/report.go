@@ -77,7 +77,12 @@ func (r *ComparisonReport) Markdown() string {
 		if e.Bench != nil {
 			fmt.Fprintf(&b, "Bench columns score a RewardBench-format pair set built from the held-out prompts (%d pairs), category = weighted mean of its subsets, overall = mean of the categories with data. ", benchPairs(e.Bench))
 		}
-		b.WriteString("Helpfulness r is the Pearson correlation of the reward with the rated helpfulness of validation responses.\n")
+		b.WriteString("Helpfulness r is the Pearson correlation of the reward with the rated helpfulness of validation responses. ")
+		b.WriteString("n/a: no pairs of that kind (the opposites task has no safety content, so its bench has no Safety subsets).")
+		if slices.ContainsFunc(r.Variants, func(v VariantReport) bool { return !v.Requested }) {
+			b.WriteString(" * trained only because a requested variant starts from it.")
+		}
+		b.WriteString("\n")
 	}
 
 	b.WriteString("\n## Fit to the validation ratings (RMSE / Pearson r)\n\n")

@@ -56,6 +56,12 @@ func TestBundledSpecsAreValid(t *testing.T) {
 	fromYAML, err := config.LoadFile(filepath.Join("..", "..", "examples", "tiny-run.yaml"))
 	require.NoError(t, err)
 	assert.Equal(t, spec, fromYAML, "the YAML and JSON examples describe the same run")
+
+	cmp, err := config.LoadFile(filepath.Join("..", "..", "examples", "reward-compare.yaml"))
+	require.NoError(t, err)
+	want := config.Default()
+	want.Name = "reward-compare"
+	assert.Equal(t, want, cmp, `the bundled comparison is the defaults, so --input '{"name": "reward-compare"}' starts the same one`)
 }
 
 func TestProgressLine(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/examples"
+	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -75,7 +76,7 @@ func demoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println("alignflow demo: SFT a tiny byte-level policy, train a Bradley-Terry reward model on matched")
+			fmt.Println("alignflow demo: SFT a tiny byte-level policy, train a reward model (Scaled BT from helpfulness regression) on matched")
 			fmt.Println("HelpSteer2-format data, align the policy with REINFORCE, and compare it with the gold rubric.")
 			s, err := runAndFollow(cmd.Context(), c, spec, "", true, port, os.Stdout)
 			if err != nil {
@@ -304,13 +305,29 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 		return fmt.Sprintf("%.3f", *v)
 	}
 	fmt.Fprintf(out, "\nRun %s (%s, seed %d, backend %s) finished in %s\n\n", s.WorkflowID, s.Name, s.Seed, s.Backend, elapsed.Round(time.Second))
-	fmt.Fprintf(out, "  %-34s %s\n", "data", fmt.Sprintf("%d ratings, %d preferences (%d train / %d held-out pairs, %d ties excluded)",
+	fmt.Fprintf(out, "  %-42s %s\n", "data", fmt.Sprintf("%d ratings, %d preferences (%d train / %d held-out pairs, %d ties excluded)",
 		s.Data.RatingRows, s.Data.PreferenceRows, s.Data.TrainPairs, s.Data.ValidationPairs, s.Data.TiesExcluded))
-	fmt.Fprintf(out, "  %-34s loss %.3f -> %.3f in %d steps (%.0fs)\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds)
-	fmt.Fprintf(out, "  %-34s loss %.3f -> %.3f in %d steps (%.0fs)\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds)
-	fmt.Fprintf(out, "  %-34s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
+	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds)
+	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds)
+	fmt.Fprintf(out, "  %-42s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
+	if len(s.RewardModel.ByStrength) > 0 {
+		var parts []string
+		for _, g := range s.RewardModel.ByStrength {
+			parts = append(parts, fmt.Sprintf("%d: %.3f (%d)", g.Strength, g.Accuracy, g.Pairs))
+		}
+		fmt.Fprintf(out, "  %-42s %s\n", "  by |strength| (pairs)", strings.Join(parts, ", "))
+	}
+	if b := s.RewardModel.Bench; b != nil {
+		var parts []string
+		for _, c := range b.Categories {
+			if c.Score != nil {
+				parts = append(parts, fmt.Sprintf("%s %s", c.Name, rewardbench.Percent(c.Score)))
+			}
+		}
+		fmt.Fprintf(out, "  %-42s overall %s (%s)\n", "reward model held-out bench", rewardbench.Percent(b.Overall), strings.Join(parts, ", "))
+	}
 	if s.RewardModel.ExPOAlpha != 0 {
-		fmt.Fprintf(out, "  %-34s %.2f (chosen on validation pairs)\n", "ExPO alpha", s.RewardModel.ExPOAlpha)
+		fmt.Fprintf(out, "  %-42s %.2f (chosen on validation pairs)\n", "ExPO alpha", s.RewardModel.ExPOAlpha)
 	}
 	fmt.Fprintf(out, "\n  %-22s %12s %12s\n", "policy (held-out)", "SFT", "REINFORCE")
 	fmt.Fprintf(out, "  %-22s %12s %12s\n", "gold score (0-4)", gold(s.Policy.GoldScoreBefore), gold(s.Policy.GoldScoreAfter))
