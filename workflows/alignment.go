@@ -14,6 +14,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/rewardbench"
 )
 
@@ -125,17 +126,12 @@ func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workfl
 // the run with a non-retryable error that names the field, instead of failing
 // workflow tasks forever on decoding.
 func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
-	progress := &Progress{Stage: activities.StageValidatingSpec}
-	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return progress, nil }); err != nil {
-		return nil, err
-	}
-	spec, err := parseSpec(input, progress)
+	progress, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
 	progress.Iterations = spec.Reinforce.Iterations
-	info := workflow.GetInfo(ctx)
-	runID := info.WorkflowExecution.ID
+	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
 	enter := func(stage string) { progress.Stage = stage }
 	done := func(stage string) { progress.Completed = append(progress.Completed, stage) }
@@ -144,19 +140,10 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	long := options(ctx, 2*time.Hour, 2*time.Minute)
 	iter := options(ctx, 30*time.Minute, 5*time.Minute)
 
-	enter(activities.StagePrepareData)
-	var data activities.Data
-	if err := workflow.ExecuteActivity(short, a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(ctx, &data); err != nil {
-		return nil, stageErr(progress, err)
+	data, sft, err := prepareAndSFT(ctx, progress, runID, spec)
+	if err != nil {
+		return nil, err
 	}
-	done(activities.StagePrepareData)
-
-	enter(activities.StageSFT)
-	var sft activities.TrainResult
-	if err := workflow.ExecuteActivity(long, a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(ctx, &sft); err != nil {
-		return nil, stageErr(progress, err)
-	}
-	done(activities.StageSFT)
 
 	enter(activities.StageRewardModel)
 	var rm activities.TrainResult
@@ -234,8 +221,42 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	return s, nil
 }
 
-func invalidSpec(err error) error {
-	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
+// begin registers the progress query and validates the spec input; a bad
+// spec fails the run at once with a non-retryable InvalidSpec error naming
+// the field.
+func begin(ctx workflow.Context, input json.RawMessage) (*Progress, config.Spec, error) {
+	progress := &Progress{Stage: activities.StageValidatingSpec}
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return progress, nil }); err != nil {
+		return nil, config.Spec{}, err
+	}
+	spec, err := config.Parse(input)
+	if err == nil {
+		err = spec.Validate()
+	}
+	if err != nil {
+		progress.Stage = activities.StageFailed
+		return progress, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
+	}
+	return progress, spec, nil
+}
+
+// prepareAndSFT runs the stages every workflow starts with: the data, then
+// the SFT policy (whose backbone the reward models start from).
+func prepareAndSFT(ctx workflow.Context, progress *Progress, runID string, spec config.Spec) (activities.Data, activities.TrainResult, error) {
+	var a *activities.Activities
+	var data activities.Data
+	var sft activities.TrainResult
+	progress.Stage = activities.StagePrepareData
+	if err := workflow.ExecuteActivity(options(ctx, 10*time.Minute, 0), a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(ctx, &data); err != nil {
+		return data, sft, stageErr(progress, err)
+	}
+	progress.Completed = append(progress.Completed, activities.StagePrepareData)
+	progress.Stage = activities.StageSFT
+	if err := workflow.ExecuteActivity(options(ctx, 2*time.Hour, 2*time.Minute), a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(ctx, &sft); err != nil {
+		return data, sft, stageErr(progress, err)
+	}
+	progress.Completed = append(progress.Completed, activities.StageSFT)
+	return data, sft, nil
 }
 
 func model(r activities.TrainResult) StageModel {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/reward"
 )
 
@@ -105,11 +104,7 @@ func comparisonPlan(requested []string) []VariantReport {
 // Its input is the run spec as JSON (compare.variants selects the variants),
 // validated here like Alignment's.
 func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*ComparisonReport, error) {
-	progress := &Progress{Stage: activities.StageValidatingSpec}
-	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return progress, nil }); err != nil {
-		return nil, err
-	}
-	spec, err := parseSpec(input, progress)
+	progress, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
@@ -118,20 +113,10 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 	short := options(ctx, 10*time.Minute, 0)
 	long := options(ctx, 2*time.Hour, 2*time.Minute)
 	eval := options(ctx, 30*time.Minute, 5*time.Minute)
-
-	progress.Stage = activities.StagePrepareData
-	var data activities.Data
-	if err := workflow.ExecuteActivity(short, a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(ctx, &data); err != nil {
-		return nil, stageErr(progress, err)
+	data, sft, err := prepareAndSFT(ctx, progress, runID, spec)
+	if err != nil {
+		return nil, err
 	}
-	progress.Completed = append(progress.Completed, activities.StagePrepareData)
-
-	progress.Stage = activities.StageSFT
-	var sft activities.TrainResult
-	if err := workflow.ExecuteActivity(long, a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(ctx, &sft); err != nil {
-		return nil, stageErr(progress, err)
-	}
-	progress.Completed = append(progress.Completed, activities.StageSFT)
 
 	progress.Stage = StageRewardModels
 	plan := comparisonPlan(spec.Compare.Variants)
@@ -199,18 +184,4 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 	progress.Completed = append(progress.Completed, activities.StageSummary)
 	progress.Stage = activities.StageDone
 	return report, nil
-}
-
-// parseSpec decodes and validates a workflow's spec input; a bad spec fails
-// the run at once with a non-retryable InvalidSpec error naming the field.
-func parseSpec(input json.RawMessage, progress *Progress) (config.Spec, error) {
-	spec, err := config.Parse(input)
-	if err == nil {
-		err = spec.Validate()
-	}
-	if err != nil {
-		progress.Stage = activities.StageFailed
-		return spec, invalidSpec(err)
-	}
-	return spec, nil
 }

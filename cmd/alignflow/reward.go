@@ -1,14 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -28,17 +26,7 @@ func rewardCmd() *cobra.Command {
 the same matched data and SFT backbone, as parallel durable activities, and writes
 comparison.json and comparison.md to <data-dir>/runs/<workflow-id>/.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return errors.New("--config FILE is required (see examples/reward-compare.yaml)")
-			}
-			spec, err := config.LoadFile(file)
-			if err != nil {
-				return err
-			}
-			if err := checkSpec(spec, file); err != nil {
-				return err
-			}
-			c, err := connection(cmd)
+			spec, c, err := loadRun(cmd, file, "examples/reward-compare.yaml")
 			if err != nil {
 				return err
 			}

@@ -34,17 +34,7 @@ func runCmd() *cobra.Command {
 		Use:   "run --config FILE",
 		Short: "Submit an alignment run from a YAML/JSON spec and follow it to the end",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return errors.New("--config FILE is required (see examples/tiny-run.yaml)")
-			}
-			spec, err := config.LoadFile(file)
-			if err != nil {
-				return err
-			}
-			if err := checkSpec(spec, file); err != nil {
-				return err
-			}
-			c, err := connection(cmd)
+			spec, c, err := loadRun(cmd, file, "examples/tiny-run.yaml")
 			if err != nil {
 				return err
 			}
@@ -91,6 +81,23 @@ func demoCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "port of the embedded server (a free one is used if it is taken)")
 	return cmd
+}
+
+// loadRun reads and checks a --config spec and the connection settings, so a
+// bad spec is reported before any server is contacted.
+func loadRun(cmd *cobra.Command, file, example string) (config.Spec, config.Connection, error) {
+	if file == "" {
+		return config.Spec{}, config.Connection{}, fmt.Errorf("--config FILE is required (see %s)", example)
+	}
+	spec, err := config.LoadFile(file)
+	if err != nil {
+		return spec, config.Connection{}, err
+	}
+	if err := checkSpec(spec, file); err != nil {
+		return spec, config.Connection{}, err
+	}
+	c, err := connection(cmd)
+	return spec, c, err
 }
 
 // checkSpec validates a spec and its files before anything starts.
