@@ -93,9 +93,14 @@ func (a *Activities) enginesFor(spec config.Spec) (*engineSet, error) {
 // stageRNG returns the random stream of one stage of a run: the same seed,
 // stage and index always give the same stream, whichever worker runs it.
 func stageRNG(seed int64, stage string, index int) *rand.Rand {
+	return rand.New(stageSource(seed, stage, index))
+}
+
+// stageSource is stageRNG's source, for streams whose state is checkpointed.
+func stageSource(seed int64, stage string, index int) *rand.PCG {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s/%d", stage, index)
-	return rand.New(rand.NewPCG(uint64(seed), h.Sum64()))
+	return rand.NewPCG(uint64(seed), h.Sum64())
 }
 
 func runPath(runID string, parts ...string) string {

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sort"
 )
@@ -11,14 +12,46 @@ import (
 // so padding (which the pure-Go backend pays for in full) stays small, while
 // the order stays random and reproducible from the stage's seed.
 type batcher struct {
+	src     *rand.PCG
 	rng     *rand.Rand
 	lengths []int
 	size    int
 	queue   [][]int
 }
 
-func newBatcher(rng *rand.Rand, lengths []int, size int) *batcher {
-	return &batcher{rng: rng, lengths: lengths, size: size}
+func newBatcher(src *rand.PCG, lengths []int, size int) *batcher {
+	return &batcher{src: src, rng: rand.New(src), lengths: lengths, size: size}
+}
+
+// batcherState is a batcher's position in its data: the random stream and
+// the batches left in the current epoch. Restoring it continues exactly
+// where the checkpointed run was.
+type batcherState struct {
+	RNG   []byte  `json:"rng"`
+	Queue [][]int `json:"queue"`
+}
+
+func (b *batcher) state() (batcherState, error) {
+	rng, err := b.src.MarshalBinary()
+	if err != nil {
+		return batcherState{}, fmt.Errorf("batcher state: %w", err)
+	}
+	return batcherState{RNG: rng, Queue: b.queue}, nil
+}
+
+func (b *batcher) restore(s batcherState) error {
+	if err := b.src.UnmarshalBinary(s.RNG); err != nil {
+		return fmt.Errorf("batcher state: %w", err)
+	}
+	for _, batch := range s.Queue {
+		for _, i := range batch {
+			if i < 0 || i >= len(b.lengths) || len(batch) != b.size {
+				return fmt.Errorf("batcher state: batch %v does not fit %d rows in batches of %d", batch, len(b.lengths), b.size)
+			}
+		}
+	}
+	b.queue = s.Queue
+	return nil
 }
 
 func (b *batcher) next() []int {

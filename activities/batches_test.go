@@ -13,7 +13,7 @@ func TestBatcherCoversEveryRowAndGroupsLengths(t *testing.T) {
 	for i := range lengths {
 		lengths[i] = (i * 37) % 50
 	}
-	b := newBatcher(rand.New(rand.NewPCG(1, 2)), lengths, 8)
+	b := newBatcher(rand.NewPCG(1, 2), lengths, 8)
 	seen := map[int]int{}
 	spread := 0
 	for k := 0; k < 13; k++ { // one epoch: 100 rows padded to 104
@@ -29,9 +29,30 @@ func TestBatcherCoversEveryRowAndGroupsLengths(t *testing.T) {
 	assert.Len(t, seen, 100, "every row appears in an epoch")
 	assert.Less(t, spread/13, 25, "rows of a batch have similar lengths")
 
-	again := newBatcher(rand.New(rand.NewPCG(1, 2)), lengths, 8)
-	b2 := newBatcher(rand.New(rand.NewPCG(1, 2)), lengths, 8)
+	again := newBatcher(rand.NewPCG(1, 2), lengths, 8)
+	b2 := newBatcher(rand.NewPCG(1, 2), lengths, 8)
 	for k := 0; k < 30; k++ {
 		assert.Equal(t, again.next(), b2.next(), "the same seed gives the same batches")
 	}
+}
+
+func TestBatcherStateResumesExactly(t *testing.T) {
+	lengths := make([]int, 30)
+	for i := range lengths {
+		lengths[i] = i % 7
+	}
+	ref := newBatcher(rand.NewPCG(3, 4), lengths, 4)
+	b := newBatcher(rand.NewPCG(3, 4), lengths, 4)
+	for range 11 { // into the second epoch (8 batches each)
+		ref.next()
+		b.next()
+	}
+	st, err := b.state()
+	require.NoError(t, err)
+	resumed := newBatcher(rand.NewPCG(9, 9), lengths, 4) // another stream, overwritten by the state
+	require.NoError(t, resumed.restore(st))
+	for k := range 20 {
+		assert.Equal(t, ref.next(), resumed.next(), "batch %d after the restore", k)
+	}
+	require.Error(t, resumed.restore(batcherState{RNG: st.RNG, Queue: [][]int{{0, 1, 2, 99}}}), "rows outside the data are rejected")
 }

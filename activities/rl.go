@@ -261,6 +261,7 @@ func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) 
 	if res.Policy, err = a.Store.PutWeights(runPath(in.RunID, dir, "policy.safetensors"), pol); err != nil {
 		return res, err
 	}
+	res.PolicyDigest = pol.Digest()
 	if res.Optimizer, err = a.Store.PutWeights(runPath(in.RunID, dir, "optimizer.safetensors"), st.Save()); err != nil {
 		return res, err
 	}

@@ -54,6 +54,10 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 	if err != nil {
 		return TrainResult{}, err
 	}
+	resume, err := a.resumePoint(ctx)
+	if err != nil {
+		return TrainResult{}, err
+	}
 	cfg := modelConfig(spec)
 	var prompts, responses [][]int32
 	for _, r := range ds.ratings {
@@ -73,8 +77,10 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 		lengths[i] = len(prompts[i]) + len(responses[i])
 	}
 	bs := spec.SFT.BatchSize
-	batches := newBatcher(stageRNG(spec.Seed, "sft", 0), lengths, bs)
-	res, err := trainLoop(ctx, StageSFT, spec.SFT.Steps, spec.SFT.LearningRate, func(lr float64) (optim.StepResult, error) {
+	batches := newBatcher(stageSource(spec.Seed, "sft", 0), lengths, bs)
+	ph := &phase{name: "sft", stage: StageSFT, dir: "sft", steps: spec.SFT.Steps, every: spec.SFT.CheckpointEvery, lr: spec.SFT.LearningRate,
+		params: params, st: st, batches: batches}
+	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (optim.StepResult, error) {
 		var bp, br [][]int32
 		for _, i := range batches.next() {
 			bp, br = append(bp, prompts[i]), append(br, responses[i])
@@ -90,29 +96,6 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 		return res, err
 	}
 	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
-}
-
-// trainLoop runs steps optimizer steps on the learning-rate schedule,
-// heartbeating progress and stopping when the activity is cancelled.
-func trainLoop(ctx context.Context, stage string, steps int, baseLR float64, step func(lr float64) (optim.StepResult, error)) (TrainResult, error) {
-	res := TrainResult{Steps: steps}
-	for i := 0; i < steps; i++ {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		r, err := step(lrAt(baseLR, i, steps))
-		if err != nil {
-			return res, fmt.Errorf("%s step %d: %w", stage, i, err)
-		}
-		if i == 0 {
-			res.FirstLoss = r.Loss
-		}
-		res.FinalLoss = r.Loss
-		if i%heartbeatEvery == 0 || i == steps-1 {
-			heartbeat(ctx, Progress{Stage: stage, Step: i + 1, Total: steps, Loss: r.Loss})
-		}
-	}
-	return res, nil
 }
 
 func (a *Activities) saveModel(runID, rel string, params *weights.Set, res TrainResult, start time.Time) (TrainResult, error) {
@@ -144,9 +127,13 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 	if err != nil {
 		return TrainResult{}, err
 	}
-	name, out, stage := spec.Reward.Recipe, "reward/model.safetensors", StageRewardModel
+	resume, err := a.resumePoint(ctx)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	name, dir, stage := spec.Reward.Recipe, "reward", StageRewardModel
 	if in.Recipe != "" {
-		name, out, stage = in.Recipe, "reward/"+in.Recipe+"/model.safetensors", StageRewardModel+" "+in.Recipe
+		name, dir, stage = in.Recipe, "reward/"+in.Recipe, StageRewardModel+" "+in.Recipe
 	}
 	recipe, err := reward.LookupRecipe(name)
 	if err != nil {
@@ -160,8 +147,11 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		res.Steps += r.Steps
 		res.FinalLoss = r.FinalLoss
 	}
+	// A checkpoint of the BT phase means the regression phase is done.
+	resumeBT := resume != nil && recipe.BT != "" && resume.Phase == string(recipe.BT)
 	// The regression phase: trained here, or taken from an earlier stage.
 	var params, weak *weights.Set
+	var weakRef *artifact.Ref
 	switch {
 	case recipe.Regression && in.From != nil:
 		if params, err = a.Store.GetWeights(*in.From); err != nil {
@@ -172,13 +162,28 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		if params, err = reward.InitFromBackbone(base, uint64(spec.Seed)); err != nil {
 			return res, err
 		}
-		if recipe.Regression {
-			r, err := a.fitRegression(ctx, stage, eng, ds, params, spec, recipe.HelpfulnessOnly)
+		switch {
+		case recipe.Regression && resumeBT:
+			res, weakRef = resume.Earlier, resume.Weak
+			if weakRef != nil {
+				if weak, err = a.Store.GetWeights(*weakRef); err != nil {
+					return res, err
+				}
+			}
+		case recipe.Regression:
+			r, err := a.fitRegression(ctx, in.RunID, stage, dir, eng, ds, params, spec, recipe.HelpfulnessOnly, resume)
 			if err != nil {
 				return res, err
 			}
 			add(r)
 			weak = params.Clone()
+			if recipe.ExPO && in.Strong == nil { // kept for a resumed BT phase
+				ref, err := a.Store.PutWeights(runPath(in.RunID, dir, "regression.safetensors"), weak)
+				if err != nil {
+					return res, err
+				}
+				weakRef = &ref
+			}
 		}
 	}
 	// The Bradley-Terry phase: trained here, or taken from an earlier stage
@@ -189,7 +194,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 			return res, err
 		}
 	case recipe.BT != "":
-		r, err := a.fitBT(ctx, stage, eng, ds, params, spec, recipe.BT)
+		r, err := a.fitBT(ctx, in.RunID, stage, dir, eng, ds, params, spec, recipe.BT, resume, res, weakRef)
 		if err != nil {
 			return res, err
 		}
@@ -203,12 +208,13 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		params, res.ExPOAlpha = best, alpha
 	}
 	params.Metadata["recipe"] = recipe.Name
-	return a.saveModel(in.RunID, out, params, res, start)
+	return a.saveModel(in.RunID, dir+"/model.safetensors", params, res, start)
 }
 
 // fitBT trains params in place with a Bradley-Terry loss on the training
 // split's non-tie preference pairs.
-func (a *Activities) fitBT(ctx context.Context, stage string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss) (TrainResult, error) {
+func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
+	resume *trainCheckpoint, earlier TrainResult, weak *artifact.Ref) (TrainResult, error) {
 	cfg := modelConfig(spec)
 	pairs := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(pairs) == 0 {
@@ -220,8 +226,10 @@ func (a *Activities) fitBT(ctx context.Context, stage string, eng *engineSet, ds
 		lengths[i] = max(len(p.Chosen), len(p.Rejected))
 	}
 	bs := spec.Reward.BatchSize
-	batches := newBatcher(stageRNG(spec.Seed, "reward-model", 0), lengths, bs)
-	return trainLoop(ctx, stage+": "+string(loss), spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	batches := newBatcher(stageSource(spec.Seed, "reward-model", 0), lengths, bs)
+	ph := &phase{name: string(loss), stage: stage + ": " + string(loss), dir: dir, steps: spec.Reward.Steps, every: spec.Reward.CheckpointEvery,
+		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches, earlier: earlier, weak: weak}
+	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (optim.StepResult, error) {
 		var batchPairs []reward.Pair
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
@@ -236,7 +244,8 @@ func (a *Activities) fitBT(ctx context.Context, stage string, eng *engineSet, ds
 
 // fitRegression trains params in place to predict the training split's
 // ratings (all five attributes, or helpfulness only).
-func (a *Activities) fitRegression(ctx context.Context, stage string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool) (TrainResult, error) {
+func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
+	resume *trainCheckpoint) (TrainResult, error) {
 	cfg := modelConfig(spec)
 	var rows []reward.Rated
 	for _, r := range ds.ratings {
@@ -261,12 +270,14 @@ func (a *Activities) fitRegression(ctx context.Context, stage string, eng *engin
 		lengths[i] = len(r.Sequence)
 	}
 	bs := spec.Reward.BatchSize
-	batches := newBatcher(stageRNG(spec.Seed, "reward-regression", 0), lengths, bs)
-	phase := "regression"
+	batches := newBatcher(stageSource(spec.Seed, "reward-regression", 0), lengths, bs)
+	name := "regression"
 	if helpfulnessOnly {
-		phase = "regression-helpfulness"
+		name = "regression-helpfulness"
 	}
-	return trainLoop(ctx, stage+": "+phase, spec.Reward.Steps, spec.Reward.LearningRate, func(lr float64) (optim.StepResult, error) {
+	ph := &phase{name: name, stage: stage + ": " + name, dir: dir, steps: spec.Reward.Steps, every: spec.Reward.CheckpointEvery,
+		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches}
+	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (optim.StepResult, error) {
 		var batchRows []reward.Rated
 		for _, i := range batches.next() {
 			batchRows = append(batchRows, rows[i])

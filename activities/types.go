@@ -180,6 +180,7 @@ type IterationInput struct {
 type IterationResult struct {
 	Iteration     int          `json:"iteration"`
 	Policy        artifact.Ref `json:"policy"`
+	PolicyDigest  string       `json:"policy_sha256"` // of the weights, as StageModel's checkpoint_sha256
 	Optimizer     artifact.Ref `json:"optimizer"`
 	Rollouts      artifact.Ref `json:"rollouts"`
 	RewardMean    float64      `json:"reward_mean"`
@@ -196,6 +197,9 @@ type Progress struct {
 	Step  int     `json:"step"`
 	Total int     `json:"total"`
 	Loss  float64 `json:"loss"`
+	// Checkpoint is the latest saved training state: a retried attempt
+	// resumes from it.
+	Checkpoint *artifact.Ref `json:"checkpoint,omitempty"`
 }
 
 // SummaryInput asks for the run summary to be written where users look for it.

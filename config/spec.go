@@ -70,6 +70,9 @@ type SFT struct {
 	Steps        int     `json:"steps"`
 	BatchSize    int     `json:"batch_size"`
 	LearningRate float64 `json:"learning_rate"`
+	// CheckpointEvery saves weights, optimizer state and data position
+	// every so many steps, so a retried attempt resumes there (0: never).
+	CheckpointEvery int `json:"checkpoint_every"`
 }
 
 // Reward trains the reward model on preferences.
@@ -82,6 +85,8 @@ type Reward struct {
 	Steps        int     `json:"steps"`
 	BatchSize    int     `json:"batch_size"`
 	LearningRate float64 `json:"learning_rate"`
+	// CheckpointEvery is sft.checkpoint_every for each training phase.
+	CheckpointEvery int `json:"checkpoint_every"`
 }
 
 // Reinforce aligns the policy with the reward model.
@@ -136,8 +141,8 @@ func Default() Spec {
 			Prompts: 2000, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
 		}},
 		Model:  Model{Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56},
-		SFT:    SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3},
-		Reward: Reward{Recipe: DefaultRecipe, Steps: 100, BatchSize: 16, LearningRate: 1e-3},
+		SFT:    SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3, CheckpointEvery: 100},
+		Reward: Reward{Recipe: DefaultRecipe, Steps: 100, BatchSize: 16, LearningRate: 1e-3, CheckpointEvery: 25},
 		Reinforce: Reinforce{
 			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
 			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,
@@ -288,6 +293,12 @@ func (s Spec) Validate() error {
 	positive("sft.steps", s.SFT.Steps)
 	positive("sft.batch_size", s.SFT.BatchSize)
 	positiveF("sft.learning_rate", s.SFT.LearningRate)
+	if s.SFT.CheckpointEvery < 0 {
+		bad("sft.checkpoint_every", fmt.Sprintf("must not be negative (0 disables checkpoints), got %d", s.SFT.CheckpointEvery))
+	}
+	if s.Reward.CheckpointEvery < 0 {
+		bad("reward.checkpoint_every", fmt.Sprintf("must not be negative (0 disables checkpoints), got %d", s.Reward.CheckpointEvery))
+	}
 	if !contains(reward.RecipeNames(), s.Reward.Recipe) {
 		bad("reward.recipe", fmt.Sprintf("unknown recipe %q", s.Reward.Recipe), reward.RecipeNames()...)
 	}

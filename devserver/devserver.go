@@ -241,7 +241,7 @@ func (s *Server) waitReady(ctx context.Context, opts Options) error {
 		return fmt.Errorf("devserver: namespace %q not ready: %w", s.namespace, err)
 	}
 	if len(opts.SearchAttributes) > 0 {
-		if err := ensureSearchAttributes(ctx, c.OperatorService(), s.namespace, opts.SearchAttributes); err != nil {
+		if err := EnsureSearchAttributes(ctx, c.OperatorService(), s.namespace, opts.SearchAttributes); err != nil {
 			return err
 		}
 	}
@@ -266,9 +266,9 @@ func (s *Server) dial(ctx context.Context) (client.Client, error) {
 	return c, nil
 }
 
-// ensureSearchAttributes registers the missing attributes of want in ns and
+// EnsureSearchAttributes registers the missing attributes of want in ns and
 // checks that existing ones have the wanted type.
-func ensureSearchAttributes(ctx context.Context, op operatorservice.OperatorServiceClient, ns string, want map[string]enums.IndexedValueType) error {
+func EnsureSearchAttributes(ctx context.Context, op operatorservice.OperatorServiceClient, ns string, want map[string]enums.IndexedValueType) error {
 	list := func() (map[string]enums.IndexedValueType, error) {
 		var resp *operatorservice.ListSearchAttributesResponse
 		err := retry(ctx, func(ctx context.Context) error {

@@ -166,15 +166,15 @@ func TestPersistentServer(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 
 	// Asking again for the same attributes is a no-op; a type change is refused.
-	require.NoError(t, ensureSearchAttributes(ctx, c.OperatorService(), ns, testSearchAttributes))
-	err = ensureSearchAttributes(ctx, c.OperatorService(), ns, map[string]enums.IndexedValueType{
+	require.NoError(t, EnsureSearchAttributes(ctx, c.OperatorService(), ns, testSearchAttributes))
+	err = EnsureSearchAttributes(ctx, c.OperatorService(), ns, map[string]enums.IndexedValueType{
 		saStep.GetName(): enums.INDEXED_VALUE_TYPE_KEYWORD,
 	})
 	require.ErrorContains(t, err, "is registered in namespace")
 
 	// An attribute missing from an existing namespace is added.
 	extra := map[string]enums.IndexedValueType{"AlignflowTestExtra": enums.INDEXED_VALUE_TYPE_KEYWORD}
-	require.NoError(t, ensureSearchAttributes(ctx, c.OperatorService(), ns, extra))
+	require.NoError(t, EnsureSearchAttributes(ctx, c.OperatorService(), ns, extra))
 	sas, err = c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: ns})
 	require.NoError(t, err)
 	require.Equal(t, enums.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()["AlignflowTestExtra"])

@@ -1,5 +1,5 @@
 // Package e2e runs alignflow end to end on a real Temporal server
-// (go.temporal.io/server/temporaltest) with a real worker.
+// (alignflow's embedded server, as `alignflow dev` runs it) with a real worker.
 package e2e
 
 import (
@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,14 +17,16 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
-	"go.temporal.io/server/temporaltest"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -40,10 +43,16 @@ func e2eSpec() config.Spec {
 	return s
 }
 
+// startServer starts alignflow's embedded server (in memory, with the
+// search attributes the workflows keep current) and a worker.
 func startServer(t *testing.T) (client.Client, *artifact.Store) {
 	t.Helper()
-	ts := temporaltest.NewServer(temporaltest.WithT(t))
-	cl := ts.GetDefaultClient()
+	srv, err := devserver.Start(context.Background(), devserver.Options{SearchAttributes: workflows.SearchAttributes})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
@@ -93,6 +102,21 @@ func TestAlignmentEndToEnd(t *testing.T) {
 		assert.Contains(t, pol, key)
 	}
 	assert.Contains(t, onDisk["reward_model"].(map[string]any), "heldout_accuracy")
+
+	// The run is found by its search attributes and carries its memo.
+	final, err := store.GetWeights(s.Policy.Checkpoint)
+	require.NoError(t, err)
+	assert.Equal(t, final.Digest(), s.Policy.Digest, "the summary names the final policy's digest")
+	require.Eventually(t, func() bool {
+		resp, err := cl.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: fmt.Sprintf(`AlignmentStage="done" AND AlignmentIteration=%d`, spec.Reinforce.Iterations)})
+		return err == nil && len(resp.GetExecutions()) == 1 && resp.GetExecutions()[0].GetExecution().GetWorkflowId() == "e2e-alignment"
+	}, 20*time.Second, 200*time.Millisecond, "listed by AlignmentStage and AlignmentIteration")
+	desc, err := cl.DescribeWorkflowExecution(ctx, run.GetID(), run.GetRunID())
+	require.NoError(t, err)
+	var name string
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(desc.GetWorkflowExecutionInfo().GetMemo().GetFields()["name"], &name))
+	assert.Equal(t, spec.Name, name)
 
 	// Every stage is in the history.
 	seen := map[string]int{}

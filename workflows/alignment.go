@@ -5,8 +5,6 @@ package workflows
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/rewardbench"
 )
 
@@ -35,6 +32,9 @@ type Progress struct {
 	Completed  []string                    `json:"completed"`  // stages finished, in order
 	Last       *activities.IterationResult `json:"last_iteration,omitempty"`
 	Metrics    map[string]float64          `json:"metrics,omitempty"`
+	// Paused and StopRequested reflect the pause, resume and stop signals.
+	Paused        bool `json:"paused,omitempty"`
+	StopRequested bool `json:"stop_requested,omitempty"`
 	// Variants are the comparison's reward models and their states.
 	Variants []VariantStatus `json:"variants,omitempty"`
 }
@@ -82,18 +82,22 @@ type RewardModelSummary struct {
 // PolicySummary compares the SFT policy with the aligned one on the same
 // held-out prompts and sampling seed.
 type PolicySummary struct {
-	Checkpoint      artifact.Ref `json:"checkpoint"`
-	Iterations      int          `json:"iterations"`
-	GoldScoreBefore *float64     `json:"gold_score_before"`
-	GoldScoreAfter  *float64     `json:"gold_score_after"`
-	RewardBefore    float64      `json:"reward_before"`
-	RewardAfter     float64      `json:"reward_after"`
-	KLToReference   float64      `json:"kl_to_reference"`
-	EndedBefore     float64      `json:"ended_fraction_before"`
-	EndedAfter      float64      `json:"ended_fraction_after"`
-	LengthBefore    float64      `json:"mean_length_before"`
-	LengthAfter     float64      `json:"mean_length_after"`
-	EvalPrompts     int          `json:"eval_prompts"`
+	Checkpoint artifact.Ref `json:"checkpoint"`
+	// Digest is the sha256 of the final policy's weights: a resumed run
+	// that ends where an uninterrupted one does has the same.
+	Digest          string   `json:"checkpoint_sha256"`
+	Iterations      int      `json:"iterations"` // run; fewer than planned after a stop signal
+	StoppedEarly    bool     `json:"stopped_early,omitempty"`
+	GoldScoreBefore *float64 `json:"gold_score_before"`
+	GoldScoreAfter  *float64 `json:"gold_score_after"`
+	RewardBefore    float64  `json:"reward_before"`
+	RewardAfter     float64  `json:"reward_after"`
+	KLToReference   float64  `json:"kl_to_reference"`
+	EndedBefore     float64  `json:"ended_fraction_before"`
+	EndedAfter      float64  `json:"ended_fraction_after"`
+	LengthBefore    float64  `json:"mean_length_before"`
+	LengthAfter     float64  `json:"mean_length_after"`
+	EvalPrompts     int      `json:"eval_prompts"`
 }
 
 // SamplePair shows one held-out prompt answered before and after alignment.
@@ -126,21 +130,22 @@ func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workfl
 // the run with a non-retryable error that names the field, instead of failing
 // workflow tasks forever on decoding.
 func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
-	progress, spec, err := begin(ctx, input)
+	t, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
+	progress := t.p
 	progress.Iterations = spec.Reinforce.Iterations
+	t.listen()
 	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
-	enter := func(stage string) { progress.Stage = stage }
-	done := func(stage string) { progress.Completed = append(progress.Completed, stage) }
+	enter, done := t.enter, t.done
 
 	short := options(ctx, 10*time.Minute, 0)
 	long := options(ctx, 2*time.Hour, 2*time.Minute)
 	iter := options(ctx, 30*time.Minute, 5*time.Minute)
 
-	data, sft, err := prepareAndSFT(ctx, progress, runID, spec)
+	data, sft, err := t.prepareAndSFT(runID, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -148,14 +153,14 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	enter(activities.StageRewardModel)
 	var rm activities.TrainResult
 	if err := workflow.ExecuteActivity(long, a.TrainRewardModel, activities.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &rm); err != nil {
-		return nil, stageErr(progress, err)
+		return nil, t.fail(err)
 	}
 	done(activities.StageRewardModel)
 
 	enter(activities.StageRewardEval)
 	var rmEval activities.RewardEval
 	if err := workflow.ExecuteActivity(short, a.EvaluateRewardModel, activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: rm.Checkpoint}).Get(ctx, &rmEval); err != nil {
-		return nil, stageErr(progress, err)
+		return nil, t.fail(err)
 	}
 	done(activities.StageRewardEval)
 	progress.Metrics = map[string]float64{"reward_model.heldout_accuracy": rmEval.HeldoutAccuracy}
@@ -164,23 +169,27 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	enter(activities.StageEvalBefore)
 	var before activities.PolicyEval
 	if err := workflow.ExecuteActivity(iter, a.EvaluatePolicy, evalIn).Get(ctx, &before); err != nil {
-		return nil, stageErr(progress, err)
+		return nil, t.fail(err)
 	}
 	done(activities.StageEvalBefore)
 
 	enter(activities.StageReinforce)
-	pol := sft.Checkpoint
+	pol, polDigest := sft.Checkpoint, sft.Digest
 	var opt artifact.Ref
 	var curve []activities.IterationMetrics
 	for i := 0; i < spec.Reinforce.Iterations; i++ {
+		if t.gate() {
+			break
+		}
 		var res activities.IterationResult
 		in := activities.IterationInput{RunID: runID, Spec: spec, Data: data, Iteration: i, Policy: pol, Optimizer: opt, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
 		if err := workflow.ExecuteActivity(iter, a.ReinforceIteration, in).Get(ctx, &res); err != nil {
-			return nil, stageErr(progress, err)
+			return nil, t.fail(err)
 		}
-		pol, opt = res.Policy, res.Optimizer
+		pol, opt, polDigest = res.Policy, res.Optimizer, res.PolicyDigest
 		progress.Iteration = i + 1
 		progress.Last = &res
+		t.upsert(IterationAttribute.ValueSet(int64(i+1)), RewardMeanAttribute.ValueSet(res.RewardMean))
 		curve = append(curve, res.Metrics())
 	}
 	done(activities.StageReinforce)
@@ -189,7 +198,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	enter(activities.StageEvalAfter)
 	var after activities.PolicyEval
 	if err := workflow.ExecuteActivity(iter, a.EvaluatePolicy, evalIn).Get(ctx, &after); err != nil {
-		return nil, stageErr(progress, err)
+		return nil, t.fail(err)
 	}
 	done(activities.StageEvalAfter)
 
@@ -200,7 +209,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy,
 			ByStrength: rmEval.ByStrength, Bench: rmEval.Bench},
 		Policy: PolicySummary{
-			Checkpoint: pol, Iterations: spec.Reinforce.Iterations,
+			Checkpoint: pol, Digest: polDigest, Iterations: len(curve), StoppedEarly: len(curve) < spec.Reinforce.Iterations,
 			GoldScoreBefore: before.GoldScore, GoldScoreAfter: after.GoldScore,
 			RewardBefore: before.Reward, RewardAfter: after.Reward, KLToReference: after.KLToReference,
 			EndedBefore: before.EndedFraction, EndedAfter: after.EndedFraction,
@@ -214,65 +223,13 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 
 	enter(activities.StageSummary)
 	if err := workflow.ExecuteActivity(short, a.WriteSummary, activities.SummaryInput{RunID: runID, Summary: s}).Get(ctx, &s.SummaryPath); err != nil {
-		return nil, stageErr(progress, err)
+		return nil, t.fail(err)
 	}
 	done(activities.StageSummary)
 	enter(activities.StageDone)
 	return s, nil
 }
 
-// begin registers the progress query and validates the spec input; a bad
-// spec fails the run at once with a non-retryable InvalidSpec error naming
-// the field.
-func begin(ctx workflow.Context, input json.RawMessage) (*Progress, config.Spec, error) {
-	progress := &Progress{Stage: activities.StageValidatingSpec}
-	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return progress, nil }); err != nil {
-		return nil, config.Spec{}, err
-	}
-	spec, err := config.Parse(input)
-	if err == nil {
-		err = spec.Validate()
-	}
-	if err != nil {
-		progress.Stage = activities.StageFailed
-		return progress, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
-	}
-	return progress, spec, nil
-}
-
-// prepareAndSFT runs the stages every workflow starts with: the data, then
-// the SFT policy (whose backbone the reward models start from).
-func prepareAndSFT(ctx workflow.Context, progress *Progress, runID string, spec config.Spec) (activities.Data, activities.TrainResult, error) {
-	var a *activities.Activities
-	var data activities.Data
-	var sft activities.TrainResult
-	progress.Stage = activities.StagePrepareData
-	if err := workflow.ExecuteActivity(options(ctx, 10*time.Minute, 0), a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(ctx, &data); err != nil {
-		return data, sft, stageErr(progress, err)
-	}
-	progress.Completed = append(progress.Completed, activities.StagePrepareData)
-	progress.Stage = activities.StageSFT
-	if err := workflow.ExecuteActivity(options(ctx, 2*time.Hour, 2*time.Minute), a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(ctx, &sft); err != nil {
-		return data, sft, stageErr(progress, err)
-	}
-	progress.Completed = append(progress.Completed, activities.StageSFT)
-	return data, sft, nil
-}
-
 func model(r activities.TrainResult) StageModel {
 	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds}
-}
-
-// stageErr fails the run with the stage's name in the message, keeping the
-// activity's error type (InvalidData, Diverged, ...) so users and tools can
-// tell what to fix.
-func stageErr(p *Progress, err error) error {
-	stage := p.Stage
-	p.Stage = activities.StageFailed
-	errType := "StageFailed"
-	var app *temporal.ApplicationError
-	if errors.As(err, &app) {
-		errType = app.Type()
-	}
-	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("stage %s: %v", stage, err), errType, err)
 }

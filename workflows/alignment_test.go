@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
@@ -122,4 +123,59 @@ func TestStageFailureNamesTheStage(t *testing.T) {
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app))
 	assert.Equal(t, activities.ErrDiverged, app.Type())
+}
+
+// signalEnv mocks every activity; each REINFORCE iteration takes a simulated
+// minute, so signals can arrive between iterations.
+func signalEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *int) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(activities.Data{}, nil)
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("sft")}, nil)
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("rm")}, nil)
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(activities.RewardEval{}, nil)
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(activities.PolicyEval{}, nil)
+	iterations := 0
+	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).After(time.Minute).Return(
+		func(_ context.Context, in activities.IterationInput) (activities.IterationResult, error) {
+			iterations++
+			return activities.IterationResult{Iteration: in.Iteration, Policy: ref("pol"), PolicyDigest: "d", RewardMean: 0.5}, nil
+		})
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+	return env, &iterations
+}
+
+func TestStopSignalEndsAfterTheCurrentIteration(t *testing.T) {
+	env, iterations := signalEnv(t)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(StopSignal, nil) }, 90*time.Second)
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 5}}`))
+	require.NoError(t, env.GetWorkflowError())
+	var s Summary
+	require.NoError(t, env.GetWorkflowResult(&s))
+	assert.Equal(t, 2, *iterations, "the iteration running at the stop finishes, no new one starts")
+	assert.Equal(t, 2, s.Policy.Iterations)
+	assert.True(t, s.Policy.StoppedEarly)
+	assert.Equal(t, "d", s.Policy.Digest)
+}
+
+func TestPauseHoldsTheRunUntilResumed(t *testing.T) {
+	env, iterations := signalEnv(t)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(PauseSignal, nil) }, 30*time.Second)
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(ProgressQuery)
+		require.NoError(t, err)
+		var p Progress
+		require.NoError(t, v.Get(&p))
+		assert.Equal(t, StagePaused, p.Stage)
+		assert.True(t, p.Paused)
+		assert.Equal(t, 1, p.Iteration, "the running iteration finished, the next waits")
+		assert.Equal(t, 1, *iterations)
+		env.SignalWorkflow(ResumeSignal, nil)
+	}, time.Hour)
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 3}}`))
+	require.NoError(t, env.GetWorkflowError())
+	var s Summary
+	require.NoError(t, env.GetWorkflowResult(&s))
+	assert.Equal(t, 3, *iterations)
+	assert.False(t, s.Policy.StoppedEarly)
 }

@@ -104,28 +104,30 @@ func comparisonPlan(requested []string) []VariantReport {
 // Its input is the run spec as JSON (compare.variants selects the variants),
 // validated here like Alignment's.
 func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*ComparisonReport, error) {
-	progress, spec, err := begin(ctx, input)
+	t, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
+	progress := t.p
 	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
 	short := options(ctx, 10*time.Minute, 0)
 	long := options(ctx, 2*time.Hour, 2*time.Minute)
 	eval := options(ctx, 30*time.Minute, 5*time.Minute)
-	data, sft, err := prepareAndSFT(ctx, progress, runID, spec)
+	data, sft, err := t.prepareAndSFT(runID, spec)
 	if err != nil {
 		return nil, err
 	}
 
-	progress.Stage = StageRewardModels
+	t.enter(StageRewardModels)
 	plan := comparisonPlan(spec.Compare.Variants)
 	progress.Metrics = map[string]float64{}
 	futures := map[string]workflow.Future{}
 	for i := range plan {
 		v := &plan[i]
 		progress.Variants = append(progress.Variants, VariantStatus{Recipe: v.Recipe, State: "waiting"})
-		status := &progress.Variants[len(progress.Variants)-1]
+		idx := len(progress.Variants) - 1 // an index: the slice grows while variants run
+		setState := func(state string) { progress.Variants[idx].State = state }
 		future, settable := workflow.NewFuture(ctx)
 		futures[v.Recipe] = future
 		from, strong := variantDeps(v.Recipe)
@@ -149,20 +151,20 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 				settable.SetError(err)
 				return
 			}
-			status.State = "training"
+			setState("training")
 			var tr activities.TrainResult
 			if err := workflow.ExecuteActivity(long, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
 				settable.SetError(fmt.Errorf("train %s: %w", v.Recipe, err))
 				return
 			}
 			v.Model, v.ExPOAlpha = model(tr), tr.ExPOAlpha
-			status.State = "evaluating"
+			setState("evaluating")
 			evalIn := activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: tr.Checkpoint}
 			if err := workflow.ExecuteActivity(eval, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
 				settable.SetError(fmt.Errorf("evaluate %s: %w", v.Recipe, err))
 				return
 			}
-			status.State = "done"
+			setState("done")
 			progress.Metrics[v.Recipe+".heldout_accuracy"] = v.Eval.HeldoutAccuracy
 			progress.Completed = append(progress.Completed, fmt.Sprintf("reward model %s (held-out accuracy %.3f)", v.Recipe, v.Eval.HeldoutAccuracy))
 			settable.Set(*v, nil)
@@ -170,18 +172,18 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 	}
 	for _, v := range plan {
 		if err := futures[v.Recipe].Get(ctx, nil); err != nil {
-			return nil, stageErr(progress, err)
+			return nil, t.fail(err)
 		}
 	}
-	progress.Stage = activities.StageSummary
+	t.enter(activities.StageSummary)
 	report := &ComparisonReport{WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data, SFT: model(sft), Variants: plan}
 	var paths activities.ReportPaths
 	in := activities.ReportInput{RunID: runID, Name: "comparison", Report: report, Markdown: report.Markdown()}
 	if err := workflow.ExecuteActivity(short, a.WriteReport, in).Get(ctx, &paths); err != nil {
-		return nil, stageErr(progress, err)
+		return nil, t.fail(err)
 	}
 	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown
 	progress.Completed = append(progress.Completed, activities.StageSummary)
-	progress.Stage = activities.StageDone
+	t.enter(activities.StageDone)
 	return report, nil
 }

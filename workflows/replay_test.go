@@ -14,7 +14,12 @@ import (
 // break running workflows on a worker upgrade fails here. Such changes go
 // behind workflow.GetVersion.
 func TestReplayRecordedHistory(t *testing.T) {
-	for _, file := range []string{"testdata/alignment-history.json", "testdata/comparison-history.json"} {
+	// The -v0 files were recorded before the visibility version (search
+	// attributes and memo): runs started then must still replay.
+	for _, file := range []string{
+		"testdata/alignment-history.json", "testdata/comparison-history.json",
+		"testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
+	} {
 		t.Run(file, func(t *testing.T) {
 			replayer := worker.NewWorkflowReplayer()
 			replayer.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/worker"
+	"github.com/alignflow/alignflow/workflows"
 )
 
 // dbFile is where the embedded server keeps its history, inside the data dir.
@@ -25,7 +27,7 @@ func startEmbedded(ctx context.Context, dataDir, ip string, port int, namespace 
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	srv, err := devserver.Start(startCtx, devserver.Options{
-		DBFile: dbFile(dataDir), IP: ip, Port: port, Namespace: namespace, SearchAttributes: searchAttributes,
+		DBFile: dbFile(dataDir), IP: ip, Port: port, Namespace: namespace, SearchAttributes: workflows.SearchAttributes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start embedded Temporal server: %w", err)
@@ -42,6 +44,12 @@ func startWorker(ctx context.Context, c config.Connection) (client.Client, func(
 	cl, err := dial(ctx, c)
 	if err != nil {
 		return nil, nil, err
+	}
+	// The workflows keep search attributes current; a namespace without them
+	// would fail their workflow tasks.
+	if err := devserver.EnsureSearchAttributes(ctx, cl.OperatorService(), c.Namespace, workflows.SearchAttributes); err != nil {
+		cl.Close()
+		return nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
 	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue})
 	if err := w.Start(); err != nil {
@@ -129,3 +137,12 @@ func workerCmd() *cobra.Command {
 
 // isPortInUse reports whether err says the embedded server's port is taken.
 func isPortInUse(err error) bool { return errors.Is(err, devserver.ErrPortInUse) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

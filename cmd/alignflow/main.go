@@ -19,7 +19,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 
@@ -65,14 +64,6 @@ func rootCmd() *cobra.Command {
 func connection(cmd *cobra.Command) (config.Connection, error) {
 	settings, _ := cmd.Flags().GetString("settings")
 	return config.LoadConnection(cmd.Flags(), settings)
-}
-
-// searchAttributes are registered by the embedded server so runs can be
-// listed by stage, iteration and reward.
-var searchAttributes = map[string]enums.IndexedValueType{
-	"AlignmentStage":     enums.INDEXED_VALUE_TYPE_KEYWORD,
-	"AlignmentIteration": enums.INDEXED_VALUE_TYPE_INT,
-	"RewardMean":         enums.INDEXED_VALUE_TYPE_DOUBLE,
 }
 
 // quietLogger keeps the SDK's routine messages out of the user's terminal.

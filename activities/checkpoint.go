@@ -1,0 +1,151 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// trainCheckpoint is everything that decides the rest of a training phase:
+// weights, optimizer state (moments and step), the data position and the
+// losses so far. A retried attempt that loads it ends with exactly the
+// weights an uninterrupted attempt would have.
+type trainCheckpoint struct {
+	Phase     string        `json:"phase"`
+	Step      int           `json:"step"` // steps done in the phase
+	FirstLoss float64       `json:"first_loss"`
+	LastLoss  float64       `json:"last_loss"`
+	Params    artifact.Ref  `json:"params"`
+	Optimizer artifact.Ref  `json:"optimizer"`
+	Batcher   batcherState  `json:"batcher"`
+	Earlier   TrainResult   `json:"earlier"`        // phases of the activity finished before this one
+	Weak      *artifact.Ref `json:"weak,omitempty"` // the regression model ExPO extrapolates from
+}
+
+// phase is one training loop of an activity.
+type phase struct {
+	name    string // checkpoint phase: "sft", "regression", "bt-scaled", ...
+	stage   string // heartbeat label
+	dir     string // run-relative folder of its checkpoints
+	steps   int
+	every   int // checkpoint interval in steps; 0 for none
+	lr      float64
+	params  *weights.Set
+	st      *optim.State
+	batches *batcher
+	earlier TrainResult
+	weak    *artifact.Ref
+}
+
+// resumePoint returns the checkpoint the previous attempt of this activity
+// last reported in its heartbeat, or nil on a first attempt. A checkpoint
+// that fails its digest is an error: resuming from it would be wrong, and
+// silently restarting would hide the damage.
+func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) {
+	if !activity.IsActivity(ctx) || !activity.HasHeartbeatDetails(ctx) {
+		return nil, nil
+	}
+	var p Progress
+	if err := activity.GetHeartbeatDetails(ctx, &p); err != nil || p.Checkpoint == nil {
+		return nil, nil
+	}
+	var ck trainCheckpoint
+	if err := a.Store.GetJSON(*p.Checkpoint, &ck); err != nil {
+		return nil, fmt.Errorf("resume from checkpoint: %w", err)
+	}
+	activity.GetLogger(ctx).Info("resuming from checkpoint", "phase", ck.Phase, "step", ck.Step, "checkpoint", p.Checkpoint.Path)
+	return &ck, nil
+}
+
+// runPhase runs a phase's optimizer steps on the learning-rate schedule from
+// step 0, or from resume when it is a checkpoint of this phase, saving a
+// checkpoint every ph.every steps and heartbeating progress with the latest
+// one. It stops when the activity is cancelled.
+func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (optim.StepResult, error)) (TrainResult, error) {
+	res := TrainResult{Steps: ph.steps}
+	start := 0
+	var last *artifact.Ref
+	if resume != nil && resume.Phase == ph.name {
+		if err := a.restore(ph, resume); err != nil {
+			return res, err
+		}
+		start, res.FirstLoss, res.FinalLoss = resume.Step, resume.FirstLoss, resume.LastLoss
+	}
+	for i := start; i < ph.steps; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		r, err := step(lrAt(ph.lr, i, ph.steps))
+		if err != nil {
+			return res, fmt.Errorf("%s step %d: %w", ph.stage, i, err)
+		}
+		if i == 0 {
+			res.FirstLoss = r.Loss
+		}
+		res.FinalLoss = r.Loss
+		saved := false
+		if ph.every > 0 && (i+1)%ph.every == 0 && i+1 < ph.steps {
+			ref, err := a.saveCheckpoint(runID, ph, i+1, res)
+			if err != nil {
+				return res, err
+			}
+			last, saved = &ref, true
+		}
+		if saved || i%heartbeatEvery == 0 || i == ph.steps-1 {
+			heartbeat(ctx, Progress{Stage: ph.stage, Step: i + 1, Total: ph.steps, Loss: r.Loss, Checkpoint: last})
+		}
+	}
+	return res, nil
+}
+
+func (a *Activities) saveCheckpoint(runID string, ph *phase, step int, res TrainResult) (artifact.Ref, error) {
+	base := runPath(runID, ph.dir, "checkpoints", fmt.Sprintf("%s-%06d", ph.name, step))
+	ck := trainCheckpoint{Phase: ph.name, Step: step, FirstLoss: res.FirstLoss, LastLoss: res.FinalLoss, Earlier: ph.earlier, Weak: ph.weak}
+	var err error
+	if ck.Params, err = a.Store.PutWeights(base+".params.safetensors", ph.params); err != nil {
+		return artifact.Ref{}, err
+	}
+	if ck.Optimizer, err = a.Store.PutWeights(base+".optimizer.safetensors", ph.st.Save()); err != nil {
+		return artifact.Ref{}, err
+	}
+	if ck.Batcher, err = ph.batches.state(); err != nil {
+		return artifact.Ref{}, err
+	}
+	return a.Store.PutJSON(base+".json", ck)
+}
+
+// restore loads a checkpoint into the phase's params, optimizer state and
+// batcher, in place: the step function holds on to them.
+func (a *Activities) restore(ph *phase, ck *trainCheckpoint) error {
+	params, err := a.Store.GetWeights(ck.Params)
+	if err != nil {
+		return err
+	}
+	if params.Len() != ph.params.Len() {
+		return corrupt(fmt.Errorf("checkpoint %s holds %d tensors, the model %d", ck.Params.Path, params.Len(), ph.params.Len()))
+	}
+	for _, n := range params.Names() {
+		ph.params.Put(n, params.Get(n))
+	}
+	for k, v := range params.Metadata {
+		ph.params.Metadata[k] = v
+	}
+	ost, err := a.Store.GetWeights(ck.Optimizer)
+	if err != nil {
+		return err
+	}
+	st, err := optim.LoadState(ost)
+	if err != nil {
+		return corrupt(fmt.Errorf("checkpoint %s: %w", ck.Optimizer.Path, err))
+	}
+	*ph.st = *st
+	if err := ph.batches.restore(ck.Batcher); err != nil {
+		return corrupt(fmt.Errorf("checkpoint of %s at step %d: %w", ck.Phase, ck.Step, err))
+	}
+	return nil
+}

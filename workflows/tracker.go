@@ -1,0 +1,159 @@
+package workflows
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/config"
+)
+
+// Search attributes the workflows keep current, so that runs can be listed
+// by stage, iteration and reward, e.g.
+// `temporal workflow list --query 'AlignmentStage="reinforce"'`.
+var (
+	StageAttribute      = temporal.NewSearchAttributeKeyKeyword("AlignmentStage")
+	IterationAttribute  = temporal.NewSearchAttributeKeyInt64("AlignmentIteration")
+	RewardMeanAttribute = temporal.NewSearchAttributeKeyFloat64("RewardMean")
+)
+
+// SearchAttributes are the attributes a namespace must have registered
+// before workers run these workflows (alignflow's dev server and workers
+// register them).
+var SearchAttributes = map[string]enums.IndexedValueType{
+	StageAttribute.GetName():      enums.INDEXED_VALUE_TYPE_KEYWORD,
+	IterationAttribute.GetName():  enums.INDEXED_VALUE_TYPE_INT,
+	RewardMeanAttribute.GetName(): enums.INDEXED_VALUE_TYPE_DOUBLE,
+}
+
+// Signals an alignment run answers. Pause and stop take effect between
+// REINFORCE iterations; stop runs the final evaluation and completes.
+const (
+	PauseSignal  = "pause"
+	ResumeSignal = "resume"
+	StopSignal   = "stop"
+)
+
+// StagePaused is the stage a paused run shows.
+const StagePaused = "paused"
+
+// visibilityVersion is the workflow version from which runs keep search
+// attributes and a memo; runs recorded before it replay without them.
+const visibilityVersion = 1
+
+// tracker is a run's visible state: what the progress query answers and
+// the search attributes show.
+type tracker struct {
+	ctx     workflow.Context
+	p       *Progress
+	visible bool
+}
+
+// begin registers the progress query, records the workflow version and
+// validates the spec input; a bad spec fails the run at once with a
+// non-retryable InvalidSpec error naming the field.
+func begin(ctx workflow.Context, input json.RawMessage) (*tracker, config.Spec, error) {
+	t := &tracker{ctx: ctx, p: &Progress{Stage: activities.StageValidatingSpec}}
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return t.p, nil }); err != nil {
+		return nil, config.Spec{}, err
+	}
+	t.visible = workflow.GetVersion(ctx, "visibility", workflow.DefaultVersion, visibilityVersion) >= visibilityVersion
+	spec, err := config.Parse(input)
+	if err == nil {
+		err = spec.Validate()
+	}
+	if err != nil {
+		t.enter(activities.StageFailed)
+		return t, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
+	}
+	if t.visible {
+		memo := map[string]any{"name": spec.Name, "seed": spec.Seed, "backend": spec.Backend, "recipe": spec.Reward.Recipe}
+		if err := workflow.UpsertMemo(ctx, memo); err != nil {
+			return t, spec, err
+		}
+	}
+	return t, spec, nil
+}
+
+func (t *tracker) enter(stage string) {
+	t.p.Stage = stage
+	t.upsert(StageAttribute.ValueSet(stage))
+}
+
+func (t *tracker) done(stage string) { t.p.Completed = append(t.p.Completed, stage) }
+
+func (t *tracker) upsert(updates ...temporal.SearchAttributeUpdate) {
+	if !t.visible {
+		return
+	}
+	if err := workflow.UpsertTypedSearchAttributes(t.ctx, updates...); err != nil {
+		workflow.GetLogger(t.ctx).Warn("upsert search attributes", "error", err)
+	}
+}
+
+// fail ends the run with the stage's name in the message, keeping the
+// activity's error type (InvalidData, Diverged, ...) so users and tools can
+// tell what to fix.
+func (t *tracker) fail(err error) error {
+	stage := t.p.Stage
+	t.enter(activities.StageFailed)
+	errType := "StageFailed"
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		errType = app.Type()
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("stage %s: %v", stage, err), errType, err)
+}
+
+// listen starts handling the pause, resume and stop signals.
+func (t *tracker) listen() {
+	pause := workflow.GetSignalChannel(t.ctx, PauseSignal)
+	resume := workflow.GetSignalChannel(t.ctx, ResumeSignal)
+	stop := workflow.GetSignalChannel(t.ctx, StopSignal)
+	workflow.Go(t.ctx, func(ctx workflow.Context) {
+		for {
+			sel := workflow.NewSelector(ctx)
+			sel.AddReceive(pause, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); t.p.Paused = true })
+			sel.AddReceive(resume, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); t.p.Paused = false })
+			sel.AddReceive(stop, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); t.p.StopRequested = true })
+			sel.Select(ctx)
+		}
+	})
+}
+
+// gate waits while the run is paused (showing StagePaused) and reports
+// whether a stop was asked for.
+func (t *tracker) gate() (stop bool) {
+	if t.p.Paused && !t.p.StopRequested {
+		stage := t.p.Stage
+		t.enter(StagePaused)
+		_ = workflow.Await(t.ctx, func() bool { return !t.p.Paused || t.p.StopRequested })
+		t.enter(stage)
+	}
+	return t.p.StopRequested
+}
+
+// prepareAndSFT runs the stages every workflow starts with: the data, then
+// the SFT policy (whose backbone the reward models start from).
+func (t *tracker) prepareAndSFT(runID string, spec config.Spec) (activities.Data, activities.TrainResult, error) {
+	var a *activities.Activities
+	var data activities.Data
+	var sft activities.TrainResult
+	t.enter(activities.StagePrepareData)
+	if err := workflow.ExecuteActivity(options(t.ctx, 10*time.Minute, 0), a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(t.ctx, &data); err != nil {
+		return data, sft, t.fail(err)
+	}
+	t.done(activities.StagePrepareData)
+	t.enter(activities.StageSFT)
+	if err := workflow.ExecuteActivity(options(t.ctx, 2*time.Hour, 2*time.Minute), a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
+		return data, sft, t.fail(err)
+	}
+	t.done(activities.StageSFT)
+	return data, sft, nil
+}
