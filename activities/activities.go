@@ -15,6 +15,7 @@ import (
 	"path"
 	"sort"
 	"sync"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -133,6 +134,33 @@ func classify(err error) error {
 
 func invalidData(err error) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidData, err)
+}
+
+// keepAlive heartbeats p every second until stop is called, for work
+// without steps of its own to report (a REINFORCE iteration, an evaluation),
+// so that a dead worker is noticed within the heartbeat timeout while a slow
+// live one is not. Heartbeats with progress sent meanwhile take precedence
+// only until the next tick, which is harmless: p names the same stage.
+func keepAlive(ctx context.Context, p Progress) (stop func()) {
+	if !activity.IsActivity(ctx) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx, p)
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func heartbeat(ctx context.Context, p Progress) {

@@ -74,7 +74,7 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 		if err := a.restore(ph, resume); err != nil {
 			return res, err
 		}
-		start, res.FirstLoss, res.FinalLoss = resume.Step, resume.FirstLoss, resume.LastLoss
+		start, res.FirstLoss, res.FinalLoss, res.ResumedFrom = resume.Step, resume.FirstLoss, resume.LastLoss, resume.Step
 	}
 	for i := start; i < ph.steps; i++ {
 		if err := ctx.Err(); err != nil {

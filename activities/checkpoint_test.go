@@ -74,6 +74,7 @@ func TestResumeFromCheckpointIsExact(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, sft.Digest, got.Digest, "SFT resumed at step %d", step)
 		assert.Equal(t, sft.FirstLoss, got.FirstLoss, "the first loss survives the resume")
+		assert.Equal(t, step, got.ResumedFrom)
 	}
 
 	// The resumed attempt really continues from the checkpoint (a restart
@@ -94,13 +95,14 @@ func TestResumeFromCheckpointIsExact(t *testing.T) {
 	rm, err := run(a.TrainRewardModel, rmIn, nil)
 	require.NoError(t, err)
 	dir := "runs/r/reward/bt-scaled-from-regression-expo/checkpoints/"
-	for _, ck := range []string{"regression-helpfulness-000003", "regression-helpfulness-000006", "bt-scaled-000003", "bt-scaled-000006"} {
+	for ck, at := range map[string]int{"regression-helpfulness-000003": 3, "regression-helpfulness-000006": 6, "bt-scaled-000003": 11, "bt-scaled-000006": 14} {
 		got, err := run(a.TrainRewardModel, rmIn, checkpointRef(t, store, dir+ck+".json"))
 		require.NoError(t, err)
 		assert.Equal(t, rm.Digest, got.Digest, "reward model resumed at %s", ck)
 		assert.Equal(t, rm.ExPOAlpha, got.ExPOAlpha)
 		assert.Equal(t, rm.Steps, got.Steps)
 		assert.Equal(t, rm.FirstLoss, got.FirstLoss)
+		assert.Equal(t, at, got.ResumedFrom, "resumed at %s", ck)
 	}
 
 	// Resumed in the BT phase, the regression phase is not trained again: its

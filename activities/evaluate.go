@@ -19,6 +19,7 @@ import (
 // per |strength|, accuracy on up to 256 training pairs, the fit of its five
 // outputs to the validation ratings, and RewardBench-style category scores.
 func (a *Activities) EvaluateRewardModel(ctx context.Context, in RewardEvalInput) (RewardEval, error) {
+	defer keepAlive(ctx, Progress{Stage: StageRewardEval})()
 	res, err := a.evaluateRewardModel(ctx, in)
 	return res, classify(err)
 }

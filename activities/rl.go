@@ -60,6 +60,7 @@ func sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
 // seed and scores them with the gold rubric (when the data has one), the
 // reward model, and the KL to the reference policy.
 func (a *Activities) EvaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
+	defer keepAlive(ctx, Progress{Stage: in.Label})()
 	res, err := a.evaluatePolicy(ctx, in)
 	return res, classify(err)
 }
@@ -189,6 +190,7 @@ type rolloutRecord struct {
 // ReinforceIteration runs one REINFORCE iteration and stores the updated
 // policy, its optimizer state and the rollouts.
 func (a *Activities) ReinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
+	defer keepAlive(ctx, Progress{Stage: StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
 	res, err := a.reinforceIteration(ctx, in)
 	return res, classify(err)
 }

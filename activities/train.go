@@ -144,6 +144,9 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 		if res.Steps == 0 {
 			res.FirstLoss = r.FirstLoss
 		}
+		if r.ResumedFrom > 0 {
+			res.ResumedFrom = res.Steps + r.ResumedFrom
+		}
 		res.Steps += r.Steps
 		res.FinalLoss = r.FinalLoss
 	}

@@ -84,6 +84,9 @@ type TrainResult struct {
 	FirstLoss    float64      `json:"first_loss"`
 	FinalLoss    float64      `json:"final_loss"`
 	TrainSeconds float64      `json:"train_seconds"`
+	// ResumedFrom is the step the last attempt resumed from (counted over
+	// all phases); 0 when it ran from the start.
+	ResumedFrom int `json:"resumed_from_step,omitempty"`
 	// ExPOAlpha is the extrapolation chosen on validation pairs (ExPO recipes only).
 	ExPOAlpha float64 `json:"expo_alpha,omitempty"`
 }

@@ -27,14 +27,18 @@ type Spec struct {
 	// Seed makes the run reproducible: data, initialisation, batches and sampling.
 	Seed int64 `json:"seed"`
 	// Backend executes the graphs: "go" (pure Go); others where built in.
-	Backend   string    `json:"backend"`
-	Data      Data      `json:"data"`
-	Model     Model     `json:"model"`
-	SFT       SFT       `json:"sft"`
-	Reward    Reward    `json:"reward"`
-	Reinforce Reinforce `json:"reinforce"`
-	Eval      Eval      `json:"eval"`
-	Compare   Compare   `json:"compare"`
+	Backend string `json:"backend"`
+	// HeartbeatTimeoutSeconds is how long a running activity may go without
+	// a heartbeat before Temporal retries it elsewhere: how fast a dead
+	// worker is noticed.
+	HeartbeatTimeoutSeconds int       `json:"heartbeat_timeout_seconds"`
+	Data                    Data      `json:"data"`
+	Model                   Model     `json:"model"`
+	SFT                     SFT       `json:"sft"`
+	Reward                  Reward    `json:"reward"`
+	Reinforce               Reinforce `json:"reinforce"`
+	Eval                    Eval      `json:"eval"`
+	Compare                 Compare   `json:"compare"`
 }
 
 // Data says where ratings and preferences come from: files in HelpSteer2's
@@ -134,9 +138,10 @@ const DefaultRecipe = "bt-scaled-from-regression"
 // needs the fields it changes.
 func Default() Spec {
 	return Spec{
-		Name:    "alignment",
-		Seed:    1,
-		Backend: backend.Go,
+		Name:                    "alignment",
+		Seed:                    1,
+		Backend:                 backend.Go,
+		HeartbeatTimeoutSeconds: 120,
 		Data: Data{Generate: Generate{
 			Prompts: 2000, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
 		}},
@@ -264,6 +269,9 @@ func (s Spec) Validate() error {
 		if !(v > 0) {
 			bad(field, fmt.Sprintf("must be positive, got %v", v))
 		}
+	}
+	if s.HeartbeatTimeoutSeconds < 5 {
+		bad("heartbeat_timeout_seconds", fmt.Sprintf("must be at least 5 (activities heartbeat every 2 s), got %d", s.HeartbeatTimeoutSeconds))
 	}
 	if !contains(backend.Names(), s.Backend) {
 		bad("backend", fmt.Sprintf("unknown backend %q", s.Backend), backend.Names()...)

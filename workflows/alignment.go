@@ -12,6 +12,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/rewardbench"
 )
 
@@ -63,6 +64,8 @@ type StageModel struct {
 	FirstLoss  float64      `json:"first_loss"`
 	FinalLoss  float64      `json:"final_loss"`
 	Seconds    float64      `json:"seconds"`
+	// ResumedFrom is the step its last attempt resumed from after a failure.
+	ResumedFrom int `json:"resumed_from_step,omitempty"`
 }
 
 // RewardModelSummary is the reward model and its held-out quality.
@@ -107,6 +110,15 @@ type SamplePair struct {
 	After  activities.SampleText `json:"after"`
 }
 
+// heartbeatTimeout is the spec's; a run recorded before the field existed
+// decodes it as 0 and gets the former two minutes.
+func heartbeatTimeout(spec config.Spec) time.Duration {
+	if spec.HeartbeatTimeoutSeconds <= 0 {
+		return 2 * time.Minute
+	}
+	return time.Duration(spec.HeartbeatTimeoutSeconds) * time.Second
+}
+
 func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: startToClose,
@@ -142,8 +154,8 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	enter, done := t.enter, t.done
 
 	short := options(ctx, 10*time.Minute, 0)
-	long := options(ctx, 2*time.Hour, 2*time.Minute)
-	iter := options(ctx, 30*time.Minute, 5*time.Minute)
+	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
+	iter := options(ctx, 30*time.Minute, heartbeatTimeout(spec))
 
 	data, sft, err := t.prepareAndSFT(runID, spec)
 	if err != nil {
@@ -231,5 +243,5 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 }
 
 func model(r activities.TrainResult) StageModel {
-	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds}
+	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds, ResumedFrom: r.ResumedFrom}
 }

@@ -112,8 +112,8 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
 	short := options(ctx, 10*time.Minute, 0)
-	long := options(ctx, 2*time.Hour, 2*time.Minute)
-	eval := options(ctx, 30*time.Minute, 5*time.Minute)
+	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
+	eval := options(ctx, 30*time.Minute, heartbeatTimeout(spec))
 	data, sft, err := t.prepareAndSFT(runID, spec)
 	if err != nil {
 		return nil, err

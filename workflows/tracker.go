@@ -151,7 +151,7 @@ func (t *tracker) prepareAndSFT(runID string, spec config.Spec) (activities.Data
 	}
 	t.done(activities.StagePrepareData)
 	t.enter(activities.StageSFT)
-	if err := workflow.ExecuteActivity(options(t.ctx, 2*time.Hour, 2*time.Minute), a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
+	if err := workflow.ExecuteActivity(options(t.ctx, 2*time.Hour, heartbeatTimeout(spec)), a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
 		return data, sft, t.fail(err)
 	}
 	t.done(activities.StageSFT)

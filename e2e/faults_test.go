@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+
+	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// alignflowBinary builds cmd/alignflow once for the fault tests, which run
+// workers as separate processes so they can be killed.
+func alignflowBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "alignflow-e2e-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "alignflow")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/alignflow").CombinedOutput()
+		if err != nil {
+			binErr = &buildError{out: string(out), err: err}
+		}
+	})
+	require.NoError(t, binErr)
+	return binPath
+}
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// workerProcess is `alignflow worker` running in its own process.
+type workerProcess struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
+func startWorkerProcess(t *testing.T, addr, dataDir string) *workerProcess {
+	t.Helper()
+	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), "worker", "--address", addr, "--data-dir", dataDir)}
+	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+	require.NoError(t, w.cmd.Start())
+	t.Cleanup(w.stop)
+	return w
+}
+
+// stop ends the worker gracefully if it still runs.
+func (w *workerProcess) stop() {
+	if w.cmd.ProcessState == nil {
+		_ = w.cmd.Process.Signal(syscall.SIGTERM)
+		_ = w.cmd.Wait()
+	}
+}
+
+// kill ends the worker the hard way: no cleanup, no last heartbeat.
+func (w *workerProcess) kill(t *testing.T) {
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGKILL))
+	_ = w.cmd.Wait()
+}
+
+// faultSpec is a run small enough to repeat several times, with checkpoints
+// every 10 steps and a 5 s heartbeat timeout so a dead worker is noticed fast.
+func faultSpec() config.Spec {
+	s := config.Default()
+	s.Name = "faults"
+	s.HeartbeatTimeoutSeconds = 5
+	s.Data.Generate.Prompts = 300
+	s.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
+	s.SFT.Steps, s.SFT.CheckpointEvery = 300, 10
+	s.Reward.Steps, s.Reward.CheckpointEvery = 100, 10
+	s.Reinforce.Iterations, s.Reinforce.PromptsPerIteration, s.Reinforce.BatchSize = 4, 8, 32
+	s.Eval.Prompts, s.Eval.SamplesPerPrompt = 8, 2
+	s.Compare.BenchPairsPerSubset = 4
+	return s
+}
+
+// pendingHeartbeat returns the type and last heartbeat of the run's running
+// activity, if any.
+func pendingHeartbeat(ctx context.Context, cl client.Client, id string) (string, *activities.Progress) {
+	desc, err := cl.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil {
+		return "", nil
+	}
+	for _, pa := range desc.GetPendingActivities() {
+		if pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED || pa.GetHeartbeatDetails() == nil {
+			continue
+		}
+		var p activities.Progress
+		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p) == nil {
+			return pa.GetActivityType().GetName(), &p
+		}
+	}
+	return "", nil
+}
+
+// TestWorkerKilledMidStageResumesExactly SIGKILLs the worker process during
+// SFT, during reward-model training and during a REINFORCE update, then
+// starts a new worker: each run must complete with the final SFT, reward
+// model and policy digests of an uninterrupted run, and the training stages
+// must have resumed from a checkpoint rather than started over.
+func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run takes minutes")
+	}
+	srv, err := devserver.Start(context.Background(), devserver.Options{SearchAttributes: workflows.SearchAttributes})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	dataDir := t.TempDir()
+	spec := faultSpec()
+
+	run := func(id string, kill func(activity string, p *activities.Progress) bool) workflows.Summary {
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		defer cancel()
+		// One worker at a time: the killed one must be the one running the activity.
+		w := startWorkerProcess(t, srv.FrontendHostPort(), dataDir)
+		defer func() { w.stop() }()
+		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
+		require.NoError(t, err)
+		if kill != nil {
+			require.Eventually(t, func() bool {
+				act, p := pendingHeartbeat(ctx, cl, id)
+				return p != nil && kill(act, p)
+			}, 4*time.Minute, 100*time.Millisecond, "%s: the moment to kill the worker came", id)
+			w.kill(t)
+			w = startWorkerProcess(t, srv.FrontendHostPort(), dataDir)
+		}
+		var s workflows.Summary
+		require.NoError(t, r.Get(ctx, &s), id)
+		return s
+	}
+
+	want := run("faults-uninterrupted", nil)
+	require.NotEmpty(t, want.Policy.Digest)
+	cases := []struct {
+		name, activity string
+		kill func(activity string, p *activities.Progress) bool
+		then func(t *testing.T, s workflows.Summary)
+	}{
+		{"sft", "TrainSFT", func(act string, p *activities.Progress) bool {
+			return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
+		}, func(t *testing.T, s workflows.Summary) {
+			assert.Positive(t, s.SFT.ResumedFrom, "SFT resumed from a checkpoint")
+		}},
+		{"reward-model", "TrainRewardModel", func(act string, p *activities.Progress) bool {
+			return act == "TrainRewardModel" && p.Checkpoint != nil && p.Step <= 40
+		}, func(t *testing.T, s workflows.Summary) {
+			assert.Positive(t, s.RewardModel.ResumedFrom, "reward model resumed from a checkpoint")
+		}},
+		{"reinforce", "ReinforceIteration", func(act string, p *activities.Progress) bool {
+			return act == "ReinforceIteration" && p.Step >= 2
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "faults-kill-" + tc.name
+			got := run(id, tc.kill)
+			assert.GreaterOrEqual(t, maxAttempt(t, cl, id, tc.activity), int32(2), "the killed %s was retried on the new worker", tc.activity)
+			assert.Equal(t, want.SFT.Digest, got.SFT.Digest, "SFT weights")
+			assert.Equal(t, want.RewardModel.Digest, got.RewardModel.Digest, "reward model weights")
+			assert.Equal(t, want.Policy.Digest, got.Policy.Digest, "final policy weights")
+			if tc.then != nil {
+				tc.then(t, got)
+			}
+		})
+	}
+}
+
+// maxAttempt is the highest attempt of any activity of type name in the
+// run's history.
+func maxAttempt(t *testing.T, cl client.Client, id, name string) int32 {
+	t.Helper()
+	iter := cl.GetWorkflowHistory(context.Background(), id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	types := map[int64]string{}
+	var most int32
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			types[ev.GetEventId()] = a.GetActivityType().GetName()
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && types[a.GetScheduledEventId()] == name {
+			most = max(most, a.GetAttempt())
+		}
+	}
+	return most
+}
