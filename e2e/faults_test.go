@@ -163,8 +163,8 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	require.NotEmpty(t, want.Policy.Digest)
 	cases := []struct {
 		name, activity string
-		kill func(activity string, p *activities.Progress) bool
-		then func(t *testing.T, s workflows.Summary)
+		kill           func(activity string, p *activities.Progress) bool
+		then           func(t *testing.T, s workflows.Summary)
 	}{
 		{"sft", "TrainSFT", func(act string, p *activities.Progress) bool {
 			return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
