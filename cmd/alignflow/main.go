@@ -56,7 +56,7 @@ func rootCmd() *cobra.Command {
 	}
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
-	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd())
+	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd())
 	return root
 }
 
