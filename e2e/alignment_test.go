@@ -43,9 +43,9 @@ func e2eSpec() config.Spec {
 	return s
 }
 
-// startServer starts alignflow's embedded server (in memory, with the
-// search attributes the workflows keep current) and a worker.
-func startServer(t *testing.T) (client.Client, *artifact.Store) {
+// startEmbedded starts alignflow's embedded server in memory, with the
+// search attributes the workflows keep current, and a client of it.
+func startEmbedded(t *testing.T) (*devserver.Server, client.Client) {
 	t.Helper()
 	srv, err := devserver.Start(context.Background(), devserver.Options{SearchAttributes: workflows.SearchAttributes})
 	require.NoError(t, err)
@@ -53,6 +53,13 @@ func startServer(t *testing.T) (client.Client, *artifact.Store) {
 	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
+	return srv, cl
+}
+
+// startServer starts the embedded server and an in-process worker.
+func startServer(t *testing.T) (client.Client, *artifact.Store) {
+	t.Helper()
+	_, cl := startEmbedded(t)
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})

@@ -19,7 +19,6 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -129,12 +128,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run takes minutes")
 	}
-	srv, err := devserver.Start(context.Background(), devserver.Options{SearchAttributes: workflows.SearchAttributes})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Stop() })
-	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	srv, cl := startEmbedded(t)
 	dataDir := t.TempDir()
 	spec := faultSpec()
 

@@ -14,11 +14,9 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/activities"
-	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
-
-	"github.com/alignflow/alignflow/artifact"
 )
 
 // TestCorruptArtifactThenResume pauses a run before REINFORCE, damages its
@@ -30,12 +28,7 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run takes minutes")
 	}
-	srv, err := devserver.Start(context.Background(), devserver.Options{SearchAttributes: workflows.SearchAttributes})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Stop() })
-	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
+	srv, cl := startEmbedded(t)
 	dataDir := t.TempDir()
 	store, err := artifact.Open(dataDir)
 	require.NoError(t, err)
