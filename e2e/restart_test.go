@@ -1,0 +1,68 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/worker"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// TestServerRestartMidRun stops the embedded server (as Ctrl-C on `alignflow
+// dev` does) while SFT runs, starts it again on the same SQLite file and
+// port, and expects the run to complete: its history, and the worker's
+// progress, survive the restart.
+func TestServerRestartMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run takes minutes")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	dir := t.TempDir()
+	opts := devserver.Options{DBFile: filepath.Join(dir, "temporal.db"), Port: port, SearchAttributes: workflows.SearchAttributes}
+	srv, err := devserver.Start(context.Background(), opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+
+	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	store, err := artifact.Open(filepath.Join(dir, "artifacts"))
+	require.NoError(t, err)
+	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Stop)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	spec := faultSpec()
+	const id = "restart-mid-run"
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		act, p := pendingHeartbeat(ctx, cl, id)
+		return act == "TrainSFT" && p.Step >= 20
+	}, 3*time.Minute, 100*time.Millisecond)
+
+	require.NoError(t, srv.Stop())
+	time.Sleep(2 * time.Second)
+	srv, err = devserver.Start(context.Background(), opts)
+	require.NoError(t, err, "the server starts again on the same file and port")
+	t.Cleanup(func() { _ = srv.Stop() })
+
+	var s workflows.Summary
+	require.NoError(t, run.Get(ctx, &s))
+	assert.Equal(t, spec.Reinforce.Iterations, s.Policy.Iterations)
+	assert.NotEmpty(t, s.Policy.Digest)
+}
