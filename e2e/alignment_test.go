@@ -43,11 +43,13 @@ func e2eSpec() config.Spec {
 	return s
 }
 
-// startEmbedded starts alignflow's embedded server in memory, with the
-// search attributes the workflows keep current, and a client of it.
-func startEmbedded(t *testing.T) (*devserver.Server, client.Client) {
+// startEmbedded starts alignflow's embedded server (in memory unless opts
+// names a file), with the search attributes the workflows keep current, and
+// a client of it.
+func startEmbedded(t *testing.T, opts devserver.Options) (*devserver.Server, client.Client) {
 	t.Helper()
-	srv, err := devserver.Start(context.Background(), devserver.Options{SearchAttributes: workflows.SearchAttributes})
+	opts.SearchAttributes = workflows.SearchAttributes
+	srv, err := devserver.Start(context.Background(), opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = srv.Stop() })
 	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
@@ -56,16 +58,23 @@ func startEmbedded(t *testing.T) (*devserver.Server, client.Client) {
 	return srv, cl
 }
 
-// startServer starts the embedded server and an in-process worker.
-func startServer(t *testing.T) (client.Client, *artifact.Store) {
+// startInProcessWorker runs a worker of cl in the test process, storing
+// artifacts in a fresh folder.
+func startInProcessWorker(t *testing.T, cl client.Client) *artifact.Store {
 	t.Helper()
-	_, cl := startEmbedded(t)
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Stop)
-	return cl, store
+	return store
+}
+
+// startServer starts the embedded server and an in-process worker.
+func startServer(t *testing.T) (client.Client, *artifact.Store) {
+	t.Helper()
+	_, cl := startEmbedded(t, devserver.Options{})
+	return cl, startInProcessWorker(t, cl)
 }
 
 // TestAlignmentEndToEnd runs a whole alignment on a real server and worker:

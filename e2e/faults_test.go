@@ -19,6 +19,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -128,7 +129,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run takes minutes")
 	}
-	srv, cl := startEmbedded(t)
+	srv, cl := startEmbedded(t, devserver.Options{})
 	dataDir := t.TempDir()
 	spec := faultSpec()
 

@@ -11,9 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
-	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/devserver"
-	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -29,20 +27,9 @@ func TestServerRestartMidRun(t *testing.T) {
 	require.NoError(t, err)
 	port := l.Addr().(*net.TCPAddr).Port
 	require.NoError(t, l.Close())
-	dir := t.TempDir()
-	opts := devserver.Options{DBFile: filepath.Join(dir, "temporal.db"), Port: port, SearchAttributes: workflows.SearchAttributes}
-	srv, err := devserver.Start(context.Background(), opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Stop() })
-
-	cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default"})
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
-	store, err := artifact.Open(filepath.Join(dir, "artifacts"))
-	require.NoError(t, err)
-	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
-	require.NoError(t, w.Start())
-	t.Cleanup(w.Stop)
+	opts := devserver.Options{DBFile: filepath.Join(t.TempDir(), "temporal.db"), Port: port}
+	srv, cl := startEmbedded(t, opts)
+	startInProcessWorker(t, cl)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -57,6 +44,7 @@ func TestServerRestartMidRun(t *testing.T) {
 
 	require.NoError(t, srv.Stop())
 	time.Sleep(2 * time.Second)
+	opts.SearchAttributes = workflows.SearchAttributes
 	srv, err = devserver.Start(context.Background(), opts)
 	require.NoError(t, err, "the server starts again on the same file and port")
 	t.Cleanup(func() { _ = srv.Stop() })

@@ -15,7 +15,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/worker"
+	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -28,13 +28,8 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run takes minutes")
 	}
-	srv, cl := startEmbedded(t)
-	dataDir := t.TempDir()
-	store, err := artifact.Open(dataDir)
-	require.NoError(t, err)
-	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
-	require.NoError(t, w.Start())
-	t.Cleanup(w.Stop)
+	srv, cl := startEmbedded(t, devserver.Options{})
+	store := startInProcessWorker(t, cl)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
