@@ -288,6 +288,10 @@ func fitPrompt(p string, maxLen int) bool { return len(tokenizer.EncodePrompt(p)
 // PrepareData generates the matched dataset, or validates the user's files,
 // and stores both in the run's artifact folder.
 func (a *Activities) PrepareData(ctx context.Context, in PrepareDataInput) (Data, error) {
+	return reuse(ctx, a, StagePrepareData, in.Spec, in.RunID, in, func() (Data, error) { return a.prepareData(ctx, in) })
+}
+
+func (a *Activities) prepareData(ctx context.Context, in PrepareDataInput) (Data, error) {
 	spec := in.Spec
 	var ratings []helpsteer.Rating
 	var prefs []helpsteer.Preference

@@ -23,6 +23,7 @@ func tinySpec() config.Spec {
 	spec.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
 	spec.SFT.Steps, spec.SFT.CheckpointEvery = 12, 4
 	spec.Reward.Steps, spec.Reward.CheckpointEvery, spec.Reward.BatchSize = 8, 3, 8
+	spec.ReuseStageOutputs = false // the tests repeat stages in one store on purpose
 	return spec
 }
 

@@ -20,7 +20,7 @@ import (
 // outputs to the validation ratings, and RewardBench-style category scores.
 func (a *Activities) EvaluateRewardModel(ctx context.Context, in RewardEvalInput) (RewardEval, error) {
 	defer keepAlive(ctx, Progress{Stage: StageRewardEval})()
-	res, err := a.evaluateRewardModel(ctx, in)
+	res, err := reuse(ctx, a, StageRewardEval, in.Spec, in.RunID, in, func() (RewardEval, error) { return a.evaluateRewardModel(ctx, in) })
 	return res, classify(err)
 }
 

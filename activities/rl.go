@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -61,7 +62,7 @@ func sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
 // reward model, and the KL to the reference policy.
 func (a *Activities) EvaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
 	defer keepAlive(ctx, Progress{Stage: in.Label})()
-	res, err := a.evaluatePolicy(ctx, in)
+	res, err := reuse(ctx, a, "policy_eval", in.Spec, in.RunID, in, func() (PolicyEval, error) { return a.evaluatePolicy(ctx, in) })
 	return res, classify(err)
 }
 
@@ -191,7 +192,7 @@ type rolloutRecord struct {
 // policy, its optimizer state and the rollouts.
 func (a *Activities) ReinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
 	defer keepAlive(ctx, Progress{Stage: StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
-	res, err := a.reinforceIteration(ctx, in)
+	res, err := reuse(ctx, a, StageReinforce, in.Spec, in.RunID, in, func() (IterationResult, error) { return a.reinforceIteration(ctx, in) })
 	return res, classify(err)
 }
 
@@ -299,12 +300,62 @@ func (a *Activities) WriteReport(_ context.Context, in ReportInput) (ReportPaths
 	return out, nil
 }
 
-// WriteSummary writes the run summary to <data-dir>/runs/<run>/summary.json.
+// curveSegment is the stored form of a CurveInput.
+type curveSegment struct {
+	Previous *artifact.Ref      `json:"previous,omitempty"`
+	Points   []IterationMetrics `json:"points"`
+}
+
+// SaveCurve stores a segment of the REINFORCE curve as
+// <data-dir>/runs/<run>/reinforce/curve-<first>-<last>.json.
+func (a *Activities) SaveCurve(_ context.Context, in CurveInput) (artifact.Ref, error) {
+	name := "curve-empty.json"
+	if n := len(in.Points); n > 0 {
+		name = fmt.Sprintf("curve-%05d-%05d.json", in.Points[0].Iteration, in.Points[n-1].Iteration)
+	}
+	return a.Store.PutJSON(runPath(in.RunID, "reinforce", name), curveSegment{Previous: in.Previous, Points: in.Points})
+}
+
+// loadCurve follows a chain of curve segments back to the first and returns
+// every point in order, verifying each segment.
+func (a *Activities) loadCurve(last artifact.Ref) ([]IterationMetrics, error) {
+	var segments [][]IterationMetrics
+	for ref := &last; ref != nil; {
+		var seg curveSegment
+		if err := a.Store.GetJSON(*ref, &seg); err != nil {
+			return nil, fmt.Errorf("REINFORCE curve segment: %w", err)
+		}
+		segments = append(segments, seg.Points)
+		ref = seg.Previous
+	}
+	var points []IterationMetrics
+	for i := len(segments) - 1; i >= 0; i-- {
+		points = append(points, segments[i]...)
+	}
+	return points, nil
+}
+
+// WriteSummary writes the run summary to <data-dir>/runs/<run>/summary.json,
+// with the whole REINFORCE curve when it was stored in segments.
 func (a *Activities) WriteSummary(_ context.Context, in SummaryInput) (string, error) {
-	b, err := json.MarshalIndent(in.Summary, "", "  ")
+	b, err := json.Marshal(in.Summary)
 	if err != nil {
 		return "", fmt.Errorf("encode summary: %w", err)
 	}
+	if in.Curve != nil {
+		points, err := a.loadCurve(*in.Curve)
+		if err != nil {
+			return "", classify(err)
+		}
+		if b, err = withField(b, "curve", points); err != nil {
+			return "", fmt.Errorf("encode summary: %w", err)
+		}
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return "", fmt.Errorf("encode summary: %w", err)
+	}
+	b = out.Bytes()
 	p := filepath.Join(a.Store.Root, "runs", in.RunID, "summary.json")
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return "", err
@@ -313,4 +364,22 @@ func (a *Activities) WriteSummary(_ context.Context, in SummaryInput) (string, e
 		return "", err
 	}
 	return p, nil
+}
+
+// withField appends a field to an encoded JSON object, keeping the order of
+// the fields before it (a map would sort them).
+func withField(object []byte, name string, value any) ([]byte, error) {
+	v, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	object = bytes.TrimRight(object, " \n")
+	if len(object) < 2 || object[len(object)-1] != '}' {
+		return nil, fmt.Errorf("not a JSON object")
+	}
+	head := object[:len(object)-1]
+	if len(bytes.TrimSpace(head)) > 1 {
+		head = append(head, ',')
+	}
+	return append(append(append(head, fmt.Sprintf("%q:", name)...), v...), '}'), nil
 }

@@ -43,7 +43,7 @@ const heartbeatEvery = 10
 
 // TrainSFT fine-tunes a fresh policy on the training split's rated responses.
 func (a *Activities) TrainSFT(ctx context.Context, in TrainInput) (TrainResult, error) {
-	res, err := a.trainSFT(ctx, in)
+	res, err := reuse(ctx, a, StageSFT, in.Spec, in.RunID, in, func() (TrainResult, error) { return a.trainSFT(ctx, in) })
 	return res, classify(err)
 }
 
@@ -112,7 +112,7 @@ func (a *Activities) saveModel(runID, rel string, params *weights.Set, res Train
 // TrainRewardModel trains a reward model, initialised from the SFT policy's
 // backbone, on the training split's preference pairs.
 func (a *Activities) TrainRewardModel(ctx context.Context, in TrainInput) (TrainResult, error) {
-	res, err := a.trainRewardModel(ctx, in)
+	res, err := reuse(ctx, a, StageRewardModel, in.Spec, in.RunID, in, func() (TrainResult, error) { return a.trainRewardModel(ctx, in) })
 	return res, classify(err)
 }
 

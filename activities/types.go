@@ -34,6 +34,7 @@ const (
 
 // Data is the prepared dataset of a run.
 type Data struct {
+	Reused
 	Ratings     artifact.Ref `json:"ratings"`
 	Preferences artifact.Ref `json:"preferences"`
 	// Generated is true when the bundled matched generator made the data, so
@@ -78,6 +79,7 @@ type TrainInput struct {
 
 // TrainResult reports a finished training stage.
 type TrainResult struct {
+	Reused
 	Checkpoint   artifact.Ref `json:"checkpoint"`
 	Digest       string       `json:"digest"` // sha256 of the weights
 	Steps        int          `json:"steps"`
@@ -101,6 +103,7 @@ type RewardEvalInput struct {
 
 // RewardEval is the reward model's held-out quality.
 type RewardEval struct {
+	Reused
 	HeldoutAccuracy float64 `json:"heldout_accuracy"`
 	HeldoutPairs    int     `json:"heldout_pairs"`
 	TrainAccuracy   float64 `json:"train_accuracy"`
@@ -158,6 +161,7 @@ type SampleText struct {
 // PolicyEval is a policy's quality on held-out prompts, sampled with the
 // eval seed so that before and after see the same random stream.
 type PolicyEval struct {
+	Reused
 	GoldScore     *float64     `json:"gold_score"` // nil when the data has no gold rubric
 	Reward        float64      `json:"reward"`
 	KLToReference float64      `json:"kl_to_reference"` // mean over samples of sum_t log pi - log pi_ref
@@ -181,6 +185,7 @@ type IterationInput struct {
 
 // IterationResult reports an iteration and where its outputs are.
 type IterationResult struct {
+	Reused
 	Iteration     int          `json:"iteration"`
 	Policy        artifact.Ref `json:"policy"`
 	PolicyDigest  string       `json:"policy_sha256"` // of the weights, as StageModel's checkpoint_sha256
@@ -209,6 +214,19 @@ type Progress struct {
 type SummaryInput struct {
 	RunID   string `json:"run_id"`
 	Summary any    `json:"summary"`
+	// Curve is the last segment of the REINFORCE curve; the whole curve is
+	// written into the summary file as "curve". Empty when the summary
+	// carries its curve itself (runs recorded before curve segments).
+	Curve *artifact.Ref `json:"curve,omitempty"`
+}
+
+// CurveInput is one segment of the REINFORCE curve: the iterations one
+// workflow run executed, linked to the segment before it, so that a run
+// that continues as new carries a single reference however long it is.
+type CurveInput struct {
+	RunID    string             `json:"run_id"`
+	Previous *artifact.Ref      `json:"previous,omitempty"` // nil for the first segment
+	Points   []IterationMetrics `json:"points"`
 }
 
 // ReportInput asks for a report to be written next to the run's artifacts.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -33,13 +34,27 @@ func Names() []string {
 }
 
 // extraBackends holds the backends linked by build tags (see xla.go), keyed by
-// name, with their GoMLX configuration string.
-var extraBackends = map[string]func() (string, error){}
+// name; each turns the part of the backend name after a colon (a plugin, for
+// "xla:/path/to/plugin.so") into its GoMLX configuration string.
+var extraBackends = map[string]func(arg string) (string, error){}
 
 var (
 	mu    sync.Mutex
 	cache = map[string]backends.Backend{}
 )
+
+// Check reports whether name is a backend this binary can run: "go", or one
+// linked by a build tag, optionally with an argument ("xla:cuda").
+func Check(name string) error {
+	base, _, _ := strings.Cut(name, ":")
+	if base == Go && name == Go || extraBackends[base] != nil {
+		return nil
+	}
+	if base == "xla" {
+		return fmt.Errorf("backend %q is not linked into this build: build with CGO_ENABLED=1 go build -tags xla", name)
+	}
+	return fmt.Errorf("unknown backend %q", name)
+}
 
 // New returns the backend with the given name ("" means Go). Backends are
 // created once per process and shared: a backend owns worker pools and, for
@@ -48,24 +63,22 @@ func New(name string) (backends.Backend, error) {
 	if name == "" {
 		name = Go
 	}
+	if err := Check(name); err != nil {
+		return nil, fmt.Errorf("%w (available: %v)", err, Names())
+	}
 	installFastDotGradient()
 	mu.Lock()
 	defer mu.Unlock()
 	if b, ok := cache[name]; ok {
 		return b, nil
 	}
-	var config string
-	switch {
-	case name == Go:
-		config = goConfig
-	case extraBackends[name] != nil:
-		c, err := extraBackends[name]()
+	config := goConfig
+	if base, arg, _ := strings.Cut(name, ":"); base != Go {
+		c, err := extraBackends[base](arg)
 		if err != nil {
 			return nil, fmt.Errorf("backend %q: %w", name, err)
 		}
 		config = c
-	default:
-		return nil, fmt.Errorf("backend %q is not available in this build (available: %v)", name, Names())
 	}
 	b, err := newQuiet(config)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -71,5 +72,17 @@ func TestFastDotGradientMatchesStock(t *testing.T) {
 				require.InDeltaSlice(t, wv, gv, 1e-4)
 			}
 		})
+	}
+}
+
+func TestCheckNamesWhatIsMissing(t *testing.T) {
+	require.NoError(t, Check(Go))
+	err := Check("tpu")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown backend "tpu"`)
+	if _, linked := extraBackends["xla"]; !linked {
+		err = Check("xla:cuda")
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "-tags xla", "a user asking for XLA learns how to get it")
 	}
 }

@@ -31,14 +31,18 @@ type Spec struct {
 	// HeartbeatTimeoutSeconds is how long a running activity may go without
 	// a heartbeat before Temporal retries it elsewhere: how fast a dead
 	// worker is noticed.
-	HeartbeatTimeoutSeconds int       `json:"heartbeat_timeout_seconds"`
-	Data                    Data      `json:"data"`
-	Model                   Model     `json:"model"`
-	SFT                     SFT       `json:"sft"`
-	Reward                  Reward    `json:"reward"`
-	Reinforce               Reinforce `json:"reinforce"`
-	Eval                    Eval      `json:"eval"`
-	Compare                 Compare   `json:"compare"`
+	HeartbeatTimeoutSeconds int `json:"heartbeat_timeout_seconds"`
+	// ReuseStageOutputs lets a run take a stage's output from an earlier run
+	// in the same data dir whose inputs were the same (spec apart from name
+	// and operational settings, data, code), after verifying its artifacts.
+	ReuseStageOutputs bool      `json:"reuse_stage_outputs"`
+	Data              Data      `json:"data"`
+	Model             Model     `json:"model"`
+	SFT               SFT       `json:"sft"`
+	Reward            Reward    `json:"reward"`
+	Reinforce         Reinforce `json:"reinforce"`
+	Eval              Eval      `json:"eval"`
+	Compare           Compare   `json:"compare"`
 }
 
 // Data says where ratings and preferences come from: files in HelpSteer2's
@@ -105,6 +109,11 @@ type Reinforce struct {
 	TopP                float64 `json:"top_p"`
 	MaxTokens           int     `json:"max_tokens"`
 	BatchSize           int     `json:"batch_size"`
+	// ContinueAsNewEvery is how many iterations one workflow run executes
+	// before it continues as new, carrying only references, so that the
+	// history of a long run stays small (Temporal also suggests it earlier
+	// when a history grows large).
+	ContinueAsNewEvery int `json:"continue_as_new_every"`
 }
 
 // Eval measures the policy before and after REINFORCE on held-out prompts.
@@ -142,6 +151,7 @@ func Default() Spec {
 		Seed:                    1,
 		Backend:                 backend.Go,
 		HeartbeatTimeoutSeconds: 120,
+		ReuseStageOutputs:       true,
 		Data: Data{Generate: Generate{
 			Prompts: 2000, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
 		}},
@@ -150,7 +160,7 @@ func Default() Spec {
 		Reward: Reward{Recipe: DefaultRecipe, Steps: 100, BatchSize: 16, LearningRate: 1e-3, CheckpointEvery: 25},
 		Reinforce: Reinforce{
 			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
-			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64,
+			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64, ContinueAsNewEvery: 100,
 		},
 		Eval:    Eval{Prompts: 64, SamplesPerPrompt: 16, Temperature: 1, ShowSamples: 6},
 		Compare: Compare{Variants: reward.RecipeNames(), BenchPairsPerSubset: 40},
@@ -273,8 +283,8 @@ func (s Spec) Validate() error {
 	if s.HeartbeatTimeoutSeconds < 5 {
 		bad("heartbeat_timeout_seconds", fmt.Sprintf("must be at least 5 (activities heartbeat every 2 s), got %d", s.HeartbeatTimeoutSeconds))
 	}
-	if !contains(backend.Names(), s.Backend) {
-		bad("backend", fmt.Sprintf("unknown backend %q", s.Backend), backend.Names()...)
+	if err := backend.Check(s.Backend); err != nil {
+		bad("backend", err.Error(), backend.Names()...)
 	}
 	if s.Data.Ratings == "" && s.Data.Preferences == "" {
 		positive("data.generate.prompts", s.Data.Generate.Prompts)
@@ -336,6 +346,7 @@ func (s Spec) Validate() error {
 	}
 	positive("reinforce.max_tokens", r.MaxTokens)
 	positive("reinforce.batch_size", r.BatchSize)
+	positive("reinforce.continue_as_new_every", r.ContinueAsNewEvery)
 	positive("eval.prompts", s.Eval.Prompts)
 	positive("eval.samples_per_prompt", s.Eval.SamplesPerPrompt)
 	if s.Eval.Temperature < 0 {

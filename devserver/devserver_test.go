@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -324,4 +326,40 @@ func TestBusyInternalPortIsAnError(t *testing.T) {
 	require.Error(t, err)
 	require.ErrorIs(t, err, syscall.EADDRINUSE)
 	t.Log(err)
+}
+
+// TestWebUI serves the Temporal Web UI for an embedded server: the page and
+// the API it calls (which reads from the server) answer, and a taken port is
+// an error instead of an exit.
+func TestWebUI(t *testing.T) {
+	srv, err := Start(context.Background(), Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ui, err := StartUI(ctx, "", port, srv.FrontendHostPort(), "default")
+	require.NoError(t, err)
+	defer ui.Stop()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(ui.URL() + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	code, body := get("/namespaces/default/workflows")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "<html")
+	code, body = get("/api/v1/namespaces/default")
+	assert.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "NAMESPACE_STATE_REGISTERED", "the UI reads the namespace from the server")
+
+	_, err = StartUI(ctx, "", port, srv.FrontendHostPort(), "default")
+	assert.ErrorIs(t, err, ErrPortInUse, "a taken port is reported, not fatal")
 }

@@ -31,7 +31,7 @@ import (
 	"github.com/alignflow/alignflow/workflows"
 )
 
-var updateHistory = flag.Bool("update-history", false, "rewrite workflows/testdata/alignment-history.json from this run")
+var updateHistory = flag.Bool("update-history", false, "rewrite the recorded histories in workflows/testdata from this run")
 
 // e2eSpec is the smallest run that still shows every effect the test asserts.
 func e2eSpec() config.Spec {
@@ -40,7 +40,29 @@ func e2eSpec() config.Spec {
 	s.Seed = 1
 	s.SFT.Steps = 400
 	s.Reinforce.Iterations = 16
+	s.Reinforce.ContinueAsNewEvery = 6 // three workflow runs
 	return s
+}
+
+// runHistories returns the histories of every workflow run of id, oldest
+// first, following continue-as-new back from the latest run.
+func runHistories(t *testing.T, cl client.Client, id string) []*historypb.History {
+	t.Helper()
+	var out []*historypb.History
+	for runID := ""; ; {
+		hist := &historypb.History{}
+		iter := cl.GetWorkflowHistory(context.Background(), id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for iter.HasNext() {
+			ev, err := iter.Next()
+			require.NoError(t, err)
+			hist.Events = append(hist.Events, ev)
+		}
+		out = append([]*historypb.History{hist}, out...)
+		runID = hist.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetContinuedExecutionRunId()
+		if runID == "" {
+			return out
+		}
+	}
 }
 
 // startEmbedded starts alignflow's embedded server (in memory unless opts
@@ -103,9 +125,10 @@ func TestAlignmentEndToEnd(t *testing.T) {
 	assert.Greater(t, *s.Policy.GoldScoreAfter, *s.Policy.GoldScoreBefore, "REINFORCE raises the gold score on held-out prompts")
 	assert.Greater(t, s.Policy.RewardAfter, s.Policy.RewardBefore)
 	assert.Greater(t, s.Policy.KLToReference, 0.0)
-	assert.Len(t, s.Curve, spec.Reinforce.Iterations)
+	assert.Equal(t, 3, s.Runs, "the run continued as new twice")
+	assert.Equal(t, spec.Reinforce.Iterations, s.Policy.Iterations)
 
-	// The summary on disk is the workflow's result.
+	// The summary on disk is the workflow's result, with the whole curve.
 	b, err := os.ReadFile(filepath.Join(store.Root, "runs", "e2e-alignment", "summary.json"))
 	require.NoError(t, err)
 	var onDisk map[string]any
@@ -118,6 +141,15 @@ func TestAlignmentEndToEnd(t *testing.T) {
 		assert.Contains(t, pol, key)
 	}
 	assert.Contains(t, onDisk["reward_model"].(map[string]any), "heldout_accuracy")
+	var withCurve struct {
+		Curve []activities.IterationMetrics `json:"curve"`
+	}
+	require.NoError(t, json.Unmarshal(b, &withCurve))
+	require.Len(t, withCurve.Curve, spec.Reinforce.Iterations, "the curve segments of all workflow runs")
+	for i, p := range withCurve.Curve {
+		assert.Equal(t, i, p.Iteration)
+	}
+	assert.Equal(t, *s.Policy.LastIteration, withCurve.Curve[len(withCurve.Curve)-1])
 
 	// The run is found by its search attributes and carries its memo.
 	final, err := store.GetWeights(s.Policy.Checkpoint)
@@ -128,33 +160,43 @@ func TestAlignmentEndToEnd(t *testing.T) {
 			Query: fmt.Sprintf(`AlignmentStage="done" AND AlignmentIteration=%d`, spec.Reinforce.Iterations)})
 		return err == nil && len(resp.GetExecutions()) == 1 && resp.GetExecutions()[0].GetExecution().GetWorkflowId() == "e2e-alignment"
 	}, 20*time.Second, 200*time.Millisecond, "listed by AlignmentStage and AlignmentIteration")
-	desc, err := cl.DescribeWorkflowExecution(ctx, run.GetID(), run.GetRunID())
+	desc, err := cl.DescribeWorkflowExecution(ctx, run.GetID(), "")
 	require.NoError(t, err)
 	var name string
 	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(desc.GetWorkflowExecutionInfo().GetMemo().GetFields()["name"], &name))
-	assert.Equal(t, spec.Name, name)
+	assert.Equal(t, spec.Name, name, "the memo of the latest workflow run")
 
-	// Every stage is in the history.
+	// Every stage is in the history of one of the workflow runs; each run's
+	// history stays small however many iterations the alignment has.
 	seen := map[string]int{}
-	iter := cl.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	hist := &historypb.History{}
-	for iter.HasNext() {
-		ev, err := iter.Next()
-		require.NoError(t, err)
-		hist.Events = append(hist.Events, ev)
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-			seen[a.GetActivityType().GetName()]++
+	hists := runHistories(t, cl, run.GetID())
+	require.Len(t, hists, 3)
+	for i, hist := range hists {
+		events := hist.GetEvents()
+		assert.Less(t, len(events), 60+spec.Reinforce.ContinueAsNewEvery*12, "run %d: %d events", i+1, len(events))
+		for _, ev := range events {
+			if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+				seen[a.GetActivityType().GetName()]++
+			}
+		}
+		last := events[len(events)-1]
+		if i < len(hists)-1 {
+			assert.NotNil(t, last.GetWorkflowExecutionContinuedAsNewEventAttributes(), "run %d continued as new", i+1)
 		}
 	}
-	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "ReinforceIteration", "WriteSummary"} {
+	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "ReinforceIteration", "SaveCurve", "WriteSummary"} {
 		assert.Positive(t, seen[name], "activity %s in history", name)
 	}
+	assert.Equal(t, 1, seen["TrainSFT"], "stages before REINFORCE run once")
 	assert.Equal(t, 2, seen["EvaluatePolicy"], "policy evaluated before and after")
 	assert.Equal(t, spec.Reinforce.Iterations, seen["ReinforceIteration"])
+	assert.Equal(t, 3, seen["SaveCurve"], "one curve segment per workflow run")
 	if *updateHistory {
-		out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "alignment-history.json"), out, 0o644))
+		for file, hist := range map[string]*historypb.History{"alignment-history.json": hists[0], "alignment-history-continued.json": hists[len(hists)-1]} {
+			out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", file), out, 0o644))
+		}
 	}
 }
 

@@ -86,16 +86,19 @@ func (w *workerProcess) kill(t *testing.T) {
 }
 
 // faultSpec is a run small enough to repeat several times, with checkpoints
-// every 10 steps and a 5 s heartbeat timeout so a dead worker is noticed fast.
+// every 10 steps, a 5 s heartbeat timeout so a dead worker is noticed fast,
+// and REINFORCE continuing as new halfway.
 func faultSpec() config.Spec {
 	s := config.Default()
 	s.Name = "faults"
 	s.HeartbeatTimeoutSeconds = 5
+	s.ReuseStageOutputs = false // the same spec runs several times in one data dir
 	s.Data.Generate.Prompts = 300
 	s.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
 	s.SFT.Steps, s.SFT.CheckpointEvery = 300, 10
 	s.Reward.Steps, s.Reward.CheckpointEvery = 100, 10
 	s.Reinforce.Iterations, s.Reinforce.PromptsPerIteration, s.Reinforce.BatchSize = 4, 8, 32
+	s.Reinforce.ContinueAsNewEvery = 2 // a kill in either workflow run must resume exactly
 	s.Eval.Prompts, s.Eval.SamplesPerPrompt = 8, 2
 	s.Compare.BenchPairsPerSubset = 4
 	return s
@@ -172,7 +175,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 			assert.Positive(t, s.RewardModel.ResumedFrom, "reward model resumed from a checkpoint")
 		}},
 		{"reinforce", "ReinforceIteration", func(act string, p *activities.Progress) bool {
-			return act == "ReinforceIteration" && p.Step >= 2
+			return act == "ReinforceIteration" && p.Step >= 3 // in the continued workflow run
 		}, nil},
 	}
 	for _, tc := range cases {
@@ -194,17 +197,16 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 // run's history.
 func maxAttempt(t *testing.T, cl client.Client, id, name string) int32 {
 	t.Helper()
-	iter := cl.GetWorkflowHistory(context.Background(), id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	types := map[int64]string{}
 	var most int32
-	for iter.HasNext() {
-		ev, err := iter.Next()
-		require.NoError(t, err)
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-			types[ev.GetEventId()] = a.GetActivityType().GetName()
-		}
-		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && types[a.GetScheduledEventId()] == name {
-			most = max(most, a.GetAttempt())
+	for _, hist := range runHistories(t, cl, id) {
+		types := map[int64]string{}
+		for _, ev := range hist.GetEvents() {
+			if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+				types[ev.GetEventId()] = a.GetActivityType().GetName()
+			}
+			if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && types[a.GetScheduledEventId()] == name {
+				most = max(most, a.GetAttempt())
+			}
 		}
 	}
 	return most

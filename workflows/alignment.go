@@ -43,17 +43,24 @@ type Progress struct {
 // Summary is the result of an Alignment run; it is also written to
 // <data-dir>/runs/<workflow-id>/summary.json.
 type Summary struct {
-	WorkflowID  string                        `json:"workflow_id"`
-	Name        string                        `json:"name"`
-	Seed        int64                         `json:"seed"`
-	Backend     string                        `json:"backend"`
-	Data        activities.Data               `json:"data"`
-	SFT         StageModel                    `json:"sft"`
-	RewardModel RewardModelSummary            `json:"reward_model"`
-	Policy      PolicySummary                 `json:"policy"`
-	Curve       []activities.IterationMetrics `json:"curve"`
-	Samples     []SamplePair                  `json:"samples"`
-	SummaryPath string                        `json:"summary_path"`
+	WorkflowID  string             `json:"workflow_id"`
+	Name        string             `json:"name"`
+	Seed        int64              `json:"seed"`
+	Backend     string             `json:"backend"`
+	Data        activities.Data    `json:"data"`
+	SFT         StageModel         `json:"sft"`
+	RewardModel RewardModelSummary `json:"reward_model"`
+	Policy      PolicySummary      `json:"policy"`
+	// Curve is the REINFORCE curve of runs recorded before curve segments;
+	// later runs keep it in artifact segments (CurveRef, the last one) and
+	// summary.json holds it whole.
+	Curve    []activities.IterationMetrics `json:"curve,omitempty"`
+	CurveRef *artifact.Ref                 `json:"curve_ref,omitempty"`
+	// Runs is how many workflow runs the alignment took (it continues as
+	// new every reinforce.continue_as_new_every iterations).
+	Runs        int          `json:"workflow_runs,omitempty"`
+	Samples     []SamplePair `json:"samples"`
+	SummaryPath string       `json:"summary_path"`
 }
 
 // StageModel describes a trained model.
@@ -66,6 +73,8 @@ type StageModel struct {
 	Seconds    float64      `json:"seconds"`
 	// ResumedFrom is the step its last attempt resumed from after a failure.
 	ResumedFrom int `json:"resumed_from_step,omitempty"`
+	// ReusedFrom is the earlier run whose verified output this run reused.
+	ReusedFrom string `json:"reused_from_run,omitempty"`
 }
 
 // RewardModelSummary is the reward model and its held-out quality.
@@ -101,6 +110,9 @@ type PolicySummary struct {
 	LengthBefore    float64  `json:"mean_length_before"`
 	LengthAfter     float64  `json:"mean_length_after"`
 	EvalPrompts     int      `json:"eval_prompts"`
+	// FirstIteration and LastIteration are the ends of the REINFORCE curve.
+	FirstIteration *activities.IterationMetrics `json:"first_iteration,omitempty"`
+	LastIteration  *activities.IterationMetrics `json:"last_iteration,omitempty"`
 }
 
 // SamplePair shows one held-out prompt answered before and after alignment.
@@ -133,6 +145,35 @@ func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workfl
 	})
 }
 
+// segmentsVersion is the workflow version from which the REINFORCE loop
+// continues as new every reinforce.continue_as_new_every iterations and keeps
+// its curve in artifact segments; runs recorded before it keep the curve in
+// the workflow and never continue as new.
+const segmentsVersion = 1
+
+// Continuation is what an alignment run hands to the run it continues as:
+// references and small results of the finished stages, the REINFORCE
+// position, the signals' state and the last curve segment. No tensors, and
+// nothing that grows with the number of iterations.
+type Continuation struct {
+	Data         activities.Data              `json:"data"`
+	SFT          activities.TrainResult       `json:"sft"`
+	RewardModel  activities.TrainResult       `json:"reward_model"`
+	RewardEval   activities.RewardEval        `json:"reward_eval"`
+	Before       activities.PolicyEval        `json:"before"`
+	Completed    []string                     `json:"completed"`
+	Iteration    int                          `json:"iteration"` // REINFORCE iterations finished
+	Policy       artifact.Ref                 `json:"policy"`
+	PolicyDigest string                       `json:"policy_sha256"`
+	Optimizer    artifact.Ref                 `json:"optimizer"`
+	First        *activities.IterationMetrics `json:"first_iteration,omitempty"`
+	Last         *activities.IterationResult  `json:"last_iteration,omitempty"`
+	Curve        *artifact.Ref                `json:"curve,omitempty"` // the last saved segment
+	Paused       bool                         `json:"paused,omitempty"`
+	Stop         bool                         `json:"stop,omitempty"`
+	Runs         int                          `json:"runs"` // workflow runs before this one
+}
+
 // Alignment runs RLHF end to end: prepare matched data, SFT the initial
 // policy, train and evaluate the reward model, evaluate the SFT policy, run
 // REINFORCE iterations, evaluate the aligned policy and write the summary.
@@ -140,73 +181,94 @@ func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workfl
 // Its input is the run spec as JSON. It is taken raw so that a spec given
 // through the temporal CLI is parsed and validated here, and a bad one fails
 // the run with a non-retryable error that names the field, instead of failing
-// workflow tasks forever on decoding.
-func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
+// workflow tasks forever on decoding. The REINFORCE loop continues as new
+// every reinforce.continue_as_new_every iterations: the next run gets the
+// same spec and a Continuation (nil when a run starts).
+func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*Summary, error) {
 	t, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
+	segmented := workflow.GetVersion(ctx, "segments", workflow.DefaultVersion, segmentsVersion) >= segmentsVersion
 	progress := t.p
 	progress.Iterations = spec.Reinforce.Iterations
-	t.listen()
 	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
 	enter, done := t.enter, t.done
 
 	short := options(ctx, 10*time.Minute, 0)
-	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
 	iter := options(ctx, 30*time.Minute, heartbeatTimeout(spec))
 
-	data, sft, err := t.prepareAndSFT(runID, spec)
-	if err != nil {
-		return nil, err
+	st := cont
+	if st == nil {
+		t.listen()
+		if st, err = t.beforeReinforce(runID, spec); err != nil {
+			return nil, err
+		}
+	} else {
+		progress.Completed, progress.Iteration, progress.Last = st.Completed, st.Iteration, st.Last
+		progress.Paused, progress.StopRequested = st.Paused, st.Stop
+		t.listen()
+		t.upsert(IterationAttribute.ValueSet(int64(st.Iteration)))
 	}
-
-	enter(activities.StageRewardModel)
-	var rm activities.TrainResult
-	if err := workflow.ExecuteActivity(long, a.TrainRewardModel, activities.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &rm); err != nil {
-		return nil, t.fail(err)
-	}
-	done(activities.StageRewardModel)
-
-	enter(activities.StageRewardEval)
-	var rmEval activities.RewardEval
-	if err := workflow.ExecuteActivity(short, a.EvaluateRewardModel, activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: rm.Checkpoint}).Get(ctx, &rmEval); err != nil {
-		return nil, t.fail(err)
-	}
-	done(activities.StageRewardEval)
-	progress.Metrics = map[string]float64{"reward_model.heldout_accuracy": rmEval.HeldoutAccuracy}
-
-	evalIn := activities.PolicyEvalInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint, Label: activities.StageEvalBefore}
-	enter(activities.StageEvalBefore)
-	var before activities.PolicyEval
-	if err := workflow.ExecuteActivity(iter, a.EvaluatePolicy, evalIn).Get(ctx, &before); err != nil {
-		return nil, t.fail(err)
-	}
-	done(activities.StageEvalBefore)
+	progress.Metrics = map[string]float64{"reward_model.heldout_accuracy": st.RewardEval.HeldoutAccuracy}
 
 	enter(activities.StageReinforce)
-	pol, polDigest := sft.Checkpoint, sft.Digest
-	var opt artifact.Ref
-	var curve []activities.IterationMetrics
-	for i := 0; i < spec.Reinforce.Iterations; i++ {
+	var points []activities.IterationMetrics // this run's part of the curve (all of it before segments)
+	saveCurve := func() error {
+		if len(points) == 0 && st.Curve != nil {
+			return nil
+		}
+		var seg artifact.Ref
+		if err := workflow.ExecuteActivity(short, a.SaveCurve, activities.CurveInput{RunID: runID, Previous: st.Curve, Points: points}).Get(ctx, &seg); err != nil {
+			return err
+		}
+		st.Curve, points = &seg, nil
+		return nil
+	}
+	started := st.Iteration
+	for st.Iteration < spec.Reinforce.Iterations {
 		if t.gate() {
 			break
 		}
+		if segmented && st.Iteration > started &&
+			(st.Iteration-started >= spec.Reinforce.ContinueAsNewEvery || workflow.GetInfo(ctx).GetContinueAsNewSuggested()) {
+			if err := saveCurve(); err != nil {
+				return nil, t.fail(err)
+			}
+			t.drain()
+			st.Completed, st.Paused, st.Stop = progress.Completed, progress.Paused, progress.StopRequested
+			st.Runs++
+			return nil, workflow.NewContinueAsNewError(ctx, AlignmentName, input, st)
+		}
 		var res activities.IterationResult
-		in := activities.IterationInput{RunID: runID, Spec: spec, Data: data, Iteration: i, Policy: pol, Optimizer: opt, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
+		in := activities.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
+			Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
 		if err := workflow.ExecuteActivity(iter, a.ReinforceIteration, in).Get(ctx, &res); err != nil {
 			return nil, t.fail(err)
 		}
-		pol, opt, polDigest = res.Policy, res.Optimizer, res.PolicyDigest
-		progress.Iteration = i + 1
-		progress.Last = &res
-		t.upsert(IterationAttribute.ValueSet(int64(i+1)), RewardMeanAttribute.ValueSet(res.RewardMean))
-		curve = append(curve, res.Metrics())
+		m := res.Metrics()
+		st.Policy, st.Optimizer, st.PolicyDigest, st.Last = res.Policy, res.Optimizer, res.PolicyDigest, &res
+		if st.First == nil {
+			st.First = &m
+		}
+		st.Iteration++
+		progress.Iteration, progress.Last = st.Iteration, &res
+		t.upsert(IterationAttribute.ValueSet(int64(st.Iteration)), RewardMeanAttribute.ValueSet(res.RewardMean))
+		points = append(points, m)
+	}
+	var curve []activities.IterationMetrics
+	if segmented {
+		if err := saveCurve(); err != nil {
+			return nil, t.fail(err)
+		}
+	} else {
+		curve = points
 	}
 	done(activities.StageReinforce)
 
-	evalIn.Policy, evalIn.Label = pol, activities.StageEvalAfter
+	evalIn := activities.PolicyEvalInput{RunID: runID, Spec: spec, Data: st.Data, Policy: st.Policy, Reference: st.SFT.Checkpoint,
+		RewardModel: st.RewardModel.Checkpoint, Label: activities.StageEvalAfter}
 	enter(activities.StageEvalAfter)
 	var after activities.PolicyEval
 	if err := workflow.ExecuteActivity(iter, a.EvaluatePolicy, evalIn).Get(ctx, &after); err != nil {
@@ -214,27 +276,37 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	}
 	done(activities.StageEvalAfter)
 
+	rm, rmEval, before := st.RewardModel, st.RewardEval, st.Before
 	s := &Summary{
-		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data,
-		SFT: model(sft),
+		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: st.Data,
+		SFT: model(st.SFT),
 		RewardModel: RewardModelSummary{StageModel: model(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
 			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy,
 			ByStrength: rmEval.ByStrength, Bench: rmEval.Bench},
 		Policy: PolicySummary{
-			Checkpoint: pol, Digest: polDigest, Iterations: len(curve), StoppedEarly: len(curve) < spec.Reinforce.Iterations,
+			Checkpoint: st.Policy, Digest: st.PolicyDigest, Iterations: st.Iteration, StoppedEarly: st.Iteration < spec.Reinforce.Iterations,
 			GoldScoreBefore: before.GoldScore, GoldScoreAfter: after.GoldScore,
 			RewardBefore: before.Reward, RewardAfter: after.Reward, KLToReference: after.KLToReference,
 			EndedBefore: before.EndedFraction, EndedAfter: after.EndedFraction,
 			LengthBefore: before.MeanLength, LengthAfter: after.MeanLength, EvalPrompts: after.Prompts,
 		},
 		Curve: curve,
+		Runs:  st.Runs + 1,
+	}
+	if segmented {
+		s.CurveRef = st.Curve
+		s.Policy.FirstIteration = st.First
+		if st.Last != nil {
+			last := st.Last.Metrics()
+			s.Policy.LastIteration = &last
+		}
 	}
 	for i := range min(len(before.Samples), len(after.Samples)) {
 		s.Samples = append(s.Samples, SamplePair{Prompt: before.Samples[i].Prompt, Before: before.Samples[i], After: after.Samples[i]})
 	}
 
 	enter(activities.StageSummary)
-	if err := workflow.ExecuteActivity(short, a.WriteSummary, activities.SummaryInput{RunID: runID, Summary: s}).Get(ctx, &s.SummaryPath); err != nil {
+	if err := workflow.ExecuteActivity(short, a.WriteSummary, activities.SummaryInput{RunID: runID, Summary: s, Curve: s.CurveRef}).Get(ctx, &s.SummaryPath); err != nil {
 		return nil, t.fail(err)
 	}
 	done(activities.StageSummary)
@@ -242,6 +314,42 @@ func Alignment(ctx workflow.Context, input json.RawMessage) (*Summary, error) {
 	return s, nil
 }
 
+// beforeReinforce runs the stages before REINFORCE: data, SFT, the reward
+// model and its evaluation, and the SFT policy's evaluation.
+func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation, error) {
+	ctx := t.ctx
+	var a *activities.Activities
+	data, sft, err := t.prepareAndSFT(runID, spec)
+	if err != nil {
+		return nil, err
+	}
+	st := &Continuation{Data: data, SFT: sft, Policy: sft.Checkpoint, PolicyDigest: sft.Digest}
+
+	t.enter(activities.StageRewardModel)
+	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
+	if err := workflow.ExecuteActivity(long, a.TrainRewardModel, activities.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &st.RewardModel); err != nil {
+		return nil, t.fail(err)
+	}
+	t.done(activities.StageRewardModel)
+
+	t.enter(activities.StageRewardEval)
+	if err := workflow.ExecuteActivity(options(ctx, 10*time.Minute, 0), a.EvaluateRewardModel,
+		activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: st.RewardModel.Checkpoint}).Get(ctx, &st.RewardEval); err != nil {
+		return nil, t.fail(err)
+	}
+	t.done(activities.StageRewardEval)
+	t.p.Metrics = map[string]float64{"reward_model.heldout_accuracy": st.RewardEval.HeldoutAccuracy}
+
+	evalIn := activities.PolicyEvalInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint,
+		RewardModel: st.RewardModel.Checkpoint, Label: activities.StageEvalBefore}
+	t.enter(activities.StageEvalBefore)
+	if err := workflow.ExecuteActivity(options(ctx, 30*time.Minute, heartbeatTimeout(spec)), a.EvaluatePolicy, evalIn).Get(ctx, &st.Before); err != nil {
+		return nil, t.fail(err)
+	}
+	t.done(activities.StageEvalBefore)
+	return st, nil
+}
+
 func model(r activities.TrainResult) StageModel {
-	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds, ResumedFrom: r.ResumedFrom}
+	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds, ResumedFrom: r.ResumedFrom, ReusedFrom: r.ReusedFrom}
 }

@@ -15,10 +15,13 @@ import (
 // behind workflow.GetVersion.
 func TestReplayRecordedHistory(t *testing.T) {
 	// The -v0 files were recorded before the visibility version (search
-	// attributes and memo): runs started then must still replay.
+	// attributes and memo), alignment-history-v1 before curve segments and
+	// continue-as-new: runs started then must still replay.
+	// alignment-history.json is the first workflow run of an alignment
+	// (it ends by continuing as new), -continued its last.
 	for _, file := range []string{
-		"testdata/alignment-history.json", "testdata/comparison-history.json",
-		"testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
+		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
+		"testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
 	} {
 		t.Run(file, func(t *testing.T) {
 			replayer := worker.NewWorkflowReplayer()

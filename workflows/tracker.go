@@ -113,18 +113,41 @@ func (t *tracker) fail(err error) error {
 
 // listen starts handling the pause, resume and stop signals.
 func (t *tracker) listen() {
-	pause := workflow.GetSignalChannel(t.ctx, PauseSignal)
-	resume := workflow.GetSignalChannel(t.ctx, ResumeSignal)
-	stop := workflow.GetSignalChannel(t.ctx, StopSignal)
 	workflow.Go(t.ctx, func(ctx workflow.Context) {
 		for {
 			sel := workflow.NewSelector(ctx)
-			sel.AddReceive(pause, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); t.p.Paused = true })
-			sel.AddReceive(resume, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); t.p.Paused = false })
-			sel.AddReceive(stop, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); t.p.StopRequested = true })
+			for _, sig := range t.signals() {
+				sel.AddReceive(workflow.GetSignalChannel(ctx, sig.name), func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); sig.apply() })
+			}
 			sel.Select(ctx)
 		}
 	})
+}
+
+// drain applies signals that arrived but were not handled yet, before the
+// run continues as new: they would be lost with it.
+func (t *tracker) drain() {
+	for _, sig := range t.signals() {
+		for workflow.GetSignalChannel(t.ctx, sig.name).ReceiveAsync(nil) {
+			sig.apply()
+		}
+	}
+}
+
+// signals are the control signals in a fixed order: workflow code must not
+// depend on map order.
+func (t *tracker) signals() []struct {
+	name  string
+	apply func()
+} {
+	return []struct {
+		name  string
+		apply func()
+	}{
+		{PauseSignal, func() { t.p.Paused = true }},
+		{ResumeSignal, func() { t.p.Paused = false }},
+		{StopSignal, func() { t.p.StopRequested = true }},
+	}
 }
 
 // gate waits while the run is paused (showing StagePaused) and reports

@@ -64,6 +64,8 @@ func devCmd() *cobra.Command {
 		port     int
 		ip       string
 		noWorker bool
+		ui       bool
+		uiPort   int
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -93,6 +95,19 @@ In another terminal:
 			c.Address = srv.FrontendHostPort()
 			abs, _ := filepath.Abs(c.DataDir)
 			fmt.Printf("Temporal server on %s (namespace %s), history in %s\n", c.Address, c.Namespace, dbFile(abs))
+			if ui {
+				if !cmd.Flags().Changed("ui-port") {
+					uiPort = port + 1000 // as temporal server start-dev
+				}
+				startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+				web, err := devserver.StartUI(startCtx, ip, uiPort, c.Address, c.Namespace)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("web UI: %w (choose another port with --ui-port)", err)
+				}
+				defer web.Stop()
+				fmt.Printf("Temporal Web UI on %s\n", web.URL())
+			}
 			if !noWorker {
 				_, stopWorker, err := startWorker(ctx, c)
 				if err != nil {
@@ -111,6 +126,8 @@ In another terminal:
 	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "frontend port of the embedded server")
 	cmd.Flags().StringVar(&ip, "ip", "127.0.0.1", "address the embedded server binds to")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "run only the server")
+	cmd.Flags().BoolVar(&ui, "ui", false, "also serve the Temporal Web UI")
+	cmd.Flags().IntVar(&uiPort, "ui-port", devserver.DefaultUIPort, "port of the Web UI (default: --port + 1000)")
 	return cmd
 }
 

@@ -173,7 +173,11 @@ func execute(ctx context.Context, c config.Connection, embedded bool, port int, 
 		}
 		return 0, fmt.Errorf("run %s failed: %w", id, err)
 	}
-	return time.Since(start), nil
+	elapsed := time.Since(start)
+	if h, err := readHistory(ctx, cl, id); err == nil {
+		h.printTemporalShare(out)
+	}
+	return elapsed, nil
 }
 
 // inspectHints prints the temporal CLI commands that show a finished run.
@@ -314,8 +318,8 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 	fmt.Fprintf(out, "\nRun %s (%s, seed %d, backend %s) finished in %s\n\n", s.WorkflowID, s.Name, s.Seed, s.Backend, elapsed.Round(time.Second))
 	fmt.Fprintf(out, "  %-42s %s\n", "data", fmt.Sprintf("%d ratings, %d preferences (%d train / %d held-out pairs, %d ties excluded)",
 		s.Data.RatingRows, s.Data.PreferenceRows, s.Data.TrainPairs, s.Data.ValidationPairs, s.Data.TiesExcluded))
-	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds)
-	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds)
+	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds, reusedNote(s.SFT.ReusedFrom))
+	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds, reusedNote(s.RewardModel.ReusedFrom))
 	fmt.Fprintf(out, "  %-42s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
 	if len(s.RewardModel.ByStrength) > 0 {
 		var parts []string
@@ -342,8 +346,12 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "ended with EOS", s.Policy.EndedBefore, s.Policy.EndedAfter)
 	fmt.Fprintf(out, "  %-22s %12.1f %12.1f\n", "mean length (bytes)", s.Policy.LengthBefore, s.Policy.LengthAfter)
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "KL to reference", 0.0, s.Policy.KLToReference)
-	if n := len(s.Curve); n > 0 && s.Curve[0].GoldMean != nil && s.Curve[n-1].GoldMean != nil {
-		fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (first and last REINFORCE iteration)\n", "rollout gold (train)", *s.Curve[0].GoldMean, *s.Curve[n-1].GoldMean)
+	first, last := s.Policy.FirstIteration, s.Policy.LastIteration
+	if n := len(s.Curve); n > 0 {
+		first, last = &s.Curve[0], &s.Curve[n-1]
+	}
+	if first != nil && last != nil && first.GoldMean != nil && last.GoldMean != nil {
+		fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (first and last REINFORCE iteration)\n", "rollout gold (train)", *first.GoldMean, *last.GoldMean)
 	}
 	if len(s.Samples) > 0 {
 		fmt.Fprintf(out, "\n  %-20s %-30s %-30s\n", "prompt", "SFT", "REINFORCE")

@@ -111,6 +111,7 @@ type stageRow struct {
 	attempts  int32
 	status    string
 	scheduled time.Time
+	started   time.Time // of the last attempt
 	end       time.Time
 	detail    string
 }
@@ -155,10 +156,14 @@ func showRun(ctx context.Context, cl client.Client, out io.Writer, id string) er
 			fmt.Fprintln(out, line)
 		}
 	}
-	rows, err := historyRows(ctx, cl, id)
+	h, err := readHistory(ctx, cl, id)
 	if err != nil {
 		return err
 	}
+	if info.GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		h.printTemporalShare(out)
+	}
+	rows := collapseIterations(h.rows, 4)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\n#\tACTIVITY\tSTATUS\tATTEMPTS\tSECONDS\tDETAIL")
 	for i, r := range rows {
@@ -171,26 +176,61 @@ func showRun(ctx context.Context, cl client.Client, out io.Writer, id string) er
 	return tw.Flush()
 }
 
-// historyRows reads the run's activities from its history, in order.
-func historyRows(ctx context.Context, cl client.Client, id string) ([]*stageRow, error) {
-	iter := cl.GetWorkflowHistory(ctx, id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+// runHistory is what alignflow shows of a run's history: its activities and
+// when it started and (if it did) ended, over all its workflow runs.
+type runHistory struct {
+	rows       []*stageRow
+	start, end time.Time
+}
+
+// readHistory reads every workflow run of id, following continue-as-new
+// back from the latest.
+func readHistory(ctx context.Context, cl client.Client, id string) (runHistory, error) {
+	var h runHistory
+	for runID := ""; ; {
+		part, previous, err := runHistoryRows(ctx, cl, id, runID)
+		if err != nil {
+			return h, err
+		}
+		h.rows = append(part.rows, h.rows...)
+		h.start = part.start
+		if h.end.IsZero() {
+			h.end = part.end
+		}
+		if previous == "" {
+			return h, nil
+		}
+		runID = previous
+	}
+}
+
+// runHistoryRows reads one workflow run's activities and the run it
+// continued from ("" for the first).
+func runHistoryRows(ctx context.Context, cl client.Client, id, runID string) (h runHistory, previous string, err error) {
+	iter := cl.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	byID := map[int64]*stageRow{}
-	var rows []*stageRow
 	for iter.HasNext() {
 		ev, err := iter.Next()
 		if err != nil {
-			return nil, fmt.Errorf("history of %s: %w", id, err)
+			return h, "", fmt.Errorf("history of %s: %w", id, err)
 		}
 		t := ev.GetEventTime().AsTime()
 		switch {
+		case ev.GetWorkflowExecutionStartedEventAttributes() != nil:
+			previous = ev.GetWorkflowExecutionStartedEventAttributes().GetContinuedExecutionRunId()
+			h.start = t
+		case ev.GetWorkflowExecutionCompletedEventAttributes() != nil, ev.GetWorkflowExecutionFailedEventAttributes() != nil,
+			ev.GetWorkflowExecutionTerminatedEventAttributes() != nil, ev.GetWorkflowExecutionCanceledEventAttributes() != nil,
+			ev.GetWorkflowExecutionTimedOutEventAttributes() != nil:
+			h.end = t
 		case ev.GetActivityTaskScheduledEventAttributes() != nil:
 			r := &stageRow{activity: ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName(), status: "scheduled", scheduled: t, attempts: 1}
 			byID[ev.GetEventId()] = r
-			rows = append(rows, r)
+			h.rows = append(h.rows, r)
 		case ev.GetActivityTaskStartedEventAttributes() != nil:
 			a := ev.GetActivityTaskStartedEventAttributes()
 			if r := byID[a.GetScheduledEventId()]; r != nil {
-				r.status, r.attempts = "running", a.GetAttempt()
+				r.status, r.attempts, r.started = "running", a.GetAttempt(), t
 			}
 		case ev.GetActivityTaskCompletedEventAttributes() != nil:
 			a := ev.GetActivityTaskCompletedEventAttributes()
@@ -203,7 +243,64 @@ func historyRows(ctx context.Context, cl client.Client, id string) ([]*stageRow,
 			}
 		}
 	}
-	return rows, nil
+	return h, previous, nil
+}
+
+// temporalShare splits a finished run's wall time into the time its
+// activities ran (their last attempts, from start to completion) and the
+// rest: scheduling, workflow tasks, history writes and retries.
+func (h runHistory) temporalShare() (wall, outside time.Duration, ok bool) {
+	if h.start.IsZero() || h.end.IsZero() {
+		return 0, 0, false
+	}
+	wall, outside = h.end.Sub(h.start), h.end.Sub(h.start)
+	for _, r := range h.rows {
+		if !r.started.IsZero() && !r.end.IsZero() {
+			outside -= r.end.Sub(r.started)
+		}
+	}
+	return wall, outside, true
+}
+
+// printTemporalShare prints how much of a finished run's wall time was not
+// spent in activities.
+func (h runHistory) printTemporalShare(out io.Writer) {
+	if wall, outside, ok := h.temporalShare(); ok && wall > 0 {
+		fmt.Fprintf(out, "Temporal overhead: %s of %s wall time outside activities (%.2f%%; %d activities)\n",
+			outside.Round(time.Millisecond), wall.Round(time.Millisecond), 100*outside.Seconds()/wall.Seconds(), len(h.rows))
+	}
+}
+
+// collapseIterations replaces each stretch of more than keep completed
+// REINFORCE iterations (and the curve segments saved between them) by its
+// first and last iteration around one row that sums up the rest.
+func collapseIterations(rows []*stageRow, keep int) []*stageRow {
+	routine := func(r *stageRow) bool {
+		return r.status == "completed" && (r.activity == "ReinforceIteration" || r.activity == "SaveCurve")
+	}
+	var out []*stageRow
+	for i := 0; i < len(rows); {
+		j := i
+		for j < len(rows) && routine(rows[j]) {
+			j++
+		}
+		if j-i <= keep {
+			out = append(out, rows[i:max(j, i+1)]...)
+			i = max(j, i+1)
+			continue
+		}
+		mid := &stageRow{activity: fmt.Sprintf("... %d more", j-i-2), status: "completed", attempts: 1,
+			scheduled: rows[i+1].scheduled, end: rows[j-2].end, detail: "ReinforceIteration and SaveCurve, each on its first attempt"}
+		for _, r := range rows[i+1 : j-1] {
+			if r.attempts > 1 {
+				mid.attempts = max(mid.attempts, r.attempts)
+				mid.detail = "ReinforceIteration and SaveCurve; the most attempts any took is shown"
+			}
+		}
+		out = append(out, rows[i], mid, rows[j-1])
+		i = j
+	}
+	return out
 }
 
 func failedActivity(ev *historypb.HistoryEvent, byID map[int64]*stageRow) (*stageRow, string) {
@@ -229,7 +326,7 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 		if r.ResumedFrom > 0 {
 			s += fmt.Sprintf(", resumed at step %d", r.ResumedFrom)
 		}
-		return s
+		return s + reusedNote(r.ReusedFrom)
 	case "EvaluateRewardModel":
 		var r activities.RewardEval
 		if dc.FromPayloads(result, &r) != nil {
@@ -241,7 +338,7 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 		if dc.FromPayloads(result, &r) != nil {
 			return ""
 		}
-		return fmt.Sprintf("iteration %d: reward %.3f, KL %.4f", r.Iteration+1, r.RewardMean, r.KLMean)
+		return fmt.Sprintf("iteration %d: reward %.3f, KL %.4f", r.Iteration+1, r.RewardMean, r.KLMean) + reusedNote(r.ReusedFrom)
 	case "EvaluatePolicy":
 		var r activities.PolicyEval
 		if dc.FromPayloads(result, &r) != nil {
@@ -254,4 +351,11 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 		return s
 	}
 	return ""
+}
+
+func reusedNote(from string) string {
+	if from == "" {
+		return ""
+	}
+	return " (reused from run " + from + ")"
 }

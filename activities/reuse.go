@@ -1,0 +1,255 @@
+package activities
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+)
+
+// A stage's output is decided by its input: the spec (apart from its name
+// and operational settings), the digests of the artifacts it reads, the data
+// files' contents and the code. A completed stage records its result under a
+// key made of those, in <data-dir>/reuse/<stage>/<key>.json; a later run
+// with the same key gets the recorded result, once every artifact the result
+// names has been verified against its digest, instead of recomputing it.
+// A missing or damaged artifact means the stage runs again.
+
+// Reused marks a result that an earlier run computed.
+type Reused struct {
+	// ReusedFrom is the workflow ID of the run that computed it.
+	ReusedFrom string `json:"reused_from_run,omitempty"`
+}
+
+func (r *Reused) markReused(runID string) { r.ReusedFrom = runID }
+
+type reuseEntry struct {
+	RunID  string          `json:"run_id"`
+	Result json.RawMessage `json:"result"`
+}
+
+// operational are the spec fields that do not change any stage's output.
+var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs",
+	"sft.checkpoint_every", "reward.checkpoint_every", "reinforce.continue_as_new_every"}
+
+// reuse returns the recorded result of stage for in if there is a verified
+// one, and otherwise computes it and records it.
+func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec config.Spec, runID string, in In, compute func() (Out, error)) (Out, error) {
+	if !spec.ReuseStageOutputs {
+		return compute()
+	}
+	key, err := reuseKey(stage, spec, in)
+	if err != nil {
+		return compute()
+	}
+	path := filepath.Join(a.Store.Root, "reuse", stage, key+".json")
+	if out, from, ok := a.recorded(path, stage); ok {
+		var zero Out
+		if err := json.Unmarshal(out, &zero); err == nil {
+			if m, ok := any(&zero).(interface{ markReused(string) }); ok {
+				m.markReused(from)
+			}
+			logger(ctx).Info("reusing a completed stage output", "stage", stage, "from_run", from)
+			return zero, nil
+		}
+	}
+	out, err := compute()
+	if err != nil {
+		return out, err
+	}
+	if b, err := json.Marshal(reuseEntry{RunID: runID, Result: mustJSON(out)}); err == nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+			_ = artifact.WriteFileAtomic(path, b) // an unrecorded result is only recomputed later
+		}
+	}
+	return out, nil
+}
+
+// recorded reads a recorded result and verifies every artifact it names.
+func (a *Activities) recorded(path, stage string) (json.RawMessage, string, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", false
+	}
+	var e reuseEntry
+	if json.Unmarshal(b, &e) != nil {
+		return nil, "", false
+	}
+	var v any
+	if json.Unmarshal(e.Result, &v) != nil {
+		return nil, "", false
+	}
+	for _, ref := range refsIn(v) {
+		if _, err := a.Store.Get(ref); err != nil {
+			return nil, "", false
+		}
+	}
+	return e.Result, e.RunID, true
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func logger(ctx context.Context) interface{ Info(string, ...any) } {
+	if activity.IsActivity(ctx) {
+		return activity.GetLogger(ctx)
+	}
+	return discard{}
+}
+
+type discard struct{}
+
+func (discard) Info(string, ...any) {}
+
+// reuseKey hashes what decides a stage's output. Artifact references count
+// by digest only: the same weights stored by another run are the same input.
+func reuseKey(stage string, spec config.Spec, in any) (string, error) {
+	var input map[string]any
+	if err := json.Unmarshal(mustJSON(in), &input); err != nil {
+		return "", err
+	}
+	delete(input, "run_id")
+	var s map[string]any
+	if err := json.Unmarshal(mustJSON(spec), &s); err != nil {
+		return "", err
+	}
+	for _, field := range operational {
+		deleteField(s, field)
+	}
+	input["spec"] = s
+	files := map[string]string{}
+	for _, p := range []string{spec.Data.Ratings, spec.Data.Preferences, spec.Compare.RewardBench} {
+		if p == "" {
+			continue
+		}
+		d, err := fileDigest(p)
+		if err != nil {
+			return "", err
+		}
+		files[p] = d
+	}
+	code, err := codeDigest()
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(map[string]any{"stage": stage, "input": normalise(input), "files": files, "code": code})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// deleteField removes a dotted field ("sft.checkpoint_every") from a decoded object.
+func deleteField(m map[string]any, dotted string) {
+	for i := 0; i < len(dotted); i++ {
+		if dotted[i] == '.' {
+			if sub, ok := m[dotted[:i]].(map[string]any); ok {
+				deleteField(sub, dotted[i+1:])
+			}
+			return
+		}
+	}
+	delete(m, dotted)
+}
+
+// isRef reports whether a decoded JSON object is an artifact.Ref.
+func isRef(m map[string]any) bool {
+	_, p := m["path"].(string)
+	_, d := m["sha256"].(string)
+	return p && d && len(m) == 3
+}
+
+// normalise keeps only the digests of the artifact references in v and
+// drops where its parts came from: a result computed by this run or reused
+// from another is the same input.
+func normalise(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if isRef(x) {
+			return x["sha256"]
+		}
+		delete(x, "reused_from_run")
+		for k, e := range x {
+			x[k] = normalise(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = normalise(e)
+		}
+	}
+	return v
+}
+
+// refsIn lists the artifact references in a decoded result.
+func refsIn(v any) []artifact.Ref {
+	var out []artifact.Ref
+	switch x := v.(type) {
+	case map[string]any:
+		if isRef(x) {
+			var r artifact.Ref
+			if json.Unmarshal(mustJSON(x), &r) == nil && r.Path != "" {
+				out = append(out, r)
+			}
+			return out
+		}
+		for _, e := range x {
+			out = append(out, refsIn(e)...)
+		}
+	case []any:
+		for _, e := range x {
+			out = append(out, refsIn(e)...)
+		}
+	}
+	return out
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+var code struct {
+	once   sync.Once
+	digest string
+	err    error
+}
+
+// codeDigest is the sha256 of the running executable: results are reused
+// only by the build that computed them, so a change to the math never
+// returns an outdated output.
+func codeDigest() (string, error) {
+	code.once.Do(func() {
+		exe, err := os.Executable()
+		if err != nil {
+			code.err = err
+			return
+		}
+		code.digest, code.err = fileDigest(exe)
+	})
+	if code.err != nil {
+		return "", errors.Join(errors.New("identify the running build"), code.err)
+	}
+	return code.digest, nil
+}

@@ -1,0 +1,90 @@
+package activities
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+)
+
+// TestReuseOfCompletedStageOutputs: a stage computed by one run is handed to
+// a later run with the same inputs (whatever its name and operational
+// settings), not to one whose inputs differ, and not once an artifact it
+// names is damaged.
+func TestReuseOfCompletedStageOutputs(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	ctx := context.Background()
+	computed := 0
+	stage := func(runID string, spec config.Spec, base artifact.Ref) (TrainResult, error) {
+		in := TrainInput{RunID: runID, Spec: spec, Base: base, Data: Data{Reused: Reused{ReusedFrom: runID}}}
+		return reuse(ctx, a, StageSFT, spec, runID, in, func() (TrainResult, error) {
+			computed++
+			ref, err := store.Put("runs/"+runID+"/sft/model.bin", []byte("weights of "+spec.Name))
+			return TrainResult{Checkpoint: ref, Digest: "d", Steps: spec.SFT.Steps}, err
+		})
+	}
+	spec := config.Default()
+	spec.Name = "first"
+	base := artifact.Ref{Path: "runs/a/base.bin", SHA256: "abc", Bytes: 3}
+
+	first, err := stage("run-1", spec, base)
+	require.NoError(t, err)
+	assert.Equal(t, 1, computed)
+	assert.Empty(t, first.ReusedFrom)
+
+	same := spec
+	same.Name, same.HeartbeatTimeoutSeconds, same.SFT.CheckpointEvery, same.Reinforce.ContinueAsNewEvery = "second", 30, 7, 3
+	movedBase := base
+	movedBase.Path = "runs/b/base.bin" // the same bytes stored by another run
+	got, err := stage("run-2", same, movedBase)
+	require.NoError(t, err)
+	assert.Equal(t, 1, computed, "same inputs: reused")
+	assert.Equal(t, "run-1", got.ReusedFrom)
+	assert.Equal(t, first.Checkpoint, got.Checkpoint)
+
+	for name, change := range map[string]func(s *config.Spec, b *artifact.Ref){
+		"seed":          func(s *config.Spec, _ *artifact.Ref) { s.Seed++ },
+		"sft.steps":     func(s *config.Spec, _ *artifact.Ref) { s.SFT.Steps++ },
+		"input digest":  func(_ *config.Spec, b *artifact.Ref) { b.SHA256 = "abd" },
+		"reuse is off":  func(s *config.Spec, _ *artifact.Ref) { s.ReuseStageOutputs = false },
+		"model.max_len": func(s *config.Spec, _ *artifact.Ref) { s.Model.MaxLen += 8 },
+	} {
+		s, b := spec, base
+		change(&s, &b)
+		before := computed
+		got, err := stage("run-"+name, s, b)
+		require.NoError(t, err)
+		assert.Equal(t, before+1, computed, "%s changed: recomputed", name)
+		assert.Empty(t, got.ReusedFrom, name)
+	}
+
+	require.NoError(t, os.WriteFile(store.Abs(first.Checkpoint), []byte("damaged"), 0o644))
+	before := computed
+	got, err = stage("run-3", spec, base)
+	require.NoError(t, err)
+	assert.Equal(t, before+1, computed, "a damaged artifact is not reused")
+	assert.Empty(t, got.ReusedFrom)
+	got, err = stage("run-4", spec, base)
+	require.NoError(t, err)
+	assert.Equal(t, "run-3", got.ReusedFrom, "the recomputed output is reused next")
+}
+
+func TestReuseKeyCountsDataFileContents(t *testing.T) {
+	dir := t.TempDir()
+	spec := config.Default()
+	spec.Data.Ratings = dir + "/ratings.jsonl"
+	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("one\n"), 0o644))
+	k1, err := reuseKey("data", spec, PrepareDataInput{Spec: spec})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("two\n"), 0o644))
+	k2, err := reuseKey("data", spec, PrepareDataInput{Spec: spec})
+	require.NoError(t, err)
+	assert.NotEqual(t, k1, k2, "the same path with new contents is new data")
+}
