@@ -1,0 +1,453 @@
+package benchkit
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reinforce"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// Stage names, as the harness, the PyTorch reference and compare.sh use them.
+const (
+	PolicyTrainStep    = "policy_train_step"
+	RewardTrainStep    = "reward_train_step"
+	GenerationBatch1   = "generation_batch1"
+	GenerationBatch16  = "generation_batch16"
+	ReinforceIteration = "reinforce_iteration"
+)
+
+// GenerationStageName is the stage name of generation at a batch size.
+func GenerationStageName(batch int) string { return fmt.Sprintf("generation_batch%d", batch) }
+
+// Stage is one measured unit of work, run as Prepare, then Step for every
+// warmup and timed step.
+type Stage struct {
+	Name string
+	// Unit is what Step.Work counts, per second: "tokens/s", "pairs/s", "prompts/s".
+	Unit string
+	// Prepare compiles every graph the steps use, on throwaway copies of the
+	// state, so compilation stays out of the timings. It may record Check.
+	Prepare func() error
+	// Step runs step i (0-based, warmup included) and reports what it did.
+	Step func(i int) (Step, error)
+	// Check is data recorded by Prepare for the reference to verify
+	// against (nil when none), written as JSON.
+	Check any
+	// Breakdown, when set, times the parts of one step separately (seconds
+	// by part); Run calls it after the timed steps.
+	Breakdown func() (map[string]float64, error)
+}
+
+// Step is one step's outcome.
+type Step struct {
+	// Loss is the training loss of the step (computed before its update);
+	// NaN for stages without one.
+	Loss float64
+	// Work is the step's amount of work in the stage's unit.
+	Work float64
+	// Extra are stage-specific numbers (accuracy, reward mean, tokens...).
+	Extra map[string]float64
+}
+
+// Stages returns the harness's five stages over the fixtures, in order.
+func Stages(be backends.Backend, f *Fixtures) []*Stage {
+	out := []*Stage{PolicyTrain(be, f), RewardTrain(be, f)}
+	for _, bs := range f.Sizes.GenBatches {
+		out = append(out, Generation(be, f, bs))
+	}
+	return append(out, Reinforce(be, f))
+}
+
+// PolicyTrain is one SFT optimizer step (forward, backward, clipping,
+// AdamW) on a batch of SFT.BatchSize sequences; Work counts every position
+// of the padded batch.
+func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
+	s := f.Sizes
+	params := f.Policy.Clone()
+	st := optim.NewState(params)
+	tr := optim.NewTrainer(be, params.Names(), s.AdamW.Optim(), policy.SFTLoss(s.Model))
+	return &Stage{
+		Name: PolicyTrainStep, Unit: "tokens/s",
+		Prepare: func() error {
+			seen := map[int]bool{}
+			for _, b := range f.SFTBatches {
+				w := len(b.Inputs[0])
+				if seen[w] {
+					continue
+				}
+				seen[w] = true
+				p := params.Clone()
+				in, tg, mk := b.Tensors()
+				if _, err := tr.Step(p, optim.NewState(p), s.SFT.LearningRate, in, tg, mk); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Step: func(i int) (Step, error) {
+			b := f.SFTBatches[i%len(f.SFTBatches)]
+			in, tg, mk := b.Tensors()
+			res, err := tr.Step(params, st, s.SFT.LearningRate, in, tg, mk)
+			if err != nil {
+				return Step{}, err
+			}
+			return Step{Loss: res.Loss, Work: float64(len(b.Inputs) * len(b.Inputs[0])),
+				Extra: map[string]float64{"grad_norm": res.GradNorm, "width": float64(len(b.Inputs[0]))}}, nil
+		},
+	}
+}
+
+// RewardTrain is one Bradley-Terry optimizer step of the reward model on
+// Reward.BatchSize preference pairs (two forward passes: chosen and rejected).
+func RewardTrain(be backends.Backend, f *Fixtures) *Stage {
+	s := f.Sizes
+	params := f.Reward.Clone()
+	st := optim.NewState(params)
+	tr := optim.NewTrainer(be, params.Names(), s.AdamW.Optim(), reward.BTLoss(s.Model))
+	return &Stage{
+		Name: RewardTrainStep, Unit: "pairs/s",
+		Prepare: func() error {
+			seen := map[[2]int]bool{}
+			for _, b := range f.PairBatches {
+				w := [2]int{len(b.Chosen[0]), len(b.Rejected[0])}
+				if seen[w] {
+					continue
+				}
+				seen[w] = true
+				p := params.Clone()
+				if _, err := tr.Step(p, optim.NewState(p), s.Reward.LearningRate, b.Args()...); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Step: func(i int) (Step, error) {
+			b := f.PairBatches[i%len(f.PairBatches)]
+			res, err := tr.Step(params, st, s.Reward.LearningRate, b.Args()...)
+			if err != nil {
+				return Step{}, err
+			}
+			valid := 0.0
+			for _, v := range b.Valid {
+				valid += float64(v)
+			}
+			extra := map[string]float64{"grad_norm": res.GradNorm}
+			if len(res.Metrics) > 0 {
+				extra["accuracy"] = res.Metrics[0]
+			}
+			return Step{Loss: res.Loss, Work: valid, Extra: extra}, nil
+		},
+	}
+}
+
+// GenCheck is one generation call recorded for the reference to replay:
+// the sampled tokens and their log-probabilities at sampling time.
+type GenCheck struct {
+	Prompts  [][]int32   `json:"prompts"`
+	Tokens   [][]int32   `json:"tokens"`
+	LogProbs [][]float32 `json:"logprobs"`
+	Ended    []bool      `json:"ended"`
+}
+
+// DecodeSteps is how many decode steps Engine.Generate runs for one chunk:
+// it feeds prompts a token at a time and stops when every row is done, so a
+// row needs len(prompt)-1+len(response) steps.
+func DecodeSteps(prompts [][]int32, samples []policy.Sample) int {
+	n := 0
+	for i, sm := range samples {
+		n = max(n, len(prompts[i])-1+len(sm.Tokens))
+	}
+	return n
+}
+
+// Generation is one Engine.Generate call on batch prompts (one chunk of
+// batch rows) with the KV cache and the REINFORCE sampling settings; Work
+// counts the sampled tokens.
+func Generation(be backends.Backend, f *Fixtures, batch int) *Stage {
+	s := f.Sizes
+	params := f.Policy
+	e := policy.NewEngine(be, s.Model, params)
+	prompts := f.GenPrompts[batch]
+	opts := s.Sample.Options()
+	rng := rand.New(rand.NewPCG(s.Seed, 0x6e40+uint64(batch)))
+	st := &Stage{Name: GenerationStageName(batch), Unit: "tokens/s"}
+	st.Prepare = func() error {
+		// The check call, with the stage's own settings and a separate rng.
+		samples, err := e.Generate(params, prompts, batch, opts, rand.New(rand.NewPCG(s.Seed, 0xc4ec)))
+		if err != nil {
+			return err
+		}
+		c := &GenCheck{Prompts: prompts}
+		for _, sm := range samples {
+			c.Tokens = append(c.Tokens, sm.Tokens)
+			c.LogProbs = append(c.LogProbs, sm.LogProbs)
+			c.Ended = append(c.Ended, sm.Ended)
+		}
+		st.Check = c
+		// Each cache length compiles its own decode graph: run until one call
+		// went through every length (a sampled EOS can end a call early).
+		long := opts
+		long.MaxTokens = s.Model.MaxLen
+		warm := rand.New(rand.NewPCG(s.Seed, 0x3a43))
+		shortest := prompts[0]
+		for _, p := range prompts {
+			if len(p) < len(shortest) {
+				shortest = p
+			}
+		}
+		rows := make([][]int32, batch)
+		for i := range rows {
+			rows[i] = shortest
+		}
+		for try := 0; try < 8; try++ {
+			sm, err := e.Generate(params, rows, batch, long, warm)
+			if err != nil {
+				return err
+			}
+			if DecodeSteps(rows, sm) >= s.Model.MaxLen {
+				break
+			}
+		}
+		return nil
+	}
+	st.Step = func(int) (Step, error) {
+		samples, err := e.Generate(params, prompts, batch, opts, rng)
+		if err != nil {
+			return Step{}, err
+		}
+		tokens, ended := 0, 0
+		for _, sm := range samples {
+			tokens += len(sm.Tokens)
+			if sm.Ended {
+				ended++
+			}
+		}
+		return Step{Loss: math.NaN(), Work: float64(tokens), Extra: map[string]float64{
+			"decode_steps": float64(DecodeSteps(prompts, samples)), "ended_fraction": float64(ended) / float64(len(samples))}}, nil
+	}
+	return st
+}
+
+// RLCheckRollout is one rollout of a recorded REINFORCE iteration.
+type RLCheckRollout struct {
+	Prompt    int     `json:"prompt"`
+	Response  []int32 `json:"response"`
+	Ended     bool    `json:"ended"`
+	Reward    float64 `json:"reward"`
+	KL        float64 `json:"kl"`
+	Shaped    float64 `json:"shaped"`
+	Baseline  float64 `json:"baseline"`
+	Advantage float64 `json:"advantage"`
+}
+
+// RLCheckIteration is one REINFORCE iteration recorded for the reference:
+// it recomputes rewards, KL, baselines and the loss on the same tokens and
+// applies the same update before the next iteration.
+type RLCheckIteration struct {
+	Prompts  [][]int32        `json:"prompts"`
+	Rollouts []RLCheckRollout `json:"rollouts"`
+	Loss     float64          `json:"loss"`
+	GradNorm float64          `json:"grad_norm"`
+	KLMean   float64          `json:"kl_mean"`
+	Reward   float64          `json:"reward_mean"`
+}
+
+// Reinforce is one reinforce.Iteration.Run: sample SamplesPerPrompt
+// responses for each of PromptsPerIteration prompts, score them with the
+// reward model, log-probabilities under the policy and the reference, KL
+// penalty, leave-one-out baseline and the policy update. Work counts prompts.
+func Reinforce(be backends.Backend, f *Fixtures) *Stage {
+	s := f.Sizes
+	pe := policy.NewEngine(be, s.Model, f.RLPolicy)
+	re := reward.NewEngine(be, s.Model, f.Reward)
+	tr := optim.NewTrainer(be, pe.Names(), s.AdamW.Optim(), reinforce.PolicyLoss(s.Model))
+	newIteration := func() *reinforce.Iteration {
+		return &reinforce.Iteration{Policy: pe, Reward: re, Trainer: tr, Reference: f.RLPolicy, RM: f.Reward,
+			Settings: s.Reinforce.Settings(s.Sample)}
+	}
+	pol := f.RLPolicy.Clone()
+	st := optim.NewState(pol)
+	it := newIteration()
+	rng := rand.New(rand.NewPCG(s.Seed, 0x4e1f))
+	stage := &Stage{Name: ReinforceIteration, Unit: "prompts/s"}
+	stage.Prepare = func() error {
+		// The check iterations also compile the graphs.
+		p := f.RLPolicy.Clone()
+		cst := optim.NewState(p)
+		crng := rand.New(rand.NewPCG(s.Seed, 0xc4ec))
+		var checks []RLCheckIteration
+		for i := 0; i < RLCheckIterations; i++ {
+			prompts := f.RLPrompts[i]
+			rollouts, stats, err := newIteration().Run(p, cst, prompts, crng)
+			if err != nil {
+				return err
+			}
+			c := RLCheckIteration{Prompts: prompts, Loss: stats.Loss, GradNorm: stats.GradNorm, KLMean: stats.KLMean, Reward: stats.RewardMean}
+			for _, r := range rollouts {
+				c.Rollouts = append(c.Rollouts, RLCheckRollout{Prompt: r.Prompt, Response: r.Response, Ended: r.Ended,
+					Reward: r.Reward, KL: r.KL, Shaped: r.Shaped, Baseline: r.Baseline, Advantage: r.Advantage})
+			}
+			checks = append(checks, c)
+		}
+		stage.Check = checks
+		return precompileRL(f, pe, re, tr)
+	}
+	stage.Breakdown = func() (map[string]float64, error) {
+		return reinforceBreakdown(f, pe, re, tr, pol, st, f.RLPrompts[len(f.RLPrompts)-1])
+	}
+	stage.Step = func(i int) (Step, error) {
+		prompts := f.RLPrompts[(RLCheckIterations+i)%len(f.RLPrompts)]
+		_, stats, err := it.Run(pol, st, prompts, rng)
+		if err != nil {
+			return Step{}, err
+		}
+		return Step{Loss: stats.Loss, Work: float64(len(prompts)), Extra: map[string]float64{
+			"reward_mean": stats.RewardMean, "kl_mean": stats.KLMean, "ended_fraction": stats.EndedFraction,
+			"grad_norm": stats.GradNorm, "optimizer_steps": float64(stats.OptimizerSteps)}}, nil
+	}
+	return stage
+}
+
+// reinforceBreakdown times the parts of Iteration.Run one at a time, with the
+// same public calls in the same order, on copies of the policy and optimizer
+// state: sampling, reward scoring, log-probabilities under the policy and the
+// reference, and the update. Each part is timed twice; the faster counts.
+func reinforceBreakdown(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.Trainer,
+	pol *weights.Set, st *optim.State, prompts [][]int32) (map[string]float64, error) {
+	s := f.Sizes
+	set := s.Reinforce.Settings(s.Sample)
+	var ctx [][]int32
+	for _, p := range prompts {
+		for j := 0; j < set.SamplesPerPrompt; j++ {
+			ctx = append(ctx, p)
+		}
+	}
+	out := map[string]float64{}
+	timeIt := func(part string, fn func() error) error {
+		for rep := 0; rep < 2; rep++ {
+			t := time.Now()
+			if err := fn(); err != nil {
+				return fmt.Errorf("breakdown %s: %w", part, err)
+			}
+			if d := time.Since(t).Seconds(); rep == 0 || d < out[part] {
+				out[part] = d
+			}
+		}
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(s.Seed, 0xb4e))
+	var samples []policy.Sample
+	if err := timeIt("generate", func() (err error) {
+		samples, err = pe.Generate(pol, ctx, set.BatchSize, set.Sample, rng)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	seqs := make([][]int32, len(samples))
+	responses := make([][]int32, len(samples))
+	for i, sm := range samples {
+		responses[i] = sm.Tokens
+		seqs[i] = reward.Sequence(ctx[i], sm.Tokens, s.Model.MaxLen)
+	}
+	if err := timeIt("score", func() error {
+		_, err := re.Rewards(f.Reward, seqs, set.BatchSize)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var batches []*policy.Batch
+	for start := 0; start < len(ctx); start += set.BatchSize {
+		end := min(start+set.BatchSize, len(ctx))
+		b, err := policy.MakeBatch(s.Model, set.BatchSize, ctx[start:end], responses[start:end])
+		if err != nil {
+			return nil, err
+		}
+		batches = append(batches, b)
+	}
+	if err := timeIt("logprobs", func() error {
+		for _, b := range batches {
+			for _, w := range []*weights.Set{pol, f.RLPolicy} {
+				if _, err := pe.LogProbs(w, b); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := timeIt("update", func() error {
+		p := pol.Clone()
+		cst := &optim.State{Step: st.Step, M: st.M.Clone(), V: st.V.Clone()}
+		for _, b := range batches {
+			adv := make([]float32, set.BatchSize)
+			for j := range adv {
+				adv[j] = float32(j%3) - 1
+			}
+			in, tg, mk := b.Tensors()
+			if _, err := tr.Step(p, cst, set.LearningRate, in, tg, mk, tensors.FromValue(adv)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// precompileRL compiles the scoring, log-probability and update graphs for
+// every padded width a rollout batch can have (bucket lengths from the
+// shortest prompt to max_len): sampled lengths vary between iterations, and
+// each new width would otherwise compile inside a timed iteration.
+func precompileRL(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.Trainer) error {
+	s := f.Sizes
+	maxLen := s.Model.MaxLen
+	prompt := f.RLPrompts[0][0]
+	for _, ps := range f.RLPrompts {
+		for _, p := range ps {
+			if len(p) < len(prompt) {
+				prompt = p
+			}
+		}
+	}
+	bs := s.Reinforce.BatchSize
+	for w := policy.BucketLen(len(prompt), maxLen); ; w = policy.BucketLen(w+1, maxLen) {
+		// A response making the longest teacher-forced row exactly w long.
+		resp := make([]int32, w-len(prompt)+1)
+		for i := range resp {
+			resp[i] = 'a'
+		}
+		b, err := policy.MakeBatch(s.Model, bs, [][]int32{prompt}, [][]int32{resp})
+		if err != nil {
+			return err
+		}
+		if _, err := pe.LogProbs(f.RLPolicy, b); err != nil {
+			return err
+		}
+		p := f.RLPolicy.Clone()
+		in, tg, mk := b.Tensors()
+		if _, err := tr.Step(p, optim.NewState(p), s.Reinforce.LearningRate, in, tg, mk, tensors.FromValue(make([]float32, bs))); err != nil {
+			return err
+		}
+		seq := reward.Sequence(prompt, resp, maxLen)
+		if len(seq) > w {
+			seq = seq[:w]
+		}
+		if _, err := re.Rewards(f.Reward, [][]int32{seq}, bs); err != nil {
+			return err
+		}
+		if w >= maxLen {
+			return nil
+		}
+	}
+}

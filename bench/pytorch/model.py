@@ -1,0 +1,426 @@
+"""alignflow's models and losses in PyTorch, written to match the Go code
+operation for operation (transformer/transformer.go, transformer/ops.go,
+policy/policy.go, policy/sample.go, reward/reward.go, reinforce/reinforce.go,
+optim/optim.go). Weights are alignflow's safetensors files with its
+parameter names; linear weights are [in, out] and apply as x @ W.
+
+Conventions copied from the Go code:
+- RMSNorm: x * 1/sqrt(mean(x^2) + 1e-6) * gain (no bias).
+- RoPE: rotate-half layout (the two halves of a head share frequencies),
+  freq_i = 10000^(-2i/head_dim), positions 0..T-1, applied to q and k after
+  splitting heads; tables computed in float64 and rounded to float32.
+- Attention: softmax(q k^T / sqrt(head_dim) + causal bias) v, with bias -1e9
+  above the diagonal; no padding mask (padding is on the right and attention
+  is causal, so it never reaches earlier positions).
+- MLP: w2(silu(w1 x)); no biases anywhere in the backbone; pre-norm blocks;
+  final RMSNorm; the LM head is a separate [D, V] matrix (not tied).
+- Reward model: backbone + head [D, 5] + bias [5] on the hidden state at the
+  last real token; the scalar reward is output 0 (helpfulness).
+- Generation feeds prompts one token per decode step through the KV cache
+  (no prefill), samples in float64 with temperature and top-p, and stops when
+  every row is done (EOS, max_tokens, or max_len).
+"""
+
+import json
+import math
+import struct
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NEG_INF = -1e9
+RMS_EPS = 1e-6
+
+
+# ---------------------------------------------------------------- safetensors
+
+_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64}
+
+
+def read_safetensors(path):
+    """Reads a safetensors file: 8-byte little-endian header length, JSON
+    header, raw little-endian data. Returns (tensors by name, metadata)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    body = memoryview(data)[8 + n:]
+    out = {}
+    for name, e in header.items():
+        dt = np.dtype(_DTYPES[e["dtype"]]).newbyteorder("<")
+        a, b = e["data_offsets"]
+        arr = np.frombuffer(body[a:b], dtype=dt).reshape(e["shape"])
+        out[name] = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
+    return out, meta
+
+
+def load_params(path, requires_grad=False):
+    ts, meta = read_safetensors(path)
+    for t in ts.values():
+        t.requires_grad_(requires_grad)
+    return ts, meta
+
+
+# ---------------------------------------------------------------- backbone
+
+class Config:
+    def __init__(self, d):
+        self.vocab = d["vocab"]
+        self.dim = d["dim"]
+        self.heads = d["heads"]
+        self.layers = d["layers"]
+        self.hidden = d["hidden"]
+        self.max_len = d["max_len"]
+        self.head_dim = self.dim // self.heads
+
+
+def rms_norm(x, gain):
+    ms = x.square().mean(-1, keepdim=True)
+    return x * (1.0 / torch.sqrt(ms + RMS_EPS)) * gain
+
+
+_rope_cache = {}
+
+
+def rope_tables(t, head_dim):
+    """cos, sin [t, head_dim] for positions 0..t-1."""
+    key = (t, head_dim)
+    if key not in _rope_cache:
+        half = head_dim // 2
+        freq = torch.tensor([math.pow(10000, -float(2 * i) / float(head_dim)) for i in range(half)], dtype=torch.float64)
+        a = torch.arange(t, dtype=torch.float64)[:, None] * freq[None, :]
+        cos = torch.cat([torch.cos(a), torch.cos(a)], -1).to(torch.float32)
+        sin = torch.cat([torch.sin(a), torch.sin(a)], -1).to(torch.float32)
+        _rope_cache[key] = (cos, sin)
+    return _rope_cache[key]
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], -1)
+
+
+def apply_rope(x, cos, sin):
+    return x * cos + rotate_half(x) * sin
+
+
+def split_heads(x, heads):
+    b, t, d = x.shape
+    return x.view(b, t, heads, d // heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+def attend(q, k, v, bias):
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, -1) @ v
+
+
+_causal_cache = {}
+
+
+def causal_bias(t):
+    if t not in _causal_cache:
+        _causal_cache[t] = torch.triu(torch.full((t, t), NEG_INF, dtype=torch.float32), diagonal=1)
+    return _causal_cache[t]
+
+
+def mlp(p, l, x):
+    u = x @ p[f"layer{l}.w1"]
+    return F.silu(u) @ p[f"layer{l}.w2"]
+
+
+def hidden(p, cfg, tokens):
+    """Final normalised hidden states [B,T,D] of tokens [B,T] (int64)."""
+    t = tokens.shape[1]
+    x = p["embed"][tokens]
+    cos, sin = rope_tables(t, cfg.head_dim)
+    bias = causal_bias(t)
+    for l in range(cfg.layers):
+        h = rms_norm(x, p[f"layer{l}.attn_norm"])
+        q = apply_rope(split_heads(h @ p[f"layer{l}.wq"], cfg.heads), cos, sin)
+        k = apply_rope(split_heads(h @ p[f"layer{l}.wk"], cfg.heads), cos, sin)
+        v = split_heads(h @ p[f"layer{l}.wv"], cfg.heads)
+        x = x + merge_heads(attend(q, k, v, bias)) @ p[f"layer{l}.wo"]
+        x = x + mlp(p, l, rms_norm(x, p[f"layer{l}.mlp_norm"]))
+    return rms_norm(x, p["final_norm"])
+
+
+def decode_step(p, cfg, token, k_cache, v_cache):
+    """One token per row through the KV cache. token [B]; caches: per layer
+    [B,H,s,Dh] (None before the first token). Returns logits [B,V] and the
+    caches grown by concatenation to s+1, as transformer.DecodeStep does."""
+    b = token.shape[0]
+    pos = 0 if k_cache is None else k_cache[0].shape[2]
+    cos_all, sin_all = rope_tables(cfg.max_len, cfg.head_dim)
+    cos, sin = cos_all[pos:pos + 1], sin_all[pos:pos + 1]
+    x = p["embed"][token].view(b, 1, cfg.dim)
+    new_k, new_v = [], []
+    for l in range(cfg.layers):
+        h = rms_norm(x, p[f"layer{l}.attn_norm"])
+        q = apply_rope(split_heads(h @ p[f"layer{l}.wq"], cfg.heads), cos, sin)
+        k = apply_rope(split_heads(h @ p[f"layer{l}.wk"], cfg.heads), cos, sin)
+        v = split_heads(h @ p[f"layer{l}.wv"], cfg.heads)
+        if k_cache is not None:
+            k = torch.cat([k_cache[l], k], 2)
+            v = torch.cat([v_cache[l], v], 2)
+        new_k.append(k)
+        new_v.append(v)
+        x = x + merge_heads(attend(q, k, v, None)) @ p[f"layer{l}.wo"]
+        x = x + mlp(p, l, rms_norm(x, p[f"layer{l}.mlp_norm"]))
+    h = rms_norm(x, p["final_norm"]).view(b, cfg.dim)
+    return h @ p["lm_head"], new_k, new_v
+
+
+# ---------------------------------------------------------------- policy
+
+def token_logprobs(p, cfg, inputs, targets):
+    logits = hidden(p, cfg, inputs) @ p["lm_head"]
+    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def sft_loss(p, cfg, inputs, targets, mask):
+    lp = token_logprobs(p, cfg, inputs, targets)
+    n = torch.clamp(mask.sum(), min=1.0)
+    return -(lp * mask).sum() / n
+
+
+def bucket_len(n, max_len):
+    return min(max_len, (n + 7) // 8 * 8)
+
+
+def make_batch(cfg, size, prompts, responses, pad):
+    """policy.MakeBatch: inputs/targets/mask of exactly size rows, padded to
+    the bucket length of the longest sequence."""
+    longest = 1
+    for pr, rs in zip(prompts, responses):
+        longest = max(longest, len(pr) + len(rs) - 1)
+    t = bucket_len(longest, cfg.max_len)
+    inputs = [[pad] * t for _ in range(size)]
+    targets = [[pad] * t for _ in range(size)]
+    mask = [[0.0] * t for _ in range(size)]
+    for i, (pr, rs) in enumerate(zip(prompts, responses)):
+        seq = list(pr) + list(rs)
+        seq = seq[:t + 1]
+        inputs[i][:len(seq) - 1] = seq[:-1]
+        targets[i][:len(seq) - 1] = seq[1:]
+        for j in range(len(pr) - 1, len(seq) - 1):
+            mask[i][j] = 1.0
+    return (torch.tensor(inputs, dtype=torch.int64), torch.tensor(targets, dtype=torch.int64),
+            torch.tensor(mask, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------- sampling
+
+def sample_tokens(logits, temperature, top_p, gen):
+    """Temperature and nucleus sampling per row, in float64 like
+    policy.sampleToken (top-p keeps tokens, most likely first, until their
+    mass reaches top_p, the crossing token included)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.double() / temperature, -1)
+    if not (0 < top_p <= 1):
+        top_p = 1.0
+    if top_p < 1:
+        sp, idx = probs.sort(-1, descending=True, stable=True)
+        before = sp.cumsum(-1) - sp
+        sp = torch.where(before < top_p, sp, torch.zeros_like(sp))
+        probs = torch.zeros_like(probs).scatter(-1, idx, sp)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class Sample:
+    __slots__ = ("tokens", "ended", "logprobs")
+
+    def __init__(self):
+        self.tokens, self.ended, self.logprobs = [], False, []
+
+
+def generate_chunk(p, cfg, prompts, rows, temperature, top_p, max_tokens, gen, eos, pad, forced=None):
+    """policy.Engine.generateChunk. forced, when given, holds a response
+    per row to replay instead of sampling (to compare log-probabilities)."""
+    tmax = cfg.max_len
+    samples = [Sample() for _ in prompts]
+    done = [b >= len(prompts) for b in range(rows)]
+    cur = [prompts[b][0] if b < len(prompts) else pad for b in range(rows)]
+    kc = vc = None
+    steps = 0
+    with torch.no_grad():
+        for s in range(tmax):
+            logits, kc, vc = decode_step(p, cfg, torch.tensor(cur, dtype=torch.int64), kc, vc)
+            steps += 1
+            if forced is None:
+                toks = sample_tokens(logits, temperature, top_p, gen).tolist()
+            else:
+                toks = [forced[b][s + 1 - len(prompts[b])] if b < len(prompts) and s + 1 >= len(prompts[b])
+                        and s + 1 - len(prompts[b]) < len(forced[b]) else pad for b in range(rows)]
+            lps = torch.log_softmax(logits, -1).gather(-1, torch.tensor(toks, dtype=torch.int64).unsqueeze(-1)).squeeze(-1).tolist()
+            all_done = True
+            for b in range(rows):
+                if done[b]:
+                    cur[b] = pad
+                    continue
+                if s + 1 < len(prompts[b]):
+                    cur[b] = prompts[b][s + 1]
+                    all_done = False
+                    continue
+                tok = toks[b]
+                sm = samples[b]
+                sm.tokens.append(tok)
+                sm.logprobs.append(lps[b])
+                if tok == eos:
+                    sm.ended = True
+                    done[b] = True
+                elif len(sm.tokens) >= max_tokens or s + 1 >= tmax:
+                    done[b] = True
+                if forced is not None and len(sm.tokens) >= len(forced[b]):
+                    done[b] = True
+                cur[b] = tok
+                if not done[b]:
+                    all_done = False
+            if all_done:
+                break
+    return samples, steps
+
+
+def generate(p, cfg, prompts, batch_size, temperature, top_p, max_tokens, gen, eos, pad):
+    out, steps = [], 0
+    for start in range(0, len(prompts), batch_size):
+        s, n = generate_chunk(p, cfg, prompts[start:start + batch_size], batch_size, temperature, top_p, max_tokens,
+                              gen, eos, pad)
+        out.extend(s)
+        steps += n
+    return out, steps
+
+
+# ---------------------------------------------------------------- reward model
+
+def reward_scores(p, cfg, tokens, last):
+    h = hidden(p, cfg, tokens)
+    h_last = h[torch.arange(h.shape[0]), last]
+    return h_last @ p["reward_head.w"] + p["reward_head.b"]
+
+
+def pair_loss(rc, rr, margin, weight, valid):
+    nll = F.softplus(-(rc - rr - margin))
+    n = torch.clamp(valid.sum(), min=1.0)
+    return (nll * weight * valid).sum() / n
+
+
+def bt_loss(p, cfg, chosen, chosen_last, rejected, rejected_last, margin, weight, valid):
+    rc = reward_scores(p, cfg, chosen, chosen_last)[:, 0]
+    rr = reward_scores(p, cfg, rejected, rejected_last)[:, 0]
+    loss = pair_loss(rc, rr, margin, weight, valid)
+    n = torch.clamp(valid.sum(), min=1.0)
+    acc = (((rc > rr).float()) * valid).sum() / n
+    return loss, acc
+
+
+def sequence(prompt, response, max_len):
+    return (list(prompt) + list(response))[:max_len]
+
+
+def pack_sequences(seqs, size, max_len, pad):
+    longest = max([1] + [len(s) for s in seqs])
+    width = bucket_len(longest, max_len)
+    tokens = [[pad] * width for _ in range(size)]
+    last = [0] * size
+    for i, s in enumerate(seqs):
+        tokens[i][:len(s)] = s
+        last[i] = len(s) - 1
+    return torch.tensor(tokens, dtype=torch.int64), torch.tensor(last, dtype=torch.int64)
+
+
+def rewards(p, cfg, seqs, batch_size, pad):
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start:start + batch_size]
+            tok, last = pack_sequences(chunk, batch_size, cfg.max_len, pad)
+            out.extend(reward_scores(p, cfg, tok, last)[:len(chunk), 0].tolist())
+    return out
+
+
+# ---------------------------------------------------------------- REINFORCE
+
+def token_kl(logp, logp_ref, estimator):
+    d = logp - logp_ref
+    if estimator == "abs":
+        return abs(d)
+    if estimator == "k1":
+        return d
+    if estimator == "k2":
+        return 0.5 * d * d
+    if estimator == "k3":
+        return math.exp(-d) - 1 + d
+    raise ValueError(f"unknown kl_estimator {estimator!r}")
+
+
+def sequence_kl(logp, logp_ref, mask, estimator):
+    """reinforce.SequenceKL over one row (lists of python floats)."""
+    s, n = 0.0, 0
+    for a, b, m in zip(logp, logp_ref, mask):
+        if m == 0:
+            continue
+        s += token_kl(a, b, estimator)
+        n += 1
+    return s / n if n else 0.0
+
+
+def leave_one_out_baseline(rewards_, ended, k):
+    base = [0.0] * len(rewards_)
+    for g in range(0, len(rewards_), k):
+        idx = range(g, g + k)
+        s = sum(rewards_[i] for i in idx if ended[i])
+        n = sum(1 for i in idx if ended[i])
+        for i in idx:
+            if n <= 1:
+                base[i] = rewards_[i]
+            elif ended[i]:
+                base[i] = (s - rewards_[i]) / (n - 1)
+            else:
+                base[i] = s / n
+    return base
+
+
+def policy_loss(p, cfg, inputs, targets, mask, adv):
+    lp = token_logprobs(p, cfg, inputs, targets)
+    n = torch.clamp(mask.sum(), min=1.0)
+    return -((lp * mask) * adv.unsqueeze(-1)).sum() / n
+
+
+# ---------------------------------------------------------------- optimizer
+
+class Trainer:
+    """optim.Trainer: loss, gradients, global-norm clipping, AdamW
+    (torch.optim.AdamW; decoupled weight decay on tensors of rank >= 2)."""
+
+    def __init__(self, params, adamw, lr):
+        self.params = params
+        names = sorted(params)
+        decay = [params[n] for n in names if params[n].dim() >= 2]
+        no_decay = [params[n] for n in names if params[n].dim() < 2]
+        groups = [{"params": decay, "weight_decay": adamw["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW(groups, lr=lr, betas=(adamw["beta1"], adamw["beta2"]), eps=adamw["eps"])
+        self.clip = adamw["clip_norm"]
+        self.all = [params[n] for n in names]
+
+    def step(self, loss):
+        """Backpropagates loss and applies one update; returns the gradient
+        norm before clipping."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.all, self.clip)
+        else:
+            norm = torch.sqrt(sum((q.grad.double() ** 2).sum() for q in self.all))
+        self.opt.step()
+        return float(norm)

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""PyTorch reference for alignflow's benchmark stages.
+
+Reads the fixtures that `go run ./bench/harness -out DIR` wrote (spec.json,
+initial weights, token batches, prompts, checks/), runs the same stages with
+the same model, optimizer and data, verifies against alignflow's recorded
+outputs, and writes DIR/pytorch.json in alignflow.json's schema.
+
+    python3 bench/pytorch/reference.py --dir DIR [--threads 2 --blas-threads 1]
+
+Threads: torch intra-op threads x OpenBLAS threads should equal the cores
+(2 here). OPENBLAS_NUM_THREADS must be set before torch loads, so this script
+sets it from --blas-threads before importing torch.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", required=True, help="fixtures directory written by the Go harness")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--blas-threads", type=int, default=2, help="OpenBLAS threads (default 2)")
+    ap.add_argument("--stages", default="", help="comma-separated stages (default: those in spec.json)")
+    ap.add_argument("--out", default="", help="output file (default DIR/pytorch.json)")
+    return ap.parse_args()
+
+
+ARGS = parse_args()
+os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.blas_threads)
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+
+import torch  # noqa: E402
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model as M  # noqa: E402
+
+
+# ---------------------------------------------------------------- memory
+
+def reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# ---------------------------------------------------------------- fixtures
+
+class Fixtures:
+    def __init__(self, d):
+        self.dir = d
+        with open(os.path.join(d, "spec.json")) as f:
+            self.spec = json.load(f)
+        s = self.spec
+        self.cfg = M.Config(s["model"])
+        self.files = s["files"]
+        tok = s["tokens"]
+        self.eos, self.pad = tok["eos"], tok["pad"]
+
+    def path(self, key):
+        return os.path.join(self.dir, self.files[key])
+
+    def json(self, key):
+        with open(self.path(key)) as f:
+            return json.load(f)
+
+    def check(self, stage):
+        p = os.path.join(self.dir, self.files["checks"], stage + ".json")
+        if not os.path.exists(p):
+            return None
+        with open(p) as f:
+            return json.load(f)
+
+    def weights(self, key, requires_grad=False):
+        return M.load_params(self.path(key), requires_grad)[0]
+
+
+def counts_for(spec, stage):
+    c = spec["counts"]
+    if stage in ("policy_train_step", "reward_train_step"):
+        return c["train_warmup"], c["train_steps"]
+    if stage == "reinforce_iteration":
+        return c["reinforce_warmup"], c["reinforce_steps"]
+    return c["generation_warmup"], c["generation_steps"]
+
+
+def machine_busy_s():
+    """CPU time all processes used so far (/proc/stat, USER_HZ 100); -1 if unknown."""
+    try:
+        with open("/proc/stat") as f:
+            v = f.readline().split()
+        return sum(float(v[i]) for i in (1, 2, 3, 6, 7)) / 100
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
+def own_cpu_s():
+    t = os.times()
+    return t.user + t.system
+
+
+def run_stage(unit, prepare, step, warmup, steps, breakdown=None):
+    """Same procedure and fields as benchkit.Run."""
+    t0 = time.perf_counter()
+    prepare()
+    prepare_s = time.perf_counter() - t0
+    reset_peak_rss()
+    losses, secs, works, extra = [], [], [], {}
+    busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        loss, work, ex = step(i)
+        sec = time.perf_counter() - t
+        if loss is not None:
+            losses.append(loss)
+        if i < warmup:
+            continue
+        secs.append(sec)
+        works.append(work)
+        for k, v in (ex or {}).items():
+            extra[k] = extra.get(k, 0.0) + v / steps
+    busy1 = machine_busy_s()
+    other = 0.0
+    if busy0 >= 0 and busy1 >= 0:
+        other = max(0.0, (busy1 - busy0) - (own_cpu_s() - own0)) / (time.perf_counter() - wall0)
+    r = {"unit": unit, "warmup": warmup, "steps": steps, "prepare_s": prepare_s, "seconds": secs,
+         "seconds_median": statistics.median(secs), "throughput": sum(works) / sum(secs),
+         "work_per_step_median": statistics.median(works), "peak_rss_mb": peak_rss_mb(), "extra": extra,
+         "other_cpu_cores": other}
+    if losses:
+        r.update(losses=losses, initial_loss=losses[0], final_loss=losses[-1])
+    if breakdown is not None:
+        r["breakdown"] = breakdown()
+    return r
+
+
+# ---------------------------------------------------------------- stages
+
+def policy_train(fx):
+    s = fx.spec
+    cfg = fx.cfg
+    p = fx.weights("policy_init", True)
+    tr = M.Trainer(p, s["adamw"], s["sft"]["learning_rate"])
+    batches = [(torch.tensor(b["inputs"], dtype=torch.int64), torch.tensor(b["targets"], dtype=torch.int64),
+                torch.tensor(b["mask"], dtype=torch.float32)) for b in fx.json("sft_batches")]
+
+    def step(i):
+        inp, tg, mk = batches[i % len(batches)]
+        loss = M.sft_loss(p, cfg, inp, tg, mk)
+        gn = tr.step(loss)
+        return float(loss), inp.numel(), {"grad_norm": gn, "width": inp.shape[1]}
+
+    return "tokens/s", lambda: None, step
+
+
+def reward_train(fx):
+    s = fx.spec
+    cfg = fx.cfg
+    p = fx.weights("reward_init", True)
+    tr = M.Trainer(p, s["adamw"], s["reward"]["learning_rate"])
+    batches = []
+    for b in fx.json("reward_batches"):
+        batches.append((torch.tensor(b["chosen"], dtype=torch.int64), torch.tensor(b["chosen_last"], dtype=torch.int64),
+                        torch.tensor(b["rejected"], dtype=torch.int64), torch.tensor(b["rejected_last"], dtype=torch.int64),
+                        torch.tensor(b["margin"], dtype=torch.float32), torch.tensor(b["weight"], dtype=torch.float32),
+                        torch.tensor(b["valid"], dtype=torch.float32)))
+
+    def step(i):
+        b = batches[i % len(batches)]
+        loss, acc = M.bt_loss(p, cfg, *b)
+        gn = tr.step(loss)
+        return float(loss), float(b[6].sum()), {"grad_norm": gn, "accuracy": float(acc)}
+
+    return "pairs/s", lambda: None, step
+
+
+def generation(fx, batch, checks):
+    s = fx.spec
+    cfg = fx.cfg
+    p = fx.weights("policy_init")
+    prompts = fx.json("gen_prompts")[str(batch)]
+    smp = s["sample"]
+    gen = torch.Generator().manual_seed(s["seed"] * 1000 + batch)
+    stage = f"generation_batch{batch}"
+
+    def prepare():
+        c = fx.check(stage)
+        if c is None:
+            return
+        samples, _ = M.generate_chunk(p, cfg, c["prompts"], batch, smp["temperature"], smp["top_p"], smp["max_tokens"],
+                                      None, fx.eos, fx.pad, forced=c["tokens"])
+        diff, n = 0.0, 0
+        for sm, want, toks in zip(samples, c["logprobs"], c["tokens"]):
+            assert sm.tokens == toks, "replayed tokens differ"
+            for a, b in zip(sm.logprobs, want):
+                diff = max(diff, abs(a - b))
+                n += 1
+        checks[stage] = {"replayed_tokens": n, "logprob_max_abs_diff": diff, "ok": diff < 1e-4}
+
+    def step(i):
+        samples, steps = M.generate(p, cfg, prompts, batch, smp["temperature"], smp["top_p"], smp["max_tokens"], gen,
+                                    fx.eos, fx.pad)
+        tokens = sum(len(x.tokens) for x in samples)
+        ended = sum(1 for x in samples if x.ended)
+        return None, tokens, {"decode_steps": steps, "ended_fraction": ended / len(samples)}
+
+    return "tokens/s", prepare, step
+
+
+class Reinforce:
+    """reinforce.Iteration.Run."""
+
+    def __init__(self, fx, policy_params, reference, rm):
+        s = fx.spec
+        self.fx, self.cfg = fx, fx.cfg
+        self.r = s["reinforce"]
+        self.smp = s["sample"]
+        self.pol, self.ref, self.rm = policy_params, reference, rm
+        self.trainer = M.Trainer(policy_params, s["adamw"], self.r["learning_rate"])
+        self.phases = {}  # seconds by part, summed over iterations
+
+    def _tick(self, part, t0):
+        t = time.perf_counter()
+        self.phases[part] = self.phases.get(part, 0.0) + t - t0
+        return t
+
+    def logprobs(self, params, inputs, targets):
+        with torch.no_grad():
+            return M.token_logprobs(params, self.cfg, inputs, targets).tolist()
+
+    def run(self, prompts, gen=None, replay=None):
+        """One iteration. replay: a recorded iteration whose responses are
+        used instead of sampling; returns the rollouts and stats."""
+        r, cfg, fx = self.r, self.cfg, self.fx
+        k, bs = r["samples_per_prompt"], r["batch_size"]
+        ctx = [pr for pr in prompts for _ in range(k)]
+        t = time.perf_counter()
+        if replay is None:
+            samples, _ = M.generate(self.pol, cfg, ctx, bs, self.smp["temperature"], self.smp["top_p"],
+                                    self.smp["max_tokens"], gen, fx.eos, fx.pad)
+            responses = [sm.tokens for sm in samples]
+            ended = [sm.ended for sm in samples]
+        else:
+            responses = [ro["response"] for ro in replay["rollouts"]]
+            ended = [ro["ended"] for ro in replay["rollouts"]]
+        t = self._tick("generate", t)
+        seqs = [M.sequence(ctx[i], responses[i], cfg.max_len) for i in range(len(ctx))]
+        rewards = M.rewards(self.rm, cfg, seqs, bs, fx.pad)
+        t = self._tick("score", t)
+        kls, batches = [], []
+        for start in range(0, len(ctx), bs):
+            end = min(start + bs, len(ctx))
+            inp, tg, mk = M.make_batch(cfg, bs, ctx[start:end], responses[start:end], fx.pad)
+            lp = self.logprobs(self.pol, inp, tg)
+            lpr = self.logprobs(self.ref, inp, tg)
+            ml = mk.tolist()
+            for i in range(start, end):
+                kls.append(M.sequence_kl(lp[i - start], lpr[i - start], ml[i - start], r["kl_estimator"]))
+            batches.append((inp, tg, mk, end - start))
+        t = self._tick("logprobs", t)
+        shaped = [rw - r["kl_beta"] * kl for rw, kl in zip(rewards, kls)]
+        base = M.leave_one_out_baseline(shaped, ended, k)
+        adv = [a - b for a, b in zip(shaped, base)]
+        loss_mean, gn_mean = 0.0, 0.0
+        for bi, (inp, tg, mk, rows) in enumerate(batches):
+            a = torch.zeros(bs, dtype=torch.float32)
+            a[:rows] = torch.tensor(adv[bi * bs:bi * bs + rows], dtype=torch.float32)
+            loss = M.policy_loss(self.pol, cfg, inp, tg, mk, a)
+            gn = self.trainer.step(loss)
+            loss_mean += float(loss) / len(batches)
+            gn_mean += gn / len(batches)
+        self._tick("update", t)
+        n = len(ctx)
+        stats = {"loss": loss_mean, "grad_norm": gn_mean, "reward_mean": sum(rewards) / n, "kl_mean": sum(kls) / n,
+                 "ended_fraction": sum(ended) / n}
+        rollouts = [{"reward": rewards[i], "kl": kls[i], "shaped": shaped[i], "baseline": base[i], "advantage": adv[i]}
+                    for i in range(n)]
+        return rollouts, stats
+
+
+def reinforce(fx, checks):
+    s = fx.spec
+    ref = fx.weights("rl_policy")
+    rm = fx.weights("reward_init")
+    prompts = fx.json("rl_prompts")
+    ncheck = s["rl_check_iterations"]
+    it = Reinforce(fx, fx.weights("rl_policy", True), ref, rm)
+    gen = torch.Generator().manual_seed(s["seed"] * 1000 + 7)
+
+    def prepare():
+        recorded = fx.check("reinforce_iteration")
+        if recorded is None:
+            return
+        chk = Reinforce(fx, fx.weights("rl_policy", True), ref, rm)
+        out = []
+        for i, rec in enumerate(recorded):
+            rollouts, stats = chk.run(rec["prompts"], replay=rec)
+            worst = {}
+            for key in ("reward", "kl", "shaped", "baseline", "advantage"):
+                worst[key + "_max_abs_diff"] = max(abs(a[key] - b[key]) for a, b in zip(rollouts, rec["rollouts"]))
+            rel = abs(stats["loss"] - rec["loss"]) / max(abs(rec["loss"]), 1e-12)
+            out.append({"iteration": i, "alignflow_loss": rec["loss"], "pytorch_loss": stats["loss"], "loss_rel_diff": rel,
+                        "alignflow_kl_mean": rec["kl_mean"], "pytorch_kl_mean": stats["kl_mean"],
+                        "alignflow_grad_norm": rec["grad_norm"], "pytorch_grad_norm": stats["grad_norm"], **worst})
+        checks["reinforce_iteration"] = out
+
+    warmup, _ = counts_for(s, "reinforce_iteration")
+
+    def step(i):
+        if i == warmup:
+            it.phases.clear()  # the breakdown covers the timed iterations
+        batch = prompts[(ncheck + i) % len(prompts)]
+        _, st = it.run(batch, gen=gen)
+        return st["loss"], len(batch), {k: v for k, v in st.items() if k != "loss"}
+
+    def breakdown():
+        _, steps = counts_for(s, "reinforce_iteration")
+        return {k: v / steps for k, v in it.phases.items()}
+
+    return "prompts/s", prepare, step, breakdown
+
+
+def main():
+    torch.set_num_threads(ARGS.threads)
+    torch.manual_seed(0)
+    fx = Fixtures(ARGS.dir)
+    spec = fx.spec
+    stages = [x for x in ARGS.stages.split(",") if x] or spec["stages"]
+    checks = {}
+    builders = {
+        "policy_train_step": lambda: policy_train(fx),
+        "reward_train_step": lambda: reward_train(fx),
+        "reinforce_iteration": lambda: reinforce(fx, checks),
+    }
+    for b in spec["generation_batches"]:
+        builders[f"generation_batch{b}"] = (lambda b=b: generation(fx, b, checks))
+    report = {
+        "implementation": "pytorch", "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "torch_threads": torch.get_num_threads(), "blas_threads": ARGS.blas_threads,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}, "checks": checks,
+    }
+    for name in stages:
+        if name not in builders:
+            sys.exit(f"reference: unknown stage {name!r}")
+        unit, prepare, step, *breakdown = builders[name]()
+        warmup, steps = counts_for(spec, name)
+        r = run_stage(unit, prepare, step, warmup, steps, *breakdown)
+        report["stages"][name] = r
+        loss = f"  loss {r['initial_loss']:.6f} -> {r['final_loss']:.6f}" if "initial_loss" in r else ""
+        print(f"pytorch:   {name:<20s} {r['seconds_median']:8.4f} s/step  {r['throughput']:10.1f} {unit:<9s}  "
+              f"peak {r['peak_rss_mb']:.0f} MiB  other CPU {r['other_cpu_cores']:.2f}{loss}", flush=True)
+    out = ARGS.out or os.path.join(ARGS.dir, "pytorch.json")
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
