@@ -3,6 +3,8 @@ package policy
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
+	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -91,5 +93,66 @@ func TestSampleToken(t *testing.T) {
 	z := math.Exp(0) + math.Exp(3) + math.Exp(1) + math.Exp(2.9)
 	for i, l := range logits {
 		assert.InDelta(t, math.Exp(float64(l))/z, float64(counts[i])/20000, 0.02, "token %d", i)
+	}
+}
+
+// TestSampleTokenKeepsItsOrder: sampling draws the same tokens as the
+// stable sort it replaced (most likely first, ties by id), so runs stay
+// reproducible across versions.
+func TestSampleTokenKeepsItsOrder(t *testing.T) {
+	stable := func(logits []float32, probs []float64, opts SampleOptions, rng *rand.Rand) int32 {
+		maxL, sum := float64(slices.Max(logits)), 0.0
+		for i, l := range logits {
+			probs[i] = math.Exp((float64(l) - maxL) / opts.Temperature)
+			sum += probs[i]
+		}
+		order := make([]int, len(logits))
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return probs[order[a]] > probs[order[b]] })
+		kept, mass := 0, 0.0
+		for _, id := range order {
+			kept++
+			mass += probs[id] / sum
+			if mass >= opts.TopP {
+				break
+			}
+		}
+		u := rng.Float64() * mass * sum
+		acc := 0.0
+		for _, id := range order[:kept] {
+			acc += probs[id]
+			if u < acc {
+				return int32(id)
+			}
+		}
+		return int32(order[kept-1])
+	}
+	gen := rand.New(rand.NewPCG(7, 7))
+	for trial := 0; trial < 300; trial++ {
+		logits := make([]float32, 259)
+		for i := range logits {
+			logits[i] = float32(gen.IntN(6)) // many ties
+		}
+		opts := SampleOptions{Temperature: 1, TopP: []float64{1, 0.9, 0.5}[trial%3]}
+		probs := make([]float64, len(logits))
+		seed := uint64(trial)
+		got := sampleToken(logits, probs, opts, rand.New(rand.NewPCG(seed, 1)))
+		want := stable(logits, probs, opts, rand.New(rand.NewPCG(seed, 1)))
+		require.Equal(t, want, got, "trial %d", trial)
+	}
+}
+
+func BenchmarkSampleToken(b *testing.B) {
+	gen := rand.New(rand.NewPCG(1, 2))
+	logits := make([]float32, 259)
+	for i := range logits {
+		logits[i] = float32(gen.NormFloat64() * 3)
+	}
+	probs := make([]float64, len(logits))
+	opts := SampleOptions{Temperature: 1, TopP: 1}
+	for b.Loop() {
+		sampleToken(logits, probs, opts, gen)
 	}
 }

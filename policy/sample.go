@@ -1,9 +1,10 @@
 package policy
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 )
 
 // sampleToken draws a token from logits with temperature and nucleus (top-p)
@@ -29,29 +30,41 @@ func sampleToken(logits []float32, probs []float64, opts SampleOptions, rng *ran
 	if topP <= 0 || topP > 1 {
 		topP = 1
 	}
-	order := make([]int, len(logits))
+	// Most likely first, ties by id: reproducible sampling. Sorting (prob,
+	// id) pairs gives the order sort.SliceStable gave over ids in a third of
+	// its time (BenchmarkSampleToken), and sampling runs once per token.
+	order := make([]candidate, len(logits))
 	for i := range order {
-		order[i] = i
+		order[i] = candidate{probs[i], int32(i)}
 	}
-	// Stable order (probability, then id) keeps sampling reproducible.
-	sort.SliceStable(order, func(a, b int) bool { return probs[order[a]] > probs[order[b]] })
+	slices.SortFunc(order, func(a, b candidate) int {
+		if c := cmp.Compare(b.p, a.p); c != 0 {
+			return c
+		}
+		return int(a.id - b.id)
+	})
 	kept, mass := 0, 0.0
-	for _, id := range order {
+	for _, c := range order {
 		kept++
-		mass += probs[id] / sum
+		mass += c.p / sum
 		if mass >= topP {
 			break
 		}
 	}
 	u := rng.Float64() * mass * sum
 	acc := 0.0
-	for _, id := range order[:kept] {
-		acc += probs[id]
+	for _, c := range order[:kept] {
+		acc += c.p
 		if u < acc {
-			return int32(id)
+			return c.id
 		}
 	}
-	return int32(order[kept-1])
+	return order[kept-1].id
+}
+
+type candidate struct {
+	p  float64
+	id int32
 }
 
 // logSoftmaxAt returns log softmax(logits)[id].
