@@ -45,24 +45,25 @@ func main() {
 	quick := flag.Bool("quick", false, "few steps per stage (the quick comparison)")
 	only := flag.String("stages", "", "comma-separated stages to run (default: all)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the stages' steps (not fixtures) to this file")
+	backendName := flag.String("backend", backend.Go, `GoMLX backend: "go" (pure Go), or "xla:/abs/path/plugin.so" in a build with -tags xla`)
 	flag.Parse()
 	if *out == "" {
 		fmt.Fprintln(os.Stderr, "harness: -out DIR is required")
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*out, *quick, *only, *cpuProfile); err != nil {
+	if err := run(*out, *quick, *only, *cpuProfile, *backendName); err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, quick bool, only, cpuProfile string) error {
+func run(dir string, quick bool, only, cpuProfile, backendName string) error {
 	counts := benchkit.FullCounts
 	if quick {
 		counts = benchkit.QuickCounts
 	}
-	be, err := backend.New(backend.Go)
+	be, err := backend.New(backendName)
 	if err != nil {
 		return err
 	}
@@ -93,7 +94,7 @@ func run(dir string, quick bool, only, cpuProfile string) error {
 		return err
 	}
 	rep := &Report{
-		Implementation: "alignflow", Backend: "GoMLX v0.26.0 simplego (go:parallelism=-1)",
+		Implementation: "alignflow", Backend: describe(backendName),
 		GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), CPU: cpuModel(),
 		Date: time.Now().UTC().Format(time.RFC3339), Quick: quick,
 		FixtureSec: time.Since(t0).Seconds(), Stages: map[string]*benchkit.Result{},
@@ -144,4 +145,12 @@ func cpuModel() string {
 		}
 	}
 	return runtime.GOARCH
+}
+
+// describe names the backend for the report.
+func describe(name string) string {
+	if name == backend.Go {
+		return "GoMLX v0.26.0 simplego (go:parallelism=-1)"
+	}
+	return "GoMLX v0.26.0 " + name
 }
