@@ -44,6 +44,8 @@ def merge(reports):
             r[k] = statistics.median(x[k] for x in rs)
         for k in ("peak_rss_mb", "other_cpu_cores"):
             r[k] = max(x.get(k, 0.0) for x in rs)
+        if "peak_cuda_mb" in r:
+            r["peak_cuda_mb"] = max(x.get("peak_cuda_mb", 0.0) for x in rs)
         if "breakdown" in r:
             r["breakdown"] = {part: statistics.median(x["breakdown"][part] for x in rs) for part in r["breakdown"]}
     return m
@@ -60,8 +62,12 @@ def main():
     out = {}
     print()
     print(f"alignflow: {af['backend']}, {af['go_version']}, GOMAXPROCS={af['gomaxprocs']}; {af['cpu']}")
-    print(f"pytorch:   torch {pt['torch_version']}, {pt['torch_threads']} torch thread(s) x {pt['blas_threads']} "
-          f"OpenBLAS thread(s); {'quick' if af['quick'] else 'full'} run, {af['date']}")
+    cuda = pt.get("device") == "cuda"
+    if cuda:
+        where = f"device cuda ({pt.get('device_name', 'unknown GPU')}, CUDA {pt.get('cuda_version')}, TF32 off)"
+    else:
+        where = f"{pt['torch_threads']} torch thread(s) x {pt['blas_threads']} OpenBLAS thread(s)"
+    print(f"pytorch:   torch {pt['torch_version']}, {where}; {'quick' if af['quick'] else 'full'} run, {af['date']}")
     if len(runs) > 1:
         print(f"{len(runs)} runs on the same fixtures ({runs[0][0]['date']} to {runs[-1][1]['date']}): times are medians "
               f"over the runs, per-run ratios on the right")
@@ -86,6 +92,8 @@ def main():
                "warmup": a["warmup"], "steps": a["steps"], "quick": af["quick"], "date": af["date"], "runs": len(runs)}
         if len(runs) > 1:
             row["ratios"] = ratios
+        if "peak_cuda_mb" in p:
+            row["pytorch_peak_cuda_mb"] = p["peak_cuda_mb"]
         row["alignflow_other_cpu_cores"] = a.get("other_cpu_cores", 0.0)
         row["pytorch_other_cpu_cores"] = p.get("other_cpu_cores", 0.0)
         busy = max(row["alignflow_other_cpu_cores"], row["pytorch_other_cpu_cores"])
@@ -100,6 +108,10 @@ def main():
         out[st] = row
     if noisy:
         print(f"  WARNING: other processes used CPU during: {', '.join(noisy)}; those timings are skewed")
+    if cuda:
+        peaks = [f"{st} {r['pytorch_peak_cuda_mb']:.1f}" for st, r in out.items() if "pytorch_peak_cuda_mb" in r]
+        print("  pytorch ran on cuda: its peak MiB above is host RSS (CUDA context included); peak CUDA memory "
+              "allocated (MiB): " + ", ".join(peaks))
     for st in ("generation_batch1", "generation_batch16"):
         if st in out and "alignflow_decode_steps" in out[st]:
             r = out[st]

@@ -19,6 +19,11 @@ Conventions copied from the Go code:
 - Generation feeds prompts one token per decode step through the KV cache
   (no prefill), samples in float64 with temperature and top-p, and stops when
   every row is done (EOS, max_tokens, or max_len).
+
+Device: tensors live on the device of the weights they go with (load_params
+moves the weights; the functions that build token tensors take that device
+from the weights, e.g. p["embed"].device, or a device argument). A sampling
+generator must be on the same device (torch.Generator(device=...)).
 """
 
 import json
@@ -56,8 +61,11 @@ def read_safetensors(path):
     return out, meta
 
 
-def load_params(path, requires_grad=False):
+def load_params(path, requires_grad=False, device="cpu"):
+    """The tensors of a safetensors file on device (leaf tensors, so the
+    optimizer can update them)."""
     ts, meta = read_safetensors(path)
+    ts = {name: t.to(device) for name, t in ts.items()}
     for t in ts.values():
         t.requires_grad_(requires_grad)
     return ts, meta
@@ -84,16 +92,18 @@ def rms_norm(x, gain):
 _rope_cache = {}
 
 
-def rope_tables(t, head_dim):
-    """cos, sin [t, head_dim] for positions 0..t-1."""
-    key = (t, head_dim)
+def rope_tables(t, head_dim, device="cpu"):
+    """cos, sin [t, head_dim] for positions 0..t-1 on device (computed on
+    the CPU in float64, so every device gets the same float32 tables)."""
+    device = torch.device(device)
+    key = (t, head_dim, device)
     if key not in _rope_cache:
         half = head_dim // 2
         freq = torch.tensor([math.pow(10000, -float(2 * i) / float(head_dim)) for i in range(half)], dtype=torch.float64)
         a = torch.arange(t, dtype=torch.float64)[:, None] * freq[None, :]
         cos = torch.cat([torch.cos(a), torch.cos(a)], -1).to(torch.float32)
         sin = torch.cat([torch.sin(a), torch.sin(a)], -1).to(torch.float32)
-        _rope_cache[key] = (cos, sin)
+        _rope_cache[key] = (cos.to(device), sin.to(device))
     return _rope_cache[key]
 
 
@@ -126,10 +136,12 @@ def attend(q, k, v, bias):
 _causal_cache = {}
 
 
-def causal_bias(t):
-    if t not in _causal_cache:
-        _causal_cache[t] = torch.triu(torch.full((t, t), NEG_INF, dtype=torch.float32), diagonal=1)
-    return _causal_cache[t]
+def causal_bias(t, device="cpu"):
+    device = torch.device(device)
+    key = (t, device)
+    if key not in _causal_cache:
+        _causal_cache[key] = torch.triu(torch.full((t, t), NEG_INF, dtype=torch.float32, device=device), diagonal=1)
+    return _causal_cache[key]
 
 
 def mlp(p, l, x):
@@ -141,8 +153,8 @@ def hidden(p, cfg, tokens):
     """Final normalised hidden states [B,T,D] of tokens [B,T] (int64)."""
     t = tokens.shape[1]
     x = p["embed"][tokens]
-    cos, sin = rope_tables(t, cfg.head_dim)
-    bias = causal_bias(t)
+    cos, sin = rope_tables(t, cfg.head_dim, x.device)
+    bias = causal_bias(t, x.device)
     for l in range(cfg.layers):
         h = rms_norm(x, p[f"layer{l}.attn_norm"])
         q = apply_rope(split_heads(h @ p[f"layer{l}.wq"], cfg.heads), cos, sin)
@@ -159,9 +171,9 @@ def decode_step(p, cfg, token, k_cache, v_cache):
     caches grown by concatenation to s+1, as transformer.DecodeStep does."""
     b = token.shape[0]
     pos = 0 if k_cache is None else k_cache[0].shape[2]
-    cos_all, sin_all = rope_tables(cfg.max_len, cfg.head_dim)
-    cos, sin = cos_all[pos:pos + 1], sin_all[pos:pos + 1]
     x = p["embed"][token].view(b, 1, cfg.dim)
+    cos_all, sin_all = rope_tables(cfg.max_len, cfg.head_dim, x.device)
+    cos, sin = cos_all[pos:pos + 1], sin_all[pos:pos + 1]
     new_k, new_v = [], []
     for l in range(cfg.layers):
         h = rms_norm(x, p[f"layer{l}.attn_norm"])
@@ -196,9 +208,9 @@ def bucket_len(n, max_len):
     return min(max_len, (n + 7) // 8 * 8)
 
 
-def make_batch(cfg, size, prompts, responses, pad):
+def make_batch(cfg, size, prompts, responses, pad, device="cpu"):
     """policy.MakeBatch: inputs/targets/mask of exactly size rows, padded to
-    the bucket length of the longest sequence."""
+    the bucket length of the longest sequence, on device."""
     longest = 1
     for pr, rs in zip(prompts, responses):
         longest = max(longest, len(pr) + len(rs) - 1)
@@ -213,8 +225,9 @@ def make_batch(cfg, size, prompts, responses, pad):
         targets[i][:len(seq) - 1] = seq[1:]
         for j in range(len(pr) - 1, len(seq) - 1):
             mask[i][j] = 1.0
-    return (torch.tensor(inputs, dtype=torch.int64), torch.tensor(targets, dtype=torch.int64),
-            torch.tensor(mask, dtype=torch.float32))
+    return (torch.tensor(inputs, dtype=torch.int64, device=device),
+            torch.tensor(targets, dtype=torch.int64, device=device),
+            torch.tensor(mask, dtype=torch.float32, device=device))
 
 
 # ---------------------------------------------------------------- sampling
@@ -222,7 +235,8 @@ def make_batch(cfg, size, prompts, responses, pad):
 def sample_tokens(logits, temperature, top_p, gen):
     """Temperature and nucleus sampling per row, in float64 like
     policy.sampleToken (top-p keeps tokens, most likely first, until their
-    mass reaches top_p, the crossing token included)."""
+    mass reaches top_p, the crossing token included). gen must be on
+    logits' device."""
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.double() / temperature, -1)
@@ -245,8 +259,10 @@ class Sample:
 
 def generate_chunk(p, cfg, prompts, rows, temperature, top_p, max_tokens, gen, eos, pad, forced=None):
     """policy.Engine.generateChunk. forced, when given, holds a response
-    per row to replay instead of sampling (to compare log-probabilities)."""
+    per row to replay instead of sampling (to compare log-probabilities).
+    Runs on the device of p's weights."""
     tmax = cfg.max_len
+    dev = p["embed"].device
     samples = [Sample() for _ in prompts]
     done = [b >= len(prompts) for b in range(rows)]
     cur = [prompts[b][0] if b < len(prompts) else pad for b in range(rows)]
@@ -254,14 +270,15 @@ def generate_chunk(p, cfg, prompts, rows, temperature, top_p, max_tokens, gen, e
     steps = 0
     with torch.no_grad():
         for s in range(tmax):
-            logits, kc, vc = decode_step(p, cfg, torch.tensor(cur, dtype=torch.int64), kc, vc)
+            logits, kc, vc = decode_step(p, cfg, torch.tensor(cur, dtype=torch.int64, device=dev), kc, vc)
             steps += 1
             if forced is None:
                 toks = sample_tokens(logits, temperature, top_p, gen).tolist()
             else:
                 toks = [forced[b][s + 1 - len(prompts[b])] if b < len(prompts) and s + 1 >= len(prompts[b])
                         and s + 1 - len(prompts[b]) < len(forced[b]) else pad for b in range(rows)]
-            lps = torch.log_softmax(logits, -1).gather(-1, torch.tensor(toks, dtype=torch.int64).unsqueeze(-1)).squeeze(-1).tolist()
+            lps = torch.log_softmax(logits, -1).gather(
+                -1, torch.tensor(toks, dtype=torch.int64, device=dev).unsqueeze(-1)).squeeze(-1).tolist()
             all_done = True
             for b in range(rows):
                 if done[b]:
@@ -304,7 +321,7 @@ def generate(p, cfg, prompts, batch_size, temperature, top_p, max_tokens, gen, e
 
 def reward_scores(p, cfg, tokens, last):
     h = hidden(p, cfg, tokens)
-    h_last = h[torch.arange(h.shape[0]), last]
+    h_last = h[torch.arange(h.shape[0], device=h.device), last]
     return h_last @ p["reward_head.w"] + p["reward_head.b"]
 
 
@@ -327,7 +344,7 @@ def sequence(prompt, response, max_len):
     return (list(prompt) + list(response))[:max_len]
 
 
-def pack_sequences(seqs, size, max_len, pad):
+def pack_sequences(seqs, size, max_len, pad, device="cpu"):
     longest = max([1] + [len(s) for s in seqs])
     width = bucket_len(longest, max_len)
     tokens = [[pad] * width for _ in range(size)]
@@ -335,7 +352,8 @@ def pack_sequences(seqs, size, max_len, pad):
     for i, s in enumerate(seqs):
         tokens[i][:len(s)] = s
         last[i] = len(s) - 1
-    return torch.tensor(tokens, dtype=torch.int64), torch.tensor(last, dtype=torch.int64)
+    return (torch.tensor(tokens, dtype=torch.int64, device=device),
+            torch.tensor(last, dtype=torch.int64, device=device))
 
 
 def rewards(p, cfg, seqs, batch_size, pad):
@@ -343,7 +361,7 @@ def rewards(p, cfg, seqs, batch_size, pad):
     with torch.no_grad():
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start:start + batch_size]
-            tok, last = pack_sequences(chunk, batch_size, cfg.max_len, pad)
+            tok, last = pack_sequences(chunk, batch_size, cfg.max_len, pad, p["embed"].device)
             out.extend(reward_scores(p, cfg, tok, last)[:len(chunk), 0].tolist())
     return out
 

@@ -6,11 +6,18 @@ initial weights, token batches, prompts, checks/), runs the same stages with
 the same model, optimizer and data, verifies against alignflow's recorded
 outputs, and writes DIR/pytorch.json in alignflow.json's schema.
 
-    python3 bench/pytorch/reference.py --dir DIR [--threads 2 --blas-threads 1]
+    python3 bench/pytorch/reference.py --dir DIR [--threads 2 --blas-threads 1] [--device cuda]
 
 Threads: torch intra-op threads x OpenBLAS threads should equal the cores
 (2 here). OPENBLAS_NUM_THREADS must be set before torch loads, so this script
-sets it from --blas-threads before importing torch.
+sets it from --blas-threads before importing torch. They only matter on the
+CPU device.
+
+--device cuda puts every weight, optimizer state, token batch and sampling
+generator on the GPU (fp32 with TF32 off, so the correctness checks stay
+comparable), synchronises the GPU before each clock reading, and adds each
+stage's peak CUDA memory allocated (peak_cuda_mb) to the host's peak RSS.
+Exits 2 when CUDA is not available.
 """
 
 import argparse
@@ -27,6 +34,8 @@ def parse_args():
     ap.add_argument("--dir", required=True, help="fixtures directory written by the Go harness")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--blas-threads", type=int, default=2, help="OpenBLAS threads (default 2)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where the reference runs (default cpu; --threads and --blas-threads only matter on cpu)")
     ap.add_argument("--stages", default="", help="comma-separated stages (default: those in spec.json)")
     ap.add_argument("--out", default="", help="output file (default DIR/pytorch.json)")
     return ap.parse_args()
@@ -42,8 +51,31 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model as M  # noqa: E402
 
+DEVICE = torch.device(ARGS.device)
+CUDA = DEVICE.type == "cuda"
+if CUDA and not torch.cuda.is_available():
+    print(f"reference: --device cuda, but torch {torch.__version__} sees no usable CUDA device "
+          f"(torch.cuda.is_available() is False; torch built with CUDA {torch.version.cuda})", file=sys.stderr)
+    sys.exit(2)
+
+
+def sync():
+    """Waits for the GPU's queued work, so that a clock reading after it
+    covers that work (CUDA kernels run asynchronously). No-op on the CPU."""
+    if CUDA:
+        torch.cuda.synchronize()
+
 
 # ---------------------------------------------------------------- memory
+
+def reset_peak_cuda():
+    if CUDA:
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_cuda_mb():
+    return torch.cuda.max_memory_allocated() / (1024 * 1024)
+
 
 def reset_peak_rss():
     try:
@@ -92,7 +124,7 @@ class Fixtures:
             return json.load(f)
 
     def weights(self, key, requires_grad=False):
-        return M.load_params(self.path(key), requires_grad)[0]
+        return M.load_params(self.path(key), requires_grad, DEVICE)[0]
 
 
 def counts_for(spec, stage):
@@ -121,15 +153,20 @@ def own_cpu_s():
 
 def run_stage(unit, prepare, step, warmup, steps, breakdown=None):
     """Same procedure and fields as benchkit.Run."""
+    sync()
     t0 = time.perf_counter()
     prepare()
+    sync()
     prepare_s = time.perf_counter() - t0
     reset_peak_rss()
+    reset_peak_cuda()
     losses, secs, works, extra = [], [], [], {}
     busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
     for i in range(warmup + steps):
+        sync()
         t = time.perf_counter()
         loss, work, ex = step(i)
+        sync()
         sec = time.perf_counter() - t
         if loss is not None:
             losses.append(loss)
@@ -147,6 +184,8 @@ def run_stage(unit, prepare, step, warmup, steps, breakdown=None):
          "seconds_median": statistics.median(secs), "throughput": sum(works) / sum(secs),
          "work_per_step_median": statistics.median(works), "peak_rss_mb": peak_rss_mb(), "extra": extra,
          "other_cpu_cores": other}
+    if CUDA:
+        r["peak_cuda_mb"] = peak_cuda_mb()
     if losses:
         r.update(losses=losses, initial_loss=losses[0], final_loss=losses[-1])
     if breakdown is not None:
@@ -161,8 +200,9 @@ def policy_train(fx):
     cfg = fx.cfg
     p = fx.weights("policy_init", True)
     tr = M.Trainer(p, s["adamw"], s["sft"]["learning_rate"])
-    batches = [(torch.tensor(b["inputs"], dtype=torch.int64), torch.tensor(b["targets"], dtype=torch.int64),
-                torch.tensor(b["mask"], dtype=torch.float32)) for b in fx.json("sft_batches")]
+    batches = [(torch.tensor(b["inputs"], dtype=torch.int64, device=DEVICE),
+                torch.tensor(b["targets"], dtype=torch.int64, device=DEVICE),
+                torch.tensor(b["mask"], dtype=torch.float32, device=DEVICE)) for b in fx.json("sft_batches")]
 
     def step(i):
         inp, tg, mk = batches[i % len(batches)]
@@ -180,10 +220,10 @@ def reward_train(fx):
     tr = M.Trainer(p, s["adamw"], s["reward"]["learning_rate"])
     batches = []
     for b in fx.json("reward_batches"):
-        batches.append((torch.tensor(b["chosen"], dtype=torch.int64), torch.tensor(b["chosen_last"], dtype=torch.int64),
-                        torch.tensor(b["rejected"], dtype=torch.int64), torch.tensor(b["rejected_last"], dtype=torch.int64),
-                        torch.tensor(b["margin"], dtype=torch.float32), torch.tensor(b["weight"], dtype=torch.float32),
-                        torch.tensor(b["valid"], dtype=torch.float32)))
+        batches.append(tuple(torch.tensor(b[key], dtype=dt, device=DEVICE) for key, dt in (
+            ("chosen", torch.int64), ("chosen_last", torch.int64), ("rejected", torch.int64),
+            ("rejected_last", torch.int64), ("margin", torch.float32), ("weight", torch.float32),
+            ("valid", torch.float32))))
 
     def step(i):
         b = batches[i % len(batches)]
@@ -200,7 +240,7 @@ def generation(fx, batch, checks):
     p = fx.weights("policy_init")
     prompts = fx.json("gen_prompts")[str(batch)]
     smp = s["sample"]
-    gen = torch.Generator().manual_seed(s["seed"] * 1000 + batch)
+    gen = torch.Generator(device=DEVICE).manual_seed(s["seed"] * 1000 + batch)
     stage = f"generation_batch{batch}"
 
     def prepare():
@@ -240,6 +280,7 @@ class Reinforce:
         self.phases = {}  # seconds by part, summed over iterations
 
     def _tick(self, part, t0):
+        sync()
         t = time.perf_counter()
         self.phases[part] = self.phases.get(part, 0.0) + t - t0
         return t
@@ -270,7 +311,7 @@ class Reinforce:
         kls, batches = [], []
         for start in range(0, len(ctx), bs):
             end = min(start + bs, len(ctx))
-            inp, tg, mk = M.make_batch(cfg, bs, ctx[start:end], responses[start:end], fx.pad)
+            inp, tg, mk = M.make_batch(cfg, bs, ctx[start:end], responses[start:end], fx.pad, DEVICE)
             lp = self.logprobs(self.pol, inp, tg)
             lpr = self.logprobs(self.ref, inp, tg)
             ml = mk.tolist()
@@ -283,8 +324,8 @@ class Reinforce:
         adv = [a - b for a, b in zip(shaped, base)]
         loss_mean, gn_mean = 0.0, 0.0
         for bi, (inp, tg, mk, rows) in enumerate(batches):
-            a = torch.zeros(bs, dtype=torch.float32)
-            a[:rows] = torch.tensor(adv[bi * bs:bi * bs + rows], dtype=torch.float32)
+            a = torch.zeros(bs, dtype=torch.float32, device=DEVICE)
+            a[:rows] = torch.tensor(adv[bi * bs:bi * bs + rows], dtype=torch.float32, device=DEVICE)
             loss = M.policy_loss(self.pol, cfg, inp, tg, mk, a)
             gn = self.trainer.step(loss)
             loss_mean += float(loss) / len(batches)
@@ -305,7 +346,7 @@ def reinforce(fx, checks):
     prompts = fx.json("rl_prompts")
     ncheck = s["rl_check_iterations"]
     it = Reinforce(fx, fx.weights("rl_policy", True), ref, rm)
-    gen = torch.Generator().manual_seed(s["seed"] * 1000 + 7)
+    gen = torch.Generator(device=DEVICE).manual_seed(s["seed"] * 1000 + 7)
 
     def prepare():
         recorded = fx.check("reinforce_iteration")
@@ -343,6 +384,11 @@ def reinforce(fx, checks):
 def main():
     torch.set_num_threads(ARGS.threads)
     torch.manual_seed(0)
+    if CUDA:
+        # Full fp32 products (TF32 would change results at about 1e-3 and
+        # break the comparison with alignflow's recorded outputs).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     fx = Fixtures(ARGS.dir)
     spec = fx.spec
     stages = [x for x in ARGS.stages.split(",") if x] or spec["stages"]
@@ -356,9 +402,11 @@ def main():
         builders[f"generation_batch{b}"] = (lambda b=b: generation(fx, b, checks))
     report = {
         "implementation": "pytorch", "torch_version": torch.__version__, "python_version": platform.python_version(),
-        "torch_threads": torch.get_num_threads(), "blas_threads": ARGS.blas_threads,
+        "torch_threads": torch.get_num_threads(), "blas_threads": ARGS.blas_threads, "device": DEVICE.type,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}, "checks": checks,
     }
+    if CUDA:
+        report.update(device_name=torch.cuda.get_device_name(DEVICE), cuda_version=torch.version.cuda)
     for name in stages:
         if name not in builders:
             sys.exit(f"reference: unknown stage {name!r}")
@@ -367,8 +415,9 @@ def main():
         r = run_stage(unit, prepare, step, warmup, steps, *breakdown)
         report["stages"][name] = r
         loss = f"  loss {r['initial_loss']:.6f} -> {r['final_loss']:.6f}" if "initial_loss" in r else ""
+        cuda = f" (CUDA {r['peak_cuda_mb']:.1f} MiB)" if "peak_cuda_mb" in r else ""
         print(f"pytorch:   {name:<20s} {r['seconds_median']:8.4f} s/step  {r['throughput']:10.1f} {unit:<9s}  "
-              f"peak {r['peak_rss_mb']:.0f} MiB  other CPU {r['other_cpu_cores']:.2f}{loss}", flush=True)
+              f"peak {r['peak_rss_mb']:.0f} MiB{cuda}  other CPU {r['other_cpu_cores']:.2f}{loss}", flush=True)
     out = ARGS.out or os.path.join(ARGS.dir, "pytorch.json")
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
