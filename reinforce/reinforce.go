@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -184,36 +185,56 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 		ended[i] = sm.Ended
 		seqs[i] = reward.Sequence(ctx[i], sm.Tokens, it.Reward.Cfg.MaxLen)
 	}
-	rewards, err := it.Reward.Rewards(it.RM, seqs, s.BatchSize)
-	if err != nil {
-		return nil, Stats{}, fmt.Errorf("score rollouts: %w", err)
-	}
+	// Scoring and the two log-probability passes are independent graphs:
+	// running them at once keeps both cores busy through the many small ops
+	// a single graph leaves one core waiting on. Each result is the same as
+	// when run alone.
+	var rewards []float64
+	var rewardErr error
+	var scored sync.WaitGroup
+	scored.Go(func() { rewards, rewardErr = it.Reward.Rewards(it.RM, seqs, s.BatchSize) })
 
 	rollouts := make([]Rollout, len(samples))
 	var batches []*policy.Batch
+	type logProbs struct{ pol, ref [][]float32 }
+	var lps []logProbs
 	for start := 0; start < len(samples); start += s.BatchSize {
 		end := min(start+s.BatchSize, len(samples))
 		b, err := policy.MakeBatch(cfg, s.BatchSize, ctx[start:end], responses[start:end])
 		if err != nil {
+			scored.Wait()
 			return nil, Stats{}, err
 		}
-		lp, err := it.Policy.LogProbs(pol, b)
+		var lp logProbs
+		var refErr error
+		var ref sync.WaitGroup
+		ref.Go(func() { lp.ref, refErr = it.Policy.LogProbs(it.Reference, b) })
+		lp.pol, err = it.Policy.LogProbs(pol, b)
+		ref.Wait()
+		if err == nil {
+			err = refErr
+		}
 		if err != nil {
+			scored.Wait()
 			return nil, Stats{}, err
 		}
-		lpRef, err := it.Policy.LogProbs(it.Reference, b)
-		if err != nil {
-			return nil, Stats{}, err
-		}
-		for i := start; i < end; i++ {
-			kl, err := SequenceKL(lp[i-start], lpRef[i-start], b.Mask[i-start], s.KLEstimator)
+		batches = append(batches, b)
+		lps = append(lps, lp)
+	}
+	scored.Wait()
+	if rewardErr != nil {
+		return nil, Stats{}, fmt.Errorf("score rollouts: %w", rewardErr)
+	}
+	for bi, b := range batches {
+		start := bi * s.BatchSize
+		for i := start; i < start+b.Rows; i++ {
+			kl, err := SequenceKL(lps[bi].pol[i-start], lps[bi].ref[i-start], b.Mask[i-start], s.KLEstimator)
 			if err != nil {
 				return nil, Stats{}, err
 			}
 			rollouts[i] = Rollout{Prompt: i / k, Response: responses[i], Ended: ended[i], Reward: rewards[i], KL: kl,
 				Shaped: rewards[i] - s.KLBeta*kl}
 		}
-		batches = append(batches, b)
 	}
 	shaped := make([]float64, len(rollouts))
 	for i, r := range rollouts {
