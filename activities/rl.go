@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/alignflow/alignflow/artifact"
@@ -116,13 +117,12 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 		g := goldSum / n
 		res.GoldScore = &g
 	}
-	rewards, err := eng.reward.Rewards(rm, seqs, spec.Reinforce.BatchSize)
-	if err != nil {
-		return res, err
-	}
-	for _, r := range rewards {
-		res.Reward += r / n
-	}
+	// Scoring runs beside the log-probability passes (independent graphs).
+	var rewards []float64
+	var rewardErr error
+	var scored sync.WaitGroup
+	scored.Go(func() { rewards, rewardErr = eng.reward.Rewards(rm, seqs, spec.Reinforce.BatchSize) })
+	defer scored.Wait()
 	bs := spec.Reinforce.BatchSize
 	for start := 0; start < len(samples); start += bs {
 		end := min(start+bs, len(samples))
@@ -130,11 +130,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 		if err != nil {
 			return res, err
 		}
-		lp, err := eng.policy.LogProbs(pol, b)
-		if err != nil {
-			return res, err
-		}
-		lpRef, err := eng.policy.LogProbs(ref, b)
+		lp, lpRef, err := eng.policy.LogProbsOfBoth(pol, ref, b)
 		if err != nil {
 			return res, err
 		}
@@ -143,6 +139,13 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 				res.KLToReference += float64(m*(lp[i][j]-lpRef[i][j])) / n
 			}
 		}
+	}
+	scored.Wait()
+	if rewardErr != nil {
+		return res, rewardErr
+	}
+	for _, r := range rewards {
+		res.Reward += r / n
 	}
 	for i := 0; i < min(spec.Eval.ShowSamples, len(prompts)); i++ {
 		k := i * spec.Eval.SamplesPerPrompt // the first sample of prompt i

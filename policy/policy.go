@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -211,6 +212,19 @@ func (e *Engine) LogProbs(params *weights.Set, b *Batch) ([][]float32, error) {
 		res[i] = flat[i*t : (i+1)*t]
 	}
 	return res, nil
+}
+
+// LogProbsOfBoth returns the log-probabilities of a batch under two
+// parameter sets, a policy and its reference, computing them at once: the
+// pure-Go backend leaves a core idle through much of one graph's small ops.
+// Each result is what LogProbs returns.
+func (e *Engine) LogProbsOfBoth(p, q *weights.Set, b *Batch) (lp, lq [][]float32, err error) {
+	var errQ error
+	var wg sync.WaitGroup
+	wg.Go(func() { lq, errQ = e.LogProbs(q, b) })
+	lp, err = e.LogProbs(p, b)
+	wg.Wait()
+	return lp, lq, errors.Join(err, errQ)
 }
 
 // SampleOptions control generation.

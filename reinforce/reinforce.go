@@ -206,15 +206,7 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 			return nil, Stats{}, err
 		}
 		var lp logProbs
-		var refErr error
-		var ref sync.WaitGroup
-		ref.Go(func() { lp.ref, refErr = it.Policy.LogProbs(it.Reference, b) })
-		lp.pol, err = it.Policy.LogProbs(pol, b)
-		ref.Wait()
-		if err == nil {
-			err = refErr
-		}
-		if err != nil {
+		if lp.pol, lp.ref, err = it.Policy.LogProbsOfBoth(pol, it.Reference, b); err != nil {
 			scored.Wait()
 			return nil, Stats{}, err
 		}
