@@ -86,7 +86,9 @@ func startInProcessWorker(t *testing.T, cl client.Client) *artifact.Store {
 	t.Helper()
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
-	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue})
+	// Progress reaches the server within 100 ms, so tests that wait for a
+	// stage's step see it however fast the machine trains.
+	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue, HeartbeatInterval: 100 * time.Millisecond})
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Stop)
 	return store

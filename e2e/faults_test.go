@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -64,7 +66,10 @@ type workerProcess struct {
 
 func startWorkerProcess(t *testing.T, addr, dataDir string) *workerProcess {
 	t.Helper()
-	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), "worker", "--address", addr, "--data-dir", dataDir)}
+	// Heartbeats reach the server within 100 ms, so the test sees each
+	// checkpoint while the stage that wrote it still runs, however fast the
+	// machine trains.
+	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), "worker", "--address", addr, "--data-dir", dataDir, "--heartbeat-interval", "100ms")}
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
 	require.NoError(t, w.cmd.Start())
 	t.Cleanup(w.stop)
@@ -145,10 +150,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
 		require.NoError(t, err)
 		if kill != nil {
-			require.Eventually(t, func() bool {
-				act, p := pendingHeartbeat(ctx, cl, id)
-				return p != nil && kill(act, p)
-			}, 4*time.Minute, 100*time.Millisecond, "%s: the moment to kill the worker came", id)
+			waitForKillMoment(t, ctx, cl, id, kill)
 			w.kill(t)
 			w = startWorkerProcess(t, srv.FrontendHostPort(), dataDir)
 		}
@@ -191,6 +193,28 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitForKillMoment polls the run's pending activity until kill approves of
+// its latest heartbeat. On failure it names the heartbeats it saw.
+func waitForKillMoment(t *testing.T, ctx context.Context, cl client.Client, id string, kill func(string, *activities.Progress) bool) {
+	t.Helper()
+	var seen []string
+	deadline := time.Now().Add(4 * time.Minute)
+	for time.Now().Before(deadline) {
+		act, p := pendingHeartbeat(ctx, cl, id)
+		if p != nil {
+			if kill(act, p) {
+				return
+			}
+			s := fmt.Sprintf("%s %s %d/%d checkpoint=%t", act, p.Stage, p.Step, p.Total, p.Checkpoint != nil)
+			if len(seen) == 0 || seen[len(seen)-1] != s {
+				seen = append(seen, s)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: the moment to kill the worker never came; heartbeats seen:\n%s", id, strings.Join(seen, "\n"))
 }
 
 // maxAttempt is the highest attempt of any activity of type name in the

@@ -20,7 +20,15 @@ type Options struct {
 	// ConcurrentActivities bounds how many activities run at once. Training
 	// saturates the machine's cores, so the default is 1.
 	ConcurrentActivities int
+	// HeartbeatInterval is the most time the SDK holds back an activity's
+	// latest heartbeat: the freshness of the progress `runs show` prints and
+	// of the checkpoint a retry resumes from. Default 2 s.
+	HeartbeatInterval time.Duration
 }
+
+// DefaultHeartbeatInterval bounds how stale a running activity's progress is
+// on the server.
+const DefaultHeartbeatInterval = 2 * time.Second
 
 // New returns a worker (not yet started) that runs alignflow's workflows and
 // activities, keeping artifacts in store.
@@ -31,11 +39,14 @@ func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
 	if opts.ConcurrentActivities <= 0 {
 		opts.ConcurrentActivities = 1
 	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = DefaultHeartbeatInterval
+	}
 	w := worker.New(c, opts.TaskQueue, worker.Options{
 		MaxConcurrentActivityExecutionSize: opts.ConcurrentActivities,
 		// Heartbeats carry the step counts progress bars show; the SDK would
 		// otherwise hold them back for up to 80% of the heartbeat timeout.
-		MaxHeartbeatThrottleInterval: 2 * time.Second,
+		MaxHeartbeatThrottleInterval: opts.HeartbeatInterval,
 	})
 	Register(w, activities.New(store))
 	return w

@@ -35,8 +35,9 @@ func startEmbedded(ctx context.Context, dataDir, ip string, port int, namespace 
 	return srv, nil
 }
 
-// startWorker connects a worker to the server at c.Address.
-func startWorker(ctx context.Context, c config.Connection) (client.Client, func(), error) {
+// startWorker connects a worker to the server at c.Address; heartbeat is the
+// worker's heartbeat interval, zero for the default.
+func startWorker(ctx context.Context, c config.Connection, heartbeat time.Duration) (client.Client, func(), error) {
 	store, err := artifact.Open(c.DataDir)
 	if err != nil {
 		return nil, nil, err
@@ -51,7 +52,7 @@ func startWorker(ctx context.Context, c config.Connection) (client.Client, func(
 		cl.Close()
 		return nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
-	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue})
+	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: heartbeat})
 	if err := w.Start(); err != nil {
 		cl.Close()
 		return nil, nil, fmt.Errorf("start worker on task queue %s: %w", c.TaskQueue, err)
@@ -109,7 +110,7 @@ In another terminal:
 				fmt.Printf("Temporal Web UI on %s\n", web.URL())
 			}
 			if !noWorker {
-				_, stopWorker, err := startWorker(ctx, c)
+				_, stopWorker, err := startWorker(ctx, c, 0)
 				if err != nil {
 					return err
 				}
@@ -132,7 +133,8 @@ In another terminal:
 }
 
 func workerCmd() *cobra.Command {
-	return &cobra.Command{
+	var heartbeat time.Duration
+	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker against an existing Temporal server",
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -140,7 +142,7 @@ func workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, stop, err := startWorker(cmd.Context(), c)
+			_, stop, err := startWorker(cmd.Context(), c, heartbeat)
 			if err != nil {
 				return err
 			}
@@ -150,6 +152,9 @@ func workerCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().DurationVar(&heartbeat, "heartbeat-interval", worker.DefaultHeartbeatInterval,
+		"most time a running activity's latest progress and checkpoint wait before reaching the server")
+	return cmd
 }
 
 // isPortInUse reports whether err says the embedded server's port is taken.
