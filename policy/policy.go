@@ -172,7 +172,7 @@ func (e *Engine) compile() {
 				kc, vc = in[np+1:np+1+layers], in[np+1+layers:np+1+2*layers]
 			}
 			h, nk, nv := transformer.DecodeStep(p, e.Cfg, token, kc, vc)
-			logits := backend.Linear(h, p[LMHead])
+			logits := transformer.LinearT(h, p[LMHead])
 			out := []*graph.Node{logits}
 			out = append(out, nk...)
 			return append(out, nv...)
@@ -247,7 +247,13 @@ type Sample struct {
 // from rng only, so a seeded rng reproduces the samples exactly.
 func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
 	e.compile()
-	args, err := paramArgs(e.names, params)
+	// The decode graph reads the projections transposed (see
+	// transformer.DecodeStep): transposed once here, not at every step.
+	dp, err := transformer.TransposeProjections(params, append(transformer.Projections(e.Cfg), LMHead))
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
+	args, err := paramArgs(e.names, dp)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +272,7 @@ func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int,
 func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
 	cfg := e.Cfg
 	tmax := cfg.MaxLen
-	var caches []*tensors.Tensor // per layer K then V, [rows,H,s,Dh]; none before the first step
+	var caches []*tensors.Tensor // per layer K [rows,H,s,Dh], then V [rows,H,Dh,s]; none before the first step
 	defer func() {
 		for _, c := range caches {
 			c.FinalizeAll()

@@ -237,11 +237,18 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 }
 
 // DecodeStep advances generation by one token per row using a KV cache.
-// token is [B] int32; caches hold, per layer, K and V of the s tokens already
-// seen as [B,H,s,Dh] (nil before the first token). The new token sits at
-// position s. It returns the final hidden state [B,D] of the new token and
-// the caches grown to s+1. Growing by concatenation keeps every step's work
-// proportional to the tokens seen; each length compiles once and is cached.
+// token is [B] int32; caches hold, per layer, K of the s tokens already seen
+// as [B,H,s,Dh] and V transposed as [B,H,Dh,s] (nil before the first token).
+// The new token sits at position s. It returns the final hidden state [B,D]
+// of the new token and the caches grown to s+1. Growing by concatenation
+// keeps every step's work proportional to the tokens seen; each length
+// compiles once and is cached.
+//
+// p holds the projections transposed, [out, in], as TransposeProjections
+// returns them, and the V cache is kept transposed: the pure-Go backend
+// multiplies with the contracted axis last on both sides and would
+// otherwise transpose every weight and the whole V cache at every step.
+// The arithmetic is the same, so are the results.
 func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph.Node) (hidden *graph.Node, newK, newV []*graph.Node) {
 	g := token.Graph()
 	b := token.Shape().Dimensions[0]
@@ -255,24 +262,67 @@ func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph
 	pick := graph.Reshape(graph.Const(g, sel), 1, pos+1)
 	cos := backend.Linear(pick, cosAll) // [1,Dh]: the row of position pos
 	sin := backend.Linear(pick, sinAll)
+	rope := func(x *graph.Node) *graph.Node { return applyRope(x, cos, sin, rot) }
 
 	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1)) // [B,D]
 	x = graph.Reshape(x, b, 1, cfg.Dim)
 	for l := 0; l < cfg.Layers; l++ {
 		h := rmsNorm(x, p.get(layerName(l, "attn_norm")))
-		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cos, sin, rot)
-		k := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wk"))), cfg.Heads), cos, sin, rot)
-		v := splitHeads(backend.Linear(h, p.get(layerName(l, "wv"))), cfg.Heads)
+		q := rope(splitHeads(LinearT(h, p.get(layerName(l, "wq"))), cfg.Heads))
+		k := rope(splitHeads(LinearT(h, p.get(layerName(l, "wk"))), cfg.Heads))
+		vt := graph.TransposeAllAxes(splitHeads(LinearT(h, p.get(layerName(l, "wv"))), cfg.Heads), 0, 1, 3, 2) // [B,H,Dh,1]
 		if kCache != nil {
 			k = graph.Concatenate([]*graph.Node{kCache[l], k}, 2)
-			v = graph.Concatenate([]*graph.Node{vCache[l], v}, 2)
+			vt = graph.Concatenate([]*graph.Node{vCache[l], vt}, 3)
 		}
 		newK = append(newK, k)
-		newV = append(newV, v)
-		a := mergeHeads(attend(q, k, v, nil))
-		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
-		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")))))
+		newV = append(newV, vt)
+		scores := graph.MulScalar(backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1}), 1/math.Sqrt(float64(cfg.HeadDim())))
+		a := mergeHeads(backend.Dot(Softmax(scores), []int{3}, []int{0, 1}, vt, []int{3}, []int{0, 1}))
+		x = graph.Add(x, LinearT(a, p.get(layerName(l, "wo"))))
+		m := LinearT(rmsNorm(x, p.get(layerName(l, "mlp_norm"))), p.get(layerName(l, "w1")))
+		x = graph.Add(x, LinearT(graph.Mul(m, graph.Sigmoid(m)), p.get(layerName(l, "w2"))))
 	}
 	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm)), b, cfg.Dim)
 	return hidden, newK, newV
+}
+
+// LinearT multiplies the last axis of x by the transpose of wt [out, in].
+func LinearT(x, wt *graph.Node) *graph.Node {
+	return backend.Dot(x, []int{x.Rank() - 1}, nil, wt, []int{1}, nil)
+}
+
+// Projections names the backbone's matrices that multiply activations.
+func Projections(cfg Config) []string {
+	var names []string
+	for l := 0; l < cfg.Layers; l++ {
+		for _, part := range []string{"wq", "wk", "wv", "wo", "w1", "w2"} {
+			names = append(names, layerName(l, part))
+		}
+	}
+	return names
+}
+
+// TransposeProjections returns params with the named matrices transposed to
+// [out, in], the layout DecodeStep reads; the other tensors are shared.
+func TransposeProjections(params *weights.Set, names []string) (*weights.Set, error) {
+	out := weights.NewSet()
+	for _, n := range params.Names() {
+		out.Put(n, params.Get(n))
+	}
+	for _, n := range names {
+		t := params.Get(n)
+		if t == nil || len(t.Shape) != 2 {
+			return nil, fmt.Errorf("transpose %s: not a matrix in the parameters", n)
+		}
+		rows, cols := t.Shape[0], t.Shape[1]
+		tt := weights.NewTensor(cols, rows)
+		for i := 0; i < rows; i++ {
+			for j := 0; j < cols; j++ {
+				tt.Data[j*rows+i] = t.Data[i*cols+j]
+			}
+		}
+		out.Put(n, tt)
+	}
+	return out, nil
 }
