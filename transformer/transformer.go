@@ -186,8 +186,9 @@ func mergeHeads(x *graph.Node) *graph.Node {
 }
 
 // attend computes softmax(q k^T / sqrt(Dh) + bias) v for q [B,H,T,Dh],
-// k, v [B,H,S,Dh] and an additive bias [T,S] (nil for none).
-func attend(q, k, v, bias *graph.Node) *graph.Node {
+// k [B,H,S,Dh], v [B,H,S,Dh] with its S axis at vSeqAxis 2, or transposed
+// [B,H,Dh,S] with vSeqAxis 3, and an additive bias [T,S] (nil for none).
+func attend(q, k, v *graph.Node, vSeqAxis int, bias *graph.Node) *graph.Node {
 	dims := q.Shape().Dimensions
 	scores := backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1})
 	scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dims[3])))
@@ -195,13 +196,15 @@ func attend(q, k, v, bias *graph.Node) *graph.Node {
 		scores = graph.Add(scores, graph.BroadcastPrefix(bias, dims[0], dims[1]))
 	}
 	probs := Softmax(scores)
-	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{2}, []int{0, 1})
+	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1})
 }
 
-func mlp(p Params, l int, x *graph.Node) *graph.Node {
-	u := backend.Linear(x, p.get(layerName(l, "w1")))
+// mlp is the SiLU MLP of layer l; linear multiplies by a weight matrix
+// (backend.Linear, or LinearT for transposed weights).
+func mlp(p Params, l int, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
+	u := linear(x, p.get(layerName(l, "w1")))
 	h := graph.Mul(u, graph.Sigmoid(u)) // SiLU
-	return backend.Linear(h, p.get(layerName(l, "w2")))
+	return linear(h, p.get(layerName(l, "w2")))
 }
 
 // negInf is the additive mask value: large enough to zero a softmax weight,
@@ -229,9 +232,9 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cosAll, sinAll, rot)
 		k := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wk"))), cfg.Heads), cosAll, sinAll, rot)
 		v := splitHeads(backend.Linear(h, p.get(layerName(l, "wv"))), cfg.Heads)
-		a := mergeHeads(attend(q, k, v, bias))
+		a := mergeHeads(attend(q, k, v, 2, bias))
 		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
-		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")))))
+		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm"))), backend.Linear))
 	}
 	return rmsNorm(x, p.get(FinalNorm))
 }
@@ -277,11 +280,9 @@ func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph
 		}
 		newK = append(newK, k)
 		newV = append(newV, vt)
-		scores := graph.MulScalar(backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1}), 1/math.Sqrt(float64(cfg.HeadDim())))
-		a := mergeHeads(backend.Dot(Softmax(scores), []int{3}, []int{0, 1}, vt, []int{3}, []int{0, 1}))
+		a := mergeHeads(attend(q, k, vt, 3, nil))
 		x = graph.Add(x, LinearT(a, p.get(layerName(l, "wo"))))
-		m := LinearT(rmsNorm(x, p.get(layerName(l, "mlp_norm"))), p.get(layerName(l, "w1")))
-		x = graph.Add(x, LinearT(graph.Mul(m, graph.Sigmoid(m)), p.get(layerName(l, "w2"))))
+		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm"))), LinearT))
 	}
 	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm)), b, cfg.Dim)
 	return hidden, newK, newV
