@@ -140,13 +140,16 @@ func invalidData(err error) error {
 // without steps of its own to report (a REINFORCE iteration, an evaluation),
 // so that a dead worker is noticed within the heartbeat timeout while a slow
 // live one is not. Heartbeats with progress sent meanwhile take precedence
-// only until the next tick, which is harmless: p names the same stage.
+// only until the next tick, which is harmless: p names the same stage. stop
+// returns once no heartbeat is in flight, so none races the activity's
+// completion (the SDK would log that one as an error).
 func keepAlive(ctx context.Context, p Progress) (stop func()) {
 	if !activity.IsActivity(ctx) {
 		return func() {}
 	}
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
@@ -156,11 +159,16 @@ func keepAlive(ctx context.Context, p Progress) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				select {
+				case <-done: // stop and the tick came together
+					return
+				default:
+				}
 				activity.RecordHeartbeat(ctx, p)
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() { close(done); <-exited }
 }
 
 func heartbeat(ctx context.Context, p Progress) {
