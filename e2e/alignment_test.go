@@ -86,13 +86,17 @@ func startInProcessWorker(t *testing.T, cl client.Client) *artifact.Store {
 	t.Helper()
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
-	// Progress reaches the server within 100 ms, so tests that wait for a
-	// stage's step see it however fast the machine trains.
-	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue, HeartbeatInterval: 100 * time.Millisecond})
+	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue, HeartbeatInterval: testHeartbeatInterval})
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Stop)
 	return store
 }
+
+// testHeartbeatInterval is the test workers' heartbeat interval: progress
+// and checkpoints reach the server within it, so a test that waits for a
+// stage's step or checkpoint sees it while the stage still runs, however
+// fast the machine trains.
+const testHeartbeatInterval = 100 * time.Millisecond
 
 // startServer starts the embedded server and an in-process worker.
 func startServer(t *testing.T) (client.Client, *artifact.Store) {

@@ -66,10 +66,8 @@ type workerProcess struct {
 
 func startWorkerProcess(t *testing.T, addr, dataDir string) *workerProcess {
 	t.Helper()
-	// Heartbeats reach the server within 100 ms, so the test sees each
-	// checkpoint while the stage that wrote it still runs, however fast the
-	// machine trains.
-	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), "worker", "--address", addr, "--data-dir", dataDir, "--heartbeat-interval", "100ms")}
+	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), "worker", "--address", addr, "--data-dir", dataDir,
+		"--heartbeat-interval", testHeartbeatInterval.String())}
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
 	require.NoError(t, w.cmd.Start())
 	t.Cleanup(w.stop)
