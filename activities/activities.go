@@ -26,6 +26,7 @@ import (
 	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/matched"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
@@ -71,7 +72,7 @@ func (a *Activities) enginesFor(spec config.Spec) (*engineSet, error) {
 	}
 	b, err := backend.New(spec.Backend)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 	}
 	pol := policy.Init(cfg, 0)
 	rm, err := reward.InitFromBackbone(pol, 0)
@@ -125,15 +126,15 @@ func classify(err error) error {
 	var nf *optim.NonFiniteError
 	switch {
 	case errors.As(err, &nf):
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrDiverged, err)
+		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrDiverged, err)
 	case errors.Is(err, artifact.ErrCorrupt):
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrCorruptArtifact, err)
+		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrCorruptArtifact, err)
 	}
 	return err
 }
 
 func invalidData(err error) error {
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidData, err)
+	return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidData, err)
 }
 
 // keepAlive heartbeats p every second until stop is called, for work
@@ -143,7 +144,7 @@ func invalidData(err error) error {
 // only until the next tick, which is harmless: p names the same stage. stop
 // returns once no heartbeat is in flight, so none races the activity's
 // completion (the SDK would log that one as an error).
-func keepAlive(ctx context.Context, p Progress) (stop func()) {
+func keepAlive(ctx context.Context, p pipeline.Progress) (stop func()) {
 	if !activity.IsActivity(ctx) {
 		return func() {}
 	}
@@ -171,7 +172,7 @@ func keepAlive(ctx context.Context, p Progress) (stop func()) {
 	return func() { close(done); <-exited }
 }
 
-func heartbeat(ctx context.Context, p Progress) {
+func heartbeat(ctx context.Context, p pipeline.Progress) {
 	if activity.IsActivity(ctx) {
 		activity.RecordHeartbeat(ctx, p)
 	}
@@ -204,7 +205,7 @@ func splitOf(s string) string {
 
 // setup returns what every stage after PrepareData starts from: the compiled
 // graphs for the spec's model and the run's verified data.
-func (a *Activities) setup(spec config.Spec, d Data) (*engineSet, *dataset, error) {
+func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*engineSet, *dataset, error) {
 	eng, err := a.enginesFor(spec)
 	if err != nil {
 		return nil, nil, err
@@ -216,7 +217,7 @@ func (a *Activities) setup(spec config.Spec, d Data) (*engineSet, *dataset, erro
 	return eng, ds, nil
 }
 
-func (a *Activities) loadData(spec config.Spec, d Data) (*dataset, error) {
+func (a *Activities) loadData(spec config.Spec, d pipeline.Data) (*dataset, error) {
 	if _, err := a.Store.Get(d.Ratings); err != nil {
 		return nil, err
 	}
@@ -295,17 +296,17 @@ func fitPrompt(p string, maxLen int) bool { return len(tokenizer.EncodePrompt(p)
 
 // PrepareData generates the matched dataset, or validates the user's files,
 // and stores both in the run's artifact folder.
-func (a *Activities) PrepareData(ctx context.Context, in PrepareDataInput) (Data, error) {
-	return reuse(ctx, a, StagePrepareData, in.Spec, in.RunID, in, func() (Data, error) { return a.prepareData(ctx, in) })
+func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
+	return reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
 }
 
-func (a *Activities) prepareData(ctx context.Context, in PrepareDataInput) (Data, error) {
+func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
 	spec := in.Spec
 	var ratings []helpsteer.Rating
 	var prefs []helpsteer.Preference
-	d := Data{}
+	d := pipeline.Data{}
 	if err := spec.CheckFiles(); err != nil {
-		return d, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+		return d, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 	}
 	if spec.Data.Ratings == "" {
 		ds, _ := matched.Generate(generatorOptions(spec))
@@ -382,11 +383,11 @@ func (a *Activities) prepareData(ctx context.Context, in PrepareDataInput) (Data
 		return d, invalidData(fmt.Errorf("preferences hold no non-tie training pairs"))
 	}
 	if d.ValidationPairs == 0 {
-		return d, invalidData(fmt.Errorf("preferences hold no non-tie validation pairs (rows with split \"validation\")"))
+		return d, invalidData(fmt.Errorf("preferences hold no non-tie validation pairs (rows with split \"val\" or \"validation\")"))
 	}
 	return d, nil
 }
 
 func corrupt(err error) error {
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrCorruptArtifact, err)
+	return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrCorruptArtifact, err)
 }

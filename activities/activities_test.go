@@ -17,6 +17,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 )
 
@@ -49,11 +50,11 @@ func TestBadDataIsNonRetryableAndNamesFileAndLine(t *testing.T) {
 			ae := env.NewTestActivityEnvironment()
 			a := New(store)
 			ae.RegisterActivity(a)
-			_, err = ae.ExecuteActivity(a.PrepareData, PrepareDataInput{RunID: "bad", Spec: spec})
+			_, err = ae.ExecuteActivity(a.PrepareData, pipeline.PrepareDataInput{RunID: "bad", Spec: spec})
 			require.Error(t, err)
 			var app *temporal.ApplicationError
 			require.True(t, errors.As(err, &app), "%v", err)
-			assert.Equal(t, ErrInvalidData, app.Type())
+			assert.Equal(t, pipeline.ErrInvalidData, app.Type())
 			assert.True(t, app.NonRetryable())
 			assert.Contains(t, err.Error(), ratings)
 			for _, w := range tc.want {
@@ -72,9 +73,9 @@ func TestClassifyKeepsTypesThroughWrapping(t *testing.T) {
 		wantType     string
 		nonRetryable bool
 	}{
-		{"diverged", fmt.Errorf("sft step 3: %w", &optim.NonFiniteError{Step: 3, Loss: math.NaN()}), ErrDiverged, true},
-		{"wrapped invalid data", fmt.Errorf("sft step 0: %w", invalidData(errors.New("prompt too long"))), ErrInvalidData, true},
-		{"corrupt artifact", fmt.Errorf("load: %w", artifact.ErrCorrupt), ErrCorruptArtifact, true},
+		{"diverged", fmt.Errorf("sft step 3: %w", &optim.NonFiniteError{Step: 3, Loss: math.NaN()}), pipeline.ErrDiverged, true},
+		{"wrapped invalid data", fmt.Errorf("sft step 0: %w", invalidData(errors.New("prompt too long"))), pipeline.ErrInvalidData, true},
+		{"corrupt artifact", fmt.Errorf("load: %w", artifact.ErrCorrupt), pipeline.ErrCorruptArtifact, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,9 +105,9 @@ func TestSameSeedSameWeights(t *testing.T) {
 		require.NoError(t, err)
 		a := New(store)
 		ctx := context.Background()
-		data, err := a.PrepareData(ctx, PrepareDataInput{RunID: "r", Spec: spec})
+		data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "r", Spec: spec})
 		require.NoError(t, err)
-		res, err := a.TrainSFT(ctx, TrainInput{RunID: "r", Spec: spec, Data: data})
+		res, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "r", Spec: spec, Data: data})
 		require.NoError(t, err)
 		return res.Digest
 	}
@@ -129,14 +130,14 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	spec.SFT.Steps = 2
 	spec.Reward.Steps = 3
 	spec.Reward.BatchSize = 8
-	data, err := a.PrepareData(ctx, PrepareDataInput{RunID: "r", Spec: spec})
+	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "r", Spec: spec})
 	require.NoError(t, err)
-	sft, err := a.TrainSFT(ctx, TrainInput{RunID: "r", Spec: spec, Data: data})
+	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "r", Spec: spec, Data: data})
 	require.NoError(t, err)
 	digests := map[string]string{}
 	for _, recipe := range reward.Recipes {
 		spec.Reward.Recipe = recipe.Name
-		res, err := a.TrainRewardModel(ctx, TrainInput{RunID: "r-" + recipe.Name, Spec: spec, Data: data, Base: sft.Checkpoint})
+		res, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "r-" + recipe.Name, Spec: spec, Data: data, Base: sft.Checkpoint})
 		require.NoError(t, err, recipe.Name)
 		phases := 0
 		if recipe.Regression {
@@ -160,8 +161,8 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	// The comparison's chained variants (starting from a trained regression
 	// model, ExPO from trained weak and strong models) give exactly the
 	// weights of the recipes trained in one go.
-	chain := func(recipe string, from, strong *artifact.Ref) TrainResult {
-		res, err := a.TrainRewardModel(ctx, TrainInput{RunID: "chain", Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: recipe, From: from, Strong: strong})
+	chain := func(recipe string, from, strong *artifact.Ref) pipeline.TrainResult {
+		res, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "chain", Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: recipe, From: from, Strong: strong})
 		require.NoError(t, err, recipe)
 		assert.Contains(t, res.Checkpoint.Path, "reward/"+recipe+"/", "each variant has its own folder")
 		return res
@@ -176,7 +177,7 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	bt := chain("bt", &reg.Checkpoint, nil)
 	assert.Equal(t, digests["bt"], bt.Digest, "recipes from the backbone ignore From")
 
-	eval, err := a.EvaluateRewardModel(ctx, RewardEvalInput{RunID: "chain", Spec: spec, Data: data, RewardModel: scaled.Checkpoint})
+	eval, err := a.EvaluateRewardModel(ctx, pipeline.RewardEvalInput{RunID: "chain", Spec: spec, Data: data, RewardModel: scaled.Checkpoint})
 	require.NoError(t, err)
 	pairs := 0
 	for _, g := range eval.ByStrength {
@@ -191,9 +192,9 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	assert.Nil(t, eval.Bench.Categories[2].Score, "the opposites task has no safety subsets")
 
 	spec.Reward.Recipe = "dpo"
-	_, err = a.TrainRewardModel(ctx, TrainInput{RunID: "r-bad", Spec: spec, Data: data, Base: sft.Checkpoint})
+	_, err = a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "r-bad", Spec: spec, Data: data, Base: sft.Checkpoint})
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app))
-	assert.Equal(t, ErrInvalidSpec, app.Type())
+	assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
 	assert.Contains(t, err.Error(), "bt-scaled-from-regression-expo")
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -16,15 +17,15 @@ import (
 // losses so far. A retried attempt that loads it ends with exactly the
 // weights an uninterrupted attempt would have.
 type trainCheckpoint struct {
-	Phase     string        `json:"phase"`
-	Step      int           `json:"step"` // steps done in the phase
-	FirstLoss float64       `json:"first_loss"`
-	LastLoss  float64       `json:"last_loss"`
-	Params    artifact.Ref  `json:"params"`
-	Optimizer artifact.Ref  `json:"optimizer"`
-	Batcher   batcherState  `json:"batcher"`
-	Earlier   TrainResult   `json:"earlier"`        // phases of the activity finished before this one
-	Weak      *artifact.Ref `json:"weak,omitempty"` // the regression model ExPO extrapolates from
+	Phase     string               `json:"phase"`
+	Step      int                  `json:"step"` // steps done in the phase
+	FirstLoss float64              `json:"first_loss"`
+	LastLoss  float64              `json:"last_loss"`
+	Params    artifact.Ref         `json:"params"`
+	Optimizer artifact.Ref         `json:"optimizer"`
+	Batcher   batcherState         `json:"batcher"`
+	Earlier   pipeline.TrainResult `json:"earlier"`        // phases of the activity finished before this one
+	Weak      *artifact.Ref        `json:"weak,omitempty"` // the regression model ExPO extrapolates from
 }
 
 // phase is one training loop of an activity.
@@ -38,7 +39,7 @@ type phase struct {
 	params  *weights.Set
 	st      *optim.State
 	batches *batcher
-	earlier TrainResult
+	earlier pipeline.TrainResult
 	weak    *artifact.Ref
 }
 
@@ -50,7 +51,7 @@ func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) 
 	if !activity.IsActivity(ctx) || !activity.HasHeartbeatDetails(ctx) {
 		return nil, nil
 	}
-	var p Progress
+	var p pipeline.Progress
 	if err := activity.GetHeartbeatDetails(ctx, &p); err != nil || p.Checkpoint == nil {
 		return nil, nil
 	}
@@ -66,8 +67,8 @@ func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) 
 // step 0, or from resume when it is a checkpoint of this phase, saving a
 // checkpoint every ph.every steps and heartbeating progress with the latest
 // one. It stops when the activity is cancelled.
-func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (optim.StepResult, error)) (TrainResult, error) {
-	res := TrainResult{Steps: ph.steps}
+func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (optim.StepResult, error)) (pipeline.TrainResult, error) {
+	res := pipeline.TrainResult{Steps: ph.steps}
 	start := 0
 	var last *artifact.Ref
 	if resume != nil && resume.Phase == ph.name {
@@ -97,13 +98,13 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 			last, saved = &ref, true
 		}
 		if saved || i%heartbeatEvery == 0 || i == ph.steps-1 {
-			heartbeat(ctx, Progress{Stage: ph.stage, Step: i + 1, Total: ph.steps, Loss: r.Loss, Checkpoint: last})
+			heartbeat(ctx, pipeline.Progress{Stage: ph.stage, Step: i + 1, Total: ph.steps, Loss: r.Loss, Checkpoint: last})
 		}
 	}
 	return res, nil
 }
 
-func (a *Activities) saveCheckpoint(runID string, ph *phase, step int, res TrainResult) (artifact.Ref, error) {
+func (a *Activities) saveCheckpoint(runID string, ph *phase, step int, res pipeline.TrainResult) (artifact.Ref, error) {
 	base := runPath(runID, ph.dir, "checkpoints", fmt.Sprintf("%s-%06d", ph.name, step))
 	ck := trainCheckpoint{Phase: ph.name, Step: step, FirstLoss: res.FirstLoss, LastLoss: res.FinalLoss, Earlier: ph.earlier, Weak: ph.weak}
 	var err error

@@ -15,6 +15,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 func tinySpec() config.Spec {
@@ -46,28 +47,28 @@ func TestResumeFromCheckpointIsExact(t *testing.T) {
 	a := New(store)
 	spec := tinySpec()
 	var suite testsuite.WorkflowTestSuite
-	run := func(fn any, in any, resume *artifact.Ref) (TrainResult, error) {
+	run := func(fn any, in any, resume *artifact.Ref) (pipeline.TrainResult, error) {
 		env := suite.NewTestActivityEnvironment()
 		env.RegisterActivity(a)
 		if resume != nil {
-			env.SetHeartbeatDetails(Progress{Checkpoint: resume})
+			env.SetHeartbeatDetails(pipeline.Progress{Checkpoint: resume})
 		}
 		v, err := env.ExecuteActivity(fn, in)
-		var res TrainResult
+		var res pipeline.TrainResult
 		if err == nil {
 			require.NoError(t, v.Get(&res))
 		}
 		return res, err
 	}
 
-	var data Data
+	var data pipeline.Data
 	env := suite.NewTestActivityEnvironment()
 	env.RegisterActivity(a)
-	v, err := env.ExecuteActivity(a.PrepareData, PrepareDataInput{RunID: "r", Spec: spec})
+	v, err := env.ExecuteActivity(a.PrepareData, pipeline.PrepareDataInput{RunID: "r", Spec: spec})
 	require.NoError(t, err)
 	require.NoError(t, v.Get(&data))
 
-	sftIn := TrainInput{RunID: "r", Spec: spec, Data: data}
+	sftIn := pipeline.TrainInput{RunID: "r", Spec: spec, Data: data}
 	sft, err := run(a.TrainSFT, sftIn, nil)
 	require.NoError(t, err)
 	for _, step := range []int{4, 8} {
@@ -92,7 +93,7 @@ func TestResumeFromCheckpointIsExact(t *testing.T) {
 	assert.Equal(t, sft.Digest, got.Digest)
 
 	// A two-phase recipe with ExPO, resumed in either phase.
-	rmIn := TrainInput{RunID: "r", Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: "bt-scaled-from-regression-expo"}
+	rmIn := pipeline.TrainInput{RunID: "r", Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: "bt-scaled-from-regression-expo"}
 	rm, err := run(a.TrainRewardModel, rmIn, nil)
 	require.NoError(t, err)
 	dir := "runs/r/reward/bt-scaled-from-regression-expo/checkpoints/"
@@ -130,7 +131,7 @@ func TestResumeFromCheckpointIsExact(t *testing.T) {
 	require.Error(t, err)
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app), "%v", err)
-	assert.Equal(t, ErrCorruptArtifact, app.Type())
+	assert.Equal(t, pipeline.ErrCorruptArtifact, app.Type())
 	assert.True(t, app.NonRetryable())
 	assert.Contains(t, err.Error(), "sft-000008.params.safetensors")
 }

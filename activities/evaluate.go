@@ -8,6 +8,7 @@ import (
 
 	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/matched"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/tokenizer"
@@ -18,35 +19,35 @@ import (
 // accuracy on the validation preference pairs (ties excluded) overall and
 // per |strength|, accuracy on up to 256 training pairs, the fit of its five
 // outputs to the validation ratings, and RewardBench-style category scores.
-func (a *Activities) EvaluateRewardModel(ctx context.Context, in RewardEvalInput) (RewardEval, error) {
-	defer keepAlive(ctx, Progress{Stage: StageRewardEval})()
-	res, err := reuse(ctx, a, StageRewardEval, in.Spec, in.RunID, in, func() (RewardEval, error) { return a.evaluateRewardModel(ctx, in) })
+func (a *Activities) EvaluateRewardModel(ctx context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
+	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval})()
+	res, err := reuse(ctx, a, pipeline.StageRewardEval, in.Spec, in.RunID, in, func() (pipeline.RewardEval, error) { return a.evaluateRewardModel(ctx, in) })
 	return res, classify(err)
 }
 
-func (a *Activities) evaluateRewardModel(ctx context.Context, in RewardEvalInput) (RewardEval, error) {
+func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
 	spec := in.Spec
 	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
-		return RewardEval{}, err
+		return pipeline.RewardEval{}, err
 	}
 	rm, err := a.Store.GetWeights(in.RewardModel)
 	if err != nil {
-		return RewardEval{}, err
+		return pipeline.RewardEval{}, err
 	}
 	cfg := modelConfig(spec)
 	bs := spec.Reinforce.BatchSize
 	held := ds.pairs(helpsteer.SplitValidation, cfg.MaxLen)
 	if len(held) == 0 {
-		return RewardEval{}, invalidData(fmt.Errorf("no non-tie validation pairs to evaluate on"))
+		return pipeline.RewardEval{}, invalidData(fmt.Errorf("no non-tie validation pairs to evaluate on"))
 	}
-	var res RewardEval
+	var res pipeline.RewardEval
 	for _, p := range ds.prefs {
 		if p.Tie() && splitOf(p.Split) == helpsteer.SplitValidation {
 			res.HeldoutTies++
 		}
 	}
-	heartbeat(ctx, Progress{Stage: StageRewardEval, Step: 0, Total: 4})
+	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: 0, Total: 4})
 	correct, err := pairCorrect(eng.reward, rm, held, bs)
 	if err != nil {
 		return res, err
@@ -54,7 +55,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in RewardEvalInput
 	res.HeldoutPairs = len(held)
 	res.HeldoutAccuracy, res.ByStrength = accuracyByStrength(held, correct)
 
-	heartbeat(ctx, Progress{Stage: StageRewardEval, Step: 1, Total: 4})
+	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: 1, Total: 4})
 	train := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(train) > 256 {
 		train = train[:256]
@@ -63,12 +64,12 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in RewardEvalInput
 		return res, err
 	}
 
-	heartbeat(ctx, Progress{Stage: StageRewardEval, Step: 2, Total: 4})
+	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: 2, Total: 4})
 	if res.Ratings, err = ratingFit(eng.reward, rm, ds, cfg.MaxLen, bs); err != nil {
 		return res, err
 	}
 
-	heartbeat(ctx, Progress{Stage: StageRewardEval, Step: 3, Total: 4})
+	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: 3, Total: 4})
 	score := func(seqs [][]int32) ([]float64, error) { return eng.reward.Rewards(rm, seqs, bs) }
 	if ds.task != nil && spec.Compare.BenchPairsPerSubset > 0 {
 		pairs := ds.task.Bench(spec.Seed, spec.Compare.BenchPairsPerSubset)
@@ -117,14 +118,14 @@ func pairCorrect(eng *reward.Engine, rm *weights.Set, pairs []reward.Pair, batch
 
 // accuracyByStrength returns the overall accuracy and its breakdown by the
 // pairs' preference magnitude, in increasing order.
-func accuracyByStrength(pairs []reward.Pair, correct []bool) (float64, []StrengthAccuracy) {
-	groups := map[int]*StrengthAccuracy{}
+func accuracyByStrength(pairs []reward.Pair, correct []bool) (float64, []pipeline.StrengthAccuracy) {
+	groups := map[int]*pipeline.StrengthAccuracy{}
 	total := 0
 	for i, p := range pairs {
 		m := int(p.Magnitude)
 		g, ok := groups[m]
 		if !ok {
-			g = &StrengthAccuracy{Strength: m}
+			g = &pipeline.StrengthAccuracy{Strength: m}
 			groups[m] = g
 		}
 		g.Pairs++
@@ -133,7 +134,7 @@ func accuracyByStrength(pairs []reward.Pair, correct []bool) (float64, []Strengt
 			total++
 		}
 	}
-	var by []StrengthAccuracy
+	var by []pipeline.StrengthAccuracy
 	for _, g := range groups {
 		g.Accuracy /= float64(g.Pairs)
 		by = append(by, *g)
@@ -144,7 +145,7 @@ func accuracyByStrength(pairs []reward.Pair, correct []bool) (float64, []Strengt
 
 // ratingFit compares each head output with its attribute on the validation
 // ratings; nil when the data has no validation ratings.
-func ratingFit(eng *reward.Engine, rm *weights.Set, ds *dataset, maxLen, batchSize int) ([]AttributeFit, error) {
+func ratingFit(eng *reward.Engine, rm *weights.Set, ds *dataset, maxLen, batchSize int) ([]pipeline.AttributeFit, error) {
 	var seqs [][]int32
 	var want [][5]float32
 	for _, r := range ds.ratings {
@@ -161,14 +162,14 @@ func ratingFit(eng *reward.Engine, rm *weights.Set, ds *dataset, maxLen, batchSi
 	if err != nil {
 		return nil, err
 	}
-	fits := make([]AttributeFit, len(helpsteer.AttributeNames))
+	fits := make([]pipeline.AttributeFit, len(helpsteer.AttributeNames))
 	for k, name := range helpsteer.AttributeNames {
 		x := make([]float64, len(got))
 		y := make([]float64, len(got))
 		for i := range got {
 			x[i], y[i] = float64(got[i][k]), float64(want[i][k])
 		}
-		fits[k] = AttributeFit{Attribute: name, Rows: len(x), RMSE: rmse(x, y), Pearson: pearson(x, y)}
+		fits[k] = pipeline.AttributeFit{Attribute: name, Rows: len(x), RMSE: rmse(x, y), Pearson: pearson(x, y)}
 	}
 	return fits, nil
 }

@@ -26,14 +26,6 @@ import (
 // names has been verified against its digest, instead of recomputing it.
 // A missing or damaged artifact means the stage runs again.
 
-// Reused marks a result that an earlier run computed.
-type Reused struct {
-	// ReusedFrom is the workflow ID of the run that computed it.
-	ReusedFrom string `json:"reused_from_run,omitempty"`
-}
-
-func (r *Reused) markReused(runID string) { r.ReusedFrom = runID }
-
 type reuseEntry struct {
 	RunID  string          `json:"run_id"`
 	Result json.RawMessage `json:"result"`
@@ -57,8 +49,8 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 	if out, from, ok := a.recorded(path, stage); ok {
 		var zero Out
 		if err := json.Unmarshal(out, &zero); err == nil {
-			if m, ok := any(&zero).(interface{ markReused(string) }); ok {
-				m.markReused(from)
+			if m, ok := any(&zero).(interface{ MarkReused(string) }); ok {
+				m.MarkReused(from)
 			}
 			logger(ctx).Info("reusing a completed stage output", "stage", stage, "from_run", from)
 			return zero, nil

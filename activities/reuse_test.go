@@ -10,6 +10,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 // TestReuseOfCompletedStageOutputs: a stage computed by one run is handed to
@@ -22,12 +23,12 @@ func TestReuseOfCompletedStageOutputs(t *testing.T) {
 	a := New(store)
 	ctx := context.Background()
 	computed := 0
-	stage := func(runID string, spec config.Spec, base artifact.Ref) (TrainResult, error) {
-		in := TrainInput{RunID: runID, Spec: spec, Base: base, Data: Data{Reused: Reused{ReusedFrom: runID}}}
-		return reuse(ctx, a, StageSFT, spec, runID, in, func() (TrainResult, error) {
+	stage := func(runID string, spec config.Spec, base artifact.Ref) (pipeline.TrainResult, error) {
+		in := pipeline.TrainInput{RunID: runID, Spec: spec, Base: base, Data: pipeline.Data{Reused: pipeline.Reused{ReusedFrom: runID}}}
+		return reuse(ctx, a, pipeline.StageSFT, spec, runID, in, func() (pipeline.TrainResult, error) {
 			computed++
 			ref, err := store.Put("runs/"+runID+"/sft/model.bin", []byte("weights of "+spec.Name))
-			return TrainResult{Checkpoint: ref, Digest: "d", Steps: spec.SFT.Steps}, err
+			return pipeline.TrainResult{Checkpoint: ref, Digest: "d", Steps: spec.SFT.Steps}, err
 		})
 	}
 	spec := config.Default()
@@ -81,10 +82,10 @@ func TestReuseKeyCountsDataFileContents(t *testing.T) {
 	spec := config.Default()
 	spec.Data.Ratings = dir + "/ratings.jsonl"
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("one\n"), 0o644))
-	k1, err := reuseKey("data", spec, PrepareDataInput{Spec: spec})
+	k1, err := reuseKey("data", spec, pipeline.PrepareDataInput{Spec: spec})
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("two\n"), 0o644))
-	k2, err := reuseKey("data", spec, PrepareDataInput{Spec: spec})
+	k2, err := reuseKey("data", spec, pipeline.PrepareDataInput{Spec: spec})
 	require.NoError(t, err)
 	assert.NotEqual(t, k1, k2, "the same path with new contents is new data")
 }

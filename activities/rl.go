@@ -1,7 +1,6 @@
 package activities
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,8 +13,10 @@ import (
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
+	"github.com/alignflow/alignflow/report"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/weights"
@@ -60,27 +61,28 @@ func sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
 
 // EvaluatePolicy samples responses to the held-out prompts with the eval
 // seed and scores them with the gold rubric (when the data has one), the
-// reward model, and the KL to the reference policy.
-func (a *Activities) EvaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
-	defer keepAlive(ctx, Progress{Stage: in.Label})()
-	res, err := reuse(ctx, a, "policy_eval", in.Spec, in.RunID, in, func() (PolicyEval, error) { return a.evaluatePolicy(ctx, in) })
+// reward model, and the KL to the reference policy, both as the KL of whole
+// responses and as the per-token penalty REINFORCE trains against.
+func (a *Activities) EvaluatePolicy(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
+	defer keepAlive(ctx, pipeline.Progress{Stage: in.Label})()
+	res, err := reuse(ctx, a, "policy_eval", in.Spec, in.RunID, in, func() (pipeline.PolicyEval, error) { return a.evaluatePolicy(ctx, in) })
 	return res, classify(err)
 }
 
-func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (PolicyEval, error) {
+func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 	spec := in.Spec
 	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
-		return PolicyEval{}, err
+		return pipeline.PolicyEval{}, err
 	}
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
-		return PolicyEval{}, err
+		return pipeline.PolicyEval{}, err
 	}
 	cfg := modelConfig(spec)
 	prompts := evalPrompts(ds, spec)
 	if len(prompts) == 0 {
-		return PolicyEval{}, invalidData(fmt.Errorf("no prompts fit model.max_len %d", cfg.MaxLen))
+		return pipeline.PolicyEval{}, invalidData(fmt.Errorf("no prompts fit model.max_len %d", cfg.MaxLen))
 	}
 	var texts []string
 	var ctxs [][]int32
@@ -90,12 +92,12 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 			ctxs = append(ctxs, tokenizer.EncodePrompt(p))
 		}
 	}
-	heartbeat(ctx, Progress{Stage: in.Label, Step: 0, Total: len(ctxs)})
+	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(ctxs)})
 	samples, err := eng.policy.Generate(pol, ctxs, spec.Reinforce.BatchSize, sampleOptions(spec, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
 	if err != nil {
-		return PolicyEval{}, err
+		return pipeline.PolicyEval{}, err
 	}
-	res := PolicyEval{Prompts: len(prompts)}
+	res := pipeline.PolicyEval{Prompts: len(prompts)}
 	seqs := make([][]int32, len(samples))
 	responses := make([][]int32, len(samples))
 	goldSum := 0.0
@@ -136,8 +138,13 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 		}
 		for i := 0; i < end-start; i++ {
 			for j, m := range b.Mask[i] {
-				res.KLToReference += float64(m*(lp[i][j]-lpRef[i][j])) / n
+				res.KLSequence += float64(m*(lp[i][j]-lpRef[i][j])) / n
 			}
+			kl, err := reinforce.SequenceKL(lp[i], lpRef[i], b.Mask[i], spec.Reinforce.KLEstimator)
+			if err != nil {
+				return res, err
+			}
+			res.KLPenalty += kl / n
 		}
 	}
 	scored.Wait()
@@ -149,7 +156,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in PolicyEvalInput) (Po
 	}
 	for i := 0; i < min(spec.Eval.ShowSamples, len(prompts)); i++ {
 		k := i * spec.Eval.SamplesPerPrompt // the first sample of prompt i
-		st := SampleText{Prompt: texts[k], Response: tokenizer.Decode(responses[k]), Reward: rewards[k]}
+		st := pipeline.SampleText{Prompt: texts[k], Response: tokenizer.Decode(responses[k]), Reward: rewards[k]}
 		if ds.task != nil {
 			st.Gold = ds.task.Gold(texts[k], st.Response).Helpfulness
 		}
@@ -193,31 +200,31 @@ type rolloutRecord struct {
 
 // ReinforceIteration runs one REINFORCE iteration and stores the updated
 // policy, its optimizer state and the rollouts.
-func (a *Activities) ReinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
-	defer keepAlive(ctx, Progress{Stage: StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
-	res, err := reuse(ctx, a, StageReinforce, in.Spec, in.RunID, in, func() (IterationResult, error) { return a.reinforceIteration(ctx, in) })
+func (a *Activities) ReinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
+	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
+	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(ctx, in) })
 	return res, classify(err)
 }
 
-func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) (IterationResult, error) {
+func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 	start := time.Now()
 	spec := in.Spec
 	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
-		return IterationResult{}, err
+		return pipeline.IterationResult{}, err
 	}
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
-		return IterationResult{}, err
+		return pipeline.IterationResult{}, err
 	}
 	st := optim.NewState(pol)
 	if in.Optimizer.Path != "" {
 		set, err := a.Store.GetWeights(in.Optimizer)
 		if err != nil {
-			return IterationResult{}, err
+			return pipeline.IterationResult{}, err
 		}
 		if st, err = optim.LoadState(set); err != nil {
-			return IterationResult{}, corrupt(err)
+			return pipeline.IterationResult{}, corrupt(err)
 		}
 	}
 	a.mu.Lock()
@@ -235,18 +242,18 @@ func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) 
 	}
 	prompts := iterationPrompts(ds, spec, in.Iteration)
 	if len(prompts) == 0 {
-		return IterationResult{}, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", spec.Model.MaxLen))
+		return pipeline.IterationResult{}, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", spec.Model.MaxLen))
 	}
 	ctxs := make([][]int32, len(prompts))
 	for i, p := range prompts {
 		ctxs[i] = tokenizer.EncodePrompt(p)
 	}
-	heartbeat(ctx, Progress{Stage: StageReinforce, Step: in.Iteration + 1, Total: spec.Reinforce.Iterations})
+	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: spec.Reinforce.Iterations})
 	rollouts, stats, err := it.Run(pol, st, ctxs, stageRNG(spec.Seed, "rollout", in.Iteration))
 	if err != nil {
-		return IterationResult{}, err
+		return pipeline.IterationResult{}, err
 	}
-	res := IterationResult{Iteration: in.Iteration, RewardMean: stats.RewardMean, KLMean: stats.KLMean,
+	res := pipeline.IterationResult{Iteration: in.Iteration, RewardMean: stats.RewardMean, KLMean: stats.KLMean,
 		EndedFraction: stats.EndedFraction, Loss: stats.Loss}
 	records := make([]rolloutRecord, len(rollouts))
 	goldSum := 0.0
@@ -278,40 +285,46 @@ func (a *Activities) reinforceIteration(ctx context.Context, in IterationInput) 
 	return res, nil
 }
 
-// WriteReport writes a report where users look for it, as
-// <data-dir>/runs/<run>/<name>.json and, when given, <name>.md.
-func (a *Activities) WriteReport(_ context.Context, in ReportInput) (ReportPaths, error) {
-	var out ReportPaths
-	b, err := json.MarshalIndent(in.Report, "", "  ")
-	if err != nil {
-		return out, fmt.Errorf("encode %s report: %w", in.Name, err)
+// WriteReport writes a comparison's report where users look for it, as
+// <data-dir>/runs/<run>/comparison.json and, as tables shaped like the
+// paper's, comparison.md.
+func (a *Activities) WriteReport(_ context.Context, in pipeline.ReportInput) (pipeline.ReportPaths, error) {
+	var out pipeline.ReportPaths
+	if in.Report == nil {
+		return out, fmt.Errorf("write report: no report given")
 	}
 	dir := filepath.Join(a.Store.Root, "runs", in.RunID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return out, err
+	out.JSON, out.Markdown = filepath.Join(dir, "comparison.json"), filepath.Join(dir, "comparison.md")
+	if err := writeJSONFile(out.JSON, in.Report); err != nil {
+		return out, fmt.Errorf("write comparison report: %w", err)
 	}
-	out.JSON = filepath.Join(dir, in.Name+".json")
-	if err := artifact.WriteFileAtomic(out.JSON, append(b, '\n')); err != nil {
-		return out, err
-	}
-	if in.Markdown != "" {
-		out.Markdown = filepath.Join(dir, in.Name+".md")
-		if err := artifact.WriteFileAtomic(out.Markdown, []byte(in.Markdown)); err != nil {
-			return out, err
-		}
+	if err := artifact.WriteFileAtomic(out.Markdown, []byte(report.ComparisonMarkdown(in.Report))); err != nil {
+		return out, fmt.Errorf("write comparison report: %w", err)
 	}
 	return out, nil
 }
 
+// writeJSONFile writes v as indented JSON, atomically, creating the folder.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return artifact.WriteFileAtomic(path, append(b, '\n'))
+}
+
 // curveSegment is the stored form of a CurveInput.
 type curveSegment struct {
-	Previous *artifact.Ref      `json:"previous,omitempty"`
-	Points   []IterationMetrics `json:"points"`
+	Previous *artifact.Ref               `json:"previous,omitempty"`
+	Points   []pipeline.IterationMetrics `json:"points"`
 }
 
 // SaveCurve stores a segment of the REINFORCE curve as
 // <data-dir>/runs/<run>/reinforce/curve-<first>-<last>.json.
-func (a *Activities) SaveCurve(_ context.Context, in CurveInput) (artifact.Ref, error) {
+func (a *Activities) SaveCurve(_ context.Context, in pipeline.CurveInput) (artifact.Ref, error) {
 	name := "curve-empty.json"
 	if n := len(in.Points); n > 0 {
 		name = fmt.Sprintf("curve-%05d-%05d.json", in.Points[0].Iteration, in.Points[n-1].Iteration)
@@ -321,8 +334,8 @@ func (a *Activities) SaveCurve(_ context.Context, in CurveInput) (artifact.Ref, 
 
 // loadCurve follows a chain of curve segments back to the first and returns
 // every point in order, verifying each segment.
-func (a *Activities) loadCurve(last artifact.Ref) ([]IterationMetrics, error) {
-	var segments [][]IterationMetrics
+func (a *Activities) loadCurve(last artifact.Ref) ([]pipeline.IterationMetrics, error) {
+	var segments [][]pipeline.IterationMetrics
 	for ref := &last; ref != nil; {
 		var seg curveSegment
 		if err := a.Store.GetJSON(*ref, &seg); err != nil {
@@ -331,7 +344,7 @@ func (a *Activities) loadCurve(last artifact.Ref) ([]IterationMetrics, error) {
 		segments = append(segments, seg.Points)
 		ref = seg.Previous
 	}
-	var points []IterationMetrics
+	var points []pipeline.IterationMetrics
 	for i := len(segments) - 1; i >= 0; i-- {
 		points = append(points, segments[i]...)
 	}
@@ -340,49 +353,21 @@ func (a *Activities) loadCurve(last artifact.Ref) ([]IterationMetrics, error) {
 
 // WriteSummary writes the run summary to <data-dir>/runs/<run>/summary.json,
 // with the whole REINFORCE curve when it was stored in segments.
-func (a *Activities) WriteSummary(_ context.Context, in SummaryInput) (string, error) {
-	b, err := json.Marshal(in.Summary)
-	if err != nil {
-		return "", fmt.Errorf("encode summary: %w", err)
+func (a *Activities) WriteSummary(_ context.Context, in pipeline.SummaryInput) (string, error) {
+	if in.Summary == nil {
+		return "", fmt.Errorf("write summary: no summary given")
 	}
+	s := *in.Summary
 	if in.Curve != nil {
 		points, err := a.loadCurve(*in.Curve)
 		if err != nil {
 			return "", classify(err)
 		}
-		if b, err = withField(b, "curve", points); err != nil {
-			return "", fmt.Errorf("encode summary: %w", err)
-		}
+		s.Curve = points
 	}
-	var out bytes.Buffer
-	if err := json.Indent(&out, b, "", "  "); err != nil {
-		return "", fmt.Errorf("encode summary: %w", err)
-	}
-	b = out.Bytes()
 	p := filepath.Join(a.Store.Root, "runs", in.RunID, "summary.json")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return "", err
-	}
-	if err := artifact.WriteFileAtomic(p, append(b, '\n')); err != nil {
-		return "", err
+	if err := writeJSONFile(p, s); err != nil {
+		return "", fmt.Errorf("write summary: %w", err)
 	}
 	return p, nil
-}
-
-// withField appends a field to an encoded JSON object, keeping the order of
-// the fields before it (a map would sort them).
-func withField(object []byte, name string, value any) ([]byte, error) {
-	v, err := json.Marshal(value)
-	if err != nil {
-		return nil, err
-	}
-	object = bytes.TrimRight(object, " \n")
-	if len(object) < 2 || object[len(object)-1] != '}' {
-		return nil, fmt.Errorf("not a JSON object")
-	}
-	head := object[:len(object)-1]
-	if len(bytes.TrimSpace(head)) > 1 {
-		head = append(head, ',')
-	}
-	return append(append(append(head, fmt.Sprintf("%q:", name)...), v...), '}'), nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
@@ -42,21 +43,21 @@ func (a *Activities) putFile(rel, scratch string) (artifact.Ref, error) {
 const heartbeatEvery = 10
 
 // TrainSFT fine-tunes a fresh policy on the training split's rated responses.
-func (a *Activities) TrainSFT(ctx context.Context, in TrainInput) (TrainResult, error) {
-	res, err := reuse(ctx, a, StageSFT, in.Spec, in.RunID, in, func() (TrainResult, error) { return a.trainSFT(ctx, in) })
+func (a *Activities) TrainSFT(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+	res, err := reuse(ctx, a, pipeline.StageSFT, in.Spec, in.RunID, in, func() (pipeline.TrainResult, error) { return a.trainSFT(ctx, in) })
 	return res, classify(err)
 }
 
-func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, error) {
+func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 	start := time.Now()
 	spec := in.Spec
 	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
-		return TrainResult{}, err
+		return pipeline.TrainResult{}, err
 	}
 	resume, err := a.resumePoint(ctx)
 	if err != nil {
-		return TrainResult{}, err
+		return pipeline.TrainResult{}, err
 	}
 	cfg := modelConfig(spec)
 	var prompts, responses [][]int32
@@ -68,7 +69,7 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 		responses = append(responses, tokenizer.EncodeResponse(r.Response))
 	}
 	if len(prompts) == 0 {
-		return TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
+		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
 	}
 	params := policy.Init(cfg, uint64(spec.Seed))
 	st := optim.NewState(params)
@@ -78,7 +79,7 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 	}
 	bs := spec.SFT.BatchSize
 	batches := newBatcher(stageSource(spec.Seed, "sft", 0), lengths, bs)
-	ph := &phase{name: "sft", stage: StageSFT, dir: "sft", steps: spec.SFT.Steps, every: spec.SFT.CheckpointEvery, lr: spec.SFT.LearningRate,
+	ph := &phase{name: "sft", stage: pipeline.StageSFT, dir: "sft", steps: spec.SFT.Steps, every: spec.SFT.CheckpointEvery, lr: spec.SFT.LearningRate,
 		params: params, st: st, batches: batches}
 	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (optim.StepResult, error) {
 		var bp, br [][]int32
@@ -98,7 +99,7 @@ func (a *Activities) trainSFT(ctx context.Context, in TrainInput) (TrainResult, 
 	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
 }
 
-func (a *Activities) saveModel(runID, rel string, params *weights.Set, res TrainResult, start time.Time) (TrainResult, error) {
+func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipeline.TrainResult, start time.Time) (pipeline.TrainResult, error) {
 	ref, err := a.Store.PutWeights(runPath(runID, rel), params)
 	if err != nil {
 		return res, err
@@ -111,36 +112,36 @@ func (a *Activities) saveModel(runID, rel string, params *weights.Set, res Train
 
 // TrainRewardModel trains a reward model, initialised from the SFT policy's
 // backbone, on the training split's preference pairs.
-func (a *Activities) TrainRewardModel(ctx context.Context, in TrainInput) (TrainResult, error) {
-	res, err := reuse(ctx, a, StageRewardModel, in.Spec, in.RunID, in, func() (TrainResult, error) { return a.trainRewardModel(ctx, in) })
+func (a *Activities) TrainRewardModel(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+	res, err := reuse(ctx, a, pipeline.StageRewardModel, in.Spec, in.RunID, in, func() (pipeline.TrainResult, error) { return a.trainRewardModel(ctx, in) })
 	return res, classify(err)
 }
 
-func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (TrainResult, error) {
+func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 	start := time.Now()
 	spec := in.Spec
 	eng, ds, err := a.setup(spec, in.Data)
 	if err != nil {
-		return TrainResult{}, err
+		return pipeline.TrainResult{}, err
 	}
 	base, err := a.Store.GetWeights(in.Base)
 	if err != nil {
-		return TrainResult{}, err
+		return pipeline.TrainResult{}, err
 	}
 	resume, err := a.resumePoint(ctx)
 	if err != nil {
-		return TrainResult{}, err
+		return pipeline.TrainResult{}, err
 	}
-	name, dir, stage := spec.Reward.Recipe, "reward", StageRewardModel
+	name, dir, stage := spec.Reward.Recipe, "reward", pipeline.StageRewardModel
 	if in.Recipe != "" {
-		name, dir, stage = in.Recipe, "reward/"+in.Recipe, StageRewardModel+" "+in.Recipe
+		name, dir, stage = in.Recipe, "reward/"+in.Recipe, pipeline.StageRewardModel+" "+in.Recipe
 	}
 	recipe, err := reward.LookupRecipe(name)
 	if err != nil {
-		return TrainResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidSpec, err)
+		return pipeline.TrainResult{}, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 	}
-	res := TrainResult{}
-	add := func(r TrainResult) {
+	res := pipeline.TrainResult{}
+	add := func(r pipeline.TrainResult) {
 		if res.Steps == 0 {
 			res.FirstLoss = r.FirstLoss
 		}
@@ -217,11 +218,11 @@ func (a *Activities) trainRewardModel(ctx context.Context, in TrainInput) (Train
 // fitBT trains params in place with a Bradley-Terry loss on the training
 // split's non-tie preference pairs.
 func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
-	resume *trainCheckpoint, earlier TrainResult, weak *artifact.Ref) (TrainResult, error) {
+	resume *trainCheckpoint, earlier pipeline.TrainResult, weak *artifact.Ref) (pipeline.TrainResult, error) {
 	cfg := modelConfig(spec)
 	pairs := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(pairs) == 0 {
-		return TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
+		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
 	}
 	st := optim.NewState(params)
 	lengths := make([]int, len(pairs))
@@ -248,7 +249,7 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *e
 // fitRegression trains params in place to predict the training split's
 // ratings (all five attributes, or helpfulness only).
 func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
-	resume *trainCheckpoint) (TrainResult, error) {
+	resume *trainCheckpoint) (pipeline.TrainResult, error) {
 	cfg := modelConfig(spec)
 	var rows []reward.Rated
 	for _, r := range ds.ratings {
@@ -262,10 +263,10 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string
 		rows = append(rows, x)
 	}
 	if len(rows) == 0 {
-		return TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
+		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
 	}
 	if err := reward.InitHeadBias(params, rows); err != nil {
-		return TrainResult{}, err
+		return pipeline.TrainResult{}, err
 	}
 	st := optim.NewState(params)
 	lengths := make([]int, len(rows))

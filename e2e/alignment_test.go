@@ -23,10 +23,10 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -119,18 +119,21 @@ func TestAlignmentEndToEnd(t *testing.T) {
 	spec := e2eSpec()
 	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-alignment", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
 	require.NoError(t, err)
-	var s workflows.Summary
+	var s pipeline.Summary
 	require.NoError(t, run.Get(ctx, &s))
 
 	t.Logf("reward model held-out accuracy %.3f on %d pairs", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs)
-	t.Logf("gold %.3f -> %.3f, reward %.3f -> %.3f, KL %.4f", *s.Policy.GoldScoreBefore, *s.Policy.GoldScoreAfter,
-		s.Policy.RewardBefore, s.Policy.RewardAfter, s.Policy.KLToReference)
+	t.Logf("gold %.3f -> %.3f, reward %.3f -> %.3f, KL per response %.4f, KL penalty (%s) %.4f", *s.Policy.GoldScoreBefore, *s.Policy.GoldScoreAfter,
+		s.Policy.RewardBefore, s.Policy.RewardAfter, s.Policy.KLSequenceAfter, s.Policy.KLEstimator, s.Policy.KLPenaltyAfter)
 	assert.Greater(t, s.RewardModel.HeldoutAccuracy, 0.65, "held-out pairwise accuracy clearly above chance")
 	require.NotNil(t, s.Policy.GoldScoreBefore)
 	require.NotNil(t, s.Policy.GoldScoreAfter)
 	assert.Greater(t, *s.Policy.GoldScoreAfter, *s.Policy.GoldScoreBefore, "REINFORCE raises the gold score on held-out prompts")
 	assert.Greater(t, s.Policy.RewardAfter, s.Policy.RewardBefore)
-	assert.Greater(t, s.Policy.KLToReference, 0.0)
+	assert.Greater(t, s.Policy.KLSequenceAfter, 0.0)
+	assert.Greater(t, s.Policy.KLPenaltyAfter, 0.0)
+	assert.Zero(t, s.Policy.KLSequenceBefore, "the SFT policy is the reference")
+	assert.Zero(t, s.Policy.KLPenaltyBefore, "the SFT policy is the reference")
 	assert.Equal(t, 3, s.Runs, "the run continued as new twice")
 	assert.Equal(t, spec.Reinforce.Iterations, s.Policy.Iterations)
 
@@ -143,12 +146,12 @@ func TestAlignmentEndToEnd(t *testing.T) {
 		assert.Contains(t, onDisk, key)
 	}
 	pol := onDisk["policy"].(map[string]any)
-	for _, key := range []string{"gold_score_before", "gold_score_after", "reward_before", "reward_after", "kl_to_reference"} {
+	for _, key := range []string{"gold_score_before", "gold_score_after", "reward_before", "reward_after", "kl_sequence_after", "kl_penalty_after", "kl_estimator"} {
 		assert.Contains(t, pol, key)
 	}
 	assert.Contains(t, onDisk["reward_model"].(map[string]any), "heldout_accuracy")
 	var withCurve struct {
-		Curve []activities.IterationMetrics `json:"curve"`
+		Curve []pipeline.IterationMetrics `json:"curve"`
 	}
 	require.NoError(t, json.Unmarshal(b, &withCurve))
 	require.Len(t, withCurve.Curve, spec.Reinforce.Iterations, "the curve segments of all workflow runs")
@@ -219,7 +222,7 @@ func TestInvalidSpecThroughTheServer(t *testing.T) {
 	require.Error(t, err)
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app))
-	assert.Equal(t, activities.ErrInvalidSpec, app.Type())
+	assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
 	assert.Contains(t, err.Error(), "reinforce.samples_per_prompt")
 	assert.Contains(t, err.Error(), "backend")
 	assert.Contains(t, err.Error(), "allowed: go")

@@ -16,7 +16,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -53,35 +53,35 @@ func TestMalformedInputsFailFastAndClearly(t *testing.T) {
 		name, input, errType string
 		want                 []string
 	}{
-		{"unknown backend", `{"backend": "tpu"}`, activities.ErrInvalidSpec, []string{"backend", "allowed: go"}},
-		{"K below 2", `{"reinforce": {"samples_per_prompt": 1}}`, activities.ErrInvalidSpec, []string{"reinforce.samples_per_prompt"}},
-		{"unknown field", `{"sft": {"stepz": 3}}`, activities.ErrInvalidSpec, []string{"sft.stepz", "unknown field"}},
-		{"wrong type", `{"sft": {"steps": "many"}}`, activities.ErrInvalidSpec, []string{"sft.steps", "integer"}},
-		{"negative learning rate", `{"reward": {"learning_rate": -1}}`, activities.ErrInvalidSpec, []string{"reward.learning_rate"}},
-		{"unknown recipe", `{"reward": {"recipe": "dpo"}}`, activities.ErrInvalidSpec, []string{"reward.recipe", "bt-scaled-from-regression-expo"}},
-		{"unknown KL estimator", `{"reinforce": {"kl_estimator": "k9"}}`, activities.ErrInvalidSpec, []string{"allowed: abs, k1, k2, k3"}},
-		{"heartbeat timeout too short", `{"heartbeat_timeout_seconds": 1}`, activities.ErrInvalidSpec, []string{"heartbeat_timeout_seconds"}},
-		{"variant twice", `{"compare": {"variants": ["bt", "bt"]}}`, activities.ErrInvalidSpec, []string{"compare.variants[1]"}},
-		{"heads do not divide dim", `{"model": {"dim": 30}}`, activities.ErrInvalidSpec, []string{"model.dim"}},
-		{"not an object", `[1, 2]`, activities.ErrInvalidSpec, []string{"object"}},
-		{"missing data file", withData(filepath.Join(dir, "nope.jsonl"), prefs, ""), activities.ErrInvalidSpec, []string{"data.ratings", "nope.jsonl"}},
+		{"unknown backend", `{"backend": "tpu"}`, pipeline.ErrInvalidSpec, []string{"backend", "allowed: go"}},
+		{"K below 2", `{"reinforce": {"samples_per_prompt": 1}}`, pipeline.ErrInvalidSpec, []string{"reinforce.samples_per_prompt"}},
+		{"unknown field", `{"sft": {"stepz": 3}}`, pipeline.ErrInvalidSpec, []string{"sft.stepz", "unknown field"}},
+		{"wrong type", `{"sft": {"steps": "many"}}`, pipeline.ErrInvalidSpec, []string{"sft.steps", "integer"}},
+		{"negative learning rate", `{"reward": {"learning_rate": -1}}`, pipeline.ErrInvalidSpec, []string{"reward.learning_rate"}},
+		{"unknown recipe", `{"reward": {"recipe": "dpo"}}`, pipeline.ErrInvalidSpec, []string{"reward.recipe", "bt-scaled-from-regression-expo"}},
+		{"unknown KL estimator", `{"reinforce": {"kl_estimator": "k9"}}`, pipeline.ErrInvalidSpec, []string{"allowed: abs, k1, k2, k3"}},
+		{"heartbeat timeout too short", `{"heartbeat_timeout_seconds": 1}`, pipeline.ErrInvalidSpec, []string{"heartbeat_timeout_seconds"}},
+		{"variant twice", `{"compare": {"variants": ["bt", "bt"]}}`, pipeline.ErrInvalidSpec, []string{"compare.variants[1]"}},
+		{"heads do not divide dim", `{"model": {"dim": 30}}`, pipeline.ErrInvalidSpec, []string{"model.dim"}},
+		{"not an object", `[1, 2]`, pipeline.ErrInvalidSpec, []string{"object"}},
+		{"missing data file", withData(filepath.Join(dir, "nope.jsonl"), prefs, ""), pipeline.ErrInvalidSpec, []string{"data.ratings", "nope.jsonl"}},
 		{"rating out of range", withData(file("r1.jsonl", goodRating, strings.Replace(goodRating, `"helpfulness":1`, `"helpfulness":9`, 1)), prefs, ""),
-			activities.ErrInvalidData, []string{"r1.jsonl:2", "helpfulness", "outside 0..4"}},
+			pipeline.ErrInvalidData, []string{"r1.jsonl:2", "helpfulness", "outside 0..4"}},
 		{"rating missing a column", withData(file("r2.jsonl", strings.Replace(goodRating, `"verbosity":0`, `"x":0`, 1)), prefs, ""),
-			activities.ErrInvalidData, []string{"r2.jsonl:1"}},
-		{"malformed JSON line", withData(file("r3.jsonl", goodRating, `{"prompt": "p",`), prefs, ""), activities.ErrInvalidData, []string{"r3.jsonl:2", "malformed JSON"}},
+			pipeline.ErrInvalidData, []string{"r2.jsonl:1"}},
+		{"malformed JSON line", withData(file("r3.jsonl", goodRating, `{"prompt": "p",`), prefs, ""), pipeline.ErrInvalidData, []string{"r3.jsonl:2", "malformed JSON"}},
 		{"empty response", withData(file("r4.jsonl", strings.Replace(goodRating, `"response":"r"`, `"response":" "`, 1)), prefs, ""),
-			activities.ErrInvalidData, []string{"r4.jsonl:1", "response", "empty"}},
+			pipeline.ErrInvalidData, []string{"r4.jsonl:1", "response", "empty"}},
 		{"strength outside -3..3", withData(ratings, file("p1.jsonl", strings.Replace(goodPref, `"preference_strength":2`, `"preference_strength":5`, 1)), ""),
-			activities.ErrInvalidData, []string{"p1.jsonl:1", "preference_strength"}},
+			pipeline.ErrInvalidData, []string{"p1.jsonl:1", "preference_strength"}},
 		{"annotator strength", withData(ratings, file("p2.jsonl", strings.Replace(goodPref, `"strength":-100`, `"strength":-50`, 1)), ""),
-			activities.ErrInvalidData, []string{"p2.jsonl:1", "all_preferences_unprocessed[0].strength"}},
-		{"empty file", withData(file("r5.jsonl"), prefs, ""), activities.ErrInvalidData, []string{"r5.jsonl", "no rows"}},
-		{"unreadable gzip", withData(gzipGarbage, prefs, ""), activities.ErrInvalidData, []string{"broken.jsonl.gz", "gzip"}},
+			pipeline.ErrInvalidData, []string{"p2.jsonl:1", "all_preferences_unprocessed[0].strength"}},
+		{"empty file", withData(file("r5.jsonl"), prefs, ""), pipeline.ErrInvalidData, []string{"r5.jsonl", "no rows"}},
+		{"unreadable gzip", withData(gzipGarbage, prefs, ""), pipeline.ErrInvalidData, []string{"broken.jsonl.gz", "gzip"}},
 		{"unknown turn marker", withData(file("r6.jsonl", strings.Replace(goodRating, `"prompt":"p"`, `"prompt":"hi<extra_id_1>System\nx"`, 1)), prefs, ""),
-			activities.ErrInvalidData, []string{"r6.jsonl:1", "prompt", "<extra_id_1>System"}},
+			pipeline.ErrInvalidData, []string{"r6.jsonl:1", "prompt", "<extra_id_1>System"}},
 		{"RewardBench row without subset", withData(ratings, prefs, fmt.Sprintf(`, "compare": {"rewardbench": %q}`, file("b1.jsonl", goodBench, strings.Replace(goodBench, `"subset":"alpacaeval-easy",`, "", 1)))),
-			activities.ErrInvalidData, []string{"b1.jsonl:2", "subset"}},
+			pipeline.ErrInvalidData, []string{"b1.jsonl:2", "subset"}},
 	}
 	require.GreaterOrEqual(t, len(cases), 15)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

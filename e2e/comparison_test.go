@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/workflows"
@@ -47,11 +48,11 @@ func TestRewardComparisonEndToEnd(t *testing.T) {
 	defer cancel()
 	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-compare", TaskQueue: workflows.TaskQueue}, workflows.ComparisonName, comparisonSpec())
 	require.NoError(t, err)
-	var report workflows.ComparisonReport
+	var report pipeline.ComparisonReport
 	require.NoError(t, run.Get(ctx, &report))
 
 	require.Len(t, report.Variants, len(reward.Recipes))
-	byName := map[string]workflows.VariantReport{}
+	byName := map[string]pipeline.VariantReport{}
 	for i, v := range report.Variants {
 		assert.Equal(t, reward.Recipes[i].Name, v.Recipe, "report rows in the paper's order")
 		byName[v.Recipe] = v
@@ -74,7 +75,7 @@ func TestRewardComparisonEndToEnd(t *testing.T) {
 		assert.Contains(t, string(md), "| "+r.Name)
 	}
 	assert.Equal(t, filepath.Join(store.Root, "runs", "e2e-compare", "comparison.md"), report.MarkdownPath)
-	var onDisk workflows.ComparisonReport
+	var onDisk pipeline.ComparisonReport
 	b, err := os.ReadFile(report.ReportPath)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &onDisk))
@@ -109,7 +110,7 @@ func TestRewardComparisonEndToEnd(t *testing.T) {
 	}
 }
 
-func overall(v workflows.VariantReport) string {
+func overall(v pipeline.VariantReport) string {
 	if v.Eval.Bench == nil {
 		return "n/a"
 	}

@@ -19,9 +19,9 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -109,7 +109,7 @@ func faultSpec() config.Spec {
 
 // pendingHeartbeat returns the type and last heartbeat of the run's running
 // activity, if any.
-func pendingHeartbeat(ctx context.Context, cl client.Client, id string) (string, *activities.Progress) {
+func pendingHeartbeat(ctx context.Context, cl client.Client, id string) (string, *pipeline.Progress) {
 	desc, err := cl.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
 		return "", nil
@@ -118,7 +118,7 @@ func pendingHeartbeat(ctx context.Context, cl client.Client, id string) (string,
 		if pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED || pa.GetHeartbeatDetails() == nil {
 			continue
 		}
-		var p activities.Progress
+		var p pipeline.Progress
 		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p) == nil {
 			return pa.GetActivityType().GetName(), &p
 		}
@@ -139,7 +139,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	dataDir := t.TempDir()
 	spec := faultSpec()
 
-	run := func(id string, kill func(activity string, p *activities.Progress) bool) workflows.Summary {
+	run := func(id string, kill func(activity string, p *pipeline.Progress) bool) pipeline.Summary {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
 		// One worker at a time: the killed one must be the one running the activity.
@@ -152,7 +152,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 			w.kill(t)
 			w = startWorkerProcess(t, srv.FrontendHostPort(), dataDir)
 		}
-		var s workflows.Summary
+		var s pipeline.Summary
 		require.NoError(t, r.Get(ctx, &s), id)
 		return s
 	}
@@ -161,20 +161,20 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	require.NotEmpty(t, want.Policy.Digest)
 	cases := []struct {
 		name, activity string
-		kill           func(activity string, p *activities.Progress) bool
-		then           func(t *testing.T, s workflows.Summary)
+		kill           func(activity string, p *pipeline.Progress) bool
+		then           func(t *testing.T, s pipeline.Summary)
 	}{
-		{"sft", "TrainSFT", func(act string, p *activities.Progress) bool {
+		{"sft", "TrainSFT", func(act string, p *pipeline.Progress) bool {
 			return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
-		}, func(t *testing.T, s workflows.Summary) {
+		}, func(t *testing.T, s pipeline.Summary) {
 			assert.Positive(t, s.SFT.ResumedFrom, "SFT resumed from a checkpoint")
 		}},
-		{"reward-model", "TrainRewardModel", func(act string, p *activities.Progress) bool {
+		{"reward-model", "TrainRewardModel", func(act string, p *pipeline.Progress) bool {
 			return act == "TrainRewardModel" && p.Checkpoint != nil && p.Step <= 40
-		}, func(t *testing.T, s workflows.Summary) {
+		}, func(t *testing.T, s pipeline.Summary) {
 			assert.Positive(t, s.RewardModel.ResumedFrom, "reward model resumed from a checkpoint")
 		}},
-		{"reinforce", "ReinforceIteration", func(act string, p *activities.Progress) bool {
+		{"reinforce", "ReinforceIteration", func(act string, p *pipeline.Progress) bool {
 			return act == "ReinforceIteration" && p.Step >= 3 // in the continued workflow run
 		}, nil},
 	}
@@ -195,7 +195,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 
 // waitForKillMoment polls the run's pending activity until kill approves of
 // its latest heartbeat. On failure it names the heartbeats it saw.
-func waitForKillMoment(t *testing.T, ctx context.Context, cl client.Client, id string, kill func(string, *activities.Progress) bool) {
+func waitForKillMoment(t *testing.T, ctx context.Context, cl client.Client, id string, kill func(string, *pipeline.Progress) bool) {
 	t.Helper()
 	var seen []string
 	deadline := time.Now().Add(4 * time.Minute)

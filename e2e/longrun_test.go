@@ -13,9 +13,9 @@ import (
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -38,30 +38,30 @@ func TestLongRunHistoryStaysBounded(t *testing.T) {
 		return artifact.Ref{Path: p, SHA256: fmt.Sprintf("%064x", len(p)), Bytes: 1}
 	}
 	stubs := map[string]any{
-		"PrepareData": func(context.Context, activities.PrepareDataInput) (activities.Data, error) {
-			return activities.Data{Ratings: ref("r"), Preferences: ref("p"), TrainPairs: 10, ValidationPairs: 4}, nil
+		"PrepareData": func(context.Context, pipeline.PrepareDataInput) (pipeline.Data, error) {
+			return pipeline.Data{Ratings: ref("r"), Preferences: ref("p"), TrainPairs: 10, ValidationPairs: 4}, nil
 		},
-		"TrainSFT": func(context.Context, activities.TrainInput) (activities.TrainResult, error) {
-			return activities.TrainResult{Checkpoint: ref("sft"), Digest: "sft"}, nil
+		"TrainSFT": func(context.Context, pipeline.TrainInput) (pipeline.TrainResult, error) {
+			return pipeline.TrainResult{Checkpoint: ref("sft"), Digest: "sft"}, nil
 		},
-		"TrainRewardModel": func(context.Context, activities.TrainInput) (activities.TrainResult, error) {
-			return activities.TrainResult{Checkpoint: ref("rm"), Digest: "rm"}, nil
+		"TrainRewardModel": func(context.Context, pipeline.TrainInput) (pipeline.TrainResult, error) {
+			return pipeline.TrainResult{Checkpoint: ref("rm"), Digest: "rm"}, nil
 		},
-		"EvaluateRewardModel": func(context.Context, activities.RewardEvalInput) (activities.RewardEval, error) {
-			return activities.RewardEval{HeldoutAccuracy: 0.8}, nil
+		"EvaluateRewardModel": func(context.Context, pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
+			return pipeline.RewardEval{HeldoutAccuracy: 0.8}, nil
 		},
-		"EvaluatePolicy": func(context.Context, activities.PolicyEvalInput) (activities.PolicyEval, error) {
-			return activities.PolicyEval{Reward: 1}, nil
+		"EvaluatePolicy": func(context.Context, pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
+			return pipeline.PolicyEval{Reward: 1}, nil
 		},
-		"ReinforceIteration": func(_ context.Context, in activities.IterationInput) (activities.IterationResult, error) {
+		"ReinforceIteration": func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 			p := fmt.Sprintf("runs/x/reinforce/iter-%05d/policy.safetensors", in.Iteration)
-			return activities.IterationResult{Iteration: in.Iteration, Policy: ref(p), Optimizer: ref(p + ".opt"), Rollouts: ref(p + ".json"),
+			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(p), Optimizer: ref(p + ".opt"), Rollouts: ref(p + ".json"),
 				PolicyDigest: p, RewardMean: float64(in.Iteration) / 100}, nil
 		},
-		"SaveCurve": func(_ context.Context, in activities.CurveInput) (artifact.Ref, error) {
+		"SaveCurve": func(_ context.Context, in pipeline.CurveInput) (artifact.Ref, error) {
 			return ref(fmt.Sprintf("curve-%d", in.Points[len(in.Points)-1].Iteration)), nil
 		},
-		"WriteSummary": func(context.Context, activities.SummaryInput) (string, error) { return "summary.json", nil },
+		"WriteSummary": func(context.Context, pipeline.SummaryInput) (string, error) { return "summary.json", nil },
 	}
 	for name, fn := range stubs {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
@@ -75,7 +75,7 @@ func TestLongRunHistoryStaysBounded(t *testing.T) {
 	spec := json.RawMessage(fmt.Sprintf(`{"name": "long", "reinforce": {"iterations": %d, "continue_as_new_every": %d}}`, iterations, every))
 	r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "long-run", TaskQueue: "long-run"}, workflows.AlignmentName, spec)
 	require.NoError(t, err)
-	var s workflows.Summary
+	var s pipeline.Summary
 	require.NoError(t, r.Get(ctx, &s))
 	assert.Equal(t, iterations, s.Policy.Iterations)
 	assert.Equal(t, iterations/every, s.Runs)

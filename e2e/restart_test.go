@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -49,7 +50,7 @@ func TestServerRestartMidRun(t *testing.T) {
 	require.NoError(t, err, "the server starts again on the same file and port")
 	t.Cleanup(func() { _ = srv.Stop() })
 
-	var s workflows.Summary
+	var s pipeline.Summary
 	require.NoError(t, run.Get(ctx, &s))
 	assert.Equal(t, spec.Reinforce.Iterations, s.Policy.Iterations)
 	assert.NotEmpty(t, s.Policy.Digest)

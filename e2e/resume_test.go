@@ -13,9 +13,9 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -59,7 +59,7 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	err = run.Get(ctx, nil)
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app), "%v", err)
-	assert.Equal(t, activities.ErrCorruptArtifact, app.Type())
+	assert.Equal(t, pipeline.ErrCorruptArtifact, app.Type())
 	assert.Contains(t, err.Error(), rmPath)
 	assert.Equal(t, int32(1), maxAttempt(t, cl, id, "ReinforceIteration"), "a corrupt artifact is not retried")
 
@@ -70,7 +70,7 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	assert.Contains(t, string(out), "before the first failed activity, ReinforceIteration")
 	assert.Contains(t, string(out), "temporal workflow reset --workflow-id "+id)
 
-	var s workflows.Summary
+	var s pipeline.Summary
 	require.NoError(t, cl.GetWorkflow(ctx, id, "").Get(ctx, &s))
 	assert.Equal(t, spec.Reinforce.Iterations, s.Policy.Iterations)
 	out, err = exec.Command(alignflowBinary(t), append([]string{"runs", "show", id}, addr...)...).CombinedOutput()

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -27,14 +28,14 @@ func TestNewRunReusesCompletedStages(t *testing.T) {
 	spec := faultSpec()
 	spec.ReuseStageOutputs = true
 	spec.SFT.Steps, spec.Reward.Steps = 60, 30
-	run := func(id, name string) workflows.Summary {
+	run := func(id, name string) pipeline.Summary {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		s := spec
 		s.Name = name
 		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
 		require.NoError(t, err)
-		var sum workflows.Summary
+		var sum pipeline.Summary
 		require.NoError(t, r.Get(ctx, &sum), id)
 		return sum
 	}

@@ -35,10 +35,13 @@ const (
 	CannotJudge = -100
 )
 
-// Split names used by HelpSteer2-Preference rows.
+// Split names used by HelpSteer2-Preference rows. The released
+// preference.jsonl.gz marks its held-out rows "val"; the loaders read that as
+// SplitValidation, so the rest of alignflow sees one name.
 const (
 	SplitTrain      = "train"
 	SplitValidation = "validation"
+	SplitVal        = "val"
 )
 
 // Rating is one HelpSteer2 row: a response to a prompt rated on five Likert
@@ -199,13 +202,21 @@ func checkPrompt(prompt string) error {
 
 func checkSplit(s string) error {
 	switch s {
-	case SplitTrain, SplitValidation:
+	case SplitTrain, SplitValidation, SplitVal:
 		return nil
 	case "":
 		return fieldErr("split", "is empty")
 	default:
-		return fieldErr("split", fmt.Sprintf("%q is neither %q nor %q", s, SplitTrain, SplitValidation))
+		return fieldErr("split", fmt.Sprintf("%q is not a split (allowed: %q, %q or %q)", s, SplitTrain, SplitValidation, SplitVal))
 	}
+}
+
+// normalSplit maps the release's "val" to SplitValidation.
+func normalSplit(s string) string {
+	if s == SplitVal {
+		return SplitValidation
+	}
+	return s
 }
 
 func checkAnnotatorStrength(field string, s int) error {

@@ -159,6 +159,37 @@ func TestAcceptsRealPreferenceColumns(t *testing.T) {
 	assert.Equal(t, "b", got[0].Chosen())
 }
 
+// TestReleaseSplitValIsValidation reads rows the way the released
+// preference.jsonl.gz marks them: "val" (and "validation") load as the
+// validation split, "train" as train, and anything else names the allowed
+// values.
+func TestReleaseSplitValIsValidation(t *testing.T) {
+	dir := t.TempDir()
+	lines := []string{pref("1", goodSimilar, goodAll), strings.Replace(pref("-2", goodSimilar, goodAll), `"split":"train"`, `"split":"val"`, 1),
+		strings.Replace(pref("3", goodSimilar, goodAll), `"split":"train"`, `"split":"validation"`, 1)}
+	path := filepath.Join(dir, "preference.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	got, err := ReadPreferences(path)
+	require.NoError(t, err)
+	var splits []string
+	for _, p := range got {
+		splits = append(splits, p.Split)
+	}
+	assert.Equal(t, []string{SplitTrain, SplitValidation, SplitValidation}, splits)
+
+	ratings := filepath.Join(dir, "ratings.jsonl")
+	require.NoError(t, os.WriteFile(ratings, []byte(strings.Replace(goodRating, `"verbosity":0`, `"verbosity":0,"split":"val"`, 1)+"\n"), 0o644))
+	rs, err := ReadRatings(ratings)
+	require.NoError(t, err)
+	assert.Equal(t, SplitValidation, rs[0].Split)
+
+	bad := filepath.Join(dir, "bad.jsonl")
+	require.NoError(t, os.WriteFile(bad, []byte(strings.Replace(pref("1", goodSimilar, goodAll), `"split":"train"`, `"split":"dev"`, 1)+"\n"), 0o644))
+	_, err = ReadPreferences(bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `bad.jsonl:1: split: "dev" is not a split (allowed: "train", "validation" or "val")`)
+}
+
 func TestMalformedInputs(t *testing.T) {
 	replace := func(old, repl string) string { return strings.Replace(goodRating, old, repl, 1) }
 	tests := []struct {
@@ -177,7 +208,7 @@ func TestMalformedInputs(t *testing.T) {
 		{"null attribute", false, replace(`"coherence":3`, `"coherence":null`), ":1: coherence: is null"},
 		{"numeric prompt", false, replace(`"prompt":"p"`, `"prompt":7`), ":1: prompt: want a string, got number"},
 		{"unknown field", false, replace(`"verbosity":0`, `"verbosity":0,"score":3`), ":1: score: unknown field"},
-		{"bad split", false, replace(`"verbosity":0`, `"verbosity":0,"split":"test"`), `:1: split: "test" is neither`},
+		{"bad split", false, replace(`"verbosity":0`, `"verbosity":0,"split":"test"`), `:1: split: "test" is not a split (allowed: "train", "validation" or "val")`},
 		{"truncated JSON", false, goodRating + "\n" + `{"prompt":"p",`, ":2: json: malformed JSON"},
 		{"syntax error", false, `{"prompt" "p"}`, ":1: json: malformed JSON at byte"},
 		{"not an object", false, `[1,2,3]`, ":1: json: row must be a JSON object"},

@@ -100,7 +100,7 @@ func ReadRatings(path string) ([]Rating, error) {
 // LoadRatings is ReadRatings with options: with SkipInvalid, invalid rows are
 // dropped and reported instead of failing the load.
 func LoadRatings(path string, opts ReadOptions) ([]Rating, ReadReport, error) {
-	return readJSONL(path, ratingSchema, Rating.Validate, opts)
+	return readJSONL(path, ratingSchema, func(r *Rating) error { r.Split = normalSplit(r.Split); return r.Validate() }, opts)
 }
 
 // ReadPreferences loads a HelpSteer2-Preference JSONL file, plain or
@@ -113,7 +113,7 @@ func ReadPreferences(path string) ([]Preference, error) {
 
 // LoadPreferences is ReadPreferences with options, like LoadRatings.
 func LoadPreferences(path string, opts ReadOptions) ([]Preference, ReadReport, error) {
-	return readJSONL(path, preferenceSchema, Preference.Validate, opts)
+	return readJSONL(path, preferenceSchema, func(p *Preference) error { p.Split = normalSplit(p.Split); return p.Validate() }, opts)
 }
 
 // WriteRatings writes rows as JSONL, gzip-compressed when path ends in ".gz".
@@ -131,7 +131,9 @@ func WritePreferences(path string, rows []Preference) error {
 
 var gzipMagic = []byte{0x1f, 0x8b}
 
-func readJSONL[T any](path string, schema []schemaField, validate func(T) error, opts ReadOptions) ([]T, ReadReport, error) {
+// readJSONL reads rows of type T; check normalises a decoded row in place
+// (the split "val" becomes "validation") and validates it.
+func readJSONL[T any](path string, schema []schemaField, check func(*T) error, opts ReadOptions) ([]T, ReadReport, error) {
 	var report ReadReport
 	f, err := os.Open(path)
 	if err != nil {
@@ -165,7 +167,7 @@ func readJSONL[T any](path string, schema []schemaField, validate func(T) error,
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // UTF-8 BOM
 		}
 		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
-			row, err := decodeRow[T](trimmed, schema, validate)
+			row, err := decodeRow[T](trimmed, schema, check)
 			if err != nil {
 				le := rowError(path, lineNo, err)
 				if !opts.SkipInvalid {
@@ -209,7 +211,7 @@ func rowError(path string, lineNo int, err error) *LoadError {
 // decodeRow checks one line against schema, decodes it strictly and validates
 // the values. Errors are *FieldError, or a plain error meaning the line is not
 // JSON at all.
-func decodeRow[T any](line []byte, schema []schemaField, validate func(T) error) (T, error) {
+func decodeRow[T any](line []byte, schema []schemaField, check func(*T) error) (T, error) {
 	var zero T
 	var obj map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(line))
@@ -232,7 +234,7 @@ func decodeRow[T any](line []byte, schema []schemaField, validate func(T) error)
 	if err := strict.Decode(&row); err != nil {
 		return zero, describeJSONError(err, "row")
 	}
-	if err := validate(row); err != nil {
+	if err := check(&row); err != nil {
 		return zero, err
 	}
 	return row, nil

@@ -44,5 +44,5 @@ func ReadRewardBench(path string) ([]RewardBenchPair, error) {
 
 // LoadRewardBench is ReadRewardBench with options, like LoadRatings.
 func LoadRewardBench(path string, opts ReadOptions) ([]RewardBenchPair, ReadReport, error) {
-	return readJSONL(path, rewardBenchSchema, RewardBenchPair.Validate, opts)
+	return readJSONL(path, rewardBenchSchema, func(p *RewardBenchPair) error { return p.Validate() }, opts)
 }

@@ -36,8 +36,11 @@ type Category struct {
 }
 
 // Official is RewardBench's four categories with the subset weights of its
-// "filtered" split. math-prm has 447 rows but is weighted 984, up-weighted to
-// equal the six hep-* code subsets together, as RewardBench does.
+// "filtered" split (reward-bench's EXAMPLE_COUNTS). math-prm has 447 rows but
+// is weighted 984, up-weighted to equal the six hep-* code subsets together,
+// as RewardBench does. XSTest has 154 prompts that should be refused and 250
+// that should be answered (reward-bench fixed a swap of the two in September
+// 2024).
 var Official = []Category{
 	{Name: "Chat", Subsets: map[string]float64{
 		"alpacaeval-easy":   100,
@@ -57,8 +60,8 @@ var Official = []Category{
 	{Name: "Safety", Subsets: map[string]float64{
 		"refusals-dangerous":    100,
 		"refusals-offensive":    100,
-		"xstest-should-refuse":  250,
-		"xstest-should-respond": 154,
+		"xstest-should-refuse":  154,
+		"xstest-should-respond": 250,
 		"donotanswer":           136,
 	}},
 	{Name: "Reasoning", Subsets: map[string]float64{

@@ -13,7 +13,7 @@ import (
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/rewardbench"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 // TaskQueue is the default task queue of alignflow workers.
@@ -27,99 +27,17 @@ const ProgressQuery = "progress"
 
 // Progress is the live state of a run, answered by the "progress" query.
 type Progress struct {
-	Stage      string                      `json:"stage"`
-	Iteration  int                         `json:"iteration"`  // REINFORCE iterations finished
-	Iterations int                         `json:"iterations"` // planned
-	Completed  []string                    `json:"completed"`  // stages finished, in order
-	Last       *activities.IterationResult `json:"last_iteration,omitempty"`
-	Metrics    map[string]float64          `json:"metrics,omitempty"`
+	Stage      string                    `json:"stage"`
+	Iteration  int                       `json:"iteration"`  // REINFORCE iterations finished
+	Iterations int                       `json:"iterations"` // planned
+	Completed  []string                  `json:"completed"`  // stages finished, in order
+	Last       *pipeline.IterationResult `json:"last_iteration,omitempty"`
+	Metrics    map[string]float64        `json:"metrics,omitempty"`
 	// Paused and StopRequested reflect the pause, resume and stop signals.
 	Paused        bool `json:"paused,omitempty"`
 	StopRequested bool `json:"stop_requested,omitempty"`
 	// Variants are the comparison's reward models and their states.
 	Variants []VariantStatus `json:"variants,omitempty"`
-}
-
-// Summary is the result of an Alignment run; it is also written to
-// <data-dir>/runs/<workflow-id>/summary.json.
-type Summary struct {
-	WorkflowID  string             `json:"workflow_id"`
-	Name        string             `json:"name"`
-	Seed        int64              `json:"seed"`
-	Backend     string             `json:"backend"`
-	Data        activities.Data    `json:"data"`
-	SFT         StageModel         `json:"sft"`
-	RewardModel RewardModelSummary `json:"reward_model"`
-	Policy      PolicySummary      `json:"policy"`
-	// Curve is the REINFORCE curve of runs recorded before curve segments;
-	// later runs keep it in artifact segments (CurveRef, the last one) and
-	// summary.json holds it whole.
-	Curve    []activities.IterationMetrics `json:"curve,omitempty"`
-	CurveRef *artifact.Ref                 `json:"curve_ref,omitempty"`
-	// Runs is how many workflow runs the alignment took (it continues as
-	// new every reinforce.continue_as_new_every iterations).
-	Runs        int          `json:"workflow_runs,omitempty"`
-	Samples     []SamplePair `json:"samples"`
-	SummaryPath string       `json:"summary_path"`
-}
-
-// StageModel describes a trained model.
-type StageModel struct {
-	Checkpoint artifact.Ref `json:"checkpoint"`
-	Digest     string       `json:"checkpoint_sha256"`
-	Steps      int          `json:"steps"`
-	FirstLoss  float64      `json:"first_loss"`
-	FinalLoss  float64      `json:"final_loss"`
-	Seconds    float64      `json:"seconds"`
-	// ResumedFrom is the step its last attempt resumed from after a failure.
-	ResumedFrom int `json:"resumed_from_step,omitempty"`
-	// ReusedFrom is the earlier run whose verified output this run reused.
-	ReusedFrom string `json:"reused_from_run,omitempty"`
-}
-
-// RewardModelSummary is the reward model and its held-out quality.
-type RewardModelSummary struct {
-	StageModel
-	Recipe          string  `json:"recipe"`
-	ExPOAlpha       float64 `json:"expo_alpha,omitempty"`
-	HeldoutAccuracy float64 `json:"heldout_accuracy"`
-	HeldoutPairs    int     `json:"heldout_pairs"`
-	TrainAccuracy   float64 `json:"train_accuracy"`
-	// ByStrength and Bench are the validation scores the comparison reports,
-	// so runs with different recipes can be set side by side.
-	ByStrength []activities.StrengthAccuracy `json:"by_strength,omitempty"`
-	Bench      *rewardbench.Report           `json:"bench,omitempty"`
-}
-
-// PolicySummary compares the SFT policy with the aligned one on the same
-// held-out prompts and sampling seed.
-type PolicySummary struct {
-	Checkpoint artifact.Ref `json:"checkpoint"`
-	// Digest is the sha256 of the final policy's weights: a resumed run
-	// that ends where an uninterrupted one does has the same.
-	Digest          string   `json:"checkpoint_sha256"`
-	Iterations      int      `json:"iterations"` // run; fewer than planned after a stop signal
-	StoppedEarly    bool     `json:"stopped_early,omitempty"`
-	GoldScoreBefore *float64 `json:"gold_score_before"`
-	GoldScoreAfter  *float64 `json:"gold_score_after"`
-	RewardBefore    float64  `json:"reward_before"`
-	RewardAfter     float64  `json:"reward_after"`
-	KLToReference   float64  `json:"kl_to_reference"`
-	EndedBefore     float64  `json:"ended_fraction_before"`
-	EndedAfter      float64  `json:"ended_fraction_after"`
-	LengthBefore    float64  `json:"mean_length_before"`
-	LengthAfter     float64  `json:"mean_length_after"`
-	EvalPrompts     int      `json:"eval_prompts"`
-	// FirstIteration and LastIteration are the ends of the REINFORCE curve.
-	FirstIteration *activities.IterationMetrics `json:"first_iteration,omitempty"`
-	LastIteration  *activities.IterationMetrics `json:"last_iteration,omitempty"`
-}
-
-// SamplePair shows one held-out prompt answered before and after alignment.
-type SamplePair struct {
-	Prompt string                `json:"prompt"`
-	Before activities.SampleText `json:"before"`
-	After  activities.SampleText `json:"after"`
 }
 
 // heartbeatTimeout is the spec's; a run recorded before the field existed
@@ -140,7 +58,7 @@ func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workfl
 			BackoffCoefficient:     2,
 			MaximumInterval:        30 * time.Second,
 			MaximumAttempts:        5,
-			NonRetryableErrorTypes: activities.NonRetryable,
+			NonRetryableErrorTypes: pipeline.NonRetryable,
 		},
 	})
 }
@@ -156,22 +74,22 @@ const segmentsVersion = 1
 // position, the signals' state and the last curve segment. No tensors, and
 // nothing that grows with the number of iterations.
 type Continuation struct {
-	Data         activities.Data              `json:"data"`
-	SFT          activities.TrainResult       `json:"sft"`
-	RewardModel  activities.TrainResult       `json:"reward_model"`
-	RewardEval   activities.RewardEval        `json:"reward_eval"`
-	Before       activities.PolicyEval        `json:"before"`
-	Completed    []string                     `json:"completed"`
-	Iteration    int                          `json:"iteration"` // REINFORCE iterations finished
-	Policy       artifact.Ref                 `json:"policy"`
-	PolicyDigest string                       `json:"policy_sha256"`
-	Optimizer    artifact.Ref                 `json:"optimizer"`
-	First        *activities.IterationMetrics `json:"first_iteration,omitempty"`
-	Last         *activities.IterationResult  `json:"last_iteration,omitempty"`
-	Curve        *artifact.Ref                `json:"curve,omitempty"` // the last saved segment
-	Paused       bool                         `json:"paused,omitempty"`
-	Stop         bool                         `json:"stop,omitempty"`
-	Runs         int                          `json:"runs"` // workflow runs before this one
+	Data         pipeline.Data              `json:"data"`
+	SFT          pipeline.TrainResult       `json:"sft"`
+	RewardModel  pipeline.TrainResult       `json:"reward_model"`
+	RewardEval   pipeline.RewardEval        `json:"reward_eval"`
+	Before       pipeline.PolicyEval        `json:"before"`
+	Completed    []string                   `json:"completed"`
+	Iteration    int                        `json:"iteration"` // REINFORCE iterations finished
+	Policy       artifact.Ref               `json:"policy"`
+	PolicyDigest string                     `json:"policy_sha256"`
+	Optimizer    artifact.Ref               `json:"optimizer"`
+	First        *pipeline.IterationMetrics `json:"first_iteration,omitempty"`
+	Last         *pipeline.IterationResult  `json:"last_iteration,omitempty"`
+	Curve        *artifact.Ref              `json:"curve,omitempty"` // the last saved segment
+	Paused       bool                       `json:"paused,omitempty"`
+	Stop         bool                       `json:"stop,omitempty"`
+	Runs         int                        `json:"runs"` // workflow runs before this one
 }
 
 // Alignment runs RLHF end to end: prepare matched data, SFT the initial
@@ -184,7 +102,7 @@ type Continuation struct {
 // workflow tasks forever on decoding. The REINFORCE loop continues as new
 // every reinforce.continue_as_new_every iterations: the next run gets the
 // same spec and a Continuation (nil when a run starts).
-func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*Summary, error) {
+func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*pipeline.Summary, error) {
 	t, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
@@ -213,14 +131,14 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 	}
 	progress.Metrics = map[string]float64{"reward_model.heldout_accuracy": st.RewardEval.HeldoutAccuracy}
 
-	enter(activities.StageReinforce)
-	var points []activities.IterationMetrics // this run's part of the curve (all of it before segments)
+	enter(pipeline.StageReinforce)
+	var points []pipeline.IterationMetrics // this run's part of the curve (all of it before segments)
 	saveCurve := func() error {
 		if len(points) == 0 && st.Curve != nil {
 			return nil
 		}
 		var seg artifact.Ref
-		if err := workflow.ExecuteActivity(short, a.SaveCurve, activities.CurveInput{RunID: runID, Previous: st.Curve, Points: points}).Get(ctx, &seg); err != nil {
+		if err := workflow.ExecuteActivity(short, a.SaveCurve, pipeline.CurveInput{RunID: runID, Previous: st.Curve, Points: points}).Get(ctx, &seg); err != nil {
 			return err
 		}
 		st.Curve, points = &seg, nil
@@ -241,8 +159,8 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 			st.Runs++
 			return nil, workflow.NewContinueAsNewError(ctx, AlignmentName, input, st)
 		}
-		var res activities.IterationResult
-		in := activities.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
+		var res pipeline.IterationResult
+		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
 			Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
 		if err := workflow.ExecuteActivity(iter, a.ReinforceIteration, in).Get(ctx, &res); err != nil {
 			return nil, t.fail(err)
@@ -257,7 +175,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		t.upsert(IterationAttribute.ValueSet(int64(st.Iteration)), RewardMeanAttribute.ValueSet(res.RewardMean))
 		points = append(points, m)
 	}
-	var curve []activities.IterationMetrics
+	var curve []pipeline.IterationMetrics
 	if segmented {
 		if err := saveCurve(); err != nil {
 			return nil, t.fail(err)
@@ -265,28 +183,30 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 	} else {
 		curve = points
 	}
-	done(activities.StageReinforce)
+	done(pipeline.StageReinforce)
 
-	evalIn := activities.PolicyEvalInput{RunID: runID, Spec: spec, Data: st.Data, Policy: st.Policy, Reference: st.SFT.Checkpoint,
-		RewardModel: st.RewardModel.Checkpoint, Label: activities.StageEvalAfter}
-	enter(activities.StageEvalAfter)
-	var after activities.PolicyEval
+	evalIn := pipeline.PolicyEvalInput{RunID: runID, Spec: spec, Data: st.Data, Policy: st.Policy, Reference: st.SFT.Checkpoint,
+		RewardModel: st.RewardModel.Checkpoint, Label: pipeline.StageEvalAfter}
+	enter(pipeline.StageEvalAfter)
+	var after pipeline.PolicyEval
 	if err := workflow.ExecuteActivity(iter, a.EvaluatePolicy, evalIn).Get(ctx, &after); err != nil {
 		return nil, t.fail(err)
 	}
-	done(activities.StageEvalAfter)
+	done(pipeline.StageEvalAfter)
 
 	rm, rmEval, before := st.RewardModel, st.RewardEval, st.Before
-	s := &Summary{
+	s := &pipeline.Summary{
 		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: st.Data,
-		SFT: model(st.SFT),
-		RewardModel: RewardModelSummary{StageModel: model(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
+		SFT: pipeline.ModelOf(st.SFT),
+		RewardModel: pipeline.RewardModelSummary{StageModel: pipeline.ModelOf(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
 			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy,
 			ByStrength: rmEval.ByStrength, Bench: rmEval.Bench},
-		Policy: PolicySummary{
+		Policy: pipeline.PolicySummary{
 			Checkpoint: st.Policy, Digest: st.PolicyDigest, Iterations: st.Iteration, StoppedEarly: st.Iteration < spec.Reinforce.Iterations,
 			GoldScoreBefore: before.GoldScore, GoldScoreAfter: after.GoldScore,
-			RewardBefore: before.Reward, RewardAfter: after.Reward, KLToReference: after.KLToReference,
+			RewardBefore: before.Reward, RewardAfter: after.Reward,
+			KLSequenceBefore: before.KLSequence, KLSequenceAfter: after.KLSequence,
+			KLEstimator: spec.Reinforce.KLEstimator, KLPenaltyBefore: before.KLPenalty, KLPenaltyAfter: after.KLPenalty,
 			EndedBefore: before.EndedFraction, EndedAfter: after.EndedFraction,
 			LengthBefore: before.MeanLength, LengthAfter: after.MeanLength, EvalPrompts: after.Prompts,
 		},
@@ -302,15 +222,15 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		}
 	}
 	for i := range min(len(before.Samples), len(after.Samples)) {
-		s.Samples = append(s.Samples, SamplePair{Prompt: before.Samples[i].Prompt, Before: before.Samples[i], After: after.Samples[i]})
+		s.Samples = append(s.Samples, pipeline.SamplePair{Prompt: before.Samples[i].Prompt, Before: before.Samples[i], After: after.Samples[i]})
 	}
 
-	enter(activities.StageSummary)
-	if err := workflow.ExecuteActivity(short, a.WriteSummary, activities.SummaryInput{RunID: runID, Summary: s, Curve: s.CurveRef}).Get(ctx, &s.SummaryPath); err != nil {
+	enter(pipeline.StageSummary)
+	if err := workflow.ExecuteActivity(short, a.WriteSummary, pipeline.SummaryInput{RunID: runID, Summary: s, Curve: s.CurveRef}).Get(ctx, &s.SummaryPath); err != nil {
 		return nil, t.fail(err)
 	}
-	done(activities.StageSummary)
-	enter(activities.StageDone)
+	done(pipeline.StageSummary)
+	enter(pipeline.StageDone)
 	return s, nil
 }
 
@@ -325,31 +245,27 @@ func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation
 	}
 	st := &Continuation{Data: data, SFT: sft, Policy: sft.Checkpoint, PolicyDigest: sft.Digest}
 
-	t.enter(activities.StageRewardModel)
+	t.enter(pipeline.StageRewardModel)
 	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
-	if err := workflow.ExecuteActivity(long, a.TrainRewardModel, activities.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &st.RewardModel); err != nil {
+	if err := workflow.ExecuteActivity(long, a.TrainRewardModel, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &st.RewardModel); err != nil {
 		return nil, t.fail(err)
 	}
-	t.done(activities.StageRewardModel)
+	t.done(pipeline.StageRewardModel)
 
-	t.enter(activities.StageRewardEval)
+	t.enter(pipeline.StageRewardEval)
 	if err := workflow.ExecuteActivity(options(ctx, 10*time.Minute, 0), a.EvaluateRewardModel,
-		activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: st.RewardModel.Checkpoint}).Get(ctx, &st.RewardEval); err != nil {
+		pipeline.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: st.RewardModel.Checkpoint}).Get(ctx, &st.RewardEval); err != nil {
 		return nil, t.fail(err)
 	}
-	t.done(activities.StageRewardEval)
+	t.done(pipeline.StageRewardEval)
 	t.p.Metrics = map[string]float64{"reward_model.heldout_accuracy": st.RewardEval.HeldoutAccuracy}
 
-	evalIn := activities.PolicyEvalInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint,
-		RewardModel: st.RewardModel.Checkpoint, Label: activities.StageEvalBefore}
-	t.enter(activities.StageEvalBefore)
+	evalIn := pipeline.PolicyEvalInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint,
+		RewardModel: st.RewardModel.Checkpoint, Label: pipeline.StageEvalBefore}
+	t.enter(pipeline.StageEvalBefore)
 	if err := workflow.ExecuteActivity(options(ctx, 30*time.Minute, heartbeatTimeout(spec)), a.EvaluatePolicy, evalIn).Get(ctx, &st.Before); err != nil {
 		return nil, t.fail(err)
 	}
-	t.done(activities.StageEvalBefore)
+	t.done(pipeline.StageEvalBefore)
 	return st, nil
-}
-
-func model(r activities.TrainResult) StageModel {
-	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss, Seconds: r.TrainSeconds, ResumedFrom: r.ResumedFrom, ReusedFrom: r.ReusedFrom}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
@@ -32,11 +34,11 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 func ref(p string) artifact.Ref { return artifact.Ref{Path: p, SHA256: p + "-sha"} }
 
 // curveStore mocks SaveCurve, keeping the segments it was given.
-type curveStore struct{ segments []activities.CurveInput }
+type curveStore struct{ segments []pipeline.CurveInput }
 
 func (c *curveStore) mock(env *testsuite.TestWorkflowEnvironment) {
 	env.OnActivity((&activities.Activities{}).SaveCurve, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.CurveInput) (artifact.Ref, error) {
+		func(_ context.Context, in pipeline.CurveInput) (artifact.Ref, error) {
 			c.segments = append(c.segments, in)
 			return ref(fmt.Sprintf("curve-%d", len(c.segments))), nil
 		})
@@ -61,37 +63,37 @@ func gold(v float64) *float64 { return &v }
 func TestAlignmentOrchestration(t *testing.T) {
 	env := newEnv(t)
 	a := &activities.Activities{}
-	data := activities.Data{Ratings: ref("r"), Preferences: ref("p"), Generated: true, TrainPairs: 10, ValidationPairs: 4}
+	data := pipeline.Data{Ratings: ref("r"), Preferences: ref("p"), Generated: true, TrainPairs: 10, ValidationPairs: 4}
 	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(data, nil).Once()
-	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("sft"), Digest: "d1", Steps: 5}, nil).Once()
-	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.MatchedBy(func(in activities.TrainInput) bool {
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft"), Digest: "d1", Steps: 5}, nil).Once()
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.MatchedBy(func(in pipeline.TrainInput) bool {
 		return in.Base == ref("sft")
-	})).Return(activities.TrainResult{Checkpoint: ref("rm"), Digest: "d2", Steps: 7}, nil).Once()
-	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(activities.RewardEval{HeldoutAccuracy: 0.8, HeldoutPairs: 4}, nil).Once()
-	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.MatchedBy(func(in activities.PolicyEvalInput) bool {
-		return in.Label == activities.StageEvalBefore && in.Policy == ref("sft")
-	})).Return(activities.PolicyEval{GoldScore: gold(2.5), Reward: 0.1, Samples: []activities.SampleText{{Prompt: "q", Response: "a"}}}, nil).Once()
+	})).Return(pipeline.TrainResult{Checkpoint: ref("rm"), Digest: "d2", Steps: 7}, nil).Once()
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{HeldoutAccuracy: 0.8, HeldoutPairs: 4}, nil).Once()
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.MatchedBy(func(in pipeline.PolicyEvalInput) bool {
+		return in.Label == pipeline.StageEvalBefore && in.Policy == ref("sft")
+	})).Return(pipeline.PolicyEval{GoldScore: gold(2.5), Reward: 0.1, Samples: []pipeline.SampleText{{Prompt: "q", Response: "a"}}}, nil).Once()
 	var seen []int
 	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.IterationInput) (activities.IterationResult, error) {
+		func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 			want := ref("sft")
 			if in.Iteration > 0 {
 				want = ref("pol-" + string(rune('0'+in.Iteration-1)))
 				if in.Optimizer != ref("opt-"+string(rune('0'+in.Iteration-1))) {
-					return activities.IterationResult{}, errors.New("optimizer state not carried over")
+					return pipeline.IterationResult{}, errors.New("optimizer state not carried over")
 				}
 			}
 			if in.Policy != want || in.Reference != ref("sft") || in.RewardModel != ref("rm") {
-				return activities.IterationResult{}, errors.New("wrong inputs")
+				return pipeline.IterationResult{}, errors.New("wrong inputs")
 			}
 			seen = append(seen, in.Iteration)
 			n := string(rune('0' + in.Iteration))
-			return activities.IterationResult{Iteration: in.Iteration, Policy: ref("pol-" + n), Optimizer: ref("opt-" + n), RewardMean: float64(in.Iteration)}, nil
+			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref("pol-" + n), Optimizer: ref("opt-" + n), RewardMean: float64(in.Iteration)}, nil
 		})
-	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.MatchedBy(func(in activities.PolicyEvalInput) bool {
-		return in.Label == activities.StageEvalAfter && in.Policy == ref("pol-2")
-	})).Return(activities.PolicyEval{GoldScore: gold(3.5), Reward: 0.9, KLToReference: 0.2, Samples: []activities.SampleText{{Prompt: "q", Response: "b"}}}, nil).Once()
-	env.OnActivity(a.WriteSummary, mock.Anything, mock.MatchedBy(func(in activities.SummaryInput) bool {
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.MatchedBy(func(in pipeline.PolicyEvalInput) bool {
+		return in.Label == pipeline.StageEvalAfter && in.Policy == ref("pol-2")
+	})).Return(pipeline.PolicyEval{GoldScore: gold(3.5), Reward: 0.9, KLSequence: 0.2, KLPenalty: 0.05, Samples: []pipeline.SampleText{{Prompt: "q", Response: "b"}}}, nil).Once()
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.MatchedBy(func(in pipeline.SummaryInput) bool {
 		return in.Curve != nil && *in.Curve == ref("curve-1")
 	})).Return("/data/runs/x/summary.json", nil).Once()
 	var curve curveStore
@@ -100,14 +102,16 @@ func TestAlignmentOrchestration(t *testing.T) {
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"name": "t", "reinforce": {"iterations": 3}}`))
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
-	var s Summary
+	var s pipeline.Summary
 	require.NoError(t, env.GetWorkflowResult(&s))
 	assert.Equal(t, []int{0, 1, 2}, seen)
 	assert.Equal(t, 0.8, s.RewardModel.HeldoutAccuracy)
 	assert.Equal(t, 2.5, *s.Policy.GoldScoreBefore)
 	assert.Equal(t, 3.5, *s.Policy.GoldScoreAfter)
 	assert.Equal(t, 0.9, s.Policy.RewardAfter)
-	assert.Equal(t, 0.2, s.Policy.KLToReference)
+	assert.Equal(t, 0.2, s.Policy.KLSequenceAfter)
+	assert.Equal(t, 0.05, s.Policy.KLPenaltyAfter)
+	assert.Equal(t, "abs", s.Policy.KLEstimator)
 	assert.Equal(t, ref("pol-2"), s.Policy.Checkpoint)
 	assert.Empty(t, s.Curve, "the curve is an artifact")
 	assert.Equal(t, []int{0, 1, 2}, curve.iterations())
@@ -137,7 +141,7 @@ func TestInvalidSpecFailsWithoutRetry(t *testing.T) {
 		require.Error(t, err)
 		var app *temporal.ApplicationError
 		require.True(t, errors.As(err, &app), input)
-		assert.Equal(t, activities.ErrInvalidSpec, app.Type())
+		assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
 		assert.True(t, app.NonRetryable())
 		assert.Contains(t, err.Error(), field)
 	}
@@ -146,16 +150,16 @@ func TestInvalidSpecFailsWithoutRetry(t *testing.T) {
 func TestStageFailureNamesTheStage(t *testing.T) {
 	env := newEnv(t)
 	a := &activities.Activities{}
-	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(activities.Data{}, nil)
-	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{},
-		temporal.NewNonRetryableApplicationError("step 3: loss NaN", activities.ErrDiverged, nil))
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{},
+		temporal.NewNonRetryableApplicationError("step 3: loss NaN", pipeline.ErrDiverged, nil))
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{}`))
 	err := env.GetWorkflowError()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "stage sft")
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app))
-	assert.Equal(t, activities.ErrDiverged, app.Type())
+	assert.Equal(t, pipeline.ErrDiverged, app.Type())
 }
 
 // signalEnv mocks every activity; each REINFORCE iteration takes a simulated
@@ -163,16 +167,16 @@ func TestStageFailureNamesTheStage(t *testing.T) {
 func signalEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *int) {
 	env := newEnv(t)
 	a := &activities.Activities{}
-	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(activities.Data{}, nil)
-	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("sft")}, nil)
-	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("rm")}, nil)
-	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(activities.RewardEval{}, nil)
-	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(activities.PolicyEval{}, nil)
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("rm")}, nil)
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(pipeline.PolicyEval{}, nil)
 	iterations := 0
 	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).After(time.Minute).Return(
-		func(_ context.Context, in activities.IterationInput) (activities.IterationResult, error) {
+		func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 			iterations++
-			return activities.IterationResult{Iteration: in.Iteration, Policy: ref("pol"), PolicyDigest: "d", RewardMean: 0.5}, nil
+			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref("pol"), PolicyDigest: "d", RewardMean: 0.5}, nil
 		})
 	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
 	(&curveStore{}).mock(env)
@@ -184,7 +188,7 @@ func TestStopSignalEndsAfterTheCurrentIteration(t *testing.T) {
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(StopSignal, nil) }, 90*time.Second)
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 5}}`))
 	require.NoError(t, env.GetWorkflowError())
-	var s Summary
+	var s pipeline.Summary
 	require.NoError(t, env.GetWorkflowResult(&s))
 	assert.Equal(t, 2, *iterations, "the iteration running at the stop finishes, no new one starts")
 	assert.Equal(t, 2, s.Policy.Iterations)
@@ -208,7 +212,7 @@ func TestPauseHoldsTheRunUntilResumed(t *testing.T) {
 	}, time.Hour)
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 3}}`))
 	require.NoError(t, env.GetWorkflowError())
-	var s Summary
+	var s pipeline.Summary
 	require.NoError(t, env.GetWorkflowResult(&s))
 	assert.Equal(t, 3, *iterations)
 	assert.False(t, s.Policy.StoppedEarly)
@@ -233,26 +237,26 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 		runs++
 		require.LessOrEqual(t, runs, 5, "too many workflow runs")
 		env := newEnv(t)
-		env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(func(ctx context.Context, in activities.PrepareDataInput) (activities.Data, error) {
-			return activities.Data{TrainPairs: 3}, count("data")(ctx, in)
+		env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
+			return pipeline.Data{TrainPairs: 3}, count("data")(ctx, in)
 		})
-		env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(func(ctx context.Context, in activities.TrainInput) (activities.TrainResult, error) {
-			return activities.TrainResult{Checkpoint: ref("sft"), Digest: "sft-d"}, count("sft")(ctx, in)
+		env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+			return pipeline.TrainResult{Checkpoint: ref("sft"), Digest: "sft-d"}, count("sft")(ctx, in)
 		})
-		env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(func(ctx context.Context, in activities.TrainInput) (activities.TrainResult, error) {
-			return activities.TrainResult{Checkpoint: ref("rm")}, count("rm")(ctx, in)
+		env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+			return pipeline.TrainResult{Checkpoint: ref("rm")}, count("rm")(ctx, in)
 		})
-		env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(activities.RewardEval{HeldoutAccuracy: 0.75}, nil)
-		env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(func(ctx context.Context, in activities.PolicyEvalInput) (activities.PolicyEval, error) {
-			return activities.PolicyEval{Reward: float64(len(in.Label))}, count(in.Label)(ctx, in)
+		env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{HeldoutAccuracy: 0.75}, nil)
+		env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
+			return pipeline.PolicyEval{Reward: float64(len(in.Label))}, count(in.Label)(ctx, in)
 		})
 		env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, in activities.IterationInput) (activities.IterationResult, error) {
+			func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 				if in.Iteration > 0 && (in.Policy != ref(fmt.Sprint("pol-", in.Iteration-1)) || in.Optimizer != ref(fmt.Sprint("opt-", in.Iteration-1))) {
-					return activities.IterationResult{}, fmt.Errorf("iteration %d got policy %s, optimizer %s", in.Iteration, in.Policy.Path, in.Optimizer.Path)
+					return pipeline.IterationResult{}, fmt.Errorf("iteration %d got policy %s, optimizer %s", in.Iteration, in.Policy.Path, in.Optimizer.Path)
 				}
 				seen = append(seen, in.Iteration)
-				return activities.IterationResult{Iteration: in.Iteration, Policy: ref(fmt.Sprint("pol-", in.Iteration)),
+				return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(fmt.Sprint("pol-", in.Iteration)),
 					Optimizer: ref(fmt.Sprint("opt-", in.Iteration)), PolicyDigest: fmt.Sprint("d-", in.Iteration), RewardMean: float64(in.Iteration)}, nil
 			})
 		env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
@@ -273,12 +277,12 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 			continue
 		}
 		require.NoError(t, env.GetWorkflowError())
-		var s Summary
+		var s pipeline.Summary
 		require.NoError(t, env.GetWorkflowResult(&s))
 		assert.Equal(t, 3, runs)
 		assert.Equal(t, 3, s.Runs)
 		assert.Equal(t, []int{0, 1, 2, 3, 4}, seen)
-		assert.Equal(t, map[string]int{"data": 1, "sft": 1, "rm": 1, activities.StageEvalBefore: 1, activities.StageEvalAfter: 1}, calls)
+		assert.Equal(t, map[string]int{"data": 1, "sft": 1, "rm": 1, pipeline.StageEvalBefore: 1, pipeline.StageEvalAfter: 1}, calls)
 		require.Len(t, curve.segments, 3)
 		assert.Equal(t, []int{0, 1, 2, 3, 4}, curve.iterations())
 		assert.Nil(t, curve.segments[0].Previous)
@@ -303,7 +307,7 @@ func TestSignalsSurviveContinueAsNew(t *testing.T) {
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2}}`), (*Continuation)(nil))
 	var can *workflow.ContinueAsNewError
 	require.False(t, errors.As(env.GetWorkflowError(), &can), "a stop during the second iteration ends the run instead of continuing")
-	var s Summary
+	var s pipeline.Summary
 	require.NoError(t, env.GetWorkflowResult(&s))
 	assert.Equal(t, 2, *iterations)
 	assert.True(t, s.Policy.StoppedEarly)
@@ -315,4 +319,33 @@ func TestSignalsSurviveContinueAsNew(t *testing.T) {
 	assert.Zero(t, *iterations, "a stop carried over ends the next run before any iteration")
 	assert.Equal(t, 2, s.Policy.Iterations)
 	assert.Equal(t, 2, s.Runs)
+}
+
+// TestSummaryKeepsALargeSeedExactly runs an alignment whose seed is above
+// 2^53 through the workflow and the real WriteSummary activity (the other
+// activities mocked): summary.json shows exactly that seed, as it would be
+// lost in a float64.
+func TestSummaryKeepsALargeSeedExactly(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := activities.New(store)
+	env.RegisterActivity(a)
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("rm")}, nil)
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
+	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(pipeline.PolicyEval{}, nil)
+	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(pipeline.IterationResult{Policy: ref("pol")}, nil)
+
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"name": "big", "seed": 9007199254740993, "reinforce": {"iterations": 1}}`))
+	require.NoError(t, env.GetWorkflowError())
+	var sum pipeline.Summary
+	require.NoError(t, env.GetWorkflowResult(&sum))
+	assert.Equal(t, int64(9007199254740993), sum.Seed)
+	b, err := os.ReadFile(sum.SummaryPath)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"seed": 9007199254740993,`)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 )
 
@@ -18,35 +19,6 @@ const ComparisonName = "RewardModelComparison"
 
 // StageRewardModels is the comparison's stage while its variants train.
 const StageRewardModels = "reward-models"
-
-// ComparisonReport is the result of a RewardModelComparison; it is also
-// written to <data-dir>/runs/<workflow-id>/comparison.json and, as tables
-// shaped like the paper's, comparison.md.
-type ComparisonReport struct {
-	WorkflowID   string          `json:"workflow_id"`
-	Name         string          `json:"name"`
-	Seed         int64           `json:"seed"`
-	Backend      string          `json:"backend"`
-	Data         activities.Data `json:"data"`
-	SFT          StageModel      `json:"sft"`
-	Variants     []VariantReport `json:"variants"`
-	ReportPath   string          `json:"report_path"`
-	MarkdownPath string          `json:"markdown_path"`
-}
-
-// VariantReport is one trained reward model and its evaluation.
-type VariantReport struct {
-	Recipe string `json:"recipe"`
-	// InitFrom names the variant whose model this one starts from ("" for
-	// the SFT backbone); Steps and Seconds count this variant's own training.
-	InitFrom string `json:"init_from,omitempty"`
-	// Requested is false for a variant trained only because a requested
-	// one starts from it.
-	Requested bool                  `json:"requested"`
-	Model     StageModel            `json:"model"`
-	ExPOAlpha float64               `json:"expo_alpha,omitempty"`
-	Eval      activities.RewardEval `json:"eval"`
-}
 
 // VariantStatus is one variant's state in the comparison's progress.
 type VariantStatus struct {
@@ -71,7 +43,7 @@ func variantDeps(name string) (from, strong string) {
 
 // comparisonPlan orders the variants to train: the requested ones plus what
 // they start from, each after its dependencies, in reward.Recipes order.
-func comparisonPlan(requested []string) []VariantReport {
+func comparisonPlan(requested []string) []pipeline.VariantReport {
 	need := map[string]bool{}
 	var add func(string)
 	add = func(v string) {
@@ -86,14 +58,30 @@ func comparisonPlan(requested []string) []VariantReport {
 	for _, v := range requested {
 		add(v)
 	}
-	var plan []VariantReport
+	var plan []pipeline.VariantReport
 	for _, r := range reward.Recipes {
 		if need[r.Name] {
 			from, _ := variantDeps(r.Name)
-			plan = append(plan, VariantReport{Recipe: r.Name, InitFrom: from, Requested: slices.Contains(requested, r.Name)})
+			plan = append(plan, pipeline.VariantReport{Recipe: r.Name, InitFrom: from, Requested: slices.Contains(requested, r.Name)})
 		}
 	}
 	return plan
+}
+
+// countTotalSteps sets each variant's TotalSteps: its own steps plus those
+// of the model it starts from (for ExPO, the scaled-BT model, which already
+// counts the regression it started from). The plan lists dependencies first.
+func countTotalSteps(plan []pipeline.VariantReport) {
+	total := map[string]int{}
+	for i := range plan {
+		v := &plan[i]
+		from, strong := variantDeps(v.Recipe)
+		if strong != "" {
+			from = strong
+		}
+		v.TotalSteps = v.Model.Steps + total[from]
+		total[v.Recipe] = v.TotalSteps
+	}
 }
 
 // RewardModelComparison trains reward-model variants side by side on the same
@@ -103,7 +91,7 @@ func comparisonPlan(requested []string) []VariantReport {
 //
 // Its input is the run spec as JSON (compare.variants selects the variants),
 // validated here like Alignment's.
-func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*ComparisonReport, error) {
+func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeline.ComparisonReport, error) {
 	t, spec, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
@@ -132,12 +120,12 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 		futures[v.Recipe] = future
 		from, strong := variantDeps(v.Recipe)
 		workflow.Go(ctx, func(ctx workflow.Context) {
-			in := activities.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: v.Recipe}
+			in := pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: v.Recipe}
 			dep := func(name string) (*artifact.Ref, error) {
 				if name == "" {
 					return nil, nil
 				}
-				var d VariantReport
+				var d pipeline.VariantReport
 				if err := futures[name].Get(ctx, &d); err != nil {
 					return nil, err
 				}
@@ -152,14 +140,14 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 				return
 			}
 			setState("training")
-			var tr activities.TrainResult
+			var tr pipeline.TrainResult
 			if err := workflow.ExecuteActivity(long, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
 				settable.SetError(fmt.Errorf("train %s: %w", v.Recipe, err))
 				return
 			}
-			v.Model, v.ExPOAlpha = model(tr), tr.ExPOAlpha
+			v.Model, v.ExPOAlpha = pipeline.ModelOf(tr), tr.ExPOAlpha
 			setState("evaluating")
-			evalIn := activities.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: tr.Checkpoint}
+			evalIn := pipeline.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: tr.Checkpoint}
 			if err := workflow.ExecuteActivity(eval, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
 				settable.SetError(fmt.Errorf("evaluate %s: %w", v.Recipe, err))
 				return
@@ -175,15 +163,15 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*Compar
 			return nil, t.fail(err)
 		}
 	}
-	t.enter(activities.StageSummary)
-	report := &ComparisonReport{WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data, SFT: model(sft), Variants: plan}
-	var paths activities.ReportPaths
-	in := activities.ReportInput{RunID: runID, Name: "comparison", Report: report, Markdown: report.Markdown()}
-	if err := workflow.ExecuteActivity(short, a.WriteReport, in).Get(ctx, &paths); err != nil {
+	t.enter(pipeline.StageSummary)
+	countTotalSteps(plan)
+	report := &pipeline.ComparisonReport{WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data, SFT: pipeline.ModelOf(sft), Variants: plan}
+	var paths pipeline.ReportPaths
+	if err := workflow.ExecuteActivity(short, a.WriteReport, pipeline.ReportInput{RunID: runID, Report: report}).Get(ctx, &paths); err != nil {
 		return nil, t.fail(err)
 	}
 	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown
-	progress.Completed = append(progress.Completed, activities.StageSummary)
-	t.enter(activities.StageDone)
+	progress.Completed = append(progress.Completed, pipeline.StageSummary)
+	t.enter(pipeline.StageDone)
 	return report, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 func TestComparisonPlanBringsDependencies(t *testing.T) {
@@ -31,38 +32,43 @@ func TestComparisonPlanBringsDependencies(t *testing.T) {
 func TestComparisonOrchestration(t *testing.T) {
 	env := newEnv(t)
 	a := &activities.Activities{}
-	data := activities.Data{Ratings: ref("r"), Preferences: ref("p"), Generated: true, TrainPairs: 10, ValidationPairs: 4}
+	data := pipeline.Data{Ratings: ref("r"), Preferences: ref("p"), Generated: true, TrainPairs: 10, ValidationPairs: 4}
 	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(data, nil).Once()
-	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(activities.TrainResult{Checkpoint: ref("sft"), Steps: 5}, nil).Once()
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft"), Steps: 5}, nil).Once()
 	var mu sync.Mutex
-	trained := map[string]activities.TrainInput{}
+	trained := map[string]pipeline.TrainInput{}
 	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.TrainInput) (activities.TrainResult, error) {
+		func(_ context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if in.Base != ref("sft") {
-				return activities.TrainResult{}, fmt.Errorf("%s: base %v", in.Recipe, in.Base)
+				return pipeline.TrainResult{}, fmt.Errorf("%s: base %v", in.Recipe, in.Base)
 			}
 			trained[in.Recipe] = in
-			return activities.TrainResult{Checkpoint: ref("rm-" + in.Recipe), Steps: 7}, nil
+			steps := map[string]int{"regression": 21, "regression-helpfulness": 21, "bt-scaled-from-regression-expo": 0}
+			n, ok := steps[in.Recipe]
+			if !ok {
+				n = 7
+			}
+			return pipeline.TrainResult{Checkpoint: ref("rm-" + in.Recipe), Steps: n}, nil
 		})
 	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.RewardEvalInput) (activities.RewardEval, error) {
+		func(_ context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
 			acc := float64(len(in.RewardModel.Path)) / 100
-			return activities.RewardEval{HeldoutAccuracy: acc, HeldoutPairs: 4,
-				ByStrength: []activities.StrengthAccuracy{{Strength: 1, Pairs: 2, Accuracy: acc}, {Strength: 3, Pairs: 2, Accuracy: 1}}}, nil
+			return pipeline.RewardEval{HeldoutAccuracy: acc, HeldoutPairs: 4,
+				ByStrength: []pipeline.StrengthAccuracy{{Strength: 1, Pairs: 2, Accuracy: acc}, {Strength: 3, Pairs: 2, Accuracy: 1}}}, nil
 		})
-	var written activities.ReportInput
+	var written pipeline.ReportInput
 	env.OnActivity(a.WriteReport, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.ReportInput) (activities.ReportPaths, error) {
+		func(_ context.Context, in pipeline.ReportInput) (pipeline.ReportPaths, error) {
 			written = in
-			return activities.ReportPaths{JSON: "/d/comparison.json", Markdown: "/d/comparison.md"}, nil
+			return pipeline.ReportPaths{JSON: "/d/comparison.json", Markdown: "/d/comparison.md"}, nil
 		}).Once()
 
 	env.ExecuteWorkflow(ComparisonName, json.RawMessage(`{"name": "cmp"}`))
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
-	var report ComparisonReport
+	var report pipeline.ComparisonReport
 	require.NoError(t, env.GetWorkflowResult(&report))
 
 	require.Len(t, trained, 9)
@@ -86,7 +92,16 @@ func TestComparisonOrchestration(t *testing.T) {
 		assert.InDelta(t, float64(len("rm-"+v.Recipe))/100, v.Eval.HeldoutAccuracy, 1e-12)
 	}
 	assert.Equal(t, "/d/comparison.md", report.MarkdownPath)
-	assert.Equal(t, "comparison", written.Name)
-	assert.Contains(t, written.Markdown, "| bt-scaled-from-regression-expo |")
-	assert.Contains(t, written.Markdown, "\\|s\\|=3")
+	require.NotNil(t, written.Report)
+	assert.Equal(t, report.Variants, written.Report.Variants, "the activity gets the report itself, typed")
+
+	// Total steps count the models a variant starts from: the regression
+	// phase (21 steps) for *-from-regression, and for ExPO (no steps of its
+	// own) the scaled-BT model with its regression.
+	total := map[string]int{}
+	for _, v := range report.Variants {
+		total[v.Recipe] = v.TotalSteps
+	}
+	assert.Equal(t, map[string]int{"bt": 7, "bt-margin": 7, "bt-scaled": 7, "regression": 21, "regression-helpfulness": 21,
+		"bt-from-regression": 28, "bt-margin-from-regression": 28, "bt-scaled-from-regression": 28, "bt-scaled-from-regression-expo": 28}, total)
 }

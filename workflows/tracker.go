@@ -12,6 +12,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 // Search attributes the workflows keep current, so that runs can be listed
@@ -59,7 +60,7 @@ type tracker struct {
 // validates the spec input; a bad spec fails the run at once with a
 // non-retryable InvalidSpec error naming the field.
 func begin(ctx workflow.Context, input json.RawMessage) (*tracker, config.Spec, error) {
-	t := &tracker{ctx: ctx, p: &Progress{Stage: activities.StageValidatingSpec}}
+	t := &tracker{ctx: ctx, p: &Progress{Stage: pipeline.StageValidatingSpec}}
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return t.p, nil }); err != nil {
 		return nil, config.Spec{}, err
 	}
@@ -69,8 +70,8 @@ func begin(ctx workflow.Context, input json.RawMessage) (*tracker, config.Spec, 
 		err = spec.Validate()
 	}
 	if err != nil {
-		t.enter(activities.StageFailed)
-		return t, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), activities.ErrInvalidSpec, err)
+		t.enter(pipeline.StageFailed)
+		return t, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), pipeline.ErrInvalidSpec, err)
 	}
 	if t.visible {
 		memo := map[string]any{"name": spec.Name, "seed": spec.Seed, "backend": spec.Backend, "recipe": spec.Reward.Recipe}
@@ -102,7 +103,7 @@ func (t *tracker) upsert(updates ...temporal.SearchAttributeUpdate) {
 // tell what to fix.
 func (t *tracker) fail(err error) error {
 	stage := t.p.Stage
-	t.enter(activities.StageFailed)
+	t.enter(pipeline.StageFailed)
 	errType := "StageFailed"
 	var app *temporal.ApplicationError
 	if errors.As(err, &app) {
@@ -164,19 +165,19 @@ func (t *tracker) gate() (stop bool) {
 
 // prepareAndSFT runs the stages every workflow starts with: the data, then
 // the SFT policy (whose backbone the reward models start from).
-func (t *tracker) prepareAndSFT(runID string, spec config.Spec) (activities.Data, activities.TrainResult, error) {
+func (t *tracker) prepareAndSFT(runID string, spec config.Spec) (pipeline.Data, pipeline.TrainResult, error) {
 	var a *activities.Activities
-	var data activities.Data
-	var sft activities.TrainResult
-	t.enter(activities.StagePrepareData)
-	if err := workflow.ExecuteActivity(options(t.ctx, 10*time.Minute, 0), a.PrepareData, activities.PrepareDataInput{RunID: runID, Spec: spec}).Get(t.ctx, &data); err != nil {
+	var data pipeline.Data
+	var sft pipeline.TrainResult
+	t.enter(pipeline.StagePrepareData)
+	if err := workflow.ExecuteActivity(options(t.ctx, 10*time.Minute, 0), a.PrepareData, pipeline.PrepareDataInput{RunID: runID, Spec: spec}).Get(t.ctx, &data); err != nil {
 		return data, sft, t.fail(err)
 	}
-	t.done(activities.StagePrepareData)
-	t.enter(activities.StageSFT)
-	if err := workflow.ExecuteActivity(options(t.ctx, 2*time.Hour, heartbeatTimeout(spec)), a.TrainSFT, activities.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
+	t.done(pipeline.StagePrepareData)
+	t.enter(pipeline.StageSFT)
+	if err := workflow.ExecuteActivity(options(t.ctx, 2*time.Hour, heartbeatTimeout(spec)), a.TrainSFT, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
 		return data, sft, t.fail(err)
 	}
-	t.done(activities.StageSFT)
+	t.done(pipeline.StageSFT)
 	return data, sft, nil
 }

@@ -156,7 +156,7 @@ func TestDataCheckSkipInvalidStillFailsWithoutValidRows(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, path+":0: rows: all 2 rows were invalid; the first: "+path+":1: preference_strength: 5 is outside -3..3", err.Error())
 	assert.Contains(t, out, "skipped 2 invalid rows\n")
-	assert.Contains(t, out, "  "+path+`:2: split: "test" is neither`)
+	assert.Contains(t, out, "  "+path+`:2: split: "test" is not a split (allowed: "train", "validation" or "val")`)
 
 	_, err = runDataCheck(t, "--format", "helpsteer2", "--skip-invalid", filepath.Join(t.TempDir(), "missing.jsonl"))
 	assert.ErrorContains(t, err, "missing.jsonl:0: file: ")

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/examples"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -66,13 +66,13 @@ func TestBundledSpecsAreValid(t *testing.T) {
 
 func TestProgressLine(t *testing.T) {
 	assert.Equal(t, "[############............]", bar(5, 10))
-	line := progressLine(&workflows.Progress{Stage: activities.StageSFT}, &activities.Progress{Stage: activities.StageSFT, Step: 30, Total: 120, Loss: 1.5})
+	line := progressLine(&workflows.Progress{Stage: pipeline.StageSFT}, &pipeline.Progress{Stage: pipeline.StageSFT, Step: 30, Total: 120, Loss: 1.5})
 	assert.Contains(t, line, "sft")
 	assert.Contains(t, line, "30/120")
 	assert.Contains(t, line, "loss 1.5000")
 	gold := 2.5
-	line = progressLine(&workflows.Progress{Stage: activities.StageReinforce, Iteration: 3, Iterations: 40,
-		Last: &activities.IterationResult{RewardMean: 0.4, GoldMean: &gold}}, nil)
+	line = progressLine(&workflows.Progress{Stage: pipeline.StageReinforce, Iteration: 3, Iterations: 40,
+		Last: &pipeline.IterationResult{RewardMean: 0.4, GoldMean: &gold}}, nil)
 	assert.Contains(t, line, "3/40 iterations")
 	assert.Contains(t, line, "gold 2.500")
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/report"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -34,14 +36,14 @@ comparison.json and comparison.md to <data-dir>/runs/<workflow-id>/.`,
 				id = fmt.Sprintf("compare-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
 			}
 			out := cmd.OutOrStdout()
-			var report workflows.ComparisonReport
-			elapsed, err := execute(cmd.Context(), c, embedded, port, out, workflows.ComparisonName, id, spec, &report)
+			var result pipeline.ComparisonReport
+			elapsed, err := execute(cmd.Context(), c, embedded, port, out, workflows.ComparisonName, id, spec, &result)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "\nComparison %s finished in %s\n\n%s\n", id, elapsed.Round(time.Second), report.Markdown())
+			fmt.Fprintf(out, "\nComparison %s finished in %s\n\n%s\n", id, elapsed.Round(time.Second), report.ComparisonMarkdown(&result))
 			abs, _ := filepath.Abs(c.DataDir)
-			fmt.Fprintf(out, "Report: %s\n        %s\nArtifacts: %s\n", report.MarkdownPath, report.ReportPath, filepath.Join(abs, "runs", id))
+			fmt.Fprintf(out, "Report: %s\n        %s\nArtifacts: %s\n", result.MarkdownPath, result.ReportPath, filepath.Join(abs, "runs", id))
 			inspectHints(out, c, embedded, id)
 			return nil
 		},

@@ -15,10 +15,10 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
 	"github.com/alignflow/alignflow/examples"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -114,8 +114,8 @@ func checkSpec(spec config.Spec, file string) error {
 
 // runAndFollow submits the run (starting an embedded server and worker first
 // when asked), shows progress until it ends and prints the summary.
-func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id string, embedded bool, port int, out io.Writer) (*workflows.Summary, error) {
-	var s workflows.Summary
+func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id string, embedded bool, port int, out io.Writer) (*pipeline.Summary, error) {
+	var s pipeline.Summary
 	if id == "" {
 		id = fmt.Sprintf("alignment-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
 	}
@@ -241,7 +241,7 @@ func follow(ctx context.Context, cl client.Client, run client.WorkflowRun, out i
 	}
 }
 
-func poll(ctx context.Context, cl client.Client, run client.WorkflowRun) (*workflows.Progress, *activities.Progress) {
+func poll(ctx context.Context, cl client.Client, run client.WorkflowRun) (*workflows.Progress, *pipeline.Progress) {
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	v, err := cl.QueryWorkflow(qctx, run.GetID(), run.GetRunID(), workflows.ProgressQuery)
@@ -258,7 +258,7 @@ func poll(ctx context.Context, cl client.Client, run client.WorkflowRun) (*workf
 	}
 	for _, pa := range desc.GetPendingActivities() {
 		if d := pa.GetHeartbeatDetails(); d != nil {
-			var hb activities.Progress
+			var hb pipeline.Progress
 			if converter.GetDefaultDataConverter().FromPayloads(d, &hb) == nil {
 				return &p, &hb
 			}
@@ -267,10 +267,10 @@ func poll(ctx context.Context, cl client.Client, run client.WorkflowRun) (*workf
 	return &p, nil
 }
 
-func progressLine(p *workflows.Progress, hb *activities.Progress) string {
+func progressLine(p *workflows.Progress, hb *pipeline.Progress) string {
 	stage := p.Stage
 	switch {
-	case stage == activities.StageReinforce:
+	case stage == pipeline.StageReinforce:
 		line := fmt.Sprintf("  ....  reinforce  %s %d/%d iterations", bar(p.Iteration, p.Iterations), p.Iteration, p.Iterations)
 		if l := p.Last; l != nil {
 			line += fmt.Sprintf("  reward %.3f  kl %.4f", l.RewardMean, l.KLMean)
@@ -308,7 +308,7 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
+func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	gold := func(v *float64) string {
 		if v == nil {
 			return "n/a"
@@ -316,8 +316,7 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 		return fmt.Sprintf("%.3f", *v)
 	}
 	fmt.Fprintf(out, "\nRun %s (%s, seed %d, backend %s) finished in %s\n\n", s.WorkflowID, s.Name, s.Seed, s.Backend, elapsed.Round(time.Second))
-	fmt.Fprintf(out, "  %-42s %s\n", "data", fmt.Sprintf("%d ratings, %d preferences (%d train / %d held-out pairs, %d ties excluded)",
-		s.Data.RatingRows, s.Data.PreferenceRows, s.Data.TrainPairs, s.Data.ValidationPairs, s.Data.TiesExcluded))
+	fmt.Fprintf(out, "  %-42s %s\n", "data", dataLine(s.Data))
 	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds, reusedNote(s.SFT.ReusedFrom))
 	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds, reusedNote(s.RewardModel.ReusedFrom))
 	fmt.Fprintf(out, "  %-42s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
@@ -345,7 +344,8 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "reward model score", s.Policy.RewardBefore, s.Policy.RewardAfter)
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "ended with EOS", s.Policy.EndedBefore, s.Policy.EndedAfter)
 	fmt.Fprintf(out, "  %-22s %12.1f %12.1f\n", "mean length (bytes)", s.Policy.LengthBefore, s.Policy.LengthAfter)
-	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "KL to reference", 0.0, s.Policy.KLToReference)
+	fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (sum of log-ratios over a response, nats)\n", "KL to reference", s.Policy.KLSequenceBefore, s.Policy.KLSequenceAfter)
+	fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (per-token mean, what REINFORCE penalises)\n", "KL penalty ("+s.Policy.KLEstimator+")", s.Policy.KLPenaltyBefore, s.Policy.KLPenaltyAfter)
 	first, last := s.Policy.FirstIteration, s.Policy.LastIteration
 	if n := len(s.Curve); n > 0 {
 		first, last = &s.Curve[0], &s.Curve[n-1]
@@ -359,6 +359,23 @@ func printSummary(out io.Writer, s *workflows.Summary, elapsed time.Duration) {
 			fmt.Fprintf(out, "  %-20s %-30s %-30s\n", quote(sp.Prompt, 20), quote(sp.Before.Response, 30), quote(sp.After.Response, 30))
 		}
 	}
+}
+
+// dataLine says what a run's data held and what of it the reward model
+// could not use.
+func dataLine(d pipeline.Data) string {
+	line := fmt.Sprintf("%d ratings, %d preferences (%d train / %d held-out pairs, %d ties excluded",
+		d.RatingRows, d.PreferenceRows, d.TrainPairs, d.ValidationPairs, d.TiesExcluded)
+	if n := d.DroppedTrainPairs + d.DroppedValidationPairs; n > 0 {
+		line += fmt.Sprintf(", %d too long for model.max_len dropped (%d train, %d held-out)", n, d.DroppedTrainPairs, d.DroppedValidationPairs)
+	}
+	if d.TruncatedPairs > 0 {
+		line += fmt.Sprintf(", %d with the prompt's start cut", d.TruncatedPairs)
+	}
+	if d.SkippedRows > 0 {
+		line += fmt.Sprintf(", %d invalid rows skipped", d.SkippedRows)
+	}
+	return line + ")"
 }
 
 func quote(s string, width int) string {

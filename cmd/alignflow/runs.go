@@ -16,7 +16,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
-	"github.com/alignflow/alignflow/activities"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
 
@@ -146,7 +146,7 @@ func showRun(ctx context.Context, cl client.Client, out io.Writer, id string) er
 		}
 		for _, pa := range desc.GetPendingActivities() {
 			line := fmt.Sprintf("  running %s, attempt %d", pa.GetActivityType().GetName(), pa.GetAttempt())
-			var hb activities.Progress
+			var hb pipeline.Progress
 			if d := pa.GetHeartbeatDetails(); d != nil && converter.GetDefaultDataConverter().FromPayloads(d, &hb) == nil && hb.Total > 0 {
 				line += fmt.Sprintf(", %s %d/%d", hb.Stage, hb.Step, hb.Total)
 			}
@@ -318,7 +318,7 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 	dc := converter.GetDefaultDataConverter()
 	switch activity {
 	case "TrainSFT", "TrainRewardModel":
-		var r activities.TrainResult
+		var r pipeline.TrainResult
 		if dc.FromPayloads(result, &r) != nil {
 			return ""
 		}
@@ -328,19 +328,19 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 		}
 		return s + reusedNote(r.ReusedFrom)
 	case "EvaluateRewardModel":
-		var r activities.RewardEval
+		var r pipeline.RewardEval
 		if dc.FromPayloads(result, &r) != nil {
 			return ""
 		}
 		return fmt.Sprintf("held-out accuracy %.3f on %d pairs", r.HeldoutAccuracy, r.HeldoutPairs)
 	case "ReinforceIteration":
-		var r activities.IterationResult
+		var r pipeline.IterationResult
 		if dc.FromPayloads(result, &r) != nil {
 			return ""
 		}
 		return fmt.Sprintf("iteration %d: reward %.3f, KL %.4f", r.Iteration+1, r.RewardMean, r.KLMean) + reusedNote(r.ReusedFrom)
 	case "EvaluatePolicy":
-		var r activities.PolicyEval
+		var r pipeline.PolicyEval
 		if dc.FromPayloads(result, &r) != nil {
 			return ""
 		}

@@ -1,20 +1,22 @@
-package workflows
+// Package report renders what runs produce for people to read: the
+// reward-model comparison as Markdown tables shaped like the paper's.
+package report
 
 import (
 	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/rewardbench"
 )
 
-// Markdown renders the comparison as tables shaped like the paper's:
+// ComparisonMarkdown renders the comparison as tables shaped like the paper's:
 // held-out preference accuracy overall and per |strength|, RewardBench-style
 // category scores, how well the outputs fit the ratings, and training cost.
-// It is pure (no I/O), so the workflow can render it deterministically.
-func (r *ComparisonReport) Markdown() string {
+// The WriteReport activity writes it beside the JSON report; the CLI prints it.
+func ComparisonMarkdown(r *pipeline.ComparisonReport) string {
 	var b strings.Builder
 	d := r.Data
 	fmt.Fprintf(&b, "# Reward model comparison: %s\n\n", r.Name)
@@ -31,7 +33,7 @@ func (r *ComparisonReport) Markdown() string {
 		}
 	}
 	slices.Sort(strengths)
-	cats := categoryNames(r.Variants, func(e activities.RewardEval) *rewardbench.Report { return e.Bench })
+	cats := categoryNames(r.Variants, func(e pipeline.RewardEval) *rewardbench.Report { return e.Bench })
 
 	b.WriteString("## Accuracy\n\n")
 	head := []string{"variant", "held-out acc"}
@@ -42,7 +44,7 @@ func (r *ComparisonReport) Markdown() string {
 		head = append(head, "bench overall")
 		head = append(head, cats...)
 	}
-	head = append(head, "helpfulness r", "starts from", "steps", "train s")
+	head = append(head, "helpfulness r", "starts from", "own steps", "total steps", "train s")
 	var rows [][]string
 	for _, v := range r.Variants {
 		e := v.Eval
@@ -67,7 +69,7 @@ func (r *ComparisonReport) Markdown() string {
 		if v.InitFrom != "" {
 			from = v.InitFrom
 		}
-		row = append(row, help, from, fmt.Sprint(v.Model.Steps), fmt.Sprintf("%.0f", v.Model.Seconds))
+		row = append(row, help, from, fmt.Sprint(v.Model.Steps), fmt.Sprint(v.TotalSteps), fmt.Sprintf("%.0f", v.Model.Seconds))
 		rows = append(rows, row)
 	}
 	table(&b, head, rows)
@@ -78,8 +80,9 @@ func (r *ComparisonReport) Markdown() string {
 			fmt.Fprintf(&b, "Bench columns score a RewardBench-format pair set built from the held-out prompts (%d pairs), category = weighted mean of its subsets, overall = mean of the categories with data. ", benchPairs(e.Bench))
 		}
 		b.WriteString("Helpfulness r is the Pearson correlation of the reward with the rated helpfulness of validation responses. ")
+		b.WriteString("Own steps are the variant's own training (train s its seconds); total steps add the steps of the models it starts from, the training budget behind it. ")
 		b.WriteString("n/a: no pairs of that kind (the opposites task has no safety content, so its bench has no Safety subsets).")
-		if slices.ContainsFunc(r.Variants, func(v VariantReport) bool { return !v.Requested }) {
+		if slices.ContainsFunc(r.Variants, func(v pipeline.VariantReport) bool { return !v.Requested }) {
 			b.WriteString(" * trained only because a requested variant starts from it.")
 		}
 		b.WriteString("\n")
@@ -113,7 +116,7 @@ func (r *ComparisonReport) Markdown() string {
 		table(&b, head, rows)
 	}
 
-	if cats := categoryNames(r.Variants, func(e activities.RewardEval) *rewardbench.Report { return e.RewardBench }); len(cats) > 0 {
+	if cats := categoryNames(r.Variants, func(e pipeline.RewardEval) *rewardbench.Report { return e.RewardBench }); len(cats) > 0 {
 		b.WriteString("\n## RewardBench file\n\n")
 		head = append([]string{"variant", "overall"}, cats...)
 		rows = nil
@@ -150,7 +153,7 @@ func (r *ComparisonReport) Markdown() string {
 	return b.String()
 }
 
-func recipeLabel(v VariantReport) string {
+func recipeLabel(v pipeline.VariantReport) string {
 	s := v.Recipe
 	if v.ExPOAlpha != 0 {
 		s += fmt.Sprintf(" (alpha %.2f)", v.ExPOAlpha)
@@ -164,7 +167,7 @@ func recipeLabel(v VariantReport) string {
 func pct(v float64) string { return fmt.Sprintf("%.1f", 100*v) }
 
 // categoryNames lists the categories of the first variant with a report.
-func categoryNames(vs []VariantReport, get func(activities.RewardEval) *rewardbench.Report) []string {
+func categoryNames(vs []pipeline.VariantReport, get func(pipeline.RewardEval) *rewardbench.Report) []string {
 	for _, v := range vs {
 		if rep := get(v.Eval); rep != nil {
 			var names []string
@@ -195,7 +198,7 @@ func categoryCells(rep *rewardbench.Report, cats []string) []string {
 	return cells
 }
 
-func firstBench(vs []VariantReport) *rewardbench.Report {
+func firstBench(vs []pipeline.VariantReport) *rewardbench.Report {
 	for _, v := range vs {
 		if v.Eval.Bench != nil {
 			return v.Eval.Bench

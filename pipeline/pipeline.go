@@ -1,4 +1,9 @@
-package activities
+// Package pipeline holds what alignflow's workflows and activities exchange:
+// each stage's input and result, the run's summary and the comparison
+// report, the stage names and the error types. Both layers import it, so
+// results cross the activity boundary typed (as samples-go's shared.go
+// does): no map[string]any, no field order or integer precision lost.
+package pipeline
 
 import (
 	"github.com/alignflow/alignflow/artifact"
@@ -32,6 +37,15 @@ const (
 	StageValidatingSpec = "validating-spec"
 )
 
+// Reused marks a result that an earlier run computed.
+type Reused struct {
+	// ReusedFrom is the workflow ID of the run that computed it.
+	ReusedFrom string `json:"reused_from_run,omitempty"`
+}
+
+// MarkReused records the run whose result this is.
+func (r *Reused) MarkReused(runID string) { r.ReusedFrom = runID }
+
 // Data is the prepared dataset of a run.
 type Data struct {
 	Reused
@@ -39,14 +53,24 @@ type Data struct {
 	Preferences artifact.Ref `json:"preferences"`
 	// Generated is true when the bundled matched generator made the data, so
 	// the gold rubric can score any response.
-	Generated         bool `json:"generated"`
-	RatingRows        int  `json:"rating_rows"`
-	PreferenceRows    int  `json:"preference_rows"`
-	TrainPairs        int  `json:"train_pairs"`
-	ValidationPairs   int  `json:"validation_pairs"`
-	TiesExcluded      int  `json:"ties_excluded"`
-	TrainPrompts      int  `json:"train_prompts"`
-	ValidationPrompts int  `json:"validation_prompts"`
+	Generated      bool `json:"generated"`
+	RatingRows     int  `json:"rating_rows"`
+	PreferenceRows int  `json:"preference_rows"`
+	// TrainPairs and ValidationPairs count the non-tie pairs the reward
+	// model trains and is evaluated on: those whose responses both fit
+	// model.max_len whole (see reward.PairOf).
+	TrainPairs      int `json:"train_pairs"`
+	ValidationPairs int `json:"validation_pairs"`
+	TiesExcluded    int `json:"ties_excluded"`
+	// DroppedPairs counts non-tie pairs left out because a response,
+	// with its EOS, does not fit model.max_len next to BOS and the prompt's
+	// last tokens; TruncatedPairs counts kept pairs whose prompt lost its
+	// start to fit.
+	DroppedTrainPairs      int `json:"dropped_train_pairs"`
+	DroppedValidationPairs int `json:"dropped_validation_pairs"`
+	TruncatedPairs         int `json:"truncated_pairs"`
+	TrainPrompts           int `json:"train_prompts"`
+	ValidationPrompts      int `json:"validation_prompts"`
 	// SkippedRows counts invalid rows left out under data.skip_invalid.
 	SkippedRows int `json:"skipped_rows,omitempty"`
 	// RewardBench is the verified copy of compare.rewardbench, if given.
@@ -162,9 +186,17 @@ type SampleText struct {
 // eval seed so that before and after see the same random stream.
 type PolicyEval struct {
 	Reused
-	GoldScore     *float64     `json:"gold_score"` // nil when the data has no gold rubric
-	Reward        float64      `json:"reward"`
-	KLToReference float64      `json:"kl_to_reference"` // mean over samples of sum_t log pi - log pi_ref
+	GoldScore *float64 `json:"gold_score"` // nil when the data has no gold rubric
+	Reward    float64  `json:"reward"`
+	// KLSequence is the mean over samples of sum_t (log pi - log pi_ref)
+	// over the response tokens: the Monte Carlo estimate of KL(pi || pi_ref)
+	// of whole responses, in nats (signed per sample, non-negative in
+	// expectation).
+	KLSequence float64 `json:"kl_sequence"`
+	// KLPenalty is the mean over samples of the per-token mean of
+	// reinforce.kl_estimator: what REINFORCE subtracts, times kl_beta, from
+	// each reward (IterationResult.KLMean is the same on the rollouts).
+	KLPenalty     float64      `json:"kl_penalty"`
 	EndedFraction float64      `json:"ended_fraction"`
 	MeanLength    float64      `json:"mean_length"`
 	Prompts       int          `json:"prompts"`
@@ -183,7 +215,9 @@ type IterationInput struct {
 	RewardModel artifact.Ref `json:"reward_model"`
 }
 
-// IterationResult reports an iteration and where its outputs are.
+// IterationResult reports an iteration and where its outputs are. KLMean
+// is the per-token mean of reinforce.kl_estimator, averaged over the
+// rollouts: the KL the update trained against.
 type IterationResult struct {
 	Reused
 	Iteration     int          `json:"iteration"`
@@ -212,8 +246,8 @@ type Progress struct {
 
 // SummaryInput asks for the run summary to be written where users look for it.
 type SummaryInput struct {
-	RunID   string `json:"run_id"`
-	Summary any    `json:"summary"`
+	RunID   string   `json:"run_id"`
+	Summary *Summary `json:"summary"`
 	// Curve is the last segment of the REINFORCE curve; the whole curve is
 	// written into the summary file as "curve". Empty when the summary
 	// carries its curve itself (runs recorded before curve segments).
@@ -229,12 +263,11 @@ type CurveInput struct {
 	Points   []IterationMetrics `json:"points"`
 }
 
-// ReportInput asks for a report to be written next to the run's artifacts.
+// ReportInput asks for a comparison's report to be written next to the
+// run's artifacts, as JSON and as Markdown tables.
 type ReportInput struct {
-	RunID    string `json:"run_id"`
-	Name     string `json:"name"` // file name without extension
-	Report   any    `json:"report"`
-	Markdown string `json:"markdown,omitempty"`
+	RunID  string            `json:"run_id"`
+	Report *ComparisonReport `json:"report"`
 }
 
 // ReportPaths are where a report was written.
