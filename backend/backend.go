@@ -18,6 +18,37 @@ import (
 // Go is the name of the pure-Go backend, the default.
 const Go = "go"
 
+// XLA is the name of GoMLX's XLA backend (PJRT), linked only into builds
+// with `-tags xla` and cgo (see xla.go). The name may carry the plugin:
+// "xla:cuda" or "xla:/abs/path/to/plugin.so".
+const XLA = "xla"
+
+// Spellings lists the backend names a run spec may give, in every build:
+// whether this binary can run one is CheckAvailable's answer, not theirs.
+var Spellings = []string{Go, XLA, XLA + ":PLUGIN"}
+
+// CheckName reports whether name is a backend name alignflow knows, in any
+// build: "go", "xla", or "xla:" followed by a plugin. It depends only on
+// the name, so workflow code can call it: the same history replays on every
+// worker, whatever backends it was built with. Whether a worker can run the
+// backend is CheckAvailable's question, asked by the activities.
+func CheckName(name string) error {
+	base, arg, hasArg := strings.Cut(name, ":")
+	switch {
+	case name == Go:
+		return nil
+	case base == XLA && !hasArg:
+		return nil
+	case base == XLA && strings.TrimSpace(arg) != "":
+		return nil
+	case base == XLA:
+		return fmt.Errorf("backend %q names no plugin after the colon", name)
+	case base == Go:
+		return fmt.Errorf("backend %q: the pure-Go backend takes no argument", name)
+	}
+	return fmt.Errorf("unknown backend %q", name)
+}
+
 // goConfig is the pure-Go backend's configuration. Its default parallelism
 // deadlocked a second train step on 2 cores (toolchain.md); unlimited
 // parallelism (-1) was both safe and fastest there.
@@ -43,17 +74,19 @@ var (
 	cache = map[string]backends.Backend{}
 )
 
-// Check reports whether name is a backend this binary can run: "go", or one
-// linked by a build tag, optionally with an argument ("xla:cuda").
-func Check(name string) error {
+// CheckAvailable reports whether name is a backend this binary can run:
+// "go", or one linked by a build tag, optionally with an argument
+// ("xla:cuda"). Its answer depends on how the binary was built: activities
+// ask it, workflows must not (they call CheckName).
+func CheckAvailable(name string) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
 	base, _, _ := strings.Cut(name, ":")
-	if base == Go && name == Go || extraBackends[base] != nil {
+	if base == Go || extraBackends[base] != nil {
 		return nil
 	}
-	if base == "xla" {
-		return fmt.Errorf("backend %q is not linked into this build: build with CGO_ENABLED=1 go build -tags xla", name)
-	}
-	return fmt.Errorf("unknown backend %q", name)
+	return fmt.Errorf("backend %q is not linked into this build: build with CGO_ENABLED=1 go build -tags xla", name)
 }
 
 // New returns the backend with the given name ("" means Go). Backends are
@@ -63,7 +96,7 @@ func New(name string) (backends.Backend, error) {
 	if name == "" {
 		name = Go
 	}
-	if err := Check(name); err != nil {
+	if err := CheckAvailable(name); err != nil {
 		return nil, fmt.Errorf("%w (available: %v)", err, Names())
 	}
 	installFastDotGradient()

@@ -75,14 +75,31 @@ func TestFastDotGradientMatchesStock(t *testing.T) {
 	}
 }
 
-func TestCheckNamesWhatIsMissing(t *testing.T) {
-	require.NoError(t, Check(Go))
-	err := Check("tpu")
+func TestCheckAvailableNamesWhatIsMissing(t *testing.T) {
+	require.NoError(t, CheckAvailable(Go))
+	err := CheckAvailable("tpu")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `unknown backend "tpu"`)
-	if _, linked := extraBackends["xla"]; !linked {
-		err = Check("xla:cuda")
+	if _, linked := extraBackends[XLA]; !linked {
+		err = CheckAvailable("xla:cuda")
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "-tags xla", "a user asking for XLA learns how to get it")
+	}
+}
+
+// TestCheckNameIsTheSameInEveryBuild: the names a spec may give are
+// accepted or refused by their spelling alone, so workflow validation does
+// not depend on the build tags (this test runs the same with -tags xla).
+func TestCheckNameIsTheSameInEveryBuild(t *testing.T) {
+	for _, name := range []string{"go", "xla", "xla:cuda", "xla:/opt/pjrt/xla_cuda_plugin.so"} {
+		assert.NoError(t, CheckName(name), name)
+	}
+	for name, want := range map[string]string{
+		"tpu": `unknown backend "tpu"`, "": `unknown backend ""`, "XLA": `unknown backend "XLA"`,
+		"xla:": "names no plugin", "go:fast": "takes no argument",
+	} {
+		err := CheckName(name)
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), want, name)
 	}
 }

@@ -12,12 +12,11 @@ import (
 	"github.com/gomlx/gomlx/backends/xla"
 )
 
-// XLA is GoMLX's XLA backend (PJRT), linked with `-tags xla` and cgo. The
-// backend name may carry the PJRT plugin: "xla:cuda" (a plugin found on
+// GoMLX's XLA backend (PJRT), linked with `-tags xla` and cgo. The backend
+// name may carry the PJRT plugin: "xla:cuda" (a plugin found on
 // PJRT_PLUGIN_LIBRARY_PATH) or "xla:/abs/path/to/plugin.so"; with plain
 // "xla" the plugin comes from $ALIGNFLOW_XLA_PLUGIN, so one spec can run on
 // workers whose plugins live in different places.
-const XLA = "xla"
 
 // PluginEnv names the PJRT plugin when the backend is plain "xla".
 const PluginEnv = "ALIGNFLOW_XLA_PLUGIN"

@@ -12,8 +12,8 @@ import (
 // TestXLAWithoutPluginIsAClearError: the XLA backend is linked, but a
 // missing plugin fails with a message that says where to get one.
 func TestXLAWithoutPluginIsAClearError(t *testing.T) {
-	require.NoError(t, Check("xla"))
-	require.NoError(t, Check("xla:/opt/pjrt/cuda.so"))
+	require.NoError(t, CheckAvailable("xla"))
+	require.NoError(t, CheckAvailable("xla:/opt/pjrt/cuda.so"))
 	assert.Contains(t, Names(), XLA)
 
 	_, err := New("xla:/nonexistent/pjrt_plugin.so")

@@ -283,8 +283,11 @@ func (s Spec) Validate() error {
 	if s.HeartbeatTimeoutSeconds < 5 {
 		bad("heartbeat_timeout_seconds", fmt.Sprintf("must be at least 5 (activities heartbeat every 2 s), got %d", s.HeartbeatTimeoutSeconds))
 	}
-	if err := backend.Check(s.Backend); err != nil {
-		bad("backend", err.Error(), backend.Names()...)
+	// Only the name is checked: Validate runs in workflow code, whose
+	// answers must not depend on how the worker was built. A worker without
+	// the backend fails the first activity that needs it, non-retryably.
+	if err := backend.CheckName(s.Backend); err != nil {
+		bad("backend", err.Error(), backend.Spellings...)
 	}
 	if s.Data.Ratings == "" && s.Data.Preferences == "" {
 		positive("data.generate.prompts", s.Data.Generate.Prompts)

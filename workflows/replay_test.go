@@ -18,10 +18,12 @@ func TestReplayRecordedHistory(t *testing.T) {
 	// attributes and memo), alignment-history-v1 before curve segments and
 	// continue-as-new: runs started then must still replay.
 	// alignment-history.json is the first workflow run of an alignment
-	// (it ends by continuing as new), -continued its last.
+	// (it ends by continuing as new), -continued its last; -xla is a run
+	// with backend xla on a worker without it (e2e
+	// TestXLARunOnAWorkerWithoutXLA), which must replay on any build.
 	for _, file := range []string{
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
-		"testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
+		"testdata/alignment-history-xla.json", "testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
 	} {
 		t.Run(file, func(t *testing.T) {
 			replayer := worker.NewWorkflowReplayer()
