@@ -251,19 +251,48 @@ func generatorOptions(spec config.Spec) matched.Options {
 		RatingNoise: noise(g.RatingNoise), PreferenceNoise: noise(g.PreferenceNoise)}
 }
 
-// pairs returns the tokenised non-tie preference pairs of a split.
-func (ds *dataset) pairs(split string, maxLen int) []reward.Pair {
-	var out []reward.Pair
+// pairs returns the tokenised non-tie preference pairs of a split as the
+// reward model reads them (reward.PairOf): it leaves out, and counts in
+// dropped, the pairs whose responses do not both fit maxLen whole, and
+// counts in cut those kept with the end of their prompt only.
+func (ds *dataset) pairs(split string, maxLen int) (out []reward.Pair, dropped, cut int) {
 	for _, p := range ds.prefs {
 		if p.Tie() || splitOf(p.Split) != split {
 			continue
 		}
-		ctx := tokenizer.EncodePrompt(p.Prompt)
-		out = append(out, reward.Pair{
-			Chosen:    reward.Sequence(ctx, tokenizer.EncodeResponse(p.Chosen()), maxLen),
-			Rejected:  reward.Sequence(ctx, tokenizer.EncodeResponse(p.Rejected()), maxLen),
-			Magnitude: float64(p.Margin()),
-		})
+		pair, c, ok := reward.PairOf(tokenizer.EncodePrompt(p.Prompt), tokenizer.EncodeResponse(p.Chosen()),
+			tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen)
+		switch {
+		case !ok:
+			dropped++
+		case c:
+			cut++
+			fallthrough
+		default:
+			out = append(out, pair)
+		}
+	}
+	return out, dropped, cut
+}
+
+// rated returns the ratings of a split as the reward model reads them,
+// fitted like pairs; a rating whose response does not fit maxLen whole is
+// left out (its EOS, where the reward is read, would be cut).
+func (ds *dataset) rated(split string, maxLen int) []reward.Rated {
+	var out []reward.Rated
+	for _, r := range ds.ratings {
+		if splitOf(r.Split) != split {
+			continue
+		}
+		seq, whole, _ := tokenizer.Fit(tokenizer.EncodePrompt(r.Prompt), tokenizer.EncodeResponse(r.Response), maxLen)
+		if !whole {
+			continue
+		}
+		x := reward.Rated{Sequence: seq, Ratings: r.Attributes()}
+		for i := range x.Present {
+			x.Present[i] = true
+		}
+		out = append(out, x)
 	}
 	return out
 }
@@ -344,6 +373,13 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 		}
 		d.RewardBench, d.RewardBenchPairs = &ref, len(pairs)
 	}
+	ds := &dataset{ratings: ratings, prefs: prefs}
+	if d.Generated {
+		_, ds.task = matched.Generate(generatorOptions(spec))
+	}
+	if err := ds.count(&d, spec.Model.MaxLen); err != nil {
+		return d, err
+	}
 	dir, err := a.tempDir(in.RunID)
 	if err != nil {
 		return d, err
@@ -362,30 +398,37 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if d.Preferences, err = a.putFile(runPath(in.RunID, "data", "preferences.jsonl.gz"), pp); err != nil {
 		return d, err
 	}
-	ds := &dataset{ratings: ratings, prefs: prefs}
-	if d.Generated {
-		_, ds.task = matched.Generate(generatorOptions(spec))
-	}
-	d.RatingRows, d.PreferenceRows = len(ratings), len(prefs)
-	for _, p := range prefs {
-		switch {
-		case p.Tie():
+	return d, nil
+}
+
+// count fills in what the data report says about the dataset, and fails
+// when either split has no pair the reward model can use.
+func (ds *dataset) count(d *pipeline.Data, maxLen int) error {
+	d.RatingRows, d.PreferenceRows = len(ds.ratings), len(ds.prefs)
+	for _, p := range ds.prefs {
+		if p.Tie() {
 			d.TiesExcluded++
-		case splitOf(p.Split) == helpsteer.SplitValidation:
-			d.ValidationPairs++
-		default:
-			d.TrainPairs++
 		}
 	}
+	train, droppedTrain, cutTrain := ds.pairs(helpsteer.SplitTrain, maxLen)
+	held, droppedHeld, cutHeld := ds.pairs(helpsteer.SplitValidation, maxLen)
+	d.TrainPairs, d.ValidationPairs = len(train), len(held)
+	d.DroppedTrainPairs, d.DroppedValidationPairs, d.TruncatedPairs = droppedTrain, droppedHeld, cutTrain+cutHeld
 	d.TrainPrompts = len(ds.prompts(helpsteer.SplitTrain))
 	d.ValidationPrompts = len(ds.prompts(helpsteer.SplitValidation))
+	tooLong := func(n int) string {
+		if n == 0 {
+			return ""
+		}
+		return fmt.Sprintf("; %d were left out because a response does not fit model.max_len %d whole", n, maxLen)
+	}
 	if d.TrainPairs == 0 {
-		return d, invalidData(fmt.Errorf("preferences hold no non-tie training pairs"))
+		return invalidData(fmt.Errorf("preferences hold no non-tie training pairs%s", tooLong(droppedTrain)))
 	}
 	if d.ValidationPairs == 0 {
-		return d, invalidData(fmt.Errorf("preferences hold no non-tie validation pairs (rows with split \"val\" or \"validation\")"))
+		return invalidData(fmt.Errorf("preferences hold no non-tie validation pairs (rows with split \"val\" or \"validation\")%s", tooLong(droppedHeld)))
 	}
-	return d, nil
+	return nil
 }
 
 func corrupt(err error) error {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -197,4 +198,38 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	require.True(t, errors.As(err, &app))
 	assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
 	assert.Contains(t, err.Error(), "bt-scaled-from-regression-expo")
+}
+
+// TestPrepareDataCountsPairsThatDoNotFit: the data report counts the pairs
+// left out because a response cannot fit model.max_len whole and those kept
+// with the start of a long prompt cut, and only the pairs that fit count as
+// training and validation pairs.
+func TestPrepareDataCountsPairsThatDoNotFit(t *testing.T) {
+	dir := t.TempDir()
+	pref := func(split, prompt, r1, r2 string) string {
+		return fmt.Sprintf(`{"split":%q,"prompt":%q,"response_1":%q,"response_2":%q,"preference_strength":2,"preference_statement":"","preference_elaboration":"","three_most_similar_preferences":[],"all_preferences_unprocessed":[]}`, split, prompt, r1, r2)
+	}
+	long := strings.Repeat("a very long prompt ", 5) // 95 bytes: more than max_len 56
+	lines := []string{
+		pref("train", "opposite of hot?", "cold", "warm"),
+		pref("train", "opposite of up?", "down", strings.Repeat("no ", 30)), // a 91-token response
+		pref("train", long, "cold", "warm"),
+		pref("val", "opposite of big?", "small", "huge"),
+		pref("val", long, strings.Repeat("x", 40), "y"), // the prompt keeps half the window: 40 do not fit
+	}
+	prefs := filepath.Join(dir, "prefs.jsonl")
+	require.NoError(t, os.WriteFile(prefs, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	ratings := filepath.Join(dir, "ratings.jsonl")
+	require.NoError(t, os.WriteFile(ratings, []byte(`{"prompt":"p","response":"r","helpfulness":1,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}`+"\n"), 0o644))
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	spec := config.Default()
+	spec.Data.Ratings, spec.Data.Preferences = ratings, prefs
+	d, err := New(store).PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "fit", Spec: spec})
+	require.NoError(t, err)
+	assert.Equal(t, 2, d.TrainPairs)
+	assert.Equal(t, 1, d.ValidationPairs)
+	assert.Equal(t, 1, d.DroppedTrainPairs)
+	assert.Equal(t, 1, d.DroppedValidationPairs)
+	assert.Equal(t, 1, d.TruncatedPairs)
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/rewardbench"
-	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -37,7 +36,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	}
 	cfg := modelConfig(spec)
 	bs := spec.Reinforce.BatchSize
-	held := ds.pairs(helpsteer.SplitValidation, cfg.MaxLen)
+	held, _, _ := ds.pairs(helpsteer.SplitValidation, cfg.MaxLen)
 	if len(held) == 0 {
 		return pipeline.RewardEval{}, invalidData(fmt.Errorf("no non-tie validation pairs to evaluate on"))
 	}
@@ -56,7 +55,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	res.HeldoutAccuracy, res.ByStrength = accuracyByStrength(held, correct)
 
 	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: 1, Total: 4})
-	train := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
+	train, _, _ := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(train) > 256 {
 		train = train[:256]
 	}
@@ -146,17 +145,13 @@ func accuracyByStrength(pairs []reward.Pair, correct []bool) (float64, []pipelin
 // ratingFit compares each head output with its attribute on the validation
 // ratings; nil when the data has no validation ratings.
 func ratingFit(eng *reward.Engine, rm *weights.Set, ds *dataset, maxLen, batchSize int) ([]pipeline.AttributeFit, error) {
-	var seqs [][]int32
-	var want [][5]float32
-	for _, r := range ds.ratings {
-		if splitOf(r.Split) != helpsteer.SplitValidation || !fitPrompt(r.Prompt, maxLen) {
-			continue
-		}
-		seqs = append(seqs, reward.Sequence(tokenizer.EncodePrompt(r.Prompt), tokenizer.EncodeResponse(r.Response), maxLen))
-		want = append(want, r.Attributes())
-	}
-	if len(seqs) == 0 {
+	rows := ds.rated(helpsteer.SplitValidation, maxLen)
+	if len(rows) == 0 {
 		return nil, nil
+	}
+	seqs := make([][]int32, len(rows))
+	for i, r := range rows {
+		seqs[i] = r.Sequence
 	}
 	got, err := eng.Score(rm, seqs, batchSize)
 	if err != nil {
@@ -167,7 +162,7 @@ func ratingFit(eng *reward.Engine, rm *weights.Set, ds *dataset, maxLen, batchSi
 		x := make([]float64, len(got))
 		y := make([]float64, len(got))
 		for i := range got {
-			x[i], y[i] = float64(got[i][k]), float64(want[i][k])
+			x[i], y[i] = float64(got[i][k]), float64(rows[i].Ratings[k])
 		}
 		fits[k] = pipeline.AttributeFit{Attribute: name, Rows: len(x), RMSE: rmse(x, y), Pearson: pearson(x, y)}
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/report"
-	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/weights"
 )
@@ -103,7 +102,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	goldSum := 0.0
 	for i, s := range samples {
 		responses[i] = s.Tokens
-		seqs[i] = reward.Sequence(ctxs[i], s.Tokens, cfg.MaxLen)
+		seqs[i] = s.Sequence(ctxs[i])
 		if s.Ended {
 			res.EndedFraction++
 		}

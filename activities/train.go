@@ -220,7 +220,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
 	resume *trainCheckpoint, earlier pipeline.TrainResult, weak *artifact.Ref) (pipeline.TrainResult, error) {
 	cfg := modelConfig(spec)
-	pairs := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
+	pairs, _, _ := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(pairs) == 0 {
 		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
 	}
@@ -251,17 +251,7 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *e
 func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
 	resume *trainCheckpoint) (pipeline.TrainResult, error) {
 	cfg := modelConfig(spec)
-	var rows []reward.Rated
-	for _, r := range ds.ratings {
-		if splitOf(r.Split) != helpsteer.SplitTrain || !fitPrompt(r.Prompt, cfg.MaxLen) {
-			continue
-		}
-		x := reward.Rated{Sequence: reward.Sequence(tokenizer.EncodePrompt(r.Prompt), tokenizer.EncodeResponse(r.Response), cfg.MaxLen), Ratings: r.Attributes()}
-		for i := range x.Present {
-			x.Present[i] = true
-		}
-		rows = append(rows, x)
-	}
+	rows := ds.rated(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(rows) == 0 {
 		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
 	}
@@ -298,7 +288,7 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string
 // keeps the alpha of reward.ExPOAlphas with the best validation accuracy
 // (ties go to the smaller alpha).
 func (a *Activities) chooseExPO(eng *engineSet, ds *dataset, weak, strong *weights.Set, spec config.Spec) (*weights.Set, float64, error) {
-	held := ds.pairs(helpsteer.SplitValidation, spec.Model.MaxLen)
+	held, _, _ := ds.pairs(helpsteer.SplitValidation, spec.Model.MaxLen)
 	if len(held) == 0 {
 		return nil, 0, invalidData(fmt.Errorf("ExPO needs validation pairs to choose alpha"))
 	}

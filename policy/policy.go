@@ -242,9 +242,19 @@ type Sample struct {
 	LogProbs []float32
 }
 
+// Sequence is the prompt followed by the sampled tokens: exactly what the
+// reward model scores and the log-probabilities are taken of. Generate
+// stops at the model's max_len, so it always fits.
+func (s Sample) Sequence(prompt []int32) []int32 {
+	return append(append(make([]int32, 0, len(prompt)+len(s.Tokens)), prompt...), s.Tokens...)
+}
+
 // Generate samples one response per prompt, batchSize rows at a time (the last
-// chunk is padded, so every call runs the same compiled graph). Sampling draws
-// from rng only, so a seeded rng reproduces the samples exactly.
+// chunk is padded, so every call runs the same compiled graph). A response
+// ends at EOS, after opts.MaxTokens tokens, or when prompt and response
+// fill the model's MaxLen, whichever comes first, so every sample's
+// Sequence fits the model. Sampling draws from rng only, so a seeded rng
+// reproduces the samples exactly.
 func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
 	e.compile()
 	// The decode graph reads the projections transposed (see
@@ -293,7 +303,9 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		cur[b] = prompts[b][0]
 	}
 	probs := make([]float64, cfg.Vocab)
-	for s := 0; s < tmax; s++ {
+	// Step s feeds the token at position s and samples position s+1, so the
+	// last step that may sample is tmax-2: the sequence then holds tmax.
+	for s := 0; s < tmax-1; s++ {
 		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur))
 		for _, c := range caches {
 			args = append(args, c)
@@ -327,7 +339,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 			case tok == tokenizer.EOS:
 				samples[b].Ended = true
 				done[b] = true
-			case len(samples[b].Tokens) >= opts.MaxTokens || s+1 >= tmax:
+			case len(samples[b].Tokens) >= opts.MaxTokens || s+2 >= tmax: // the sequence fills MaxLen
 				done[b] = true
 			}
 			cur[b] = tok

@@ -48,6 +48,37 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 	}
 }
 
+// TestGenerateStopsAtMaxLen samples from an untrained policy (EOS is rare)
+// with prompts that leave a few positions free and a token budget larger
+// than that: every response stops exactly when prompt and response fill
+// MaxLen, never past it, so nothing sampled is cut when it is scored.
+func TestGenerateStopsAtMaxLen(t *testing.T) {
+	b, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	params := Init(tinyCfg, 11)
+	e := NewEngine(b, tinyCfg, params)
+	max := tinyCfg.MaxLen
+	prompts := [][]int32{
+		tokenizer.EncodePrompt("this prompt is long"),   // 21 tokens of 24: room for 3
+		tokenizer.EncodePrompt("this prompt is longer"), // 23 of 24: room for 1
+		tokenizer.EncodePrompt("short"),
+	}
+	require.Equal(t, max-3, len(prompts[0]))
+	require.Equal(t, max-1, len(prompts[1]))
+	samples, err := e.Generate(params, prompts, 4, SampleOptions{Temperature: 1, TopP: 1, MaxTokens: 30}, rand.New(rand.NewPCG(2, 2)))
+	require.NoError(t, err)
+	for i, s := range samples {
+		seq := s.Sequence(prompts[i])
+		assert.LessOrEqual(t, len(seq), max, "sample %d", i)
+		if !s.Ended {
+			assert.Len(t, seq, max, "sample %d stops when the sequence fills max_len, not before", i)
+		}
+		assert.Equal(t, prompts[i], seq[:len(prompts[i])])
+		assert.Equal(t, s.Tokens, seq[len(prompts[i]):])
+	}
+	assert.Len(t, samples[1].Tokens, 1, "a prompt one short of max_len gets one token")
+}
+
 func TestSFTLearnsAndGreedyReproduces(t *testing.T) {
 	b, err := backend.New(backend.Go)
 	require.NoError(t, err)

@@ -183,7 +183,7 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 	for i, sm := range samples {
 		responses[i] = sm.Tokens
 		ended[i] = sm.Ended
-		seqs[i] = reward.Sequence(ctx[i], sm.Tokens, it.Reward.Cfg.MaxLen)
+		seqs[i] = sm.Sequence(ctx[i])
 	}
 	// Scoring and the two log-probability passes are independent graphs:
 	// running them at once keeps both cores busy through the many small ops

@@ -111,16 +111,6 @@ func BTLoss(cfg transformer.Config) optim.LossFn {
 	}
 }
 
-// Sequence returns the token sequence the reward model reads for a response:
-// the prompt context, the response and EOS (if it ended), cut to maxLen.
-func Sequence(prompt, response []int32, maxLen int) []int32 {
-	seq := append(append([]int32(nil), prompt...), response...)
-	if len(seq) > maxLen {
-		seq = seq[:maxLen]
-	}
-	return seq
-}
-
 // PackSequences pads seqs to [size, L] and returns them with their last
 // indices; L is the bucket length of the longest (a multiple of 8, at most
 // maxLen), as policy.MakeBatch does.
@@ -172,6 +162,19 @@ func (b *PairBatch) Args() []any {
 type Pair struct {
 	Chosen, Rejected []int32 // full sequences (prompt + response)
 	Magnitude        float64 // |preference strength|, 1..3
+}
+
+// PairOf is the pair the reward model trains and is evaluated on for a
+// preference: each response after the prompt, fitted to maxLen by
+// tokenizer.Fit (the prompt loses its start first, as RewardBench scoring
+// does). ok is false when a response does not fit whole: cut, it would lose
+// its EOS, and a prompt that filled the window would leave two identical
+// sequences, so such a pair is left out. cut reports that the prompt lost
+// its start.
+func PairOf(prompt, chosen, rejected []int32, magnitude float64, maxLen int) (p Pair, cut, ok bool) {
+	c, wholeC, cutC := tokenizer.Fit(prompt, chosen, maxLen)
+	r, wholeR, cutR := tokenizer.Fit(prompt, rejected, maxLen)
+	return Pair{Chosen: c, Rejected: r, Magnitude: magnitude}, cutC || cutR, wholeC && wholeR
 }
 
 // Loss names the Bradley-Terry variant: how a pair's magnitude enters the loss.

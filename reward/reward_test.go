@@ -2,6 +2,7 @@ package reward
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -63,7 +64,8 @@ func TestBTTrainingRanksPairs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, rm.Get(policy.LMHead), "the language-model head is not part of the reward model")
 	seq := func(p, r string) []int32 {
-		return Sequence(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen)
+		s, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen)
+		return s
 	}
 	pairs := []Pair{
 		{seq("opposite of hot?", "cold"), seq("opposite of hot?", "well, cold i guess"), 2},
@@ -89,4 +91,41 @@ func TestBTTrainingRanksPairs(t *testing.T) {
 	acc, err = e.PairwiseAccuracy(rm, held, 4)
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, acc, "concise beats padded on an unseen prompt too")
+}
+
+// TestPairOfFitsOrDropsLongPairs: a pair keeps both responses whole with
+// their EOS, losing the start of a long prompt first (so a prompt longer
+// than the window still leaves two different sequences), and a pair whose
+// response cannot fit whole is dropped rather than trained on cut.
+func TestPairOfFitsOrDropsLongPairs(t *testing.T) {
+	const maxLen = 32
+	long := tokenizer.EncodePrompt(strings.Repeat("a long prompt ", 4)) // 58 tokens
+	require.Greater(t, len(long), maxLen)
+	tests := []struct {
+		name             string
+		prompt           []int32
+		chosen, rejected string
+		cut, ok          bool
+	}{
+		{"short pair", tokenizer.EncodePrompt("opposite of hot?"), "cold", "warm", false, true},
+		{"a prompt longer than max_len", long, "cold", "well, warm", true, true},
+		{"a response that cannot fit", tokenizer.EncodePrompt("q"), "cold", strings.Repeat("x", maxLen), false, false},
+		{"a long prompt and a long response", long, "cold", strings.Repeat("x", maxLen/2+1), true, false},
+	}
+	for _, tc := range tests {
+		p, cut, ok := PairOf(tc.prompt, tokenizer.EncodeResponse(tc.chosen), tokenizer.EncodeResponse(tc.rejected), 2, maxLen)
+		assert.Equal(t, tc.cut, cut, tc.name)
+		assert.Equal(t, tc.ok, ok, tc.name)
+		if !ok {
+			continue
+		}
+		assert.Equal(t, 2.0, p.Magnitude)
+		for _, s := range [][]int32{p.Chosen, p.Rejected} {
+			assert.LessOrEqual(t, len(s), maxLen, tc.name)
+			assert.Equal(t, int32(tokenizer.BOS), s[0], tc.name)
+			assert.Equal(t, int32(tokenizer.EOS), s[len(s)-1], "%s: the response keeps its EOS", tc.name)
+		}
+		assert.NotEqual(t, p.Chosen, p.Rejected, tc.name)
+		assert.True(t, strings.HasSuffix(tokenizer.Decode(p.Chosen), tc.chosen), tc.name)
+	}
 }

@@ -37,20 +37,11 @@ func Run(pairs []helpsteer.RewardBenchPair, maxLen int, score Scorer) ([]Result,
 }
 
 // Sequence is the token sequence the reward model reads for a response to
-// prompt, at most maxLen tokens: BOS, the prompt (its start dropped if need
-// be), the separator, the response and EOS (its end dropped if the response
-// alone is too long).
+// prompt, at most maxLen tokens, as tokenizer.Fit fits it: BOS, the prompt
+// (its start dropped if need be), the separator, the response and EOS (its
+// end dropped if the response alone is too long). A benchmark scores every
+// pair, so a pair whose response is cut is scored cut, not left out.
 func Sequence(prompt, response string, maxLen int) []int32 {
-	ctx := tokenizer.EncodePrompt(prompt)
-	resp := tokenizer.EncodeResponse(response)
-	if len(ctx)+len(resp) <= maxLen {
-		return append(ctx, resp...)
-	}
-	// Keep BOS, then the prompt's tail and the separator; at least half the
-	// window goes to the response.
-	keep := max(maxLen-len(resp), maxLen/2) - 1
-	keep = min(keep, len(ctx)-1)
-	seq := append([]int32{ctx[0]}, ctx[len(ctx)-keep:]...)
-	seq = append(seq, resp...)
-	return seq[:min(len(seq), maxLen)]
+	seq, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(prompt), tokenizer.EncodeResponse(response), maxLen)
+	return seq
 }

@@ -83,3 +83,29 @@ func TestEncodePromptUsesChatPrompt(t *testing.T) {
 	assert.Equal(t, want, EncodePrompt("hi<extra_id_1>Assistant\nyo<extra_id_1>User\nok"))
 	assert.Equal(t, "hi\nAssistant: yo\nUser: ok\n", Decode(EncodePrompt("hi<extra_id_1>Assistant\nyo<extra_id_1>User\nok")))
 }
+
+func TestFitKeepsTheResponseAndTheEndOfThePrompt(t *testing.T) {
+	enc := func(s string) []int32 { return Encode(s) }
+	bos := func(s string) []int32 { return append([]int32{BOS}, enc(s)...) }
+	tests := []struct {
+		name             string
+		prompt, response []int32
+		maxLen           int
+		want             []int32
+		whole, cut       bool
+	}{
+		{"both fit", bos("ab"), enc("cd"), 8, bos("abcd"), true, false},
+		{"exactly max_len", bos("abc"), enc("defg"), 8, bos("abcdefg"), true, false},
+		{"the prompt loses its start", bos("0123456789"), enc("xy"), 8, bos("56789xy"), true, true},
+		// The prompt keeps half the window (BOS and 3), the response the rest.
+		{"a long response loses its end", bos("0123456789"), enc("abcdefghij"), 8, bos("789abcd"), false, true},
+		{"a short prompt stays whole", bos("0"), enc("abcdefghij"), 8, bos("0abcdef"), false, false},
+	}
+	for _, tc := range tests {
+		seq, whole, cut := Fit(tc.prompt, tc.response, tc.maxLen)
+		assert.Equal(t, tc.want, seq, tc.name)
+		assert.Equal(t, tc.whole, whole, tc.name)
+		assert.Equal(t, tc.cut, cut, tc.name)
+		assert.LessOrEqual(t, len(seq), tc.maxLen, tc.name)
+	}
+}

@@ -5,9 +5,7 @@ package workflows
 
 import (
 	"encoding/json"
-	"time"
 
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/alignflow/alignflow/activities"
@@ -38,29 +36,6 @@ type Progress struct {
 	StopRequested bool `json:"stop_requested,omitempty"`
 	// Variants are the comparison's reward models and their states.
 	Variants []VariantStatus `json:"variants,omitempty"`
-}
-
-// heartbeatTimeout is the spec's; a run recorded before the field existed
-// decodes it as 0 and gets the former two minutes.
-func heartbeatTimeout(spec config.Spec) time.Duration {
-	if spec.HeartbeatTimeoutSeconds <= 0 {
-		return 2 * time.Minute
-	}
-	return time.Duration(spec.HeartbeatTimeoutSeconds) * time.Second
-}
-
-func options(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: startToClose,
-		HeartbeatTimeout:    heartbeat,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        time.Second,
-			BackoffCoefficient:     2,
-			MaximumInterval:        30 * time.Second,
-			MaximumAttempts:        5,
-			NonRetryableErrorTypes: pipeline.NonRetryable,
-		},
-	})
 }
 
 // segmentsVersion is the workflow version from which the REINFORCE loop
@@ -114,9 +89,6 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 	var a *activities.Activities
 	enter, done := t.enter, t.done
 
-	short := options(ctx, 10*time.Minute, 0)
-	iter := options(ctx, 30*time.Minute, heartbeatTimeout(spec))
-
 	st := cont
 	if st == nil {
 		t.listen()
@@ -138,7 +110,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 			return nil
 		}
 		var seg artifact.Ref
-		if err := workflow.ExecuteActivity(short, a.SaveCurve, pipeline.CurveInput{RunID: runID, Previous: st.Curve, Points: points}).Get(ctx, &seg); err != nil {
+		if err := workflow.ExecuteActivity(t.work.bookkeeping, a.SaveCurve, pipeline.CurveInput{RunID: runID, Previous: st.Curve, Points: points}).Get(ctx, &seg); err != nil {
 			return err
 		}
 		st.Curve, points = &seg, nil
@@ -162,7 +134,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		var res pipeline.IterationResult
 		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
 			Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
-		if err := workflow.ExecuteActivity(iter, a.ReinforceIteration, in).Get(ctx, &res); err != nil {
+		if err := workflow.ExecuteActivity(t.work.iteration, a.ReinforceIteration, in).Get(ctx, &res); err != nil {
 			return nil, t.fail(err)
 		}
 		m := res.Metrics()
@@ -189,7 +161,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		RewardModel: st.RewardModel.Checkpoint, Label: pipeline.StageEvalAfter}
 	enter(pipeline.StageEvalAfter)
 	var after pipeline.PolicyEval
-	if err := workflow.ExecuteActivity(iter, a.EvaluatePolicy, evalIn).Get(ctx, &after); err != nil {
+	if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluatePolicy, evalIn).Get(ctx, &after); err != nil {
 		return nil, t.fail(err)
 	}
 	done(pipeline.StageEvalAfter)
@@ -226,7 +198,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 	}
 
 	enter(pipeline.StageSummary)
-	if err := workflow.ExecuteActivity(short, a.WriteSummary, pipeline.SummaryInput{RunID: runID, Summary: s, Curve: s.CurveRef}).Get(ctx, &s.SummaryPath); err != nil {
+	if err := workflow.ExecuteActivity(t.work.bookkeeping, a.WriteSummary, pipeline.SummaryInput{RunID: runID, Summary: s, Curve: s.CurveRef}).Get(ctx, &s.SummaryPath); err != nil {
 		return nil, t.fail(err)
 	}
 	done(pipeline.StageSummary)
@@ -246,14 +218,13 @@ func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation
 	st := &Continuation{Data: data, SFT: sft, Policy: sft.Checkpoint, PolicyDigest: sft.Digest}
 
 	t.enter(pipeline.StageRewardModel)
-	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
-	if err := workflow.ExecuteActivity(long, a.TrainRewardModel, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &st.RewardModel); err != nil {
+	if err := workflow.ExecuteActivity(t.work.training, a.TrainRewardModel, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &st.RewardModel); err != nil {
 		return nil, t.fail(err)
 	}
 	t.done(pipeline.StageRewardModel)
 
 	t.enter(pipeline.StageRewardEval)
-	if err := workflow.ExecuteActivity(options(ctx, 10*time.Minute, 0), a.EvaluateRewardModel,
+	if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluateRewardModel,
 		pipeline.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: st.RewardModel.Checkpoint}).Get(ctx, &st.RewardEval); err != nil {
 		return nil, t.fail(err)
 	}
@@ -263,7 +234,7 @@ func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation
 	evalIn := pipeline.PolicyEvalInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint,
 		RewardModel: st.RewardModel.Checkpoint, Label: pipeline.StageEvalBefore}
 	t.enter(pipeline.StageEvalBefore)
-	if err := workflow.ExecuteActivity(options(ctx, 30*time.Minute, heartbeatTimeout(spec)), a.EvaluatePolicy, evalIn).Get(ctx, &st.Before); err != nil {
+	if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluatePolicy, evalIn).Get(ctx, &st.Before); err != nil {
 		return nil, t.fail(err)
 	}
 	t.done(pipeline.StageEvalBefore)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -99,9 +98,6 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeli
 	progress := t.p
 	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
-	short := options(ctx, 10*time.Minute, 0)
-	long := options(ctx, 2*time.Hour, heartbeatTimeout(spec))
-	eval := options(ctx, 30*time.Minute, heartbeatTimeout(spec))
 	data, sft, err := t.prepareAndSFT(runID, spec)
 	if err != nil {
 		return nil, err
@@ -141,14 +137,14 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeli
 			}
 			setState("training")
 			var tr pipeline.TrainResult
-			if err := workflow.ExecuteActivity(long, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
+			if err := workflow.ExecuteActivity(t.work.training, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
 				settable.SetError(fmt.Errorf("train %s: %w", v.Recipe, err))
 				return
 			}
 			v.Model, v.ExPOAlpha = pipeline.ModelOf(tr), tr.ExPOAlpha
 			setState("evaluating")
 			evalIn := pipeline.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: tr.Checkpoint}
-			if err := workflow.ExecuteActivity(eval, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
+			if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
 				settable.SetError(fmt.Errorf("evaluate %s: %w", v.Recipe, err))
 				return
 			}
@@ -167,7 +163,7 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeli
 	countTotalSteps(plan)
 	report := &pipeline.ComparisonReport{WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data, SFT: pipeline.ModelOf(sft), Variants: plan}
 	var paths pipeline.ReportPaths
-	if err := workflow.ExecuteActivity(short, a.WriteReport, pipeline.ReportInput{RunID: runID, Report: report}).Get(ctx, &paths); err != nil {
+	if err := workflow.ExecuteActivity(t.work.bookkeeping, a.WriteReport, pipeline.ReportInput{RunID: runID, Report: report}).Get(ctx, &paths); err != nil {
 		return nil, t.fail(err)
 	}
 	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
@@ -54,6 +53,7 @@ type tracker struct {
 	ctx     workflow.Context
 	p       *Progress
 	visible bool
+	work    work // activity options by kind of work
 }
 
 // begin registers the progress query, records the workflow version and
@@ -73,6 +73,7 @@ func begin(ctx workflow.Context, input json.RawMessage) (*tracker, config.Spec, 
 		t.enter(pipeline.StageFailed)
 		return t, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), pipeline.ErrInvalidSpec, err)
 	}
+	t.work = workFor(ctx, spec)
 	if t.visible {
 		memo := map[string]any{"name": spec.Name, "seed": spec.Seed, "backend": spec.Backend, "recipe": spec.Reward.Recipe}
 		if err := workflow.UpsertMemo(ctx, memo); err != nil {
@@ -170,12 +171,12 @@ func (t *tracker) prepareAndSFT(runID string, spec config.Spec) (pipeline.Data, 
 	var data pipeline.Data
 	var sft pipeline.TrainResult
 	t.enter(pipeline.StagePrepareData)
-	if err := workflow.ExecuteActivity(options(t.ctx, 10*time.Minute, 0), a.PrepareData, pipeline.PrepareDataInput{RunID: runID, Spec: spec}).Get(t.ctx, &data); err != nil {
+	if err := workflow.ExecuteActivity(t.work.bookkeeping, a.PrepareData, pipeline.PrepareDataInput{RunID: runID, Spec: spec}).Get(t.ctx, &data); err != nil {
 		return data, sft, t.fail(err)
 	}
 	t.done(pipeline.StagePrepareData)
 	t.enter(pipeline.StageSFT)
-	if err := workflow.ExecuteActivity(options(t.ctx, 2*time.Hour, heartbeatTimeout(spec)), a.TrainSFT, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
+	if err := workflow.ExecuteActivity(t.work.training, a.TrainSFT, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data}).Get(t.ctx, &sft); err != nil {
 		return data, sft, t.fail(err)
 	}
 	t.done(pipeline.StageSFT)

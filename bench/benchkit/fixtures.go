@@ -51,12 +51,11 @@ func LoadData(s Sizes) *Data {
 		if p.Tie() || p.Split != helpsteer.SplitTrain {
 			continue
 		}
-		ctx := tokenizer.EncodePrompt(p.Prompt)
-		d.Pairs = append(d.Pairs, reward.Pair{
-			Chosen:    reward.Sequence(ctx, tokenizer.EncodeResponse(p.Chosen()), maxLen),
-			Rejected:  reward.Sequence(ctx, tokenizer.EncodeResponse(p.Rejected()), maxLen),
-			Magnitude: float64(p.Margin()),
-		})
+		pair, _, ok := reward.PairOf(tokenizer.EncodePrompt(p.Prompt), tokenizer.EncodeResponse(p.Chosen()),
+			tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen)
+		if ok { // the pipeline's filter too
+			d.Pairs = append(d.Pairs, pair)
+		}
 	}
 	for _, p := range task.Prompts(helpsteer.SplitTrain) {
 		if fitPrompt(p, maxLen) {

@@ -13,6 +13,7 @@ import (
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -356,7 +357,7 @@ func reinforceBreakdown(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *o
 	responses := make([][]int32, len(samples))
 	for i, sm := range samples {
 		responses[i] = sm.Tokens
-		seqs[i] = reward.Sequence(ctx[i], sm.Tokens, s.Model.MaxLen)
+		seqs[i] = sm.Sequence(ctx[i])
 	}
 	if err := timeIt("score", func() error {
 		_, err := re.Rewards(f.Reward, seqs, set.BatchSize)
@@ -439,7 +440,7 @@ func precompileRL(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.T
 		if _, err := tr.Step(p, optim.NewState(p), s.Reinforce.LearningRate, in, tg, mk, tensors.FromValue(make([]float32, bs))); err != nil {
 			return err
 		}
-		seq := reward.Sequence(prompt, resp, maxLen)
+		seq, _, _ := tokenizer.Fit(prompt, resp, maxLen)
 		if len(seq) > w {
 			seq = seq[:w]
 		}

@@ -8,7 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
 )
 
@@ -19,19 +21,26 @@ func dataCmd() *cobra.Command {
 	data := &cobra.Command{Use: "data", Short: "Inspect data files in HelpSteer2, HelpSteer2-Preference or RewardBench format"}
 	var format string
 	var skipInvalid bool
+	var maxLen int
 	check := &cobra.Command{
-		Use:   "check --format FORMAT [--skip-invalid] FILE",
+		Use:   "check --format FORMAT [--skip-invalid] [--max-len N] FILE",
 		Short: "Validate a data file strictly and print its counts",
 		Long: "Validate a data file and print its counts. By default the first invalid row is an error naming\n" +
 			"file:line, field and reason; with --skip-invalid invalid rows are dropped, counted and the first\n" +
-			"ones listed, and the check fails only if the file cannot be read or has no valid row.",
+			"ones listed, and the check fails only if the file cannot be read or has no valid row.\n" +
+			"For preferences it also counts the non-tie pairs a reward model with model.max_len N would leave out\n" +
+			"(a response does not fit whole) and those it keeps with the prompt's start cut.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return checkDataWith(cmd.OutOrStdout(), format, args[0], helpsteer.ReadOptions{SkipInvalid: skipInvalid})
+			if maxLen < 8 {
+				return fmt.Errorf("--max-len %d: must be at least 8 (model.max_len)", maxLen)
+			}
+			return checkDataWith(cmd.OutOrStdout(), format, args[0], helpsteer.ReadOptions{SkipInvalid: skipInvalid}, maxLen)
 		},
 	}
 	check.Flags().StringVar(&format, "format", "", "file format: "+strings.Join(dataFormats, ", "))
 	check.Flags().BoolVar(&skipInvalid, "skip-invalid", false, "drop invalid rows (reporting how many and the first errors) instead of failing at the first one")
+	check.Flags().IntVar(&maxLen, "max-len", config.Default().Model.MaxLen, "model.max_len the preference pairs are fitted to")
 	data.AddCommand(check)
 	return data
 }
@@ -39,7 +48,7 @@ func dataCmd() *cobra.Command {
 // checkData loads path strictly (the first bad row is an error naming
 // file:line and field) and prints counts.
 func checkData(out io.Writer, format, path string) error {
-	return checkDataWith(out, format, path, helpsteer.ReadOptions{})
+	return checkDataWith(out, format, path, helpsteer.ReadOptions{}, config.Default().Model.MaxLen)
 }
 
 // tieKey labels the count of preference ties.
@@ -47,8 +56,9 @@ const tieKey = "ties (left out of Bradley-Terry training)"
 
 // checkDataWith loads path with opts and prints the row count, one sorted
 // "  key  count" line per count and, with SkipInvalid, how many rows were
-// skipped and the first errors as file:line lines.
-func checkDataWith(out io.Writer, format, path string, opts helpsteer.ReadOptions) error {
+// skipped and the first errors as file:line lines. Preference pairs are
+// fitted to maxLen as reward-model training fits them.
+func checkDataWith(out io.Writer, format, path string, opts helpsteer.ReadOptions, maxLen int) error {
 	counts := map[string]int{}
 	var report helpsteer.ReadReport
 	var err error
@@ -72,15 +82,25 @@ func checkDataWith(out io.Writer, format, path string, opts helpsteer.ReadOption
 		ps, report, err = helpsteer.LoadPreferences(path, opts)
 		counts[tieKey] = 0
 		counts["multi-turn prompts"] = 0
+		counts[fmt.Sprintf("pairs too long for max_len %d (left out)", maxLen)] = 0
 		for _, p := range ps {
 			counts["split "+p.Split]++
 			counts[fmt.Sprintf("strength %+d", p.PreferenceStrength)]++
 			counts[fmt.Sprintf("|strength| %d", p.Margin())]++
-			if p.Tie() {
-				counts[tieKey]++
-			}
 			if isMultiTurn(p.Prompt) {
 				counts["multi-turn prompts"]++
+			}
+			if p.Tie() {
+				counts[tieKey]++
+				continue
+			}
+			_, cut, ok := reward.PairOf(tokenizer.EncodePrompt(p.Prompt), tokenizer.EncodeResponse(p.Chosen()),
+				tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen)
+			switch {
+			case !ok:
+				counts[fmt.Sprintf("pairs too long for max_len %d (left out)", maxLen)]++
+			case cut:
+				counts[fmt.Sprintf("pairs kept with the prompt's start cut (max_len %d)", maxLen)]++
 			}
 		}
 	case "rewardbench":

@@ -53,20 +53,25 @@ func TestDataCheckPreferenceCounts(t *testing.T) {
 		prefRow("validation", "q", 0),
 		prefRow("train", "r", 3),
 		prefRow("validation", multi, -2),
+		prefRow("val", "a prompt that is too long", 2),
 	)
-	out, err := runDataCheck(t, "--format", "helpsteer2-preference", path)
+	out, err := runDataCheck(t, "--format", "helpsteer2-preference", "--max-len", "16", path)
 	require.NoError(t, err)
-	want := path + ": 5 rows, valid helpsteer2-preference\n" +
+	// At max_len 16 the last prompt (28 tokens with BOS and separator) keeps
+	// BOS and its last 7; the multi-turn prompts are cut too.
+	want := path + ": 6 rows, valid helpsteer2-preference\n" +
 		"  multi-turn prompts                           2\n" +
+		"  pairs kept with the prompt's start cut (max_len 16) 3\n" +
+		"  pairs too long for max_len 16 (left out)     0\n" +
 		"  split train                                  3\n" +
-		"  split validation                             2\n" +
+		"  split validation                             3\n" +
 		"  strength +0                                  1\n" +
-		"  strength +2                                  1\n" +
+		"  strength +2                                  2\n" +
 		"  strength +3                                  1\n" +
 		"  strength -2                                  2\n" +
 		"  ties (left out of Bradley-Terry training)    1\n" +
 		"  |strength| 0                                 1\n" +
-		"  |strength| 2                                 3\n" +
+		"  |strength| 2                                 4\n" +
 		"  |strength| 3                                 1\n"
 	assert.Equal(t, want, out)
 }
@@ -120,6 +125,7 @@ func TestDataCheckSkipInvalid(t *testing.T) {
 	require.NoError(t, err, "valid rows remain, so the check passes")
 	want := path + ": 2 rows, valid helpsteer2-preference\n" +
 		"  multi-turn prompts                           0\n" +
+		"  pairs too long for max_len 56 (left out)     0\n" +
 		"  split train                                  1\n" +
 		"  split validation                             1\n" +
 		"  strength +0                                  1\n" +

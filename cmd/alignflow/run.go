@@ -273,7 +273,7 @@ func progressLine(p *workflows.Progress, hb *pipeline.Progress) string {
 	case stage == pipeline.StageReinforce:
 		line := fmt.Sprintf("  ....  reinforce  %s %d/%d iterations", bar(p.Iteration, p.Iterations), p.Iteration, p.Iterations)
 		if l := p.Last; l != nil {
-			line += fmt.Sprintf("  reward %.3f  kl %.4f", l.RewardMean, l.KLMean)
+			line += fmt.Sprintf("  reward %.3f  kl penalty %.4f", l.RewardMean, l.KLMean)
 			if l.GoldMean != nil {
 				line += fmt.Sprintf("  gold %.3f", *l.GoldMean)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -246,17 +247,32 @@ func runHistoryRows(ctx context.Context, cl client.Client, id, runID string) (h 
 	return h, previous, nil
 }
 
-// temporalShare splits a finished run's wall time into the time its
-// activities ran (their last attempts, from start to completion) and the
-// rest: scheduling, workflow tasks, history writes and retries.
+// temporalShare splits a finished run's wall time into the time some
+// activity ran (the union of their last attempts, from start to
+// completion: the comparison's variants overlap) and the rest: scheduling,
+// workflow tasks, history writes and retries.
 func (h runHistory) temporalShare() (wall, outside time.Duration, ok bool) {
 	if h.start.IsZero() || h.end.IsZero() {
 		return 0, 0, false
 	}
-	wall, outside = h.end.Sub(h.start), h.end.Sub(h.start)
+	type span struct{ from, to time.Time }
+	var spans []span
 	for _, r := range h.rows {
 		if !r.started.IsZero() && !r.end.IsZero() {
-			outside -= r.end.Sub(r.started)
+			spans = append(spans, span{r.started, r.end})
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.from.Compare(b.from) })
+	wall, outside = h.end.Sub(h.start), h.end.Sub(h.start)
+	var covered time.Time // the end of the union so far
+	for _, sp := range spans {
+		from := sp.from
+		if from.Before(covered) {
+			from = covered
+		}
+		if sp.to.After(from) {
+			outside -= sp.to.Sub(from)
+			covered = sp.to
 		}
 	}
 	return wall, outside, true
@@ -338,7 +354,7 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 		if dc.FromPayloads(result, &r) != nil {
 			return ""
 		}
-		return fmt.Sprintf("iteration %d: reward %.3f, KL %.4f", r.Iteration+1, r.RewardMean, r.KLMean) + reusedNote(r.ReusedFrom)
+		return fmt.Sprintf("iteration %d: reward %.3f, KL penalty %.4f", r.Iteration+1, r.RewardMean, r.KLMean) + reusedNote(r.ReusedFrom)
 	case "EvaluatePolicy":
 		var r pipeline.PolicyEval
 		if dc.FromPayloads(result, &r) != nil {
@@ -348,7 +364,7 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 		if r.GoldScore != nil {
 			s += fmt.Sprintf(", gold %.3f", *r.GoldScore)
 		}
-		return s
+		return s + fmt.Sprintf(", KL to reference %.3f per response, KL penalty %.4f per token", r.KLSequence, r.KLPenalty)
 	}
 	return ""
 }

@@ -60,6 +60,17 @@ func TestTemporalShare(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, 100*time.Second, wall)
 	assert.Equal(t, 3*time.Second, outside)
+
+	// Overlapping activities (the comparison's variants run side by side)
+	// count once: activities cover 1..60 and 70..95 (84 s), so 16 s are outside.
+	h = runHistory{start: at(0), end: at(100), rows: []*stageRow{
+		{started: at(1), end: at(50)}, {started: at(10), end: at(60)}, {started: at(20), end: at(30)},
+		{started: at(70), end: at(90)}, {started: at(80), end: at(95)},
+	}}
+	_, outside, ok = h.temporalShare()
+	require.True(t, ok)
+	assert.Equal(t, 16*time.Second, outside, "never negative, however many activities overlap")
+
 	_, _, ok = runHistory{start: at(0)}.temporalShare()
 	assert.False(t, ok, "a running workflow has no share yet")
 }

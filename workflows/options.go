@@ -1,0 +1,60 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/pipeline"
+)
+
+// work holds the activity options of each kind of work, defined once (as
+// samples-go's pso sample does) so that the Alignment and comparison
+// workflows schedule the same activity the same way. Every kind that runs
+// long heartbeats, so a dead worker is noticed within the spec's
+// heartbeat_timeout_seconds.
+type work struct {
+	// bookkeeping: preparing data, saving curve segments, writing reports.
+	bookkeeping workflow.Context
+	// training: SFT and reward-model training, which checkpoint and resume.
+	training workflow.Context
+	// evaluation: of a reward model or a policy.
+	evaluation workflow.Context
+	// iteration: one REINFORCE iteration.
+	iteration workflow.Context
+}
+
+func workFor(ctx workflow.Context, spec config.Spec) work {
+	hb := heartbeatTimeout(spec)
+	return work{
+		bookkeeping: withOptions(ctx, 10*time.Minute, 0),
+		training:    withOptions(ctx, 2*time.Hour, hb),
+		evaluation:  withOptions(ctx, 30*time.Minute, hb),
+		iteration:   withOptions(ctx, 30*time.Minute, hb),
+	}
+}
+
+// heartbeatTimeout is the spec's; a run recorded before the field existed
+// decodes it as 0 and gets the former two minutes.
+func heartbeatTimeout(spec config.Spec) time.Duration {
+	if spec.HeartbeatTimeoutSeconds <= 0 {
+		return 2 * time.Minute
+	}
+	return time.Duration(spec.HeartbeatTimeoutSeconds) * time.Second
+}
+
+func withOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: startToClose,
+		HeartbeatTimeout:    heartbeat,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        30 * time.Second,
+			MaximumAttempts:        5,
+			NonRetryableErrorTypes: pipeline.NonRetryable,
+		},
+	})
+}
