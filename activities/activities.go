@@ -337,9 +337,11 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if err := spec.CheckFiles(); err != nil {
 		return d, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 	}
+	var task *matched.Task
 	if spec.Data.Ratings == "" {
-		ds, _ := matched.Generate(generatorOptions(spec))
-		ratings, prefs = ds.Ratings, ds.Preferences
+		var gen *matched.Dataset
+		gen, task = matched.Generate(generatorOptions(spec))
+		ratings, prefs = gen.Ratings, gen.Preferences
 		d.Generated = true
 	} else {
 		opts := helpsteer.ReadOptions{SkipInvalid: spec.Data.SkipInvalid}
@@ -358,11 +360,20 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 			}
 		}
 	}
+	var benchPairs []helpsteer.RewardBenchPair
 	if spec.Compare.RewardBench != "" {
-		pairs, err := helpsteer.ReadRewardBench(spec.Compare.RewardBench)
-		if err != nil {
+		var err error
+		if benchPairs, err = helpsteer.ReadRewardBench(spec.Compare.RewardBench); err != nil {
 			return d, invalidData(err)
 		}
+	}
+	// Every file is checked and counted before anything is stored: data the
+	// reward model cannot use fails the stage with nothing left behind.
+	ds := &dataset{ratings: ratings, prefs: prefs, task: task}
+	if err := ds.count(&d, spec.Model.MaxLen); err != nil {
+		return d, err
+	}
+	if spec.Compare.RewardBench != "" {
 		b, err := os.ReadFile(spec.Compare.RewardBench)
 		if err != nil {
 			return d, invalidData(err)
@@ -371,14 +382,7 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 		if err != nil {
 			return d, err
 		}
-		d.RewardBench, d.RewardBenchPairs = &ref, len(pairs)
-	}
-	ds := &dataset{ratings: ratings, prefs: prefs}
-	if d.Generated {
-		_, ds.task = matched.Generate(generatorOptions(spec))
-	}
-	if err := ds.count(&d, spec.Model.MaxLen); err != nil {
-		return d, err
+		d.RewardBench, d.RewardBenchPairs = &ref, len(benchPairs)
 	}
 	dir, err := a.tempDir(in.RunID)
 	if err != nil {

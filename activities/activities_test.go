@@ -117,6 +117,13 @@ func TestSameSeedSameWeights(t *testing.T) {
 	assert.NotEqual(t, first, digest(2), "another seed, other weights")
 }
 
+func chainWith(t *testing.T, a *Activities, spec config.Spec, data pipeline.Data, base artifact.Ref, recipe string) pipeline.TrainResult {
+	t.Helper()
+	res, err := a.TrainRewardModel(context.Background(), pipeline.TrainInput{RunID: "lr", Spec: spec, Data: data, Base: base, Recipe: recipe})
+	require.NoError(t, err, recipe)
+	return res
+}
+
 // TestEveryRewardRecipeTrains runs each recipe of the paper's comparison for a
 // few steps on a tiny model: each must produce a reward model, recipes that
 // differ must give different weights, and ExPO must pick an alpha from its sweep.
@@ -129,7 +136,7 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	spec.Data.Generate.Prompts = 200
 	spec.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
 	spec.SFT.Steps = 2
-	spec.Reward.Steps = 3
+	spec.Reward.Steps, spec.Reward.RegressionSteps = 3, 4 // each phase its own budget
 	spec.Reward.BatchSize = 8
 	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "r", Spec: spec})
 	require.NoError(t, err)
@@ -140,14 +147,14 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 		spec.Reward.Recipe = recipe.Name
 		res, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "r-" + recipe.Name, Spec: spec, Data: data, Base: sft.Checkpoint})
 		require.NoError(t, err, recipe.Name)
-		phases := 0
+		steps := 0
 		if recipe.Regression {
-			phases++
+			steps += spec.Reward.RegressionSteps
 		}
 		if recipe.BT != "" {
-			phases++
+			steps += spec.Reward.Steps
 		}
-		assert.Equal(t, phases*spec.Reward.Steps, res.Steps, recipe.Name)
+		assert.Equal(t, steps, res.Steps, recipe.Name)
 		if recipe.ExPO {
 			assert.Contains(t, reward.ExPOAlphas, res.ExPOAlpha)
 		} else {
@@ -191,6 +198,17 @@ func TestEveryRewardRecipeTrains(t *testing.T) {
 	require.NotNil(t, eval.Bench)
 	assert.Len(t, eval.Bench.Subsets, 6)
 	assert.Nil(t, eval.Bench.Categories[2].Score, "the opposites task has no safety subsets")
+
+	// The regression phase trains with its own learning rate, not the BT
+	// phase's.
+	other := spec
+	other.Reward.LearningRate *= 3
+	same := chainWith(t, a, other, data, sft.Checkpoint, "regression-helpfulness")
+	assert.Equal(t, reg.Digest, same.Digest, "reward.learning_rate is the BT phase's")
+	other = spec
+	other.Reward.RegressionLearningRate *= 3
+	changed := chainWith(t, a, other, data, sft.Checkpoint, "regression-helpfulness")
+	assert.NotEqual(t, reg.Digest, changed.Digest, "reward.regression_learning_rate is the regression phase's")
 
 	spec.Reward.Recipe = "dpo"
 	_, err = a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "r-bad", Spec: spec, Data: data, Base: sft.Checkpoint})

@@ -24,6 +24,7 @@ func tinySpec() config.Spec {
 	spec.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
 	spec.SFT.Steps, spec.SFT.CheckpointEvery = 12, 4
 	spec.Reward.Steps, spec.Reward.CheckpointEvery, spec.Reward.BatchSize = 8, 3, 8
+	spec.Reward.RegressionSteps = 9
 	spec.ReuseStageOutputs = false // the tests repeat stages in one store on purpose
 	return spec
 }
@@ -97,7 +98,7 @@ func TestResumeFromCheckpointIsExact(t *testing.T) {
 	rm, err := run(a.TrainRewardModel, rmIn, nil)
 	require.NoError(t, err)
 	dir := "runs/r/reward/bt-scaled-from-regression-expo/checkpoints/"
-	for ck, at := range map[string]int{"regression-helpfulness-000003": 3, "regression-helpfulness-000006": 6, "bt-scaled-000003": 11, "bt-scaled-000006": 14} {
+	for ck, at := range map[string]int{"regression-helpfulness-000003": 3, "regression-helpfulness-000006": 6, "bt-scaled-000003": 12, "bt-scaled-000006": 15} {
 		got, err := run(a.TrainRewardModel, rmIn, checkpointRef(t, store, dir+ck+".json"))
 		require.NoError(t, err)
 		assert.Equal(t, rm.Digest, got.Digest, "reward model resumed at %s", ck)

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -110,12 +111,12 @@ func (discard) Info(string, ...any) {}
 // by digest only: the same weights stored by another run are the same input.
 func reuseKey(stage string, spec config.Spec, in any) (string, error) {
 	var input map[string]any
-	if err := json.Unmarshal(mustJSON(in), &input); err != nil {
+	if err := decodeExact(mustJSON(in), &input); err != nil {
 		return "", err
 	}
 	delete(input, "run_id")
 	var s map[string]any
-	if err := json.Unmarshal(mustJSON(spec), &s); err != nil {
+	if err := decodeExact(mustJSON(spec), &s); err != nil {
 		return "", err
 	}
 	for _, field := range operational {
@@ -143,6 +144,14 @@ func reuseKey(stage string, spec config.Spec, in any) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// decodeExact decodes JSON keeping numbers as written (json.Number), so
+// that two seeds a float64 cannot tell apart still give different keys.
+func decodeExact(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
 }
 
 // deleteField removes a dotted field ("sft.checkpoint_every") from a decoded object.

@@ -89,3 +89,15 @@ func TestReuseKeyCountsDataFileContents(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, k1, k2, "the same path with new contents is new data")
 }
+
+// TestReuseKeyTellsLargeSeedsApart: seeds above 2^53 that a float64 rounds
+// to the same number are different runs and must not share stage outputs.
+func TestReuseKeyTellsLargeSeedsApart(t *testing.T) {
+	a, b := config.Default(), config.Default()
+	a.Seed, b.Seed = 9007199254740993, 9007199254740992
+	ka, err := reuseKey("data", a, pipeline.PrepareDataInput{Spec: a})
+	require.NoError(t, err)
+	kb, err := reuseKey("data", b, pipeline.PrepareDataInput{Spec: b})
+	require.NoError(t, err)
+	assert.NotEqual(t, ka, kb)
+}

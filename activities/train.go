@@ -269,8 +269,8 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string
 	if helpfulnessOnly {
 		name = "regression-helpfulness"
 	}
-	ph := &phase{name: name, stage: stage + ": " + name, dir: dir, steps: spec.Reward.Steps, every: spec.Reward.CheckpointEvery,
-		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches}
+	ph := &phase{name: name, stage: stage + ": " + name, dir: dir, steps: spec.Reward.RegressionSteps, every: spec.Reward.CheckpointEvery,
+		lr: spec.Reward.RegressionLearningRate, params: params, st: st, batches: batches}
 	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (optim.StepResult, error) {
 		var batchRows []reward.Rated
 		for _, i := range batches.next() {

@@ -89,10 +89,18 @@ type Reward struct {
 	// regression, regression-helpfulness, bt-from-regression,
 	// bt-margin-from-regression, bt-scaled-from-regression or
 	// bt-scaled-from-regression-expo (see reward.Recipes).
-	Recipe       string  `json:"recipe"`
+	Recipe string `json:"recipe"`
+	// Steps and LearningRate are the Bradley-Terry phase's.
 	Steps        int     `json:"steps"`
 	BatchSize    int     `json:"batch_size"`
 	LearningRate float64 `json:"learning_rate"`
+	// RegressionSteps and RegressionLearningRate are the regression
+	// phase's: of the regression recipes, and the first phase of the
+	// *-from-regression ones. The defaults keep NeMo-Aligner's
+	// HelpSteer2-Preference proportions: regression about 3x the steps of
+	// the scaled-BT phase at twice its learning rate.
+	RegressionSteps        int     `json:"regression_steps"`
+	RegressionLearningRate float64 `json:"regression_learning_rate"`
 	// CheckpointEvery is sft.checkpoint_every for each training phase.
 	CheckpointEvery int `json:"checkpoint_every"`
 }
@@ -155,9 +163,10 @@ func Default() Spec {
 		Data: Data{Generate: Generate{
 			Prompts: 2000, ValidationFraction: 0.2, RatingNoise: 0.6, PreferenceNoise: 0.5,
 		}},
-		Model:  Model{Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56},
-		SFT:    SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3, CheckpointEvery: 100},
-		Reward: Reward{Recipe: DefaultRecipe, Steps: 100, BatchSize: 16, LearningRate: 1e-3, CheckpointEvery: 25},
+		Model: Model{Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56},
+		SFT:   SFT{Steps: 800, BatchSize: 16, LearningRate: 4e-3, CheckpointEvery: 100},
+		Reward: Reward{Recipe: DefaultRecipe, Steps: 100, BatchSize: 16, LearningRate: 5e-4,
+			RegressionSteps: 300, RegressionLearningRate: 1e-3, CheckpointEvery: 25},
 		Reinforce: Reinforce{
 			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
 			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64, ContinueAsNewEvery: 100,
@@ -326,6 +335,8 @@ func (s Spec) Validate() error {
 	positive("reward.steps", s.Reward.Steps)
 	positive("reward.batch_size", s.Reward.BatchSize)
 	positiveF("reward.learning_rate", s.Reward.LearningRate)
+	positive("reward.regression_steps", s.Reward.RegressionSteps)
+	positiveF("reward.regression_learning_rate", s.Reward.RegressionLearningRate)
 	r := s.Reinforce
 	if r.Iterations < 0 {
 		bad("reinforce.iterations", fmt.Sprintf("must not be negative, got %d", r.Iterations))

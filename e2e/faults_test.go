@@ -99,7 +99,7 @@ func faultSpec() config.Spec {
 	s.Data.Generate.Prompts = 300
 	s.Model = config.Model{Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 56}
 	s.SFT.Steps, s.SFT.CheckpointEvery = 300, 10
-	s.Reward.Steps, s.Reward.CheckpointEvery = 100, 10
+	s.Reward.Steps, s.Reward.RegressionSteps, s.Reward.CheckpointEvery = 100, 100, 10
 	s.Reinforce.Iterations, s.Reinforce.PromptsPerIteration, s.Reinforce.BatchSize = 4, 8, 32
 	s.Reinforce.ContinueAsNewEvery = 2 // a kill in either workflow run must resume exactly
 	s.Eval.Prompts, s.Eval.SamplesPerPrompt = 8, 2

@@ -34,7 +34,7 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	spec := faultSpec()
-	spec.SFT.Steps, spec.Reward.Steps = 60, 30
+	spec.SFT.Steps, spec.Reward.Steps, spec.Reward.RegressionSteps = 60, 30, 30
 	const id = "resume-after-corruption"
 	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
 	require.NoError(t, err)

@@ -27,7 +27,7 @@ func TestNewRunReusesCompletedStages(t *testing.T) {
 	cl, store := startServer(t)
 	spec := faultSpec()
 	spec.ReuseStageOutputs = true
-	spec.SFT.Steps, spec.Reward.Steps = 60, 30
+	spec.SFT.Steps, spec.Reward.Steps, spec.Reward.RegressionSteps = 60, 30, 30
 	run := func(id, name string) pipeline.Summary {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()

@@ -349,3 +349,33 @@ func TestSummaryKeepsALargeSeedExactly(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(b), `"seed": 9007199254740993,`)
 }
+
+// TestRegressionBudgetOfRunsStartedBeforeIt: a run that started before the
+// regression phase had its own steps and learning rate (workflow version
+// "phase-budgets" absent from its history) keeps training that phase with
+// reward.steps and reward.learning_rate; a new run gets its own.
+func TestRegressionBudgetOfRunsStartedBeforeIt(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		env := newEnv(t)
+		if old {
+			env.OnGetVersion("phase-budgets", workflow.DefaultVersion, phaseBudgetsVersion).Return(workflow.DefaultVersion)
+		}
+		a := &activities.Activities{}
+		env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
+		env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
+		var got pipeline.TrainInput
+		env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(func(_ context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+			got = in
+			return pipeline.TrainResult{}, errors.New("enough")
+		})
+		env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reward": {"steps": 50, "learning_rate": 0.01}}`))
+		require.Error(t, env.GetWorkflowError())
+		if old {
+			assert.Equal(t, 50, got.Spec.Reward.RegressionSteps)
+			assert.Equal(t, 0.01, got.Spec.Reward.RegressionLearningRate)
+		} else {
+			assert.Equal(t, 300, got.Spec.Reward.RegressionSteps)
+			assert.Equal(t, 0.001, got.Spec.Reward.RegressionLearningRate)
+		}
+	}
+}

@@ -9,21 +9,24 @@ import (
 )
 
 // TestReplayRecordedHistory replays the histories of real runs (recorded by
-// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd'
+// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd|TestXLARunOnAWorkerWithoutXLA'
 // -update-history`) against the current workflow code: a change that would
 // break running workflows on a worker upgrade fails here. Such changes go
 // behind workflow.GetVersion.
 func TestReplayRecordedHistory(t *testing.T) {
 	// The -v0 files were recorded before the visibility version (search
 	// attributes and memo), alignment-history-v1 before curve segments and
-	// continue-as-new: runs started then must still replay.
-	// alignment-history.json is the first workflow run of an alignment
-	// (it ends by continuing as new), -continued its last; -xla is a run
-	// with backend xla on a worker without it (e2e
+	// continue-as-new, the -v2 alignment and -v1 comparison files before the
+	// regression phase had its own budget (phase-budgets): runs started
+	// then must still replay. alignment-history.json is the first workflow
+	// run of an alignment (it ends by continuing as new), -continued its
+	// last; -xla is a run with backend xla on a worker without it (e2e
 	// TestXLARunOnAWorkerWithoutXLA), which must replay on any build.
 	for _, file := range []string{
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
-		"testdata/alignment-history-xla.json", "testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
+		"testdata/alignment-history-xla.json",
+		"testdata/alignment-history-v2.json", "testdata/alignment-history-continued-v2.json", "testdata/comparison-history-v1.json",
+		"testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
 	} {
 		t.Run(file, func(t *testing.T) {
 			replayer := worker.NewWorkflowReplayer()

@@ -47,6 +47,12 @@ const StagePaused = "paused"
 // attributes and a memo; runs recorded before it replay without them.
 const visibilityVersion = 1
 
+// phaseBudgetsVersion is the workflow version from which the regression
+// phase of a reward recipe has its own reward.regression_steps and
+// reward.regression_learning_rate; runs started before it train that phase
+// with reward.steps and reward.learning_rate, as they began.
+const phaseBudgetsVersion = 1
+
 // tracker is a run's visible state: what the progress query answers and
 // the search attributes show.
 type tracker struct {
@@ -72,6 +78,11 @@ func begin(ctx workflow.Context, input json.RawMessage) (*tracker, config.Spec, 
 	if err != nil {
 		t.enter(pipeline.StageFailed)
 		return t, spec, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid run spec: %v", err), pipeline.ErrInvalidSpec, err)
+	}
+	if workflow.GetVersion(ctx, "phase-budgets", workflow.DefaultVersion, phaseBudgetsVersion) < phaseBudgetsVersion {
+		// Started before the regression phase had steps and a learning
+		// rate of its own: it keeps training with the BT phase's.
+		spec.Reward.RegressionSteps, spec.Reward.RegressionLearningRate = spec.Reward.Steps, spec.Reward.LearningRate
 	}
 	t.work = workFor(ctx, spec)
 	if t.visible {
