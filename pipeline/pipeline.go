@@ -62,10 +62,10 @@ type Data struct {
 	TrainPairs      int `json:"train_pairs"`
 	ValidationPairs int `json:"validation_pairs"`
 	TiesExcluded    int `json:"ties_excluded"`
-	// DroppedPairs counts non-tie pairs left out because a response,
-	// with its EOS, does not fit model.max_len next to BOS and the prompt's
-	// last tokens; TruncatedPairs counts kept pairs whose prompt lost its
-	// start to fit.
+	// DroppedTrainPairs and DroppedValidationPairs count the non-tie pairs
+	// left out because a response, with its EOS, does not fit model.max_len
+	// next to BOS and the prompt's last tokens; TruncatedPairs counts the
+	// kept pairs whose prompt lost its start to fit.
 	DroppedTrainPairs      int `json:"dropped_train_pairs"`
 	DroppedValidationPairs int `json:"dropped_validation_pairs"`
 	TruncatedPairs         int `json:"truncated_pairs"`

@@ -162,16 +162,22 @@ func TestStageFailureNamesTheStage(t *testing.T) {
 	assert.Equal(t, pipeline.ErrDiverged, app.Type())
 }
 
-// signalEnv mocks every activity; each REINFORCE iteration takes a simulated
-// minute, so signals can arrive between iterations.
-func signalEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *int) {
-	env := newEnv(t)
-	a := &activities.Activities{}
+// mockStagesBeforeReinforce mocks the data, training and evaluation
+// activities of a's type with empty results.
+func mockStagesBeforeReinforce(env *testsuite.TestWorkflowEnvironment, a *activities.Activities) {
 	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
 	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
 	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("rm")}, nil)
 	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
 	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(pipeline.PolicyEval{}, nil)
+}
+
+// signalEnv mocks every activity; each REINFORCE iteration takes a simulated
+// minute, so signals can arrive between iterations.
+func signalEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *int) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	mockStagesBeforeReinforce(env, a)
 	iterations := 0
 	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).After(time.Minute).Return(
 		func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
@@ -333,11 +339,7 @@ func TestSummaryKeepsALargeSeedExactly(t *testing.T) {
 	require.NoError(t, err)
 	a := activities.New(store)
 	env.RegisterActivity(a)
-	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
-	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
-	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("rm")}, nil)
-	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
-	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(pipeline.PolicyEval{}, nil)
+	mockStagesBeforeReinforce(env, a)
 	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(pipeline.IterationResult{Policy: ref("pol")}, nil)
 
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"name": "big", "seed": 9007199254740993, "reinforce": {"iterations": 1}}`))

@@ -27,11 +27,7 @@ func TestBothWorkflowsScheduleEachActivityAlike(t *testing.T) {
 	record := func(wf string) map[string]timeouts {
 		env := newEnv(t)
 		a := &activities.Activities{}
-		env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
-		env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
-		env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("rm")}, nil)
-		env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
-		env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(pipeline.PolicyEval{}, nil)
+		mockStagesBeforeReinforce(env, a)
 		env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(pipeline.IterationResult{Policy: ref("pol")}, nil)
 		env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
 		env.OnActivity(a.WriteReport, mock.Anything, mock.Anything).Return(pipeline.ReportPaths{}, nil)
