@@ -1,0 +1,164 @@
+package hftokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/dlclark/regexp2/v2"
+	"golang.org/x/text/unicode/norm"
+)
+
+// normalizer rewrites a piece of text before it is split and tokenised.
+type normalizer func(string) string
+
+var normalizerTypes = []string{"Sequence", "Prepend", "Replace", "NFC", "NFKC", "NFD", "NFKD", "Lowercase", "Strip"}
+
+func parseNormalizer(raw json.RawMessage, field string) (normalizer, error) {
+	typ, ok, err := component(raw)
+	if err != nil || !ok {
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return nil, nil
+	}
+	switch typ {
+	case "Sequence":
+		var v struct {
+			Normalizers []json.RawMessage `json:"normalizers"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		var seq []normalizer
+		for i, r := range v.Normalizers {
+			n, err := parseNormalizer(r, fmt.Sprintf("%s.normalizers[%d]", field, i))
+			if err != nil {
+				return nil, err
+			}
+			if n != nil {
+				seq = append(seq, n)
+			}
+		}
+		return func(s string) string {
+			for _, n := range seq {
+				s = n(s)
+			}
+			return s
+		}, nil
+	case "Prepend":
+		var v struct {
+			Prepend string `json:"prepend"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return func(s string) string {
+			if s == "" {
+				return s
+			}
+			return v.Prepend + s
+		}, nil
+	case "Replace":
+		var v struct {
+			Pattern pattern `json:"pattern"`
+			Content string  `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return replacer(v.Pattern, v.Content, field)
+	case "NFC":
+		return norm.NFC.String, nil
+	case "NFKC":
+		return norm.NFKC.String, nil
+	case "NFD":
+		return norm.NFD.String, nil
+	case "NFKD":
+		return norm.NFKD.String, nil
+	case "Lowercase":
+		return strings.ToLower, nil
+	case "Strip":
+		var v struct {
+			Left  bool `json:"strip_left"`
+			Right bool `json:"strip_right"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return func(s string) string {
+			if v.Left {
+				s = strings.TrimLeftFunc(s, isSpace)
+			}
+			if v.Right {
+				s = strings.TrimRightFunc(s, isSpace)
+			}
+			return s
+		}, nil
+	}
+	return nil, unsupported(field+".type", typ, normalizerTypes)
+}
+
+// replacer replaces every match of p by content: a literal string or a regex.
+func replacer(p pattern, content, field string) (func(string) string, error) {
+	switch {
+	case p.String != nil:
+		old := *p.String
+		if old == "" {
+			return nil, fmt.Errorf("%s.pattern.String: empty", field)
+		}
+		return func(s string) string { return strings.ReplaceAll(s, old, content) }, nil
+	case p.Regex != nil:
+		re, err := compileRegex(*p.Regex, field+".pattern.Regex")
+		if err != nil {
+			return nil, err
+		}
+		return func(s string) string {
+			spans := findAll(re, s)
+			if len(spans) == 0 {
+				return s
+			}
+			var b strings.Builder
+			last := 0
+			for _, sp := range spans {
+				b.WriteString(s[last:sp[0]])
+				b.WriteString(content)
+				last = sp[1]
+			}
+			b.WriteString(s[last:])
+			return b.String()
+		}, nil
+	}
+	return nil, fmt.Errorf("%s.pattern: neither String nor Regex", field)
+}
+
+func compileRegex(expr, field string) (*regexp2.Regexp, error) {
+	re, err := regexp2.Compile(expr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q does not compile: %w", field, shorten(expr, 80), err)
+	}
+	return re, nil
+}
+
+// findAll returns the byte spans of the non-overlapping matches of re in s.
+// An error (only a timeout, which is disabled) counts as no match.
+func findAll(re *regexp2.Regexp, s string) [][]int {
+	spans, err := re.FindAllStringIndex(s, -1)
+	if err != nil {
+		return nil
+	}
+	return spans
+}
+
+// isSpace is Rust's char::is_whitespace, which Hugging Face's tokenizers use.
+func isSpace(r rune) bool {
+	switch r {
+	case ' ', '\t', '\n', '\v', '\f', '\r', 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000:
+		return true
+	}
+	return r >= 0x2000 && r <= 0x200A
+}
+
+func unsupported(field, value string, allowed []string) error {
+	return fmt.Errorf("%s: %q is not supported (supported: %s)", field, value, strings.Join(allowed, ", "))
+}

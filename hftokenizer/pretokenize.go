@@ -1,0 +1,274 @@
+package hftokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+
+	"github.com/dlclark/regexp2/v2"
+)
+
+// preTokenizer splits a normalised piece of text into the words the model
+// tokenises one by one. first reports whether the piece starts the input
+// (Metaspace's prepend_scheme "first" looks at it).
+type preTokenizer func(s string, first bool) []string
+
+var preTokenizerTypes = []string{"Sequence", "ByteLevel", "Split", "Metaspace", "Digits", "Whitespace", "WhitespaceSplit"}
+
+// gpt2Split is the ByteLevel pre-tokenizer's regex (use_regex: true).
+const gpt2Split = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+
+var (
+	gpt2Regex       = regexp2.MustCompile(gpt2Split)
+	whitespaceRegex = regexp2.MustCompile(`\w+|[^\w\s]+`)
+)
+
+func parsePreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) {
+	typ, ok, err := component(raw)
+	if err != nil || !ok {
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return nil, nil
+	}
+	switch typ {
+	case "Sequence":
+		var v struct {
+			PreTokenizers []json.RawMessage `json:"pretokenizers"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		var seq []preTokenizer
+		for i, r := range v.PreTokenizers {
+			p, err := parsePreTokenizer(r, fmt.Sprintf("%s.pretokenizers[%d]", field, i))
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				seq = append(seq, p)
+			}
+		}
+		return func(s string, first bool) []string {
+			pieces := []string{s}
+			for _, p := range seq {
+				var next []string
+				for i, piece := range pieces {
+					next = append(next, p(piece, first && i == 0)...)
+				}
+				pieces = next
+			}
+			return pieces
+		}, nil
+	case "ByteLevel":
+		var v struct {
+			AddPrefixSpace bool  `json:"add_prefix_space"`
+			UseRegex       *bool `json:"use_regex"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		useRegex := v.UseRegex == nil || *v.UseRegex // true unless said otherwise
+		return func(s string, _ bool) []string {
+			if v.AddPrefixSpace && !strings.HasPrefix(s, " ") {
+				s = " " + s
+			}
+			pieces := []string{s}
+			if useRegex {
+				pieces = splitBy(s, findAll(gpt2Regex, s), "Isolated", false)
+			}
+			for i, p := range pieces {
+				pieces[i] = byteLevelEncode(p)
+			}
+			return pieces
+		}, nil
+	case "Split":
+		var v struct {
+			Pattern  pattern `json:"pattern"`
+			Behavior string  `json:"behavior"`
+			Invert   bool    `json:"invert"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if !isBehavior(v.Behavior) {
+			return nil, unsupported(field+".behavior", v.Behavior, behaviors)
+		}
+		find, err := matcher(v.Pattern, field)
+		if err != nil {
+			return nil, err
+		}
+		return func(s string, _ bool) []string { return splitBy(s, find(s), v.Behavior, v.Invert) }, nil
+	case "Metaspace":
+		var v struct {
+			Replacement    string `json:"replacement"`
+			PrependScheme  string `json:"prepend_scheme"`
+			AddPrefixSpace *bool  `json:"add_prefix_space"` // the older spelling of prepend_scheme
+			Split          *bool  `json:"split"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if v.Replacement == "" {
+			v.Replacement = "▁"
+		}
+		scheme := v.PrependScheme
+		if scheme == "" {
+			scheme = "always"
+			if v.AddPrefixSpace != nil && !*v.AddPrefixSpace {
+				scheme = "never"
+			}
+		}
+		if scheme != "always" && scheme != "first" && scheme != "never" {
+			return nil, unsupported(field+".prepend_scheme", scheme, []string{"always", "first", "never"})
+		}
+		split := v.Split == nil || *v.Split
+		return func(s string, first bool) []string {
+			s = strings.ReplaceAll(s, " ", v.Replacement)
+			if (scheme == "always" || scheme == "first" && first) && !strings.HasPrefix(s, v.Replacement) {
+				s = v.Replacement + s
+			}
+			if !split {
+				return []string{s}
+			}
+			return splitBy(s, literalSpans(s, v.Replacement), "MergedWithNext", false)
+		}, nil
+	case "Digits":
+		var v struct {
+			Individual bool `json:"individual_digits"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		behavior := "Contiguous"
+		if v.Individual {
+			behavior = "Isolated"
+		}
+		return func(s string, _ bool) []string { return splitBy(s, runeSpans(s, unicode.IsDigit), behavior, false) }, nil
+	case "Whitespace":
+		return func(s string, _ bool) []string { return splitBy(s, findAll(whitespaceRegex, s), "Removed", true) }, nil
+	case "WhitespaceSplit":
+		return func(s string, _ bool) []string { return strings.FieldsFunc(s, isSpace) }, nil
+	}
+	return nil, unsupported(field+".type", typ, preTokenizerTypes)
+}
+
+var behaviors = []string{"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"}
+
+func isBehavior(b string) bool {
+	for _, x := range behaviors {
+		if b == x {
+			return true
+		}
+	}
+	return false
+}
+
+// matcher returns the spans a Split pattern matches.
+func matcher(p pattern, field string) (func(string) [][]int, error) {
+	switch {
+	case p.String != nil:
+		lit := *p.String
+		return func(s string) [][]int { return literalSpans(s, lit) }, nil
+	case p.Regex != nil:
+		re, err := compileRegex(*p.Regex, field+".pattern.Regex")
+		if err != nil {
+			return nil, err
+		}
+		return func(s string) [][]int { return findAll(re, s) }, nil
+	}
+	return nil, fmt.Errorf("%s.pattern: neither String nor Regex", field)
+}
+
+func literalSpans(s, lit string) [][]int {
+	if lit == "" {
+		return nil
+	}
+	var spans [][]int
+	for at := 0; ; {
+		i := strings.Index(s[at:], lit)
+		if i < 0 {
+			return spans
+		}
+		spans = append(spans, []int{at + i, at + i + len(lit)})
+		at += i + len(lit)
+	}
+}
+
+// runeSpans returns one span per rune of s for which keep is true.
+func runeSpans(s string, keep func(rune) bool) [][]int {
+	var spans [][]int
+	for i, r := range s {
+		if keep(r) {
+			spans = append(spans, []int{i, i + len(string(r))})
+		}
+	}
+	return spans
+}
+
+// splitBy splits s at the matched spans the way Hugging Face's
+// SplitDelimiterBehavior does; with invert the spans are the pieces and
+// what lies between them the delimiters. Empty pieces are dropped.
+func splitBy(s string, spans [][]int, behavior string, invert bool) []string {
+	type part struct {
+		text  string
+		match bool
+	}
+	var parts []part
+	last := 0
+	for _, sp := range spans {
+		if sp[0] > last {
+			parts = append(parts, part{s[last:sp[0]], invert})
+		}
+		if sp[1] > sp[0] {
+			parts = append(parts, part{s[sp[0]:sp[1]], !invert})
+		}
+		last = sp[1]
+	}
+	if last < len(s) {
+		parts = append(parts, part{s[last:], invert})
+	}
+	var out []string
+	switch behavior {
+	case "Isolated":
+		for _, p := range parts {
+			out = append(out, p.text)
+		}
+	case "Removed":
+		for _, p := range parts {
+			if !p.match {
+				out = append(out, p.text)
+			}
+		}
+	case "MergedWithPrevious": // a delimiter joins the piece before it, unless that is one too
+		for i, p := range parts {
+			if p.match && i > 0 && !parts[i-1].match {
+				out[len(out)-1] += p.text
+			} else {
+				out = append(out, p.text)
+			}
+		}
+	case "MergedWithNext": // a delimiter joins the piece after it, unless that is one too
+		for i := len(parts) - 1; i >= 0; i-- {
+			p := parts[i]
+			if p.match && i < len(parts)-1 && !parts[i+1].match {
+				out[len(out)-1] = p.text + out[len(out)-1]
+			} else {
+				out = append(out, p.text)
+			}
+		}
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	case "Contiguous":
+		for i, p := range parts {
+			if p.match && i > 0 && parts[i-1].match {
+				out[len(out)-1] += p.text
+			} else {
+				out = append(out, p.text)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,316 @@
+// Package hftokenizer reads Hugging Face tokenizer.json files with a BPE
+// model and encodes and decodes text exactly as Hugging Face's tokenizers
+// do: added and special tokens are matched first, then the normaliser, the
+// pre-tokeniser and the BPE model (byte-level, as GPT-2, Llama 3, Qwen2 and
+// SmolLM2 use, or SentencePiece-style with byte fallback, as Llama 2,
+// Mistral and TinyLlama use), then the post-processor (BOS). Pre-tokeniser
+// regexes use look-ahead, so they run on regexp2.
+//
+// It is written here rather than taken from a library: tiktoken-go covers
+// byte-level BPE only, and the Go ports of tokenizers either mishandle byte
+// fallback and look-ahead regexes or need a Rust library (toolchain.md).
+package hftokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"unicode"
+)
+
+// Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
+type Tokenizer struct {
+	// Path is the file it was read from.
+	Path string
+
+	model       *bpe
+	normalize   normalizer
+	preTokenize preTokenizer
+	post        postProcessor
+	decode      decoder
+	added       []addedToken // longest content first
+	tokens      []string     // by id
+	special     map[int32]bool
+}
+
+// File is the name of a tokenizer in a model directory.
+const File = "tokenizer.json"
+
+// maxFileBytes bounds what Load reads: the largest real tokenizer.json files
+// (Gemma's, Qwen2's) are about 35 MB.
+const maxFileBytes = 256 << 20
+
+// Load reads a tokenizer.json, or the one in a model directory.
+func Load(path string) (*Tokenizer, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, File)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	if st.Size() > maxFileBytes {
+		return nil, fmt.Errorf("tokenizer %s: %d bytes is more than any tokenizer.json (at most %d)", path, st.Size(), maxFileBytes)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	t, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer %s: %w", path, err)
+	}
+	t.Path = path
+	return t, nil
+}
+
+// Parse reads the contents of a tokenizer.json. Errors name the field at
+// fault and, for a component of an unsupported type, the supported ones.
+func Parse(data []byte) (*Tokenizer, error) {
+	var f file
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("not a tokenizer.json: %w", err)
+	}
+	typ, ok, err := component(f.Model)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("model: %w", err)
+	case !ok:
+		return nil, fmt.Errorf("model: missing")
+	case typ != "BPE":
+		return nil, unsupported("model.type", typ, []string{"BPE"})
+	}
+	var m bpeModel
+	if err := json.Unmarshal(f.Model, &m); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	t := &Tokenizer{special: map[int32]bool{}}
+	if t.model, err = newBPE(&m, "model"); err != nil {
+		return nil, err
+	}
+	if t.normalize, err = parseNormalizer(f.Normalizer, "normalizer"); err != nil {
+		return nil, err
+	}
+	if t.preTokenize, err = parsePreTokenizer(f.PreTokenizer, "pre_tokenizer"); err != nil {
+		return nil, err
+	}
+	if t.decode, err = parseDecoder(f.Decoder, "decoder"); err != nil {
+		return nil, err
+	}
+	if err := t.index(&m, f.AddedTokens); err != nil {
+		return nil, err
+	}
+	if t.post, err = parsePostProcessor(f.PostProcessor, "post_processor", t.tokenID); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// index builds the id-to-token table. Ids must be below the number of
+// tokens the file defines, so a crafted file cannot make it allocate more
+// than its own size.
+func (t *Tokenizer) index(m *bpeModel, added []addedToken) error {
+	limit := len(m.Vocab) + len(added)
+	t.tokens = make([]string, limit)
+	set := make([]bool, limit)
+	for tok, id := range m.Vocab {
+		if id < 0 || id >= limit {
+			return fmt.Errorf("model.vocab: %q has id %d, outside 0..%d", shorten(tok, 40), id, limit-1)
+		}
+		if set[id] {
+			return fmt.Errorf("model.vocab: id %d is given to both %q and %q", id, shorten(t.tokens[id], 40), shorten(tok, 40))
+		}
+		t.tokens[id], set[id] = tok, true
+	}
+	for i, a := range added {
+		field := fmt.Sprintf("added_tokens[%d]", i)
+		if a.ID < 0 || a.ID >= limit {
+			return fmt.Errorf("%s: id %d outside 0..%d", field, a.ID, limit-1)
+		}
+		if a.Content == "" {
+			return fmt.Errorf("%s.content: empty", field)
+		}
+		if set[a.ID] && t.tokens[a.ID] != a.Content {
+			return fmt.Errorf("%s: id %d is %q in the vocabulary, not %q", field, a.ID, shorten(t.tokens[a.ID], 40), shorten(a.Content, 40))
+		}
+		t.tokens[a.ID], set[a.ID] = a.Content, true
+		if a.Special {
+			t.special[int32(a.ID)] = true
+		}
+		t.added = append(t.added, a)
+	}
+	// Trailing ids no token uses are dropped; the table is dense below.
+	n := len(t.tokens)
+	for n > 0 && !set[n-1] {
+		n--
+	}
+	t.tokens = t.tokens[:n]
+	slices.SortStableFunc(t.added, func(a, b addedToken) int { return len(b.Content) - len(a.Content) })
+	return nil
+}
+
+// VocabSize is the number of ids: one more than the largest.
+func (t *Tokenizer) VocabSize() int { return len(t.tokens) }
+
+// Token returns the token of an id ("" when there is none).
+func (t *Tokenizer) Token(id int32) string {
+	if id < 0 || int(id) >= len(t.tokens) {
+		return ""
+	}
+	return t.tokens[id]
+}
+
+// TokenID returns the id of a token of the vocabulary or an added token.
+func (t *Tokenizer) TokenID(token string) (int32, bool) {
+	for _, a := range t.added {
+		if a.Content == token {
+			return int32(a.ID), true
+		}
+	}
+	id, ok := t.model.vocab[token]
+	return id, ok
+}
+
+func (t *Tokenizer) tokenID(token string) (int32, bool) { return t.TokenID(token) }
+
+// IsSpecial reports whether id is a special added token (BOS, EOS, ...).
+func (t *Tokenizer) IsSpecial(id int32) bool { return t.special[id] }
+
+// Encode returns the ids of text. Added and special tokens written in the
+// text are recognised either way; addSpecial also applies the
+// post-processor (for Llama, the BOS in front), as Hugging Face's
+// encode(text, add_special_tokens=...) does.
+func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
+	var ids []int32
+	for i, seg := range t.segments(text) {
+		if seg.token >= 0 {
+			ids = append(ids, seg.token)
+			continue
+		}
+		words := []string{seg.text}
+		if t.preTokenize != nil {
+			words = t.preTokenize(seg.text, i == 0)
+		}
+		for _, w := range words {
+			ids = append(ids, t.model.tokenize(w)...)
+		}
+	}
+	if addSpecial && t.post != nil {
+		ids = t.post(ids)
+	}
+	return ids
+}
+
+// segment is a piece of the input: an added token, or normalised text.
+type segment struct {
+	text  string
+	token int32 // -1 for text
+}
+
+// segments splits text at added tokens and normalises the rest: tokens
+// marked normalized: false are found in the raw text, the others in the
+// normalised text, as Hugging Face's AddedVocabulary does.
+func (t *Tokenizer) segments(text string) []segment {
+	var raw, normalized []addedToken
+	for _, a := range t.added {
+		if a.Normalized && t.normalize != nil {
+			normalized = append(normalized, a)
+		} else {
+			raw = append(raw, a)
+		}
+	}
+	var out []segment
+	for _, s := range splitAdded(text, raw) {
+		if s.token >= 0 {
+			out = append(out, s)
+			continue
+		}
+		if t.normalize != nil {
+			s.text = t.normalize(s.text)
+		}
+		for _, n := range splitAdded(s.text, normalized) {
+			if n.token >= 0 || n.text != "" {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// splitAdded finds the added tokens in text, leftmost first and the longest
+// of those starting there, honouring single_word, lstrip and rstrip.
+func splitAdded(text string, tokens []addedToken) []segment {
+	if len(tokens) == 0 || text == "" {
+		return []segment{{text: text, token: -1}}
+	}
+	var out []segment
+	last := 0
+	for at := 0; at < len(text); {
+		a, ok := matchAt(text, at, tokens)
+		if !ok {
+			at++
+			continue
+		}
+		start, end := at, at+len(a.Content)
+		if a.LStrip {
+			start = len(strings.TrimRightFunc(text[last:start], unicode.IsSpace)) + last
+		}
+		if a.RStrip {
+			end = len(text) - len(strings.TrimLeftFunc(text[end:], unicode.IsSpace))
+		}
+		if start > last {
+			out = append(out, segment{text: text[last:start], token: -1})
+		}
+		out = append(out, segment{token: int32(a.ID)})
+		last, at = end, end
+	}
+	if last < len(text) {
+		out = append(out, segment{text: text[last:], token: -1})
+	}
+	return out
+}
+
+func matchAt(text string, at int, tokens []addedToken) (addedToken, bool) {
+	for _, a := range tokens { // longest first
+		if !strings.HasPrefix(text[at:], a.Content) {
+			continue
+		}
+		if a.SingleWord && (isWordBefore(text, at) || isWordAfter(text, at+len(a.Content))) {
+			continue
+		}
+		return a, true
+	}
+	return addedToken{}, false
+}
+
+func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
+
+func isWordBefore(text string, i int) bool {
+	r := []rune(text[:i])
+	return len(r) > 0 && isWordRune(r[len(r)-1])
+}
+
+func isWordAfter(text string, i int) bool {
+	for _, r := range text[i:] {
+		return isWordRune(r)
+	}
+	return false
+}
+
+// Decode returns the text of ids, leaving out special tokens when asked.
+func (t *Tokenizer) Decode(ids []int32, skipSpecial bool) string {
+	tokens := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if skipSpecial && t.special[id] {
+			continue
+		}
+		tokens = append(tokens, t.Token(id))
+	}
+	if t.decode != nil {
+		tokens = t.decode(tokens)
+	}
+	return strings.Join(tokens, "")
+}
