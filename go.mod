@@ -3,6 +3,7 @@ module github.com/alignflow/alignflow
 go 1.26.8
 
 require (
+	github.com/ardanlabs/jinja v1.8.0
 	github.com/dlclark/regexp2/v2 v2.13.0
 	github.com/gomlx/gomlx v0.26.0
 	github.com/google/uuid v1.6.0
