@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -24,23 +25,44 @@ import (
 // LMHead is the output projection [D, Vocab].
 const LMHead = "lm_head"
 
-// Init returns a fresh policy: backbone plus language-model head.
+// Init returns a fresh policy: backbone plus language-model head (none
+// where the model reads its logits off the embeddings).
 func Init(cfg transformer.Config, seed uint64) *weights.Set {
 	s := transformer.InitBackbone(cfg, seed)
+	s.Metadata["kind"] = "policy"
+	if cfg.TiedEmbeddings {
+		return s
+	}
 	head := weights.NewTensor(cfg.Dim, cfg.Vocab)
 	r := rand.New(rand.NewPCG(seed, 0x4ead))
 	for i := range head.Data {
 		head.Data[i] = float32(r.NormFloat64() * 0.02)
 	}
 	s.Put(LMHead, head)
-	s.Metadata["kind"] = "policy"
 	return s
+}
+
+// Logits are the next-token logits [B,T,Vocab] of tokens [B,T].
+func Logits(p transformer.Params, cfg transformer.Config, tokens *graph.Node) *graph.Node {
+	return head(p, cfg, transformer.Hidden(p, cfg, tokens), false)
+}
+
+// head maps hidden states to logits: by the language-model head [D,Vocab]
+// (transposed: [Vocab,D]), or by the embedding matrix [Vocab,D] when the
+// model ties them.
+func head(p transformer.Params, cfg transformer.Config, h *graph.Node, transposed bool) *graph.Node {
+	switch {
+	case cfg.TiedEmbeddings:
+		return transformer.LinearT(h, p[transformer.Embed])
+	case transposed:
+		return transformer.LinearT(h, p[LMHead])
+	}
+	return backend.Linear(h, p[LMHead])
 }
 
 // TokenLogProbs returns log pi(target_t | inputs_<=t) for every position, [B,T].
 func TokenLogProbs(p transformer.Params, cfg transformer.Config, inputs, targets *graph.Node) *graph.Node {
-	h := transformer.Hidden(p, cfg, inputs)
-	logits := backend.Linear(h, p[LMHead])
+	logits := Logits(p, cfg, inputs)
 	logp := transformer.LogSoftmax(logits)
 	onehot := graph.OneHot(targets, cfg.Vocab, dtypes.Float32)
 	return graph.ReduceSum(graph.Mul(logp, onehot), -1)
@@ -172,7 +194,7 @@ func (e *Engine) compile() {
 				kc, vc = in[np+1:np+1+layers], in[np+1+layers:np+1+2*layers]
 			}
 			h, nk, nv := transformer.DecodeStep(p, e.Cfg, token, kc, vc)
-			logits := transformer.LinearT(h, p[LMHead])
+			logits := head(p, e.Cfg, h, true)
 			out := []*graph.Node{logits}
 			out = append(out, nk...)
 			return append(out, nv...)
@@ -232,6 +254,16 @@ type SampleOptions struct {
 	Temperature float64 // 0 means greedy
 	TopP        float64 // nucleus sampling mass, (0, 1]
 	MaxTokens   int     // response tokens at most, EOS included
+	// Stop are the tokens that end a response (EOS); nil means the bundled
+	// byte tokenizer's EOS.
+	Stop []int32
+}
+
+func (o SampleOptions) stops(tok int32) bool {
+	if o.Stop == nil {
+		return tok == tokenizer.EOS
+	}
+	return slices.Contains(o.Stop, tok)
 }
 
 // Sample is one generated response.
@@ -259,7 +291,11 @@ func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int,
 	e.compile()
 	// The decode graph reads the projections transposed (see
 	// transformer.DecodeStep): transposed once here, not at every step.
-	dp, err := transformer.TransposeProjections(params, append(transformer.Projections(e.Cfg), LMHead))
+	names := transformer.Projections(e.Cfg)
+	if !e.Cfg.TiedEmbeddings {
+		names = append(names, LMHead)
+	}
+	dp, err := transformer.TransposeProjections(params, names)
 	if err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
@@ -288,13 +324,20 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 			c.FinalizeAll()
 		}
 	}()
+	// Rows that are done (or pad the batch) keep feeding a token whose
+	// outputs are ignored: the byte tokenizer's PAD, or 0 in a smaller
+	// vocabulary.
+	pad := int32(tokenizer.PAD)
+	if int(pad) >= cfg.Vocab {
+		pad = 0
+	}
 	samples := make([]Sample, len(prompts))
 	done := make([]bool, rows)
 	cur := make([]int32, rows)
 	for b := 0; b < rows; b++ {
 		if b >= len(prompts) {
 			done[b] = true
-			cur[b] = tokenizer.PAD
+			cur[b] = pad
 			continue
 		}
 		if len(prompts[b]) == 0 || len(prompts[b]) >= tmax {
@@ -323,7 +366,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		allDone := true
 		for b := 0; b < rows; b++ {
 			if done[b] {
-				cur[b] = tokenizer.PAD
+				cur[b] = pad
 				continue
 			}
 			if s+1 < len(prompts[b]) {
@@ -336,7 +379,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 			samples[b].Tokens = append(samples[b].Tokens, tok)
 			samples[b].LogProbs = append(samples[b].LogProbs, logSoftmaxAt(row, tok))
 			switch {
-			case tok == tokenizer.EOS:
+			case opts.stops(tok):
 				samples[b].Ended = true
 				done[b] = true
 			case len(samples[b].Tokens) >= opts.MaxTokens || s+2 >= tmax: // the sequence fills MaxLen

@@ -17,7 +17,10 @@ import (
 	"github.com/alignflow/alignflow/weights"
 )
 
-// Config is the architecture. It is saved with every checkpoint.
+// Config is the architecture. It is saved with every checkpoint. The fields
+// after MaxLen describe Llama-family models (Llama 2 and 3, Mistral,
+// Qwen2); left zero they are the bundled byte-level model's choices, so its
+// checkpoints and graphs are unchanged.
 type Config struct {
 	Vocab  int `json:"vocab"`
 	Dim    int `json:"dim"`
@@ -25,29 +28,142 @@ type Config struct {
 	Layers int `json:"layers"`
 	Hidden int `json:"hidden"`  // MLP width
 	MaxLen int `json:"max_len"` // longest sequence, prompt and response together
+
+	// KVHeads is the number of key/value heads (grouped-query attention);
+	// 0 means Heads.
+	KVHeads int `json:"kv_heads,omitempty"`
+	// HeadSize is the width of a head; 0 means Dim/Heads.
+	HeadSize int `json:"head_dim,omitempty"`
+	// RopeTheta is the rotary base; 0 means 10000.
+	RopeTheta float64 `json:"rope_theta,omitempty"`
+	// RopeScaling stretches the rotary frequencies (Llama 3.1's "llama3",
+	// or "linear"); nil for none.
+	RopeScaling *RopeScaling `json:"rope_scaling,omitempty"`
+	// NormEps is RMSNorm's epsilon; 0 means 1e-6.
+	NormEps float64 `json:"norm_eps,omitempty"`
+	// GatedMLP is Llama's SiLU-gated MLP, down(silu(gate(x)) * up(x)),
+	// instead of the bundled down(silu(up(x))).
+	GatedMLP bool `json:"gated_mlp,omitempty"`
+	// QKVBias adds biases to the query, key and value projections (Qwen2).
+	QKVBias bool `json:"qkv_bias,omitempty"`
+	// TiedEmbeddings reads the logits off the embedding matrix instead of a
+	// separate language-model head.
+	TiedEmbeddings bool `json:"tied_embeddings,omitempty"`
 }
+
+// RopeScaling is config.json's rope_scaling of the kinds alignflow applies.
+type RopeScaling struct {
+	Type   string  `json:"rope_type"` // "llama3" or "linear"
+	Factor float64 `json:"factor"`
+	// LowFreqFactor, HighFreqFactor and OriginalMaxPositions are llama3's.
+	LowFreqFactor        float64 `json:"low_freq_factor,omitempty"`
+	HighFreqFactor       float64 `json:"high_freq_factor,omitempty"`
+	OriginalMaxPositions int     `json:"original_max_position_embeddings,omitempty"`
+}
+
+// Rope scaling types.
+const (
+	RopeLlama3 = "llama3"
+	RopeLinear = "linear"
+)
 
 // Validate reports the first inconsistent field.
 func (c Config) Validate() error {
 	switch {
 	case c.Vocab <= 0:
 		return fmt.Errorf("vocab must be positive, got %d", c.Vocab)
-	case c.Dim <= 0 || c.Heads <= 0 || c.Dim%c.Heads != 0:
-		return fmt.Errorf("dim (%d) must be a positive multiple of heads (%d)", c.Dim, c.Heads)
-	case (c.Dim/c.Heads)%2 != 0:
-		return fmt.Errorf("dim/heads (%d) must be even for rotary embeddings", c.Dim/c.Heads)
+	case c.Dim <= 0 || c.Heads <= 0:
+		return fmt.Errorf("dim (%d) and heads (%d) must be positive", c.Dim, c.Heads)
+	case c.HeadSize == 0 && c.Dim%c.Heads != 0:
+		return fmt.Errorf("dim (%d) must be a multiple of heads (%d)", c.Dim, c.Heads)
+	case c.HeadDim() <= 0 || c.HeadDim()%2 != 0:
+		return fmt.Errorf("the head width (%d) must be even for rotary embeddings", c.HeadDim())
+	case c.KVHeads < 0 || c.Heads%c.KVHeadCount() != 0:
+		return fmt.Errorf("heads (%d) must be a multiple of kv_heads (%d)", c.Heads, c.KVHeads)
 	case c.Layers <= 0:
 		return fmt.Errorf("layers must be positive, got %d", c.Layers)
 	case c.Hidden <= 0:
 		return fmt.Errorf("hidden must be positive, got %d", c.Hidden)
 	case c.MaxLen <= 1:
 		return fmt.Errorf("max_len must be at least 2, got %d", c.MaxLen)
+	case c.RopeTheta < 0 || c.NormEps < 0:
+		return fmt.Errorf("rope_theta (%v) and norm_eps (%v) must not be negative", c.RopeTheta, c.NormEps)
+	}
+	if r := c.RopeScaling; r != nil {
+		switch {
+		case r.Type != RopeLlama3 && r.Type != RopeLinear:
+			return fmt.Errorf("rope_scaling type %q is not supported (supported: %s, %s)", r.Type, RopeLlama3, RopeLinear)
+		case !(r.Factor > 0):
+			return fmt.Errorf("rope_scaling factor must be positive, got %v", r.Factor)
+		case r.Type == RopeLlama3 && !(r.HighFreqFactor > r.LowFreqFactor && r.LowFreqFactor > 0 && r.OriginalMaxPositions > 0):
+			return fmt.Errorf("rope_scaling llama3 needs 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings, got %+v", *r)
+		}
 	}
 	return nil
 }
 
 // HeadDim is the width of one attention head.
-func (c Config) HeadDim() int { return c.Dim / c.Heads }
+func (c Config) HeadDim() int {
+	if c.HeadSize > 0 {
+		return c.HeadSize
+	}
+	return c.Dim / c.Heads
+}
+
+// KVHeadCount is the number of key/value heads.
+func (c Config) KVHeadCount() int {
+	if c.KVHeads > 0 {
+		return c.KVHeads
+	}
+	return c.Heads
+}
+
+func (c Config) theta() float64 {
+	if c.RopeTheta > 0 {
+		return c.RopeTheta
+	}
+	return 10000
+}
+
+func (c Config) eps() float64 {
+	if c.NormEps > 0 {
+		return c.NormEps
+	}
+	return 1e-6
+}
+
+// frequencies are the rotary frequencies of the head's dimension pairs,
+// scaled as RopeScaling says (as transformers' rope init functions do).
+func (c Config) frequencies() []float64 {
+	d := c.HeadDim()
+	out := make([]float64, d/2)
+	for i := range out {
+		out[i] = math.Pow(c.theta(), -float64(2*i)/float64(d))
+	}
+	r := c.RopeScaling
+	switch {
+	case r == nil:
+	case r.Type == RopeLinear:
+		for i := range out {
+			out[i] /= r.Factor
+		}
+	case r.Type == RopeLlama3:
+		old := float64(r.OriginalMaxPositions)
+		lowWavelen, highWavelen := old/r.LowFreqFactor, old/r.HighFreqFactor
+		for i, f := range out {
+			wavelen := 2 * math.Pi / f
+			switch {
+			case wavelen < highWavelen:
+			case wavelen > lowWavelen:
+				out[i] = f / r.Factor
+			default:
+				smooth := (old/wavelen - r.LowFreqFactor) / (r.HighFreqFactor - r.LowFreqFactor)
+				out[i] = (1-smooth)*f/r.Factor + smooth*f
+			}
+		}
+	}
+	return out
+}
 
 // Parameter names shared by every model built on the backbone.
 const (
@@ -79,18 +195,28 @@ func InitBackbone(cfg Config, seed uint64) *weights.Set {
 		return t
 	}
 	d := cfg.Dim
+	qd, kvd := cfg.Heads*cfg.HeadDim(), cfg.KVHeadCount()*cfg.HeadDim()
 	inStd := 1 / math.Sqrt(float64(d))
 	outStd := inStd / math.Sqrt(2*float64(cfg.Layers))
 	s.Put(Embed, normal(0.1, cfg.Vocab, d))
 	for l := 0; l < cfg.Layers; l++ {
 		s.Put(layerName(l, "attn_norm"), ones(d))
-		s.Put(layerName(l, "wq"), normal(inStd, d, d))
-		s.Put(layerName(l, "wk"), normal(inStd, d, d))
-		s.Put(layerName(l, "wv"), normal(inStd, d, d))
-		s.Put(layerName(l, "wo"), normal(outStd, d, d))
+		s.Put(layerName(l, "wq"), normal(inStd, d, qd))
+		s.Put(layerName(l, "wk"), normal(inStd, d, kvd))
+		s.Put(layerName(l, "wv"), normal(inStd, d, kvd))
+		s.Put(layerName(l, "wo"), normal(outStd, qd, d))
 		s.Put(layerName(l, "mlp_norm"), ones(d))
 		s.Put(layerName(l, "w1"), normal(inStd, d, cfg.Hidden))
 		s.Put(layerName(l, "w2"), normal(outStd*math.Sqrt(float64(d)/float64(cfg.Hidden)), cfg.Hidden, d))
+		// Drawn after the bundled model's tensors, which so stay as they were.
+		if cfg.GatedMLP {
+			s.Put(layerName(l, "w3"), normal(inStd, d, cfg.Hidden))
+		}
+		if cfg.QKVBias {
+			s.Put(layerName(l, "bq"), weights.NewTensor(qd))
+			s.Put(layerName(l, "bk"), weights.NewTensor(kvd))
+			s.Put(layerName(l, "bv"), weights.NewTensor(kvd))
+		}
 	}
 	s.Put(FinalNorm, ones(d))
 	SetConfig(s, cfg)
@@ -128,25 +254,26 @@ func (p Params) get(name string) *graph.Node {
 }
 
 // rmsNorm normalises the last axis and scales it by gain.
-func rmsNorm(x, gain *graph.Node) *graph.Node {
+func rmsNorm(x, gain *graph.Node, eps float64) *graph.Node {
 	d := x.Shape().Dimensions[x.Rank()-1]
 	lead := x.Shape().Dimensions[:x.Rank()-1]
 	ms := graph.ReduceMean(graph.Square(x), -1)
 	// Rsqrt has no gradient in GoMLX v0.26.0; Sqrt does.
-	inv := graph.Inverse(graph.Sqrt(graph.AddScalar(ms, 1e-6)))
+	inv := graph.Inverse(graph.Sqrt(graph.AddScalar(ms, eps)))
 	return graph.Mul(graph.Mul(x, ExpandLast(inv, d)), graph.BroadcastPrefix(gain, lead...))
 }
 
 // ropeTables returns cos and sin tables [maxLen, headDim] (the two halves of
 // each row repeat the same frequencies) and the rotate-half matrix.
-func ropeTables(g *graph.Graph, maxLen, headDim int) (cos, sin, rot *graph.Node) {
+func ropeTables(g *graph.Graph, cfg Config, maxLen int) (cos, sin, rot *graph.Node) {
+	headDim := cfg.HeadDim()
 	half := headDim / 2
+	freqs := cfg.frequencies()
 	c := make([]float32, maxLen*headDim)
 	s := make([]float32, maxLen*headDim)
 	for p := 0; p < maxLen; p++ {
 		for i := 0; i < half; i++ {
-			freq := math.Pow(10000, -float64(2*i)/float64(headDim))
-			a := float64(p) * freq
+			a := float64(p) * freqs[i]
 			c[p*headDim+i], c[p*headDim+i+half] = float32(math.Cos(a)), float32(math.Cos(a))
 			s[p*headDim+i], s[p*headDim+i+half] = float32(math.Sin(a)), float32(math.Sin(a))
 		}
@@ -171,7 +298,7 @@ func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
 	return graph.Add(graph.Mul(x, c), graph.Mul(backend.Linear(x, rot), s))
 }
 
-// splitHeads turns [B,T,D] into [B,H,T,Dh].
+// splitHeads turns [B,T,H*Dh] into [B,H,T,Dh].
 func splitHeads(x *graph.Node, heads int) *graph.Node {
 	dims := x.Shape().Dimensions
 	b, t, d := dims[0], dims[1], dims[2]
@@ -186,10 +313,27 @@ func mergeHeads(x *graph.Node) *graph.Node {
 }
 
 // attend computes softmax(q k^T / sqrt(Dh) + bias) v for q [B,H,T,Dh],
-// k [B,H,S,Dh], v [B,H,S,Dh] with its S axis at vSeqAxis 2, or transposed
-// [B,H,Dh,S] with vSeqAxis 3, and an additive bias [T,S] (nil for none).
+// k [B,KV,S,Dh], v [B,KV,S,Dh] with its S axis at vSeqAxis 2, or transposed
+// [B,KV,Dh,S] with vSeqAxis 3, and an additive bias [T,S] (nil for none).
+// With fewer key/value heads than query heads (grouped-query attention),
+// key/value head j serves query heads j*H/KV up to (j+1)*H/KV - 1, as
+// transformers' repeat_kv does.
 func attend(q, k, v *graph.Node, vSeqAxis int, bias *graph.Node) *graph.Node {
 	dims := q.Shape().Dimensions
+	b, h, t, dh := dims[0], dims[1], dims[2], dims[3]
+	kv := k.Shape().Dimensions[1]
+	if kv != h {
+		rep := h / kv
+		q5 := graph.Reshape(q, b, kv, rep, t, dh)
+		scores := backend.Dot(q5, []int{4}, []int{0, 1}, k, []int{3}, []int{0, 1}) // [B,KV,rep,T,S]
+		scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dh)))
+		if bias != nil {
+			scores = graph.Add(scores, graph.BroadcastPrefix(bias, b, kv, rep))
+		}
+		probs := Softmax(scores)
+		out := backend.Dot(probs, []int{4}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1}) // [B,KV,rep,T,Dh]
+		return graph.Reshape(out, b, h, t, dh)
+	}
 	scores := backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1})
 	scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dims[3])))
 	if bias != nil {
@@ -199,12 +343,26 @@ func attend(q, k, v *graph.Node, vSeqAxis int, bias *graph.Node) *graph.Node {
 	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1})
 }
 
-// mlp is the SiLU MLP of layer l; linear multiplies by a weight matrix
-// (backend.Linear, or LinearT for transposed weights).
-func mlp(p Params, l int, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
+// mlp is the MLP of layer l, gated or not; linear multiplies by a weight
+// matrix (backend.Linear, or LinearT for transposed weights).
+func mlp(p Params, cfg Config, l int, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
 	u := linear(x, p.get(layerName(l, "w1")))
 	h := graph.Mul(u, graph.Sigmoid(u)) // SiLU
+	if cfg.GatedMLP {
+		h = graph.Mul(h, linear(x, p.get(layerName(l, "w3"))))
+	}
 	return linear(h, p.get(layerName(l, "w2")))
+}
+
+// project is x times the projection part of layer l, plus its bias where
+// the model has one (bq, bk, bv).
+func project(p Params, cfg Config, l int, part string, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
+	y := linear(x, p.get(layerName(l, part)))
+	if cfg.QKVBias && (part == "wq" || part == "wk" || part == "wv") {
+		bias := p.get(layerName(l, "b"+part[1:]))
+		y = graph.Add(y, graph.BroadcastPrefix(bias, y.Shape().Dimensions[:y.Rank()-1]...))
+	}
+	return y
 }
 
 // negInf is the additive mask value: large enough to zero a softmax weight,
@@ -218,8 +376,9 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 	g := tokens.Graph()
 	dims := tokens.Shape().Dimensions
 	t := dims[1]
+	eps := cfg.eps()
 	x := graph.Gather(p.get(Embed), graph.InsertAxes(tokens, -1))
-	cosAll, sinAll, rot := ropeTables(g, t, cfg.HeadDim())
+	cosAll, sinAll, rot := ropeTables(g, cfg, t)
 	causal := make([]float32, t*t)
 	for i := 0; i < t; i++ {
 		for j := i + 1; j < t; j++ {
@@ -227,16 +386,17 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 		}
 	}
 	bias := graph.Reshape(graph.Const(g, causal), t, t)
+	kvh := cfg.KVHeadCount()
 	for l := 0; l < cfg.Layers; l++ {
-		h := rmsNorm(x, p.get(layerName(l, "attn_norm")))
-		q := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wq"))), cfg.Heads), cosAll, sinAll, rot)
-		k := applyRope(splitHeads(backend.Linear(h, p.get(layerName(l, "wk"))), cfg.Heads), cosAll, sinAll, rot)
-		v := splitHeads(backend.Linear(h, p.get(layerName(l, "wv"))), cfg.Heads)
+		h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
+		q := applyRope(splitHeads(project(p, cfg, l, "wq", h, backend.Linear), cfg.Heads), cosAll, sinAll, rot)
+		k := applyRope(splitHeads(project(p, cfg, l, "wk", h, backend.Linear), kvh), cosAll, sinAll, rot)
+		v := splitHeads(project(p, cfg, l, "wv", h, backend.Linear), kvh)
 		a := mergeHeads(attend(q, k, v, 2, bias))
 		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
-		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm"))), backend.Linear))
+		x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), backend.Linear))
 	}
-	return rmsNorm(x, p.get(FinalNorm))
+	return rmsNorm(x, p.get(FinalNorm), eps)
 }
 
 // DecodeStep advances generation by one token per row using a KV cache.
@@ -259,7 +419,7 @@ func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph
 	if kCache != nil {
 		pos = kCache[0].Shape().Dimensions[2]
 	}
-	cosAll, sinAll, rot := ropeTables(g, pos+1, cfg.HeadDim())
+	cosAll, sinAll, rot := ropeTables(g, cfg, pos+1)
 	sel := make([]float32, pos+1)
 	sel[pos] = 1
 	pick := graph.Reshape(graph.Const(g, sel), 1, pos+1)
@@ -267,13 +427,15 @@ func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph
 	sin := backend.Linear(pick, sinAll)
 	rope := func(x *graph.Node) *graph.Node { return applyRope(x, cos, sin, rot) }
 
+	eps := cfg.eps()
+	kvh := cfg.KVHeadCount()
 	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1)) // [B,D]
 	x = graph.Reshape(x, b, 1, cfg.Dim)
 	for l := 0; l < cfg.Layers; l++ {
-		h := rmsNorm(x, p.get(layerName(l, "attn_norm")))
-		q := rope(splitHeads(LinearT(h, p.get(layerName(l, "wq"))), cfg.Heads))
-		k := rope(splitHeads(LinearT(h, p.get(layerName(l, "wk"))), cfg.Heads))
-		vt := graph.TransposeAllAxes(splitHeads(LinearT(h, p.get(layerName(l, "wv"))), cfg.Heads), 0, 1, 3, 2) // [B,H,Dh,1]
+		h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
+		q := rope(splitHeads(project(p, cfg, l, "wq", h, LinearT), cfg.Heads))
+		k := rope(splitHeads(project(p, cfg, l, "wk", h, LinearT), kvh))
+		vt := graph.TransposeAllAxes(splitHeads(project(p, cfg, l, "wv", h, LinearT), kvh), 0, 1, 3, 2) // [B,KV,Dh,1]
 		if kCache != nil {
 			k = graph.Concatenate([]*graph.Node{kCache[l], k}, 2)
 			vt = graph.Concatenate([]*graph.Node{vCache[l], vt}, 3)
@@ -282,9 +444,9 @@ func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph
 		newV = append(newV, vt)
 		a := mergeHeads(attend(q, k, vt, 3, nil))
 		x = graph.Add(x, LinearT(a, p.get(layerName(l, "wo"))))
-		x = graph.Add(x, mlp(p, l, rmsNorm(x, p.get(layerName(l, "mlp_norm"))), LinearT))
+		x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), LinearT))
 	}
-	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm)), b, cfg.Dim)
+	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm), eps), b, cfg.Dim)
 	return hidden, newK, newV
 }
 
@@ -299,6 +461,9 @@ func Projections(cfg Config) []string {
 	for l := 0; l < cfg.Layers; l++ {
 		for _, part := range []string{"wq", "wk", "wv", "wo", "w1", "w2"} {
 			names = append(names, layerName(l, part))
+		}
+		if cfg.GatedMLP {
+			names = append(names, layerName(l, "w3"))
 		}
 	}
 	return names
