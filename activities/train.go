@@ -238,7 +238,7 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *e
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
 		}
-		batch, err := reward.MakePairBatch(batchPairs, bs, cfg.MaxLen, loss)
+		batch, err := reward.MakePairBatch(batchPairs, bs, cfg, loss)
 		if err != nil {
 			return optim.StepResult{}, invalidData(err)
 		}
@@ -276,7 +276,7 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string
 		for _, i := range batches.next() {
 			batchRows = append(batchRows, rows[i])
 		}
-		batch, err := reward.MakeRatingBatch(batchRows, bs, cfg.MaxLen, helpfulnessOnly)
+		batch, err := reward.MakeRatingBatch(batchRows, bs, cfg, helpfulnessOnly)
 		if err != nil {
 			return optim.StepResult{}, invalidData(err)
 		}

@@ -162,6 +162,13 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	// Llama's, Mistral's and Qwen2's configs default tie_word_embeddings to false.
 	t.TiedEmbeddings = r.TieWordEmbeddings != nil && *r.TieWordEmbeddings
+	// The canonical form: a field equal to what it defaults to is left zero.
+	if t.HeadSize*t.Heads == t.Dim {
+		t.HeadSize = 0
+	}
+	if t.KVHeads == t.Heads {
+		t.KVHeads = 0
+	}
 	var err error
 	if t.RopeScaling, err = ropeScaling(r.RopeScaling); err != nil {
 		return nil, err

@@ -97,13 +97,14 @@ func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (
 		longest = max(longest, len(prompts[i])+len(responses[i])-1)
 	}
 	t := BucketLen(longest, cfg.MaxLen)
+	pad := PadID(cfg)
 	b := &Batch{Rows: len(prompts)}
 	for i := 0; i < size; i++ {
 		in := make([]int32, t)
 		tg := make([]int32, t)
 		mk := make([]float32, t)
 		for j := range in {
-			in[j], tg[j] = tokenizer.PAD, tokenizer.PAD
+			in[j], tg[j] = pad, pad
 		}
 		ended := false
 		if i < len(prompts) {
@@ -128,6 +129,18 @@ func MakeBatch(cfg transformer.Config, size int, prompts, responses [][]int32) (
 		b.Ended = append(b.Ended, ended)
 	}
 	return b, nil
+}
+
+// PadID is the token that fills padded positions: the byte tokenizer's
+// PAD, or 0 in a vocabulary too small to hold it (a real model's, whose
+// padding is masked out all the same). It must be a valid embedding row:
+// an out-of-range one would be garbage that attention's masking does not
+// cancel once it is NaN.
+func PadID(cfg transformer.Config) int32 {
+	if int(tokenizer.PAD) < cfg.Vocab {
+		return tokenizer.PAD
+	}
+	return 0
 }
 
 // BucketLen rounds n up to a multiple of 8, capped at maxLen.
@@ -325,12 +338,8 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		}
 	}()
 	// Rows that are done (or pad the batch) keep feeding a token whose
-	// outputs are ignored: the byte tokenizer's PAD, or 0 in a smaller
-	// vocabulary.
-	pad := int32(tokenizer.PAD)
-	if int(pad) >= cfg.Vocab {
-		pad = 0
-	}
+	// outputs are ignored.
+	pad := PadID(cfg)
 	samples := make([]Sample, len(prompts))
 	done := make([]bool, rows)
 	cur := make([]int32, rows)

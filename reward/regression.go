@@ -53,7 +53,7 @@ func (b *RatingBatch) Args() []any {
 
 // MakeRatingBatch packs rated responses into exactly size rows. With
 // helpfulnessOnly, only the helpfulness output is trained.
-func MakeRatingBatch(rows []Rated, size, maxLen int, helpfulnessOnly bool) (*RatingBatch, error) {
+func MakeRatingBatch(rows []Rated, size int, cfg transformer.Config, helpfulnessOnly bool) (*RatingBatch, error) {
 	if len(rows) > size {
 		return nil, fmt.Errorf("rating batch: %d rows exceed batch size %d", len(rows), size)
 	}
@@ -61,7 +61,7 @@ func MakeRatingBatch(rows []Rated, size, maxLen int, helpfulnessOnly bool) (*Rat
 	for i, r := range rows {
 		seqs[i] = r.Sequence
 	}
-	tokens, last, err := PackSequences(seqs, size, maxLen)
+	tokens, last, err := PackSequences(seqs, size, cfg)
 	if err != nil {
 		return nil, err
 	}

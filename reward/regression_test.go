@@ -70,7 +70,7 @@ func TestRegressionTrainingFitsRatings(t *testing.T) {
 	}
 	rows := []Rated{row("opposite of hot?", "cold", 4), row("opposite of hot?", "well, small", 0),
 		row("antonym of up:", "down", 4), row("antonym of up:", "zzq", 1)}
-	batch, err := MakeRatingBatch(rows, 4, cfg.MaxLen, false)
+	batch, err := MakeRatingBatch(rows, 4, cfg, false)
 	require.NoError(t, err)
 	assert.Equal(t, []float32{4, 0, 4, 0, 0}, batch.Target[0])
 	assert.Equal(t, []float32{1, 0, 1, 0, 0}, batch.Mask[0])

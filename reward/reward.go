@@ -113,8 +113,9 @@ func BTLoss(cfg transformer.Config) optim.LossFn {
 
 // PackSequences pads seqs to [size, L] and returns them with their last
 // indices; L is the bucket length of the longest (a multiple of 8, at most
-// maxLen), as policy.MakeBatch does.
-func PackSequences(seqs [][]int32, size, maxLen int) (tokens [][]int32, last []int32, err error) {
+// cfg.MaxLen), as policy.MakeBatch does, padded with policy.PadID.
+func PackSequences(seqs [][]int32, size int, cfg transformer.Config) (tokens [][]int32, last []int32, err error) {
+	maxLen, pad := cfg.MaxLen, policy.PadID(cfg)
 	if len(seqs) > size {
 		return nil, nil, fmt.Errorf("pack: %d sequences exceed batch size %d", len(seqs), size)
 	}
@@ -126,7 +127,7 @@ func PackSequences(seqs [][]int32, size, maxLen int) (tokens [][]int32, last []i
 	for i := 0; i < size; i++ {
 		row := make([]int32, width)
 		for j := range row {
-			row[j] = tokenizer.PAD
+			row[j] = pad
 		}
 		l := 0
 		if i < len(seqs) {
@@ -188,7 +189,7 @@ const (
 )
 
 // MakePairBatch packs pairs into a batch of exactly size rows.
-func MakePairBatch(pairs []Pair, size, maxLen int, loss Loss) (*PairBatch, error) {
+func MakePairBatch(pairs []Pair, size int, cfg transformer.Config, loss Loss) (*PairBatch, error) {
 	var ch, rj [][]int32
 	b := &PairBatch{}
 	for i := 0; i < size; i++ {
@@ -213,10 +214,10 @@ func MakePairBatch(pairs []Pair, size, maxLen int, loss Loss) (*PairBatch, error
 		}
 	}
 	var err error
-	if b.Chosen, b.ChosenLast, err = PackSequences(ch, size, maxLen); err != nil {
+	if b.Chosen, b.ChosenLast, err = PackSequences(ch, size, cfg); err != nil {
 		return nil, err
 	}
-	if b.Rejected, b.RejectedLast, err = PackSequences(rj, size, maxLen); err != nil {
+	if b.Rejected, b.RejectedLast, err = PackSequences(rj, size, cfg); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -263,7 +264,7 @@ func (e *Engine) Score(params *weights.Set, seqs [][]int32, batchSize int) ([][N
 	var out [][NumAttributes]float32
 	for start := 0; start < len(seqs); start += batchSize {
 		end := min(start+batchSize, len(seqs))
-		tok, last, err := PackSequences(seqs[start:end], batchSize, e.Cfg.MaxLen)
+		tok, last, err := PackSequences(seqs[start:end], batchSize, e.Cfg)
 		if err != nil {
 			return nil, err
 		}

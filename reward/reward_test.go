@@ -75,7 +75,7 @@ func TestBTTrainingRanksPairs(t *testing.T) {
 	}
 	held := []Pair{{seq("opposite of day?", "night"), seq("opposite of day?", "well, night, maybe"), 2}}
 	e := NewEngine(b, cfg, rm)
-	batch, err := MakePairBatch(pairs, 4, cfg.MaxLen, LossBTScaled)
+	batch, err := MakePairBatch(pairs, 4, cfg, LossBTScaled)
 	require.NoError(t, err)
 	tr := optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, BTLoss(cfg))
 	st := optim.NewState(rm)

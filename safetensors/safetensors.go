@@ -251,6 +251,16 @@ type Tensor struct {
 	DType  DType
 	Shape  []int
 	Values []float32
+	// Get, when Values is nil, produces the values as they are written, so
+	// a writer never holds more than one converted tensor.
+	Get func() []float32
+}
+
+func (t Tensor) values() []float32 {
+	if t.Values == nil && t.Get != nil {
+		return t.Get()
+	}
+	return t.Values
 }
 
 // Write writes tensors (in the order given) to w in the safetensors layout,
@@ -263,6 +273,7 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 	}
 	off := int64(0)
 	seen := map[string]bool{}
+	sizes := map[string]int64{}
 	for _, t := range tensors {
 		if t.DType.Size() == 0 {
 			return fmt.Errorf("tensor %s: dtype %q is not supported", t.Name, t.DType)
@@ -275,10 +286,11 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		for _, d := range t.Shape {
 			n *= int64(d)
 		}
-		if n != int64(len(t.Values)) {
+		if t.Values != nil && n != int64(len(t.Values)) {
 			return fmt.Errorf("tensor %s: %d values for shape %v", t.Name, len(t.Values), t.Shape)
 		}
 		end := off + n*int64(t.DType.Size())
+		sizes[t.Name] = end - off
 		header[t.Name] = map[string]any{"dtype": t.DType, "shape": shapeOrEmpty(t.Shape), "data_offsets": []int64{off, end}}
 		off = end
 	}
@@ -298,7 +310,11 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		return err
 	}
 	for _, t := range tensors {
-		if _, err := w.Write(Encode(t.Values, t.DType)); err != nil {
+		v := t.values()
+		if int64(len(v))*int64(t.DType.Size()) != sizes[t.Name] {
+			return fmt.Errorf("tensor %s: %d values for shape %v", t.Name, len(v), t.Shape)
+		}
+		if _, err := w.Write(Encode(v, t.DType)); err != nil {
 			return fmt.Errorf("tensor %s: %w", t.Name, err)
 		}
 	}

@@ -25,7 +25,7 @@ func writeFile(t *testing.T, path string, tensors []Tensor) {
 func TestRoundTripDTypes(t *testing.T) {
 	vals := []float32{0, 1, -2.5, 3.14159, 1e-3, 65504, float32(math.Inf(1))}
 	path := filepath.Join(t.TempDir(), "m.safetensors")
-	in := []Tensor{{"a", F32, []int{7}, vals}, {"b", BF16, []int{7}, vals}, {"c", F16, []int{1, 7}, vals}, {"scalar", F32, nil, []float32{42}}}
+	in := []Tensor{{Name: "a", DType: F32, Shape: []int{7}, Values: vals}, {Name: "b", DType: BF16, Shape: []int{7}, Values: vals}, {Name: "c", DType: F16, Shape: []int{1, 7}, Values: vals}, {Name: "scalar", DType: F32, Shape: nil, Values: []float32{42}}}
 	writeFile(t, path, in)
 	f, err := Open(path)
 	require.NoError(t, err)
@@ -45,7 +45,7 @@ func TestRoundTripDTypes(t *testing.T) {
 	assert.Equal(t, []int{1, 7}, info.Shape)
 
 	again := filepath.Join(t.TempDir(), "again.safetensors")
-	writeFile(t, again, []Tensor{{"a", F32, []int{7}, a}, {"b", BF16, []int{7}, b}, {"c", F16, []int{1, 7}, c}, {"scalar", F32, nil, []float32{42}}})
+	writeFile(t, again, []Tensor{{Name: "a", DType: F32, Shape: []int{7}, Values: a}, {Name: "b", DType: BF16, Shape: []int{7}, Values: b}, {Name: "c", DType: F16, Shape: []int{1, 7}, Values: c}, {Name: "scalar", DType: F32, Shape: nil, Values: []float32{42}}})
 	x, _ := os.ReadFile(path)
 	y, _ := os.ReadFile(again)
 	assert.Equal(t, x, y, "read then written: the same bytes")
@@ -64,7 +64,7 @@ func TestBF16RoundsToNearestEven(t *testing.T) {
 func TestBadHeaders(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.safetensors")
-	writeFile(t, good, []Tensor{{"w", F32, []int{2, 2}, []float32{1, 2, 3, 4}}})
+	writeFile(t, good, []Tensor{{Name: "w", DType: F32, Shape: []int{2, 2}, Values: []float32{1, 2, 3, 4}}})
 	raw, _ := os.ReadFile(good)
 	header := func(h string) []byte {
 		b := make([]byte, 8, 8+len(h)+16)
@@ -100,8 +100,8 @@ func TestBadHeaders(t *testing.T) {
 // and refuses an index that disagrees with its shards.
 func TestShardedDirectory(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "model-00001-of-00002.safetensors"), []Tensor{{"a", BF16, []int{2}, []float32{1, 2}}})
-	writeFile(t, filepath.Join(dir, "model-00002-of-00002.safetensors"), []Tensor{{"b", F32, []int{1}, []float32{3}}})
+	writeFile(t, filepath.Join(dir, "model-00001-of-00002.safetensors"), []Tensor{{Name: "a", DType: BF16, Shape: []int{2}, Values: []float32{1, 2}}})
+	writeFile(t, filepath.Join(dir, "model-00002-of-00002.safetensors"), []Tensor{{Name: "b", DType: F32, Shape: []int{1}, Values: []float32{3}}})
 	index := `{"metadata":{"total_size":8},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}`
 	require.NoError(t, os.WriteFile(filepath.Join(dir, Index), []byte(index), 0o644))
 	d, err := OpenDir(dir)
@@ -132,7 +132,7 @@ func TestShardedDirectory(t *testing.T) {
 // the file (every size is checked against it before anything is read).
 func FuzzHeader(f *testing.F) {
 	var b bytes.Buffer
-	_ = Write(&b, []Tensor{{"w", F32, []int{2, 2}, []float32{1, 2, 3, 4}}, {"h", BF16, []int{3}, []float32{1, 2, 3}}}, map[string]string{"format": "pt"})
+	_ = Write(&b, []Tensor{{Name: "w", DType: F32, Shape: []int{2, 2}, Values: []float32{1, 2, 3, 4}}, {Name: "h", DType: BF16, Shape: []int{3}, Values: []float32{1, 2, 3}}}, map[string]string{"format": "pt"})
 	f.Add(b.Bytes())
 	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '})
 	f.Add([]byte{255, 255, 255, 255, 0, 0, 0, 0})

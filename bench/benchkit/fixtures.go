@@ -157,7 +157,7 @@ func NewFixtures(be backends.Backend, s Sizes, c Counts, d *Data) (*Fixtures, er
 		for _, j := range rng.Perm(len(d.Pairs))[:min(s.Reward.BatchSize, len(d.Pairs))] {
 			pairs = append(pairs, d.Pairs[j])
 		}
-		b, err := reward.MakePairBatch(pairs, s.Reward.BatchSize, cfg.MaxLen, s.Reward.Loss)
+		b, err := reward.MakePairBatch(pairs, s.Reward.BatchSize, cfg, s.Reward.Loss)
 		if err != nil {
 			return nil, err
 		}
