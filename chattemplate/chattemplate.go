@@ -298,3 +298,31 @@ func strftime(t time.Time, format string) string {
 	}
 	return b.String()
 }
+
+// Plain renders messages in the plain format of a model without a chat
+// template (the bundled byte-level model's): the first user turn, then one
+// line per later turn, "User: text" or "Assistant: text", and with
+// addGenerationPrompt the newline that starts the assistant's response.
+// A system message is a first line of its own.
+func Plain(messages []Message, addGenerationPrompt bool) string {
+	var b strings.Builder
+	for i, m := range messages {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		switch {
+		case i == 0 && m.Role == "user":
+			b.WriteString(m.Content)
+		case m.Role == "assistant":
+			b.WriteString(tokenizer.RoleAssistant + ": " + m.Content)
+		case m.Role == "system":
+			b.WriteString("System: " + m.Content)
+		default:
+			b.WriteString(tokenizer.RoleUser + ": " + m.Content)
+		}
+	}
+	if addGenerationPrompt {
+		b.WriteString(tokenizer.Separator)
+	}
+	return b.String()
+}

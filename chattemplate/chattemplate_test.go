@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alignflow/alignflow/fixtures"
+	"github.com/alignflow/alignflow/tokenizer"
 )
 
 // TestRealTemplatesRenderAsHuggingFace renders the five real chat
@@ -115,4 +116,16 @@ func TestMessagesOfHelpSteerPrompts(t *testing.T) {
 func TestStrftime(t *testing.T) {
 	at := time.Date(2025, time.July, 4, 9, 5, 7, 0, time.UTC)
 	assert.Equal(t, "04 July 2025, Fri 09:05:07 AM (185) %q", strftime(at, "%d %B %Y, %a %H:%M:%S %p (%j) %%q"))
+}
+
+// TestPlainIsTheBundledFormat: a HelpSteer2 prompt rendered in the plain
+// format, with the generation prompt, is exactly the text the bundled
+// model reads for it.
+func TestPlainIsTheBundledFormat(t *testing.T) {
+	for _, p := range []string{"opposite of hot?", "hi<extra_id_1>Assistant\nhello<extra_id_1>User\nwhy?"} {
+		msgs, err := MessagesOf(p)
+		require.NoError(t, err)
+		assert.Equal(t, tokenizer.EncodePrompt(p)[1:], tokenizer.Encode(Plain(msgs, true)), "%q", p)
+	}
+	assert.Equal(t, "System: be brief\nUser: hi", Plain([]Message{{"system", "be brief"}, {"user", "hi"}}, false))
 }

@@ -7,6 +7,8 @@
 //	alignflow data check --format F FILE validate a HelpSteer2/RewardBench file
 //	alignflow reward compare --config F train and compare reward-model recipes
 //	alignflow eval rewardbench --model M --data F  RewardBench-style scores
+//	alignflow tokenize --model DIR --text S      token ids of a text or a chat
+//	alignflow generate --model DIR --prompt S    continue a prompt with a model
 package main
 
 import (
@@ -56,7 +58,8 @@ func rootCmd() *cobra.Command {
 	}
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
-	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd())
+	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd(),
+		tokenizeCmd(), generateCmd())
 	return root
 }
 

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/fixtures"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/transformer"
+)
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// TestTokenizeAndGenerateStories runs the commands on the stories260K
+// directory: tokenize gives run.c's prompt ids, generate at temperature 0
+// continues as run.c did.
+func TestTokenizeAndGenerateStories(t *testing.T) {
+	dir := fixtures.Path(t, "models", "stories260K")
+	f, err := os.Open(fixtures.Path(t, "models", "stories260K.greedy.jsonl"))
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan()
+	sc.Scan() // the second case: "Once upon a time"
+	var c struct {
+		Prompt    string  `json:"prompt"`
+		PromptIDs []int32 `json:"prompt_ids"`
+		Generated []int32 `json:"generated_ids"`
+	}
+	require.NoError(t, json.Unmarshal(sc.Bytes(), &c))
+
+	out, err := runCLI(t, "tokenize", "--model", dir, "--text", c.Prompt, "--json")
+	require.NoError(t, err)
+	var tok struct {
+		Text string  `json:"text"`
+		IDs  []int32 `json:"ids"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &tok))
+	assert.Equal(t, c.Prompt, tok.Text)
+	assert.Equal(t, c.PromptIDs, tok.IDs)
+	out, err = runCLI(t, "tokenize", "--model", dir, "--text", c.Prompt, "--no-special-tokens", "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &tok))
+	assert.Equal(t, c.PromptIDs[1:], tok.IDs, "no BOS")
+
+	out, err = runCLI(t, "generate", "--model", dir, "--prompt", c.Prompt, "--max-tokens", "60", "--json")
+	require.NoError(t, err)
+	var gen struct {
+		PromptIDs []int32 `json:"prompt_ids"`
+		IDs       []int32 `json:"ids"`
+		Text      string  `json:"text"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &gen))
+	assert.Equal(t, c.PromptIDs, gen.PromptIDs)
+	assert.Equal(t, c.Generated, gen.IDs)
+	assert.Contains(t, gen.Text, "there was a little girl named Lily")
+}
+
+// TestTokenizeMessagesWithATemplate renders a chat with a tokenizer's
+// chat template before encoding it.
+func TestTokenizeMessagesWithATemplate(t *testing.T) {
+	src := fixtures.Path(t, "tokenizers", "gpt2")
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(src, "tokenizer.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer.json"), b, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"eos_token": "<|endoftext|>",
+		"chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"}`), 0o644))
+	msgs := filepath.Join(dir, "chat.json")
+	require.NoError(t, os.WriteFile(msgs, []byte(`[{"role": "user", "content": "hi"}]`), 0o644))
+	out, err := runCLI(t, "tokenize", "--model", dir, "--messages", msgs, "--add-generation-prompt", "--json")
+	require.NoError(t, err)
+	var tok struct {
+		Text string  `json:"text"`
+		IDs  []int32 `json:"ids"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &tok))
+	assert.Equal(t, "<user>hi<|endoftext|><assistant>", tok.Text)
+	assert.Contains(t, tok.IDs, int32(50256), "the special token in the rendered text is one token")
+}
+
+// TestGenerateFromACheckpoint generates with an alignflow policy
+// checkpoint (the byte-level model) and refuses what cannot generate.
+func TestGenerateFromACheckpoint(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	cfg := transformer.Config{Vocab: tokenizer.VocabSize, Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 32}
+	ref, err := store.PutWeights("runs/x/sft/policy.safetensors", policy.Init(cfg, 1))
+	require.NoError(t, err)
+	path := store.Abs(ref)
+	out, err := runCLI(t, "generate", "--model", path, "--prompt", "hot?\n", "--max-tokens", "5", "--json")
+	require.NoError(t, err)
+	var gen struct {
+		PromptIDs []int32 `json:"prompt_ids"`
+		IDs       []int32 `json:"ids"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &gen))
+	assert.Equal(t, append([]int32{tokenizer.BOS}, tokenizer.Encode("hot?\n")...), gen.PromptIDs)
+	assert.LessOrEqual(t, len(gen.IDs), 5)
+
+	_, err = runCLI(t, "generate", "--model", fixtures.Path(t, "tokenizers", "gpt2"), "--prompt", "x")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "a tokenizer without weights cannot generate")
+	_, err = runCLI(t, "generate", "--model", path, "--prompt", "x", "--top-p", "2")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--top-p must be in (0, 1]")
+	_, err = runCLI(t, "tokenize", "--model", path)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "give --text S or --messages FILE")
+	_, err = runCLI(t, "tokenize", "--model", filepath.Join(t.TempDir(), "nope"), "--text", "x")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nope")
+}
