@@ -24,13 +24,14 @@ import (
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/lm"
 	"github.com/alignflow/alignflow/matched"
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
 )
 
 // Activities holds what every activity needs: the artifact store and the
@@ -56,25 +57,24 @@ type engineSet struct {
 	regTrainer *optim.Trainer
 }
 
-func modelConfig(spec config.Spec) transformer.Config {
-	m := spec.Model
-	return transformer.Config{Vocab: tokenizer.VocabSize, Dim: m.Dim, Heads: m.Heads, Layers: m.Layers, Hidden: m.Hidden, MaxLen: m.MaxLen}
-}
-
-// enginesFor returns the cached graphs for the spec's backend and model.
-func (a *Activities) enginesFor(spec config.Spec) (*engineSet, error) {
-	cfg := modelConfig(spec)
-	key := fmt.Sprintf("%s/%+v", spec.Backend, cfg)
+// enginesFor returns the cached graphs for the backend and the model.
+func (a *Activities) enginesFor(backendName string, m *runModel) (*engineSet, error) {
+	cfg := m.cfg
+	key := fmt.Sprintf("%s/%+v/%+v", backendName, cfg, cfg.RopeScaling)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if e, ok := a.engines[key]; ok {
 		return e, nil
 	}
-	b, err := backend.New(spec.Backend)
+	b, err := backend.New(backendName)
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 	}
-	pol := policy.Init(cfg, 0)
+	// The graphs need only the parameters' names: a loaded model has them.
+	pol := m.base
+	if pol == nil {
+		pol = policy.Init(cfg, 0)
+	}
 	rm, err := reward.InitFromBackbone(pol, 0)
 	if err != nil {
 		return nil, err
@@ -194,6 +194,38 @@ type dataset struct {
 	ratings []helpsteer.Rating
 	prefs   []helpsteer.Preference
 	task    *matched.Task // nil without a gold rubric
+	m       *runModel     // the model the texts are encoded for
+
+	mu      sync.Mutex
+	encoded map[string]encodedPrompt
+}
+
+type encodedPrompt struct {
+	ids []int32
+	err error
+}
+
+// promptIDs is the model's encoding of a prompt, computed once.
+func (ds *dataset) promptIDs(p string) ([]int32, error) {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if e, ok := ds.encoded[p]; ok {
+		return e.ids, e.err
+	}
+	ids, err := ds.m.codec.Prompt(p)
+	if ds.encoded == nil {
+		ds.encoded = map[string]encodedPrompt{}
+	}
+	ds.encoded[p] = encodedPrompt{ids, err}
+	return ids, err
+}
+
+// fits reports whether a prompt leaves room for a response in maxLen (a
+// prompt the chat template cannot render does not fit; PrepareData has
+// refused the data before any stage meets one).
+func (ds *dataset) fits(p string, maxLen int) bool {
+	ids, err := ds.promptIDs(p)
+	return err == nil && len(ids) < maxLen-4
 }
 
 func splitOf(s string) string {
@@ -206,7 +238,11 @@ func splitOf(s string) string {
 // setup returns what every stage after PrepareData starts from: the compiled
 // graphs for the spec's model and the run's verified data.
 func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*engineSet, *dataset, error) {
-	eng, err := a.enginesFor(spec)
+	m, err := a.modelOf(spec, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err := a.enginesFor(spec.Backend, m)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -214,6 +250,7 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*engineSet, *data
 	if err != nil {
 		return nil, nil, err
 	}
+	ds.m = m
 	return eng, ds, nil
 }
 
@@ -260,12 +297,17 @@ func (ds *dataset) pairs(split string, maxLen int) (out []reward.Pair, dropped, 
 		if p.Tie() || splitOf(p.Split) != split {
 			continue
 		}
-		pair, c, ok := reward.PairOf(tokenizer.EncodePrompt(p.Prompt), tokenizer.EncodeResponse(p.Chosen()),
-			tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen)
+		ids, err := ds.promptIDs(p.Prompt)
+		if err != nil {
+			dropped++
+			continue
+		}
+		c := ds.m.codec
+		pair, cut1, ok := reward.PairOf(ids, c.Response(p.Chosen()), c.Response(p.Rejected()), float64(p.Margin()), maxLen)
 		switch {
 		case !ok:
 			dropped++
-		case c:
+		case cut1:
 			cut++
 			fallthrough
 		default:
@@ -284,7 +326,11 @@ func (ds *dataset) rated(split string, maxLen int) []reward.Rated {
 		if splitOf(r.Split) != split {
 			continue
 		}
-		seq, whole, _ := tokenizer.Fit(tokenizer.EncodePrompt(r.Prompt), tokenizer.EncodeResponse(r.Response), maxLen)
+		ids, err := ds.promptIDs(r.Prompt)
+		if err != nil {
+			continue
+		}
+		seq, whole, _ := tokenizer.Fit(ids, ds.m.codec.Response(r.Response), maxLen)
 		if !whole {
 			continue
 		}
@@ -319,9 +365,6 @@ func (ds *dataset) prompts(split string) []string {
 	sort.Strings(out)
 	return out
 }
-
-// fitPrompt drops prompts too long to leave room for a response.
-func fitPrompt(p string, maxLen int) bool { return len(tokenizer.EncodePrompt(p)) < maxLen-4 }
 
 // PrepareData generates the matched dataset, or validates the user's files,
 // and stores both in the run's artifact folder.
@@ -367,11 +410,26 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 			return d, invalidData(err)
 		}
 	}
-	// Every file is checked and counted before anything is stored: data the
-	// reward model cannot use fails the stage with nothing left behind.
-	ds := &dataset{ratings: ratings, prefs: prefs, task: task}
-	if err := ds.count(&d, spec.Model.MaxLen); err != nil {
+	// Every file and the model are checked, and the data counted, before
+	// anything is stored: what a stage cannot use fails the run with
+	// nothing left behind.
+	m, err := a.modelOf(spec, pipeline.Data{})
+	var hfm *lm.Model
+	var hf *hfmodel.Config
+	if spec.Model.Path != "" {
+		hfm, hf, m, err = openModel(spec)
+	}
+	if err != nil {
 		return d, err
+	}
+	ds := &dataset{ratings: ratings, prefs: prefs, task: task, m: m}
+	if err := ds.count(&d, m.cfg.MaxLen); err != nil {
+		return d, err
+	}
+	if hfm != nil {
+		if d.Model, err = a.storeModel(in.RunID, spec, hfm, hf); err != nil {
+			return d, err
+		}
 	}
 	if spec.Compare.RewardBench != "" {
 		b, err := os.ReadFile(spec.Compare.RewardBench)
@@ -408,6 +466,13 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 // count fills in what the data report says about the dataset, and fails
 // when either split has no pair the reward model can use.
 func (ds *dataset) count(d *pipeline.Data, maxLen int) error {
+	for _, split := range []string{helpsteer.SplitTrain, helpsteer.SplitValidation} {
+		for _, p := range ds.prompts(split) {
+			if _, err := ds.promptIDs(p); err != nil {
+				return invalidData(fmt.Errorf("prompt %q cannot be rendered for the model: %w", shortText(p, 60), err))
+			}
+		}
+	}
 	d.RatingRows, d.PreferenceRows = len(ds.ratings), len(ds.prefs)
 	for _, p := range ds.prefs {
 		if p.Tie() {
@@ -433,6 +498,14 @@ func (ds *dataset) count(d *pipeline.Data, maxLen int) error {
 		return invalidData(fmt.Errorf("preferences hold no non-tie validation pairs (rows with split \"val\" or \"validation\")%s", tooLong(droppedHeld)))
 	}
 	return nil
+}
+
+// shortText cuts s to at most n bytes for a message.
+func shortText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func corrupt(err error) error {

@@ -34,7 +34,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	if err != nil {
 		return pipeline.RewardEval{}, err
 	}
-	cfg := modelConfig(spec)
+	cfg := ds.m.cfg
 	bs := spec.Reinforce.BatchSize
 	held, _, _ := ds.pairs(helpsteer.SplitValidation, cfg.MaxLen)
 	if len(held) == 0 {
@@ -72,7 +72,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	score := func(seqs [][]int32) ([]float64, error) { return eng.reward.Rewards(rm, seqs, bs) }
 	if ds.task != nil && spec.Compare.BenchPairsPerSubset > 0 {
 		pairs := ds.task.Bench(spec.Seed, spec.Compare.BenchPairsPerSubset)
-		results, err := rewardbench.Run(pairs, cfg.MaxLen, score)
+		results, err := rewardbench.Run(pairs, cfg.MaxLen, ds.m.codec, score)
 		if err != nil {
 			return res, err
 		}
@@ -87,7 +87,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 		if err != nil {
 			return res, invalidData(err)
 		}
-		results, err := rewardbench.Run(pairs, cfg.MaxLen, score)
+		results, err := rewardbench.Run(pairs, cfg.MaxLen, ds.m.codec, score)
 		if err != nil {
 			return res, err
 		}

@@ -124,10 +124,11 @@ func reuseKey(stage string, spec config.Spec, in any) (string, error) {
 	}
 	input["spec"] = s
 	files := map[string]string{}
-	for _, p := range []string{spec.Data.Ratings, spec.Data.Preferences, spec.Compare.RewardBench} {
-		if p == "" {
-			continue
-		}
+	paths, err := specFiles(spec)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range paths {
 		d, err := fileDigest(p)
 		if err != nil {
 			return "", err
@@ -224,11 +225,48 @@ func fileDigest(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	// Every stage's key reads the spec's files, a model's weights among
+	// them: a file is hashed once per worker while its size and time stay.
+	stamp := fmt.Sprintf("%s|%d|%d", path, st.Size(), st.ModTime().UnixNano())
+	if d, ok := digests.Load(stamp); ok {
+		return d.(string), nil
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	d := hex.EncodeToString(h.Sum(nil))
+	digests.Store(stamp, d)
+	return d, nil
+}
+
+var digests sync.Map // path|size|mtime -> sha256
+
+// specFiles lists the files a spec names: data files, and every file of
+// the model directory.
+func specFiles(spec config.Spec) ([]string, error) {
+	var out []string
+	for _, p := range []string{spec.Data.Ratings, spec.Data.Preferences, spec.Compare.RewardBench} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	if dir := spec.Model.Path; dir != "" {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				out = append(out, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return out, nil
 }
 
 var code struct {

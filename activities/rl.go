@@ -17,7 +17,6 @@ import (
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/report"
-	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -43,7 +42,7 @@ func evalPrompts(ds *dataset, spec config.Spec) []string {
 	var pool []string
 	for _, split := range []string{helpsteer.SplitValidation, helpsteer.SplitTrain} {
 		for _, p := range ds.prompts(split) {
-			if fitPrompt(p, spec.Model.MaxLen) {
+			if ds.fits(p, ds.m.cfg.MaxLen) {
 				pool = append(pool, p)
 			}
 		}
@@ -54,8 +53,8 @@ func evalPrompts(ds *dataset, spec config.Spec) []string {
 	return pool[:min(len(pool), spec.Eval.Prompts)]
 }
 
-func sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
-	return policy.SampleOptions{Temperature: temperature, TopP: spec.Reinforce.TopP, MaxTokens: spec.Reinforce.MaxTokens}
+func sampleOptions(spec config.Spec, ds *dataset, temperature float64) policy.SampleOptions {
+	return policy.SampleOptions{Temperature: temperature, TopP: spec.Reinforce.TopP, MaxTokens: spec.Reinforce.MaxTokens, Stop: ds.m.codec.Stop()}
 }
 
 // EvaluatePolicy samples responses to the held-out prompts with the eval
@@ -78,7 +77,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
-	cfg := modelConfig(spec)
+	cfg := ds.m.cfg
 	prompts := evalPrompts(ds, spec)
 	if len(prompts) == 0 {
 		return pipeline.PolicyEval{}, invalidData(fmt.Errorf("no prompts fit model.max_len %d", cfg.MaxLen))
@@ -86,13 +85,14 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	var texts []string
 	var ctxs [][]int32
 	for _, p := range prompts {
+		ids, _ := ds.promptIDs(p) // evalPrompts kept those that encode
 		for j := 0; j < spec.Eval.SamplesPerPrompt; j++ {
 			texts = append(texts, p)
-			ctxs = append(ctxs, tokenizer.EncodePrompt(p))
+			ctxs = append(ctxs, ids)
 		}
 	}
 	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(ctxs)})
-	samples, err := eng.policy.Generate(pol, ctxs, spec.Reinforce.BatchSize, sampleOptions(spec, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
+	samples, err := eng.policy.Generate(pol, ctxs, spec.Reinforce.BatchSize, sampleOptions(spec, ds, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
@@ -108,7 +108,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 		}
 		res.MeanLength += float64(len(s.Tokens))
 		if ds.task != nil {
-			goldSum += ds.task.Gold(texts[i], tokenizer.Decode(s.Tokens)).Helpfulness
+			goldSum += ds.task.Gold(texts[i], ds.m.codec.Text(s.Tokens)).Helpfulness
 		}
 	}
 	n := float64(len(samples))
@@ -155,7 +155,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	}
 	for i := 0; i < min(spec.Eval.ShowSamples, len(prompts)); i++ {
 		k := i * spec.Eval.SamplesPerPrompt // the first sample of prompt i
-		st := pipeline.SampleText{Prompt: texts[k], Response: tokenizer.Decode(responses[k]), Reward: rewards[k]}
+		st := pipeline.SampleText{Prompt: texts[k], Response: ds.m.codec.Text(responses[k]), Reward: rewards[k]}
 		if ds.task != nil {
 			st.Gold = ds.task.Gold(texts[k], st.Response).Helpfulness
 		}
@@ -170,7 +170,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 func iterationPrompts(ds *dataset, spec config.Spec, iteration int) []string {
 	var pool []string
 	for _, p := range ds.prompts(helpsteer.SplitTrain) {
-		if fitPrompt(p, spec.Model.MaxLen) {
+		if ds.fits(p, ds.m.cfg.MaxLen) {
 			pool = append(pool, p)
 		}
 	}
@@ -236,16 +236,16 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 		Policy: eng.policy, Reward: eng.reward, Trainer: eng.rl, Reference: ref, RM: rm,
 		Settings: reinforce.Settings{
 			SamplesPerPrompt: r.SamplesPerPrompt, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
-			LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: sampleOptions(spec, r.Temperature),
+			LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: sampleOptions(spec, ds, r.Temperature),
 		},
 	}
 	prompts := iterationPrompts(ds, spec, in.Iteration)
 	if len(prompts) == 0 {
-		return pipeline.IterationResult{}, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", spec.Model.MaxLen))
+		return pipeline.IterationResult{}, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", ds.m.cfg.MaxLen))
 	}
 	ctxs := make([][]int32, len(prompts))
 	for i, p := range prompts {
-		ctxs[i] = tokenizer.EncodePrompt(p)
+		ctxs[i], _ = ds.promptIDs(p) // iterationPrompts kept those that encode
 	}
 	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: spec.Reinforce.Iterations})
 	rollouts, stats, err := it.Run(pol, st, ctxs, stageRNG(spec.Seed, "rollout", in.Iteration))
@@ -257,7 +257,7 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	records := make([]rolloutRecord, len(rollouts))
 	goldSum := 0.0
 	for i, ro := range rollouts {
-		records[i] = rolloutRecord{Prompt: prompts[ro.Prompt], Response: tokenizer.Decode(ro.Response), Ended: ro.Ended,
+		records[i] = rolloutRecord{Prompt: prompts[ro.Prompt], Response: ds.m.codec.Text(ro.Response), Ended: ro.Ended,
 			Reward: ro.Reward, KL: ro.KL, Advantage: ro.Advantage}
 		if ds.task != nil {
 			g := ds.task.Gold(records[i].Prompt, records[i].Response).Helpfulness

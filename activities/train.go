@@ -16,7 +16,6 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -59,19 +58,28 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
-	cfg := modelConfig(spec)
+	cfg := ds.m.cfg
 	var prompts, responses [][]int32
 	for _, r := range ds.ratings {
-		if splitOf(r.Split) != helpsteer.SplitTrain || !fitPrompt(r.Prompt, cfg.MaxLen) {
+		if splitOf(r.Split) != helpsteer.SplitTrain || !ds.fits(r.Prompt, cfg.MaxLen) {
 			continue
 		}
-		prompts = append(prompts, tokenizer.EncodePrompt(r.Prompt))
-		responses = append(responses, tokenizer.EncodeResponse(r.Response))
+		p, _ := ds.promptIDs(r.Prompt)
+		resp := ds.m.codec.Response(r.Response)
+		if len(p)+len(resp) > cfg.MaxLen {
+			continue // cut, it would not teach the response's end
+		}
+		prompts = append(prompts, p)
+		responses = append(responses, resp)
 	}
 	if len(prompts) == 0 {
 		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
 	}
+	// The bundled model starts fresh; a Hugging Face model from its weights.
 	params := policy.Init(cfg, uint64(spec.Seed))
+	if ds.m.base != nil {
+		params = ds.m.base.Clone()
+	}
 	st := optim.NewState(params)
 	lengths := make([]int, len(prompts))
 	for i := range prompts {
@@ -219,7 +227,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 // split's non-tie preference pairs.
 func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
 	resume *trainCheckpoint, earlier pipeline.TrainResult, weak *artifact.Ref) (pipeline.TrainResult, error) {
-	cfg := modelConfig(spec)
+	cfg := ds.m.cfg
 	pairs, _, _ := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(pairs) == 0 {
 		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
@@ -250,7 +258,7 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *e
 // ratings (all five attributes, or helpfulness only).
 func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
 	resume *trainCheckpoint) (pipeline.TrainResult, error) {
-	cfg := modelConfig(spec)
+	cfg := ds.m.cfg
 	rows := ds.rated(helpsteer.SplitTrain, cfg.MaxLen)
 	if len(rows) == 0 {
 		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
@@ -288,7 +296,7 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string
 // keeps the alpha of reward.ExPOAlphas with the best validation accuracy
 // (ties go to the smaller alpha).
 func (a *Activities) chooseExPO(eng *engineSet, ds *dataset, weak, strong *weights.Set, spec config.Spec) (*weights.Set, float64, error) {
-	held, _, _ := ds.pairs(helpsteer.SplitValidation, spec.Model.MaxLen)
+	held, _, _ := ds.pairs(helpsteer.SplitValidation, ds.m.cfg.MaxLen)
 	if len(held) == 0 {
 		return nil, 0, invalidData(fmt.Errorf("ExPO needs validation pairs to choose alpha"))
 	}

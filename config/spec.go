@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -64,13 +65,19 @@ type Generate struct {
 	PreferenceNoise    float64 `json:"preference_noise"`
 }
 
-// Model is the transformer shared by the policy and the reward model.
+// Model is the transformer shared by the policy and the reward model: the
+// bundled byte-level one sized by these fields, or the Hugging Face model
+// in Path (whose config.json then gives the architecture; MaxLen still caps
+// the sequences the run uses).
 type Model struct {
-	Dim    int `json:"dim"`
-	Heads  int `json:"heads"`
-	Layers int `json:"layers"`
-	Hidden int `json:"hidden"`
-	MaxLen int `json:"max_len"`
+	// Path is a Hugging Face model directory (Llama, Mistral, Qwen2) the
+	// policy starts from, with its tokenizer, chat template and EOS.
+	Path   string `json:"path"`
+	Dim    int    `json:"dim"`
+	Heads  int    `json:"heads"`
+	Layers int    `json:"layers"`
+	Hidden int    `json:"hidden"`
+	MaxLen int    `json:"max_len"`
 }
 
 // SFT trains the initial policy on the rated responses.
@@ -392,6 +399,11 @@ func (s Spec) Validate() error {
 // CheckFiles reports data files that are missing or unreadable.
 func (s Spec) CheckFiles() error {
 	var errs []error
+	if p := s.Model.Path; p != "" {
+		if st, err := os.Stat(filepath.Join(p, "config.json")); err != nil || st.IsDir() {
+			errs = append(errs, &FieldError{Field: "model.path", Problem: fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", p)})
+		}
+	}
 	for _, f := range []struct{ field, path string }{{"data.ratings", s.Data.Ratings}, {"data.preferences", s.Data.Preferences}, {"compare.rewardbench", s.Compare.RewardBench}} {
 		field, path := f.field, f.path
 		if path == "" {

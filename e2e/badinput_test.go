@@ -64,6 +64,7 @@ func TestMalformedInputsFailFastAndClearly(t *testing.T) {
 		{"variant twice", `{"compare": {"variants": ["bt", "bt"]}}`, pipeline.ErrInvalidSpec, []string{"compare.variants[1]"}},
 		{"heads do not divide dim", `{"model": {"dim": 30}}`, pipeline.ErrInvalidSpec, []string{"model.dim"}},
 		{"not an object", `[1, 2]`, pipeline.ErrInvalidSpec, []string{"object"}},
+		{"model.path not a model", `{"model": {"path": "/nonexistent/model"}}`, pipeline.ErrInvalidSpec, []string{"model.path", "/nonexistent/model", "not a Hugging Face model directory"}},
 		{"missing data file", withData(filepath.Join(dir, "nope.jsonl"), prefs, ""), pipeline.ErrInvalidSpec, []string{"data.ratings", "nope.jsonl"}},
 		{"rating out of range", withData(file("r1.jsonl", goodRating, strings.Replace(goodRating, `"helpfulness":1`, `"helpfulness":9`, 1)), prefs, ""),
 			pipeline.ErrInvalidData, []string{"r1.jsonl:2", "helpfulness", "outside 0..4"}},

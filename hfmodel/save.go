@@ -150,3 +150,50 @@ func ConfigJSON(c *Config) ([]byte, error) {
 	}
 	return append(b, '\n'), nil
 }
+
+// Export writes a policy as a Hugging Face model directory at out: the
+// given files (config.json, tokenizer files, generation_config.json, as
+// the source model had them) and the weights in dtype. It writes into a
+// temporary directory beside out and renames it into place, so a failed
+// export leaves no directory that looks complete; out must not exist.
+func Export(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error {
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("export: %s already exists", out)
+	}
+	if _, ok := files[ConfigFile]; !ok {
+		return fmt.Errorf("export: no %s to write", ConfigFile)
+	}
+	parent := filepath.Dir(out)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".partial-")
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	for name, b := range files {
+		if name != filepath.Base(name) {
+			return fmt.Errorf("export: %q is not a file name", name)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, name), b, 0o644); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	if err := WriteWeights(tmp, t, params, dtype, ShardBytes); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	done = true
+	return nil
+}

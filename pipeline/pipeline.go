@@ -73,9 +73,29 @@ type Data struct {
 	ValidationPrompts      int `json:"validation_prompts"`
 	// SkippedRows counts invalid rows left out under data.skip_invalid.
 	SkippedRows int `json:"skipped_rows,omitempty"`
+	// Model is the Hugging Face model of model.path, imported into the
+	// store (nil for the bundled byte-level model).
+	Model *BaseModel `json:"model,omitempty"`
 	// RewardBench is the verified copy of compare.rewardbench, if given.
 	RewardBench      *artifact.Ref `json:"rewardbench,omitempty"`
 	RewardBenchPairs int           `json:"rewardbench_pairs,omitempty"`
+}
+
+// BaseModel is a Hugging Face model a run starts from, as the data stage
+// stored it: the policy's weights in float32, and the files that describe
+// it, so every worker loads the same model from the store.
+type BaseModel struct {
+	Source       string `json:"source"` // model.path
+	Architecture string `json:"architecture"`
+	DType        string `json:"torch_dtype"` // what an export writes back
+	// Weights are the policy's parameters in alignflow's layout, the
+	// transformer config in their metadata.
+	Weights artifact.Ref `json:"weights"`
+	// Files are config.json, tokenizer.json and, where the model has them,
+	// tokenizer_config.json and generation_config.json, by name.
+	Files map[string]artifact.Ref `json:"files"`
+	// EOS are the tokens a response ends with.
+	EOS []int32 `json:"eos"`
 }
 
 // PrepareDataInput starts a run's data stage.

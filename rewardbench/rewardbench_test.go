@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/lm"
 	"github.com/alignflow/alignflow/tokenizer"
 )
 
@@ -241,15 +242,20 @@ func keys(m map[string]any) []string {
 }
 
 func TestSequenceKeepsTheResponseVisible(t *testing.T) {
-	short := Sequence("ab", "cd", 16)
+	seq := func(p, r string, n int) []int32 {
+		s, err := Sequence(lm.Bundled(), p, r, n)
+		require.NoError(t, err)
+		return s
+	}
+	short := seq("ab", "cd", 16)
 	assert.Equal(t, []int32{tokenizer.BOS, 'a', 'b', '\n', 'c', 'd', tokenizer.EOS}, short)
 
 	// A long prompt loses its start, not the response.
-	long := Sequence("0123456789", "xy", 8)
+	long := seq("0123456789", "xy", 8)
 	assert.Equal(t, []int32{tokenizer.BOS, '7', '8', '9', '\n', 'x', 'y', tokenizer.EOS}, long)
 
 	// A long response gets at least half the window; its end is cut.
-	both := Sequence("0123456789", "abcdefghij", 8)
+	both := seq("0123456789", "abcdefghij", 8)
 	assert.Equal(t, []int32{tokenizer.BOS, '8', '9', '\n', 'a', 'b', 'c', 'd'}, both)
 }
 
@@ -260,7 +266,7 @@ func TestRunComparesChosenWithRejected(t *testing.T) {
 		{Prompt: "p", Chosen: "same", Rejected: "same", Subset: "math-prm"},
 	}
 	// Reward = response length: "good" > "bad", "ok" < "okay", tie.
-	results, err := Run(pairs, 32, func(seqs [][]int32) ([]float64, error) {
+	results, err := Run(pairs, 32, lm.Bundled(), func(seqs [][]int32) ([]float64, error) {
 		out := make([]float64, len(seqs))
 		for i, s := range seqs {
 			out[i] = float64(len(s))

@@ -11,16 +11,30 @@ import (
 // bound to a model.
 type Scorer func(seqs [][]int32) ([]float64, error)
 
+// Encoder turns a pair's texts into the reward model's ids (lm.Codec).
+type Encoder interface {
+	Prompt(prompt string) ([]int32, error)
+	Response(response string) []int32
+}
+
 // Run scores every pair's chosen and rejected response with score and
 // reports, per pair, whether chosen got the higher reward.
 //
 // Sequences longer than maxLen keep the response and as much of the end of
 // the prompt as fits (after BOS): cutting the end instead would often leave
 // chosen and rejected identical and every long pair a tie.
-func Run(pairs []helpsteer.RewardBenchPair, maxLen int, score Scorer) ([]Result, error) {
+func Run(pairs []helpsteer.RewardBenchPair, maxLen int, enc Encoder, score Scorer) ([]Result, error) {
 	seqs := make([][]int32, 0, 2*len(pairs))
-	for _, p := range pairs {
-		seqs = append(seqs, Sequence(p.Prompt, p.Chosen, maxLen), Sequence(p.Prompt, p.Rejected, maxLen))
+	for i, p := range pairs {
+		chosen, err := Sequence(enc, p.Prompt, p.Chosen, maxLen)
+		if err != nil {
+			return nil, fmt.Errorf("pair %d (id %d): %w", i, p.ID, err)
+		}
+		rejected, err := Sequence(enc, p.Prompt, p.Rejected, maxLen)
+		if err != nil {
+			return nil, fmt.Errorf("pair %d (id %d): %w", i, p.ID, err)
+		}
+		seqs = append(seqs, chosen, rejected)
 	}
 	rewards, err := score(seqs)
 	if err != nil {
@@ -41,7 +55,11 @@ func Run(pairs []helpsteer.RewardBenchPair, maxLen int, score Scorer) ([]Result,
 // (its start dropped if need be), the separator, the response and EOS (its
 // end dropped if the response alone is too long). A benchmark scores every
 // pair, so a pair whose response is cut is scored cut, not left out.
-func Sequence(prompt, response string, maxLen int) []int32 {
-	seq, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(prompt), tokenizer.EncodeResponse(response), maxLen)
-	return seq
+func Sequence(enc Encoder, prompt, response string, maxLen int) ([]int32, error) {
+	ids, err := enc.Prompt(prompt)
+	if err != nil {
+		return nil, err
+	}
+	seq, _, _ := tokenizer.Fit(ids, enc.Response(response), maxLen)
+	return seq, nil
 }

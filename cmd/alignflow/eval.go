@@ -11,6 +11,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/lm"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/transformer"
@@ -85,7 +86,7 @@ func evalRewardBench(out io.Writer, o rewardBenchOptions) error {
 		return fmt.Errorf("--backend: %w", err)
 	}
 	eng := reward.NewEngine(b, cfg, rm)
-	results, err := rewardbench.Run(pairs, cfg.MaxLen, func(seqs [][]int32) ([]float64, error) {
+	results, err := rewardbench.Run(pairs, cfg.MaxLen, lm.Bundled(), func(seqs [][]int32) ([]float64, error) {
 		return eng.Rewards(rm, seqs, o.batch)
 	})
 	if err != nil {

@@ -1,0 +1,86 @@
+package activities
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/fixtures"
+	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/transformer"
+)
+
+// TestStagesOnAHuggingFaceModel runs every stage on llama2.c's stories260K
+// loaded from its Hugging Face directory: the data stage stores the model,
+// SFT starts from its weights (not a fresh initialisation: the first loss
+// stays near the pretrained weights), and the reward model, a REINFORCE iteration and
+// the evaluation run on its architecture and tokenizer.
+func TestStagesOnAHuggingFaceModel(t *testing.T) {
+	dir := fixtures.Path(t, "models", "stories260K")
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	ctx := context.Background()
+	spec := config.Default()
+	spec.ReuseStageOutputs = false
+	spec.Model.Path = dir
+	spec.Data.Generate.Prompts = 200
+	spec.SFT.Steps, spec.SFT.BatchSize = 40, 8 // enough to learn to end a response with EOS
+	spec.Reward.Steps, spec.Reward.RegressionSteps, spec.Reward.BatchSize = 3, 3, 8
+	spec.Reinforce.PromptsPerIteration, spec.Reinforce.BatchSize, spec.Reinforce.MaxTokens = 4, 16, 16
+	spec.Eval.Prompts, spec.Eval.SamplesPerPrompt = 4, 2
+	spec.Compare.BenchPairsPerSubset = 2
+	require.NoError(t, spec.Validate())
+	require.NoError(t, spec.CheckFiles())
+
+	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "hf", Spec: spec})
+	require.NoError(t, err)
+	require.NotNil(t, data.Model)
+	assert.Equal(t, "LlamaForCausalLM", data.Model.Architecture)
+	assert.Equal(t, []int32{2}, data.Model.EOS)
+	assert.Contains(t, data.Model.Files, "tokenizer.json")
+	base, err := store.GetWeights(data.Model.Weights)
+	require.NoError(t, err)
+	cfg, err := transformer.ConfigOf(base)
+	require.NoError(t, err)
+	assert.Equal(t, 4, cfg.KVHeadCount())
+	want, err := hfmodel.Load(dir)
+	require.NoError(t, err)
+	assert.Equal(t, want.Params.Digest(), base.Digest(), "the stored weights are the directory's")
+
+	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "hf", Spec: spec, Data: data})
+	require.NoError(t, err)
+	assert.Equal(t, 40, sft.Steps)
+	assert.Less(t, sft.FinalLoss, sft.FirstLoss/3, "SFT learns the task")
+	tuned, err := store.GetWeights(sft.Checkpoint)
+	require.NoError(t, err)
+	var moved, size float64
+	for _, n := range base.Names() {
+		for i, v := range base.Get(n).Data {
+			d := float64(tuned.Get(n).Data[i] - v)
+			moved, size = moved+d*d, size+float64(v)*float64(v)
+		}
+	}
+	assert.Less(t, moved/size, 0.25, "fine-tuned from the pretrained weights, not from scratch")
+	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "hf", Spec: spec, Data: data, Base: sft.Checkpoint})
+	require.NoError(t, err)
+	assert.Equal(t, 6, rm.Steps)
+	ev, err := a.EvaluateRewardModel(ctx, pipeline.RewardEvalInput{RunID: "hf", Spec: spec, Data: data, RewardModel: rm.Checkpoint})
+	require.NoError(t, err)
+	assert.Positive(t, ev.HeldoutPairs)
+	it, err := a.ReinforceIteration(ctx, pipeline.IterationInput{RunID: "hf", Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint})
+	require.NoError(t, err)
+	assert.NotEqual(t, sft.Digest, it.PolicyDigest, "the update changed the policy")
+	pe, err := a.EvaluatePolicy(ctx, pipeline.PolicyEvalInput{RunID: "hf", Spec: spec, Data: data, Policy: it.Policy, Reference: sft.Checkpoint,
+		RewardModel: rm.Checkpoint, Label: pipeline.StageEvalAfter})
+	require.NoError(t, err)
+	require.NotEmpty(t, pe.Samples)
+	require.NotNil(t, pe.GoldScore)
+	assert.Greater(t, pe.KLSequence+pe.KLPenalty, 0.0)
+	t.Logf("SFT loss %.3f -> %.3f, sample %q -> %q", sft.FirstLoss, sft.FinalLoss, pe.Samples[0].Prompt, pe.Samples[0].Response)
+}

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/export"
+	"github.com/alignflow/alignflow/fixtures"
+	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// TestAlignmentFromAHuggingFaceModel aligns llama2.c's stories260K, loaded
+// from its Hugging Face directory, on a real server and worker: every stage
+// runs on the loaded model, and the exported policy loads back with the
+// run's final weights.
+func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	src := fixtures.Path(t, "models", "stories260K")
+	cl, store := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s := config.Default()
+	s.Name = "stories"
+	s.Model.Path = src
+	s.Data.Generate.Prompts = 300
+	s.SFT.Steps, s.SFT.BatchSize = 60, 8
+	s.Reward.Steps, s.Reward.RegressionSteps, s.Reward.BatchSize = 10, 10, 8
+	s.Reinforce.Iterations, s.Reinforce.PromptsPerIteration, s.Reinforce.BatchSize, s.Reinforce.MaxTokens = 2, 8, 32, 16
+	s.Eval.Prompts, s.Eval.SamplesPerPrompt = 8, 2
+	s.Compare.BenchPairsPerSubset = 4
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-stories", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
+	require.NoError(t, err)
+	var sum pipeline.Summary
+	require.NoError(t, run.Get(ctx, &sum))
+	require.NotNil(t, sum.Data.Model)
+	assert.Equal(t, "LlamaForCausalLM", sum.Data.Model.Architecture)
+	assert.Equal(t, 2, sum.Policy.Iterations)
+	require.NotNil(t, sum.Policy.GoldScoreAfter)
+	t.Logf("SFT loss %.3f -> %.3f; gold %.3f -> %.3f", sum.SFT.FirstLoss, sum.SFT.FinalLoss, *sum.Policy.GoldScoreBefore, *sum.Policy.GoldScoreAfter)
+
+	out := filepath.Join(t.TempDir(), "aligned")
+	_, err = export.Policy(store.Root, "e2e-stories", out)
+	require.NoError(t, err)
+	back, err := hfmodel.Load(out)
+	require.NoError(t, err)
+	final, err := store.GetWeights(sum.Policy.Checkpoint)
+	require.NoError(t, err)
+	require.Equal(t, final.Names(), back.Params.Names())
+	for _, n := range final.Names() {
+		assert.Equal(t, final.Get(n).Data, back.Params.Get(n).Data, "%s: the exported weights are the run's", n)
+	}
+	assert.Equal(t, final.Digest(), sum.Policy.Digest)
+	_, err = export.Policy(store.Root, "e2e-stories", out)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "already exists")
+}

@@ -1,0 +1,75 @@
+// Package export writes what a finished run trained as Hugging Face model
+// directories: its aligned policy, in the source model's architecture,
+// files and dtype.
+package export
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/transformer"
+)
+
+// Summary reads a run's summary.json from its data dir.
+func Summary(dataDir, runID string) (*pipeline.Summary, error) {
+	path := filepath.Join(dataDir, "runs", runID, "summary.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("run %s: no %s (is the run finished, and %s its data dir?)", runID, path, dataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s pipeline.Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &s, nil
+}
+
+// Policy writes the final policy of run runID, found in dataDir, as a
+// Hugging Face directory at out (which must not exist): the source model's
+// config.json, tokenizer files and generation_config.json, and its weights
+// in the source dtype, checked against their digests first.
+func Policy(dataDir, runID, out string) (*pipeline.Summary, error) {
+	s, err := Summary(dataDir, runID)
+	if err != nil {
+		return nil, err
+	}
+	bm := s.Data.Model
+	if bm == nil {
+		return nil, fmt.Errorf("run %s trained the bundled byte-level model, which has no Hugging Face form: export needs a run started from model.path", runID)
+	}
+	store, err := artifact.Open(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	params, err := store.GetWeights(s.Policy.Checkpoint)
+	if err != nil {
+		return nil, fmt.Errorf("run %s policy: %w", runID, err)
+	}
+	cfg, err := transformer.ConfigOf(params)
+	if err != nil {
+		return nil, fmt.Errorf("run %s policy %s: %w", runID, s.Policy.Checkpoint.Path, err)
+	}
+	files := map[string][]byte{}
+	for name, ref := range bm.Files {
+		if files[name], err = store.Get(ref); err != nil {
+			return nil, fmt.Errorf("run %s model file %s: %w", runID, name, err)
+		}
+	}
+	dtype, err := hfmodel.DTypeOf(bm.DType)
+	if err != nil {
+		return nil, err
+	}
+	if err := hfmodel.Export(out, files, cfg, params, dtype); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
