@@ -64,4 +64,19 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	_, err = export.Policy(store.Root, "e2e-stories", out)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "already exists")
+
+	// The reward model exports as a LlamaForSequenceClassification that
+	// loads back with the run's weights and scores as the run's does.
+	rmOut := filepath.Join(t.TempDir(), "reward")
+	_, err = export.Reward(store.Root, "e2e-stories", rmOut)
+	require.NoError(t, err)
+	cls, err := hfmodel.Load(rmOut)
+	require.NoError(t, err)
+	assert.True(t, cls.Config.Classifier)
+	rm, err := store.GetWeights(sum.RewardModel.Checkpoint)
+	require.NoError(t, err)
+	require.Equal(t, rm.Names(), cls.Params.Names())
+	for _, n := range rm.Names() {
+		assert.Equal(t, rm.Get(n).Data, cls.Params.Get(n).Data, "%s: the exported reward model is the run's", n)
+	}
 }

@@ -13,7 +13,9 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/hfmodel"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/safetensors"
 	"github.com/alignflow/alignflow/transformer"
+	"github.com/alignflow/alignflow/weights"
 )
 
 // Summary reads a run's summary.json from its data dir.
@@ -38,6 +40,19 @@ func Summary(dataDir, runID string) (*pipeline.Summary, error) {
 // config.json, tokenizer files and generation_config.json, and its weights
 // in the source dtype, checked against their digests first.
 func Policy(dataDir, runID, out string) (*pipeline.Summary, error) {
+	return write(dataDir, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.Policy.Checkpoint }, hfmodel.Export)
+}
+
+// Reward writes the reward model of run runID as an
+// XForSequenceClassification directory at out: the backbone and a score
+// layer of the five HelpSteer attributes (helpfulness, the reward, first).
+func Reward(dataDir, runID, out string) (*pipeline.Summary, error) {
+	return write(dataDir, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.RewardModel.Checkpoint }, hfmodel.ExportReward)
+}
+
+type exporter func(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error
+
+func write(dataDir, runID, out string, which func(*pipeline.Summary) artifact.Ref, export exporter) (*pipeline.Summary, error) {
 	s, err := Summary(dataDir, runID)
 	if err != nil {
 		return nil, err
@@ -50,13 +65,14 @@ func Policy(dataDir, runID, out string) (*pipeline.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	params, err := store.GetWeights(s.Policy.Checkpoint)
+	ref := which(s)
+	params, err := store.GetWeights(ref)
 	if err != nil {
-		return nil, fmt.Errorf("run %s policy: %w", runID, err)
+		return nil, fmt.Errorf("run %s: %w", runID, err)
 	}
 	cfg, err := transformer.ConfigOf(params)
 	if err != nil {
-		return nil, fmt.Errorf("run %s policy %s: %w", runID, s.Policy.Checkpoint.Path, err)
+		return nil, fmt.Errorf("run %s %s: %w", runID, ref.Path, err)
 	}
 	files := map[string][]byte{}
 	for name, ref := range bm.Files {
@@ -68,7 +84,7 @@ func Policy(dataDir, runID, out string) (*pipeline.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := hfmodel.Export(out, files, cfg, params, dtype); err != nil {
+	if err := export(out, files, cfg, params, dtype); err != nil {
 		return nil, err
 	}
 	return s, nil

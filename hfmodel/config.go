@@ -26,12 +26,45 @@ const ConfigFile = "config.json"
 // Architectures alignflow loads, by config.json's architectures[0].
 var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 
+// Classifiers are the reward-model architectures alignflow reads and
+// writes, by the language-model architecture of their backbone.
+var Classifiers = map[string]string{
+	"LlamaForSequenceClassification":   "LlamaForCausalLM",
+	"MistralForSequenceClassification": "MistralForCausalLM",
+	"Qwen2ForSequenceClassification":   "Qwen2ForCausalLM",
+}
+
+// ClassifierOf is the reward-model architecture of a language model's.
+func ClassifierOf(arch string) string {
+	for c, a := range Classifiers {
+		if a == arch {
+			return c
+		}
+	}
+	return ""
+}
+
+// supported lists every architecture for error messages.
+func supported() string {
+	all := append([]string(nil), Architectures...)
+	for _, a := range Architectures {
+		all = append(all, ClassifierOf(a))
+	}
+	return strings.Join(all, ", ")
+}
+
 // modelTypes maps each architecture to its config.json model_type.
 var modelTypes = map[string]string{"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
 
 // Config is what alignflow reads of a config.json.
 type Config struct {
+	// Architecture is the language model's (LlamaForCausalLM, ...), also
+	// for a classifier.
 	Architecture string
+	// Classifier is true for a reward model (XForSequenceClassification),
+	// whose NumLabels outputs are read at the last token.
+	Classifier bool
+	NumLabels  int
 	// Transformer is the architecture as alignflow runs it (MaxLen is the
 	// model's max_position_embeddings; a run may use fewer).
 	Transformer transformer.Config
@@ -66,6 +99,8 @@ type rawConfig struct {
 	BOSTokenID            *int32          `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
 	PretrainingTP         int             `json:"pretraining_tp"`
+	NumLabels             int             `json:"num_labels"`
+	ID2Label              map[string]any  `json:"id2label"`
 }
 
 // ReadConfig reads dir/config.json.
@@ -92,11 +127,15 @@ func ParseConfig(b []byte) (*Config, error) {
 		return nil, fmt.Errorf("not a config.json: %w", err)
 	}
 	if len(r.Architectures) != 1 {
-		return nil, fmt.Errorf("architectures: %q must name one architecture (supported: %s)", r.Architectures, strings.Join(Architectures, ", "))
+		return nil, fmt.Errorf("architectures: %q must name one architecture (supported: %s)", r.Architectures, supported())
 	}
 	arch := r.Architectures[0]
+	causal, classifier := Classifiers[arch]
+	if classifier {
+		arch = causal
+	}
 	if !slices.Contains(Architectures, arch) {
-		return nil, fmt.Errorf("architectures: %q is not supported (supported: %s)", arch, strings.Join(Architectures, ", "))
+		return nil, fmt.Errorf("architectures: %q is not supported (supported: %s)", arch, supported())
 	}
 	if r.ModelType != "" && r.ModelType != modelTypes[arch] {
 		return nil, fmt.Errorf("model_type: %q does not go with %s (want %q)", r.ModelType, arch, modelTypes[arch])
@@ -176,7 +215,16 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := t.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c := &Config{Architecture: arch, Transformer: t, DType: r.TorchDType, BOS: r.BOSTokenID}
+	c := &Config{Architecture: arch, Transformer: t, DType: r.TorchDType, BOS: r.BOSTokenID, Classifier: classifier}
+	if classifier {
+		c.NumLabels = r.NumLabels
+		if c.NumLabels == 0 {
+			c.NumLabels = len(r.ID2Label)
+		}
+		if c.NumLabels != RewardLabels {
+			return nil, fmt.Errorf("num_labels: %d; alignflow's reward models have %d outputs (%s)", c.NumLabels, RewardLabels, strings.Join(LabelNames[:], ", "))
+		}
+	}
 	if c.DType == "" {
 		c.DType = "float32"
 	}

@@ -63,7 +63,7 @@ func TestRefusedConfigs(t *testing.T) {
 		over map[string]any
 		want string
 	}{
-		{map[string]any{"architectures": []string{"GPT2LMHeadModel"}}, `architectures: "GPT2LMHeadModel" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)`},
+		{map[string]any{"architectures": []string{"GPT2LMHeadModel"}}, `architectures: "GPT2LMHeadModel" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, LlamaForSequenceClassification, MistralForSequenceClassification, Qwen2ForSequenceClassification)`},
 		{map[string]any{"architectures": nil}, "architectures"},
 		{map[string]any{"model_type": "gemma"}, `model_type: "gemma" does not go with LlamaForCausalLM`},
 		{map[string]any{"rope_scaling": map[string]any{"rope_type": "yarn", "factor": 4.0}}, `rope_scaling: type "yarn" is not supported (supported: llama3, linear)`},

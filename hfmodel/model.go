@@ -10,8 +10,10 @@ import (
 	"strings"
 
 	"github.com/alignflow/alignflow/chattemplate"
+	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/hftokenizer"
 	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/safetensors"
 	"github.com/alignflow/alignflow/transformer"
 	"github.com/alignflow/alignflow/weights"
@@ -114,8 +116,31 @@ type mapping struct {
 	transpose bool
 }
 
-// Mappings lists a model's tensors in Hugging Face's and alignflow's names.
+// RewardLabels and LabelNames are a reward model's outputs, in order: the
+// HelpSteer attributes, helpfulness (the reward) first.
+var (
+	RewardLabels = reward.NumAttributes
+	LabelNames   = helpsteer.AttributeNames
+)
+
+// mappings lists a language model's tensors in Hugging Face's and
+// alignflow's names: the backbone and, unless tied, the head.
 func mappings(t transformer.Config) []mapping {
+	out := backbone(t)
+	if !t.TiedEmbeddings {
+		out = append(out, mapping{"lm_head.weight", policy.LMHead, []int{t.Vocab, t.Dim}, true})
+	}
+	return out
+}
+
+// rewardMappings lists a reward model's: the backbone and the score layer,
+// XForSequenceClassification's score.weight [labels, hidden].
+func rewardMappings(t transformer.Config) []mapping {
+	return append(backbone(t), mapping{"score.weight", reward.HeadW, []int{RewardLabels, t.Dim}, true})
+}
+
+// backbone lists the tensors every model built on the transformer has.
+func backbone(t transformer.Config) []mapping {
 	d, q, kv := t.Dim, t.Heads*t.HeadDim(), t.KVHeadCount()*t.HeadDim()
 	out := []mapping{{"model.embed_tokens.weight", transformer.Embed, []int{t.Vocab, d}, false}}
 	for l := 0; l < t.Layers; l++ {
@@ -139,23 +164,20 @@ func mappings(t transformer.Config) []mapping {
 				mapping{hf("self_attn.v_proj.bias"), ours("bv"), []int{kv}, false})
 		}
 	}
-	out = append(out, mapping{"model.norm.weight", transformer.FinalNorm, []int{d}, false})
-	if !t.TiedEmbeddings {
-		out = append(out, mapping{"lm_head.weight", policy.LMHead, []int{t.Vocab, d}, true})
-	}
-	return out
+	return append(out, mapping{"model.norm.weight", transformer.FinalNorm, []int{d}, false})
 }
 
 // ignorable are tensors some checkpoints carry that the model does not
-// use: rotary tables recomputed from the config, and the head of a tied
-// model (the embeddings are the head).
-func ignorable(name string, t transformer.Config) bool {
-	return strings.HasSuffix(name, ".rotary_emb.inv_freq") || t.TiedEmbeddings && name == "lm_head.weight"
+// use: rotary tables recomputed from the config, and the language-model
+// head of a tied model or of a classifier.
+func ignorable(name string, cfg *Config) bool {
+	return strings.HasSuffix(name, ".rotary_emb.inv_freq") || (cfg.Transformer.TiedEmbeddings || cfg.Classifier) && name == "lm_head.weight"
 }
 
 // LoadWeights reads a directory's weights (model.safetensors or its shards)
-// into a policy's parameters, checking every tensor's presence, shape and
-// dtype against the config; each is read and converted on its own.
+// into a policy's parameters, or a reward model's for a classifier,
+// checking every tensor's presence, shape and dtype against the config;
+// each is read and converted on its own.
 func LoadWeights(dir string, cfg *Config) (*weights.Set, error) {
 	st, err := safetensors.OpenDir(dir)
 	if err != nil {
@@ -163,14 +185,17 @@ func LoadWeights(dir string, cfg *Config) (*weights.Set, error) {
 	}
 	defer st.Close()
 	t := cfg.Transformer
-	want := mappings(t)
+	want, kind := mappings(t), "policy"
+	if cfg.Classifier {
+		want, kind = rewardMappings(t), "reward"
+	}
 	known := map[string]bool{}
 	for _, m := range want {
 		known[m.hf] = true
 	}
 	var extra []string
 	for _, n := range st.Names() {
-		if !known[n] && !ignorable(n, t) {
+		if !known[n] && !ignorable(n, cfg) {
 			extra = append(extra, n)
 		}
 	}
@@ -200,7 +225,7 @@ func LoadWeights(dir string, cfg *Config) (*weights.Set, error) {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	transformer.SetConfig(params, t)
-	params.Metadata["kind"] = "policy"
+	params.Metadata["kind"] = kind
 	params.Metadata["hf_architecture"] = cfg.Architecture
 	params.Metadata["hf_torch_dtype"] = cfg.DType
 	return params, nil

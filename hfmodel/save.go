@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/safetensors"
 	"github.com/alignflow/alignflow/transformer"
 	"github.com/alignflow/alignflow/weights"
@@ -30,9 +31,22 @@ func DTypeOf(torchDType string) (safetensors.DType, error) {
 // model.safetensors, or shards of at most shardBytes and
 // model.safetensors.index.json. Tensors are converted one at a time.
 func WriteWeights(dir string, t transformer.Config, params *weights.Set, dtype safetensors.DType, shardBytes int64) error {
+	return writeWeights(dir, mappings(t), params, dtype, shardBytes)
+}
+
+// WriteRewardWeights writes a reward model's parameters as an
+// XForSequenceClassification's: the backbone and score.weight.
+func WriteRewardWeights(dir string, t transformer.Config, params *weights.Set, dtype safetensors.DType, shardBytes int64) error {
+	if params.Get(reward.HeadB) != nil {
+		return fmt.Errorf("write reward weights: the head has a bias, which a Hugging Face classifier's score layer cannot hold (only reward models trained from a Hugging Face model export)")
+	}
+	return writeWeights(dir, rewardMappings(t), params, dtype, shardBytes)
+}
+
+func writeWeights(dir string, maps []mapping, params *weights.Set, dtype safetensors.DType, shardBytes int64) error {
 	var tensors []safetensors.Tensor
 	total := int64(0)
-	for _, m := range mappings(t) {
+	for _, m := range maps {
 		p := params.Get(m.ours)
 		if p == nil {
 			return fmt.Errorf("write weights: parameter %s (%s) missing", m.ours, m.hf)
@@ -157,6 +171,60 @@ func ConfigJSON(c *Config) ([]byte, error) {
 // temporary directory beside out and renames it into place, so a failed
 // export leaves no directory that looks complete; out must not exist.
 func Export(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error {
+	return exportDir(out, files, func(dir string) error { return WriteWeights(dir, t, params, dtype, ShardBytes) })
+}
+
+// ExportReward writes a reward model as an XForSequenceClassification
+// directory at out, as Export does: the source's files with config.json
+// made a classifier's (ClassifierConfig), and the backbone and score.weight
+// in dtype.
+func ExportReward(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error {
+	src, ok := files[ConfigFile]
+	if !ok {
+		return fmt.Errorf("export: no %s to write", ConfigFile)
+	}
+	cfg, err := ClassifierConfig(src)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	withCfg := map[string][]byte{}
+	for k, v := range files {
+		withCfg[k] = v
+	}
+	withCfg[ConfigFile] = cfg
+	return exportDir(out, withCfg, func(dir string) error { return WriteRewardWeights(dir, t, params, dtype, ShardBytes) })
+}
+
+// ClassifierConfig turns a language model's config.json into its reward
+// model's: architectures XForSequenceClassification, num_labels 5 and the
+// labels in alignflow's order; every other field stays.
+func ClassifierConfig(src []byte) ([]byte, error) {
+	c, err := ParseConfig(src)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(src, &m); err != nil {
+		return nil, err
+	}
+	m["architectures"] = []string{ClassifierOf(c.Architecture)}
+	m["num_labels"] = RewardLabels
+	id2label, label2id := map[string]string{}, map[string]int{}
+	for i, name := range LabelNames {
+		id2label[fmt.Sprint(i)] = name
+		label2id[name] = i
+	}
+	m["id2label"], m["label2id"] = id2label, label2id
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// exportDir writes files and, by write, the weights into a temporary
+// directory beside out and renames it to out.
+func exportDir(out string, files map[string][]byte, write func(dir string) error) error {
 	if _, err := os.Stat(out); err == nil {
 		return fmt.Errorf("export: %s already exists", out)
 	}
@@ -185,7 +253,7 @@ func Export(out string, files map[string][]byte, t transformer.Config, params *w
 			return fmt.Errorf("export: %w", err)
 		}
 	}
-	if err := WriteWeights(tmp, t, params, dtype, ShardBytes); err != nil {
+	if err := write(tmp); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {

@@ -45,6 +45,9 @@ type Model struct {
 	// tokenizer-only directory).
 	Config *transformer.Config
 	Params *weights.Set
+	// Reward is true for a reward model (a classifier directory or an
+	// alignflow reward checkpoint): Params are then a reward model's.
+	Reward bool
 	// Verified is true for a checkpoint whose manifest digest matched.
 	Verified bool
 
@@ -74,7 +77,7 @@ func Open(path string, needWeights bool) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
-		m := &Model{Path: path, Kind: KindHF, Tokenizer: hf.Tokenizer, EOS: hf.EOS, Config: &hf.Config.Transformer, Params: hf.Params}
+		m := &Model{Path: path, Kind: KindHF, Tokenizer: hf.Tokenizer, EOS: hf.EOS, Config: &hf.Config.Transformer, Params: hf.Params, Reward: hf.Config.Classifier}
 		return m, m.useTemplate(hf.Chat)
 	}
 	tok, err := hftokenizer.Load(filepath.Join(path, hftokenizer.File))
@@ -124,14 +127,16 @@ func openCheckpoint(path string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %s: not an alignflow checkpoint: %w", path, err)
 	}
-	if kind := set.Metadata["kind"]; kind != "policy" {
-		return nil, fmt.Errorf("model %s: a %q checkpoint, not a policy (look for runs/<id>/sft/policy.safetensors or runs/<id>/reinforce/iter-*/policy.safetensors)", path, kind)
+	kind := set.Metadata["kind"]
+	if kind != "policy" && kind != "reward" {
+		return nil, fmt.Errorf("model %s: a %q checkpoint, neither a policy nor a reward model (look for runs/<id>/sft/policy.safetensors or runs/<id>/reward/.../model.safetensors)", path, kind)
 	}
 	cfg, err := transformer.ConfigOf(set)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
-	return &Model{Path: path, Kind: KindCheckpoint, Tokenizer: byteTokenizer{}, EOS: []int32{tokenizer.EOS}, Config: &cfg, Params: set, Verified: verified}, nil
+	return &Model{Path: path, Kind: KindCheckpoint, Tokenizer: byteTokenizer{}, EOS: []int32{tokenizer.EOS}, Config: &cfg, Params: set,
+		Reward: kind == "reward", Verified: verified}, nil
 }
 
 // HasTemplate reports whether the model has a chat template (otherwise

@@ -87,9 +87,13 @@ func MakeRatingBatch(rows []Rated, size int, cfg transformer.Config, helpfulness
 // over rows, so regression starts from predicting the mean rating and spends
 // its steps on what varies: with AdamW moving a bias about one learning rate
 // per step, a zero bias would need thousands of steps just to reach the
-// 0..4 scale. Attributes without ratings keep their bias.
+// 0..4 scale. Attributes without ratings keep their bias. A head without a
+// bias (a Hugging Face model's) is left as it is.
 func InitHeadBias(params *weights.Set, rows []Rated) error {
 	b := params.Get(HeadB)
+	if b == nil && FromHF(params) {
+		return nil
+	}
 	if b == nil || len(b.Data) != NumAttributes {
 		return fmt.Errorf("reward model has no %s of %d outputs", HeadB, NumAttributes)
 	}

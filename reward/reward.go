@@ -38,7 +38,9 @@ const Helpfulness = 0
 
 // InitFromBackbone starts a reward model from a trained backbone (the SFT
 // policy: its language-model head and any other non-backbone tensors are
-// dropped) with a fresh, small head.
+// dropped) with a fresh, small head. A backbone loaded from a Hugging Face
+// model gets a head without a bias, as LlamaForSequenceClassification's
+// score layer has none: the trained model then exports exactly.
 func InitFromBackbone(base *weights.Set, seed uint64) (*weights.Set, error) {
 	cfg, err := transformer.ConfigOf(base)
 	if err != nil {
@@ -57,11 +59,22 @@ func InitFromBackbone(base *weights.Set, seed uint64) (*weights.Set, error) {
 		w.Data[i] = float32(r.NormFloat64() * 0.01)
 	}
 	s.Put(HeadW, w)
-	s.Put(HeadB, weights.NewTensor(NumAttributes))
+	if !FromHF(base) {
+		s.Put(HeadB, weights.NewTensor(NumAttributes))
+	}
 	transformer.SetConfig(s, cfg)
+	for k, v := range base.Metadata {
+		if strings.HasPrefix(k, "hf_") {
+			s.Metadata[k] = v
+		}
+	}
 	s.Metadata["kind"] = "reward"
 	return s, nil
 }
+
+// FromHF reports whether a model's weights came from a Hugging Face
+// directory (hfmodel records the architecture in their metadata).
+func FromHF(s *weights.Set) bool { return s.Metadata["hf_architecture"] != "" }
 
 // Scores returns the head's outputs [B, NumAttributes] for sequences tokens
 // [B,T] whose last real token sits at index last [B].
@@ -71,7 +84,10 @@ func Scores(p transformer.Params, cfg transformer.Config, tokens, last *graph.No
 	pick := graph.OneHot(last, t, dtypes.Float32) // [B,T]
 	hLast := backend.Dot(pick, []int{1}, []int{0}, h, []int{1}, []int{0})
 	out := backend.Linear(hLast, p[HeadW])
-	return graph.Add(out, graph.InsertAxes(p[HeadB], 0))
+	if b, ok := p[HeadB]; ok {
+		out = graph.Add(out, graph.InsertAxes(b, 0))
+	}
+	return out
 }
 
 // Scalar selects the helpfulness output [B] from scores [B, NumAttributes]

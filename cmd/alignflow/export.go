@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"github.com/alignflow/alignflow/export"
+	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/pipeline"
 	"github.com/spf13/cobra"
 )
 
@@ -20,12 +22,14 @@ type exportOptions struct {
 func exportCmd() *cobra.Command {
 	o := exportOptions{}
 	cmd := &cobra.Command{
-		Use:   "export RUN_ID --out DIR [--what policy]",
-		Short: "Write a run's aligned policy as a Hugging Face model directory",
+		Use:   "export RUN_ID --out DIR [--what policy|reward]",
+		Short: "Write a run's aligned policy or its reward model as a Hugging Face model directory",
 		Long: `Writes the final policy of a finished run that started from a Hugging Face model
 (model.path) as a Hugging Face directory: the source's config.json, tokenizer files and
 generation_config.json, and model.safetensors in the source dtype (sharded with an index
-above 5 GB). The weights are checked against their digests first; the directory is
+above 5 GB). --what reward writes the reward model as an XForSequenceClassification
+(score.weight [5, hidden]; labels helpfulness, correctness, coherence, complexity,
+verbosity, helpfulness being the reward). The weights are checked against their digests first; the directory is
 written beside DIR and renamed into place, so a failed export leaves nothing that looks
 complete.`,
 		Args: cobra.ExactArgs(1),
@@ -39,7 +43,7 @@ complete.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.dir, "out", "", "directory to create")
-	cmd.Flags().StringVar(&o.what, "what", "policy", "what to export (supported: policy)")
+	cmd.Flags().StringVar(&o.what, "what", "policy", "what to export: policy, or reward (as XForSequenceClassification)")
 	return cmd
 }
 
@@ -47,13 +51,24 @@ func exportRun(o exportOptions) error {
 	if o.dir == "" {
 		return fmt.Errorf("--out DIR is required")
 	}
-	if o.what != "policy" {
-		return fmt.Errorf("--what %q is not supported (supported: policy)", o.what)
+	var s *pipeline.Summary
+	var err error
+	var arch, digest string
+	switch o.what {
+	case "policy":
+		if s, err = export.Policy(o.dataDir, o.runID, o.dir); err == nil {
+			arch, digest = s.Data.Model.Architecture, s.Policy.Digest
+		}
+	case "reward":
+		if s, err = export.Reward(o.dataDir, o.runID, o.dir); err == nil {
+			arch, digest = hfmodel.ClassifierOf(s.Data.Model.Architecture), s.RewardModel.Digest
+		}
+	default:
+		return fmt.Errorf("--what %q is not supported (supported: policy, reward)", o.what)
 	}
-	s, err := export.Policy(o.dataDir, o.runID, o.dir)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.out, "Exported run %s's policy (%s, %s, sha256 %.12s) to %s\n", o.runID, s.Data.Model.Architecture, s.Data.Model.DType, s.Policy.Digest, o.dir)
+	fmt.Fprintf(o.out, "Exported run %s's %s (%s, %s, sha256 %.12s) to %s\n", o.runID, o.what, arch, s.Data.Model.DType, digest, o.dir)
 	return nil
 }

@@ -9,7 +9,8 @@
 //	alignflow eval rewardbench --model M --data F  RewardBench-style scores
 //	alignflow tokenize --model DIR --text S      token ids of a text or a chat
 //	alignflow generate --model DIR --prompt S    continue a prompt with a model
-//	alignflow export RUN_ID --out DIR            a run's policy as a Hugging Face directory
+//	alignflow score --model DIR --prompt S --response S  a reward model's scores
+//	alignflow export RUN_ID --out DIR            a run's policy or reward model as a Hugging Face directory
 package main
 
 import (
@@ -60,7 +61,7 @@ func rootCmd() *cobra.Command {
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
 	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd(),
-		tokenizeCmd(), generateCmd(), exportCmd())
+		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd())
 	return root
 }
 

@@ -12,8 +12,11 @@ import (
 
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/chattemplate"
+	"github.com/alignflow/alignflow/helpsteer"
 	"github.com/alignflow/alignflow/lm"
 	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/tokenizer"
 )
 
 // modelFlagHelp says what --model takes.
@@ -220,4 +223,85 @@ func joinIDs(ids []int32) string {
 		parts[i] = fmt.Sprint(id)
 	}
 	return strings.Join(parts, " ")
+}
+
+// scoreOptions are `alignflow score`'s inputs and output.
+type scoreOptions struct {
+	out              io.Writer
+	model            string
+	prompt, response string
+	backend          string
+	json             bool
+}
+
+func scoreCmd() *cobra.Command {
+	o := scoreOptions{}
+	cmd := &cobra.Command{
+		Use:   "score --model DIR --prompt S --response S",
+		Short: "Score a response to a prompt with a reward model: the five HelpSteer attributes and the reward",
+		Long: `Reads the prompt (a HelpSteer2 prompt, rendered with the model's chat template up to the
+assistant's turn, as reward-model training reads it) and the response ending in EOS,
+and prints the reward model's five outputs, read at the last token; helpfulness is the
+reward. --model is an XForSequenceClassification directory (alignflow export --what
+reward writes one) or an alignflow reward checkpoint. --json prints {"ids": the tokens
+read, "attributes": {...}, "reward": ...}.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.out = cmd.OutOrStdout()
+			return scoreRun(o)
+		},
+	}
+	cmd.Flags().StringVar(&o.model, "model", "", "a reward model: a classifier directory or an alignflow reward checkpoint (.safetensors)")
+	cmd.Flags().StringVar(&o.prompt, "prompt", "", "the prompt")
+	cmd.Flags().StringVar(&o.response, "response", "", "the response")
+	cmd.Flags().StringVar(&o.backend, "backend", backend.Go, "graph backend")
+	cmd.Flags().BoolVar(&o.json, "json", false, `print {"ids", "attributes", "reward"}`)
+	return cmd
+}
+
+func scoreRun(o scoreOptions) error {
+	if o.model == "" {
+		return fmt.Errorf("--model is required (a classifier directory or an alignflow reward checkpoint)")
+	}
+	m, err := lm.Open(o.model, true)
+	if err != nil {
+		return err
+	}
+	if !m.Reward {
+		return fmt.Errorf("--model %s: not a reward model (a classifier directory, XForSequenceClassification, or runs/<id>/reward/.../model.safetensors)", o.model)
+	}
+	codec, err := m.Codec()
+	if err != nil {
+		return err
+	}
+	prompt, err := codec.Prompt(o.prompt)
+	if err != nil {
+		return fmt.Errorf("--prompt: %w", err)
+	}
+	ids, _, _ := tokenizer.Fit(prompt, codec.Response(o.response), m.Config.MaxLen)
+	b, err := backend.New(o.backend)
+	if err != nil {
+		return fmt.Errorf("--backend: %w", err)
+	}
+	scores, err := reward.NewEngine(b, *m.Config, m.Params).Score(m.Params, [][]int32{ids}, 1)
+	if err != nil {
+		return err
+	}
+	attrs := map[string]float64{}
+	for i, name := range helpsteer.AttributeNames {
+		attrs[name] = float64(scores[0][i])
+	}
+	r := attrs[helpsteer.AttributeNames[reward.Helpfulness]]
+	if o.json {
+		return json.NewEncoder(o.out).Encode(struct {
+			IDs        []int32            `json:"ids"`
+			Attributes map[string]float64 `json:"attributes"`
+			Reward     float64            `json:"reward"`
+		}{ids, attrs, r})
+	}
+	fmt.Fprintf(o.out, "reward %.4f (%d tokens read)\n", r, len(ids))
+	for _, name := range helpsteer.AttributeNames {
+		fmt.Fprintf(o.out, "  %-12s %8.4f\n", name, attrs[name])
+	}
+	return nil
 }

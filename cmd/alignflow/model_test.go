@@ -12,8 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/fixtures"
+	"github.com/alignflow/alignflow/hfmodel"
 	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/safetensors"
 	"github.com/alignflow/alignflow/tokenizer"
 	"github.com/alignflow/alignflow/transformer"
 )
@@ -128,4 +132,59 @@ func TestGenerateFromACheckpoint(t *testing.T) {
 	_, err = runCLI(t, "tokenize", "--model", filepath.Join(t.TempDir(), "nope"), "--text", "x")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "nope")
+}
+
+// TestScore scores with a reward model exported as a
+// LlamaForSequenceClassification (built here on stories260K's backbone)
+// and with an alignflow reward checkpoint: the printed attributes are the
+// reward model's outputs at the last token, helpfulness the reward.
+func TestScore(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	hf, err := hfmodel.Load(src)
+	require.NoError(t, err)
+	rm, err := reward.InitFromBackbone(hf.Params, 4)
+	require.NoError(t, err)
+	assert.Nil(t, rm.Get(reward.HeadB), "a Hugging Face backbone's head has no bias")
+	files := map[string][]byte{}
+	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} {
+		files[f], err = os.ReadFile(filepath.Join(src, f))
+		require.NoError(t, err)
+	}
+	dir := filepath.Join(t.TempDir(), "rm")
+	require.NoError(t, hfmodel.ExportReward(dir, files, hf.Config.Transformer, rm, safetensors.F32))
+
+	out, err := runCLI(t, "score", "--model", dir, "--prompt", "Once upon a time", "--response", "there was a cat.", "--json")
+	require.NoError(t, err)
+	var got struct {
+		IDs        []int32            `json:"ids"`
+		Attributes map[string]float64 `json:"attributes"`
+		Reward     float64            `json:"reward"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	b, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	want, err := reward.NewEngine(b, hf.Config.Transformer, rm).Score(rm, [][]int32{got.IDs}, 1)
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), got.IDs[0], "BOS first")
+	assert.Equal(t, int32(2), got.IDs[len(got.IDs)-1], "the head is read at the response's EOS")
+	assert.InDelta(t, float64(want[0][0]), got.Reward, 1e-6)
+	assert.InDelta(t, float64(want[0][4]), got.Attributes["verbosity"], 1e-6)
+	assert.Equal(t, got.Reward, got.Attributes["helpfulness"])
+
+	// An alignflow reward checkpoint of the bundled model.
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	cfg := transformer.Config{Vocab: tokenizer.VocabSize, Dim: 32, Heads: 4, Layers: 1, Hidden: 64, MaxLen: 32}
+	brm, err := reward.InitFromBackbone(policy.Init(cfg, 1), 2)
+	require.NoError(t, err)
+	ref, err := store.PutWeights("runs/x/reward/model.safetensors", brm)
+	require.NoError(t, err)
+	out, err = runCLI(t, "score", "--model", store.Abs(ref), "--prompt", "opposite of hot?", "--response", "cold", "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	assert.Equal(t, append(tokenizer.EncodePrompt("opposite of hot?"), tokenizer.EncodeResponse("cold")...), got.IDs)
+
+	_, err = runCLI(t, "score", "--model", src, "--prompt", "x", "--response", "y")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not a reward model")
 }
