@@ -173,6 +173,7 @@ type Engine struct {
 
 	once     sync.Once
 	logProbs *graph.Exec
+	prefill  *graph.Exec
 	decode   *graph.Exec
 }
 
@@ -199,18 +200,19 @@ func (e *Engine) compile() {
 			return TokenLogProbs(e.byName(in[:np]), e.Cfg, in[np], in[np+1])
 		}).SetMaxCache(-1)
 		layers := e.Cfg.Layers
+		out := func(p transformer.Params, h *graph.Node, ks, vs []*graph.Node) []*graph.Node {
+			return append(append([]*graph.Node{head(p, e.Cfg, h, true)}, ks...), vs...)
+		}
+		e.prefill = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
+			p := e.byName(in[:np])
+			h, ks, vs := transformer.Prefill(p, e.Cfg, in[np], in[np+1])
+			return out(p, h, ks, vs)
+		}).SetMaxCache(-1)
 		e.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
 			p := e.byName(in[:np])
-			token := in[np]
-			var kc, vc []*graph.Node
-			if len(in) > np+1 {
-				kc, vc = in[np+1:np+1+layers], in[np+1+layers:np+1+2*layers]
-			}
-			h, nk, nv := transformer.DecodeStep(p, e.Cfg, token, kc, vc)
-			logits := head(p, e.Cfg, h, true)
-			out := []*graph.Node{logits}
-			out = append(out, nk...)
-			return append(out, nv...)
+			kc, vc := in[np+2:np+2+layers], in[np+2+layers:np+2+2*layers]
+			h, ks, vs := transformer.DecodeStep(p, e.Cfg, in[np], in[np+1], kc, vc)
+			return out(p, h, ks, vs)
 		}).SetMaxCache(-1)
 	})
 }
@@ -331,56 +333,63 @@ func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int,
 func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
 	cfg := e.Cfg
 	tmax := cfg.MaxLen
-	var caches []*tensors.Tensor // per layer K [rows,H,s,Dh], then V [rows,H,Dh,s]; none before the first step
+	// Rows that are done (or pad the batch) keep feeding a token whose
+	// outputs are ignored.
+	pad := PadID(cfg)
+	// The prompts are left-padded to the longest, so that every row's next
+	// token comes at the same step; each row's positions start at its first
+	// real token and its padding is masked out.
+	longest := 1
+	for _, p := range prompts {
+		if len(p) == 0 || len(p) >= tmax {
+			return nil, fmt.Errorf("generate: prompt of %d tokens does not fit max_len %d", len(p), tmax)
+		}
+		longest = max(longest, len(p))
+	}
+	tokens := make([][]int32, rows)
+	pads := make([]int32, rows)
+	for b := range tokens {
+		tokens[b] = make([]int32, longest)
+		var p []int32
+		if b < len(prompts) {
+			p = prompts[b]
+		}
+		pads[b] = int32(longest - len(p))
+		for j := range tokens[b] {
+			tokens[b][j] = pad
+		}
+		copy(tokens[b][longest-len(p):], p)
+		if len(p) == 0 {
+			pads[b] = int32(longest - 1) // a batch-padding row: one "real" token
+		}
+	}
+	padT := tensors.FromValue(pads)
+	defer padT.FinalizeAll()
+	outs, err := e.prefill.Exec(append(append([]any(nil), paramArgs...), tensors.FromValue(tokens), padT)...)
+	if err != nil {
+		return nil, fmt.Errorf("prefill: %w", err)
+	}
+	caches := outs[1:] // per layer K [rows,KV,s,Dh], then V [rows,KV,Dh,s]
 	defer func() {
 		for _, c := range caches {
 			c.FinalizeAll()
 		}
 	}()
-	// Rows that are done (or pad the batch) keep feeding a token whose
-	// outputs are ignored.
-	pad := PadID(cfg)
+	logits := tensors.MustCopyFlatData[float32](outs[0])
+	outs[0].FinalizeAll()
+
 	samples := make([]Sample, len(prompts))
 	done := make([]bool, rows)
 	cur := make([]int32, rows)
-	for b := 0; b < rows; b++ {
-		if b >= len(prompts) {
-			done[b] = true
-			cur[b] = pad
-			continue
-		}
-		if len(prompts[b]) == 0 || len(prompts[b]) >= tmax {
-			return nil, fmt.Errorf("generate: prompt of %d tokens does not fit max_len %d", len(prompts[b]), tmax)
-		}
-		cur[b] = prompts[b][0]
+	for b := len(prompts); b < rows; b++ {
+		done[b], cur[b] = true, pad
 	}
 	probs := make([]float64, cfg.Vocab)
-	// Step s feeds the token at position s and samples position s+1, so the
-	// last step that may sample is tmax-2: the sequence then holds tmax.
-	for s := 0; s < tmax-1; s++ {
-		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur))
-		for _, c := range caches {
-			args = append(args, c)
-		}
-		outs, err := e.decode.Exec(args...)
-		if err != nil {
-			return nil, fmt.Errorf("decode step %d: %w", s, err)
-		}
-		for _, c := range caches {
-			c.FinalizeAll()
-		}
-		caches = outs[1:]
-		logits := tensors.MustCopyFlatData[float32](outs[0])
-		outs[0].FinalizeAll()
+	for step := 0; ; step++ {
 		allDone := true
 		for b := 0; b < rows; b++ {
 			if done[b] {
 				cur[b] = pad
-				continue
-			}
-			if s+1 < len(prompts[b]) {
-				cur[b] = prompts[b][s+1]
-				allDone = false
 				continue
 			}
 			row := logits[b*cfg.Vocab : (b+1)*cfg.Vocab]
@@ -391,7 +400,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 			case opts.stops(tok):
 				samples[b].Ended = true
 				done[b] = true
-			case len(samples[b].Tokens) >= opts.MaxTokens || s+2 >= tmax: // the sequence fills MaxLen
+			case len(samples[b].Tokens) >= opts.MaxTokens || len(prompts[b])+len(samples[b].Tokens) >= tmax: // the sequence fills MaxLen
 				done[b] = true
 			}
 			cur[b] = tok
@@ -402,6 +411,20 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		if allDone {
 			break
 		}
+		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur), padT)
+		for _, c := range caches {
+			args = append(args, c)
+		}
+		outs, err := e.decode.Exec(args...)
+		if err != nil {
+			return nil, fmt.Errorf("decode step %d: %w", step, err)
+		}
+		for _, c := range caches {
+			c.FinalizeAll()
+		}
+		caches = outs[1:]
+		logits = tensors.MustCopyFlatData[float32](outs[0])
+		outs[0].FinalizeAll()
 	}
 	return samples, nil
 }

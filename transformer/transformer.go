@@ -11,7 +11,9 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
 
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/weights"
@@ -314,7 +316,8 @@ func mergeHeads(x *graph.Node) *graph.Node {
 
 // attend computes softmax(q k^T / sqrt(Dh) + bias) v for q [B,H,T,Dh],
 // k [B,KV,S,Dh], v [B,KV,S,Dh] with its S axis at vSeqAxis 2, or transposed
-// [B,KV,Dh,S] with vSeqAxis 3, and an additive bias [T,S] (nil for none).
+// [B,KV,Dh,S] with vSeqAxis 3, and an additive bias [T,S] or, per row,
+// [B,T,S] (nil for none).
 // With fewer key/value heads than query heads (grouped-query attention),
 // key/value head j serves query heads j*H/KV up to (j+1)*H/KV - 1, as
 // transformers' repeat_kv does.
@@ -328,7 +331,7 @@ func attend(q, k, v *graph.Node, vSeqAxis int, bias *graph.Node) *graph.Node {
 		scores := backend.Dot(q5, []int{4}, []int{0, 1}, k, []int{3}, []int{0, 1}) // [B,KV,rep,T,S]
 		scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dh)))
 		if bias != nil {
-			scores = graph.Add(scores, graph.BroadcastPrefix(bias, b, kv, rep))
+			scores = graph.Add(scores, broadcastBias(bias, b, kv, rep))
 		}
 		probs := Softmax(scores)
 		out := backend.Dot(probs, []int{4}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1}) // [B,KV,rep,T,Dh]
@@ -337,10 +340,23 @@ func attend(q, k, v *graph.Node, vSeqAxis int, bias *graph.Node) *graph.Node {
 	scores := backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1})
 	scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dims[3])))
 	if bias != nil {
-		scores = graph.Add(scores, graph.BroadcastPrefix(bias, dims[0], dims[1]))
+		scores = graph.Add(scores, broadcastBias(bias, dims[0], dims[1]))
 	}
 	probs := Softmax(scores)
 	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1})
+}
+
+// broadcastBias spreads an additive mask over the batch and head axes of
+// the scores: [T,S] the same for every row, [B,T,S] per row.
+func broadcastBias(bias *graph.Node, b int, heads ...int) *graph.Node {
+	if bias.Rank() == 2 {
+		return graph.BroadcastPrefix(bias, append([]int{b}, heads...)...)
+	}
+	d := bias.Shape().Dimensions
+	for range heads {
+		bias = graph.InsertAxes(bias, 1)
+	}
+	return graph.BroadcastToDims(bias, append(append([]int{b}, heads...), d[1], d[2])...)
 }
 
 // mlp is the MLP of layer l, gated or not; linear multiplies by a weight
@@ -399,55 +415,110 @@ func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 	return rmsNorm(x, p.get(FinalNorm), eps)
 }
 
-// DecodeStep advances generation by one token per row using a KV cache.
-// token is [B] int32; caches hold, per layer, K of the s tokens already seen
-// as [B,H,s,Dh] and V transposed as [B,H,Dh,s] (nil before the first token).
-// The new token sits at position s. It returns the final hidden state [B,D]
-// of the new token and the caches grown to s+1. Growing by concatenation
-// keeps every step's work proportional to the tokens seen; each length
-// compiles once and is cached.
+// Prefill runs the backbone over a left-padded batch of prompts, tokens
+// [B,P] int32, whose row b starts with pads[b] ([B] int32) padding tokens,
+// and returns the final hidden state at every row's last position [B,D]
+// and the KV caches DecodeStep continues from: per layer K [B,KV,P,Dh] and
+// V transposed [B,KV,Dh,P]. Positions count from each row's first real
+// token and padding is masked out of attention, so a row's results do not
+// depend on the other rows. p holds the projections transposed, as
+// DecodeStep reads them.
+func Prefill(p Params, cfg Config, tokens, pads *graph.Node) (hidden *graph.Node, ks, vs []*graph.Node) {
+	g := tokens.Graph()
+	dims := tokens.Shape().Dimensions
+	b, t := dims[0], dims[1]
+	// pos[b,j] = j - pads[b], clamped into the table: padding's values are
+	// masked out anyway.
+	iota := graph.Iota(g, shapes.Make(dtypes.Int32, b, t), 1)
+	pos := graph.Sub(iota, graph.BroadcastToDims(graph.InsertAxes(pads, -1), b, t))
+	pos = graph.Max(pos, graph.ScalarZero(g, dtypes.Int32))
+	causal := make([]float32, t*t)
+	for i := 0; i < t; i++ {
+		for j := i + 1; j < t; j++ {
+			causal[i*t+j] = negInf
+		}
+	}
+	bias := graph.Add(graph.BroadcastPrefix(graph.Reshape(graph.Const(g, causal), t, t), b), // [B,T,T]
+		graph.InsertAxes(padBias(pads, t), 1))
+	x := graph.Gather(p.get(Embed), graph.InsertAxes(tokens, -1)) // [B,T,D]
+	x, ks, vs = cachedBlocks(p, cfg, x, pos, bias, nil, nil)
+	pick := graph.OneHot(graph.Const(g, int32(t-1)), t, dtypes.Float32) // the last position
+	last := backend.Dot(x, []int{1}, nil, pick, []int{0}, nil)          // [B,D]
+	return rmsNorm(last, p.get(FinalNorm), cfg.eps()), ks, vs
+}
+
+// DecodeStep advances generation by one token per row using the KV cache
+// Prefill (or an earlier step) returned. token is [B] int32; pads [B] the
+// rows' left padding, as given to Prefill; the caches hold, per layer, K of
+// the s positions seen as [B,KV,s,Dh] and V transposed as [B,KV,Dh,s]. The
+// new token's position is s - pads[b]. It returns the final hidden state
+// [B,D] of the new token and the caches grown to s+1. Growing by
+// concatenation keeps every step's work proportional to the tokens seen;
+// each length compiles once and is cached.
 //
 // p holds the projections transposed, [out, in], as TransposeProjections
 // returns them, and the V cache is kept transposed: the pure-Go backend
 // multiplies with the contracted axis last on both sides and would
 // otherwise transpose every weight and the whole V cache at every step.
-// The arithmetic is the same, so are the results.
-func DecodeStep(p Params, cfg Config, token *graph.Node, kCache, vCache []*graph.Node) (hidden *graph.Node, newK, newV []*graph.Node) {
+func DecodeStep(p Params, cfg Config, token, pads *graph.Node, kCache, vCache []*graph.Node) (hidden *graph.Node, newK, newV []*graph.Node) {
 	g := token.Graph()
 	b := token.Shape().Dimensions[0]
-	pos := 0
-	if kCache != nil {
-		pos = kCache[0].Shape().Dimensions[2]
-	}
-	cosAll, sinAll, rot := ropeTables(g, cfg, pos+1)
-	sel := make([]float32, pos+1)
-	sel[pos] = 1
-	pick := graph.Reshape(graph.Const(g, sel), 1, pos+1)
-	cos := backend.Linear(pick, cosAll) // [1,Dh]: the row of position pos
-	sin := backend.Linear(pick, sinAll)
-	rope := func(x *graph.Node) *graph.Node { return applyRope(x, cos, sin, rot) }
+	s := kCache[0].Shape().Dimensions[2]
+	pos := graph.Sub(graph.Const(g, int32(s)), pads)                                                        // [B]
+	pos = graph.Max(graph.Min(pos, graph.Const(g, int32(cfg.MaxLen-1))), graph.ScalarZero(g, dtypes.Int32)) // done rows run on
+	bias := graph.InsertAxes(padBias(pads, s+1), 1)                                                         // [B,1,s+1]
+	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1))                                            // [B,D]
+	x = graph.Reshape(x, b, 1, cfg.Dim)
+	x, newK, newV = cachedBlocks(p, cfg, x, graph.InsertAxes(pos, -1), bias, kCache, vCache)
+	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm), cfg.eps()), b, cfg.Dim)
+	return hidden, newK, newV
+}
 
+// padBias is the additive attention mask [B,S] of left padding: 0 for a
+// row's real positions, negInf for its first pads[b].
+func padBias(pads *graph.Node, s int) *graph.Node {
+	g := pads.Graph()
+	b := pads.Shape().Dimensions[0]
+	iota := graph.Iota(g, shapes.Make(dtypes.Int32, b, s), 1)
+	real := graph.GreaterOrEqual(iota, graph.BroadcastToDims(graph.InsertAxes(pads, -1), b, s))
+	zero := graph.ZerosLike(graph.ConvertDType(iota, dtypes.Float32))
+	return graph.Where(real, zero, graph.AddScalar(zero, negInf))
+}
+
+// cachedBlocks runs the blocks over x [B,T,D] at positions pos [B,T]
+// (int32) with the additive mask bias [B,T,S], after the cached keys and
+// values (nil for none), with transposed projections; it returns x and the
+// caches grown by T.
+func cachedBlocks(p Params, cfg Config, x, pos, bias *graph.Node, kCache, vCache []*graph.Node) (*graph.Node, []*graph.Node, []*graph.Node) {
+	g := x.Graph()
+	cosT, sinT, rot := ropeTables(g, cfg, cfg.MaxLen)
+	idx := graph.InsertAxes(pos, -1)
+	cos := graph.InsertAxes(graph.Gather(cosT, idx), 1) // [B,1,T,Dh]
+	sin := graph.InsertAxes(graph.Gather(sinT, idx), 1)
+	rope := func(q *graph.Node) *graph.Node {
+		d := q.Shape().Dimensions
+		c, s := graph.BroadcastToDims(cos, d...), graph.BroadcastToDims(sin, d...)
+		return graph.Add(graph.Mul(q, c), graph.Mul(backend.Linear(q, rot), s))
+	}
 	eps := cfg.eps()
 	kvh := cfg.KVHeadCount()
-	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1)) // [B,D]
-	x = graph.Reshape(x, b, 1, cfg.Dim)
+	var newK, newV []*graph.Node
 	for l := 0; l < cfg.Layers; l++ {
 		h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
 		q := rope(splitHeads(project(p, cfg, l, "wq", h, LinearT), cfg.Heads))
 		k := rope(splitHeads(project(p, cfg, l, "wk", h, LinearT), kvh))
-		vt := graph.TransposeAllAxes(splitHeads(project(p, cfg, l, "wv", h, LinearT), kvh), 0, 1, 3, 2) // [B,KV,Dh,1]
+		vt := graph.TransposeAllAxes(splitHeads(project(p, cfg, l, "wv", h, LinearT), kvh), 0, 1, 3, 2) // [B,KV,Dh,T]
 		if kCache != nil {
 			k = graph.Concatenate([]*graph.Node{kCache[l], k}, 2)
 			vt = graph.Concatenate([]*graph.Node{vCache[l], vt}, 3)
 		}
 		newK = append(newK, k)
 		newV = append(newV, vt)
-		a := mergeHeads(attend(q, k, vt, 3, nil))
+		a := mergeHeads(attend(q, k, vt, 3, bias))
 		x = graph.Add(x, LinearT(a, p.get(layerName(l, "wo"))))
 		x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), LinearT))
 	}
-	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm), eps), b, cfg.Dim)
-	return hidden, newK, newV
+	return x, newK, newV
 }
 
 // LinearT multiplies the last axis of x by the transpose of wt [out, in].
