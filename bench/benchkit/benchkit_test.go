@@ -21,10 +21,10 @@ func TestMedian(t *testing.T) {
 }
 
 func TestDecodeSteps(t *testing.T) {
-	prompts := [][]int32{{1, 2, 3}, {1}}
 	samples := []policy.Sample{{Tokens: []int32{7, 8}}, {Tokens: []int32{7, 8, 9}}}
-	// Row 0: 2 prompt steps then 2 sampled tokens (the first sampled at the last prompt step).
-	assert.Equal(t, 4, DecodeSteps(prompts, samples))
+	// The prefill samples every row's first token, then two decode steps
+	// give row 1 its other two.
+	assert.Equal(t, 3, DecodeSteps(samples))
 }
 
 // The fixtures are deterministic and written in the layout the PyTorch

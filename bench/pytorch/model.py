@@ -165,15 +165,11 @@ def hidden(p, cfg, tokens):
     return rms_norm(x, p["final_norm"])
 
 
-def decode_step(p, cfg, token, k_cache, v_cache):
-    """One token per row through the KV cache. token [B]; caches: per layer
-    [B,H,s,Dh] (None before the first token). Returns logits [B,V] and the
-    caches grown by concatenation to s+1, as transformer.DecodeStep does."""
-    b = token.shape[0]
-    pos = 0 if k_cache is None else k_cache[0].shape[2]
-    x = p["embed"][token].view(b, 1, cfg.dim)
+def _blocks(p, cfg, x, pos, bias, k_cache, v_cache):
+    """The blocks over x [B,T,D] at positions pos [B,T] with the additive
+    mask bias [B,T,S], after the cached keys and values (None for none)."""
     cos_all, sin_all = rope_tables(cfg.max_len, cfg.head_dim, x.device)
-    cos, sin = cos_all[pos:pos + 1], sin_all[pos:pos + 1]
+    cos, sin = cos_all[pos].unsqueeze(1), sin_all[pos].unsqueeze(1)  # [B,1,T,Dh]
     new_k, new_v = [], []
     for l in range(cfg.layers):
         h = rms_norm(x, p[f"layer{l}.attn_norm"])
@@ -185,10 +181,41 @@ def decode_step(p, cfg, token, k_cache, v_cache):
             v = torch.cat([v_cache[l], v], 2)
         new_k.append(k)
         new_v.append(v)
-        x = x + merge_heads(attend(q, k, v, None)) @ p[f"layer{l}.wo"]
+        x = x + merge_heads(attend(q, k, v, bias.unsqueeze(1))) @ p[f"layer{l}.wo"]
         x = x + mlp(p, l, rms_norm(x, p[f"layer{l}.mlp_norm"]))
+    return x, new_k, new_v
+
+
+def _pad_bias(pads, s, device):
+    """[B,S]: 0 at a row's real positions, NEG_INF at its pads[b] first."""
+    j = torch.arange(s, device=device)[None, :]
+    return torch.where(j >= pads[:, None], torch.zeros((), device=device), torch.full((), NEG_INF, device=device))
+
+
+def prefill(p, cfg, tokens, pads):
+    """transformer.Prefill: left-padded prompts tokens [B,P] (row b starts
+    with pads[b] padding tokens) in one pass. Returns the logits at every
+    row's last position [B,V] and the caches."""
+    b, t = tokens.shape
+    dev = tokens.device
+    pos = torch.clamp(torch.arange(t, device=dev)[None, :] - pads[:, None], min=0)
+    bias = causal_bias(t, dev)[None, :, :] + _pad_bias(pads, t, dev)[:, None, :]
+    x, k, v = _blocks(p, cfg, p["embed"][tokens], pos, bias, None, None)
+    h = rms_norm(x[:, -1], p["final_norm"])
+    return h @ p["lm_head"], k, v
+
+
+def decode_step(p, cfg, token, pads, k_cache, v_cache):
+    """transformer.DecodeStep: one token per row through the KV cache, at
+    position s - pads[b] (clamped for rows that are done). Returns logits
+    [B,V] and the caches grown to s+1."""
+    b = token.shape[0]
+    s = k_cache[0].shape[2]
+    pos = torch.clamp(s - pads, min=0, max=cfg.max_len - 1)[:, None]
+    bias = _pad_bias(pads, s + 1, token.device)[:, None, :]
+    x, k, v = _blocks(p, cfg, p["embed"][token].view(b, 1, cfg.dim), pos, bias, k_cache, v_cache)
     h = rms_norm(x, p["final_norm"]).view(b, cfg.dim)
-    return h @ p["lm_head"], new_k, new_v
+    return h @ p["lm_head"], k, v
 
 
 # ---------------------------------------------------------------- policy
@@ -258,35 +285,38 @@ class Sample:
 
 
 def generate_chunk(p, cfg, prompts, rows, temperature, top_p, max_tokens, gen, eos, pad, forced=None):
-    """policy.Engine.generateChunk. forced, when given, holds a response
-    per row to replay instead of sampling (to compare log-probabilities).
-    Runs on the device of p's weights."""
+    """policy.Engine.generateChunk: the prompts left-padded and prefilled in
+    one pass, then one decode step per token. A response stops at EOS,
+    after max_tokens, or when prompt and response fill max_len. forced,
+    when given, holds a response per row to replay instead of sampling (to
+    compare log-probabilities). Runs on the device of p's weights."""
     tmax = cfg.max_len
     dev = p["embed"].device
+    longest = max(len(x) for x in prompts)
+    tokens, pads = [], []
+    for b in range(rows):
+        pr = prompts[b] if b < len(prompts) else []
+        tokens.append([pad] * (longest - len(pr)) + list(pr))
+        pads.append(longest - len(pr) if pr else longest - 1)
+    pads = torch.tensor(pads, dtype=torch.int64, device=dev)
     samples = [Sample() for _ in prompts]
     done = [b >= len(prompts) for b in range(rows)]
-    cur = [prompts[b][0] if b < len(prompts) else pad for b in range(rows)]
-    kc = vc = None
-    steps = 0
+    cur = [pad] * rows
+    steps = 1
     with torch.no_grad():
-        for s in range(tmax):
-            logits, kc, vc = decode_step(p, cfg, torch.tensor(cur, dtype=torch.int64, device=dev), kc, vc)
-            steps += 1
+        logits, kc, vc = prefill(p, cfg, torch.tensor(tokens, dtype=torch.int64, device=dev), pads)
+        while True:
             if forced is None:
                 toks = sample_tokens(logits, temperature, top_p, gen).tolist()
             else:
-                toks = [forced[b][s + 1 - len(prompts[b])] if b < len(prompts) and s + 1 >= len(prompts[b])
-                        and s + 1 - len(prompts[b]) < len(forced[b]) else pad for b in range(rows)]
+                toks = [forced[b][len(samples[b].tokens)] if b < len(prompts) and len(samples[b].tokens) < len(forced[b]) else pad
+                        for b in range(rows)]
             lps = torch.log_softmax(logits, -1).gather(
                 -1, torch.tensor(toks, dtype=torch.int64, device=dev).unsqueeze(-1)).squeeze(-1).tolist()
             all_done = True
             for b in range(rows):
                 if done[b]:
                     cur[b] = pad
-                    continue
-                if s + 1 < len(prompts[b]):
-                    cur[b] = prompts[b][s + 1]
-                    all_done = False
                     continue
                 tok = toks[b]
                 sm = samples[b]
@@ -295,7 +325,7 @@ def generate_chunk(p, cfg, prompts, rows, temperature, top_p, max_tokens, gen, e
                 if tok == eos:
                     sm.ended = True
                     done[b] = True
-                elif len(sm.tokens) >= max_tokens or s + 1 >= tmax:
+                elif len(sm.tokens) >= max_tokens or len(prompts[b]) + len(sm.tokens) >= tmax:
                     done[b] = True
                 if forced is not None and len(sm.tokens) >= len(forced[b]):
                     done[b] = True
@@ -304,6 +334,8 @@ def generate_chunk(p, cfg, prompts, rows, temperature, top_p, max_tokens, gen, e
                     all_done = False
             if all_done:
                 break
+            logits, kc, vc = decode_step(p, cfg, torch.tensor(cur, dtype=torch.int64, device=dev), pads, kc, vc)
+            steps += 1
     return samples, steps
 
 
