@@ -32,6 +32,7 @@ import (
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/tokenizer"
+	"github.com/alignflow/alignflow/weights"
 )
 
 // Activities holds what every activity needs: the artifact store and the
@@ -422,12 +423,18 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if err != nil {
 		return d, err
 	}
+	var rewardBase *weights.Set
+	if spec.Reward.Path != "" && hfm != nil {
+		if rewardBase, err = openRewardBase(spec, *hfm.Config); err != nil {
+			return d, err
+		}
+	}
 	ds := &dataset{ratings: ratings, prefs: prefs, task: task, m: m}
 	if err := ds.count(&d, m.cfg.MaxLen); err != nil {
 		return d, err
 	}
 	if hfm != nil {
-		if d.Model, err = a.storeModel(in.RunID, spec, hfm, hf); err != nil {
+		if d.Model, err = a.storeModel(in.RunID, spec, hfm, hf, rewardBase); err != nil {
 			return d, err
 		}
 	}

@@ -2,6 +2,8 @@ package activities
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,6 +14,8 @@ import (
 	"github.com/alignflow/alignflow/fixtures"
 	"github.com/alignflow/alignflow/hfmodel"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/safetensors"
 	"github.com/alignflow/alignflow/transformer"
 )
 
@@ -83,4 +87,67 @@ func TestStagesOnAHuggingFaceModel(t *testing.T) {
 	require.NotNil(t, pe.GoldScore)
 	assert.Greater(t, pe.KLSequence+pe.KLPenalty, 0.0)
 	t.Logf("SFT loss %.3f -> %.3f, sample %q -> %q", sft.FirstLoss, sft.FinalLoss, pe.Samples[0].Prompt, pe.Samples[0].Response)
+}
+
+// TestRewardModelFromAClassifierDirectory starts the reward model from
+// reward.path, a LlamaForSequenceClassification on stories260K's backbone,
+// instead of a fresh head on the SFT backbone; a directory that is not a
+// reward model, or one with another tokenizer, is refused.
+func TestRewardModelFromAClassifierDirectory(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	hf, err := hfmodel.Load(src)
+	require.NoError(t, err)
+	given, err := reward.InitFromBackbone(hf.Params, 77)
+	require.NoError(t, err)
+	for i := range given.Get(reward.HeadW).Data {
+		given.Get(reward.HeadW).Data[i] *= 50 // a head no fresh initialisation would draw
+	}
+	files := map[string][]byte{}
+	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} {
+		files[f], err = os.ReadFile(filepath.Join(src, f))
+		require.NoError(t, err)
+	}
+	rmDir := filepath.Join(t.TempDir(), "rm")
+	require.NoError(t, hfmodel.ExportReward(rmDir, files, hf.Config.Transformer, given, safetensors.F32))
+
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	ctx := context.Background()
+	spec := config.Default()
+	spec.ReuseStageOutputs = false
+	spec.Model.Path, spec.Reward.Path, spec.Reward.Recipe = src, rmDir, "bt"
+	spec.Data.Generate.Prompts = 200
+	spec.SFT.Steps, spec.SFT.BatchSize = 2, 8
+	spec.Reward.Steps, spec.Reward.BatchSize, spec.Reward.LearningRate = 2, 8, 1e-5
+	require.NoError(t, spec.Validate())
+	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "rp", Spec: spec})
+	require.NoError(t, err)
+	require.NotNil(t, data.Model.Reward)
+	assert.Equal(t, rmDir, data.Model.RewardSource)
+	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "rp", Spec: spec, Data: data})
+	require.NoError(t, err)
+	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "rp", Spec: spec, Data: data, Base: sft.Checkpoint})
+	require.NoError(t, err)
+	trained, err := store.GetWeights(rm.Checkpoint)
+	require.NoError(t, err)
+	assert.InDeltaSlice(t, given.Get(reward.HeadW).Data, trained.Get(reward.HeadW).Data, 1e-3, "two small steps from the given head")
+
+	for name, dir := range map[string]string{"a language model": src} {
+		bad := spec
+		bad.Reward.Path = dir
+		_, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "bad", Spec: bad})
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "not a reward model")
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	tok, _ := os.ReadFile(fixtures.Path(t, "tokenizers", "llama2", "tokenizer.json"))
+	files["tokenizer.json"] = tok
+	require.NoError(t, hfmodel.ExportReward(other, files, hf.Config.Transformer, given, safetensors.F32))
+	bad := spec
+	bad.Reward.Path = other
+	_, err = a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "bad2", Spec: bad})
+	require.Error(t, err)
+	bad.Model.Path = ""
+	assert.ErrorContains(t, bad.Validate(), "reward.path: needs model.path")
 }

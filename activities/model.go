@@ -106,12 +106,51 @@ func openModel(spec config.Spec) (*lm.Model, *hfmodel.Config, *runModel, error) 
 	return m, hf, &runModel{cfg: cfg, codec: codec, base: m.Params}, nil
 }
 
+// openRewardBase loads reward.path and checks that it is a reward model on
+// the policy's architecture and tokenizer.
+func openRewardBase(spec config.Spec, policyCfg transformer.Config) (*weights.Set, error) {
+	dir := spec.Reward.Path
+	hf, err := hfmodel.Load(dir)
+	if err != nil {
+		return nil, invalidSpec(fmt.Errorf("reward.path: %w", err))
+	}
+	if !hf.Config.Classifier {
+		return nil, invalidSpec(fmt.Errorf("reward.path %s: a %s, not a reward model (an XForSequenceClassification with %d labels)", dir, hf.Config.Architecture, hfmodel.RewardLabels))
+	}
+	if !sameArchitecture(hf.Config.Transformer, policyCfg) {
+		return nil, invalidSpec(fmt.Errorf("reward.path %s: its architecture %+v is not model.path's %+v", dir, hf.Config.Transformer, policyCfg))
+	}
+	a, errA := os.ReadFile(filepath.Join(dir, hftokenizer.File))
+	b, errB := os.ReadFile(filepath.Join(spec.Model.Path, hftokenizer.File))
+	if errA != nil || errB != nil || string(a) != string(b) {
+		return nil, invalidSpec(fmt.Errorf("reward.path %s: its tokenizer.json is not model.path's: the reward model must read the policy's tokens", dir))
+	}
+	return hf.Params, nil
+}
+
+// sameArchitecture compares two configs apart from their sequence limits.
+func sameArchitecture(a, b transformer.Config) bool {
+	ra, rb := a.RopeScaling, b.RopeScaling
+	if (ra == nil) != (rb == nil) || ra != nil && *ra != *rb {
+		return false
+	}
+	a.RopeScaling, b.RopeScaling, a.MaxLen, b.MaxLen = nil, nil, 0, 0
+	return a == b
+}
+
 // storeModel stores an opened model.path in the run's folder.
-func (a *Activities) storeModel(runID string, spec config.Spec, m *lm.Model, hf *hfmodel.Config) (*pipeline.BaseModel, error) {
+func (a *Activities) storeModel(runID string, spec config.Spec, m *lm.Model, hf *hfmodel.Config, rm *weights.Set) (*pipeline.BaseModel, error) {
 	bm := &pipeline.BaseModel{Source: spec.Model.Path, Architecture: hf.Architecture, DType: hf.DType, EOS: m.EOS, Files: map[string]artifact.Ref{}}
 	var err error
 	if bm.Weights, err = a.Store.PutWeights(runPath(runID, "model", "base.safetensors"), m.Params); err != nil {
 		return nil, err
+	}
+	if rm != nil {
+		ref, err := a.Store.PutWeights(runPath(runID, "model", "reward-base.safetensors"), rm)
+		if err != nil {
+			return nil, err
+		}
+		bm.Reward, bm.RewardSource = &ref, spec.Reward.Path
 	}
 	for _, name := range modelFiles {
 		b, err := os.ReadFile(filepath.Join(spec.Model.Path, name))

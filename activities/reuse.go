@@ -255,7 +255,10 @@ func specFiles(spec config.Spec) ([]string, error) {
 			out = append(out, p)
 		}
 	}
-	if dir := spec.Model.Path; dir != "" {
+	for _, dir := range []string{spec.Model.Path, spec.Reward.Path} {
+		if dir == "" {
+			continue
+		}
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			return nil, err

@@ -171,7 +171,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 		}
 		weak = params.Clone()
 	default:
-		if params, err = reward.InitFromBackbone(base, uint64(spec.Seed)); err != nil {
+		if params, err = a.rewardStart(in.Data, base, spec); err != nil {
 			return res, err
 		}
 		switch {
@@ -221,6 +221,15 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 	}
 	params.Metadata["recipe"] = recipe.Name
 	return a.saveModel(in.RunID, dir+"/model.safetensors", params, res, start)
+}
+
+// rewardStart is a reward model before training: reward.path's when the
+// run has one, else a fresh head on the SFT backbone.
+func (a *Activities) rewardStart(d pipeline.Data, base *weights.Set, spec config.Spec) (*weights.Set, error) {
+	if d.Model != nil && d.Model.Reward != nil {
+		return a.Store.GetWeights(*d.Model.Reward)
+	}
+	return reward.InitFromBackbone(base, uint64(spec.Seed))
 }
 
 // fitBT trains params in place with a Bradley-Terry loss on the training

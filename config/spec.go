@@ -97,6 +97,11 @@ type Reward struct {
 	// bt-margin-from-regression, bt-scaled-from-regression or
 	// bt-scaled-from-regression-expo (see reward.Recipes).
 	Recipe string `json:"recipe"`
+	// Path is a reward model to start from instead of the SFT backbone: an
+	// XForSequenceClassification directory with five labels (as alignflow
+	// export --what reward writes) on model.path's architecture and
+	// tokenizer.
+	Path string `json:"path"`
 	// Steps and LearningRate are the Bradley-Terry phase's.
 	Steps        int     `json:"steps"`
 	BatchSize    int     `json:"batch_size"`
@@ -336,6 +341,9 @@ func (s Spec) Validate() error {
 	if s.Reward.CheckpointEvery < 0 {
 		bad("reward.checkpoint_every", fmt.Sprintf("must not be negative (0 disables checkpoints), got %d", s.Reward.CheckpointEvery))
 	}
+	if s.Reward.Path != "" && s.Model.Path == "" {
+		bad("reward.path", "needs model.path: the reward model reads the policy's tokens, so both come from Hugging Face directories")
+	}
 	if !contains(reward.RecipeNames(), s.Reward.Recipe) {
 		bad("reward.recipe", fmt.Sprintf("unknown recipe %q", s.Reward.Recipe), reward.RecipeNames()...)
 	}
@@ -399,9 +407,12 @@ func (s Spec) Validate() error {
 // CheckFiles reports data files that are missing or unreadable.
 func (s Spec) CheckFiles() error {
 	var errs []error
-	if p := s.Model.Path; p != "" {
-		if st, err := os.Stat(filepath.Join(p, "config.json")); err != nil || st.IsDir() {
-			errs = append(errs, &FieldError{Field: "model.path", Problem: fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", p)})
+	for _, f := range []struct{ field, dir string }{{"model.path", s.Model.Path}, {"reward.path", s.Reward.Path}} {
+		if f.dir == "" {
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(f.dir, "config.json")); err != nil || st.IsDir() {
+			errs = append(errs, &FieldError{Field: f.field, Problem: fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", f.dir)})
 		}
 	}
 	for _, f := range []struct{ field, path string }{{"data.ratings", s.Data.Ratings}, {"data.preferences", s.Data.Preferences}, {"compare.rewardbench", s.Compare.RewardBench}} {

@@ -96,6 +96,10 @@ type BaseModel struct {
 	Files map[string]artifact.Ref `json:"files"`
 	// EOS are the tokens a response ends with.
 	EOS []int32 `json:"eos"`
+	// Reward is the reward model of reward.path (nil: reward models start
+	// from the SFT backbone), with RewardSource its directory.
+	Reward       *artifact.Ref `json:"reward,omitempty"`
+	RewardSource string        `json:"reward_source,omitempty"`
 }
 
 // PrepareDataInput starts a run's data stage.

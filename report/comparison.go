@@ -66,6 +66,9 @@ func ComparisonMarkdown(r *pipeline.ComparisonReport) string {
 			help = fmt.Sprintf("%.3f", e.Ratings[0].Pearson)
 		}
 		from := "SFT backbone"
+		if m := r.Data.Model; m != nil && m.RewardSource != "" {
+			from = "reward.path"
+		}
 		if v.InitFrom != "" {
 			from = v.InitFrom
 		}
