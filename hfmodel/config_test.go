@@ -158,3 +158,26 @@ func TestRefusedModelDirectories(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "tensor model.layers.5.input_layernorm.weight is missing")
 }
+
+// FuzzParseConfig feeds arbitrary bytes to ParseConfig: a config or an
+// error, never a panic, and a config it accepts is a valid architecture
+// whose writing back parses to the same one.
+func FuzzParseConfig(f *testing.F) {
+	f.Add(llamaConfig(nil))
+	f.Add(llamaConfig(map[string]any{"architectures": []string{"Qwen2ForSequenceClassification"}, "model_type": "qwen2", "num_labels": 5}))
+	f.Add(llamaConfig(map[string]any{"rope_scaling": map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}))
+	f.Add([]byte(`{"architectures": ["LlamaForCausalLM"], "hidden_size": 1e300}`))
+	f.Add([]byte(`[`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil {
+			return
+		}
+		require.NoError(t, c.Transformer.Validate())
+		b, err := ConfigJSON(c)
+		require.NoError(t, err)
+		back, err := ParseConfig(b)
+		require.NoError(t, err)
+		assert.Equal(t, c.Transformer.Dim, back.Transformer.Dim)
+	})
+}
