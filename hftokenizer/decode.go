@@ -15,30 +15,15 @@ type decoder func(tokens []string) []string
 var decoderTypes = []string{"Sequence", "ByteLevel", "Replace", "ByteFallback", "Fuse", "Strip", "Metaspace"}
 
 func parseDecoder(raw json.RawMessage, field string) (decoder, error) {
-	typ, ok, err := component(raw)
-	if err != nil || !ok {
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		return nil, nil
+	typ, err := componentType(raw, field)
+	if err != nil || typ == "" {
+		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		var v struct {
-			Decoders []json.RawMessage `json:"decoders"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []decoder
-		for i, r := range v.Decoders {
-			d, err := parseDecoder(r, fmt.Sprintf("%s.decoders[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			if d != nil {
-				seq = append(seq, d)
-			}
+		seq, err := sequence(raw, "decoders", field, parseDecoder)
+		if err != nil {
+			return nil, err
 		}
 		return func(tokens []string) []string {
 			for _, d := range seq {

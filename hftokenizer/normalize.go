@@ -15,30 +15,15 @@ type normalizer func(string) string
 var normalizerTypes = []string{"Sequence", "Prepend", "Replace", "NFC", "NFKC", "NFD", "NFKD", "Lowercase", "Strip"}
 
 func parseNormalizer(raw json.RawMessage, field string) (normalizer, error) {
-	typ, ok, err := component(raw)
-	if err != nil || !ok {
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		return nil, nil
+	typ, err := componentType(raw, field)
+	if err != nil || typ == "" {
+		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		var v struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []normalizer
-		for i, r := range v.Normalizers {
-			n, err := parseNormalizer(r, fmt.Sprintf("%s.normalizers[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			if n != nil {
-				seq = append(seq, n)
-			}
+		seq, err := sequence(raw, "normalizers", field, parseNormalizer)
+		if err != nil {
+			return nil, err
 		}
 		return func(s string) string {
 			for _, n := range seq {

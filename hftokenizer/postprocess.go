@@ -11,30 +11,15 @@ type postProcessor func(ids []int32) []int32
 var postProcessorTypes = []string{"TemplateProcessing", "ByteLevel", "Sequence"}
 
 func parsePostProcessor(raw json.RawMessage, field string, lookup func(string) (int32, bool)) (postProcessor, error) {
-	typ, ok, err := component(raw)
-	if err != nil || !ok {
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		return nil, nil
+	typ, err := componentType(raw, field)
+	if err != nil || typ == "" {
+		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		var v struct {
-			Processors []json.RawMessage `json:"processors"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []postProcessor
-		for i, r := range v.Processors {
-			p, err := parsePostProcessor(r, fmt.Sprintf("%s.processors[%d]", field, i), lookup)
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				seq = append(seq, p)
-			}
+		seq, err := sequence(raw, "processors", field, func(r json.RawMessage, f string) (postProcessor, error) { return parsePostProcessor(r, f, lookup) })
+		if err != nil {
+			return nil, err
 		}
 		return func(ids []int32) []int32 {
 			for _, p := range seq {

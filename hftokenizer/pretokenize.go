@@ -25,30 +25,15 @@ var (
 )
 
 func parsePreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) {
-	typ, ok, err := component(raw)
-	if err != nil || !ok {
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		return nil, nil
+	typ, err := componentType(raw, field)
+	if err != nil || typ == "" {
+		return nil, err
 	}
 	switch typ {
 	case "Sequence":
-		var v struct {
-			PreTokenizers []json.RawMessage `json:"pretokenizers"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		var seq []preTokenizer
-		for i, r := range v.PreTokenizers {
-			p, err := parsePreTokenizer(r, fmt.Sprintf("%s.pretokenizers[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				seq = append(seq, p)
-			}
+		seq, err := sequence(raw, "pretokenizers", field, parsePreTokenizer)
+		if err != nil {
+			return nil, err
 		}
 		return func(s string, first bool) []string {
 			pieces := []string{s}

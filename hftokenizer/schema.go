@@ -3,6 +3,7 @@ package hftokenizer
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -46,6 +47,40 @@ type bpeModel struct {
 type pattern struct {
 	String *string `json:"String"`
 	Regex  *string `json:"Regex"`
+}
+
+// componentType is the "type" of a raw component at field: "" for null,
+// an error naming field for anything else without one.
+func componentType(raw json.RawMessage, field string) (string, error) {
+	typ, _, err := component(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return typ, nil
+}
+
+// sequence parses the list at key of a Sequence component with parse,
+// naming each part's field, and leaves out parts that are null.
+func sequence[T any](raw json.RawMessage, key, field string, parse func(json.RawMessage, string) (T, error)) ([]T, error) {
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	var parts []json.RawMessage
+	if err := json.Unmarshal(v[key], &parts); err != nil && v[key] != nil {
+		return nil, fmt.Errorf("%s.%s: %w", field, key, err)
+	}
+	var out []T
+	for i, r := range parts {
+		p, err := parse(r, fmt.Sprintf("%s.%s[%d]", field, key, i))
+		if err != nil {
+			return nil, err
+		}
+		if v := reflect.ValueOf(p); v.IsValid() && !v.IsNil() { // a null part parses to a nil func
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // component decodes the "type" of a raw component (nil when it is null).
