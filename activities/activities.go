@@ -414,11 +414,14 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 	// Every file and the model are checked, and the data counted, before
 	// anything is stored: what a stage cannot use fails the run with
 	// nothing left behind.
-	m, err := a.modelOf(spec, pipeline.Data{})
+	var m *runModel
 	var hfm *lm.Model
 	var hf *hfmodel.Config
+	var err error
 	if spec.Model.Path != "" {
 		hfm, hf, m, err = openModel(spec)
+	} else {
+		m, err = a.modelOf(spec, pipeline.Data{}) // the bundled model
 	}
 	if err != nil {
 		return d, err
