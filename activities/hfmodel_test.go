@@ -102,11 +102,8 @@ func TestRewardModelFromAClassifierDirectory(t *testing.T) {
 	for i := range given.Get(reward.HeadW).Data {
 		given.Get(reward.HeadW).Data[i] *= 50 // a head no fresh initialisation would draw
 	}
-	files := map[string][]byte{}
-	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} {
-		files[f], err = os.ReadFile(filepath.Join(src, f))
-		require.NoError(t, err)
-	}
+	files, err := hfmodel.ReadDescription(src)
+	require.NoError(t, err)
 	rmDir := filepath.Join(t.TempDir(), "rm")
 	require.NoError(t, hfmodel.ExportReward(rmDir, files, hf.Config.Transformer, given, safetensors.F32))
 

@@ -79,9 +79,6 @@ func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (*runModel, erro
 	return m, nil
 }
 
-// modelFiles are the files of a Hugging Face directory a run keeps.
-var modelFiles = []string{hfmodel.ConfigFile, hftokenizer.File, chattemplate.ConfigFile, hfmodel.GenerationConfigFile}
-
 // openModel loads model.path, checking all of it (architecture, weights,
 // tokenizer, chat template, EOS), without storing anything yet.
 func openModel(spec config.Spec) (*lm.Model, *hfmodel.Config, *runModel, error) {
@@ -152,14 +149,11 @@ func (a *Activities) storeModel(runID string, spec config.Spec, m *lm.Model, hf 
 		}
 		bm.Reward, bm.RewardSource = &ref, spec.Reward.Path
 	}
-	for _, name := range modelFiles {
-		b, err := os.ReadFile(filepath.Join(spec.Model.Path, name))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
+	files, err := hfmodel.ReadDescription(spec.Model.Path)
+	if err != nil {
+		return nil, err
+	}
+	for name, b := range files {
 		if bm.Files[name], err = a.Store.Put(runPath(runID, "model", name), b); err != nil {
 			return nil, err
 		}

@@ -90,9 +90,9 @@ func TestRefusedConfigs(t *testing.T) {
 func stories(t *testing.T, weights func(src string) []byte) string {
 	src := fixtures.Path(t, "models", "stories260K")
 	dir := t.TempDir()
-	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		require.NoError(t, err)
+	files, err := ReadDescription(src)
+	require.NoError(t, err)
+	for f, b := range files {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), b, 0o644))
 	}
 	if weights != nil {

@@ -249,3 +249,24 @@ func transposed(m *weights.Tensor) *weights.Tensor {
 	}
 	return out
 }
+
+// DescriptionFiles are the files beside the weights that describe a model:
+// its architecture, tokenizer, chat template and generation settings. A
+// run keeps them, and an export writes them back.
+var DescriptionFiles = []string{ConfigFile, hftokenizer.File, chattemplate.ConfigFile, GenerationConfigFile}
+
+// ReadDescription reads the description files dir has, by name.
+func ReadDescription(dir string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, name := range DescriptionFiles {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[name] = b
+	}
+	return out, nil
+}

@@ -145,11 +145,8 @@ func TestScore(t *testing.T) {
 	rm, err := reward.InitFromBackbone(hf.Params, 4)
 	require.NoError(t, err)
 	assert.Nil(t, rm.Get(reward.HeadB), "a Hugging Face backbone's head has no bias")
-	files := map[string][]byte{}
-	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} {
-		files[f], err = os.ReadFile(filepath.Join(src, f))
-		require.NoError(t, err)
-	}
+	files, err := hfmodel.ReadDescription(src)
+	require.NoError(t, err)
 	dir := filepath.Join(t.TempDir(), "rm")
 	require.NoError(t, hfmodel.ExportReward(dir, files, hf.Config.Transformer, rm, safetensors.F32))
 
