@@ -83,26 +83,24 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 		return pipeline.PolicyEval{}, invalidData(fmt.Errorf("no prompts fit model.max_len %d", cfg.MaxLen))
 	}
 	var texts []string
-	var ctxs [][]int32
+	var ids [][]int32
 	for _, p := range prompts {
-		ids, _ := ds.promptIDs(p) // evalPrompts kept those that encode
+		pi, _ := ds.promptIDs(p) // evalPrompts kept those that encode
+		ids = append(ids, pi)
 		for j := 0; j < spec.Eval.SamplesPerPrompt; j++ {
 			texts = append(texts, p)
-			ctxs = append(ctxs, ids)
 		}
 	}
-	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(ctxs)})
-	samples, err := eng.policy.Generate(pol, ctxs, spec.Reinforce.BatchSize, sampleOptions(spec, ds, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
+	bs := spec.Reinforce.BatchSize
+	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(texts)})
+	ro, err := reinforce.Rollout(eng.policy, pol, ids, spec.Eval.SamplesPerPrompt, bs, sampleOptions(spec, ds, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
 	res := pipeline.PolicyEval{Prompts: len(prompts)}
-	seqs := make([][]int32, len(samples))
-	responses := make([][]int32, len(samples))
+	responses := ro.Responses()
 	goldSum := 0.0
-	for i, s := range samples {
-		responses[i] = s.Tokens
-		seqs[i] = s.Sequence(ctxs[i])
+	for i, s := range ro.Samples {
 		if s.Ended {
 			res.EndedFraction++
 		}
@@ -111,7 +109,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 			goldSum += ds.task.Gold(texts[i], ds.m.codec.Text(s.Tokens)).Helpfulness
 		}
 	}
-	n := float64(len(samples))
+	n := float64(len(ro.Samples))
 	res.EndedFraction /= n
 	res.MeanLength /= n
 	if ds.task != nil {
@@ -122,33 +120,26 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	var rewards []float64
 	var rewardErr error
 	var scored sync.WaitGroup
-	scored.Go(func() { rewards, rewardErr = eng.reward.Rewards(rm, seqs, spec.Reinforce.BatchSize) })
-	defer scored.Wait()
-	bs := spec.Reinforce.BatchSize
-	for start := 0; start < len(samples); start += bs {
-		end := min(start+bs, len(samples))
-		b, err := policy.MakeBatch(cfg, bs, ctxs[start:end], responses[start:end])
-		if err != nil {
-			return res, err
-		}
-		lp, lpRef, err := eng.policy.LogProbsOfBoth(pol, ref, b)
-		if err != nil {
-			return res, err
-		}
-		for i := 0; i < end-start; i++ {
-			for j, m := range b.Mask[i] {
-				res.KLSequence += float64(m*(lp[i][j]-lpRef[i][j])) / n
-			}
-			kl, err := reinforce.SequenceKL(lp[i], lpRef[i], b.Mask[i], spec.Reinforce.KLEstimator)
-			if err != nil {
-				return res, err
-			}
-			res.KLPenalty += kl / n
-		}
-	}
+	scored.Go(func() { rewards, rewardErr = reinforce.Score(eng.reward, rm, ro, bs) })
+	lp, err := reinforce.LogProbs(eng.policy, pol, ref, ro, bs)
 	scored.Wait()
+	if err != nil {
+		return res, err
+	}
 	if rewardErr != nil {
 		return res, rewardErr
+	}
+	for _, d := range lp.LogRatios() {
+		for _, x := range d {
+			res.KLSequence += float64(x) / n
+		}
+	}
+	kl, err := lp.KL(spec.Reinforce.KLEstimator)
+	if err != nil {
+		return res, err
+	}
+	for _, k := range kl {
+		res.KLPenalty += k / n
 	}
 	for _, r := range rewards {
 		res.Reward += r / n

@@ -303,9 +303,33 @@ func (s Sample) Sequence(prompt []int32) []int32 {
 // Sequence fits the model. Sampling draws from rng only, so a seeded rng
 // reproduces the samples exactly.
 func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
+	d, err := e.Decoding(params)
+	if err != nil {
+		return nil, err
+	}
+	var out []Sample
+	for start := 0; start < len(prompts); start += batchSize {
+		end := min(start+batchSize, len(prompts))
+		s, err := d.sampleChunk(prompts[start:end], batchSize, opts, rng)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s...)
+	}
+	return out, nil
+}
+
+// Decoding is a parameter set made ready for generation: the decode graph
+// reads the projections transposed (see transformer.DecodeStep), so they
+// are transposed once here, not at every step.
+type Decoding struct {
+	e    *Engine
+	args []any
+}
+
+// Decoding prepares params for Prefill and decoding steps.
+func (e *Engine) Decoding(params *weights.Set) (*Decoding, error) {
 	e.compile()
-	// The decode graph reads the projections transposed (see
-	// transformer.DecodeStep): transposed once here, not at every step.
 	names := transformer.Projections(e.Cfg)
 	if !e.Cfg.TiedEmbeddings {
 		names = append(names, LMHead)
@@ -318,31 +342,37 @@ func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int,
 	if err != nil {
 		return nil, err
 	}
-	var out []Sample
-	for start := 0; start < len(prompts); start += batchSize {
-		end := min(start+batchSize, len(prompts))
-		s, err := e.generateChunk(args, prompts[start:end], batchSize, opts, rng)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s...)
-	}
-	return out, nil
+	return &Decoding{e: e, args: args}, nil
 }
 
-func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
-	cfg := e.Cfg
-	tmax := cfg.MaxLen
-	// Rows that are done (or pad the batch) keep feeding a token whose
-	// outputs are ignored.
+// Decoder is one batch being generated: its rows' KV caches and the
+// next-token logits of every row. Close releases the caches.
+type Decoder struct {
+	d      *Decoding
+	rows   int
+	pads   *tensors.Tensor
+	caches []*tensors.Tensor // per layer K [rows,KV,s,Dh], then V [rows,KV,Dh,s]
+	// Logits are the next-token logits, rows x Vocab, row-major.
+	Logits []float32
+}
+
+// Prefill runs the prompts (each at least one token, shorter than
+// MaxLen) through the model in one pass, in a batch of rows rows (rows
+// beyond the prompts pad the batch), and returns the decoder holding
+// their caches and the logits of each row's next token. The prompts are
+// left-padded to the longest, so that every row's next token comes at the
+// same step; each row's positions start at its first real token and its
+// padding is masked out.
+func (d *Decoding) Prefill(prompts [][]int32, rows int) (*Decoder, error) {
+	cfg := d.e.Cfg
+	if len(prompts) > rows {
+		return nil, fmt.Errorf("prefill: %d prompts exceed the batch of %d rows", len(prompts), rows)
+	}
 	pad := PadID(cfg)
-	// The prompts are left-padded to the longest, so that every row's next
-	// token comes at the same step; each row's positions start at its first
-	// real token and its padding is masked out.
 	longest := 1
 	for _, p := range prompts {
-		if len(p) == 0 || len(p) >= tmax {
-			return nil, fmt.Errorf("generate: prompt of %d tokens does not fit max_len %d", len(p), tmax)
+		if len(p) == 0 || len(p) >= cfg.MaxLen {
+			return nil, fmt.Errorf("generate: prompt of %d tokens does not fit max_len %d", len(p), cfg.MaxLen)
 		}
 		longest = max(longest, len(p))
 	}
@@ -364,20 +394,60 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		}
 	}
 	padT := tensors.FromValue(pads)
-	defer padT.FinalizeAll()
-	outs, err := e.prefill.Exec(append(append([]any(nil), paramArgs...), tensors.FromValue(tokens), padT)...)
+	outs, err := d.e.prefill.Exec(append(append([]any(nil), d.args...), tensors.FromValue(tokens), padT)...)
 	if err != nil {
+		padT.FinalizeAll()
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
-	caches := outs[1:] // per layer K [rows,KV,s,Dh], then V [rows,KV,Dh,s]
-	defer func() {
-		for _, c := range caches {
-			c.FinalizeAll()
-		}
-	}()
-	logits := tensors.MustCopyFlatData[float32](outs[0])
+	dec := &Decoder{d: d, rows: rows, pads: padT, caches: outs[1:], Logits: tensors.MustCopyFlatData[float32](outs[0])}
 	outs[0].FinalizeAll()
+	return dec, nil
+}
 
+// Step feeds one token per row (rows that are done feed any valid token;
+// their outputs are ignored) and replaces Logits with the next ones.
+func (dec *Decoder) Step(tokens []int32) error {
+	if len(tokens) != dec.rows {
+		return fmt.Errorf("decode step: %d tokens for %d rows", len(tokens), dec.rows)
+	}
+	args := append(append([]any(nil), dec.d.args...), tensors.FromValue(tokens), dec.pads)
+	for _, c := range dec.caches {
+		args = append(args, c)
+	}
+	outs, err := dec.d.e.decode.Exec(args...)
+	if err != nil {
+		return err
+	}
+	for _, c := range dec.caches {
+		c.FinalizeAll()
+	}
+	dec.caches = outs[1:]
+	dec.Logits = tensors.MustCopyFlatData[float32](outs[0])
+	outs[0].FinalizeAll()
+	return nil
+}
+
+// Close releases the decoder's caches.
+func (dec *Decoder) Close() {
+	for _, c := range dec.caches {
+		c.FinalizeAll()
+	}
+	dec.caches = nil
+	dec.pads.FinalizeAll()
+}
+
+// sampleChunk generates one chunk of at most rows prompts: the prefill,
+// which gives every row's first token, then a decode step per token.
+func (d *Decoding) sampleChunk(prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
+	cfg := d.e.Cfg
+	dec, err := d.Prefill(prompts, rows)
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	// Rows that are done (or pad the batch) keep feeding a token whose
+	// outputs are ignored.
+	pad := PadID(cfg)
 	samples := make([]Sample, len(prompts))
 	done := make([]bool, rows)
 	cur := make([]int32, rows)
@@ -392,7 +462,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 				cur[b] = pad
 				continue
 			}
-			row := logits[b*cfg.Vocab : (b+1)*cfg.Vocab]
+			row := dec.Logits[b*cfg.Vocab : (b+1)*cfg.Vocab]
 			tok := sampleToken(row, probs, opts, rng)
 			samples[b].Tokens = append(samples[b].Tokens, tok)
 			samples[b].LogProbs = append(samples[b].LogProbs, logSoftmaxAt(row, tok))
@@ -400,7 +470,7 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 			case opts.stops(tok):
 				samples[b].Ended = true
 				done[b] = true
-			case len(samples[b].Tokens) >= opts.MaxTokens || len(prompts[b])+len(samples[b].Tokens) >= tmax: // the sequence fills MaxLen
+			case len(samples[b].Tokens) >= opts.MaxTokens || len(prompts[b])+len(samples[b].Tokens) >= cfg.MaxLen: // the sequence fills MaxLen
 				done[b] = true
 			}
 			cur[b] = tok
@@ -411,20 +481,9 @@ func (e *Engine) generateChunk(paramArgs []any, prompts [][]int32, rows int, opt
 		if allDone {
 			break
 		}
-		args := append(append([]any(nil), paramArgs...), tensors.FromValue(cur), padT)
-		for _, c := range caches {
-			args = append(args, c)
-		}
-		outs, err := e.decode.Exec(args...)
-		if err != nil {
+		if err := dec.Step(cur); err != nil {
 			return nil, fmt.Errorf("decode step %d: %w", step, err)
 		}
-		for _, c := range caches {
-			c.FinalizeAll()
-		}
-		caches = outs[1:]
-		logits = tensors.MustCopyFlatData[float32](outs[0])
-		outs[0].FinalizeAll()
 	}
 	return samples, nil
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/policy"
@@ -126,8 +125,8 @@ type Settings struct {
 	Sample           policy.SampleOptions
 }
 
-// Rollout is one sampled response with everything that decided its update.
-type Rollout struct {
+// Outcome is one sampled response with everything that decided its update.
+type Outcome struct {
 	Prompt    int // index into the iteration's prompts
 	Response  []int32
 	Ended     bool
@@ -163,27 +162,11 @@ func NewTrainer(pe *policy.Engine) *optim.Trainer {
 
 // Run performs the iteration on prompts (token contexts) with rng as the only
 // source of randomness.
-func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, rng *rand.Rand) ([]Rollout, Stats, error) {
+func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, rng *rand.Rand) ([]Outcome, Stats, error) {
 	s := it.Settings
-	k := s.SamplesPerPrompt
-	var ctx [][]int32
-	for _, p := range prompts {
-		for j := 0; j < k; j++ {
-			ctx = append(ctx, p)
-		}
-	}
-	samples, err := it.Policy.Generate(pol, ctx, s.BatchSize, s.Sample, rng)
+	r, err := Rollout(it.Policy, pol, prompts, s.SamplesPerPrompt, s.BatchSize, s.Sample, rng)
 	if err != nil {
-		return nil, Stats{}, fmt.Errorf("rollout: %w", err)
-	}
-	cfg := it.Policy.Cfg
-	seqs := make([][]int32, len(samples))
-	responses := make([][]int32, len(samples))
-	ended := make([]bool, len(samples))
-	for i, sm := range samples {
-		responses[i] = sm.Tokens
-		ended[i] = sm.Ended
-		seqs[i] = sm.Sequence(ctx[i])
+		return nil, Stats{}, err
 	}
 	// Scoring and the two log-probability passes are independent graphs:
 	// running them at once keeps both cores busy through the many small ops
@@ -192,58 +175,33 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 	var rewards []float64
 	var rewardErr error
 	var scored sync.WaitGroup
-	scored.Go(func() { rewards, rewardErr = it.Reward.Rewards(it.RM, seqs, s.BatchSize) })
-
-	rollouts := make([]Rollout, len(samples))
-	var batches []*policy.Batch
-	type logProbs struct{ pol, ref [][]float32 }
-	var lps []logProbs
-	for start := 0; start < len(samples); start += s.BatchSize {
-		end := min(start+s.BatchSize, len(samples))
-		b, err := policy.MakeBatch(cfg, s.BatchSize, ctx[start:end], responses[start:end])
-		if err != nil {
-			scored.Wait()
-			return nil, Stats{}, err
-		}
-		var lp logProbs
-		if lp.pol, lp.ref, err = it.Policy.LogProbsOfBoth(pol, it.Reference, b); err != nil {
-			scored.Wait()
-			return nil, Stats{}, err
-		}
-		batches = append(batches, b)
-		lps = append(lps, lp)
-	}
+	scored.Go(func() { rewards, rewardErr = Score(it.Reward, it.RM, r, s.BatchSize) })
+	lp, err := LogProbs(it.Policy, pol, it.Reference, r, s.BatchSize)
 	scored.Wait()
-	if rewardErr != nil {
-		return nil, Stats{}, fmt.Errorf("score rollouts: %w", rewardErr)
-	}
-	for bi, b := range batches {
-		start := bi * s.BatchSize
-		for i := start; i < start+b.Rows; i++ {
-			kl, err := SequenceKL(lps[bi].pol[i-start], lps[bi].ref[i-start], b.Mask[i-start], s.KLEstimator)
-			if err != nil {
-				return nil, Stats{}, err
-			}
-			rollouts[i] = Rollout{Prompt: i / k, Response: responses[i], Ended: ended[i], Reward: rewards[i], KL: kl,
-				Shaped: rewards[i] - s.KLBeta*kl}
-		}
-	}
-	shaped := make([]float64, len(rollouts))
-	for i, r := range rollouts {
-		shaped[i] = r.Shaped
-	}
-	base, err := LeaveOneOutBaseline(shaped, ended, k)
 	if err != nil {
 		return nil, Stats{}, err
 	}
+	if rewardErr != nil {
+		return nil, Stats{}, rewardErr
+	}
+	kl, err := lp.KL(s.KLEstimator)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	ended := r.Ended()
+	shaped, base, adv, err := Advantages(rewards, kl, ended, s.KLBeta, s.SamplesPerPrompt)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	rollouts := make([]Outcome, len(r.Samples))
 	var stats Stats
-	for i := range rollouts {
-		rollouts[i].Baseline = base[i]
-		rollouts[i].Advantage = shaped[i] - base[i]
-		stats.RewardMean += rollouts[i].Reward
-		stats.KLMean += rollouts[i].KL
-		stats.ShapedMean += rollouts[i].Shaped
-		if rollouts[i].Ended {
+	for i, sm := range r.Samples {
+		rollouts[i] = Outcome{Prompt: i / s.SamplesPerPrompt, Response: sm.Tokens, Ended: ended[i], Reward: rewards[i], KL: kl[i],
+			Shaped: shaped[i], Baseline: base[i], Advantage: adv[i]}
+		stats.RewardMean += rewards[i]
+		stats.KLMean += kl[i]
+		stats.ShapedMean += shaped[i]
+		if ended[i] {
 			stats.EndedFraction++
 		}
 	}
@@ -253,19 +211,10 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 	stats.ShapedMean /= n
 	stats.EndedFraction /= n
 
-	for bi, b := range batches {
-		adv := make([]float32, s.BatchSize)
-		for j := 0; j < b.Rows; j++ {
-			adv[j] = float32(rollouts[bi*s.BatchSize+j].Advantage)
-		}
-		in, tg, mk := b.Tensors()
-		res, err := it.Trainer.Step(pol, st, s.LearningRate, in, tg, mk, tensors.FromValue(adv))
-		if err != nil {
-			return nil, Stats{}, fmt.Errorf("policy update: %w", err)
-		}
-		stats.Loss += res.Loss / float64(len(batches))
-		stats.GradNorm += res.GradNorm / float64(len(batches))
-		stats.OptimizerSteps++
+	up, err := Update(it.Trainer, pol, st, s.LearningRate, lp, adv)
+	if err != nil {
+		return nil, Stats{}, err
 	}
+	stats.Loss, stats.GradNorm, stats.OptimizerSteps = up.Loss, up.GradNorm, up.Steps
 	return rollouts, stats, nil
 }

@@ -57,6 +57,10 @@ type Step struct {
 	Work float64
 	// Extra are stage-specific numbers (accuracy, reward mean, tokens...).
 	Extra map[string]float64
+	// Seconds, when positive, is the step's own timing of the part it
+	// measures, replacing the timing of the whole call: a decoding step
+	// leaves out the prefill that sets it up.
+	Seconds float64
 }
 
 // Stages returns the harness's five stages over the fixtures, in order.
@@ -330,12 +334,6 @@ func reinforceBreakdown(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *o
 	pol *weights.Set, st *optim.State, prompts [][]int32) (map[string]float64, error) {
 	s := f.Sizes
 	set := s.Reinforce.Settings(s.Sample)
-	var ctx [][]int32
-	for _, p := range prompts {
-		for j := 0; j < set.SamplesPerPrompt; j++ {
-			ctx = append(ctx, p)
-		}
-	}
 	out := map[string]float64{}
 	timeIt := func(part string, fn func() error) error {
 		for rep := 0; rep < 2; rep++ {
@@ -350,60 +348,35 @@ func reinforceBreakdown(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *o
 		return nil
 	}
 	rng := rand.New(rand.NewPCG(s.Seed, 0xb4e))
-	var samples []policy.Sample
+	var ro *reinforce.Rollouts
 	if err := timeIt("generate", func() (err error) {
-		samples, err = pe.Generate(pol, ctx, set.BatchSize, set.Sample, rng)
+		ro, err = reinforce.Rollout(pe, pol, prompts, set.SamplesPerPrompt, set.BatchSize, set.Sample, rng)
 		return err
 	}); err != nil {
 		return nil, err
-	}
-	seqs := make([][]int32, len(samples))
-	responses := make([][]int32, len(samples))
-	for i, sm := range samples {
-		responses[i] = sm.Tokens
-		seqs[i] = sm.Sequence(ctx[i])
 	}
 	if err := timeIt("score", func() error {
-		_, err := re.Rewards(f.Reward, seqs, set.BatchSize)
+		_, err := reinforce.Score(re, f.Reward, ro, set.BatchSize)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	var batches []*policy.Batch
-	for start := 0; start < len(ctx); start += set.BatchSize {
-		end := min(start+set.BatchSize, len(ctx))
-		b, err := policy.MakeBatch(s.Model, set.BatchSize, ctx[start:end], responses[start:end])
-		if err != nil {
-			return nil, err
-		}
-		batches = append(batches, b)
-	}
-	if err := timeIt("logprobs", func() error {
-		for _, b := range batches {
-			for _, w := range []*weights.Set{pol, f.RLPolicy} {
-				if _, err := pe.LogProbs(w, b); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	var lp *reinforce.TokenLogProbs
+	if err := timeIt("logprobs", func() (err error) {
+		lp, err = reinforce.LogProbs(pe, pol, f.RLPolicy, ro, set.BatchSize)
+		return err
 	}); err != nil {
 		return nil, err
+	}
+	adv := make([]float64, len(ro.Samples))
+	for j := range adv {
+		adv[j] = float64(j%3) - 1
 	}
 	if err := timeIt("update", func() error {
 		p := pol.Clone()
 		cst := &optim.State{Step: st.Step, M: st.M.Clone(), V: st.V.Clone()}
-		for _, b := range batches {
-			adv := make([]float32, set.BatchSize)
-			for j := range adv {
-				adv[j] = float32(j%3) - 1
-			}
-			in, tg, mk := b.Tensors()
-			if _, err := tr.Step(p, cst, set.LearningRate, in, tg, mk, tensors.FromValue(adv)); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := reinforce.Update(tr, p, cst, set.LearningRate, lp, adv)
+		return err
 	}); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,201 @@
+package reinforce
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/weights"
+)
+
+// The steps of a REINFORCE iteration, each usable alone: the iteration,
+// the policy evaluation and the benchmarks call the same functions.
+//
+//	rollouts := Rollout(...)          sample K responses per prompt
+//	rewards  := Score(...)            the reward model's score of each
+//	lp       := LogProbs(...)         token log-probabilities, policy and reference
+//	kl       := lp.KL(estimator)      the per-token KL penalty of each
+//	adv      := Advantages(...)       shaped rewards, leave-one-out baselines
+//	Update(...)                       one pass of optimizer steps
+
+// Rollouts are the sampled responses of one batch of prompts: K per
+// prompt, row i answering prompt i/K.
+type Rollouts struct {
+	K        int
+	Contexts [][]int32 // row i's prompt tokens
+	Samples  []policy.Sample
+}
+
+// Rollout samples k responses to each prompt, batchSize rows per
+// generation batch, drawing from rng only.
+func Rollout(pe *policy.Engine, pol *weights.Set, prompts [][]int32, k, batchSize int, opts policy.SampleOptions, rng *rand.Rand) (*Rollouts, error) {
+	r := &Rollouts{K: k}
+	for _, p := range prompts {
+		for j := 0; j < k; j++ {
+			r.Contexts = append(r.Contexts, p)
+		}
+	}
+	var err error
+	if r.Samples, err = pe.Generate(pol, r.Contexts, batchSize, opts, rng); err != nil {
+		return nil, fmt.Errorf("rollout: %w", err)
+	}
+	return r, nil
+}
+
+// Sequences are the rows' prompts followed by their responses, as the
+// reward model scores them.
+func (r *Rollouts) Sequences() [][]int32 {
+	out := make([][]int32, len(r.Samples))
+	for i, s := range r.Samples {
+		out[i] = s.Sequence(r.Contexts[i])
+	}
+	return out
+}
+
+// Responses are the rows' sampled tokens.
+func (r *Rollouts) Responses() [][]int32 {
+	out := make([][]int32, len(r.Samples))
+	for i, s := range r.Samples {
+		out[i] = s.Tokens
+	}
+	return out
+}
+
+// Ended reports which rows ended with EOS.
+func (r *Rollouts) Ended() []bool {
+	out := make([]bool, len(r.Samples))
+	for i, s := range r.Samples {
+		out[i] = s.Ended
+	}
+	return out
+}
+
+// Score returns the reward model's score (helpfulness) of every rollout.
+func Score(re *reward.Engine, rm *weights.Set, r *Rollouts, batchSize int) ([]float64, error) {
+	out, err := re.Rewards(rm, r.Sequences(), batchSize)
+	if err != nil {
+		return nil, fmt.Errorf("score rollouts: %w", err)
+	}
+	return out, nil
+}
+
+// TokenLogProbs are the rollouts as teacher-forced batches and their
+// token log-probabilities under the policy and the reference, by batch.
+type TokenLogProbs struct {
+	BatchSize         int
+	Batches           []*policy.Batch
+	Policy, Reference [][][]float32 // [batch][row][position]
+}
+
+// LogProbs batches the rollouts batchSize rows at a time and takes their
+// token log-probabilities under pol and ref.
+func LogProbs(pe *policy.Engine, pol, ref *weights.Set, r *Rollouts, batchSize int) (*TokenLogProbs, error) {
+	out := &TokenLogProbs{BatchSize: batchSize}
+	responses := r.Responses()
+	for start := 0; start < len(responses); start += batchSize {
+		end := min(start+batchSize, len(responses))
+		b, err := policy.MakeBatch(pe.Cfg, batchSize, r.Contexts[start:end], responses[start:end])
+		if err != nil {
+			return nil, err
+		}
+		lp, lq, err := pe.LogProbsOfBoth(pol, ref, b)
+		if err != nil {
+			return nil, err
+		}
+		out.Batches = append(out.Batches, b)
+		out.Policy = append(out.Policy, lp)
+		out.Reference = append(out.Reference, lq)
+	}
+	return out, nil
+}
+
+// each calls fn for every real row of the batches with its rollout index.
+func (t *TokenLogProbs) each(fn func(i int, b *policy.Batch, row int, lp, lq []float32) error) error {
+	for bi, b := range t.Batches {
+		for row := 0; row < b.Rows; row++ {
+			if err := fn(bi*t.BatchSize+row, b, row, t.Policy[bi][row], t.Reference[bi][row]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// KL is every rollout's KL penalty: the estimator's mean over its
+// response tokens (SequenceKL).
+func (t *TokenLogProbs) KL(estimator string) ([]float64, error) {
+	var out []float64
+	err := t.each(func(_ int, b *policy.Batch, row int, lp, lq []float32) error {
+		kl, err := SequenceKL(lp, lq, b.Mask[row], estimator)
+		out = append(out, kl)
+		return err
+	})
+	return out, err
+}
+
+// LogRatios are every rollout's response tokens' log pi - log pi_ref
+// (padding and prompt positions 0), by rollout and position.
+func (t *TokenLogProbs) LogRatios() [][]float32 {
+	var out [][]float32
+	_ = t.each(func(_ int, b *policy.Batch, row int, lp, lq []float32) error {
+		d := make([]float32, len(lp))
+		for j, m := range b.Mask[row] {
+			d[j] = m * (lp[j] - lq[j])
+		}
+		out = append(out, d)
+		return nil
+	})
+	return out
+}
+
+// Advantages shapes the rewards with the KL penalty (reward - beta*KL)
+// and subtracts the leave-one-out baseline over each prompt's k rollouts.
+func Advantages(rewards, kl []float64, ended []bool, beta float64, k int) (shaped, baseline, advantage []float64, err error) {
+	if len(rewards) != len(kl) || len(rewards) != len(ended) {
+		return nil, nil, nil, fmt.Errorf("advantages: %d rewards, %d KL values and %d ended flags", len(rewards), len(kl), len(ended))
+	}
+	shaped = make([]float64, len(rewards))
+	for i := range rewards {
+		shaped[i] = rewards[i] - beta*kl[i]
+	}
+	if baseline, err = LeaveOneOutBaseline(shaped, ended, k); err != nil {
+		return nil, nil, nil, err
+	}
+	advantage = make([]float64, len(shaped))
+	for i := range shaped {
+		advantage[i] = shaped[i] - baseline[i]
+	}
+	return shaped, baseline, advantage, nil
+}
+
+// UpdateStats summarise an update pass.
+type UpdateStats struct {
+	Loss, GradNorm float64 // means over the optimizer steps
+	Steps          int
+}
+
+// Update takes one optimizer step of PolicyLoss per batch, in order, with
+// each rollout's advantage (indexed as the batches' rows), in place on pol
+// and st.
+func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, t *TokenLogProbs, advantage []float64) (UpdateStats, error) {
+	var out UpdateStats
+	for bi, b := range t.Batches {
+		adv := make([]float32, t.BatchSize)
+		for j := 0; j < b.Rows; j++ {
+			adv[j] = float32(advantage[bi*t.BatchSize+j])
+		}
+		in, tg, mk := b.Tensors()
+		res, err := tr.Step(pol, st, lr, in, tg, mk, tensors.FromValue(adv))
+		if err != nil {
+			return out, fmt.Errorf("policy update: %w", err)
+		}
+		out.Loss += res.Loss / float64(len(t.Batches))
+		out.GradNorm += res.GradNorm / float64(len(t.Batches))
+		out.Steps++
+	}
+	return out, nil
+}
