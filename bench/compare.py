@@ -14,7 +14,10 @@ import os
 import statistics
 import sys
 
-STAGES = ["policy_train_step", "reward_train_step", "generation_batch1", "generation_batch16", "reinforce_iteration"]
+STAGES = ["policy_train_step", "reward_train_step", "generation_batch1", "generation_batch16", "reinforce_iteration",
+          # the scale benchmark's (harness -model smollm2-135m)
+          "prefill_batch1", "prefill_batch16", "decode_batch1", "decode_batch16"]
+PREFILL_LOGIT_RTOL = 1e-4  # prefill logits: max abs diff over max abs logit
 INITIAL_LOSS_RTOL = 1e-4   # same weights, same batch: must agree
 FINAL_LOSS_RTOL = 1e-2     # after N steps: should be close (float rounding accumulates)
 LOGPROB_ATOL = 1e-4
@@ -68,6 +71,8 @@ def main():
     else:
         where = f"{pt['torch_threads']} torch thread(s) x {pt['blas_threads']} OpenBLAS thread(s)"
     print(f"pytorch:   torch {pt['torch_version']}, {where}; {'quick' if af['quick'] else 'full'} run, {af['date']}")
+    if af.get("model"):
+        print(f"model:     {af['model']} (randomly initialised, random tokens; see bench/README.md)")
     if len(runs) > 1:
         print(f"{len(runs)} runs on the same fixtures ({runs[0][0]['date']} to {runs[-1][1]['date']}): times are medians "
               f"over the runs, per-run ratios on the right")
@@ -168,6 +173,16 @@ def main():
         print(f"  {st}: {c['replayed_tokens']} sampled tokens replayed, log-prob max abs diff {c['logprob_max_abs_diff']:.1e}")
         if st in out:
             out[st]["logprob_max_abs_diff"] = c["logprob_max_abs_diff"]
+    for st in ("prefill_batch1", "prefill_batch16"):
+        c = checks.get(st)
+        if c is None:
+            continue
+        print(f"  {st}: first row's logits max abs diff {c['logit_max_abs_diff']:.1e} (largest logit "
+              f"{c['logit_max_abs']:.1f}); greedy decoding agrees on the first {c['greedy_agreeing_min']} of "
+              f"{c['greedy_tokens']} tokens in every row")
+        if st in out:
+            out[st]["logit_max_abs_diff"] = c["logit_max_abs_diff"]
+            out[st]["greedy_agreeing_min"] = c["greedy_agreeing_min"]
     for c in checks.get("reinforce_iteration", []):
         print(f"  reinforce iteration {c['iteration']}: loss {c['alignflow_loss']:.8f} vs {c['pytorch_loss']:.8f} "
               f"(rel {c['loss_rel_diff']:.1e}), KL mean {c['alignflow_kl_mean']:.6f} vs {c['pytorch_kl_mean']:.6f}, "
@@ -179,6 +194,9 @@ def main():
         for st in ("generation_batch1", "generation_batch16"):
             if st in ch and not ch[st]["logprob_max_abs_diff"] < LOGPROB_ATOL:
                 failures.append(f"{run}{st}: log-probabilities differ by {ch[st]['logprob_max_abs_diff']}")
+        for st in ("prefill_batch1", "prefill_batch16"):
+            if st in ch and not ch[st]["logit_max_abs_diff"] <= PREFILL_LOGIT_RTOL * max(ch[st]["logit_max_abs"], 1.0):
+                failures.append(f"{run}{st}: prefill logits differ by {ch[st]['logit_max_abs_diff']}")
         for c in ch.get("reinforce_iteration", []):
             if c["loss_rel_diff"] > RL_LOSS_RTOL and abs(c["alignflow_loss"] - c["pytorch_loss"]) > 1e-7:
                 failures.append(f"{run}reinforce iteration {c['iteration']}: loss {c['alignflow_loss']} vs {c['pytorch_loss']}")

@@ -63,3 +63,52 @@ func TestFixturesWrite(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, f.Reward.Digest(), rm.Digest())
 }
+
+// The scale benchmark's stages run on a small model of the same kind
+// (grouped-query attention, gated MLP, tied embeddings): each does the
+// work it reports, and the greedy check decodes what the stage decodes.
+func TestScaleStagesOnASmallModel(t *testing.T) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	s := SmolLM2Sizes()
+	s.Model.Vocab, s.Model.Dim, s.Model.Heads, s.Model.KVHeads, s.Model.Layers, s.Model.Hidden = 300, 24, 6, 2, 2, 32
+	s.GenBatches = []int{1, 3}
+	s.PromptLen, s.DecodeSteps, s.TrainPrompt, s.TrainResponse = 5, 4, 4, 9
+	c := Counts{TrainWarmup: 1, TrainSteps: 2, GenWarmup: 0, GenSteps: 1}
+	f, err := NewScaleFixtures(s, c)
+	require.NoError(t, err)
+	require.Len(t, f.TrainBatches, 3)
+	assert.Len(t, f.Prompts[3], 3)
+	assert.Nil(t, f.Policy.Get(policy.LMHead), "tied embeddings: no separate head")
+
+	dir := t.TempDir()
+	stages := ScaleStages(be, f)
+	var names []string
+	for _, st := range stages {
+		names = append(names, st.Name)
+	}
+	assert.Equal(t, []string{PolicyTrainStep, "prefill_batch1", "prefill_batch3", "decode_batch1", "decode_batch3"}, names)
+	require.NoError(t, f.Write(dir, names))
+	for _, st := range stages {
+		w, n := c.For(st.Name)
+		r, err := Run(st, w, n)
+		require.NoError(t, err, st.Name)
+		switch st.Name {
+		case PolicyTrainStep:
+			assert.Equal(t, float64(4*16), r.WorkMedian, "4 rows padded to width 16")
+			require.Len(t, r.Losses, 3)
+			assert.Less(t, r.Losses[2], r.Losses[0], "training lowers the loss")
+		case "prefill_batch3":
+			assert.Equal(t, float64(3*5), r.WorkMedian)
+			c := st.Check.(*PrefillCheck)
+			assert.Len(t, c.Logits, 300)
+			require.Len(t, c.Greedy, 3)
+			assert.Len(t, c.Greedy[0], 5, "the prefill's token and one per decoding step")
+		case "decode_batch3":
+			assert.Equal(t, float64(3*4), r.WorkMedian)
+		}
+		require.NoError(t, WriteCheck(dir, st))
+	}
+	_, err = os.Stat(filepath.Join(dir, ChecksDir, "prefill_batch1.json"))
+	require.NoError(t, err)
+}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,7 +17,9 @@ import (
 // later PeakRSSMB reports the peak since now. Linux only; elsewhere it does
 // nothing and PeakRSSMB reports the process's peak.
 func ResetPeakRSS() {
-	runtime.GC()
+	// Return the freed heap to the system first: otherwise a stage's peak
+	// would include what an earlier stage freed but the runtime kept.
+	debug.FreeOSMemory()
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 }
 
@@ -128,6 +131,9 @@ func Run(st *Stage, warmup, steps int) (*Result, error) {
 			return nil, err
 		}
 		sec := time.Since(t).Seconds()
+		if out.Seconds > 0 {
+			sec = out.Seconds
+		}
 		if !math.IsNaN(out.Loss) {
 			r.Losses = append(r.Losses, out.Loss)
 		}

@@ -85,7 +85,7 @@ func (f *Fixtures) Write(dir string, stages []string) error {
 			"weights: float32 safetensors with alignflow's parameter names; linear weights are [in, out] (y = x @ W)",
 			"sft_batches/reward_batches: one batch per step, warmup steps first; padding token id is tokens.pad",
 			"rl_prompts: the first rl_check_iterations entries are the check iterations (checks/reinforce_iteration.json), then warmup, then timed",
-			"generation feeds each prompt one token per decode step (no prefill) and stops when every row is done",
+			"generation prefills the left-padded prompts in one pass (padding masked, positions from each row's first real token), then decodes one token per step; it stops when every row is done",
 		},
 	}
 	if err := WriteJSON(filepath.Join(dir, SpecFile), spec); err != nil {

@@ -29,15 +29,17 @@ import (
 
 // Report is alignflow.json.
 type Report struct {
-	Implementation string                      `json:"implementation"`
-	Backend        string                      `json:"backend"`
-	GoVersion      string                      `json:"go_version"`
-	GOMAXPROCS     int                         `json:"gomaxprocs"`
-	CPU            string                      `json:"cpu"`
-	Date           string                      `json:"date"`
-	Quick          bool                        `json:"quick"`
-	FixtureSec     float64                     `json:"fixture_s"`
-	Stages         map[string]*benchkit.Result `json:"stages"`
+	Implementation string `json:"implementation"`
+	Backend        string `json:"backend"`
+	GoVersion      string `json:"go_version"`
+	GOMAXPROCS     int    `json:"gomaxprocs"`
+	CPU            string `json:"cpu"`
+	Date           string `json:"date"`
+	Quick          bool   `json:"quick"`
+	Model          string `json:"model,omitempty"` // "" for the bundled model
+
+	FixtureSec float64                     `json:"fixture_s"`
+	Stages     map[string]*benchkit.Result `json:"stages"`
 }
 
 func main() {
@@ -46,34 +48,54 @@ func main() {
 	only := flag.String("stages", "", "comma-separated stages to run (default: all)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the stages' steps (not fixtures) to this file")
 	backendName := flag.String("backend", backend.Go, `GoMLX backend: "go" (pure Go), or "xla:/abs/path/plugin.so" in a build with -tags xla`)
+	model := flag.String("model", "", `"" for the bundled model's five stages, or "`+benchkit.ScaleModelSmolLM2+`": a randomly initialised model of SmolLM2-135M's shape (train step, prefill, decode)`)
 	flag.Parse()
 	if *out == "" {
 		fmt.Fprintln(os.Stderr, "harness: -out DIR is required")
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*out, *quick, *only, *cpuProfile, *backendName); err != nil {
+	if *model != "" && *model != benchkit.ScaleModelSmolLM2 {
+		fmt.Fprintf(os.Stderr, "harness: -model %q is not known (known: %q)\n", *model, benchkit.ScaleModelSmolLM2)
+		os.Exit(2)
+	}
+	if err := run(*out, *quick, *only, *cpuProfile, *backendName, *model); err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, quick bool, only, cpuProfile, backendName string) error {
-	counts := benchkit.FullCounts
-	if quick {
-		counts = benchkit.QuickCounts
-	}
+func run(dir string, quick bool, only, cpuProfile, backendName, model string) error {
 	be, err := backend.New(backendName)
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
-	sizes := benchkit.DefaultSizes()
-	f, err := benchkit.NewFixtures(be, sizes, counts, benchkit.LoadData(sizes))
-	if err != nil {
-		return err
+	var counts benchkit.Counts
+	var stages []*benchkit.Stage
+	var write func(dir string, stages []string) error
+	if model == "" {
+		counts = benchkit.FullCounts
+		if quick {
+			counts = benchkit.QuickCounts
+		}
+		sizes := benchkit.DefaultSizes()
+		f, err := benchkit.NewFixtures(be, sizes, counts, benchkit.LoadData(sizes))
+		if err != nil {
+			return err
+		}
+		stages, write = benchkit.Stages(be, f), f.Write
+	} else {
+		counts = benchkit.ScaleFullCounts
+		if quick {
+			counts = benchkit.ScaleQuickCounts
+		}
+		f, err := benchkit.NewScaleFixtures(benchkit.SmolLM2Sizes(), counts)
+		if err != nil {
+			return err
+		}
+		stages, write = benchkit.ScaleStages(be, f), f.Write
 	}
-	stages := benchkit.Stages(be, f)
 	var names []string
 	for _, st := range stages {
 		names = append(names, st.Name)
@@ -90,13 +112,13 @@ func run(dir string, quick bool, only, cpuProfile, backendName string) error {
 	if want == nil {
 		want = names
 	}
-	if err := f.Write(dir, want); err != nil {
+	if err := write(dir, want); err != nil {
 		return err
 	}
 	rep := &Report{
 		Implementation: "alignflow", Backend: describe(backendName),
 		GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), CPU: cpuModel(),
-		Date: time.Now().UTC().Format(time.RFC3339), Quick: quick,
+		Date: time.Now().UTC().Format(time.RFC3339), Quick: quick, Model: model,
 		FixtureSec: time.Since(t0).Seconds(), Stages: map[string]*benchkit.Result{},
 	}
 	fmt.Printf("alignflow: fixtures in %s (%.1f s)\n", dir, rep.FixtureSec)

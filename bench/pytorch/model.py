@@ -16,9 +16,16 @@ Conventions copied from the Go code:
   final RMSNorm; the LM head is a separate [D, V] matrix (not tied).
 - Reward model: backbone + head [D, 5] + bias [5] on the hidden state at the
   last real token; the scalar reward is output 0 (helpfulness).
-- Generation feeds prompts one token per decode step through the KV cache
-  (no prefill), samples in float64 with temperature and top-p, and stops when
-  every row is done (EOS, max_tokens, or max_len).
+- Generation prefills the left-padded prompts in one pass (padding masked
+  out, positions from each row's first real token), then decodes one token
+  per step through the KV cache, samples in float64 with temperature and
+  top-p, and stops when every row is done (EOS, max_tokens, or max_len).
+- The Llama-family options of transformer.Config (the scale benchmark's
+  SmolLM2 shape): kv_heads (grouped-query attention; key/value head j
+  serves query heads j*heads/kv_heads ..., as transformers' repeat_kv),
+  head_dim, rope_theta, norm_eps, gated_mlp (w2(silu(w1 x) * w3 x)),
+  qkv_bias (bq, bk, bv) and tied_embeddings (logits = h @ embed^T). Absent,
+  they are the bundled model's choices above.
 
 Device: tensors live on the device of the weights they go with (load_params
 moves the weights; the functions that build token tensors take that device
@@ -81,25 +88,33 @@ class Config:
         self.layers = d["layers"]
         self.hidden = d["hidden"]
         self.max_len = d["max_len"]
-        self.head_dim = self.dim // self.heads
+        self.head_dim = d.get("head_dim") or self.dim // self.heads
+        self.kv_heads = d.get("kv_heads") or self.heads
+        self.rope_theta = d.get("rope_theta") or 10000.0
+        self.eps = d.get("norm_eps") or RMS_EPS
+        self.gated = bool(d.get("gated_mlp"))
+        self.qkv_bias = bool(d.get("qkv_bias"))
+        self.tied = bool(d.get("tied_embeddings"))
+        if d.get("rope_scaling"):
+            raise ValueError("the reference does not implement rope_scaling")
 
 
-def rms_norm(x, gain):
+def rms_norm(x, gain, eps=RMS_EPS):
     ms = x.square().mean(-1, keepdim=True)
-    return x * (1.0 / torch.sqrt(ms + RMS_EPS)) * gain
+    return x * (1.0 / torch.sqrt(ms + eps)) * gain
 
 
 _rope_cache = {}
 
 
-def rope_tables(t, head_dim, device="cpu"):
+def rope_tables(t, head_dim, device="cpu", theta=10000.0):
     """cos, sin [t, head_dim] for positions 0..t-1 on device (computed on
     the CPU in float64, so every device gets the same float32 tables)."""
     device = torch.device(device)
-    key = (t, head_dim, device)
+    key = (t, head_dim, device, theta)
     if key not in _rope_cache:
         half = head_dim // 2
-        freq = torch.tensor([math.pow(10000, -float(2 * i) / float(head_dim)) for i in range(half)], dtype=torch.float64)
+        freq = torch.tensor([math.pow(theta, -float(2 * i) / float(head_dim)) for i in range(half)], dtype=torch.float64)
         a = torch.arange(t, dtype=torch.float64)[:, None] * freq[None, :]
         cos = torch.cat([torch.cos(a), torch.cos(a)], -1).to(torch.float32)
         sin = torch.cat([torch.sin(a), torch.sin(a)], -1).to(torch.float32)
@@ -127,6 +142,9 @@ def merge_heads(x):
 
 
 def attend(q, k, v, bias):
+    if k.shape[1] != q.shape[1]:  # grouped-query attention
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
     scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         scores = scores + bias
@@ -144,45 +162,61 @@ def causal_bias(t, device="cpu"):
     return _causal_cache[key]
 
 
-def mlp(p, l, x):
-    u = x @ p[f"layer{l}.w1"]
-    return F.silu(u) @ p[f"layer{l}.w2"]
+def mlp(p, cfg, l, x):
+    h = F.silu(x @ p[f"layer{l}.w1"])
+    if cfg.gated:
+        h = h * (x @ p[f"layer{l}.w3"])
+    return h @ p[f"layer{l}.w2"]
+
+
+def project(p, cfg, l, part, x):
+    y = x @ p[f"layer{l}.{part}"]
+    if cfg.qkv_bias and part in ("wq", "wk", "wv"):
+        y = y + p[f"layer{l}.b{part[1:]}"]
+    return y
+
+
+def qkv(p, cfg, l, h):
+    """The layer's queries, keys and values split into heads, before RoPE."""
+    return (split_heads(project(p, cfg, l, "wq", h), cfg.heads), split_heads(project(p, cfg, l, "wk", h), cfg.kv_heads),
+            split_heads(project(p, cfg, l, "wv", h), cfg.kv_heads))
+
+
+def lm_logits(p, cfg, h):
+    """The language-model head: h @ lm_head, or h @ embed^T when tied."""
+    return h @ (p["embed"].T if cfg.tied else p["lm_head"])
 
 
 def hidden(p, cfg, tokens):
     """Final normalised hidden states [B,T,D] of tokens [B,T] (int64)."""
     t = tokens.shape[1]
     x = p["embed"][tokens]
-    cos, sin = rope_tables(t, cfg.head_dim, x.device)
+    cos, sin = rope_tables(t, cfg.head_dim, x.device, cfg.rope_theta)
     bias = causal_bias(t, x.device)
     for l in range(cfg.layers):
-        h = rms_norm(x, p[f"layer{l}.attn_norm"])
-        q = apply_rope(split_heads(h @ p[f"layer{l}.wq"], cfg.heads), cos, sin)
-        k = apply_rope(split_heads(h @ p[f"layer{l}.wk"], cfg.heads), cos, sin)
-        v = split_heads(h @ p[f"layer{l}.wv"], cfg.heads)
+        q, k, v = qkv(p, cfg, l, rms_norm(x, p[f"layer{l}.attn_norm"], cfg.eps))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         x = x + merge_heads(attend(q, k, v, bias)) @ p[f"layer{l}.wo"]
-        x = x + mlp(p, l, rms_norm(x, p[f"layer{l}.mlp_norm"]))
-    return rms_norm(x, p["final_norm"])
+        x = x + mlp(p, cfg, l, rms_norm(x, p[f"layer{l}.mlp_norm"], cfg.eps))
+    return rms_norm(x, p["final_norm"], cfg.eps)
 
 
 def _blocks(p, cfg, x, pos, bias, k_cache, v_cache):
     """The blocks over x [B,T,D] at positions pos [B,T] with the additive
     mask bias [B,T,S], after the cached keys and values (None for none)."""
-    cos_all, sin_all = rope_tables(cfg.max_len, cfg.head_dim, x.device)
+    cos_all, sin_all = rope_tables(cfg.max_len, cfg.head_dim, x.device, cfg.rope_theta)
     cos, sin = cos_all[pos].unsqueeze(1), sin_all[pos].unsqueeze(1)  # [B,1,T,Dh]
     new_k, new_v = [], []
     for l in range(cfg.layers):
-        h = rms_norm(x, p[f"layer{l}.attn_norm"])
-        q = apply_rope(split_heads(h @ p[f"layer{l}.wq"], cfg.heads), cos, sin)
-        k = apply_rope(split_heads(h @ p[f"layer{l}.wk"], cfg.heads), cos, sin)
-        v = split_heads(h @ p[f"layer{l}.wv"], cfg.heads)
+        q, k, v = qkv(p, cfg, l, rms_norm(x, p[f"layer{l}.attn_norm"], cfg.eps))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if k_cache is not None:
             k = torch.cat([k_cache[l], k], 2)
             v = torch.cat([v_cache[l], v], 2)
         new_k.append(k)
         new_v.append(v)
         x = x + merge_heads(attend(q, k, v, bias.unsqueeze(1))) @ p[f"layer{l}.wo"]
-        x = x + mlp(p, l, rms_norm(x, p[f"layer{l}.mlp_norm"]))
+        x = x + mlp(p, cfg, l, rms_norm(x, p[f"layer{l}.mlp_norm"], cfg.eps))
     return x, new_k, new_v
 
 
@@ -201,8 +235,8 @@ def prefill(p, cfg, tokens, pads):
     pos = torch.clamp(torch.arange(t, device=dev)[None, :] - pads[:, None], min=0)
     bias = causal_bias(t, dev)[None, :, :] + _pad_bias(pads, t, dev)[:, None, :]
     x, k, v = _blocks(p, cfg, p["embed"][tokens], pos, bias, None, None)
-    h = rms_norm(x[:, -1], p["final_norm"])
-    return h @ p["lm_head"], k, v
+    h = rms_norm(x[:, -1], p["final_norm"], cfg.eps)
+    return lm_logits(p, cfg, h), k, v
 
 
 def decode_step(p, cfg, token, pads, k_cache, v_cache):
@@ -214,14 +248,14 @@ def decode_step(p, cfg, token, pads, k_cache, v_cache):
     pos = torch.clamp(s - pads, min=0, max=cfg.max_len - 1)[:, None]
     bias = _pad_bias(pads, s + 1, token.device)[:, None, :]
     x, k, v = _blocks(p, cfg, p["embed"][token].view(b, 1, cfg.dim), pos, bias, k_cache, v_cache)
-    h = rms_norm(x, p["final_norm"]).view(b, cfg.dim)
-    return h @ p["lm_head"], k, v
+    h = rms_norm(x, p["final_norm"], cfg.eps).view(b, cfg.dim)
+    return lm_logits(p, cfg, h), k, v
 
 
 # ---------------------------------------------------------------- policy
 
 def token_logprobs(p, cfg, inputs, targets):
-    logits = hidden(p, cfg, inputs) @ p["lm_head"]
+    logits = lm_logits(p, cfg, hidden(p, cfg, inputs))
     return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 

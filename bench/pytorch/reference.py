@@ -21,6 +21,7 @@ Exits 2 when CUDA is not available.
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -106,8 +107,12 @@ class Fixtures:
         s = self.spec
         self.cfg = M.Config(s["model"])
         self.files = s["files"]
-        tok = s["tokens"]
-        self.eos, self.pad = tok["eos"], tok["pad"]
+        self.scale = s.get("kind") == "scale"
+        if self.scale:
+            self.eos, self.pad = None, s["pad"]
+        else:
+            tok = s["tokens"]
+            self.eos, self.pad = tok["eos"], tok["pad"]
 
     def path(self, key):
         return os.path.join(self.dir, self.files[key])
@@ -165,9 +170,9 @@ def run_stage(unit, prepare, step, warmup, steps, breakdown=None):
     for i in range(warmup + steps):
         sync()
         t = time.perf_counter()
-        loss, work, ex = step(i)
+        loss, work, ex, *own = step(i)
         sync()
-        sec = time.perf_counter() - t
+        sec = own[0] if own else time.perf_counter() - t  # a step that times its own part
         if loss is not None:
             losses.append(loss)
         if i < warmup:
@@ -381,6 +386,78 @@ def reinforce(fx, checks):
     return "prompts/s", prepare, step, breakdown
 
 
+# ---------------------------------------------------------------- scale stages
+
+def scale_train(fx):
+    """The scale benchmark's train step: policy SFT on train_batches."""
+    s = fx.spec
+    p = fx.weights("policy_init", True)
+    tr = M.Trainer(p, s["adamw"], s["learning_rate"])
+    batches = [(torch.tensor(b["inputs"], dtype=torch.int64, device=DEVICE),
+                torch.tensor(b["targets"], dtype=torch.int64, device=DEVICE),
+                torch.tensor(b["mask"], dtype=torch.float32, device=DEVICE)) for b in fx.json("train_batches")]
+
+    def step(i):
+        inp, tg, mk = batches[i]
+        loss = M.sft_loss(p, fx.cfg, inp, tg, mk)
+        gn = tr.step(loss)
+        return float(loss), inp.numel(), {"grad_norm": gn}
+
+    return "tokens/s", lambda: None, step
+
+
+def greedy(p, cfg, logits, kc, vc, pads, steps):
+    """benchkit.greedy: steps decoding steps, each feeding every row's most
+    likely token (argmax: the first of equal ones); returns the steps+1
+    tokens per row."""
+    out = []
+    for i in range(steps + 1):
+        tok = logits.argmax(-1)
+        out.append(tok.tolist())
+        if i == steps:
+            break
+        logits, kc, vc = M.decode_step(p, cfg, tok, pads, kc, vc)
+    return [list(r) for r in zip(*out)]
+
+
+def scale_prefill(fx, batch, checks, decode):
+    """prefill_batchN (one prefill of the batch's prompts) or, with decode,
+    decode_batchN (decode_steps greedy steps after an untimed prefill)."""
+    s, cfg = fx.spec, fx.cfg
+    p = fx.weights("policy_init")
+    prompts = torch.tensor(fx.json("prompts")[str(batch)], dtype=torch.int64, device=DEVICE)
+    pads = torch.zeros(batch, dtype=torch.int64, device=DEVICE)
+    stage = f"{'decode' if decode else 'prefill'}_batch{batch}"
+
+    def prepare():
+        c = fx.check(f"prefill_batch{batch}")
+        if decode or c is None:
+            return
+        with torch.no_grad():
+            logits, kc, vc = M.prefill(p, cfg, prompts, pads)
+            want = torch.tensor(c["logits"], dtype=torch.float32, device=DEVICE)
+            diff = float((logits[0] - want).abs().max())
+            scale = float(want.abs().max())
+            tokens = greedy(p, cfg, logits, kc, vc, pads, s["decode_steps"])
+        same = [sum(1 for _ in itertools.takewhile(lambda ab: ab[0] == ab[1], zip(a, b)))
+                for a, b in zip(tokens, c["greedy"])]
+        checks[stage] = {"logit_max_abs_diff": diff, "logit_max_abs": scale, "greedy_tokens": len(c["greedy"][0]),
+                         "greedy_agreeing_min": min(same), "ok": diff <= 1e-4 * max(scale, 1.0)}
+
+    def step(i):
+        with torch.no_grad():
+            logits, kc, vc = M.prefill(p, cfg, prompts, pads)
+            if not decode:
+                return None, prompts.numel(), {}
+            sync()
+            t = time.perf_counter()
+            greedy(p, cfg, logits, kc, vc, pads, s["decode_steps"])
+            sync()
+            return None, batch * s["decode_steps"], {}, time.perf_counter() - t
+
+    return "tokens/s", prepare, step
+
+
 def main():
     torch.set_num_threads(ARGS.threads)
     torch.manual_seed(0)
@@ -393,13 +470,19 @@ def main():
     spec = fx.spec
     stages = [x for x in ARGS.stages.split(",") if x] or spec["stages"]
     checks = {}
-    builders = {
-        "policy_train_step": lambda: policy_train(fx),
-        "reward_train_step": lambda: reward_train(fx),
-        "reinforce_iteration": lambda: reinforce(fx, checks),
-    }
-    for b in spec["generation_batches"]:
-        builders[f"generation_batch{b}"] = (lambda b=b: generation(fx, b, checks))
+    if fx.scale:
+        builders = {"policy_train_step": lambda: scale_train(fx)}
+        for b in spec["generation_batches"]:
+            builders[f"prefill_batch{b}"] = (lambda b=b: scale_prefill(fx, b, checks, False))
+            builders[f"decode_batch{b}"] = (lambda b=b: scale_prefill(fx, b, checks, True))
+    else:
+        builders = {
+            "policy_train_step": lambda: policy_train(fx),
+            "reward_train_step": lambda: reward_train(fx),
+            "reinforce_iteration": lambda: reinforce(fx, checks),
+        }
+        for b in spec["generation_batches"]:
+            builders[f"generation_batch{b}"] = (lambda b=b: generation(fx, b, checks))
     report = {
         "implementation": "pytorch", "torch_version": torch.__version__, "python_version": platform.python_version(),
         "torch_threads": torch.get_num_threads(), "blas_threads": ARGS.blas_threads, "device": DEVICE.type,
