@@ -39,6 +39,9 @@ import (
 // compiled graphs, cached per model shape so iterations do not recompile.
 type Activities struct {
 	Store *artifact.Store
+	// DataRoots confine the files a spec may name (config.Spec.CheckRoots);
+	// empty for none.
+	DataRoots []string
 
 	mu      sync.Mutex
 	engines map[string]*engineSet
@@ -370,6 +373,10 @@ func (ds *dataset) prompts(split string) []string {
 // PrepareData generates the matched dataset, or validates the user's files,
 // and stores both in the run's artifact folder.
 func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
+	// Before reuse: a recorded result must not reveal a file outside the roots either.
+	if err := in.Spec.CheckRoots(a.DataRoots); err != nil {
+		return pipeline.Data{}, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
+	}
 	return reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
 }
 

@@ -251,3 +251,39 @@ func TestPrepareDataCountsPairsThatDoNotFit(t *testing.T) {
 	assert.Equal(t, 1, d.DroppedValidationPairs)
 	assert.Equal(t, 1, d.TruncatedPairs)
 }
+
+// TestPrepareDataKeepsToTheDataRoots: a worker with data roots refuses a
+// spec naming a file outside them, non-retryably, naming the field, the
+// file and the roots, even when an earlier run recorded the same stage for
+// reuse; inside them the same data loads.
+func TestPrepareDataKeepsToTheDataRoots(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	dir := t.TempDir()
+	spec := config.Default()
+	spec.ReuseStageOutputs = true
+	spec.Data.Ratings, spec.Data.Preferences = filepath.Join(dir, "ratings.jsonl"), filepath.Join(dir, "prefs.jsonl")
+	pref := func(split, prompt string) string {
+		return fmt.Sprintf(`{"split":%q,"prompt":%q,"response_1":"cold","response_2":"warm","preference_strength":2,"preference_statement":"","preference_elaboration":"","three_most_similar_preferences":[],"all_preferences_unprocessed":[]}`, split, prompt)
+	}
+	require.NoError(t, os.WriteFile(spec.Data.Preferences, []byte(pref("train", "opposite of hot?")+"\n"+pref("validation", "opposite of up?")+"\n"), 0o644))
+	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte(`{"prompt":"p","response":"r","helpfulness":1,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}`+"\n"), 0o644))
+	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "open", Spec: spec})
+	require.NoError(t, err, "no roots: any file")
+
+	root := t.TempDir()
+	a.DataRoots = []string{root}
+	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "confined", Spec: spec})
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app), "%v", err)
+	assert.True(t, app.NonRetryable())
+	assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
+	for _, want := range []string{"data.ratings", "data.preferences", spec.Data.Ratings, root} {
+		assert.Contains(t, err.Error(), want)
+	}
+
+	a.DataRoots = []string{root, dir}
+	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "inside", Spec: spec})
+	require.NoError(t, err)
+}

@@ -37,12 +37,35 @@ func LoadFile(path string) (Spec, error) {
 	return spec, nil
 }
 
-// Connection says where the Temporal server is and where artifacts live.
+// Connection says where the Temporal server is, how to reach it, and where
+// artifacts live.
 type Connection struct {
 	Address   string `mapstructure:"address"`
 	Namespace string `mapstructure:"namespace"`
 	TaskQueue string `mapstructure:"task-queue"`
 	DataDir   string `mapstructure:"data-dir"`
+
+	// TLS: a client certificate and key (mutual TLS; both or neither), the
+	// CA that signed the server's certificate (default: the system's), and
+	// the server name to verify (default: the address's host). Any of them
+	// turns TLS on.
+	TLSCert       string `mapstructure:"tls-cert"`
+	TLSKey        string `mapstructure:"tls-key"`
+	TLSCA         string `mapstructure:"tls-ca"`
+	TLSServerName string `mapstructure:"tls-server-name"`
+	// APIKey authenticates to Temporal Cloud (sent as a bearer token; it
+	// turns TLS on). Never printed.
+	APIKey string `mapstructure:"api-key"`
+	// DataRoots confine the files a run's spec may name (data, model and
+	// reward-model paths) to these directories, so that whoever can start a
+	// workflow cannot make a worker read arbitrary files. Empty: no
+	// confinement, as on a developer's own machine.
+	DataRoots []string `mapstructure:"data-root"`
+}
+
+// TLS reports whether the connection uses TLS.
+func (c Connection) TLS() bool {
+	return c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != "" || c.TLSServerName != "" || c.APIKey != ""
 }
 
 // Connection defaults.
@@ -54,13 +77,25 @@ const (
 	EnvPrefix        = "ALIGNFLOW"
 )
 
-// AddConnectionFlags declares --address, --namespace, --task-queue and --data-dir.
+// AddConnectionFlags declares the connection flags: --address,
+// --namespace, --task-queue, --data-dir, the TLS flags, --api-key and
+// --data-root.
 func AddConnectionFlags(fs *pflag.FlagSet) {
 	fs.String("address", DefaultAddress, "Temporal frontend host:port (env ALIGNFLOW_ADDRESS)")
 	fs.String("namespace", DefaultNamespace, "Temporal namespace (env ALIGNFLOW_NAMESPACE)")
 	fs.String("task-queue", DefaultTaskQueue, "task queue of alignflow workers (env ALIGNFLOW_TASK_QUEUE)")
 	fs.String("data-dir", DefaultDataDir, "artifact store and embedded server data (env ALIGNFLOW_DATA_DIR)")
+	fs.String("tls-cert", "", "client certificate (PEM) for mutual TLS, with --tls-key (env ALIGNFLOW_TLS_CERT)")
+	fs.String("tls-key", "", "client private key (PEM) for mutual TLS, with --tls-cert (env ALIGNFLOW_TLS_KEY)")
+	fs.String("tls-ca", "", "CA certificate (PEM) that signed the server's certificate; default: the system's CAs (env ALIGNFLOW_TLS_CA)")
+	fs.String("tls-server-name", "", "server name to verify in the server's certificate; default: the address's host (env ALIGNFLOW_TLS_SERVER_NAME)")
+	fs.String("api-key", "", "Temporal Cloud API key; turns TLS on (env ALIGNFLOW_API_KEY, which keeps it out of the process list)")
+	fs.StringArray("data-root", nil, "directory the files a run names must lie in (repeatable; env ALIGNFLOW_DATA_ROOT, a list like PATH); none: any file")
 }
+
+// connectionKeys are the settings LoadConnection resolves.
+var connectionKeys = []string{"address", "namespace", "task-queue", "data-dir",
+	"tls-cert", "tls-key", "tls-ca", "tls-server-name", "api-key", "data-root"}
 
 // LoadConnection resolves connection settings with viper: flags set on the
 // command line win over ALIGNFLOW_* environment variables, which win over the
@@ -71,7 +106,7 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
-	for _, k := range []string{"address", "namespace", "task-queue", "data-dir"} {
+	for _, k := range connectionKeys {
 		if f := fs.Lookup(k); f != nil {
 			if err := v.BindPFlag(k, f); err != nil {
 				return Connection{}, err
@@ -89,6 +124,23 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 		Namespace: v.GetString("namespace"),
 		TaskQueue: v.GetString("task-queue"),
 		DataDir:   v.GetString("data-dir"),
+
+		TLSCert:       v.GetString("tls-cert"),
+		TLSKey:        v.GetString("tls-key"),
+		TLSCA:         v.GetString("tls-ca"),
+		TLSServerName: v.GetString("tls-server-name"),
+		APIKey:        v.GetString("api-key"),
+	}
+	// A list from a flag or a settings file, or PATH-like from the environment.
+	for _, r := range v.GetStringSlice("data-root") {
+		for _, part := range filepath.SplitList(r) {
+			if part != "" {
+				c.DataRoots = append(c.DataRoots, part)
+			}
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, fmt.Errorf("--tls-cert and --tls-key go together (mutual TLS needs both), got cert %q and key %q", c.TLSCert, c.TLSKey)
 	}
 	if c.Address == "" || c.Namespace == "" || c.TaskQueue == "" || c.DataDir == "" {
 		return c, fmt.Errorf("connection settings must not be empty: address %q, namespace %q, task-queue %q, data-dir %q", c.Address, c.Namespace, c.TaskQueue, c.DataDir)

@@ -404,28 +404,87 @@ func (s Spec) Validate() error {
 	return errors.Join(errs...)
 }
 
+// DataFile is a file or directory a spec names, which a worker reads.
+type DataFile struct {
+	Field, Path string
+	Dir         bool // a Hugging Face model directory
+}
+
+// DataFiles lists the files and directories the spec names (set ones only).
+func (s Spec) DataFiles() []DataFile {
+	var out []DataFile
+	for _, f := range []DataFile{{"model.path", s.Model.Path, true}, {"reward.path", s.Reward.Path, true},
+		{"data.ratings", s.Data.Ratings, false}, {"data.preferences", s.Data.Preferences, false},
+		{"compare.rewardbench", s.Compare.RewardBench, false}} {
+		if f.Path != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// CheckRoots reports every file the spec names that lies outside all of
+// roots, after resolving symbolic links (a link inside a root that points
+// out of it is outside). No roots means no confinement. Relative paths are
+// relative to the current directory, as the worker reads them.
+func (s Spec) CheckRoots(roots []string) error {
+	if len(roots) == 0 {
+		return nil
+	}
+	resolved := make([]string, len(roots))
+	for i, r := range roots {
+		resolved[i] = resolvePath(r)
+	}
+	var errs []error
+	for _, f := range s.DataFiles() {
+		p := resolvePath(f.Path)
+		inside := false
+		for _, r := range resolved {
+			if rel, err := filepath.Rel(r, p); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			errs = append(errs, &FieldError{Field: f.Field, Problem: fmt.Sprintf("%s is outside the worker's data roots (%s); move it under one of them, or start the worker with --data-root naming its directory",
+				f.Path, strings.Join(roots, ", "))})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resolvePath is p made absolute with its symbolic links resolved, as far
+// as it exists (a missing file is checked by where it would be).
+func resolvePath(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		return filepath.Join(dir, filepath.Base(abs))
+	}
+	return abs
+}
+
 // CheckFiles reports data files that are missing or unreadable.
 func (s Spec) CheckFiles() error {
 	var errs []error
-	for _, f := range []struct{ field, dir string }{{"model.path", s.Model.Path}, {"reward.path", s.Reward.Path}} {
-		if f.dir == "" {
+	for _, f := range s.DataFiles() {
+		if f.Dir {
+			if st, err := os.Stat(filepath.Join(f.Path, "config.json")); err != nil || st.IsDir() {
+				errs = append(errs, &FieldError{Field: f.Field, Problem: fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", f.Path)})
+			}
 			continue
 		}
-		if st, err := os.Stat(filepath.Join(f.dir, "config.json")); err != nil || st.IsDir() {
-			errs = append(errs, &FieldError{Field: f.field, Problem: fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", f.dir)})
-		}
-	}
-	for _, f := range []struct{ field, path string }{{"data.ratings", s.Data.Ratings}, {"data.preferences", s.Data.Preferences}, {"compare.rewardbench", s.Compare.RewardBench}} {
-		field, path := f.field, f.path
-		if path == "" {
-			continue
-		}
-		f, err := os.Open(path)
+		file, err := os.Open(f.Path)
 		if err != nil {
-			errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf("cannot read data file: %v", err)})
+			errs = append(errs, &FieldError{Field: f.Field, Problem: fmt.Sprintf("cannot read data file: %v", err)})
 			continue
 		}
-		f.Close()
+		file.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -24,6 +24,8 @@ type Options struct {
 	// latest heartbeat: the freshness of the progress `runs show` prints and
 	// of the checkpoint a retry resumes from. Default 2 s.
 	HeartbeatInterval time.Duration
+	// DataRoots confine the files a run's spec may name; empty for none.
+	DataRoots []string
 }
 
 // DefaultHeartbeatInterval bounds how stale a running activity's progress is
@@ -48,7 +50,9 @@ func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
 		// otherwise hold them back for up to 80% of the heartbeat timeout.
 		MaxHeartbeatThrottleInterval: opts.HeartbeatInterval,
 	})
-	Register(w, activities.New(store))
+	a := activities.New(store)
+	a.DataRoots = opts.DataRoots
+	Register(w, a)
 	return w
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,7 +53,7 @@ func startWorker(ctx context.Context, c config.Connection, heartbeat time.Durati
 		cl.Close()
 		return nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
-	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: heartbeat})
+	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: heartbeat, DataRoots: c.DataRoots})
 	if err := w.Start(); err != nil {
 		cl.Close()
 		return nil, nil, fmt.Errorf("start worker on task queue %s: %w", c.TaskQueue, err)
@@ -147,7 +148,7 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer stop()
-			fmt.Printf("Worker on task queue %s at %s (namespace %s), artifacts in %s. Press Ctrl-C to stop.\n", c.TaskQueue, c.Address, c.Namespace, c.DataDir)
+			fmt.Printf("Worker on task queue %s at %s (namespace %s), artifacts in %s; %s. Press Ctrl-C to stop.\n", c.TaskQueue, c.Address, c.Namespace, c.DataDir, rootsLine(c))
 			<-cmd.Context().Done()
 			return nil
 		},
@@ -155,6 +156,14 @@ func workerCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&heartbeat, "heartbeat-interval", worker.DefaultHeartbeatInterval,
 		"most time a running activity's latest progress and checkpoint wait before reaching the server")
 	return cmd
+}
+
+// rootsLine says which files a worker lets runs name.
+func rootsLine(c config.Connection) string {
+	if len(c.DataRoots) == 0 {
+		return "runs may name any file the worker can read (confine them with --data-root)"
+	}
+	return "runs may name files under " + strings.Join(c.DataRoots, ", ") + " only"
 }
 
 // isPortInUse reports whether err says the embedded server's port is taken.

@@ -27,6 +27,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/temporalconn"
 )
 
 func main() {
@@ -59,7 +60,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	config.AddConnectionFlags(root.PersistentFlags())
-	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with keys address, namespace, task-queue, data-dir)")
+	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with the connection flags as keys: address, namespace, task-queue, data-dir, tls-cert, tls-key, tls-ca, tls-server-name, api-key, data-root)")
 	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd(),
 		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd())
 	return root
@@ -77,9 +78,9 @@ func quietLogger() sdklog.Logger {
 }
 
 func dial(ctx context.Context, c config.Connection) (client.Client, error) {
-	cl, err := client.DialContext(ctx, client.Options{HostPort: c.Address, Namespace: c.Namespace, Logger: quietLogger()})
+	cl, err := temporalconn.Dial(ctx, c, quietLogger())
 	if err != nil {
-		return nil, fmt.Errorf("connect to Temporal at %s (namespace %s): %w; start one with `alignflow dev` or pass --embedded", c.Address, c.Namespace, err)
+		return nil, fmt.Errorf("%w; start one with `alignflow dev` or pass --embedded", err)
 	}
 	return cl, nil
 }

@@ -1,0 +1,104 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func loadConnection(t *testing.T, settings string, args ...string) (Connection, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	AddConnectionFlags(fs)
+	require.NoError(t, fs.Parse(args))
+	return LoadConnection(fs, settings)
+}
+
+func TestConnectionTLSAndDataRoots(t *testing.T) {
+	t.Run("flags", func(t *testing.T) {
+		c, err := loadConnection(t, "", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem",
+			"--tls-server-name", "temporal.internal", "--data-root", "/data", "--data-root", "/models")
+		require.NoError(t, err)
+		assert.Equal(t, Connection{Address: DefaultAddress, Namespace: DefaultNamespace, TaskQueue: DefaultTaskQueue, DataDir: DefaultDataDir,
+			TLSCert: "c.pem", TLSKey: "k.pem", TLSCA: "ca.pem", TLSServerName: "temporal.internal",
+			DataRoots: []string{"/data", "/models"}}, c)
+		assert.True(t, c.TLS())
+	})
+	t.Run("environment", func(t *testing.T) {
+		t.Setenv("ALIGNFLOW_API_KEY", "secret-key")
+		t.Setenv("ALIGNFLOW_DATA_ROOT", "/data"+string(os.PathListSeparator)+"/models")
+		c, err := loadConnection(t, "")
+		require.NoError(t, err)
+		assert.Equal(t, "secret-key", c.APIKey)
+		assert.True(t, c.TLS(), "an API key turns TLS on")
+		assert.Equal(t, []string{"/data", "/models"}, c.DataRoots)
+	})
+	t.Run("settings file", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "settings.yaml")
+		require.NoError(t, os.WriteFile(f, []byte("tls-ca: /etc/ca.pem\ndata-root: [/a, /b]\n"), 0o644))
+		c, err := loadConnection(t, f)
+		require.NoError(t, err)
+		assert.Equal(t, "/etc/ca.pem", c.TLSCA)
+		assert.Equal(t, []string{"/a", "/b"}, c.DataRoots)
+	})
+	t.Run("plain by default", func(t *testing.T) {
+		c, err := loadConnection(t, "")
+		require.NoError(t, err)
+		assert.False(t, c.TLS())
+		assert.Empty(t, c.DataRoots)
+	})
+	t.Run("a certificate needs its key", func(t *testing.T) {
+		_, err := loadConnection(t, "", "--tls-cert", "c.pem")
+		require.ErrorContains(t, err, "--tls-cert and --tls-key go together")
+	})
+}
+
+func TestCheckRoots(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	inRoot := filepath.Join(root, "ratings.jsonl")
+	require.NoError(t, os.WriteFile(inRoot, []byte("{}\n"), 0o644))
+	secret := filepath.Join(outside, "secret.jsonl")
+	require.NoError(t, os.WriteFile(secret, []byte("{}\n"), 0o644))
+	link := filepath.Join(root, "escape.jsonl")
+	require.NoError(t, os.Symlink(secret, link))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "models", "m"), 0o755))
+
+	spec := func(edit func(*Spec)) Spec { s := Default(); edit(&s); return s }
+	cases := []struct {
+		name   string
+		spec   Spec
+		roots  []string
+		fields []string // the fields refused, none for allowed
+	}{
+		{"no roots: anything", spec(func(s *Spec) { s.Data.Ratings = secret }), nil, nil},
+		{"inside", spec(func(s *Spec) { s.Data.Ratings, s.Model.Path = inRoot, filepath.Join(root, "models", "m") }), []string{root}, nil},
+		{"the root itself", spec(func(s *Spec) { s.Model.Path = root }), []string{root}, nil},
+		{"outside", spec(func(s *Spec) { s.Data.Ratings, s.Data.Preferences = inRoot, secret }), []string{root}, []string{"data.preferences"}},
+		{"a link out of the root", spec(func(s *Spec) { s.Compare.RewardBench = link }), []string{root}, []string{"compare.rewardbench"}},
+		{"dot-dot out of the root", spec(func(s *Spec) { s.Reward.Path = filepath.Join(root, "..", filepath.Base(outside)) }), []string{root}, []string{"reward.path"}},
+		{"a sibling whose name starts like the root", spec(func(s *Spec) { s.Data.Ratings = root + "-other/x.jsonl" }), []string{root}, []string{"data.ratings"}},
+		{"any of several roots", spec(func(s *Spec) { s.Data.Ratings, s.Data.Preferences = inRoot, secret }), []string{root, outside}, nil},
+		{"a missing file is judged by where it would be", spec(func(s *Spec) { s.Data.Ratings = filepath.Join(outside, "nope.jsonl") }), []string{root}, []string{"data.ratings"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.spec.CheckRoots(tc.roots)
+			if tc.fields == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, f := range tc.fields {
+				assert.Contains(t, err.Error(), f)
+			}
+			assert.Contains(t, err.Error(), strings.Join(tc.roots, ", "), "the error names the roots")
+			assert.Equal(t, len(tc.fields), strings.Count(err.Error(), "outside the worker's data roots"))
+		})
+	}
+}
