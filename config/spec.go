@@ -44,6 +44,19 @@ type Spec struct {
 	Reinforce         Reinforce `json:"reinforce"`
 	Eval              Eval      `json:"eval"`
 	Compare           Compare   `json:"compare"`
+	Queues            Queues    `json:"queues"`
+}
+
+// Queues route each kind of work to the workers that should do it (GPU
+// workers train, CPU workers prepare data and evaluate). Empty means the
+// task queue the workflow runs on, so that one worker does everything.
+type Queues struct {
+	// Train: SFT, reward-model training and REINFORCE iterations.
+	Train string `json:"train"`
+	// Rollout: sampling, scoring and log-probabilities of REINFORCE shards.
+	Rollout string `json:"rollout"`
+	// Eval: data preparation, evaluations, summaries and reports.
+	Eval string `json:"eval"`
 }
 
 // Data says where ratings and preferences come from: files in HelpSteer2's

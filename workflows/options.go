@@ -28,11 +28,12 @@ type work struct {
 
 func workFor(ctx workflow.Context, spec config.Spec) work {
 	hb := heartbeatTimeout(spec)
+	q := spec.Queues
 	return work{
-		bookkeeping: withOptions(ctx, 10*time.Minute, 0),
-		training:    withOptions(ctx, 2*time.Hour, hb),
-		evaluation:  withOptions(ctx, 30*time.Minute, hb),
-		iteration:   withOptions(ctx, 30*time.Minute, hb),
+		bookkeeping: withOptions(ctx, q.Eval, 10*time.Minute, 0),
+		training:    withOptions(ctx, q.Train, 2*time.Hour, hb),
+		evaluation:  withOptions(ctx, q.Eval, 30*time.Minute, hb),
+		iteration:   withOptions(ctx, q.Train, 30*time.Minute, hb),
 	}
 }
 
@@ -45,8 +46,11 @@ func heartbeatTimeout(spec config.Spec) time.Duration {
 	return time.Duration(spec.HeartbeatTimeoutSeconds) * time.Second
 }
 
-func withOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
+// withOptions are one kind's activity options; queue "" is the workflow's
+// own task queue (what runs recorded before queues existed used).
+func withOptions(ctx workflow.Context, queue string, startToClose, heartbeat time.Duration) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           queue,
 		StartToCloseTimeout: startToClose,
 		HeartbeatTimeout:    heartbeat,
 		RetryPolicy: &temporal.RetryPolicy{

@@ -36,29 +36,38 @@ func startEmbedded(ctx context.Context, dataDir, ip string, port int, namespace 
 	return srv, nil
 }
 
-// startWorker connects a worker to the server at c.Address; heartbeat is the
-// worker's heartbeat interval, zero for the default.
-func startWorker(ctx context.Context, c config.Connection, heartbeat time.Duration) (client.Client, func(), error) {
+// workerFlags are the worker's own settings.
+type workerFlags struct {
+	heartbeat time.Duration
+	// queues the worker polls; empty: the connection's task queue.
+	queues []string
+	// concurrent activities per queue.
+	concurrent int
+}
+
+// startWorker connects a worker to the server at c.Address.
+func startWorker(ctx context.Context, c config.Connection, wf workerFlags) (client.Client, *worker.Pool, func(), error) {
 	store, err := artifact.Open(c.DataDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cl, err := dial(ctx, c)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The workflows keep search attributes current; a namespace without them
 	// would fail their workflow tasks.
 	if err := devserver.EnsureSearchAttributes(ctx, cl.OperatorService(), c.Namespace, workflows.SearchAttributes); err != nil {
 		cl.Close()
-		return nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
+		return nil, nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
-	w := worker.New(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: heartbeat, DataRoots: c.DataRoots})
-	if err := w.Start(); err != nil {
+	p := worker.NewPool(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: wf.heartbeat,
+		ConcurrentActivities: wf.concurrent, DataRoots: c.DataRoots}, wf.queues)
+	if err := p.Start(); err != nil {
 		cl.Close()
-		return nil, nil, fmt.Errorf("start worker on task queue %s: %w", c.TaskQueue, err)
+		return nil, nil, nil, err
 	}
-	return cl, func() { w.Stop(); cl.Close() }, nil
+	return cl, p, func() { p.Stop(); cl.Close() }, nil
 }
 
 func devCmd() *cobra.Command {
@@ -111,7 +120,7 @@ In another terminal:
 				fmt.Printf("Temporal Web UI on %s\n", web.URL())
 			}
 			if !noWorker {
-				_, stopWorker, err := startWorker(ctx, c, 0)
+				_, _, stopWorker, err := startWorker(ctx, c, workerFlags{})
 				if err != nil {
 					return err
 				}
@@ -134,7 +143,7 @@ In another terminal:
 }
 
 func workerCmd() *cobra.Command {
-	var heartbeat time.Duration
+	var wf workerFlags
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker against an existing Temporal server",
@@ -143,18 +152,22 @@ func workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, stop, err := startWorker(cmd.Context(), c, heartbeat)
+			_, pool, stop, err := startWorker(cmd.Context(), c, wf)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			fmt.Printf("Worker on task queue %s at %s (namespace %s), artifacts in %s; %s. Press Ctrl-C to stop.\n", c.TaskQueue, c.Address, c.Namespace, c.DataDir, rootsLine(c))
+			fmt.Printf("Worker on task queue(s) %s at %s (namespace %s), at most %d activities at once on each, artifacts in %s; %s. Press Ctrl-C to stop.\n",
+				strings.Join(pool.Queues, ", "), c.Address, c.Namespace, max(wf.concurrent, 1), c.DataDir, rootsLine(c))
 			<-cmd.Context().Done()
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&heartbeat, "heartbeat-interval", worker.DefaultHeartbeatInterval,
+	cmd.Flags().DurationVar(&wf.heartbeat, "heartbeat-interval", worker.DefaultHeartbeatInterval,
 		"most time a running activity's latest progress and checkpoint wait before reaching the server")
+	cmd.Flags().StringSliceVar(&wf.queues, "task-queues", nil,
+		"task queues to poll, comma-separated (default: --task-queue); a run's spec routes work with queues.train, queues.rollout, queues.eval")
+	cmd.Flags().IntVar(&wf.concurrent, "max-concurrent-activities", 1, "activities run at once on each task queue (training uses every core: keep 1 unless the machine has room)")
 	return cmd
 }
 

@@ -148,7 +148,7 @@ func execute(ctx context.Context, c config.Connection, embedded bool, port int, 
 		}
 		defer srv.Stop()
 		c.Address = srv.FrontendHostPort()
-		_, stopWorker, err := startWorker(ctx, c, 0)
+		_, _, stopWorker, err := startWorker(ctx, c, workerFlags{})
 		if err != nil {
 			return 0, err
 		}

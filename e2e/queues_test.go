@@ -1,0 +1,77 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/worker"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// TestQueuesRouteEachKindOfWork: a run whose spec sends training to a
+// "gpu" queue and data preparation and evaluation to a "cpu" queue
+// completes with one worker polling the workflow's queue and "cpu" and
+// another polling only "gpu" (sharing the artifact directory), and the
+// history shows every activity scheduled on its kind's queue.
+func TestQueuesRouteEachKindOfWork(t *testing.T) {
+	srv, _ := startEmbedded(t, devserver.Options{})
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	clients := map[string]client.Client{}
+	for name, queues := range map[string][]string{"cpu-worker": {workflows.TaskQueue, "cpu"}, "gpu-worker": {"gpu"}} {
+		cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default", Identity: name})
+		require.NoError(t, err)
+		t.Cleanup(cl.Close)
+		clients[name] = cl
+		p := worker.NewPool(cl, store, worker.Options{HeartbeatInterval: testHeartbeatInterval}, queues)
+		require.NoError(t, p.Start())
+		t.Cleanup(p.Stop)
+	}
+	spec := faultSpec()
+	spec.Name = "queues"
+	spec.SFT.Steps, spec.Reward.Steps, spec.Reward.RegressionSteps, spec.Reinforce.Iterations = 20, 10, 10, 2
+	spec.Queues.Train, spec.Queues.Eval = "gpu", "cpu"
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cl := clients["cpu-worker"]
+	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-queues", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
+	require.NoError(t, err)
+	var s pipeline.Summary
+	require.NoError(t, run.Get(ctx, &s))
+
+	want := map[string]string{"TrainSFT": "gpu", "TrainRewardModel": "gpu", "ReinforceIteration": "gpu",
+		"PrepareData": "cpu", "EvaluateRewardModel": "cpu", "EvaluatePolicy": "cpu", "SaveCurve": "cpu", "WriteSummary": "cpu"}
+	ranBy := map[int64]string{}
+	seen := map[string]bool{}
+	for _, h := range runHistories(t, cl, "e2e-queues") {
+		for _, ev := range h.GetEvents() {
+			if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+				ranBy[a.GetScheduledEventId()] = a.GetIdentity()
+			}
+		}
+		for _, ev := range h.GetEvents() {
+			a := ev.GetActivityTaskScheduledEventAttributes()
+			if a == nil {
+				continue
+			}
+			name := a.GetActivityType().GetName()
+			q, ok := want[name]
+			require.True(t, ok, "activity %s has an expected queue", name)
+			assert.Equal(t, q, a.GetTaskQueue().GetName(), name)
+			assert.Equal(t, q+"-worker", ranBy[ev.GetEventId()], "%s ran on the worker polling its queue", name)
+			seen[name] = true
+		}
+	}
+	for name := range want {
+		assert.True(t, seen[name], "%s ran", name)
+	}
+}
