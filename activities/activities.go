@@ -133,6 +133,8 @@ func classify(err error) error {
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrDiverged, err)
 	case errors.Is(err, artifact.ErrCorrupt):
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrCorruptArtifact, err)
+	case errors.Is(err, artifact.ErrStore):
+		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrStoreUnusable, err)
 	}
 	return err
 }
@@ -259,17 +261,19 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*engineSet, *data
 }
 
 func (a *Activities) loadData(spec config.Spec, d pipeline.Data) (*dataset, error) {
-	if _, err := a.Store.Get(d.Ratings); err != nil {
+	rp, err := a.Store.LocalFile(d.Ratings)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := a.Store.Get(d.Preferences); err != nil {
+	pp, err := a.Store.LocalFile(d.Preferences)
+	if err != nil {
 		return nil, err
 	}
-	ratings, err := helpsteer.ReadRatings(a.Store.Abs(d.Ratings))
+	ratings, err := helpsteer.ReadRatings(rp)
 	if err != nil {
 		return nil, invalidData(err)
 	}
-	prefs, err := helpsteer.ReadPreferences(a.Store.Abs(d.Preferences))
+	prefs, err := helpsteer.ReadPreferences(pp)
 	if err != nil {
 		return nil, invalidData(err)
 	}
@@ -377,7 +381,8 @@ func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if err := in.Spec.CheckRoots(a.DataRoots); err != nil {
 		return pipeline.Data{}, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 	}
-	return reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
+	d, err := reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
+	return d, classify(err)
 }
 
 func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
@@ -459,7 +464,7 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 		}
 		d.RewardBench, d.RewardBenchPairs = &ref, len(benchPairs)
 	}
-	dir, err := a.tempDir(in.RunID)
+	dir, err := a.Store.ScratchDir(in.RunID)
 	if err != nil {
 		return d, err
 	}
@@ -471,10 +476,10 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if err := helpsteer.WritePreferences(pp, prefs); err != nil {
 		return d, err
 	}
-	if d.Ratings, err = a.putFile(runPath(in.RunID, "data", "ratings.jsonl.gz"), rp); err != nil {
+	if d.Ratings, err = a.Store.PutFile(runPath(in.RunID, "data", "ratings.jsonl.gz"), rp); err != nil {
 		return d, err
 	}
-	if d.Preferences, err = a.putFile(runPath(in.RunID, "data", "preferences.jsonl.gz"), pp); err != nil {
+	if d.Preferences, err = a.Store.PutFile(runPath(in.RunID, "data", "preferences.jsonl.gz"), pp); err != nil {
 		return d, err
 	}
 	return d, nil

@@ -80,10 +80,11 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 		res.Bench = &r
 	}
 	if in.Data.RewardBench != nil {
-		if _, err := a.Store.Get(*in.Data.RewardBench); err != nil {
+		path, err := a.Store.LocalFile(*in.Data.RewardBench)
+		if err != nil {
 			return res, err
 		}
-		pairs, err := helpsteer.ReadRewardBench(a.Store.Abs(*in.Data.RewardBench))
+		pairs, err := helpsteer.ReadRewardBench(path)
 		if err != nil {
 			return res, invalidData(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sync"
 
@@ -46,8 +47,8 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 	if err != nil {
 		return compute()
 	}
-	path := filepath.Join(a.Store.Root, "reuse", stage, key+".json")
-	if out, from, ok := a.recorded(path, stage); ok {
+	record := path.Join("reuse", stage, key+".json")
+	if out, from, ok := a.recorded(record); ok {
 		var zero Out
 		if err := json.Unmarshal(out, &zero); err == nil {
 			if m, ok := any(&zero).(interface{ MarkReused(string) }); ok {
@@ -62,16 +63,14 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 		return out, err
 	}
 	if b, err := json.Marshal(reuseEntry{RunID: runID, Result: mustJSON(out)}); err == nil {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-			_ = artifact.WriteFileAtomic(path, b) // an unrecorded result is only recomputed later
-		}
+		_, _ = a.Store.PutRecord(record, b) // an unrecorded result is only recomputed later
 	}
 	return out, nil
 }
 
 // recorded reads a recorded result and verifies every artifact it names.
-func (a *Activities) recorded(path, stage string) (json.RawMessage, string, bool) {
-	b, err := os.ReadFile(path)
+func (a *Activities) recorded(record string) (json.RawMessage, string, bool) {
+	b, err := a.Store.GetRecord(record)
 	if err != nil {
 		return nil, "", false
 	}

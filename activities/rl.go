@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -276,34 +274,31 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 }
 
 // WriteReport writes a comparison's report where users look for it, as
-// <data-dir>/runs/<run>/comparison.json and, as tables shaped like the
-// paper's, comparison.md.
+// runs/<run>/comparison.json and, as tables shaped like the paper's,
+// comparison.md, in the store (<data-dir>/runs/<run>/ for a local one).
 func (a *Activities) WriteReport(_ context.Context, in pipeline.ReportInput) (pipeline.ReportPaths, error) {
 	var out pipeline.ReportPaths
 	if in.Report == nil {
 		return out, fmt.Errorf("write report: no report given")
 	}
-	dir := filepath.Join(a.Store.Root, "runs", in.RunID)
-	out.JSON, out.Markdown = filepath.Join(dir, "comparison.json"), filepath.Join(dir, "comparison.md")
-	if err := writeJSONFile(out.JSON, in.Report); err != nil {
-		return out, fmt.Errorf("write comparison report: %w", err)
+	var err error
+	if out.JSON, err = a.putRecordJSON(runPath(in.RunID, "comparison.json"), in.Report); err != nil {
+		return out, classify(fmt.Errorf("write comparison report: %w", err))
 	}
-	if err := artifact.WriteFileAtomic(out.Markdown, []byte(report.ComparisonMarkdown(in.Report))); err != nil {
-		return out, fmt.Errorf("write comparison report: %w", err)
+	if out.Markdown, err = a.Store.PutRecord(runPath(in.RunID, "comparison.md"), []byte(report.ComparisonMarkdown(in.Report))); err != nil {
+		return out, classify(fmt.Errorf("write comparison report: %w", err))
 	}
 	return out, nil
 }
 
-// writeJSONFile writes v as indented JSON, atomically, creating the folder.
-func writeJSONFile(path string, v any) error {
+// putRecordJSON writes v as indented JSON to a record of the store and
+// says where it is.
+func (a *Activities) putRecordJSON(key string, v any) (string, error) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return artifact.WriteFileAtomic(path, append(b, '\n'))
+	return a.Store.PutRecord(key, append(b, '\n'))
 }
 
 // curveSegment is the stored form of a CurveInput.
@@ -319,7 +314,8 @@ func (a *Activities) SaveCurve(_ context.Context, in pipeline.CurveInput) (artif
 	if n := len(in.Points); n > 0 {
 		name = fmt.Sprintf("curve-%05d-%05d.json", in.Points[0].Iteration, in.Points[n-1].Iteration)
 	}
-	return a.Store.PutJSON(runPath(in.RunID, "reinforce", name), curveSegment{Previous: in.Previous, Points: in.Points})
+	ref, err := a.Store.PutJSON(runPath(in.RunID, "reinforce", name), curveSegment{Previous: in.Previous, Points: in.Points})
+	return ref, classify(err)
 }
 
 // loadCurve follows a chain of curve segments back to the first and returns
@@ -341,7 +337,8 @@ func (a *Activities) loadCurve(last artifact.Ref) ([]pipeline.IterationMetrics, 
 	return points, nil
 }
 
-// WriteSummary writes the run summary to <data-dir>/runs/<run>/summary.json,
+// WriteSummary writes the run summary to runs/<run>/summary.json in the
+// store (<data-dir>/runs/<run>/summary.json for a local one),
 // with the whole REINFORCE curve when it was stored in segments.
 func (a *Activities) WriteSummary(_ context.Context, in pipeline.SummaryInput) (string, error) {
 	if in.Summary == nil {
@@ -355,9 +352,9 @@ func (a *Activities) WriteSummary(_ context.Context, in pipeline.SummaryInput) (
 		}
 		s.Curve = points
 	}
-	p := filepath.Join(a.Store.Root, "runs", in.RunID, "summary.json")
-	if err := writeJSONFile(p, s); err != nil {
-		return "", fmt.Errorf("write summary: %w", err)
+	p, err := a.putRecordJSON(runPath(in.RunID, pipeline.SummaryFile), s)
+	if err != nil {
+		return "", classify(fmt.Errorf("write summary: %w", err))
 	}
 	return p, nil
 }

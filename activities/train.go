@@ -3,8 +3,6 @@ package activities
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -18,26 +16,6 @@ import (
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/weights"
 )
-
-// tempDir is a scratch folder inside the store, on the same file system, for
-// writers that need a path.
-func (a *Activities) tempDir(runID string) (string, error) {
-	base := filepath.Join(a.Store.Root, "tmp")
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return "", fmt.Errorf("scratch folder: %w", err)
-	}
-	return os.MkdirTemp(base, runID+"-*")
-}
-
-// putFile moves a finished scratch file into the store.
-func (a *Activities) putFile(rel, scratch string) (artifact.Ref, error) {
-	defer os.Remove(scratch)
-	b, err := os.ReadFile(scratch)
-	if err != nil {
-		return artifact.Ref{}, fmt.Errorf("read %s: %w", scratch, err)
-	}
-	return a.Store.Put(rel, b)
-}
 
 const heartbeatEvery = 10
 

@@ -1,18 +1,31 @@
 // Package artifact is the store where datasets, checkpoints, rollouts and
-// reports live between activities. Activities pass Refs (a path and a sha256),
-// never tensors: Temporal payloads are capped at 2 MB. Writes are atomic
-// (temporary file, fsync, rename), every artifact has a manifest with its
-// digest, loads verify it, and a completed artifact is never overwritten.
+// reports live between activities. Activities pass Refs (a key and a
+// sha256), never tensors: Temporal payloads are capped at 2 MB.
+//
+// A store is a local directory (the default) or a bucket of object storage
+// (S3 or any S3-compatible server, GCS, Azure, through gocloud.dev/blob),
+// with the same guarantees on both: every artifact has a manifest with its
+// digest, written after the artifact itself, so an artifact without one is
+// incomplete; loads verify the digest; a complete artifact is never
+// overwritten (new content for a taken key goes to a key named by its
+// digest); and reads and writes stream through files, never holding a
+// whole artifact in memory. On object storage each worker keeps the
+// artifacts it wrote or read in a local cache keyed by digest, with a size
+// cap.
 package artifact
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -21,17 +34,30 @@ import (
 
 // Ref identifies a stored artifact.
 type Ref struct {
-	Path   string `json:"path"` // relative to the store root
+	Path   string `json:"path"` // key relative to the store's root
 	SHA256 string `json:"sha256"`
 	Bytes  int64  `json:"bytes"`
 }
 
-// Store is a directory of artifacts.
+// ErrCorrupt marks an artifact whose bytes do not match its digest: retrying
+// will not help, the artifact must be recomputed.
+var ErrCorrupt = errors.New("artifact corrupt")
+
+// ErrStore marks a store that cannot work as configured: wrong
+// credentials, a bucket that does not exist. Retrying will not help.
+var ErrStore = errors.New("artifact store unusable")
+
+// Store holds artifacts in a local directory or a bucket.
 type Store struct {
+	// Root is a local store's directory ("" for object storage).
 	Root string
+
+	objs    objects
+	cache   *cache // object storage only
+	scratch string // temporary files, on the same file system as the cache or Root
 }
 
-// Open creates the store's root if needed.
+// Open opens (creating if needed) a store in a local directory.
 func Open(root string) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -40,15 +66,17 @@ func Open(root string) (*Store, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("artifact store %s: %w", root, err)
 	}
-	return &Store{Root: abs}, nil
+	return &Store{Root: abs, objs: dirObjects{root: abs}, scratch: filepath.Join(abs, "tmp")}, nil
 }
 
-// Abs returns the absolute path of a ref.
-func (s *Store) Abs(ref Ref) string { return filepath.Join(s.Root, filepath.FromSlash(ref.Path)) }
+// Where names a key for people: a local path, or the bucket URL and key.
+func (s *Store) Where(key string) string { return s.objs.where(key) }
 
-// ErrCorrupt marks an artifact whose bytes do not match its digest: retrying
-// will not help, the artifact must be recomputed.
-var ErrCorrupt = errors.New("artifact corrupt")
+// Describe names the store (its directory or bucket URL, never a secret).
+func (s *Store) Describe() string { return s.objs.where("") }
+
+// Abs returns the absolute path of a ref in a local store.
+func (s *Store) Abs(ref Ref) string { return filepath.Join(s.Root, filepath.FromSlash(ref.Path)) }
 
 type manifest struct {
 	SHA256 string `json:"sha256"`
@@ -57,53 +85,348 @@ type manifest struct {
 
 func manifestPath(p string) string { return p + ".manifest.json" }
 
-// Put writes data under rel atomically and returns its ref. If a complete
-// artifact already exists there with the same digest (a retried activity), its
-// ref is returned; if its content differs, the new bytes go to a sibling named
-// by their digest, so nothing complete is ever overwritten.
-func (s *Store) Put(rel string, data []byte) (Ref, error) {
-	sum := sha256.Sum256(data)
-	digest := hex.EncodeToString(sum[:])
-	rel = filepath.ToSlash(filepath.Clean(rel))
-	if strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
-		return Ref{}, fmt.Errorf("artifact path %q escapes the store", rel)
+// cleanKey checks that rel stays inside the store and normalises it.
+func cleanKey(rel string) (string, error) {
+	key := path.Clean(filepath.ToSlash(rel))
+	if key == "." || key == ".." || strings.HasPrefix(key, "../") || strings.HasPrefix(key, "/") || filepath.IsAbs(rel) {
+		return "", fmt.Errorf("artifact path %q escapes the store", rel)
 	}
-	ref := Ref{Path: rel, SHA256: digest, Bytes: int64(len(data))}
-	if m, err := readManifest(s.Abs(ref)); err == nil {
-		if m.SHA256 == digest {
-			return ref, nil
-		}
-		ext := filepath.Ext(rel)
-		ref.Path = strings.TrimSuffix(rel, ext) + "." + digest[:12] + ext
-		if m2, err := readManifest(s.Abs(ref)); err == nil && m2.SHA256 == digest {
-			return ref, nil
-		}
-	}
-	path := s.Abs(ref)
-	if err := writeAtomic(path, data); err != nil {
-		return Ref{}, err
-	}
-	mb, _ := json.Marshal(manifest{SHA256: digest, Bytes: ref.Bytes})
-	if err := writeAtomic(manifestPath(path), mb); err != nil {
-		return Ref{}, err
-	}
-	return ref, nil
+	return key, nil
 }
 
-// ReadVerified reads a file written by a Store, given its path, checking it
-// against the manifest beside it; a file without a manifest (copied by hand)
-// is read unverified, and verified reports which happened.
+// ScratchDir makes a fresh temporary directory for writers that need a
+// path, on the file system the store moves finished files from.
+func (s *Store) ScratchDir(prefix string) (string, error) {
+	if err := os.MkdirAll(s.scratch, 0o755); err != nil {
+		return "", fmt.Errorf("scratch folder: %w", err)
+	}
+	return os.MkdirTemp(s.scratch, prefix+"-*")
+}
+
+// Writer streams an artifact into the store: written to a temporary file
+// while hashed, stored by Commit. Abort (or a failed Commit) leaves nothing.
+type Writer struct {
+	s    *Store
+	key  string
+	f    *os.File
+	h    hash.Hash
+	n    int64
+	done bool
+}
+
+// Create starts writing the artifact rel.
+func (s *Store) Create(rel string) (*Writer, error) {
+	key, err := cleanKey(rel)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.scratch, 0o755); err != nil {
+		return nil, fmt.Errorf("write %s: %w", s.Where(key), err)
+	}
+	f, err := os.CreateTemp(s.scratch, "."+path.Base(key)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", s.Where(key), err)
+	}
+	return &Writer{s: s, key: key, f: f, h: sha256.New()}, nil
+}
+
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Abort discards what was written.
+func (w *Writer) Abort() {
+	if !w.done {
+		w.done = true
+		w.f.Close()
+		os.Remove(w.f.Name())
+	}
+}
+
+// Commit stores the artifact and returns its ref. If a complete artifact
+// with the same digest is already under the key (a retried activity), its
+// ref is returned; if its content differs, the new bytes go to a sibling
+// key named by their digest, so nothing complete is ever overwritten.
+func (w *Writer) Commit() (Ref, error) {
+	defer w.Abort()
+	if err := w.f.Sync(); err != nil {
+		return Ref{}, fmt.Errorf("sync %s: %w", w.f.Name(), err)
+	}
+	if err := w.f.Close(); err != nil {
+		return Ref{}, fmt.Errorf("close %s: %w", w.f.Name(), err)
+	}
+	s, tmp := w.s, w.f.Name()
+	digest := hex.EncodeToString(w.h.Sum(nil))
+	ref := Ref{Path: w.key, SHA256: digest, Bytes: w.n}
+	ext := path.Ext(w.key)
+	for _, key := range []string{w.key, strings.TrimSuffix(w.key, ext) + "." + digest[:12] + ext} {
+		ref.Path = key
+		m, err := s.readManifest(key)
+		switch {
+		case err == nil && m.SHA256 == digest:
+			s.keep(digest, tmp)
+			return ref, nil
+		case err == nil:
+			continue // taken by other content
+		case !errors.Is(err, os.ErrNotExist):
+			return Ref{}, err
+		}
+		existed, err := s.objs.upload(context.Background(), key, tmp)
+		if err != nil {
+			return Ref{}, err
+		}
+		if existed {
+			// Data without a manifest: an earlier write that stopped before
+			// its manifest. Keep it if it is this content; never replace it.
+			got, err := s.digestOf(key)
+			if err != nil || got != digest {
+				continue
+			}
+		}
+		mb, _ := json.Marshal(manifest{SHA256: digest, Bytes: w.n})
+		if err := s.objs.overwrite(context.Background(), manifestPath(key), mb); err != nil {
+			return Ref{}, err
+		}
+		s.keep(digest, tmp)
+		return ref, nil
+	}
+	return Ref{}, fmt.Errorf("write %s: the key and its digest-named sibling both hold other content", s.Where(w.key))
+}
+
+// keep moves a committed temporary file into the cache (object storage),
+// or removes it (a local store linked it into place).
+func (s *Store) keep(digest, tmp string) {
+	if s.cache != nil {
+		s.cache.adopt(digest, tmp)
+		return
+	}
+	os.Remove(tmp)
+}
+
+func (s *Store) readManifest(key string) (manifest, error) {
+	var m manifest
+	r, err := s.objs.open(context.Background(), manifestPath(key))
+	if err != nil {
+		return m, err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, 1<<16))
+	if err != nil {
+		return m, fmt.Errorf("read manifest %s: %w", s.Where(manifestPath(key)), err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, s.Where(manifestPath(key)), err)
+	}
+	return m, nil
+}
+
+// digestOf hashes the object under key as stored.
+func (s *Store) digestOf(key string) (string, error) {
+	r, err := s.objs.open(context.Background(), key)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", fmt.Errorf("read %s: %w", s.Where(key), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Put writes data under rel (see Writer.Commit).
+func (s *Store) Put(rel string, data []byte) (Ref, error) {
+	return s.PutFrom(rel, bytes.NewReader(data))
+}
+
+// PutFrom streams r under rel.
+func (s *Store) PutFrom(rel string, r io.Reader) (Ref, error) {
+	w, err := s.Create(rel)
+	if err != nil {
+		return Ref{}, err
+	}
+	defer w.Abort()
+	if _, err := io.Copy(w, r); err != nil {
+		return Ref{}, fmt.Errorf("write %s: %w", s.Where(rel), err)
+	}
+	return w.Commit()
+}
+
+// PutFile moves a finished file into the store under rel.
+func (s *Store) PutFile(rel, file string) (Ref, error) {
+	defer os.Remove(file)
+	f, err := os.Open(file)
+	if err != nil {
+		return Ref{}, fmt.Errorf("read %s: %w", file, err)
+	}
+	defer f.Close()
+	return s.PutFrom(rel, f)
+}
+
+// LocalFile returns a local file holding the artifact, verified against
+// its digest: a local store's own file, or the worker's cached copy of an
+// object (fetched, streamed to disk and verified on first use).
+func (s *Store) LocalFile(ref Ref) (string, error) {
+	key, err := cleanKey(ref.Path)
+	if err != nil {
+		return "", err
+	}
+	if s.cache != nil {
+		if p, ok := s.cache.get(ref.SHA256); ok {
+			return p, nil
+		}
+		return s.fetch(ref, key)
+	}
+	p := s.Abs(Ref{Path: key})
+	got, err := s.digestOf(key)
+	if err != nil {
+		return "", fmt.Errorf("read artifact %s: %w", p, err)
+	}
+	if got != ref.SHA256 {
+		return "", fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, p, got, ref.SHA256)
+	}
+	return p, nil
+}
+
+// fetch downloads an object into the cache, verifying it on the way.
+func (s *Store) fetch(ref Ref, key string) (string, error) {
+	r, err := s.objs.open(context.Background(), key)
+	if err != nil {
+		return "", fmt.Errorf("read artifact %s: %w", s.Where(key), err)
+	}
+	defer r.Close()
+	if err := os.MkdirAll(s.scratch, 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(s.scratch, ".fetch-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name()) // no-op once adopted
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("read artifact %s: %w", s.Where(key), err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != ref.SHA256 {
+		return "", fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, s.Where(key), got, ref.SHA256)
+	}
+	return s.cache.adopt(ref.SHA256, f.Name()), nil
+}
+
+// Get reads a (small) artifact whole, verified.
+func (s *Store) Get(ref Ref) ([]byte, error) {
+	p, err := s.LocalFile(ref)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
+// PutJSON stores v as indented JSON.
+func (s *Store) PutJSON(rel string, v any) (Ref, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return Ref{}, fmt.Errorf("encode %s: %w", rel, err)
+	}
+	return s.Put(rel, append(b, '\n'))
+}
+
+// GetJSON loads and verifies a JSON artifact into v.
+func (s *Store) GetJSON(ref Ref, v any) error {
+	b, err := s.Get(ref)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: decode %s: %v", ErrCorrupt, s.Where(ref.Path), err)
+	}
+	return nil
+}
+
+// PutWeights streams a tensor set into the store in the safetensors layout.
+func (s *Store) PutWeights(rel string, set *weights.Set) (Ref, error) {
+	w, err := s.Create(rel)
+	if err != nil {
+		return Ref{}, err
+	}
+	defer w.Abort()
+	if _, err := set.WriteTo(w); err != nil {
+		return Ref{}, fmt.Errorf("encode %s: %w", rel, err)
+	}
+	return w.Commit()
+}
+
+// GetWeights loads and verifies a tensor set.
+func (s *Store) GetWeights(ref Ref) (*weights.Set, error) {
+	p, err := s.LocalFile(ref)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	set, err := weights.Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: decode %s: %v", ErrCorrupt, s.Where(ref.Path), err)
+	}
+	return set, nil
+}
+
+// PutRecord writes a small mutable record (a reuse record, a run's
+// summary), replacing any earlier one, and says where it is.
+func (s *Store) PutRecord(key string, data []byte) (string, error) {
+	key, err := cleanKey(key)
+	if err != nil {
+		return "", err
+	}
+	if err := s.objs.overwrite(context.Background(), key, data); err != nil {
+		return "", err
+	}
+	return s.Where(key), nil
+}
+
+// GetRecord reads a record; a missing one is an error satisfying
+// errors.Is(err, os.ErrNotExist).
+func (s *Store) GetRecord(key string) ([]byte, error) {
+	key, err := cleanKey(key)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.objs.open(context.Background(), key)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// ReadVerified reads a file written by a local Store, given its path,
+// checking it against the manifest beside it; a file without a manifest
+// (copied by hand) is read unverified, and verified reports which happened.
 func ReadVerified(path string) (data []byte, verified bool, err error) {
 	data, err = os.ReadFile(path)
 	if err != nil {
 		return nil, false, err
 	}
-	m, err := readManifest(path)
+	b, err := os.ReadFile(manifestPath(path))
 	if errors.Is(err, os.ErrNotExist) {
 		return data, false, nil
 	}
+	var m manifest
+	if err == nil {
+		err = json.Unmarshal(b, &m)
+	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, false, fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, manifestPath(path), err)
 	}
 	sum := sha256.Sum256(data)
 	if got := hex.EncodeToString(sum[:]); got != m.SHA256 {
@@ -112,17 +435,8 @@ func ReadVerified(path string) (data []byte, verified bool, err error) {
 	return data, true, nil
 }
 
-func readManifest(path string) (manifest, error) {
-	var m manifest
-	b, err := os.ReadFile(manifestPath(path))
-	if err != nil {
-		return m, err
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return m, fmt.Errorf("manifest %s: %w", manifestPath(path), err)
-	}
-	return m, nil
-}
+// WriteFileAtomic writes an ordinary file (outside any store) atomically.
+func WriteFileAtomic(path string, data []byte) error { return writeAtomic(path, data) }
 
 // writeAtomic writes a temporary file in the target's directory, syncs it and
 // renames it into place, so readers see either nothing or the whole file.
@@ -151,70 +465,13 @@ func writeAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename into %s: %w", path, err)
 	}
+	syncDir(dir)
+	return nil
+}
+
+func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}
-	return nil
-}
-
-// WriteFileAtomic writes an ordinary file (outside the store's bookkeeping)
-// atomically, for user-facing outputs such as run summaries.
-func WriteFileAtomic(path string, data []byte) error { return writeAtomic(path, data) }
-
-// Get reads an artifact and verifies its digest.
-func (s *Store) Get(ref Ref) ([]byte, error) {
-	path := s.Abs(ref)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read artifact %s: %w", path, err)
-	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != ref.SHA256 {
-		return nil, fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, path, got, ref.SHA256)
-	}
-	return data, nil
-}
-
-// PutJSON stores v as indented JSON.
-func (s *Store) PutJSON(rel string, v any) (Ref, error) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return Ref{}, fmt.Errorf("encode %s: %w", rel, err)
-	}
-	return s.Put(rel, append(b, '\n'))
-}
-
-// GetJSON loads and verifies a JSON artifact into v.
-func (s *Store) GetJSON(ref Ref, v any) error {
-	b, err := s.Get(ref)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%w: decode %s: %v", ErrCorrupt, s.Abs(ref), err)
-	}
-	return nil
-}
-
-// PutWeights stores a tensor set in the safetensors layout.
-func (s *Store) PutWeights(rel string, set *weights.Set) (Ref, error) {
-	var buf bytes.Buffer
-	if _, err := set.WriteTo(&buf); err != nil {
-		return Ref{}, fmt.Errorf("encode %s: %w", rel, err)
-	}
-	return s.Put(rel, buf.Bytes())
-}
-
-// GetWeights loads and verifies a tensor set.
-func (s *Store) GetWeights(ref Ref) (*weights.Set, error) {
-	b, err := s.Get(ref)
-	if err != nil {
-		return nil, err
-	}
-	set, err := weights.Read(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%w: decode %s: %v", ErrCorrupt, s.Abs(ref), err)
-	}
-	return set, nil
 }

@@ -25,7 +25,7 @@ func TestConnectionTLSAndDataRoots(t *testing.T) {
 			"--tls-server-name", "temporal.internal", "--data-root", "/data", "--data-root", "/models")
 		require.NoError(t, err)
 		assert.Equal(t, Connection{Address: DefaultAddress, Namespace: DefaultNamespace, TaskQueue: DefaultTaskQueue, DataDir: DefaultDataDir,
-			TLSCert: "c.pem", TLSKey: "k.pem", TLSCA: "ca.pem", TLSServerName: "temporal.internal",
+			CacheMaxGB: 20, TLSCert: "c.pem", TLSKey: "k.pem", TLSCA: "ca.pem", TLSServerName: "temporal.internal",
 			DataRoots: []string{"/data", "/models"}}, c)
 		assert.True(t, c.TLS())
 	})
@@ -45,6 +45,14 @@ func TestConnectionTLSAndDataRoots(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "/etc/ca.pem", c.TLSCA)
 		assert.Equal(t, []string{"/a", "/b"}, c.DataRoots)
+	})
+	t.Run("object store", func(t *testing.T) {
+		t.Setenv("ALIGNFLOW_STORE", "s3://bucket?region=us-east-1")
+		c, err := loadConnection(t, "", "--cache-dir", "/var/cache/af", "--cache-max-gb", "2.5")
+		require.NoError(t, err)
+		assert.Equal(t, "s3://bucket?region=us-east-1", c.Store)
+		assert.Equal(t, "/var/cache/af", c.CacheDir)
+		assert.Equal(t, 2.5, c.CacheMaxGB)
 	})
 	t.Run("plain by default", func(t *testing.T) {
 		c, err := loadConnection(t, "")

@@ -44,6 +44,14 @@ type Connection struct {
 	Namespace string `mapstructure:"namespace"`
 	TaskQueue string `mapstructure:"task-queue"`
 	DataDir   string `mapstructure:"data-dir"`
+	// Store is where artifacts live: "" for DataDir, or an object-storage
+	// URL (s3://bucket?region=...&endpoint=...&use_path_style=true,
+	// gs://bucket, azblob://container) shared by every worker.
+	Store string `mapstructure:"store"`
+	// CacheDir and CacheMaxGB are a worker's local cache of artifacts from
+	// object storage (default: the user's cache directory, 20 GB).
+	CacheDir   string  `mapstructure:"cache-dir"`
+	CacheMaxGB float64 `mapstructure:"cache-max-gb"`
 
 	// TLS: a client certificate and key (mutual TLS; both or neither), the
 	// CA that signed the server's certificate (default: the system's), and
@@ -85,6 +93,9 @@ func AddConnectionFlags(fs *pflag.FlagSet) {
 	fs.String("namespace", DefaultNamespace, "Temporal namespace (env ALIGNFLOW_NAMESPACE)")
 	fs.String("task-queue", DefaultTaskQueue, "task queue of alignflow workers (env ALIGNFLOW_TASK_QUEUE)")
 	fs.String("data-dir", DefaultDataDir, "artifact store and embedded server data (env ALIGNFLOW_DATA_DIR)")
+	fs.String("store", "", "artifact store: empty for --data-dir, or an object-storage URL such as s3://bucket?region=us-east-1 (env ALIGNFLOW_STORE; credentials from the environment, e.g. AWS_ACCESS_KEY_ID)")
+	fs.String("cache-dir", "", "local cache of artifacts from object storage (env ALIGNFLOW_CACHE_DIR; default: the user's cache directory/alignflow)")
+	fs.Float64("cache-max-gb", 20, "size cap of the artifact cache, GB (env ALIGNFLOW_CACHE_MAX_GB)")
 	fs.String("tls-cert", "", "client certificate (PEM) for mutual TLS, with --tls-key (env ALIGNFLOW_TLS_CERT)")
 	fs.String("tls-key", "", "client private key (PEM) for mutual TLS, with --tls-cert (env ALIGNFLOW_TLS_KEY)")
 	fs.String("tls-ca", "", "CA certificate (PEM) that signed the server's certificate; default: the system's CAs (env ALIGNFLOW_TLS_CA)")
@@ -94,7 +105,7 @@ func AddConnectionFlags(fs *pflag.FlagSet) {
 }
 
 // connectionKeys are the settings LoadConnection resolves.
-var connectionKeys = []string{"address", "namespace", "task-queue", "data-dir",
+var connectionKeys = []string{"address", "namespace", "task-queue", "data-dir", "store", "cache-dir", "cache-max-gb",
 	"tls-cert", "tls-key", "tls-ca", "tls-server-name", "api-key", "data-root"}
 
 // LoadConnection resolves connection settings with viper: flags set on the
@@ -124,6 +135,10 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 		Namespace: v.GetString("namespace"),
 		TaskQueue: v.GetString("task-queue"),
 		DataDir:   v.GetString("data-dir"),
+
+		Store:      v.GetString("store"),
+		CacheDir:   v.GetString("cache-dir"),
+		CacheMaxGB: v.GetFloat64("cache-max-gb"),
 
 		TLSCert:       v.GetString("tls-cert"),
 		TLSKey:        v.GetString("tls-key"),

@@ -50,7 +50,7 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	t.Logf("SFT loss %.3f -> %.3f; gold %.3f -> %.3f", sum.SFT.FirstLoss, sum.SFT.FinalLoss, *sum.Policy.GoldScoreBefore, *sum.Policy.GoldScoreAfter)
 
 	out := filepath.Join(t.TempDir(), "aligned")
-	_, err = export.Policy(store.Root, "e2e-stories", out)
+	_, err = export.Policy(store, "e2e-stories", out)
 	require.NoError(t, err)
 	back, err := hfmodel.Load(out)
 	require.NoError(t, err)
@@ -61,14 +61,14 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 		assert.Equal(t, final.Get(n).Data, back.Params.Get(n).Data, "%s: the exported weights are the run's", n)
 	}
 	assert.Equal(t, final.Digest(), sum.Policy.Digest)
-	_, err = export.Policy(store.Root, "e2e-stories", out)
+	_, err = export.Policy(store, "e2e-stories", out)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "already exists")
 
 	// The reward model exports as a LlamaForSequenceClassification that
 	// loads back with the run's weights and scores as the run's does.
 	rmOut := filepath.Join(t.TempDir(), "reward")
-	_, err = export.Reward(store.Root, "e2e-stories", rmOut)
+	_, err = export.Reward(store, "e2e-stories", rmOut)
 	require.NoError(t, err)
 	cls, err := hfmodel.Load(rmOut)
 	require.NoError(t, err)

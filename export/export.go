@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	"path"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/hfmodel"
@@ -18,52 +18,48 @@ import (
 	"github.com/alignflow/alignflow/weights"
 )
 
-// Summary reads a run's summary.json from its data dir.
-func Summary(dataDir, runID string) (*pipeline.Summary, error) {
-	path := filepath.Join(dataDir, "runs", runID, "summary.json")
-	b, err := os.ReadFile(path)
+// Summary reads a run's summary.json from the store.
+func Summary(store *artifact.Store, runID string) (*pipeline.Summary, error) {
+	key := path.Join("runs", runID, pipeline.SummaryFile)
+	b, err := store.GetRecord(key)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("run %s: no %s (is the run finished, and %s its data dir?)", runID, path, dataDir)
+		return nil, fmt.Errorf("run %s: no %s (is the run finished, and %s its store?)", runID, store.Where(key), store.Describe())
 	}
 	if err != nil {
 		return nil, err
 	}
 	var s pipeline.Summary
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", store.Where(key), err)
 	}
 	return &s, nil
 }
 
-// Policy writes the final policy of run runID, found in dataDir, as a
+// Policy writes the final policy of run runID, found in store, as a
 // Hugging Face directory at out (which must not exist): the source model's
 // config.json, tokenizer files and generation_config.json, and its weights
 // in the source dtype, checked against their digests first.
-func Policy(dataDir, runID, out string) (*pipeline.Summary, error) {
-	return write(dataDir, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.Policy.Checkpoint }, hfmodel.Export)
+func Policy(store *artifact.Store, runID, out string) (*pipeline.Summary, error) {
+	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.Policy.Checkpoint }, hfmodel.Export)
 }
 
 // Reward writes the reward model of run runID as an
 // XForSequenceClassification directory at out: the backbone and a score
 // layer of the five HelpSteer attributes (helpfulness, the reward, first).
-func Reward(dataDir, runID, out string) (*pipeline.Summary, error) {
-	return write(dataDir, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.RewardModel.Checkpoint }, hfmodel.ExportReward)
+func Reward(store *artifact.Store, runID, out string) (*pipeline.Summary, error) {
+	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.RewardModel.Checkpoint }, hfmodel.ExportReward)
 }
 
 type exporter func(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error
 
-func write(dataDir, runID, out string, which func(*pipeline.Summary) artifact.Ref, export exporter) (*pipeline.Summary, error) {
-	s, err := Summary(dataDir, runID)
+func write(store *artifact.Store, runID, out string, which func(*pipeline.Summary) artifact.Ref, export exporter) (*pipeline.Summary, error) {
+	s, err := Summary(store, runID)
 	if err != nil {
 		return nil, err
 	}
 	bm := s.Data.Model
 	if bm == nil {
 		return nil, fmt.Errorf("run %s trained the bundled byte-level model, which has no Hugging Face form: export needs a run started from model.path", runID)
-	}
-	store, err := artifact.Open(dataDir)
-	if err != nil {
-		return nil, err
 	}
 	ref := which(s)
 	params, err := store.GetWeights(ref)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/hfmodel"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/safetensors"
@@ -18,14 +19,16 @@ import (
 
 func TestPolicyNeedsAHuggingFaceRun(t *testing.T) {
 	dir := t.TempDir()
-	_, err := Policy(dir, "nope", filepath.Join(dir, "out"))
+	store, err := artifact.Open(dir)
+	require.NoError(t, err)
+	_, err = Policy(store, "nope", filepath.Join(dir, "out"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no "+filepath.Join(dir, "runs", "nope", "summary.json"))
 
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "runs", "tiny"), 0o755))
 	b, _ := json.Marshal(pipeline.Summary{WorkflowID: "tiny"})
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "runs", "tiny", "summary.json"), b, 0o644))
-	_, err = Policy(dir, "tiny", filepath.Join(dir, "out"))
+	_, err = Policy(store, "tiny", filepath.Join(dir, "out"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "bundled byte-level model")
 	_, err = os.Stat(filepath.Join(dir, "out"))

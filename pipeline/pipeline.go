@@ -17,6 +17,10 @@ const (
 	ErrInvalidData     = "InvalidData"     // a data file is missing or malformed
 	ErrDiverged        = "Diverged"        // a loss or gradient became NaN or Inf
 	ErrCorruptArtifact = "CorruptArtifact" // a stored artifact fails its digest
+	// ErrStoreUnusable: the artifact store refuses the worker's credentials
+	// or its bucket does not exist. Activities fail with it non-retryably
+	// (it is not in NonRetryable, which recorded workflows schedule with).
+	ErrStoreUnusable = "StoreUnusable"
 )
 
 // NonRetryable lists the error types activities fail with that must not be retried.

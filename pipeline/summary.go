@@ -5,8 +5,13 @@ import (
 	"github.com/alignflow/alignflow/rewardbench"
 )
 
+// SummaryFile is the name of a run's summary in the store, under
+// runs/<workflow-id>/ (<data-dir>/runs/<workflow-id>/summary.json in a
+// local store).
+const SummaryFile = "summary.json"
+
 // Summary is the result of an Alignment run; it is also written to
-// <data-dir>/runs/<workflow-id>/summary.json.
+// runs/<workflow-id>/summary.json in the store.
 type Summary struct {
 	WorkflowID  string             `json:"workflow_id"`
 	Name        string             `json:"name"`

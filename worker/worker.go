@@ -45,7 +45,9 @@ func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
 // would starve them, because the SDK holds an activity slot while a poller
 // waits for a task (up to a minute) on its queue.
 type Pool struct {
-	Queues  []string
+	Queues []string
+	// Store names the artifact store the activities use.
+	Store   string
 	workers []worker.Worker
 }
 
@@ -69,7 +71,7 @@ func NewPool(c client.Client, store *artifact.Store, opts Options, queues []stri
 	}
 	a := activities.New(store)
 	a.DataRoots = opts.DataRoots
-	p := &Pool{Queues: queues}
+	p := &Pool{Queues: queues, Store: store.Describe()}
 	for _, q := range queues {
 		w := worker.New(c, q, worker.Options{
 			MaxConcurrentActivityExecutionSize: opts.ConcurrentActivities,

@@ -47,7 +47,7 @@ type workerFlags struct {
 
 // startWorker connects a worker to the server at c.Address.
 func startWorker(ctx context.Context, c config.Connection, wf workerFlags) (client.Client, *worker.Pool, func(), error) {
-	store, err := artifact.Open(c.DataDir)
+	store, err := openStore(ctx, c)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -158,7 +158,7 @@ func workerCmd() *cobra.Command {
 			}
 			defer stop()
 			fmt.Printf("Worker on task queue(s) %s at %s (namespace %s), at most %d activities at once on each, artifacts in %s; %s. Press Ctrl-C to stop.\n",
-				strings.Join(pool.Queues, ", "), c.Address, c.Namespace, max(wf.concurrent, 1), c.DataDir, rootsLine(c))
+				strings.Join(pool.Queues, ", "), c.Address, c.Namespace, max(wf.concurrent, 1), pool.Store, rootsLine(c))
 			<-cmd.Context().Done()
 			return nil
 		},
@@ -169,6 +169,15 @@ func workerCmd() *cobra.Command {
 		"task queues to poll, comma-separated (default: --task-queue); a run's spec routes work with queues.train, queues.rollout, queues.eval")
 	cmd.Flags().IntVar(&wf.concurrent, "max-concurrent-activities", 1, "activities run at once on each task queue (training uses every core: keep 1 unless the machine has room)")
 	return cmd
+}
+
+// openStore opens the connection's artifact store: the data dir, or the
+// object store --store names.
+func openStore(ctx context.Context, c config.Connection) (*artifact.Store, error) {
+	if c.Store == "" {
+		return artifact.Open(c.DataDir)
+	}
+	return artifact.OpenURL(ctx, c.Store, artifact.Options{CacheDir: c.CacheDir, CacheMaxBytes: int64(c.CacheMaxGB * 1e9)})
 }
 
 // rootsLine says which files a worker lets runs name.

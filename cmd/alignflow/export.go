@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/export"
 	"github.com/alignflow/alignflow/hfmodel"
 	"github.com/alignflow/alignflow/pipeline"
@@ -12,11 +13,11 @@ import (
 
 // exportOptions are `alignflow export`'s inputs and output.
 type exportOptions struct {
-	out     io.Writer
-	dataDir string
-	runID   string
-	what    string
-	dir     string
+	out   io.Writer
+	store *artifact.Store
+	runID string
+	what  string
+	dir   string
 }
 
 func exportCmd() *cobra.Command {
@@ -38,7 +39,11 @@ complete.`,
 			if err != nil {
 				return err
 			}
-			o.out, o.dataDir, o.runID = cmd.OutOrStdout(), c.DataDir, args[0]
+			if o.store, err = openStore(cmd.Context(), c); err != nil {
+				return err
+			}
+			defer o.store.Close()
+			o.out, o.runID = cmd.OutOrStdout(), args[0]
 			return exportRun(o)
 		},
 	}
@@ -56,11 +61,11 @@ func exportRun(o exportOptions) error {
 	var arch, digest string
 	switch o.what {
 	case "policy":
-		if s, err = export.Policy(o.dataDir, o.runID, o.dir); err == nil {
+		if s, err = export.Policy(o.store, o.runID, o.dir); err == nil {
 			arch, digest = s.Data.Model.Architecture, s.Policy.Digest
 		}
 	case "reward":
-		if s, err = export.Reward(o.dataDir, o.runID, o.dir); err == nil {
+		if s, err = export.Reward(o.store, o.runID, o.dir); err == nil {
 			arch, digest = hfmodel.ClassifierOf(s.Data.Model.Architecture), s.RewardModel.Digest
 		}
 	default:

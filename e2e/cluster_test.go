@@ -1,0 +1,161 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/s3test"
+	"github.com/alignflow/alignflow/worker"
+	"github.com/alignflow/alignflow/workflows"
+)
+
+// clusterSpec is small enough for several runs per test.
+func clusterSpec() config.Spec {
+	s := faultSpec()
+	s.Name = "cluster"
+	s.SFT.Steps, s.Reward.Steps, s.Reward.RegressionSteps = 120, 40, 40
+	s.Reinforce.Iterations = 4
+	return s
+}
+
+// startStoreWorker runs `alignflow worker` as a process on the object
+// store, with its own cache and extra flags, giving it env.
+func startStoreWorker(t *testing.T, addr, storeURL string, env []string, args ...string) *workerProcess {
+	t.Helper()
+	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), append([]string{"worker", "--address", addr,
+		"--store", storeURL, "--cache-dir", t.TempDir(), "--data-dir", t.TempDir(),
+		"--heartbeat-interval", testHeartbeatInterval.String()}, args...)...)}
+	w.cmd.Env = append(os.Environ(), env...)
+	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+	require.NoError(t, w.cmd.Start())
+	t.Cleanup(w.stop)
+	return w
+}
+
+// runningWorkerPID is the process id of the worker running the run's
+// pending activity (from the SDK's default identity, pid@host).
+func runningWorkerPID(ctx context.Context, t *testing.T, cl client.Client, id string) int {
+	t.Helper()
+	desc, err := cl.DescribeWorkflowExecution(ctx, id, "")
+	require.NoError(t, err)
+	for _, pa := range desc.GetPendingActivities() {
+		if who := pa.GetLastWorkerIdentity(); who != "" {
+			pid, err := strconv.Atoi(strings.SplitN(who, "@", 2)[0])
+			require.NoError(t, err, who)
+			return pid
+		}
+	}
+	t.Fatalf("run %s has no running activity", id)
+	return 0
+}
+
+// TestClusterObjectStore runs alignments on three worker processes that
+// share nothing but a real S3-compatible object store (versitygw) and the
+// Temporal server. Each run must end with the policy and reward-model
+// digests of one in-process worker on a local store: undisturbed, with a
+// worker SIGKILLed in the middle of a stage, and with the object store
+// restarted in the middle of the run. A worker given wrong store
+// credentials does not start, and says why without showing the secret.
+func TestClusterObjectStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster runs take minutes")
+	}
+	s3 := s3test.Start(t, "alignflow")
+	srv, cl := startEmbedded(t, devserver.Options{})
+	addr := srv.FrontendHostPort()
+	spec := clusterSpec()
+	run := func(id string, during func(ctx context.Context)) pipeline.Summary {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+		defer cancel()
+		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
+		require.NoError(t, err)
+		if during != nil {
+			during(ctx)
+		}
+		var s pipeline.Summary
+		require.NoError(t, r.Get(ctx, &s), id)
+		return s
+	}
+
+	// The reference: one worker in this process, on a local store.
+	local, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	lw := worker.New(cl, local, worker.Options{HeartbeatInterval: testHeartbeatInterval})
+	require.NoError(t, lw.Start())
+	want := run("cluster-local", nil)
+	lw.Stop()
+	require.NotEmpty(t, want.Policy.Digest)
+
+	url := s3.URL("alignflow")
+	t.Run("wrong credentials", func(t *testing.T) {
+		env := append(s3.Env(), "AWS_SECRET_ACCESS_KEY=wrong-secret-123")
+		w := startStoreWorker(t, addr, url, env)
+		err := w.cmd.Wait()
+		require.Error(t, err, "the worker exits")
+		out := w.out.String()
+		assert.Contains(t, out, "s3://alignflow")
+		assert.Contains(t, out, "access denied")
+		assert.NotContains(t, out, "wrong-secret-123")
+	})
+
+	workers := make([]*workerProcess, 3)
+	for i := range workers {
+		workers[i] = startStoreWorker(t, addr, url, s3.Env())
+	}
+	check := func(t *testing.T, got pipeline.Summary) {
+		assert.Equal(t, want.SFT.Digest, got.SFT.Digest, "SFT weights")
+		assert.Equal(t, want.RewardModel.Digest, got.RewardModel.Digest, "reward model weights")
+		assert.Equal(t, want.Policy.Digest, got.Policy.Digest, "final policy weights")
+		assert.True(t, strings.HasPrefix(got.SummaryPath, "s3://alignflow/runs/"), got.SummaryPath)
+	}
+	t.Run("three workers", func(t *testing.T) {
+		check(t, run("cluster-s3", nil))
+	})
+	t.Run("a worker killed mid-stage", func(t *testing.T) {
+		id := "cluster-s3-kill"
+		got := run(id, func(ctx context.Context) {
+			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
+				return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
+			})
+			// Kill the worker running SFT: the SDK's identity is pid@host.
+			pid := runningWorkerPID(ctx, t, cl, id)
+			killed := false
+			for _, w := range workers {
+				if w.cmd.Process.Pid == pid && w.cmd.ProcessState == nil {
+					w.kill(t)
+					killed = true
+				}
+			}
+			require.True(t, killed, "the worker with pid %d runs SFT", pid)
+		})
+		check(t, got)
+		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, "TrainSFT"), int32(2), "another worker retried SFT")
+		assert.Positive(t, got.SFT.ResumedFrom, "from the killed worker's checkpoint in the object store")
+	})
+	t.Run("the object store restarted mid-run", func(t *testing.T) {
+		id := "cluster-s3-restart"
+		got := run(id, func(ctx context.Context) {
+			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
+				return act == "TrainRewardModel" && p.Step > 0
+			})
+			s3.Stop()
+			time.Sleep(3 * time.Second)
+			require.NoError(t, s3.Restart())
+		})
+		check(t, got)
+	})
+}
