@@ -35,7 +35,7 @@ type reuseEntry struct {
 
 // operational are the spec fields that do not change any stage's output.
 var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues",
-	"sft.checkpoint_every", "reward.checkpoint_every", "reinforce.continue_as_new_every"}
+	"sft.checkpoint_every", "reward.checkpoint_every", "reinforce.continue_as_new_every", "reinforce.rollout_shards"}
 
 // reuse returns the recorded result of stage for in if there is a verified
 // one, and otherwise computes it and records it.

@@ -10,7 +10,6 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
@@ -187,7 +186,9 @@ type rolloutRecord struct {
 }
 
 // ReinforceIteration runs one REINFORCE iteration and stores the updated
-// policy, its optimizer state and the rollouts.
+// policy, its optimizer state and the rollouts. Runs started before
+// rollout shards schedule it; later ones RolloutShard and UpdatePolicy,
+// whose rows sample from streams of their own.
 func (a *Activities) ReinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
 	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(ctx, in) })
@@ -205,24 +206,13 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	st := optim.NewState(pol)
-	if in.Optimizer.Path != "" {
-		set, err := a.Store.GetWeights(in.Optimizer)
-		if err != nil {
-			return pipeline.IterationResult{}, err
-		}
-		if st, err = optim.LoadState(set); err != nil {
-			return pipeline.IterationResult{}, corrupt(err)
-		}
+	st, err := a.optimizerState(in, pol)
+	if err != nil {
+		return pipeline.IterationResult{}, err
 	}
-	a.mu.Lock()
-	if eng.rl == nil {
-		eng.rl = reinforce.NewTrainer(eng.policy)
-	}
-	a.mu.Unlock()
 	r := spec.Reinforce
 	it := &reinforce.Iteration{
-		Policy: eng.policy, Reward: eng.reward, Trainer: eng.rl, Reference: ref, RM: rm,
+		Policy: eng.policy, Reward: eng.reward, Trainer: a.rlTrainer(eng), Reference: ref, RM: rm,
 		Settings: reinforce.Settings{
 			SamplesPerPrompt: r.SamplesPerPrompt, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
 			LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: sampleOptions(spec, ds, r.Temperature),
@@ -241,32 +231,13 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	res := pipeline.IterationResult{Iteration: in.Iteration, RewardMean: stats.RewardMean, KLMean: stats.KLMean,
-		EndedFraction: stats.EndedFraction, Loss: stats.Loss}
+	res := pipeline.IterationResult{Iteration: in.Iteration, Loss: stats.Loss}
 	records := make([]rolloutRecord, len(rollouts))
-	goldSum := 0.0
 	for i, ro := range rollouts {
 		records[i] = rolloutRecord{Prompt: prompts[ro.Prompt], Response: ds.m.codec.Text(ro.Response), Ended: ro.Ended,
 			Reward: ro.Reward, KL: ro.KL, Advantage: ro.Advantage}
-		if ds.task != nil {
-			g := ds.task.Gold(records[i].Prompt, records[i].Response).Helpfulness
-			records[i].Gold = &g
-			goldSum += g
-		}
 	}
-	if ds.task != nil {
-		g := goldSum / float64(len(records))
-		res.GoldMean = &g
-	}
-	dir := fmt.Sprintf("reinforce/iter-%05d", in.Iteration)
-	if res.Policy, err = a.Store.PutWeights(runPath(in.RunID, dir, "policy.safetensors"), pol); err != nil {
-		return res, err
-	}
-	res.PolicyDigest = pol.Digest()
-	if res.Optimizer, err = a.Store.PutWeights(runPath(in.RunID, dir, "optimizer.safetensors"), st.Save()); err != nil {
-		return res, err
-	}
-	if res.Rollouts, err = a.Store.PutJSON(runPath(in.RunID, dir, "rollouts.json"), records); err != nil {
+	if err := a.saveIteration(in, ds, pol, st, records, &res); err != nil {
 		return res, err
 	}
 	res.Seconds = time.Since(start).Seconds()

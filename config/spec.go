@@ -51,7 +51,8 @@ type Spec struct {
 // workers train, CPU workers prepare data and evaluate). Empty means the
 // task queue the workflow runs on, so that one worker does everything.
 type Queues struct {
-	// Train: SFT, reward-model training and REINFORCE iterations.
+	// Train: SFT, reward-model training and REINFORCE updates (and whole
+	// iterations of runs started before rollout shards).
 	Train string `json:"train"`
 	// Rollout: sampling, scoring and log-probabilities of REINFORCE shards.
 	Rollout string `json:"rollout"`
@@ -147,6 +148,25 @@ type Reinforce struct {
 	// history of a long run stays small (Temporal also suggests it earlier
 	// when a history grows large).
 	ContinueAsNewEvery int `json:"continue_as_new_every"`
+	// RolloutShards splits each iteration's rollouts, their scores and
+	// log-probabilities into this many activities over slices of the
+	// batches, which workers on queues.rollout run in parallel; one update
+	// then merges them. Every row samples from its own random stream, so
+	// the result is bit-identical for any number of shards. 0 (runs
+	// recorded before shards) means 1.
+	RolloutShards int `json:"rollout_shards"`
+}
+
+// Shards is the number of rollout shards (at least 1).
+func (r Reinforce) Shards() int { return max(r.RolloutShards, 1) }
+
+// RolloutBatches is how many generation batches an iteration's rollouts
+// take: the most shards it can be split into.
+func (r Reinforce) RolloutBatches() int {
+	if r.BatchSize <= 0 {
+		return 0
+	}
+	return (r.PromptsPerIteration*r.SamplesPerPrompt + r.BatchSize - 1) / r.BatchSize
 }
 
 // Eval measures the policy before and after REINFORCE on held-out prompts.
@@ -194,7 +214,7 @@ func Default() Spec {
 			RegressionSteps: 300, RegressionLearningRate: 1e-3, CheckpointEvery: 25},
 		Reinforce: Reinforce{
 			Iterations: 40, PromptsPerIteration: 16, SamplesPerPrompt: 4, KLBeta: 0.01, KLEstimator: reinforce.KLAbs,
-			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64, ContinueAsNewEvery: 100,
+			LearningRate: 3e-4, Temperature: 1, TopP: 1, MaxTokens: 32, BatchSize: 64, ContinueAsNewEvery: 100, RolloutShards: 1,
 		},
 		Eval:    Eval{Prompts: 64, SamplesPerPrompt: 16, Temperature: 1, ShowSamples: 6},
 		Compare: Compare{Variants: reward.RecipeNames(), BenchPairsPerSubset: 40},
@@ -389,6 +409,9 @@ func (s Spec) Validate() error {
 	positive("reinforce.max_tokens", r.MaxTokens)
 	positive("reinforce.batch_size", r.BatchSize)
 	positive("reinforce.continue_as_new_every", r.ContinueAsNewEvery)
+	if n := r.RolloutBatches(); r.RolloutShards < 0 || (n > 0 && r.RolloutShards > n) {
+		bad("reinforce.rollout_shards", fmt.Sprintf("must be between 1 and the %d rollout batches of an iteration (prompts_per_iteration x samples_per_prompt / batch_size, rounded up), got %d", n, r.RolloutShards))
+	}
 	positive("eval.prompts", s.Eval.Prompts)
 	positive("eval.samples_per_prompt", s.Eval.SamplesPerPrompt)
 	if s.Eval.Temperature < 0 {

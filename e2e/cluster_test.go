@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
@@ -28,6 +30,7 @@ func clusterSpec() config.Spec {
 	s.Name = "cluster"
 	s.SFT.Steps, s.Reward.Steps, s.Reward.RegressionSteps = 120, 40, 40
 	s.Reinforce.Iterations = 4
+	s.Reinforce.BatchSize = 8 // 8 prompts x 4 samples: 4 rollout batches to shard
 	return s
 }
 
@@ -76,11 +79,12 @@ func TestClusterObjectStore(t *testing.T) {
 	s3 := s3test.Start(t, "alignflow")
 	srv, cl := startEmbedded(t, devserver.Options{})
 	addr := srv.FrontendHostPort()
-	spec := clusterSpec()
-	run := func(id string, during func(ctx context.Context)) pipeline.Summary {
+	run := func(id string, shards int, during func(ctx context.Context)) pipeline.Summary {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 		defer cancel()
+		spec := clusterSpec()
+		spec.Reinforce.RolloutShards = shards
 		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
 		require.NoError(t, err)
 		if during != nil {
@@ -96,7 +100,7 @@ func TestClusterObjectStore(t *testing.T) {
 	require.NoError(t, err)
 	lw := worker.New(cl, local, worker.Options{HeartbeatInterval: testHeartbeatInterval})
 	require.NoError(t, lw.Start())
-	want := run("cluster-local", nil)
+	want := run("cluster-local", 1, nil)
 	lw.Stop()
 	require.NotEmpty(t, want.Policy.Digest)
 
@@ -123,11 +127,18 @@ func TestClusterObjectStore(t *testing.T) {
 		assert.True(t, strings.HasPrefix(got.SummaryPath, "s3://alignflow/runs/"), got.SummaryPath)
 	}
 	t.Run("three workers", func(t *testing.T) {
-		check(t, run("cluster-s3", nil))
+		check(t, run("cluster-s3", 3, nil))
+		if *updateHistory {
+			hists := runHistories(t, cl, "cluster-s3")
+			require.Len(t, hists, 2)
+			out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hists[0])
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "alignment-history-shards.json"), out, 0o644))
+		}
 	})
 	t.Run("a worker killed mid-stage", func(t *testing.T) {
 		id := "cluster-s3-kill"
-		got := run(id, func(ctx context.Context) {
+		got := run(id, 3, func(ctx context.Context) {
 			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
 				return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
 			})
@@ -148,7 +159,7 @@ func TestClusterObjectStore(t *testing.T) {
 	})
 	t.Run("the object store restarted mid-run", func(t *testing.T) {
 		id := "cluster-s3-restart"
-		got := run(id, func(ctx context.Context) {
+		got := run(id, 3, func(ctx context.Context) {
 			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
 				return act == "TrainRewardModel" && p.Step > 0
 			})
@@ -157,5 +168,24 @@ func TestClusterObjectStore(t *testing.T) {
 			require.NoError(t, s3.Restart())
 		})
 		check(t, got)
+	})
+	t.Run("two workers one activity at a time, two shards", func(t *testing.T) {
+		for _, w := range workers {
+			w.stop()
+		}
+		for i := 0; i < 2; i++ {
+			startStoreWorker(t, addr, url, s3.Env(), "--max-concurrent-activities", "1")
+		}
+		id := "cluster-s3-two"
+		check(t, run(id, 2, nil))
+		hosts := map[string]bool{}
+		for _, h := range runHistories(t, cl, id) {
+			for _, ev := range h.GetEvents() {
+				if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+					hosts[a.GetIdentity()] = true
+				}
+			}
+		}
+		assert.Len(t, hosts, 2, "both workers ran activities")
 	})
 }

@@ -243,6 +243,34 @@ type IterationInput struct {
 	RewardModel artifact.Ref `json:"reward_model"`
 }
 
+// ShardInput asks for one shard of an iteration's rollouts: the
+// generation batches [Shard*B/Shards, (Shard+1)*B/Shards) of the B an
+// iteration has (config.Reinforce.RolloutBatches), sampled, scored and
+// compared with the reference.
+type ShardInput struct {
+	IterationInput
+	Shard  int `json:"shard"`
+	Shards int `json:"shards"`
+}
+
+// ShardResult says where a shard's rollouts are: rows First to
+// First+Rows-1 of the iteration's prompt x sample rows.
+type ShardResult struct {
+	Reused
+	Shard    int          `json:"shard"`
+	First    int          `json:"first"`
+	Rows     int          `json:"rows"`
+	Rollouts artifact.Ref `json:"rollouts"`
+	Seconds  float64      `json:"seconds"`
+}
+
+// UpdateInput asks for the policy update of an iteration from its
+// shards' rollouts, in shard order.
+type UpdateInput struct {
+	IterationInput
+	Shards []ShardResult `json:"shards"`
+}
+
 // IterationResult reports an iteration and where its outputs are. KLMean
 // is the per-token mean of reinforce.kl_estimator, averaged over the
 // rollouts: the KL the update trained against.

@@ -303,6 +303,23 @@ func (s Sample) Sequence(prompt []int32) []int32 {
 // Sequence fits the model. Sampling draws from rng only, so a seeded rng
 // reproduces the samples exactly.
 func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
+	return e.generate(params, prompts, batchSize, opts, func(int) *rand.Rand { return rng })
+}
+
+// GenerateEach is Generate with a random stream per prompt: row i draws
+// from rngs[i] only, so a row's sample does not depend on which rows share
+// its batch's random stream. With the same chunks of batchSize rows (the
+// computation of a row depends on its chunk's padding), it is the same
+// whichever chunks a caller generates together.
+func (e *Engine) GenerateEach(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rngs []*rand.Rand) ([]Sample, error) {
+	if len(rngs) != len(prompts) {
+		return nil, fmt.Errorf("generate: %d random streams for %d prompts", len(rngs), len(prompts))
+	}
+	return e.generate(params, prompts, batchSize, opts, func(i int) *rand.Rand { return rngs[i] })
+}
+
+// generate samples every prompt; rngOf gives prompt i's random stream.
+func (e *Engine) generate(params *weights.Set, prompts [][]int32, batchSize int, opts SampleOptions, rngOf func(int) *rand.Rand) ([]Sample, error) {
 	d, err := e.Decoding(params)
 	if err != nil {
 		return nil, err
@@ -310,7 +327,7 @@ func (e *Engine) Generate(params *weights.Set, prompts [][]int32, batchSize int,
 	var out []Sample
 	for start := 0; start < len(prompts); start += batchSize {
 		end := min(start+batchSize, len(prompts))
-		s, err := d.sampleChunk(prompts[start:end], batchSize, opts, rng)
+		s, err := d.sampleChunk(prompts[start:end], batchSize, opts, func(b int) *rand.Rand { return rngOf(start + b) })
 		if err != nil {
 			return nil, err
 		}
@@ -438,7 +455,8 @@ func (dec *Decoder) Close() {
 
 // sampleChunk generates one chunk of at most rows prompts: the prefill,
 // which gives every row's first token, then a decode step per token.
-func (d *Decoding) sampleChunk(prompts [][]int32, rows int, opts SampleOptions, rng *rand.Rand) ([]Sample, error) {
+// Row b draws from rngOf(b).
+func (d *Decoding) sampleChunk(prompts [][]int32, rows int, opts SampleOptions, rngOf func(int) *rand.Rand) ([]Sample, error) {
 	cfg := d.e.Cfg
 	dec, err := d.Prefill(prompts, rows)
 	if err != nil {
@@ -463,7 +481,7 @@ func (d *Decoding) sampleChunk(prompts [][]int32, rows int, opts SampleOptions, 
 				continue
 			}
 			row := dec.Logits[b*cfg.Vocab : (b+1)*cfg.Vocab]
-			tok := sampleToken(row, probs, opts, rng)
+			tok := sampleToken(row, probs, opts, rngOf(b))
 			samples[b].Tokens = append(samples[b].Tokens, tok)
 			samples[b].LogProbs = append(samples[b].LogProbs, logSoftmaxAt(row, tok))
 			switch {

@@ -211,7 +211,7 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 	stats.ShapedMean /= n
 	stats.EndedFraction /= n
 
-	up, err := Update(it.Trainer, pol, st, s.LearningRate, lp, adv)
+	up, err := Update(it.Trainer, pol, st, s.LearningRate, lp.Batches, adv)
 	if err != nil {
 		return nil, Stats{}, err
 	}

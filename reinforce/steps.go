@@ -9,6 +9,7 @@ import (
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/transformer"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -22,25 +23,44 @@ import (
 //	adv      := Advantages(...)       shaped rewards, leave-one-out baselines
 //	Update(...)                       one pass of optimizer steps
 
-// Rollouts are the sampled responses of one batch of prompts: K per
-// prompt, row i answering prompt i/K.
+// Rollouts are sampled responses, one per row: Contexts[i] is the prompt
+// row i answers.
 type Rollouts struct {
-	K        int
-	Contexts [][]int32 // row i's prompt tokens
+	Contexts [][]int32
 	Samples  []policy.Sample
+}
+
+// Repeat lists each prompt k times, consecutively: the rows of k samples
+// per prompt, row i answering prompt i/k.
+func Repeat(prompts [][]int32, k int) [][]int32 {
+	var out [][]int32
+	for _, p := range prompts {
+		for j := 0; j < k; j++ {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Rollout samples k responses to each prompt, batchSize rows per
 // generation batch, drawing from rng only.
 func Rollout(pe *policy.Engine, pol *weights.Set, prompts [][]int32, k, batchSize int, opts policy.SampleOptions, rng *rand.Rand) (*Rollouts, error) {
-	r := &Rollouts{K: k}
-	for _, p := range prompts {
-		for j := 0; j < k; j++ {
-			r.Contexts = append(r.Contexts, p)
-		}
-	}
+	r := &Rollouts{Contexts: Repeat(prompts, k)}
 	var err error
 	if r.Samples, err = pe.Generate(pol, r.Contexts, batchSize, opts, rng); err != nil {
+		return nil, fmt.Errorf("rollout: %w", err)
+	}
+	return r, nil
+}
+
+// RolloutEach samples one response per row of contexts, row i drawing from
+// rngs[i] only: rows generated in other calls (another shard, on another
+// worker) get the samples they would have had in one call, as long as
+// every call starts at a multiple of batchSize rows.
+func RolloutEach(pe *policy.Engine, pol *weights.Set, contexts [][]int32, batchSize int, opts policy.SampleOptions, rngs []*rand.Rand) (*Rollouts, error) {
+	r := &Rollouts{Contexts: contexts}
+	var err error
+	if r.Samples, err = pe.GenerateEach(pol, contexts, batchSize, opts, rngs); err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
 	}
 	return r, nil
@@ -91,22 +111,36 @@ type TokenLogProbs struct {
 	Policy, Reference [][][]float32 // [batch][row][position]
 }
 
-// LogProbs batches the rollouts batchSize rows at a time and takes their
-// token log-probabilities under pol and ref.
-func LogProbs(pe *policy.Engine, pol, ref *weights.Set, r *Rollouts, batchSize int) (*TokenLogProbs, error) {
-	out := &TokenLogProbs{BatchSize: batchSize}
+// Batches are the rollouts as teacher-forced batches of batchSize rows,
+// in order (the last padded), as the log-probabilities and the update
+// read them.
+func Batches(cfg transformer.Config, r *Rollouts, batchSize int) ([]*policy.Batch, error) {
+	var out []*policy.Batch
 	responses := r.Responses()
 	for start := 0; start < len(responses); start += batchSize {
 		end := min(start+batchSize, len(responses))
-		b, err := policy.MakeBatch(pe.Cfg, batchSize, r.Contexts[start:end], responses[start:end])
+		b, err := policy.MakeBatch(cfg, batchSize, r.Contexts[start:end], responses[start:end])
 		if err != nil {
 			return nil, err
 		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// LogProbs batches the rollouts batchSize rows at a time and takes their
+// token log-probabilities under pol and ref.
+func LogProbs(pe *policy.Engine, pol, ref *weights.Set, r *Rollouts, batchSize int) (*TokenLogProbs, error) {
+	batches, err := Batches(pe.Cfg, r, batchSize)
+	if err != nil {
+		return nil, err
+	}
+	out := &TokenLogProbs{BatchSize: batchSize, Batches: batches}
+	for _, b := range batches {
 		lp, lq, err := pe.LogProbsOfBoth(pol, ref, b)
 		if err != nil {
 			return nil, err
 		}
-		out.Batches = append(out.Batches, b)
 		out.Policy = append(out.Policy, lp)
 		out.Reference = append(out.Reference, lq)
 	}
@@ -178,23 +212,25 @@ type UpdateStats struct {
 	Steps          int
 }
 
-// Update takes one optimizer step of PolicyLoss per batch, in order, with
-// each rollout's advantage (indexed as the batches' rows), in place on pol
-// and st.
-func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, t *TokenLogProbs, advantage []float64) (UpdateStats, error) {
+// Update takes one optimizer step of PolicyLoss per batch (Batches), in
+// order, with each rollout's advantage (indexed as the batches' rows), in
+// place on pol and st.
+func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, batches []*policy.Batch, advantage []float64) (UpdateStats, error) {
 	var out UpdateStats
-	for bi, b := range t.Batches {
-		adv := make([]float32, t.BatchSize)
+	row := 0
+	for _, b := range batches {
+		adv := make([]float32, len(b.Inputs))
 		for j := 0; j < b.Rows; j++ {
-			adv[j] = float32(advantage[bi*t.BatchSize+j])
+			adv[j] = float32(advantage[row+j])
 		}
+		row += len(b.Inputs)
 		in, tg, mk := b.Tensors()
 		res, err := tr.Step(pol, st, lr, in, tg, mk, tensors.FromValue(adv))
 		if err != nil {
 			return out, fmt.Errorf("policy update: %w", err)
 		}
-		out.Loss += res.Loss / float64(len(t.Batches))
-		out.GradNorm += res.GradNorm / float64(len(t.Batches))
+		out.Loss += res.Loss / float64(len(batches))
+		out.GradNorm += res.GradNorm / float64(len(batches))
 		out.Steps++
 	}
 	return out, nil

@@ -152,7 +152,7 @@ func TestUpdateStepsOncePerBatchInOrder(t *testing.T) {
 
 	got := f.pol.Clone()
 	st := optim.NewState(got)
-	res, err := Update(tr, got, st, 1e-3, lp, adv)
+	res, err := Update(tr, got, st, 1e-3, lp.Batches, adv)
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Steps)
 
@@ -172,4 +172,32 @@ func TestUpdateStepsOncePerBatchInOrder(t *testing.T) {
 		assert.Equal(t, want.Get(n).Data, got.Get(n).Data, n)
 	}
 	assert.NotEqual(t, f.pol.Get(policy.LMHead).Data, got.Get(policy.LMHead).Data, "the update changed the policy")
+}
+
+// TestRolloutEachIsTheSameInShards: with a random stream per row, rows
+// generated in separate calls that start at multiples of the batch size
+// (shards, on other workers) get exactly the samples of one call.
+func TestRolloutEachIsTheSameInShards(t *testing.T) {
+	f := newStepsFixture(t)
+	contexts := Repeat(f.prompts, 4) // 8 rows: two batches of 4
+	streams := func(from, to int) []*rand.Rand {
+		var out []*rand.Rand
+		for i := from; i < to; i++ {
+			out = append(out, rand.New(rand.NewPCG(11, uint64(i))))
+		}
+		return out
+	}
+	opts := policy.SampleOptions{Temperature: 1, TopP: 1, MaxTokens: 6}
+	whole, err := RolloutEach(f.pe, f.pol, contexts, 4, opts, streams(0, 8))
+	require.NoError(t, err)
+	first, err := RolloutEach(f.pe, f.pol, contexts[:4], 4, opts, streams(0, 4))
+	require.NoError(t, err)
+	second, err := RolloutEach(f.pe, f.pol, contexts[4:], 4, opts, streams(4, 8))
+	require.NoError(t, err)
+	assert.Equal(t, whole.Samples, append(first.Samples, second.Samples...))
+	one, err := Rollout(f.pe, f.pol, f.prompts, 4, 4, opts, rand.New(rand.NewPCG(11, 0)))
+	require.NoError(t, err)
+	assert.NotEqual(t, whole.Samples, one.Samples, "one shared stream samples otherwise")
+	_, err = RolloutEach(f.pe, f.pol, contexts, 4, opts, streams(0, 3))
+	require.ErrorContains(t, err, "3 random streams for 8 prompts")
 }

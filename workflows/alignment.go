@@ -44,6 +44,12 @@ type Progress struct {
 // the workflow and never continue as new.
 const segmentsVersion = 1
 
+// shardsVersion is the workflow version from which a REINFORCE iteration is
+// reinforce.rollout_shards RolloutShard activities and one UpdatePolicy;
+// runs started before it keep the single ReinforceIteration activity (and
+// its one random stream) to their end, continuations included.
+const shardsVersion = 1
+
 // Continuation is what an alignment run hands to the run it continues as:
 // references and small results of the finished stages, the REINFORCE
 // position, the signals' state and the last curve segment. No tensors, and
@@ -65,6 +71,9 @@ type Continuation struct {
 	Paused       bool                       `json:"paused,omitempty"`
 	Stop         bool                       `json:"stop,omitempty"`
 	Runs         int                        `json:"runs"` // workflow runs before this one
+	// Sharded: the run's iterations are rollout shards and an update
+	// (false for runs started before shardsVersion).
+	Sharded bool `json:"sharded,omitempty"`
 }
 
 // Alignment runs RLHF end to end: prepare matched data, SFT the initial
@@ -95,6 +104,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		if st, err = t.beforeReinforce(runID, spec); err != nil {
 			return nil, err
 		}
+		st.Sharded = workflow.GetVersion(ctx, "rollout-shards", workflow.DefaultVersion, shardsVersion) >= shardsVersion
 	} else {
 		progress.Completed, progress.Iteration, progress.Last = st.Completed, st.Iteration, st.Last
 		progress.Paused, progress.StopRequested = st.Paused, st.Stop
@@ -134,7 +144,12 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		var res pipeline.IterationResult
 		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
 			Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
-		if err := workflow.ExecuteActivity(t.work.iteration, a.ReinforceIteration, in).Get(ctx, &res); err != nil {
+		if st.Sharded {
+			res, err = t.shardedIteration(in)
+		} else {
+			err = workflow.ExecuteActivity(t.work.iteration, a.ReinforceIteration, in).Get(ctx, &res)
+		}
+		if err != nil {
 			return nil, t.fail(err)
 		}
 		m := res.Metrics()
@@ -239,4 +254,30 @@ func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation
 	}
 	t.done(pipeline.StageEvalBefore)
 	return st, nil
+}
+
+// shardedIteration runs a REINFORCE iteration as reinforce.rollout_shards
+// RolloutShard activities at once (on queues.rollout), then UpdatePolicy
+// on their results (on queues.train). A failed shard fails the iteration
+// once its retries are spent; the others' results are reused on resume.
+func (t *tracker) shardedIteration(in pipeline.IterationInput) (pipeline.IterationResult, error) {
+	var a *activities.Activities
+	n := in.Spec.Reinforce.Shards()
+	futures := make([]workflow.Future, n)
+	for i := range futures {
+		futures[i] = workflow.ExecuteActivity(t.work.rollout, a.RolloutShard, pipeline.ShardInput{IterationInput: in, Shard: i, Shards: n})
+	}
+	up := pipeline.UpdateInput{IterationInput: in, Shards: make([]pipeline.ShardResult, n)}
+	var firstErr error
+	for i, f := range futures {
+		if err := f.Get(t.ctx, &up.Shards[i]); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	var res pipeline.IterationResult
+	if firstErr != nil {
+		return res, firstErr
+	}
+	err := workflow.ExecuteActivity(t.work.iteration, a.UpdatePolicy, up).Get(t.ctx, &res)
+	return res, err
 }

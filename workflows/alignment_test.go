@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -74,8 +76,8 @@ func TestAlignmentOrchestration(t *testing.T) {
 		return in.Label == pipeline.StageEvalBefore && in.Policy == ref("sft")
 	})).Return(pipeline.PolicyEval{GoldScore: gold(2.5), Reward: 0.1, Samples: []pipeline.SampleText{{Prompt: "q", Response: "a"}}}, nil).Once()
 	var seen []int
-	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
+	mockIterations(env, a, 0,
+		func(in pipeline.IterationInput) (pipeline.IterationResult, error) {
 			want := ref("sft")
 			if in.Iteration > 0 {
 				want = ref("pol-" + string(rune('0'+in.Iteration-1)))
@@ -179,8 +181,8 @@ func signalEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *int) {
 	a := &activities.Activities{}
 	mockStagesBeforeReinforce(env, a)
 	iterations := 0
-	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).After(time.Minute).Return(
-		func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
+	mockIterations(env, a, time.Minute,
+		func(in pipeline.IterationInput) (pipeline.IterationResult, error) {
 			iterations++
 			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref("pol"), PolicyDigest: "d", RewardMean: 0.5}, nil
 		})
@@ -256,8 +258,8 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 		env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 			return pipeline.PolicyEval{Reward: float64(len(in.Label))}, count(in.Label)(ctx, in)
 		})
-		env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
+		mockIterations(env, a, 0,
+			func(in pipeline.IterationInput) (pipeline.IterationResult, error) {
 				if in.Iteration > 0 && (in.Policy != ref(fmt.Sprint("pol-", in.Iteration-1)) || in.Optimizer != ref(fmt.Sprint("opt-", in.Iteration-1))) {
 					return pipeline.IterationResult{}, fmt.Errorf("iteration %d got policy %s, optimizer %s", in.Iteration, in.Policy.Path, in.Optimizer.Path)
 				}
@@ -340,7 +342,9 @@ func TestSummaryKeepsALargeSeedExactly(t *testing.T) {
 	a := activities.New(store)
 	env.RegisterActivity(a)
 	mockStagesBeforeReinforce(env, a)
-	env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(pipeline.IterationResult{Policy: ref("pol")}, nil)
+	mockIterations(env, a, 0, func(pipeline.IterationInput) (pipeline.IterationResult, error) {
+		return pipeline.IterationResult{Policy: ref("pol")}, nil
+	})
 
 	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"name": "big", "seed": 9007199254740993, "reinforce": {"iterations": 1}}`))
 	require.NoError(t, env.GetWorkflowError())
@@ -380,4 +384,69 @@ func TestRegressionBudgetOfRunsStartedBeforeIt(t *testing.T) {
 			assert.Equal(t, 0.001, got.Spec.Reward.RegressionLearningRate)
 		}
 	}
+}
+
+// mockIterations mocks a REINFORCE iteration's shards and update: each
+// shard returns its index, and the update answers with fn, after a
+// simulated delay.
+func mockIterations(env *testsuite.TestWorkflowEnvironment, a *activities.Activities, after time.Duration, fn func(pipeline.IterationInput) (pipeline.IterationResult, error)) {
+	env.OnActivity(a.RolloutShard, mock.Anything, mock.Anything).Return(func(_ context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		return pipeline.ShardResult{Shard: in.Shard}, nil
+	})
+	env.OnActivity(a.UpdatePolicy, mock.Anything, mock.Anything).After(after).Return(func(_ context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
+		for i, sh := range in.Shards {
+			if sh.Shard != i {
+				return pipeline.IterationResult{}, fmt.Errorf("shard %d in place %d", sh.Shard, i)
+			}
+		}
+		return fn(in.IterationInput)
+	})
+}
+
+// TestIterationsRunAsShards: with reinforce.rollout_shards 3 each
+// iteration schedules three RolloutShard activities of the same input on
+// queues.rollout, then one UpdatePolicy with their results in order on
+// queues.train.
+func TestIterationsRunAsShards(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	mockStagesBeforeReinforce(env, a)
+	var mu sync.Mutex
+	shards := map[int][]int{}
+	env.OnActivity(a.RolloutShard, mock.Anything, mock.Anything).Return(func(_ context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if in.Shards != 3 {
+			return pipeline.ShardResult{}, fmt.Errorf("shards %d", in.Shards)
+		}
+		shards[in.Iteration] = append(shards[in.Iteration], in.Shard)
+		return pipeline.ShardResult{Shard: in.Shard, First: 8 * in.Shard, Rows: 8}, nil
+	})
+	var updates int
+	env.OnActivity(a.UpdatePolicy, mock.Anything, mock.Anything).Return(func(_ context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
+		for i, sh := range in.Shards {
+			if sh.Shard != i || sh.First != 8*i {
+				return pipeline.IterationResult{}, fmt.Errorf("shard %d in place %d", sh.Shard, i)
+			}
+		}
+		updates++
+		return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(fmt.Sprint("pol-", in.Iteration))}, nil
+	})
+	queues := map[string]string{}
+	env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		mu.Lock()
+		defer mu.Unlock()
+		queues[info.ActivityType.Name] = info.TaskQueue
+	})
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+	(&curveStore{}).mock(env)
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"queues": {"rollout": "gpu-rollout", "train": "gpu"},
+		"reinforce": {"iterations": 2, "rollout_shards": 3, "prompts_per_iteration": 6, "samples_per_prompt": 4, "batch_size": 8}}`))
+	require.NoError(t, env.GetWorkflowError())
+	assert.Equal(t, 2, updates)
+	for it := 0; it < 2; it++ {
+		assert.ElementsMatch(t, []int{0, 1, 2}, shards[it], "iteration %d", it)
+	}
+	assert.Equal(t, "gpu-rollout", queues["RolloutShard"])
+	assert.Equal(t, "gpu", queues["UpdatePolicy"])
 }

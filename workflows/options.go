@@ -22,8 +22,10 @@ type work struct {
 	training workflow.Context
 	// evaluation: of a reward model or a policy.
 	evaluation workflow.Context
-	// iteration: one REINFORCE iteration.
+	// iteration: one REINFORCE iteration, or its update.
 	iteration workflow.Context
+	// rollout: a shard of a REINFORCE iteration's rollouts.
+	rollout workflow.Context
 }
 
 func workFor(ctx workflow.Context, spec config.Spec) work {
@@ -34,6 +36,7 @@ func workFor(ctx workflow.Context, spec config.Spec) work {
 		training:    withOptions(ctx, q.Train, 2*time.Hour, hb),
 		evaluation:  withOptions(ctx, q.Eval, 30*time.Minute, hb),
 		iteration:   withOptions(ctx, q.Train, 30*time.Minute, hb),
+		rollout:     withOptions(ctx, q.Rollout, 30*time.Minute, hb),
 	}
 }
 

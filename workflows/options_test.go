@@ -28,7 +28,9 @@ func TestBothWorkflowsScheduleEachActivityAlike(t *testing.T) {
 		env := newEnv(t)
 		a := &activities.Activities{}
 		mockStagesBeforeReinforce(env, a)
-		env.OnActivity(a.ReinforceIteration, mock.Anything, mock.Anything).Return(pipeline.IterationResult{Policy: ref("pol")}, nil)
+		mockIterations(env, a, 0, func(pipeline.IterationInput) (pipeline.IterationResult, error) {
+			return pipeline.IterationResult{Policy: ref("pol")}, nil
+		})
 		env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
 		env.OnActivity(a.WriteReport, mock.Anything, mock.Anything).Return(pipeline.ReportPaths{}, nil)
 		(&curveStore{}).mock(env)

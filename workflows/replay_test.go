@@ -9,7 +9,7 @@ import (
 )
 
 // TestReplayRecordedHistory replays the histories of real runs (recorded by
-// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd|TestXLARunOnAWorkerWithoutXLA'
+// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd|TestXLARunOnAWorkerWithoutXLA|TestClusterObjectStore'
 // -update-history`) against the current workflow code: a change that would
 // break running workflows on a worker upgrade fails here. Such changes go
 // behind workflow.GetVersion.
@@ -22,7 +22,12 @@ func TestReplayRecordedHistory(t *testing.T) {
 	// run of an alignment (it ends by continuing as new), -continued its
 	// last; -xla is a run with backend xla on a worker without it (e2e
 	// TestXLARunOnAWorkerWithoutXLA), which must replay on any build.
+	// -shards is the first workflow run of an alignment whose iterations are
+	// three rollout shards and an update each (e2e TestClusterObjectStore,
+	// on three workers); the other current ones were recorded before the
+	// rollout-shards version and keep the single ReinforceIteration.
 	for _, file := range []string{
+		"testdata/alignment-history-shards.json",
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
 		"testdata/alignment-history-xla.json",
 		"testdata/alignment-history-v2.json", "testdata/alignment-history-continued-v2.json", "testdata/comparison-history-v1.json",

@@ -375,7 +375,7 @@ func reinforceBreakdown(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *o
 	if err := timeIt("update", func() error {
 		p := pol.Clone()
 		cst := &optim.State{Step: st.Step, M: st.M.Clone(), V: st.V.Clone()}
-		_, err := reinforce.Update(tr, p, cst, set.LearningRate, lp, adv)
+		_, err := reinforce.Update(tr, p, cst, set.LearningRate, lp.Batches, adv)
 		return err
 	}); err != nil {
 		return nil, err

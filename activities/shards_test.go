@@ -1,0 +1,88 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/pipeline"
+)
+
+// TestShardsGiveTheSameUpdate: an iteration split into 1, 2 or 3 rollout
+// shards (3 generation batches) ends with bit-identical weights, rewards,
+// KL and loss, and so does the next iteration from it; shards that do not
+// fit the batches, or are merged out of order, are refused.
+func TestShardsGiveTheSameUpdate(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	ctx := context.Background()
+	spec := tinySpec()
+	spec.Reinforce.PromptsPerIteration, spec.Reinforce.SamplesPerPrompt, spec.Reinforce.BatchSize = 6, 4, 8 // 24 rows
+	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "shards", Spec: spec})
+	require.NoError(t, err)
+	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "shards", Spec: spec, Data: data})
+	require.NoError(t, err)
+	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "shards", Spec: spec, Data: data, Base: sft.Checkpoint})
+	require.NoError(t, err)
+
+	iterate := func(runID string, shards int, from pipeline.IterationResult, iteration int) pipeline.IterationResult {
+		t.Helper()
+		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: data, Iteration: iteration, Policy: sft.Checkpoint,
+			Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
+		if iteration > 0 {
+			in.Policy, in.Optimizer = from.Policy, from.Optimizer
+		}
+		up := pipeline.UpdateInput{IterationInput: in}
+		for s := 0; s < shards; s++ {
+			r, err := a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: s, Shards: shards})
+			require.NoError(t, err)
+			up.Shards = append(up.Shards, r)
+		}
+		res, err := a.UpdatePolicy(ctx, up)
+		require.NoError(t, err)
+		return res
+	}
+	var first []pipeline.IterationResult
+	for _, shards := range []int{1, 2, 3} {
+		runID := "shards-" + string(rune('0'+shards))
+		it0 := iterate(runID, shards, pipeline.IterationResult{}, 0)
+		it1 := iterate(runID, shards, it0, 1)
+		if first == nil {
+			first = []pipeline.IterationResult{it0, it1}
+			assert.NotEqual(t, sft.Digest, it0.PolicyDigest, "the update changed the policy")
+			assert.Positive(t, it1.KLMean, "the second iteration moves away from the reference")
+			continue
+		}
+		for i, got := range []pipeline.IterationResult{it0, it1} {
+			want := first[i]
+			assert.Equal(t, want.PolicyDigest, got.PolicyDigest, "%d shards, iteration %d: policy", shards, i)
+			assert.Equal(t, want.RewardMean, got.RewardMean, "%d shards, iteration %d", shards, i)
+			assert.Equal(t, want.KLMean, got.KLMean, "%d shards, iteration %d", shards, i)
+			assert.Equal(t, want.Loss, got.Loss, "%d shards, iteration %d", shards, i)
+			assert.Equal(t, want.Optimizer.SHA256, got.Optimizer.SHA256, "%d shards, iteration %d: optimizer state", shards, i)
+		}
+	}
+
+	in := pipeline.IterationInput{RunID: "bad", Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
+	_, err = a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: 0, Shards: 4})
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app), "%v", err)
+	assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
+	assert.Contains(t, err.Error(), "3 rollout batches")
+
+	s0, err := a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: 0, Shards: 2})
+	require.NoError(t, err)
+	s1, err := a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: 1, Shards: 2})
+	require.NoError(t, err)
+	_, err = a.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in, Shards: []pipeline.ShardResult{s1, s0}})
+	require.True(t, errors.As(err, &app), "%v", err)
+	assert.Equal(t, pipeline.ErrCorruptArtifact, app.Type())
+	_, err = a.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in, Shards: []pipeline.ShardResult{s0}})
+	require.ErrorContains(t, err, "hold 8 of the iteration's 24 rollouts")
+}
