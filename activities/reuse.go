@@ -34,7 +34,7 @@ type reuseEntry struct {
 }
 
 // operational are the spec fields that do not change any stage's output.
-var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues",
+var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues", "retention",
 	"sft.checkpoint_every", "reward.checkpoint_every", "reinforce.continue_as_new_every", "reinforce.rollout_shards"}
 
 // reuse returns the recorded result of stage for in if there is a verified
@@ -82,7 +82,7 @@ func (a *Activities) recorded(record string) (json.RawMessage, string, bool) {
 	if json.Unmarshal(e.Result, &v) != nil {
 		return nil, "", false
 	}
-	for _, ref := range refsIn(v) {
+	for _, ref := range artifact.RefsIn(v) {
 		if _, err := a.Store.Get(ref); err != nil {
 			return nil, "", false
 		}
@@ -168,19 +168,13 @@ func deleteField(m map[string]any, dotted string) {
 }
 
 // isRef reports whether a decoded JSON object is an artifact.Ref.
-func isRef(m map[string]any) bool {
-	_, p := m["path"].(string)
-	_, d := m["sha256"].(string)
-	return p && d && len(m) == 3
-}
-
 // normalise keeps only the digests of the artifact references in v and
 // drops where its parts came from: a result computed by this run or reused
 // from another is the same input.
 func normalise(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
-		if isRef(x) {
+		if artifact.IsRef(x) {
 			return x["sha256"]
 		}
 		delete(x, "reused_from_run")
@@ -196,28 +190,6 @@ func normalise(v any) any {
 }
 
 // refsIn lists the artifact references in a decoded result.
-func refsIn(v any) []artifact.Ref {
-	var out []artifact.Ref
-	switch x := v.(type) {
-	case map[string]any:
-		if isRef(x) {
-			var r artifact.Ref
-			if json.Unmarshal(mustJSON(x), &r) == nil && r.Path != "" {
-				out = append(out, r)
-			}
-			return out
-		}
-		for _, e := range x {
-			out = append(out, refsIn(e)...)
-		}
-	case []any:
-		for _, e := range x {
-			out = append(out, refsIn(e)...)
-		}
-	}
-	return out
-}
-
 func fileDigest(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -103,7 +103,19 @@ func (d dirObjects) list(_ context.Context, prefix string, fn func(string, int64
 	return err
 }
 
-func (d dirObjects) remove(_ context.Context, key string) error { return os.Remove(d.path(key)) }
+// remove deletes the file and the directories it leaves empty.
+func (d dirObjects) remove(_ context.Context, key string) error {
+	p := d.path(key)
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	for dir := filepath.Dir(p); dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			break
+		}
+	}
+	return nil
+}
 
 // bucketObjects are objects in a gocloud.dev bucket. upload writes with
 // IfNotExist (S3's If-None-Match: *), so the store does not replace an

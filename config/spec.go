@@ -45,6 +45,15 @@ type Spec struct {
 	Eval              Eval      `json:"eval"`
 	Compare           Compare   `json:"compare"`
 	Queues            Queues    `json:"queues"`
+	Retention         Retention `json:"retention"`
+}
+
+// Retention says what `alignflow gc` may remove of a finished run.
+type Retention struct {
+	// KeepIterations keeps the last N REINFORCE iterations' checkpoints
+	// (policy, optimizer state, rollouts) besides everything the summary,
+	// reuse records or a continuation names; 0 keeps all of them.
+	KeepIterations int `json:"keep_iterations"`
 }
 
 // Queues route each kind of work to the workers that should do it (GPU
@@ -409,6 +418,9 @@ func (s Spec) Validate() error {
 	positive("reinforce.max_tokens", r.MaxTokens)
 	positive("reinforce.batch_size", r.BatchSize)
 	positive("reinforce.continue_as_new_every", r.ContinueAsNewEvery)
+	if s.Retention.KeepIterations < 0 {
+		bad("retention.keep_iterations", fmt.Sprintf("must not be negative (0 keeps every iteration), got %d", s.Retention.KeepIterations))
+	}
 	if n := r.RolloutBatches(); r.RolloutShards < 0 || (n > 0 && r.RolloutShards > n) {
 		bad("reinforce.rollout_shards", fmt.Sprintf("must be between 1 and the %d rollout batches of an iteration (prompts_per_iteration x samples_per_prompt / batch_size, rounded up), got %d", n, r.RolloutShards))
 	}

@@ -32,6 +32,10 @@ type Summary struct {
 	Runs        int          `json:"workflow_runs,omitempty"`
 	Samples     []SamplePair `json:"samples"`
 	SummaryPath string       `json:"summary_path"`
+	// KeepIterations is the run's retention.keep_iterations: how many of
+	// the last REINFORCE iterations' checkpoints `alignflow gc` keeps (0:
+	// all).
+	KeepIterations int `json:"keep_iterations,omitempty"`
 }
 
 // StageModel describes a trained model.

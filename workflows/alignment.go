@@ -184,7 +184,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 	rm, rmEval, before := st.RewardModel, st.RewardEval, st.Before
 	s := &pipeline.Summary{
 		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: st.Data,
-		SFT: pipeline.ModelOf(st.SFT),
+		SFT: pipeline.ModelOf(st.SFT), KeepIterations: spec.Retention.KeepIterations,
 		RewardModel: pipeline.RewardModelSummary{StageModel: pipeline.ModelOf(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
 			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy,
 			ByStrength: rmEval.ByStrength, Bench: rmEval.Bench},

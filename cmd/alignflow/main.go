@@ -11,6 +11,7 @@
 //	alignflow generate --model DIR --prompt S    continue a prompt with a model
 //	alignflow score --model DIR --prompt S --response S  a reward model's scores
 //	alignflow export RUN_ID --out DIR            a run's policy or reward model as a Hugging Face directory
+//	alignflow gc [--dry-run]                    remove what finished runs no longer need
 package main
 
 import (
@@ -62,7 +63,7 @@ func rootCmd() *cobra.Command {
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with the connection flags as keys: address, namespace, task-queue, data-dir, tls-cert, tls-key, tls-ca, tls-server-name, api-key, data-root)")
 	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd(),
-		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd())
+		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd(), gcCmd())
 	return root
 }
 
