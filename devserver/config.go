@@ -118,6 +118,9 @@ func buildConfig(opts Options, p ports) (*config.Config, error) {
 		NumHistoryShards: 1,
 		DataStores:       map[string]config.DataStore{storeName: {SQL: sqlConfig(opts.DBFile)}},
 	}
+	if opts.Postgres != nil {
+		conf.Persistence = opts.Postgres.persistence()
+	}
 	conf.ClusterMetadata = &cluster.Config{
 		EnableGlobalNamespace:    false,
 		FailoverVersionIncrement: 10,
@@ -206,6 +209,9 @@ func buildServerOptions(conf *config.Config, p ports, logger *serverLogger) ([]t
 // prepareDatabase sets up the schema of a new database file and creates the
 // namespace if it is missing. An existing file keeps its history.
 func prepareDatabase(opts Options, conf *config.Config) error {
+	if opts.Postgres != nil {
+		return opts.Postgres.prepare() // the namespace is registered once the server is up
+	}
 	sqlConf := conf.Persistence.DataStores[storeName].SQL
 	if opts.DBFile != "" {
 		isNew, err := isNewDBFile(opts.DBFile)

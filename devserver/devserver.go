@@ -72,6 +72,9 @@ type Options struct {
 	// LogLevel is the minimum level of server logs passed to Logger.
 	// Optional: nil means slog.LevelWarn (quiet).
 	LogLevel slog.Leveler
+	// Postgres, when set, persists the server in PostgreSQL instead of
+	// SQLite (DBFile must then be empty).
+	Postgres *Postgres
 }
 
 // Server is a running embedded Temporal server. Create it with Start and
@@ -209,6 +212,14 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Namespace == "" {
 		o.Namespace = DefaultNamespace
 	}
+	if o.Postgres != nil {
+		if o.DBFile != "" {
+			return o, fmt.Errorf("devserver: a database file (%s) and PostgreSQL (%s) are exclusive", o.DBFile, o.Postgres.Addr)
+		}
+		pg := *o.Postgres
+		pg.withDefaults()
+		o.Postgres = &pg
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -232,8 +243,14 @@ func (s *Server) waitReady(ctx context.Context, opts Options) error {
 	}
 	defer c.Close()
 
-	// The namespace was written to the database before start; the registry
-	// reads it through, but retry briefly in case the frontend lags.
+	if opts.Postgres != nil {
+		if err := retry(ctx, func(ctx context.Context) error { return registerNamespace(ctx, c.WorkflowService(), s.namespace) }); err != nil {
+			return fmt.Errorf("devserver: register namespace %q: %w", s.namespace, err)
+		}
+	}
+	// The namespace was written to the database before start (SQLite) or
+	// registered above; the registry reads it through, but retry briefly in
+	// case the frontend lags.
 	if err := retry(ctx, func(ctx context.Context) error {
 		_, err := c.WorkflowService().DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: s.namespace})
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/pgtest"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/s3test"
 	"github.com/alignflow/alignflow/worker"
@@ -66,18 +67,21 @@ func runningWorkerPID(ctx context.Context, t *testing.T, cl client.Client, id st
 }
 
 // TestClusterObjectStore runs alignments on three worker processes that
-// share nothing but a real S3-compatible object store (versitygw) and the
-// Temporal server. Each run must end with the policy and reward-model
-// digests of one in-process worker on a local store: undisturbed, with a
-// worker SIGKILLed in the middle of a stage, and with the object store
-// restarted in the middle of the run. A worker given wrong store
+// share nothing but a real S3-compatible object store (versitygw) and a
+// Temporal server persisted in a real PostgreSQL, with rollout_shards 3.
+// Each run must end with the SFT, reward-model and policy digests of one
+// in-process worker with one shard on a local store: undisturbed, with a
+// worker SIGKILLed in the middle of a stage, with the object store
+// restarted in the middle of the run, and on two workers running one
+// activity at a time with two shards. A worker given wrong store
 // credentials does not start, and says why without showing the secret.
 func TestClusterObjectStore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster runs take minutes")
 	}
 	s3 := s3test.Start(t, "alignflow")
-	srv, cl := startEmbedded(t, devserver.Options{})
+	pg := pgtest.Start(t)
+	srv, cl := startEmbedded(t, devserver.Options{Postgres: &devserver.Postgres{Addr: pg.Addr, User: pgtest.User}})
 	addr := srv.FrontendHostPort()
 	run := func(id string, shards int, during func(ctx context.Context)) pipeline.Summary {
 		t.Helper()
