@@ -42,9 +42,13 @@ type Activities struct {
 	// DataRoots confine the files a spec may name (config.Spec.CheckRoots);
 	// empty for none.
 	DataRoots []string
+	// WorkerQueue is this worker's own task queue, which UpdatePolicy
+	// reports so that the next update is offered here first ("" for none).
+	WorkerQueue string
 
 	mu      sync.Mutex
 	engines map[string]*engineSet
+	last    *held // the last update's policy and optimizer state
 }
 
 // New returns activities storing artifacts in store.

@@ -146,11 +146,7 @@ func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationRe
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	pol, err := a.Store.GetWeights(in.Policy)
-	if err != nil {
-		return pipeline.IterationResult{}, err
-	}
-	st, err := a.optimizerState(in.IterationInput, pol)
+	pol, st, err := a.updateState(in.IterationInput)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
@@ -198,8 +194,43 @@ func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationRe
 	if err := a.saveIteration(in.IterationInput, ds, pol, st, records, &res); err != nil {
 		return res, err
 	}
+	a.hold(res, pol, st)
+	res.WorkerQueue = a.WorkerQueue
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// held is the policy and optimizer state the worker's last update left,
+// by the digests of their stored copies: the next update, pinned to this
+// worker, starts from them without reading the store.
+type held struct {
+	policy, optimizer string // sha256 of the stored artifacts
+	pol               *weights.Set
+	st                *optim.State
+}
+
+func (a *Activities) hold(res pipeline.IterationResult, pol *weights.Set, st *optim.State) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.last = &held{policy: res.Policy.SHA256, optimizer: res.Optimizer.SHA256, pol: pol, st: st}
+}
+
+// updateState is the policy and optimizer state an update starts from:
+// copies of what this worker's last update left when they are the ones
+// asked for, else loaded from the store.
+func (a *Activities) updateState(in pipeline.IterationInput) (*weights.Set, *optim.State, error) {
+	a.mu.Lock()
+	h := a.last
+	a.mu.Unlock()
+	if h != nil && h.policy == in.Policy.SHA256 && h.optimizer == in.Optimizer.SHA256 {
+		return h.pol.Clone(), &optim.State{Step: h.st.Step, M: h.st.M.Clone(), V: h.st.V.Clone()}, nil
+	}
+	pol, err := a.Store.GetWeights(in.Policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := a.optimizerState(in, pol)
+	return pol, st, err
 }
 
 // optimizerState loads the iteration's optimizer state, or starts one.

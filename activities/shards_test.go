@@ -69,6 +69,17 @@ func TestShardsGiveTheSameUpdate(t *testing.T) {
 		}
 	}
 
+	// A worker without the last update's state in memory reads it from the
+	// store and makes the same update.
+	fresh := New(store)
+	in1 := pipeline.IterationInput{RunID: "shards-fresh", Spec: spec, Data: data, Iteration: 1, Policy: first[0].Policy,
+		Optimizer: first[0].Optimizer, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
+	sh, err := fresh.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in1, Shard: 0, Shards: 1})
+	require.NoError(t, err)
+	again, err := fresh.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in1, Shards: []pipeline.ShardResult{sh}})
+	require.NoError(t, err)
+	assert.Equal(t, first[1].PolicyDigest, again.PolicyDigest, "from the store as from memory")
+
 	in := pipeline.IterationInput{RunID: "bad", Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
 	_, err = a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: 0, Shards: 4})
 	var app *temporal.ApplicationError

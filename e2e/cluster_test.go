@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -63,6 +64,27 @@ func runningWorkerPID(ctx context.Context, t *testing.T, cl client.Client, id st
 		}
 	}
 	t.Fatalf("run %s has no running activity", id)
+	return 0
+}
+
+// pinnedWorkerPID is the process id of the worker that started a pinned
+// update (one scheduled on a worker's own queue), 0 while there is none.
+func pinnedWorkerPID(ctx context.Context, cl client.Client, id string) int {
+	pinned := map[int64]bool{}
+	it := cl.GetWorkflowHistory(ctx, id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return 0
+		}
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && strings.HasPrefix(a.GetTaskQueue().GetName(), "alignflow-worker-") {
+			pinned[ev.GetEventId()] = true
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil && pinned[a.GetScheduledEventId()] {
+			pid, _ := strconv.Atoi(strings.SplitN(a.GetIdentity(), "@", 2)[0])
+			return pid
+		}
+	}
 	return 0
 }
 
@@ -132,6 +154,22 @@ func TestClusterObjectStore(t *testing.T) {
 	}
 	t.Run("three workers", func(t *testing.T) {
 		check(t, run("cluster-s3", 3, nil))
+		// The first update goes to any train worker, each later one to the
+		// worker that made the one before (its own queue), across
+		// continue-as-new too.
+		var updates []string
+		for _, h := range runHistories(t, cl, "cluster-s3") {
+			for _, ev := range h.GetEvents() {
+				if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == "UpdatePolicy" {
+					updates = append(updates, a.GetTaskQueue().GetName())
+				}
+			}
+		}
+		require.Len(t, updates, 4)
+		assert.Equal(t, workflows.TaskQueue, updates[0])
+		for _, q := range updates[1:] {
+			assert.True(t, strings.HasPrefix(q, "alignflow-worker-"), "pinned: %s", q)
+		}
 		if *updateHistory {
 			hists := runHistories(t, cl, "cluster-s3")
 			require.Len(t, hists, 2)
@@ -172,6 +210,35 @@ func TestClusterObjectStore(t *testing.T) {
 			require.NoError(t, s3.Restart())
 		})
 		check(t, got)
+	})
+	t.Run("the pinned worker killed", func(t *testing.T) {
+		// Kill the worker the updates are pinned to as soon as it takes one:
+		// the next pinned update finds nobody on its queue, times out before
+		// it starts, and goes to the shared queue.
+		id := "cluster-s3-kill-pinned"
+		got := run(id, 3, func(ctx context.Context) {
+			pid := 0
+			for pid == 0 && ctx.Err() == nil {
+				pid = pinnedWorkerPID(ctx, cl, id)
+				time.Sleep(20 * time.Millisecond)
+			}
+			for _, w := range workers {
+				if w.cmd.Process.Pid == pid && w.cmd.ProcessState == nil {
+					w.kill(t)
+				}
+			}
+		})
+		check(t, got)
+		timedOut := 0
+		for _, h := range runHistories(t, cl, id) {
+			for _, ev := range h.GetEvents() {
+				if a := ev.GetActivityTaskTimedOutEventAttributes(); a != nil &&
+					a.GetFailure().GetTimeoutFailureInfo().GetTimeoutType() == enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+					timedOut++
+				}
+			}
+		}
+		assert.Positive(t, timedOut, "an update waited in vain on the dead worker's queue")
 	})
 	t.Run("two workers one activity at a time, two shards", func(t *testing.T) {
 		for _, w := range workers {

@@ -287,6 +287,9 @@ type IterationResult struct {
 	EndedFraction float64      `json:"ended_fraction"`
 	Loss          float64      `json:"loss"`
 	Seconds       float64      `json:"seconds"`
+	// WorkerQueue is the task queue of the worker that made the update, and
+	// only it: the next update is offered there first.
+	WorkerQueue string `json:"worker_queue,omitempty"`
 }
 
 // Progress is what long activities heartbeat: the client shows it as a bar.

@@ -4,6 +4,7 @@ package worker
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -13,6 +14,7 @@ import (
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/workflows"
+	"github.com/google/uuid"
 )
 
 // Options configure a worker.
@@ -33,10 +35,10 @@ type Options struct {
 // on the server.
 const DefaultHeartbeatInterval = 2 * time.Second
 
-// New returns a worker (not yet started) that runs alignflow's workflows and
-// activities, keeping artifacts in store.
-func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
-	return NewPool(c, store, opts, nil).workers[0]
+// New returns a worker (not yet started) on opts.TaskQueue that runs
+// alignflow's workflows and activities, keeping artifacts in store.
+func New(c client.Client, store *artifact.Store, opts Options) *Pool {
+	return NewPool(c, store, opts, nil)
 }
 
 // Pool is one process's workers on several task queues. They share one
@@ -47,8 +49,17 @@ func New(c client.Client, store *artifact.Store, opts Options) worker.Worker {
 type Pool struct {
 	Queues []string
 	// Store names the artifact store the activities use.
-	Store   string
+	Store string
+	// Own is the process's own task queue.
+	Own     string
 	workers []worker.Worker
+}
+
+// ownQueue names a worker process's own task queue: host, process and a
+// random part, so that a restarted process never inherits its tasks.
+func ownQueue() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("alignflow-worker-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 }
 
 // NewPool returns workers (not yet started) on queues, or on
@@ -71,15 +82,22 @@ func NewPool(c client.Client, store *artifact.Store, opts Options, queues []stri
 	}
 	a := activities.New(store)
 	a.DataRoots = opts.DataRoots
-	p := &Pool{Queues: queues, Store: store.Describe()}
-	for _, q := range queues {
+	// The process's own queue: a run offers its next REINFORCE update here
+	// first, where the last one's policy and optimizer state are in memory.
+	a.WorkerQueue = ownQueue()
+	p := &Pool{Queues: queues, Store: store.Describe(), Own: a.WorkerQueue}
+	for _, q := range append(queues, a.WorkerQueue) {
 		w := worker.New(c, q, worker.Options{
 			MaxConcurrentActivityExecutionSize: opts.ConcurrentActivities,
 			// Heartbeats carry the step counts progress bars show; the SDK would
 			// otherwise hold them back for up to 80% of the heartbeat timeout.
 			MaxHeartbeatThrottleInterval: opts.HeartbeatInterval,
 		})
-		Register(w, a)
+		if q == a.WorkerQueue {
+			w.RegisterActivity(a) // activities only: no workflow starts on it
+		} else {
+			Register(w, a)
+		}
 		p.workers = append(p.workers, w)
 	}
 	return p

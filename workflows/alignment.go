@@ -5,7 +5,10 @@ package workflows
 
 import (
 	"encoding/json"
+	"errors"
 
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/alignflow/alignflow/activities"
@@ -50,6 +53,13 @@ const segmentsVersion = 1
 // its one random stream) to their end, continuations included.
 const shardsVersion = 1
 
+// pinnedVersion is the version of the rollout-shards change from which an
+// iteration's update goes to the worker that made the previous one (its
+// own task queue), where the policy and optimizer state are still in
+// memory, falling back to queues.train when that worker does not take it
+// within the heartbeat timeout.
+const pinnedVersion = 2
+
 // Continuation is what an alignment run hands to the run it continues as:
 // references and small results of the finished stages, the REINFORCE
 // position, the signals' state and the last curve segment. No tensors, and
@@ -74,6 +84,9 @@ type Continuation struct {
 	// Sharded: the run's iterations are rollout shards and an update
 	// (false for runs started before shardsVersion).
 	Sharded bool `json:"sharded,omitempty"`
+	// Pinned: updates go to the previous update's worker first (false for
+	// runs started before pinnedVersion).
+	Pinned bool `json:"pinned,omitempty"`
 }
 
 // Alignment runs RLHF end to end: prepare matched data, SFT the initial
@@ -104,7 +117,8 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		if st, err = t.beforeReinforce(runID, spec); err != nil {
 			return nil, err
 		}
-		st.Sharded = workflow.GetVersion(ctx, "rollout-shards", workflow.DefaultVersion, shardsVersion) >= shardsVersion
+		v := workflow.GetVersion(ctx, "rollout-shards", workflow.DefaultVersion, pinnedVersion)
+		st.Sharded, st.Pinned = v >= shardsVersion, v >= pinnedVersion
 	} else {
 		progress.Completed, progress.Iteration, progress.Last = st.Completed, st.Iteration, st.Last
 		progress.Paused, progress.StopRequested = st.Paused, st.Stop
@@ -145,7 +159,11 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
 			Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
 		if st.Sharded {
-			res, err = t.shardedIteration(in)
+			pin := ""
+			if st.Pinned && st.Last != nil {
+				pin = st.Last.WorkerQueue
+			}
+			res, err = t.shardedIteration(in, pin)
 		} else {
 			err = workflow.ExecuteActivity(t.work.iteration, a.ReinforceIteration, in).Get(ctx, &res)
 		}
@@ -258,9 +276,11 @@ func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation
 
 // shardedIteration runs a REINFORCE iteration as reinforce.rollout_shards
 // RolloutShard activities at once (on queues.rollout), then UpdatePolicy
-// on their results (on queues.train). A failed shard fails the iteration
-// once its retries are spent; the others' results are reused on resume.
-func (t *tracker) shardedIteration(in pipeline.IterationInput) (pipeline.IterationResult, error) {
+// on their results: on the worker queue pin (the previous update's
+// worker), else, or when no worker takes it there within the heartbeat
+// timeout, on queues.train. A failed shard fails the iteration once its
+// retries are spent; the others' results are reused on resume.
+func (t *tracker) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, error) {
 	var a *activities.Activities
 	n := in.Spec.Reinforce.Shards()
 	futures := make([]workflow.Future, n)
@@ -277,6 +297,14 @@ func (t *tracker) shardedIteration(in pipeline.IterationInput) (pipeline.Iterati
 	var res pipeline.IterationResult
 	if firstErr != nil {
 		return res, firstErr
+	}
+	if pin != "" {
+		err := workflow.ExecuteActivity(t.work.pinned(pin), a.UpdatePolicy, up).Get(t.ctx, &res)
+		var timeout *temporal.TimeoutError
+		if !errors.As(err, &timeout) || timeout.TimeoutType() != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+			return res, err
+		}
+		workflow.GetLogger(t.ctx).Info("the previous update's worker did not take the update; any train worker will", "queue", pin)
 	}
 	err := workflow.ExecuteActivity(t.work.iteration, a.UpdatePolicy, up).Get(t.ctx, &res)
 	return res, err

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -449,4 +450,37 @@ func TestIterationsRunAsShards(t *testing.T) {
 	}
 	assert.Equal(t, "gpu-rollout", queues["RolloutShard"])
 	assert.Equal(t, "gpu", queues["UpdatePolicy"])
+}
+
+// TestUpdatesArePinnedToTheLastWorker: each update after the first is
+// offered on the previous update's worker queue; when nobody takes it
+// there (the worker died: a schedule-to-start timeout) it goes to
+// queues.train, and the run goes on.
+func TestUpdatesArePinnedToTheLastWorker(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	mockStagesBeforeReinforce(env, a)
+	env.OnActivity(a.RolloutShard, mock.Anything, mock.Anything).Return(pipeline.ShardResult{}, nil)
+	var mu sync.Mutex
+	var queues []string
+	env.OnActivity(a.UpdatePolicy, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
+		q := activity.GetInfo(ctx).TaskQueue
+		mu.Lock()
+		queues = append(queues, q)
+		mu.Unlock()
+		if q == "worker-dead" {
+			return pipeline.IterationResult{}, temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		own := "worker-a"
+		if in.Iteration == 1 {
+			own = "worker-dead" // the worker of iteration 1's update dies after it
+		}
+		return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(fmt.Sprint("pol-", in.Iteration)), WorkerQueue: own}, nil
+	})
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+	(&curveStore{}).mock(env)
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"queues": {"train": "train"}, "reinforce": {"iterations": 4}}`))
+	require.NoError(t, env.GetWorkflowError())
+	assert.Equal(t, []string{"train", "worker-a", "worker-dead", "train", "worker-a"}, queues,
+		"iteration 0 on train; 1 pinned; 2 pinned to a dead worker, then on train; 3 pinned")
 }

@@ -26,6 +26,9 @@ type work struct {
 	iteration workflow.Context
 	// rollout: a shard of a REINFORCE iteration's rollouts.
 	rollout workflow.Context
+	// pinned are the iteration's options on one worker's own queue: if no
+	// worker takes the task within the heartbeat timeout, it is gone.
+	pinned func(queue string) workflow.Context
 }
 
 func workFor(ctx workflow.Context, spec config.Spec) work {
@@ -37,6 +40,12 @@ func workFor(ctx workflow.Context, spec config.Spec) work {
 		evaluation:  withOptions(ctx, q.Eval, 30*time.Minute, hb),
 		iteration:   withOptions(ctx, q.Train, 30*time.Minute, hb),
 		rollout:     withOptions(ctx, q.Rollout, 30*time.Minute, hb),
+		pinned: func(queue string) workflow.Context {
+			c := withOptions(ctx, queue, 30*time.Minute, hb)
+			o := workflow.GetActivityOptions(c)
+			o.ScheduleToStartTimeout = hb
+			return workflow.WithActivityOptions(c, o)
+		},
 	}
 }
 

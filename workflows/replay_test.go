@@ -23,11 +23,13 @@ func TestReplayRecordedHistory(t *testing.T) {
 	// last; -xla is a run with backend xla on a worker without it (e2e
 	// TestXLARunOnAWorkerWithoutXLA), which must replay on any build.
 	// -shards is the first workflow run of an alignment whose iterations are
-	// three rollout shards and an update each (e2e TestClusterObjectStore,
-	// on three workers); the other current ones were recorded before the
-	// rollout-shards version and keep the single ReinforceIteration.
+	// three rollout shards and an update each, the later updates pinned to
+	// the worker of the one before (e2e TestClusterObjectStore, on three
+	// workers); -shards-v1 is one recorded before pinning. The other
+	// current ones were recorded before the rollout-shards version and keep
+	// the single ReinforceIteration.
 	for _, file := range []string{
-		"testdata/alignment-history-shards.json",
+		"testdata/alignment-history-shards.json", "testdata/alignment-history-shards-v1.json",
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
 		"testdata/alignment-history-xla.json",
 		"testdata/alignment-history-v2.json", "testdata/alignment-history-continued-v2.json", "testdata/comparison-history-v1.json",
