@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/alignflow/alignflow/artifact"
@@ -113,18 +112,9 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 		g := goldSum / n
 		res.GoldScore = &g
 	}
-	// Scoring runs beside the log-probability passes (independent graphs).
-	var rewards []float64
-	var rewardErr error
-	var scored sync.WaitGroup
-	scored.Go(func() { rewards, rewardErr = reinforce.Score(eng.reward, rm, ro, bs) })
-	lp, err := reinforce.LogProbs(eng.policy, pol, ref, ro, bs)
-	scored.Wait()
+	rewards, lp, err := reinforce.ScoreAndLogProbs(eng.policy, eng.reward, pol, ref, rm, ro, bs)
 	if err != nil {
 		return res, err
-	}
-	if rewardErr != nil {
-		return res, rewardErr
 	}
 	for _, d := range lp.LogRatios() {
 		for _, x := range d {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/alignflow/alignflow/optim"
@@ -96,18 +95,9 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
-	// Scoring beside the log-probabilities: independent graphs.
-	var rewards []float64
-	var rewardErr error
-	var scored sync.WaitGroup
-	scored.Go(func() { rewards, rewardErr = reinforce.Score(eng.reward, rm, ro, r.BatchSize) })
-	lp, err := reinforce.LogProbs(eng.policy, pol, ref, ro, r.BatchSize)
-	scored.Wait()
+	rewards, lp, err := reinforce.ScoreAndLogProbs(eng.policy, eng.reward, pol, ref, rm, ro, r.BatchSize)
 	if err != nil {
 		return pipeline.ShardResult{}, err
-	}
-	if rewardErr != nil {
-		return pipeline.ShardResult{}, rewardErr
 	}
 	kl, err := lp.KL(r.KLEstimator)
 	if err != nil {

@@ -54,16 +54,27 @@ func startStoreWorker(t *testing.T, addr, storeURL string, env []string, args ..
 // pending activity (from the SDK's default identity, pid@host).
 func runningWorkerPID(ctx context.Context, t *testing.T, cl client.Client, id string) int {
 	t.Helper()
+	pid := workerRunning(ctx, cl, id, "")
+	require.NotZero(t, pid, "run %s has a running activity", id)
+	return pid
+}
+
+// workerRunning is the process id of a worker running one of the run's
+// activities of type activity ("" for any), 0 if none runs now.
+func workerRunning(ctx context.Context, cl client.Client, id, activity string) int {
 	desc, err := cl.DescribeWorkflowExecution(ctx, id, "")
-	require.NoError(t, err)
+	if err != nil {
+		return 0
+	}
 	for _, pa := range desc.GetPendingActivities() {
-		if who := pa.GetLastWorkerIdentity(); who != "" {
-			pid, err := strconv.Atoi(strings.SplitN(who, "@", 2)[0])
-			require.NoError(t, err, who)
+		if activity != "" && pa.GetActivityType().GetName() != activity {
+			continue
+		}
+		if who := pa.GetLastWorkerIdentity(); who != "" && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+			pid, _ := strconv.Atoi(strings.SplitN(who, "@", 2)[0])
 			return pid
 		}
 	}
-	t.Fatalf("run %s has no running activity", id)
 	return 0
 }
 
@@ -105,7 +116,8 @@ func TestClusterObjectStore(t *testing.T) {
 	pg := pgtest.Start(t)
 	srv, cl := startEmbedded(t, devserver.Options{Postgres: &devserver.Postgres{Addr: pg.Addr, User: pgtest.User}})
 	addr := srv.FrontendHostPort()
-	run := func(id string, shards int, during func(ctx context.Context)) pipeline.Summary {
+	outer := t // workers started in a subtest must outlive it
+	run := func(t *testing.T, id string, shards int, during func(ctx context.Context)) pipeline.Summary {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 		defer cancel()
@@ -126,7 +138,7 @@ func TestClusterObjectStore(t *testing.T) {
 	require.NoError(t, err)
 	lw := worker.New(cl, local, worker.Options{HeartbeatInterval: testHeartbeatInterval})
 	require.NoError(t, lw.Start())
-	want := run("cluster-local", 1, nil)
+	want := run(t, "cluster-local", 1, nil)
 	lw.Stop()
 	require.NotEmpty(t, want.Policy.Digest)
 
@@ -153,7 +165,7 @@ func TestClusterObjectStore(t *testing.T) {
 		assert.True(t, strings.HasPrefix(got.SummaryPath, "s3://alignflow/runs/"), got.SummaryPath)
 	}
 	t.Run("three workers", func(t *testing.T) {
-		check(t, run("cluster-s3", 3, nil))
+		check(t, run(t, "cluster-s3", 3, nil))
 		// The first update goes to any train worker, each later one to the
 		// worker that made the one before (its own queue), across
 		// continue-as-new too.
@@ -180,7 +192,7 @@ func TestClusterObjectStore(t *testing.T) {
 	})
 	t.Run("a worker killed mid-stage", func(t *testing.T) {
 		id := "cluster-s3-kill"
-		got := run(id, 3, func(ctx context.Context) {
+		got := run(t, id, 3, func(ctx context.Context) {
 			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
 				return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
 			})
@@ -199,9 +211,27 @@ func TestClusterObjectStore(t *testing.T) {
 		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, "TrainSFT"), int32(2), "another worker retried SFT")
 		assert.Positive(t, got.SFT.ResumedFrom, "from the killed worker's checkpoint in the object store")
 	})
+	t.Run("a worker killed mid-shard", func(t *testing.T) {
+		id := "cluster-s3-kill-shard"
+		got := run(t, id, 3, func(ctx context.Context) {
+			pid := 0
+			for pid == 0 && ctx.Err() == nil {
+				pid = workerRunning(ctx, cl, id, "RolloutShard")
+				time.Sleep(10 * time.Millisecond)
+			}
+			for _, w := range workers {
+				if w.cmd.Process.Pid == pid && w.cmd.ProcessState == nil {
+					w.kill(t)
+				}
+			}
+		})
+		check(t, got)
+		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, "RolloutShard"), int32(2), "the killed worker's shard ran again elsewhere")
+		workers = append(workers, startStoreWorker(outer, addr, url, s3.Env())) // back to three
+	})
 	t.Run("the object store restarted mid-run", func(t *testing.T) {
 		id := "cluster-s3-restart"
-		got := run(id, 3, func(ctx context.Context) {
+		got := run(t, id, 3, func(ctx context.Context) {
 			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
 				return act == "TrainRewardModel" && p.Step > 0
 			})
@@ -216,7 +246,7 @@ func TestClusterObjectStore(t *testing.T) {
 		// the next pinned update finds nobody on its queue, times out before
 		// it starts, and goes to the shared queue.
 		id := "cluster-s3-kill-pinned"
-		got := run(id, 3, func(ctx context.Context) {
+		got := run(t, id, 3, func(ctx context.Context) {
 			pid := 0
 			for pid == 0 && ctx.Err() == nil {
 				pid = pinnedWorkerPID(ctx, cl, id)
@@ -248,7 +278,7 @@ func TestClusterObjectStore(t *testing.T) {
 			startStoreWorker(t, addr, url, s3.Env(), "--max-concurrent-activities", "1")
 		}
 		id := "cluster-s3-two"
-		check(t, run(id, 2, nil))
+		check(t, run(t, id, 2, nil))
 		hosts := map[string]bool{}
 		for _, h := range runHistories(t, cl, id) {
 			for _, ev := range h.GetEvents() {

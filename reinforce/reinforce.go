@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -168,21 +167,9 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	// Scoring and the two log-probability passes are independent graphs:
-	// running them at once keeps both cores busy through the many small ops
-	// a single graph leaves one core waiting on. Each result is the same as
-	// when run alone.
-	var rewards []float64
-	var rewardErr error
-	var scored sync.WaitGroup
-	scored.Go(func() { rewards, rewardErr = Score(it.Reward, it.RM, r, s.BatchSize) })
-	lp, err := LogProbs(it.Policy, pol, it.Reference, r, s.BatchSize)
-	scored.Wait()
+	rewards, lp, err := ScoreAndLogProbs(it.Policy, it.Reward, pol, it.Reference, it.RM, r, s.BatchSize)
 	if err != nil {
 		return nil, Stats{}, err
-	}
-	if rewardErr != nil {
-		return nil, Stats{}, rewardErr
 	}
 	kl, err := lp.KL(s.KLEstimator)
 	if err != nil {

@@ -3,6 +3,7 @@ package reinforce
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
@@ -19,6 +20,7 @@ import (
 //	rollouts := Rollout(...)          sample K responses per prompt
 //	rewards  := Score(...)            the reward model's score of each
 //	lp       := LogProbs(...)         token log-probabilities, policy and reference
+//	                                  (ScoreAndLogProbs: both at once)
 //	kl       := lp.KL(estimator)      the per-token KL penalty of each
 //	adv      := Advantages(...)       shaped rewards, leave-one-out baselines
 //	Update(...)                       one pass of optimizer steps
@@ -204,6 +206,26 @@ func Advantages(rewards, kl []float64, ended []bool, beta float64, k int) (shape
 		advantage[i] = shaped[i] - baseline[i]
 	}
 	return shaped, baseline, advantage, nil
+}
+
+// ScoreAndLogProbs is Score and LogProbs at once: they are independent
+// graphs, and running them together keeps both cores busy through the
+// many small ops one graph alone leaves a core waiting on. Each result is
+// the same as when run alone.
+func ScoreAndLogProbs(pe *policy.Engine, re *reward.Engine, pol, ref, rm *weights.Set, r *Rollouts, batchSize int) ([]float64, *TokenLogProbs, error) {
+	var rewards []float64
+	var rewardErr error
+	var scored sync.WaitGroup
+	scored.Go(func() { rewards, rewardErr = Score(re, rm, r, batchSize) })
+	lp, err := LogProbs(pe, pol, ref, r, batchSize)
+	scored.Wait()
+	if err != nil {
+		return nil, nil, err
+	}
+	if rewardErr != nil {
+		return nil, nil, rewardErr
+	}
+	return rewards, lp, nil
 }
 
 // UpdateStats summarise an update pass.

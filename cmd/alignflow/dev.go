@@ -159,6 +159,9 @@ func workerCmd() *cobra.Command {
 			defer stop()
 			fmt.Printf("Worker on task queue(s) %s at %s (namespace %s), at most %d activities at once on each, artifacts in %s; %s. Press Ctrl-C to stop.\n",
 				strings.Join(pool.Queues, ", "), c.Address, c.Namespace, max(wf.concurrent, 1), pool.Store, rootsLine(c))
+			for _, line := range queueLines(pool.Queues, c.TaskQueue) {
+				fmt.Println(line)
+			}
 			<-cmd.Context().Done()
 			return nil
 		},
@@ -178,6 +181,22 @@ func openStore(ctx context.Context, c config.Connection) (*artifact.Store, error
 		return artifact.Open(c.DataDir)
 	}
 	return artifact.OpenURL(ctx, c.Store, artifact.Options{CacheDir: c.CacheDir, CacheMaxBytes: int64(c.CacheMaxGB * 1e9)})
+}
+
+// queueLines say what work each of a worker's queues can receive: the
+// workflow queue gets the workflows and every stage a run does not route
+// elsewhere; any other queue only what a run's spec routes to it, which
+// no stage does by default.
+func queueLines(queues []string, workflowQueue string) []string {
+	var out []string
+	for _, q := range queues {
+		if q == workflowQueue {
+			out = append(out, fmt.Sprintf("  %s: workflows started on it, and every stage of a run whose spec routes none elsewhere", q))
+			continue
+		}
+		out = append(out, fmt.Sprintf("  %s: no stage uses it unless a run's spec routes work to it (queues.train, queues.rollout or queues.eval: %q); workflows start on %s", q, q, workflowQueue))
+	}
+	return out
 }
 
 // rootsLine says which files a worker lets runs name.

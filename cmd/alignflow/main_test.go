@@ -99,3 +99,11 @@ func TestDataCheck(t *testing.T) {
 	err = checkData(&out, "csv", good)
 	assert.ErrorContains(t, err, "allowed: helpsteer2, helpsteer2-preference, rewardbench")
 }
+
+func TestQueueLinesSayWhatEachQueueGets(t *testing.T) {
+	lines := queueLines([]string{"alignflow", "gpu"}, "alignflow")
+	require.Len(t, lines, 2)
+	assert.Contains(t, lines[0], "workflows started on it")
+	assert.Contains(t, lines[1], "no stage uses it unless a run's spec routes work to it")
+	assert.Contains(t, lines[1], `"gpu"`)
+}
