@@ -158,6 +158,7 @@ func keepAlive(ctx context.Context, p pipeline.Progress) (stop func()) {
 	if !activity.IsActivity(ctx) {
 		return func() {}
 	}
+	activity.RecordHeartbeat(ctx, p) // at once: the stage shows before the first tick
 	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)

@@ -182,7 +182,7 @@ func TestAlignmentEndToEnd(t *testing.T) {
 	require.Len(t, hists, 3)
 	for i, hist := range hists {
 		events := hist.GetEvents()
-		assert.Less(t, len(events), 60+spec.Reinforce.ContinueAsNewEvery*12, "run %d: %d events", i+1, len(events))
+		assert.Less(t, len(events), 60+spec.Reinforce.ContinueAsNewEvery*16, "run %d: %d events", i+1, len(events))
 		for _, ev := range events {
 			if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
 				seen[a.GetActivityType().GetName()]++
@@ -193,12 +193,13 @@ func TestAlignmentEndToEnd(t *testing.T) {
 			assert.NotNil(t, last.GetWorkflowExecutionContinuedAsNewEventAttributes(), "run %d continued as new", i+1)
 		}
 	}
-	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "ReinforceIteration", "SaveCurve", "WriteSummary"} {
+	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "RolloutShard", "UpdatePolicy", "SaveCurve", "WriteSummary"} {
 		assert.Positive(t, seen[name], "activity %s in history", name)
 	}
 	assert.Equal(t, 1, seen["TrainSFT"], "stages before REINFORCE run once")
 	assert.Equal(t, 2, seen["EvaluatePolicy"], "policy evaluated before and after")
-	assert.Equal(t, spec.Reinforce.Iterations, seen["ReinforceIteration"])
+	assert.Equal(t, spec.Reinforce.Iterations, seen["UpdatePolicy"], "one update an iteration")
+	assert.Equal(t, spec.Reinforce.Iterations*spec.Reinforce.Shards(), seen["RolloutShard"])
 	assert.Equal(t, 3, seen["SaveCurve"], "one curve segment per workflow run")
 	if *updateHistory {
 		for file, hist := range map[string]*historypb.History{"alignment-history.json": hists[0], "alignment-history-continued.json": hists[len(hists)-1]} {

@@ -174,8 +174,8 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 		}, func(t *testing.T, s pipeline.Summary) {
 			assert.Positive(t, s.RewardModel.ResumedFrom, "reward model resumed from a checkpoint")
 		}},
-		{"reinforce", "ReinforceIteration", func(act string, p *pipeline.Progress) bool {
-			return act == "ReinforceIteration" && p.Step >= 3 // in the continued workflow run
+		{"reinforce", "RolloutShard", func(act string, p *pipeline.Progress) bool {
+			return act == "RolloutShard" && p.Step >= 3 // in the continued workflow run
 		}, nil},
 	}
 	for _, tc := range cases {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,19 +27,21 @@ func TestQueuesRouteEachKindOfWork(t *testing.T) {
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	clients := map[string]client.Client{}
+	own := map[string]string{} // a worker's own queue: worker name
 	for name, queues := range map[string][]string{"cpu-worker": {workflows.TaskQueue, "cpu"}, "gpu-worker": {"gpu"}} {
 		cl, err := client.Dial(client.Options{HostPort: srv.FrontendHostPort(), Namespace: "default", Identity: name})
 		require.NoError(t, err)
 		t.Cleanup(cl.Close)
 		clients[name] = cl
 		p := worker.NewPool(cl, store, worker.Options{HeartbeatInterval: testHeartbeatInterval}, queues)
+		own[p.Own] = name
 		require.NoError(t, p.Start())
 		t.Cleanup(p.Stop)
 	}
 	spec := faultSpec()
 	spec.Name = "queues"
 	spec.SFT.Steps, spec.Reward.Steps, spec.Reward.RegressionSteps, spec.Reinforce.Iterations = 20, 10, 10, 2
-	spec.Queues.Train, spec.Queues.Eval = "gpu", "cpu"
+	spec.Queues.Train, spec.Queues.Rollout, spec.Queues.Eval = "gpu", "gpu", "cpu"
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -48,7 +51,7 @@ func TestQueuesRouteEachKindOfWork(t *testing.T) {
 	var s pipeline.Summary
 	require.NoError(t, run.Get(ctx, &s))
 
-	want := map[string]string{"TrainSFT": "gpu", "TrainRewardModel": "gpu", "ReinforceIteration": "gpu",
+	want := map[string]string{"TrainSFT": "gpu", "TrainRewardModel": "gpu", "RolloutShard": "gpu", "UpdatePolicy": "gpu",
 		"PrepareData": "cpu", "EvaluateRewardModel": "cpu", "EvaluatePolicy": "cpu", "SaveCurve": "cpu", "WriteSummary": "cpu"}
 	ranBy := map[int64]string{}
 	seen := map[string]bool{}
@@ -66,7 +69,11 @@ func TestQueuesRouteEachKindOfWork(t *testing.T) {
 			name := a.GetActivityType().GetName()
 			q, ok := want[name]
 			require.True(t, ok, "activity %s has an expected queue", name)
-			assert.Equal(t, q, a.GetTaskQueue().GetName(), name)
+			got := a.GetTaskQueue().GetName()
+			if w, pinned := own[got]; pinned && name == "UpdatePolicy" {
+				got = strings.TrimSuffix(w, "-worker") // pinned to the worker of the update before
+			}
+			assert.Equal(t, q, got, name)
 			assert.Equal(t, q+"-worker", ranBy[ev.GetEventId()], "%s ran on the worker polling its queue", name)
 			seen[name] = true
 		}

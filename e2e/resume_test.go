@@ -61,13 +61,13 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	require.True(t, errors.As(err, &app), "%v", err)
 	assert.Equal(t, pipeline.ErrCorruptArtifact, app.Type())
 	assert.Contains(t, err.Error(), rmPath)
-	assert.Equal(t, int32(1), maxAttempt(t, cl, id, "ReinforceIteration"), "a corrupt artifact is not retried")
+	assert.Equal(t, int32(1), maxAttempt(t, cl, id, "RolloutShard"), "a corrupt artifact is not retried")
 
 	require.NoError(t, os.WriteFile(rmPath, good, 0o644))
 	addr := []string{"--address", srv.FrontendHostPort()}
 	out, err := exec.Command(alignflowBinary(t), append([]string{"resume", id, "--wait"}, addr...)...).CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	assert.Contains(t, string(out), "before the first failed activity, ReinforceIteration")
+	assert.Contains(t, string(out), "before the first failed activity, RolloutShard")
 	assert.Contains(t, string(out), "temporal workflow reset --workflow-id "+id)
 
 	var s pipeline.Summary

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"regexp"
@@ -134,12 +135,7 @@ func Collect(store *artifact.Store, opts Options) (*Plan, error) {
 			removeIf(o, false)
 		}
 	}
-	ids := make([]string, 0, len(runs))
-	for id := range runs {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(runs)) {
 		k, finished := keep[id]
 		if !finished {
 			p.Unfinished = append(p.Unfinished, id)

@@ -25,12 +25,14 @@ func TestReplayRecordedHistory(t *testing.T) {
 	// -shards is the first workflow run of an alignment whose iterations are
 	// three rollout shards and an update each, the later updates pinned to
 	// the worker of the one before (e2e TestClusterObjectStore, on three
-	// workers); -shards-v1 is one recorded before pinning. The other
-	// current ones were recorded before the rollout-shards version and keep
-	// the single ReinforceIteration.
+	// workers); -shards-v1 is one recorded before pinning. The -v3
+	// alignment files were recorded before rollout shards and keep the
+	// single ReinforceIteration; the current ones have a shard and an update
+	// an iteration, pinned, across continue-as-new.
 	for _, file := range []string{
 		"testdata/alignment-history-shards.json", "testdata/alignment-history-shards-v1.json",
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
+		"testdata/alignment-history-v3.json", "testdata/alignment-history-continued-v3.json",
 		"testdata/alignment-history-xla.json",
 		"testdata/alignment-history-v2.json", "testdata/alignment-history-continued-v2.json", "testdata/comparison-history-v1.json",
 		"testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",

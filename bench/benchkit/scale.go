@@ -229,26 +229,34 @@ type PrefillCheck struct {
 	Greedy [][]int32 `json:"greedy"`
 }
 
+// decodeOnce makes params ready for decoding, prefills the batch and
+// decodes it greedily once: that compiles every graph a generation stage's
+// steps use, and gives what the reference checks.
+func decodeOnce(e *policy.Engine, f *ScaleFixtures, batch int) (*policy.Decoding, *PrefillCheck, error) {
+	dec, err := e.Decoding(f.Policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := dec.Prefill(f.Prompts[batch], batch)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.Close()
+	c := &PrefillCheck{Logits: append([]float32(nil), d.Logits[:f.Sizes.Model.Vocab]...)}
+	if c.Greedy, err = greedy(d, f.Sizes.Model.Vocab, f.Sizes.DecodeSteps); err != nil {
+		return nil, nil, err
+	}
+	return dec, c, nil
+}
+
 func scalePrefill(e *policy.Engine, f *ScaleFixtures, batch int) *Stage {
 	prompts := f.Prompts[batch]
 	var dec *policy.Decoding
 	st := &Stage{Name: PrefillStageName(batch), Unit: "tokens/s"}
 	st.Prepare = func() error {
 		var err error
-		if dec, err = e.Decoding(f.Policy); err != nil {
-			return err
-		}
-		d, err := dec.Prefill(prompts, batch)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		c := &PrefillCheck{Logits: append([]float32(nil), d.Logits[:f.Sizes.Model.Vocab]...)}
-		if c.Greedy, err = greedy(d, f.Sizes.Model.Vocab, f.Sizes.DecodeSteps); err != nil {
-			return err
-		}
-		st.Check = c
-		return nil
+		dec, st.Check, err = decodeOnce(e, f, batch)
+		return err
 	}
 	st.Step = func(int) (Step, error) {
 		d, err := dec.Prefill(prompts, batch)
@@ -266,17 +274,8 @@ func scaleDecode(e *policy.Engine, f *ScaleFixtures, batch int) *Stage {
 	var dec *policy.Decoding
 	st := &Stage{Name: DecodeStageName(batch), Unit: "tokens/s"}
 	st.Prepare = func() error {
-		// Each cache length compiles its own decode graph: one pass compiles them all.
 		var err error
-		if dec, err = e.Decoding(f.Policy); err != nil {
-			return err
-		}
-		d, err := dec.Prefill(prompts, batch)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		_, err = greedy(d, f.Sizes.Model.Vocab, f.Sizes.DecodeSteps)
+		dec, _, err = decodeOnce(e, f, batch)
 		return err
 	}
 	st.Step = func(int) (Step, error) {
