@@ -51,6 +51,16 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
+// startGreeter runs a worker of the Greet workflow and activity on c.
+func startGreeter(t *testing.T, c client.Client) worker.Worker {
+	t.Helper()
+	w := worker.New(c, testTaskQueue, worker.Options{})
+	w.RegisterWorkflowWithOptions(greetWorkflow, workflow.RegisterOptions{Name: "Greet"})
+	w.RegisterActivityWithOptions(greet, activity.RegisterOptions{Name: "Greet"})
+	require.NoError(t, w.Start())
+	return w
+}
+
 func greet(_ context.Context, name string) (string, error) {
 	return "hello " + name, nil
 }
@@ -118,10 +128,7 @@ func TestPersistentServer(t *testing.T) {
 	require.FileExists(t, dbFile+"-wal", "journal_mode=wal is applied")
 
 	c := dial(t, s)
-	w := worker.New(c, testTaskQueue, worker.Options{})
-	w.RegisterWorkflowWithOptions(greetWorkflow, workflow.RegisterOptions{Name: "Greet"})
-	w.RegisterActivityWithOptions(greet, activity.RegisterOptions{Name: "Greet"})
-	require.NoError(t, w.Start())
+	w := startGreeter(t, c)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

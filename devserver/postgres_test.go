@@ -7,10 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
 
 	"github.com/alignflow/alignflow/pgtest"
 )
@@ -25,10 +22,7 @@ func TestPostgresServer(t *testing.T) {
 		Postgres: &Postgres{Addr: pg.Addr, User: pgtest.User}}
 	s := startServer(t, opts)
 	c := dial(t, s)
-	w := worker.New(c, testTaskQueue, worker.Options{})
-	w.RegisterWorkflowWithOptions(greetWorkflow, workflow.RegisterOptions{Name: "Greet"})
-	w.RegisterActivityWithOptions(greet, activity.RegisterOptions{Name: "Greet"})
-	require.NoError(t, w.Start())
+	w := startGreeter(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "pg-greet", TaskQueue: testTaskQueue}, "Greet", "postgres")

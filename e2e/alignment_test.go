@@ -33,6 +33,18 @@ import (
 
 var updateHistory = flag.Bool("update-history", false, "rewrite the recorded histories in workflows/testdata from this run")
 
+// recordHistory writes hist as workflows/testdata/file, which the replay
+// test replays, when the tests run with -update-history.
+func recordHistory(t *testing.T, file string, hist *historypb.History) {
+	t.Helper()
+	if !*updateHistory {
+		return
+	}
+	out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", file), out, 0o644))
+}
+
 // e2eSpec is the smallest run that still shows every effect the test asserts.
 func e2eSpec() config.Spec {
 	s := config.Default()
@@ -201,13 +213,8 @@ func TestAlignmentEndToEnd(t *testing.T) {
 	assert.Equal(t, spec.Reinforce.Iterations, seen["UpdatePolicy"], "one update an iteration")
 	assert.Equal(t, spec.Reinforce.Iterations*spec.Reinforce.Shards(), seen["RolloutShard"])
 	assert.Equal(t, 3, seen["SaveCurve"], "one curve segment per workflow run")
-	if *updateHistory {
-		for file, hist := range map[string]*historypb.History{"alignment-history.json": hists[0], "alignment-history-continued.json": hists[len(hists)-1]} {
-			out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", file), out, 0o644))
-		}
-	}
+	recordHistory(t, "alignment-history.json", hists[0])
+	recordHistory(t, "alignment-history-continued.json", hists[len(hists)-1])
 }
 
 // TestInvalidSpecThroughTheServer sends a spec the way the temporal CLI does

@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/pipeline"
@@ -52,8 +49,6 @@ func TestXLARunOnAWorkerWithoutXLA(t *testing.T) {
 	if *updateHistory {
 		hists := runHistories(t, cl, "xla-run")
 		require.Len(t, hists, 1)
-		out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hists[0])
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "alignment-history-xla.json"), out, 0o644))
+		recordHistory(t, "alignment-history-xla.json", hists[0])
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
@@ -185,9 +183,7 @@ func TestClusterObjectStore(t *testing.T) {
 		if *updateHistory {
 			hists := runHistories(t, cl, "cluster-s3")
 			require.Len(t, hists, 2)
-			out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hists[0])
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "alignment-history-shards.json"), out, 0o644))
+			recordHistory(t, "alignment-history-shards.json", hists[0])
 		}
 	})
 	t.Run("a worker killed mid-stage", func(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/pipeline"
@@ -111,11 +110,7 @@ func TestRewardComparisonEndToEnd(t *testing.T) {
 	}
 	assert.Equal(t, 5, scheduledBeforeFirstDone)
 	assert.Len(t, trainIDs, len(reward.Recipes))
-	if *updateHistory {
-		out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "comparison-history.json"), out, 0o644))
-	}
+	recordHistory(t, "comparison-history.json", hist)
 }
 
 func overall(v pipeline.VariantReport) string {
