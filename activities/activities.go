@@ -27,6 +27,7 @@ import (
 	"github.com/alignflow/alignflow/hfmodel"
 	"github.com/alignflow/alignflow/lm"
 	"github.com/alignflow/alignflow/matched"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
@@ -45,6 +46,11 @@ type Activities struct {
 	// WorkerQueue is this worker's own task queue, which UpdatePolicy
 	// reports so that the next update is offered here first ("" for none).
 	WorkerQueue string
+	// Metrics shows the points activities log on Prometheus (nil: none).
+	Metrics *metrics.Recorder
+	// History reads workflow histories, for the report's stage timeline
+	// (nil: reports have none).
+	History HistoryReader
 
 	mu      sync.Mutex
 	engines map[string]*engineSet

@@ -3,10 +3,12 @@ package activities
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/weights"
@@ -41,6 +43,14 @@ type phase struct {
 	batches *batcher
 	earlier pipeline.TrainResult
 	weak    *artifact.Ref
+	series  metrics.Series // where its steps go in the run's metrics log
+}
+
+// stepResult is what a phase's step reports: the optimizer's result and
+// how many tokens (not padding) it trained on.
+type stepResult struct {
+	optim.StepResult
+	tokens int
 }
 
 // resumePoint returns the checkpoint the previous attempt of this activity
@@ -67,10 +77,18 @@ func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) 
 // step 0, or from resume when it is a checkpoint of this phase, saving a
 // checkpoint every ph.every steps and heartbeating progress with the latest
 // one. It stops when the activity is cancelled.
-func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (optim.StepResult, error)) (pipeline.TrainResult, error) {
+//
+// Every step is a point of the run's metrics log (loss, gradient norm,
+// learning rate, tokens per second, checkpoint age), saved just before each
+// checkpoint and at the end: a retried attempt resumes from the checkpoint
+// and logs the steps after it again, replacing what the lost attempt saved
+// of them, so the log holds every step once.
+func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (stepResult, error)) (pipeline.TrainResult, error) {
 	res := pipeline.TrainResult{Steps: ph.steps}
 	start := 0
 	var last *artifact.Ref
+	log := metrics.NewLog(a.Store, a.Metrics, runID, ph.series)
+	saved := time.Now() // of the last checkpoint, or the phase's start
 	if resume != nil && resume.Phase == ph.name {
 		if err := a.restore(ph, resume); err != nil {
 			return res, err
@@ -81,27 +99,36 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		r, err := step(lrAt(ph.lr, i, ph.steps))
+		lr := lrAt(ph.lr, i, ph.steps)
+		began := time.Now()
+		r, err := step(lr)
 		if err != nil {
 			return res, fmt.Errorf("%s step %d: %w", ph.stage, i, err)
 		}
+		secs := time.Since(began).Seconds()
 		if i == 0 {
 			res.FirstLoss = r.Loss
 		}
 		res.FinalLoss = r.Loss
-		saved := false
+		log.Add(i+1, map[string]float64{"loss": r.Loss, "grad_norm": r.GradNorm, "learning_rate": lr, "seconds": secs,
+			"tokens": float64(r.tokens), "tokens_per_second": float64(r.tokens) / max(secs, 1e-9),
+			"checkpoint_age_seconds": time.Since(saved).Seconds()})
+		checkpointed := false
 		if ph.every > 0 && (i+1)%ph.every == 0 && i+1 < ph.steps {
+			if err := log.Flush(); err != nil {
+				return res, err
+			}
 			ref, err := a.saveCheckpoint(runID, ph, i+1, res)
 			if err != nil {
 				return res, err
 			}
-			last, saved = &ref, true
+			last, checkpointed, saved = &ref, true, time.Now()
 		}
-		if saved || i%heartbeatEvery == 0 || i == ph.steps-1 {
+		if checkpointed || i%heartbeatEvery == 0 || i == ph.steps-1 {
 			heartbeat(ctx, pipeline.Progress{Stage: ph.stage, Step: i + 1, Total: ph.steps, Loss: r.Loss, Checkpoint: last})
 		}
 	}
-	return res, nil
+	return res, log.Flush()
 }
 
 func (a *Activities) saveCheckpoint(runID string, ph *phase, step int, res pipeline.TrainResult) (artifact.Ref, error) {

@@ -21,6 +21,9 @@ import (
 func (a *Activities) EvaluateRewardModel(ctx context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
 	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval})()
 	res, err := reuse(ctx, a, pipeline.StageRewardEval, in.Spec, in.RunID, in, func() (pipeline.RewardEval, error) { return a.evaluateRewardModel(ctx, in) })
+	if err == nil {
+		err = a.logRewardEval(in, res)
+	}
 	return res, classify(err)
 }
 

@@ -60,6 +60,9 @@ func sampleOptions(spec config.Spec, ds *dataset, temperature float64) policy.Sa
 func (a *Activities) EvaluatePolicy(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 	defer keepAlive(ctx, pipeline.Progress{Stage: in.Label})()
 	res, err := reuse(ctx, a, "policy_eval", in.Spec, in.RunID, in, func() (pipeline.PolicyEval, error) { return a.evaluatePolicy(ctx, in) })
+	if err == nil {
+		err = a.logPolicyEval(in, res)
+	}
 	return res, classify(err)
 }
 
@@ -182,6 +185,9 @@ type rolloutRecord struct {
 func (a *Activities) ReinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
 	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(ctx, in) })
+	if err == nil {
+		err = a.logIteration(in, res, res.Seconds)
+	}
 	return res, classify(err)
 }
 
@@ -230,6 +236,11 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	if err := a.saveIteration(in, ds, pol, st, records, &res); err != nil {
 		return res, err
 	}
+	n := 0
+	for _, ro := range rollouts {
+		n += len(ro.Response)
+	}
+	res.MeanLength = float64(n) / float64(max(1, len(rollouts)))
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -243,7 +254,7 @@ func (a *Activities) WriteReport(_ context.Context, in pipeline.ReportInput) (pi
 		return out, fmt.Errorf("write report: no report given")
 	}
 	var err error
-	if out.JSON, err = a.putRecordJSON(runPath(in.RunID, "comparison.json"), in.Report); err != nil {
+	if out.JSON, err = a.putRecordJSON(runPath(in.RunID, pipeline.ComparisonFile), in.Report); err != nil {
 		return out, classify(fmt.Errorf("write comparison report: %w", err))
 	}
 	if out.Markdown, err = a.Store.PutRecord(runPath(in.RunID, "comparison.md"), []byte(report.ComparisonMarkdown(in.Report))); err != nil {

@@ -116,6 +116,15 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	return res, nil
 }
 
+// meanLength is the mean response length of samples, in tokens.
+func meanLength(samples []policy.Sample) float64 {
+	n := 0
+	for _, s := range samples {
+		n += len(s.Tokens)
+	}
+	return float64(n) / float64(max(1, len(samples)))
+}
+
 func iterationDir(iteration int) string { return fmt.Sprintf("reinforce/iter-%05d", iteration) }
 
 // UpdatePolicy merges an iteration's shards and takes the policy update:
@@ -125,6 +134,14 @@ func iterationDir(iteration int) string { return fmt.Sprintf("reinforce/iter-%05
 func (a *Activities) UpdatePolicy(ctx context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
 	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
 	res, err := reuse(ctx, a, "reinforce-update", in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.updatePolicy(in) })
+	if err == nil {
+		// The iteration took its slowest shard's time, then the update's.
+		slowest := 0.0
+		for _, sh := range in.Shards {
+			slowest = max(slowest, sh.Seconds)
+		}
+		err = a.logIteration(in.IterationInput, res, slowest+res.Seconds)
+	}
 	return res, classify(err)
 }
 
@@ -184,6 +201,7 @@ func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationRe
 	if err := a.saveIteration(in.IterationInput, ds, pol, st, records, &res); err != nil {
 		return res, err
 	}
+	res.MeanLength = meanLength(ro.Samples)
 	a.hold(res, pol, st)
 	res.WorkerQueue = a.WorkerQueue
 	res.Seconds = time.Since(start).Seconds()

@@ -10,6 +10,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
@@ -66,18 +67,21 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	bs := spec.SFT.BatchSize
 	batches := newBatcher(stageSource(spec.Seed, "sft", 0), lengths, bs)
 	ph := &phase{name: "sft", stage: pipeline.StageSFT, dir: "sft", steps: spec.SFT.Steps, every: spec.SFT.CheckpointEvery, lr: spec.SFT.LearningRate,
-		params: params, st: st, batches: batches}
-	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (optim.StepResult, error) {
+		params: params, st: st, batches: batches, series: metrics.Series{Stage: pipeline.StageSFT}}
+	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (stepResult, error) {
 		var bp, br [][]int32
+		tokens := 0
 		for _, i := range batches.next() {
 			bp, br = append(bp, prompts[i]), append(br, responses[i])
+			tokens += lengths[i]
 		}
 		batch, err := policy.MakeBatch(cfg, bs, bp, br)
 		if err != nil {
-			return optim.StepResult{}, invalidData(err)
+			return stepResult{}, invalidData(err)
 		}
 		inT, tgT, mkT := batch.Tensors()
-		return eng.sft.Step(params, st, lr, inT, tgT, mkT)
+		r, err := eng.sft.Step(params, st, lr, inT, tgT, mkT)
+		return stepResult{r, tokens}, err
 	})
 	if err != nil {
 		return res, err
@@ -161,7 +165,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 				}
 			}
 		case recipe.Regression:
-			r, err := a.fitRegression(ctx, in.RunID, stage, dir, eng, ds, params, spec, recipe.HelpfulnessOnly, resume)
+			r, err := a.fitRegression(ctx, in.RunID, stage, name, dir, eng, ds, params, spec, recipe.HelpfulnessOnly, resume)
 			if err != nil {
 				return res, err
 			}
@@ -184,7 +188,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 			return res, err
 		}
 	case recipe.BT != "":
-		r, err := a.fitBT(ctx, in.RunID, stage, dir, eng, ds, params, spec, recipe.BT, resume, res, weakRef)
+		r, err := a.fitBT(ctx, in.RunID, stage, name, dir, eng, ds, params, spec, recipe.BT, resume, res, weakRef)
 		if err != nil {
 			return res, err
 		}
@@ -212,7 +216,7 @@ func (a *Activities) rewardStart(d pipeline.Data, base *weights.Set, spec config
 
 // fitBT trains params in place with a Bradley-Terry loss on the training
 // split's non-tie preference pairs.
-func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
+func (a *Activities) fitBT(ctx context.Context, runID, stage, recipe, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
 	resume *trainCheckpoint, earlier pipeline.TrainResult, weak *artifact.Ref) (pipeline.TrainResult, error) {
 	cfg := ds.m.cfg
 	pairs, _, _ := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
@@ -227,23 +231,27 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, dir string, eng *e
 	bs := spec.Reward.BatchSize
 	batches := newBatcher(stageSource(spec.Seed, "reward-model", 0), lengths, bs)
 	ph := &phase{name: string(loss), stage: stage + ": " + string(loss), dir: dir, steps: spec.Reward.Steps, every: spec.Reward.CheckpointEvery,
-		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches, earlier: earlier, weak: weak}
-	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (optim.StepResult, error) {
+		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches, earlier: earlier, weak: weak,
+		series: metrics.Series{Stage: pipeline.StageRewardModel, Recipe: recipe, Phase: string(loss)}}
+	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (stepResult, error) {
 		var batchPairs []reward.Pair
+		tokens := 0
 		for _, i := range batches.next() {
 			batchPairs = append(batchPairs, pairs[i])
+			tokens += len(pairs[i].Chosen) + len(pairs[i].Rejected)
 		}
 		batch, err := reward.MakePairBatch(batchPairs, bs, cfg, loss)
 		if err != nil {
-			return optim.StepResult{}, invalidData(err)
+			return stepResult{}, invalidData(err)
 		}
-		return eng.rmTrainer.Step(params, st, lr, batch.Args()...)
+		r, err := eng.rmTrainer.Step(params, st, lr, batch.Args()...)
+		return stepResult{r, tokens}, err
 	})
 }
 
 // fitRegression trains params in place to predict the training split's
 // ratings (all five attributes, or helpfulness only).
-func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
+func (a *Activities) fitRegression(ctx context.Context, runID, stage, recipe, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
 	resume *trainCheckpoint) (pipeline.TrainResult, error) {
 	cfg := ds.m.cfg
 	rows := ds.rated(helpsteer.SplitTrain, cfg.MaxLen)
@@ -265,17 +273,21 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, dir string
 		name = "regression-helpfulness"
 	}
 	ph := &phase{name: name, stage: stage + ": " + name, dir: dir, steps: spec.Reward.RegressionSteps, every: spec.Reward.CheckpointEvery,
-		lr: spec.Reward.RegressionLearningRate, params: params, st: st, batches: batches}
-	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (optim.StepResult, error) {
+		lr: spec.Reward.RegressionLearningRate, params: params, st: st, batches: batches,
+		series: metrics.Series{Stage: pipeline.StageRewardModel, Recipe: recipe, Phase: name}}
+	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (stepResult, error) {
 		var batchRows []reward.Rated
+		tokens := 0
 		for _, i := range batches.next() {
 			batchRows = append(batchRows, rows[i])
+			tokens += lengths[i]
 		}
 		batch, err := reward.MakeRatingBatch(batchRows, bs, cfg, helpfulnessOnly)
 		if err != nil {
-			return optim.StepResult{}, invalidData(err)
+			return stepResult{}, invalidData(err)
 		}
-		return eng.regTrainer.Step(params, st, lr, batch.Args()...)
+		r, err := eng.regTrainer.Step(params, st, lr, batch.Args()...)
+		return stepResult{r, tokens}, err
 	})
 }
 

@@ -55,6 +55,18 @@ type Store struct {
 	objs    objects
 	cache   *cache // object storage only
 	scratch string // temporary files, on the same file system as the cache or Root
+	counter func(read bool, n int64)
+}
+
+// CountBytes has count called with the size of every artifact or record
+// read (read true: from the store or this worker's cache) and written,
+// e.g. to export them as metrics.
+func (s *Store) CountBytes(count func(read bool, n int64)) { s.counter = count }
+
+func (s *Store) count(read bool, n int64) {
+	if s.counter != nil {
+		s.counter(read, n)
+	}
 }
 
 // Open opens (creating if needed) a store in a local directory.
@@ -190,6 +202,7 @@ func (w *Writer) Commit() (Ref, error) {
 		if err := s.objs.overwrite(context.Background(), manifestPath(key), mb); err != nil {
 			return Ref{}, err
 		}
+		s.count(false, w.n)
 		s.keep(digest, tmp)
 		return ref, nil
 	}
@@ -276,9 +289,14 @@ func (s *Store) LocalFile(ref Ref) (string, error) {
 	}
 	if s.cache != nil {
 		if p, ok := s.cache.get(ref.SHA256); ok {
+			s.count(true, ref.Bytes)
 			return p, nil
 		}
-		return s.fetch(ref, key)
+		p, err := s.fetch(ref, key)
+		if err == nil {
+			s.count(true, ref.Bytes)
+		}
+		return p, err
 	}
 	p := s.Abs(Ref{Path: key})
 	got, err := s.digestOf(key)
@@ -288,6 +306,7 @@ func (s *Store) LocalFile(ref Ref) (string, error) {
 	if got != ref.SHA256 {
 		return "", fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, p, got, ref.SHA256)
 	}
+	s.count(true, ref.Bytes)
 	return p, nil
 }
 
@@ -391,6 +410,7 @@ func (s *Store) PutRecord(key string, data []byte) (string, error) {
 	if err := s.objs.overwrite(context.Background(), key, data); err != nil {
 		return "", err
 	}
+	s.count(false, int64(len(data)))
 	return s.Where(key), nil
 }
 
@@ -406,7 +426,9 @@ func (s *Store) GetRecord(key string) ([]byte, error) {
 		return nil, err
 	}
 	defer r.Close()
-	return io.ReadAll(r)
+	b, err := io.ReadAll(r)
+	s.count(true, int64(len(b)))
+	return b, err
 }
 
 // ReadVerified reads a file written by a local Store, given its path,

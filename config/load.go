@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +70,9 @@ type Connection struct {
 	// workflow cannot make a worker read arbitrary files. Empty: no
 	// confinement, as on a developer's own machine.
 	DataRoots []string `mapstructure:"data-root"`
+	// MetricsAddr is where `worker` and `dev` serve Prometheus metrics on
+	// /metrics (HOST:PORT; empty: not served).
+	MetricsAddr string `mapstructure:"metrics-addr"`
 }
 
 // TLS reports whether the connection uses TLS.
@@ -106,7 +110,7 @@ func AddConnectionFlags(fs *pflag.FlagSet) {
 
 // connectionKeys are the settings LoadConnection resolves.
 var connectionKeys = []string{"address", "namespace", "task-queue", "data-dir", "store", "cache-dir", "cache-max-gb",
-	"tls-cert", "tls-key", "tls-ca", "tls-server-name", "api-key", "data-root"}
+	"tls-cert", "tls-key", "tls-ca", "tls-server-name", "api-key", "data-root", "metrics-addr"}
 
 // LoadConnection resolves connection settings with viper: flags set on the
 // command line win over ALIGNFLOW_* environment variables, which win over the
@@ -145,6 +149,8 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 		TLSCA:         v.GetString("tls-ca"),
 		TLSServerName: v.GetString("tls-server-name"),
 		APIKey:        v.GetString("api-key"),
+
+		MetricsAddr: v.GetString("metrics-addr"),
 	}
 	// A list from a flag or a settings file, or PATH-like from the environment.
 	for _, r := range v.GetStringSlice("data-root") {
@@ -152,6 +158,11 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 			if part != "" {
 				c.DataRoots = append(c.DataRoots, part)
 			}
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return c, fmt.Errorf("metrics-addr %q (flag --metrics-addr, env ALIGNFLOW_METRICS_ADDR): want HOST:PORT, e.g. 127.0.0.1:9090 or :9090", c.MetricsAddr)
 		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {

@@ -36,6 +36,7 @@ const (
 	StageReinforce      = "reinforce"
 	StageEvalAfter      = "eval-after"
 	StageSummary        = "summary"
+	StageReport         = "report"
 	StageDone           = "done"
 	StageFailed         = "failed"
 	StageValidatingSpec = "validating-spec"
@@ -285,8 +286,11 @@ type IterationResult struct {
 	KLMean        float64      `json:"kl_mean"`
 	GoldMean      *float64     `json:"gold_mean"`
 	EndedFraction float64      `json:"ended_fraction"`
-	Loss          float64      `json:"loss"`
-	Seconds       float64      `json:"seconds"`
+	// MeanLength is the rollouts' mean response length in tokens (0 in
+	// results recorded before it was reported).
+	MeanLength float64 `json:"mean_length,omitempty"`
+	Loss       float64 `json:"loss"`
+	Seconds    float64 `json:"seconds"`
 	// WorkerQueue is the task queue of the worker that made the update, and
 	// only it: the next update is offered there first.
 	WorkerQueue string `json:"worker_queue,omitempty"`
@@ -335,6 +339,22 @@ type ReportPaths struct {
 	Markdown string `json:"markdown,omitempty"`
 }
 
+// RunReportInput asks for a run's report (report.md, report.html and
+// their charts, under runs/<run>/report/) and its assembled metrics log
+// (runs/<run>/metrics.jsonl). The activity reads the run's summary or
+// comparison report, metrics and workflow history itself.
+type RunReportInput struct {
+	RunID string `json:"run_id"`
+}
+
+// RunReport says where a run's report was written.
+type RunReport struct {
+	HTML     string `json:"html"`
+	Markdown string `json:"markdown"`
+	Metrics  string `json:"metrics"`
+	Charts   int    `json:"charts"`
+}
+
 // IterationMetrics is one point of the REINFORCE training curve.
 type IterationMetrics struct {
 	Iteration     int      `json:"iteration"`
@@ -342,6 +362,7 @@ type IterationMetrics struct {
 	KLMean        float64  `json:"kl_mean"`
 	GoldMean      *float64 `json:"gold_mean,omitempty"`
 	EndedFraction float64  `json:"ended_fraction"`
+	MeanLength    float64  `json:"mean_length,omitempty"`
 	Loss          float64  `json:"loss"`
 	Seconds       float64  `json:"seconds"`
 }
@@ -349,5 +370,5 @@ type IterationMetrics struct {
 // Metrics drops the references, keeping the numbers.
 func (r IterationResult) Metrics() IterationMetrics {
 	return IterationMetrics{Iteration: r.Iteration, RewardMean: r.RewardMean, KLMean: r.KLMean, GoldMean: r.GoldMean,
-		EndedFraction: r.EndedFraction, Loss: r.Loss, Seconds: r.Seconds}
+		EndedFraction: r.EndedFraction, MeanLength: r.MeanLength, Loss: r.Loss, Seconds: r.Seconds}
 }

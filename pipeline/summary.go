@@ -10,6 +10,10 @@ import (
 // local store).
 const SummaryFile = "summary.json"
 
+// ComparisonFile is the name of a comparison's report in the store, beside
+// where a summary would be.
+const ComparisonFile = "comparison.json"
+
 // Summary is the result of an Alignment run; it is also written to
 // runs/<workflow-id>/summary.json in the store.
 type Summary struct {
@@ -32,6 +36,9 @@ type Summary struct {
 	Runs        int          `json:"workflow_runs,omitempty"`
 	Samples     []SamplePair `json:"samples"`
 	SummaryPath string       `json:"summary_path"`
+	// ReportPath is the run's report page with charts (empty for runs
+	// recorded before it, or when it could not be written).
+	ReportPath string `json:"report_path,omitempty"`
 	// KeepIterations is the run's retention.keep_iterations: how many of
 	// the last REINFORCE iterations' checkpoints `alignflow gc` keeps (0:
 	// all).
@@ -124,6 +131,9 @@ type ComparisonReport struct {
 	Variants     []VariantReport `json:"variants"`
 	ReportPath   string          `json:"report_path"`
 	MarkdownPath string          `json:"markdown_path"`
+	// HTMLPath is the run's report page with charts (empty for runs
+	// recorded before it, or when it could not be written).
+	HTMLPath string `json:"html_path,omitempty"`
 }
 
 // VariantReport is one trained reward model and its evaluation.

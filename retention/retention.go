@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -55,7 +56,7 @@ type Plan struct {
 var iterationDir = regexp.MustCompile(`^reinforce/iter-(\d+)/`)
 
 // records a finished run has: their presence means it finished.
-var finishedRecords = []string{pipeline.SummaryFile, "comparison.json"}
+var finishedRecords = []string{pipeline.SummaryFile, pipeline.ComparisonFile}
 
 // Collect plans a collection of store. Nothing is removed until Apply.
 func Collect(store *artifact.Store, opts Options) (*Plan, error) {
@@ -151,6 +152,7 @@ func Collect(store *artifact.Store, opts Options) (*Plan, error) {
 		for _, o := range runs[id] {
 			rel := strings.TrimPrefix(o.Key, "runs/"+id+"/")
 			stays := live[o.Key] || slices.Contains(finishedRecords, rel) || rel == "comparison.md" ||
+				rel == metrics.File || strings.HasPrefix(rel, "metrics/") || strings.HasPrefix(rel, "report/") || // what people read
 				strings.HasPrefix(rel, "reinforce/curve-") // the curve's segments chain back through each other
 			if m := iterationDir.FindStringSubmatch(rel); m != nil && (k == 0 || kept[m[1]]) && !strings.Contains(rel, "/shard-") {
 				stays = true

@@ -62,14 +62,15 @@ func Options(c config.Connection, logger sdklog.Logger) (client.Options, error) 
 	return opts, nil
 }
 
-// Dial connects to the connection's Temporal server. The error says how
-// the connection was attempted (TLS or not, with an API key or not), never
-// the key itself.
-func Dial(ctx context.Context, c config.Connection, logger sdklog.Logger) (client.Client, error) {
+// Dial connects to the connection's Temporal server, reporting the SDK's
+// metrics to handler (nil: none). The error says how the connection was
+// attempted (TLS or not, with an API key or not), never the key itself.
+func Dial(ctx context.Context, c config.Connection, logger sdklog.Logger, handler client.MetricsHandler) (client.Client, error) {
 	opts, err := Options(c, logger)
 	if err != nil {
 		return nil, err
 	}
+	opts.MetricsHandler = handler
 	cl, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s (namespace %s, %s): %w", c.Address, c.Namespace, describe(c), err)

@@ -132,7 +132,7 @@ func TestAPIKeyTravelsOverTLS(t *testing.T) {
 	c := config.Connection{Address: lis.Addr().String(), Namespace: "ns.acct", TLSCA: p.caFile, APIKey: "secret-key"}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := Dial(ctx, c, quiet())
+	cl, err := Dial(ctx, c, quiet(), nil)
 	if err == nil {
 		cl.Close()
 	}
@@ -144,7 +144,7 @@ func TestAPIKeyTravelsOverTLS(t *testing.T) {
 	// A server whose certificate another CA signed is refused, and the
 	// error never shows the key.
 	c.TLSCA = p.otherCA
-	_, err = Dial(ctx, c, quiet())
+	_, err = Dial(ctx, c, quiet(), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "TLS and an API key")
 	assert.NotContains(t, err.Error(), "secret-key")
@@ -186,7 +186,7 @@ func TestMutualTLSToARealServer(t *testing.T) {
 
 	c := config.Connection{Address: lis.Addr().String(), Namespace: "mtls", TLSCA: p.caFile, TLSServerName: "temporal.test",
 		TLSCert: p.clientCert, TLSKey: p.clientKey}
-	cl, err := Dial(ctx, c, quiet())
+	cl, err := Dial(ctx, c, quiet(), nil)
 	require.NoError(t, err)
 	defer cl.Close()
 	_, err = cl.CheckHealth(ctx, nil)
@@ -198,7 +198,7 @@ func TestMutualTLSToARealServer(t *testing.T) {
 	noCert.TLSCert, noCert.TLSKey = "", ""
 	short, stop := context.WithTimeout(ctx, 5*time.Second)
 	defer stop()
-	_, err = Dial(short, noCert, quiet())
+	_, err = Dial(short, noCert, quiet(), nil)
 	require.Error(t, err, "without a client certificate the proxy refuses the handshake")
 	assert.Contains(t, err.Error(), "namespace mtls, TLS")
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
 	"github.com/google/uuid"
 )
@@ -29,6 +31,9 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// DataRoots confine the files a run's spec may name; empty for none.
 	DataRoots []string
+	// Metrics shows the activities' metrics and the store's traffic on
+	// Prometheus (nil: none). The client's SDK metrics are the client's.
+	Metrics *metrics.Recorder
 }
 
 // DefaultHeartbeatInterval bounds how stale a running activity's progress is
@@ -82,6 +87,11 @@ func NewPool(c client.Client, store *artifact.Store, opts Options, queues []stri
 	}
 	a := activities.New(store)
 	a.DataRoots = opts.DataRoots
+	a.History = temporalconn.Histories{Client: c}
+	if opts.Metrics != nil {
+		a.Metrics = opts.Metrics
+		store.CountBytes(opts.Metrics.StoreBytes)
+	}
 	// The process's own queue: a run offers its next REINFORCE update here
 	// first, where the last one's policy and optimizer state are in memory.
 	a.WorkerQueue = ownQueue()

@@ -235,6 +235,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		return nil, t.fail(err)
 	}
 	done(pipeline.StageSummary)
+	s.ReportPath = t.writeReport(runID)
 	enter(pipeline.StageDone)
 	return s, nil
 }

@@ -99,6 +99,7 @@ func TestAlignmentOrchestration(t *testing.T) {
 	env.OnActivity(a.WriteSummary, mock.Anything, mock.MatchedBy(func(in pipeline.SummaryInput) bool {
 		return in.Curve != nil && *in.Curve == ref("curve-1")
 	})).Return("/data/runs/x/summary.json", nil).Once()
+	env.OnActivity(a.WriteRunReport, mock.Anything, pipeline.RunReportInput{RunID: "default-test-workflow-id"}).Return(pipeline.RunReport{HTML: "/data/runs/x/report/report.html"}, nil).Once()
 	var curve curveStore
 	curve.mock(env)
 
@@ -123,6 +124,7 @@ func TestAlignmentOrchestration(t *testing.T) {
 	assert.Equal(t, 2.0, s.Policy.LastIteration.RewardMean)
 	assert.Equal(t, 1, s.Runs)
 	assert.Equal(t, "/data/runs/x/summary.json", s.SummaryPath)
+	assert.Equal(t, "/data/runs/x/report/report.html", s.ReportPath)
 	require.Len(t, s.Samples, 1)
 	assert.Equal(t, "a", s.Samples[0].Before.Response)
 	assert.Equal(t, "b", s.Samples[0].After.Response)
@@ -173,6 +175,7 @@ func mockStagesBeforeReinforce(env *testsuite.TestWorkflowEnvironment, a *activi
 	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("rm")}, nil)
 	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
 	env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(pipeline.PolicyEval{}, nil)
+	env.OnActivity(a.WriteRunReport, mock.Anything, mock.Anything).Return(pipeline.RunReport{HTML: "/data/runs/x/report/report.html"}, nil)
 }
 
 // signalEnv mocks every activity; each REINFORCE iteration takes a simulated
@@ -483,4 +486,32 @@ func TestUpdatesArePinnedToTheLastWorker(t *testing.T) {
 	require.NoError(t, env.GetWorkflowError())
 	assert.Equal(t, []string{"train", "worker-a", "worker-dead", "train", "worker-a"}, queues,
 		"iteration 0 on train; 1 pinned; 2 pinned to a dead worker, then on train; 3 pinned")
+}
+
+// TestAFailedReportDoesNotFailTheRun: the summary is saved before the
+// report; a report that cannot be written leaves the run completed,
+// without a report path, and says so in the progress.
+func TestAFailedReportDoesNotFailTheRun(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	env.OnActivity(a.WriteRunReport, mock.Anything, mock.Anything).Return(pipeline.RunReport{},
+		temporal.NewNonRetryableApplicationError("chart", pipeline.ErrInvalidData, nil))
+	mockStagesBeforeReinforce(env, a)
+	mockIterations(env, a, 0, func(pipeline.IterationInput) (pipeline.IterationResult, error) {
+		return pipeline.IterationResult{Policy: ref("pol")}, nil
+	})
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+	(&curveStore{}).mock(env)
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 1}}`))
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var s pipeline.Summary
+	require.NoError(t, env.GetWorkflowResult(&s))
+	assert.Empty(t, s.ReportPath)
+	assert.Equal(t, "summary.json", s.SummaryPath)
+	v, err := env.QueryWorkflow(ProgressQuery)
+	require.NoError(t, err)
+	var p Progress
+	require.NoError(t, v.Get(&p))
+	assert.Contains(t, p.Completed[len(p.Completed)-1], "report failed: ")
 }

@@ -168,6 +168,7 @@ func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeli
 	}
 	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown
 	progress.Completed = append(progress.Completed, pipeline.StageSummary)
+	report.HTMLPath = t.writeReport(runID)
 	t.enter(pipeline.StageDone)
 	return report, nil
 }

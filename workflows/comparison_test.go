@@ -65,6 +65,8 @@ func TestComparisonOrchestration(t *testing.T) {
 			return pipeline.ReportPaths{JSON: "/d/comparison.json", Markdown: "/d/comparison.md"}, nil
 		}).Once()
 
+	env.OnActivity(a.WriteRunReport, mock.Anything, pipeline.RunReportInput{RunID: "default-test-workflow-id"}).Return(pipeline.RunReport{HTML: "/d/report/report.html"}, nil).Once()
+
 	env.ExecuteWorkflow(ComparisonName, json.RawMessage(`{"name": "cmp"}`))
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
@@ -92,6 +94,7 @@ func TestComparisonOrchestration(t *testing.T) {
 		assert.InDelta(t, float64(len("rm-"+v.Recipe))/100, v.Eval.HeldoutAccuracy, 1e-12)
 	}
 	assert.Equal(t, "/d/comparison.md", report.MarkdownPath)
+	assert.Equal(t, "/d/report/report.html", report.HTMLPath, "the run wrote its report with charts")
 	require.NotNil(t, written.Report)
 	assert.Equal(t, report.Variants, written.Report.Variants, "the activity gets the report itself, typed")
 

@@ -52,7 +52,7 @@ func TestBothWorkflowsScheduleEachActivityAlike(t *testing.T) {
 	alignment, comparison := record(AlignmentName), record(ComparisonName)
 	for name, got := range alignment {
 		switch name {
-		case "PrepareData", "SaveCurve", "WriteSummary":
+		case "PrepareData", "SaveCurve", "WriteSummary", "WriteRunReport":
 			assert.Zero(t, got.heartbeat, name)
 		default:
 			assert.Equal(t, 45*time.Second, got.heartbeat, "%s heartbeats", name)
@@ -64,5 +64,5 @@ func TestBothWorkflowsScheduleEachActivityAlike(t *testing.T) {
 			assert.Equal(t, want, got, "%s is scheduled alike in both workflows", name)
 		}
 	}
-	assert.Len(t, comparison, 5, "PrepareData, TrainSFT, TrainRewardModel, EvaluateRewardModel, WriteReport")
+	assert.Len(t, comparison, 6, "PrepareData, TrainSFT, TrainRewardModel, EvaluateRewardModel, WriteReport, WriteRunReport")
 }

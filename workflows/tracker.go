@@ -53,6 +53,32 @@ const visibilityVersion = 1
 // with reward.steps and reward.learning_rate, as they began.
 const phaseBudgetsVersion = 1
 
+// reportVersion is the workflow version from which a run ends by writing
+// its report (charts, timeline, metrics.jsonl); runs recorded before it
+// replay without it.
+const reportVersion = 1
+
+// writeReport writes the run's report (runs started before reportVersion
+// write none) and returns where its page is. A report that cannot be
+// written does not fail the finished run: the summary is already saved,
+// the failure shows in the progress, and `alignflow report` can write it
+// later.
+func (t *tracker) writeReport(runID string) string {
+	if workflow.GetVersion(t.ctx, "run-report", workflow.DefaultVersion, reportVersion) < reportVersion {
+		return ""
+	}
+	var a *activities.Activities
+	t.enter(pipeline.StageReport)
+	var rep pipeline.RunReport
+	if err := workflow.ExecuteActivity(t.work.bookkeeping, a.WriteRunReport, pipeline.RunReportInput{RunID: runID}).Get(t.ctx, &rep); err != nil {
+		workflow.GetLogger(t.ctx).Warn("the run's report could not be written", "error", err)
+		t.p.Completed = append(t.p.Completed, "report failed: "+err.Error())
+		return ""
+	}
+	t.done(pipeline.StageReport)
+	return rep.HTML
+}
+
 // tracker is a run's visible state: what the progress query answers and
 // the search attributes show.
 type tracker struct {

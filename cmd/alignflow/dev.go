@@ -16,6 +16,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -45,29 +46,51 @@ type workerFlags struct {
 	concurrent int
 }
 
-// startWorker connects a worker to the server at c.Address.
+// startWorker connects a worker to the server at c.Address, serving its
+// metrics on c.MetricsAddr when set.
 func startWorker(ctx context.Context, c config.Connection, wf workerFlags) (client.Client, *worker.Pool, func(), error) {
 	store, err := openStore(ctx, c)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cl, err := dial(ctx, c)
+	var rec *metrics.Recorder
+	var sdkMetrics client.MetricsHandler
+	var serving *metrics.Server
+	if c.MetricsAddr != "" {
+		rec = metrics.NewRecorder()
+		if sdkMetrics, err = rec.SDKHandler(); err != nil {
+			return nil, nil, nil, err
+		}
+		if serving, err = rec.Serve(c.MetricsAddr); err != nil {
+			return nil, nil, nil, err
+		}
+		fmt.Printf("Metrics on http://%s/metrics\n", serving.Addr)
+	}
+	stopServing := func() {
+		if serving != nil {
+			serving.Close()
+		}
+	}
+	cl, err := dialReporting(ctx, c, sdkMetrics)
 	if err != nil {
+		stopServing()
 		return nil, nil, nil, err
 	}
 	// The workflows keep search attributes current; a namespace without them
 	// would fail their workflow tasks.
 	if err := devserver.EnsureSearchAttributes(ctx, cl.OperatorService(), c.Namespace, workflows.SearchAttributes); err != nil {
 		cl.Close()
+		stopServing()
 		return nil, nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
 	p := worker.NewPool(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: wf.heartbeat,
-		ConcurrentActivities: wf.concurrent, DataRoots: c.DataRoots}, wf.queues)
+		ConcurrentActivities: wf.concurrent, DataRoots: c.DataRoots, Metrics: rec}, wf.queues)
 	if err := p.Start(); err != nil {
 		cl.Close()
+		stopServing()
 		return nil, nil, nil, err
 	}
-	return cl, p, func() { p.Stop(); cl.Close() }, nil
+	return cl, p, func() { p.Stop(); cl.Close(); stopServing() }, nil
 }
 
 func devCmd() *cobra.Command {
@@ -137,6 +160,7 @@ In another terminal:
 	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "frontend port of the embedded server")
 	cmd.Flags().StringVar(&ip, "ip", "127.0.0.1", "address the embedded server binds to")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "run only the server")
+	addMetricsFlag(cmd)
 	cmd.Flags().BoolVar(&ui, "ui", false, "also serve the Temporal Web UI")
 	cmd.Flags().IntVar(&uiPort, "ui-port", devserver.DefaultUIPort, "port of the Web UI (default: --port + 1000)")
 	return cmd
@@ -170,8 +194,15 @@ func workerCmd() *cobra.Command {
 		"most time a running activity's latest progress and checkpoint wait before reaching the server")
 	cmd.Flags().StringSliceVar(&wf.queues, "task-queues", nil,
 		"task queues to poll, comma-separated (default: --task-queue); a run's spec routes work with queues.train, queues.rollout, queues.eval")
+	addMetricsFlag(cmd)
 	cmd.Flags().IntVar(&wf.concurrent, "max-concurrent-activities", 1, "activities run at once on each task queue (training uses every core: keep 1 unless the machine has room)")
 	return cmd
+}
+
+// addMetricsFlag declares --metrics-addr (resolved with the connection
+// settings, so ALIGNFLOW_METRICS_ADDR and a settings file's metrics-addr work too).
+func addMetricsFlag(cmd *cobra.Command) {
+	cmd.Flags().String("metrics-addr", "", "serve Prometheus metrics (alignflow_ and the Temporal SDK's temporal_ series) on http://HOST:PORT/metrics (env ALIGNFLOW_METRICS_ADDR; default: off)")
 }
 
 // openStore opens the connection's artifact store: the data dir, or the

@@ -12,6 +12,7 @@
 //	alignflow score --model DIR --prompt S --response S  a reward model's scores
 //	alignflow export RUN_ID --out DIR            a run's policy or reward model as a Hugging Face directory
 //	alignflow gc [--dry-run]                    remove what finished runs no longer need
+//	alignflow report RUN_ID [--out DIR]         a run's report: charts, timeline, samples, metrics.jsonl
 package main
 
 import (
@@ -63,7 +64,7 @@ func rootCmd() *cobra.Command {
 	config.AddConnectionFlags(root.PersistentFlags())
 	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with the connection flags as keys: address, namespace, task-queue, data-dir, store, cache-dir, cache-max-gb, tls-cert, tls-key, tls-ca, tls-server-name, api-key, data-root)")
 	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd(),
-		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd(), gcCmd())
+		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd(), gcCmd(), reportCmd())
 	return root
 }
 
@@ -79,7 +80,12 @@ func quietLogger() sdklog.Logger {
 }
 
 func dial(ctx context.Context, c config.Connection) (client.Client, error) {
-	cl, err := temporalconn.Dial(ctx, c, quietLogger())
+	return dialReporting(ctx, c, nil)
+}
+
+// dialReporting dials with the SDK's metrics going to handler.
+func dialReporting(ctx context.Context, c config.Connection, handler client.MetricsHandler) (client.Client, error) {
+	cl, err := temporalconn.Dial(ctx, c, quietLogger(), handler)
 	if err != nil {
 		return nil, fmt.Errorf("%w; start one with `alignflow dev` or pass --embedded", err)
 	}

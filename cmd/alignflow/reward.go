@@ -43,7 +43,11 @@ comparison.json and comparison.md to <data-dir>/runs/<workflow-id>/.`,
 			}
 			fmt.Fprintf(out, "\nComparison %s finished in %s\n\n%s\n", id, elapsed.Round(time.Second), report.ComparisonMarkdown(&result))
 			abs, _ := filepath.Abs(c.DataDir)
-			fmt.Fprintf(out, "Report: %s\n        %s\nArtifacts: %s\n", result.MarkdownPath, result.ReportPath, filepath.Join(abs, "runs", id))
+			fmt.Fprintf(out, "Report: %s\n        %s\n", result.MarkdownPath, result.ReportPath)
+			if result.HTMLPath != "" {
+				fmt.Fprintf(out, "        %s (charts)\n", result.HTMLPath)
+			}
+			fmt.Fprintf(out, "Artifacts: %s\n", filepath.Join(abs, "runs", id))
 			inspectHints(out, c, embedded, id)
 			return nil
 		},

@@ -125,7 +125,11 @@ func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id
 	}
 	printSummary(out, &s, elapsed)
 	abs, _ := filepath.Abs(c.DataDir)
-	fmt.Fprintf(out, "\nData dir: %s\n  summary:   %s\n  artifacts: %s\n", abs, s.SummaryPath, filepath.Join(abs, "runs", id))
+	fmt.Fprintf(out, "\nData dir: %s\n  summary:   %s\n", abs, s.SummaryPath)
+	if s.ReportPath != "" {
+		fmt.Fprintf(out, "  report:    %s (charts, stage timeline, samples; `alignflow report %s` writes it again)\n", s.ReportPath, id)
+	}
+	fmt.Fprintf(out, "  artifacts: %s\n", filepath.Join(abs, "runs", id))
 	inspectHints(out, c, embedded, id)
 	return &s, nil
 }
