@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -26,7 +27,10 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/report"
+	"github.com/alignflow/alignflow/report/reporttest"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -125,7 +129,8 @@ func TestAlignmentEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run takes minutes")
 	}
-	cl, store := startServer(t)
+	srv, cl := startEmbedded(t, devserver.Options{})
+	store := startInProcessWorker(t, cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	spec := e2eSpec()
@@ -205,7 +210,7 @@ func TestAlignmentEndToEnd(t *testing.T) {
 			assert.NotNil(t, last.GetWorkflowExecutionContinuedAsNewEventAttributes(), "run %d continued as new", i+1)
 		}
 	}
-	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "RolloutShard", "UpdatePolicy", "SaveCurve", "WriteSummary"} {
+	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "RolloutShard", "UpdatePolicy", "SaveCurve", "WriteSummary", "WriteRunReport"} {
 		assert.Positive(t, seen[name], "activity %s in history", name)
 	}
 	assert.Equal(t, 1, seen["TrainSFT"], "stages before REINFORCE run once")
@@ -215,6 +220,64 @@ func TestAlignmentEndToEnd(t *testing.T) {
 	assert.Equal(t, 3, seen["SaveCurve"], "one curve segment per workflow run")
 	recordHistory(t, "alignment-history.json", hists[0])
 	recordHistory(t, "alignment-history-continued.json", hists[len(hists)-1])
+
+	// The run wrote its metrics log, every step once, and its report.
+	pts := readMetrics(t, filepath.Join(store.Root, "runs", "e2e-alignment", metrics.File))
+	steps := stepsBySeries(pts)
+	assert.Equal(t, countTo(spec.SFT.Steps), steps["sft"], "every SFT step once, in order")
+	assert.Equal(t, countTo(spec.Reinforce.Iterations), steps["reinforce "+spec.Reward.Recipe], "every iteration once, across the three workflow runs")
+	assert.Equal(t, []int{0}, steps[pipeline.StageEvalAfter+" "+spec.Reward.Recipe])
+	reportDir := filepath.Join(store.Root, "runs", "e2e-alignment", "report")
+	assert.Equal(t, filepath.Join(reportDir, report.HTML), s.ReportPath)
+	wantCharts := []string{"sft-loss.png", "reward-model-loss.png", "reinforce-reward.png", "reinforce-kl.png", "reinforce-length.png",
+		"reinforce-eos.png", "reward-accuracy.png", "timeline.png"}
+	charts, err := reporttest.Check(reportDir, 300)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, wantCharts, charts)
+
+	// `alignflow report` writes it again from the store and the server.
+	out := t.TempDir()
+	cmd := exec.Command(alignflowBinary(t), "report", "e2e-alignment", "--address", srv.FrontendHostPort(), "--data-dir", store.Root, "--out", out)
+	msg, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", msg)
+	assert.Contains(t, string(msg), filepath.Join(out, report.HTML))
+	charts, err = reporttest.Check(out, 300)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, wantCharts, charts)
+	md, err := os.ReadFile(filepath.Join(out, report.Markdown))
+	require.NoError(t, err)
+	for _, stage := range []string{"prepare-data", "sft", "reward-model", "reward-eval", "eval-before", "reinforce", "eval-after", "summary"} {
+		assert.Contains(t, string(md), "| "+stage+" | ", "the timeline's stage table has %s", stage)
+	}
+	assert.Len(t, readMetrics(t, filepath.Join(out, metrics.File)), len(pts), "the same metrics log")
+}
+
+// readMetrics reads a metrics.jsonl.
+func readMetrics(t *testing.T, file string) []metrics.Point {
+	t.Helper()
+	f, err := os.Open(file)
+	require.NoError(t, err)
+	defer f.Close()
+	pts, err := metrics.ReadJSONL(f, file)
+	require.NoError(t, err)
+	return pts
+}
+
+// stepsBySeries lists each series' steps in the order the log has them.
+func stepsBySeries(pts []metrics.Point) map[string][]int {
+	out := map[string][]int{}
+	for _, p := range pts {
+		out[p.Series.String()] = append(out[p.Series.String()], p.Step)
+	}
+	return out
+}
+
+func countTo(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i + 1
+	}
+	return out
 }
 
 // TestInvalidSpecThroughTheServer sends a spec the way the temporal CLI does

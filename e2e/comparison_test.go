@@ -16,6 +16,7 @@ import (
 
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/report/reporttest"
 	"github.com/alignflow/alignflow/reward"
 	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/workflows"
@@ -87,6 +88,20 @@ func TestRewardComparisonEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &onDisk))
 	assert.Len(t, onDisk.Variants, len(reward.Recipes))
+
+	// The report page: every variant's held-out accuracy and bench
+	// categories as grouped bars, each variant's training curves, the
+	// timeline, and the paper-shaped tables.
+	dir := filepath.Join(store.Root, "runs", "e2e-compare", "report")
+	assert.Equal(t, filepath.Join(dir, "report.html"), report.HTMLPath)
+	charts, err := reporttest.Check(dir, 300)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"sft-loss.png", "reward-model-loss.png", "comparison-accuracy.png", "comparison-bench.png", "timeline.png"}, charts)
+	page, err := os.ReadFile(report.HTMLPath)
+	require.NoError(t, err)
+	for _, r := range reward.Recipes {
+		assert.Contains(t, string(page), "<td>"+r.Name, "the paper-shaped table has %s", r.Name)
+	}
 
 	// The five variants that start from the SFT backbone are scheduled in
 	// one workflow task, before any of them has finished.

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -64,10 +68,10 @@ type workerProcess struct {
 	out bytes.Buffer
 }
 
-func startWorkerProcess(t *testing.T, addr, dataDir string) *workerProcess {
+func startWorkerProcess(t *testing.T, addr, dataDir string, args ...string) *workerProcess {
 	t.Helper()
-	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), "worker", "--address", addr, "--data-dir", dataDir,
-		"--heartbeat-interval", testHeartbeatInterval.String())}
+	w := &workerProcess{cmd: exec.Command(alignflowBinary(t), append([]string{"worker", "--address", addr, "--data-dir", dataDir,
+		"--heartbeat-interval", testHeartbeatInterval.String()}, args...)...)}
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
 	require.NoError(t, w.cmd.Start())
 	t.Cleanup(w.stop)
@@ -143,10 +147,20 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
 		// One worker at a time: the killed one must be the one running the activity.
-		w := startWorkerProcess(t, srv.FrontendHostPort(), dataDir)
+		metricsAddr := freeAddr(t)
+		w := startWorkerProcess(t, srv.FrontendHostPort(), dataDir, "--metrics-addr", metricsAddr)
 		defer func() { w.stop() }()
 		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
 		require.NoError(t, err)
+		if kill == nil {
+			// While it runs, the worker shows its steps and the SDK's series.
+			var body string
+			require.Eventually(t, func() bool {
+				body = scrape(metricsAddr)
+				return strings.Contains(body, `alignflow_train_loss{phase="",recipe="",stage="sft",workflow_id="`+id+`"}`) &&
+					strings.Contains(body, "temporal_request_total{") && strings.Contains(body, "temporal_workflow_task_execution_latency_seconds_count")
+			}, 2*time.Minute, 100*time.Millisecond, "/metrics during the run:\n%s", body)
+		}
 		if kill != nil {
 			waitForKillMoment(t, ctx, cl, id, kill)
 			w.kill(t)
@@ -159,6 +173,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 
 	want := run("faults-uninterrupted", nil)
 	require.NotEmpty(t, want.Policy.Digest)
+	wantLog := trainingLosses(t, filepath.Join(dataDir, "runs", "faults-uninterrupted", metrics.File))
 	cases := []struct {
 		name, activity string
 		kill           func(activity string, p *pipeline.Progress) bool
@@ -186,11 +201,45 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 			assert.Equal(t, want.SFT.Digest, got.SFT.Digest, "SFT weights")
 			assert.Equal(t, want.RewardModel.Digest, got.RewardModel.Digest, "reward model weights")
 			assert.Equal(t, want.Policy.Digest, got.Policy.Digest, "final policy weights")
+			// The metrics log has every step once, with the same losses.
+			assert.Equal(t, wantLog, trainingLosses(t, filepath.Join(dataDir, "runs", id, metrics.File)), "the training steps of the metrics log")
 			if tc.then != nil {
 				tc.then(t, got)
 			}
 		})
 	}
+}
+
+// freeAddr is a local address no one listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// scrape reads a /metrics page ("" until it answers).
+func scrape(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// trainingLosses are the training steps of a metrics log: each series'
+// steps in the log's order, with their losses.
+func trainingLosses(t *testing.T, file string) map[string][][2]float64 {
+	out := map[string][][2]float64{}
+	for _, p := range readMetrics(t, file) {
+		if p.Stage == pipeline.StageSFT || p.Stage == pipeline.StageRewardModel {
+			out[p.Series.String()] = append(out[p.Series.String()], [2]float64{float64(p.Step), p.Metrics["loss"]})
+		}
+	}
+	return out
 }
 
 // waitForKillMoment polls the run's pending activity until kill approves of

@@ -78,7 +78,7 @@ func Render(r Run) ([]File, error) {
 	}
 	if s := r.Summary; s != nil && len(s.RewardModel.ByStrength) > 0 {
 		b.WriteString("## Reward model accuracy by |strength|\n\n")
-		fmt.Fprintf(&b, "Held-out accuracy %s on %d pairs (recipe %s).\n\n", pct(s.RewardModel.HeldoutAccuracy), s.RewardModel.HeldoutPairs, s.RewardModel.Recipe)
+		fmt.Fprintf(&b, "Held-out accuracy %s%% on %d pairs (recipe %s).\n\n", pct(s.RewardModel.HeldoutAccuracy), s.RewardModel.HeldoutPairs, s.RewardModel.Recipe)
 		var cats []string
 		var acc []float64
 		for _, g := range s.RewardModel.ByStrength {
@@ -131,7 +131,7 @@ func outcome(b *strings.Builder, s *pipeline.Summary) {
 	if p.StoppedEarly {
 		b.WriteString(" (stopped early)")
 	}
-	fmt.Fprintf(b, ", %d workflow run(s). Reward model: %s, held-out accuracy %s.\n\n", max(s.Runs, 1), s.RewardModel.Recipe, pct(s.RewardModel.HeldoutAccuracy))
+	fmt.Fprintf(b, ", %d workflow run(s). Reward model: %s, held-out accuracy %s%%.\n\n", max(s.Runs, 1), s.RewardModel.Recipe, pct(s.RewardModel.HeldoutAccuracy))
 	b.WriteString("## Before and after alignment\n\n")
 	rows := [][]string{
 		{"gold score", optional(p.GoldScoreBefore), optional(p.GoldScoreAfter)},
@@ -380,7 +380,7 @@ func esc(s string) string {
 			b.WriteString(" ↵ ")
 		case r == '\r' || r == '\t':
 			b.WriteRune(' ')
-		case strings.ContainsRune("\\`*_{}[]<>()#+-.!|~", r):
+		case strings.ContainsRune("\\`*_[]<>|", r):
 			b.WriteRune('\\')
 			b.WriteRune(r)
 		default:

@@ -35,7 +35,9 @@ type act struct {
 func history(t *testing.T, acts ...act) *historypb.History {
 	h := &historypb.History{}
 	id := int64(1)
-	at := func(s float64) *timestamppb.Timestamp { return timestamppb.New(t0.Add(time.Duration(s * float64(time.Second)))) }
+	at := func(s float64) *timestamppb.Timestamp {
+		return timestamppb.New(t0.Add(time.Duration(s * float64(time.Second))))
+	}
 	for _, a := range acts {
 		in, err := converter.GetDefaultDataConverter().ToPayloads(a.input)
 		require.NoError(t, err)

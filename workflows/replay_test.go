@@ -32,6 +32,7 @@ func TestReplayRecordedHistory(t *testing.T) {
 	for _, file := range []string{
 		"testdata/alignment-history-shards.json", "testdata/alignment-history-shards-v1.json",
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
+		"testdata/alignment-history-continued-v4.json", "testdata/comparison-history-v2.json",
 		"testdata/alignment-history-v3.json", "testdata/alignment-history-continued-v3.json",
 		"testdata/alignment-history-xla.json",
 		"testdata/alignment-history-v2.json", "testdata/alignment-history-continued-v2.json", "testdata/comparison-history-v1.json",

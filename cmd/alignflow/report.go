@@ -103,4 +103,3 @@ func reportRun(ctx context.Context, o reportOptions) error {
 	fmt.Fprintf(o.out, "Report of run %s (%d files, %d metric points): %s\n", o.runID, len(files), len(r.Points), filepath.Join(abs, report.HTML))
 	return nil
 }
-
