@@ -82,6 +82,8 @@ func TestGCKeepsWhatRunsNeed(t *testing.T) {
 		assert.NotContains(t, key, "runs/pending/", "an unfinished run stays whole")
 		assert.NotEqual(t, "tmp/fresh", key)
 		assert.NotEqual(t, "runs/gc/summary.json", key)
+		assert.NotContains(t, key, "runs/gc/report/", "the report stays")
+		assert.NotContains(t, key, "runs/gc/metrics", "the metrics log stays")
 	}
 	assert.Equal(t, []string{"pending"}, plan.Unfinished)
 	assert.Positive(t, plan.RemoveBytes)

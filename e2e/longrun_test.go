@@ -66,6 +66,9 @@ func TestLongRunHistoryStaysBounded(t *testing.T) {
 			return ref(fmt.Sprintf("curve-%d", in.Points[len(in.Points)-1].Iteration)), nil
 		},
 		"WriteSummary": func(context.Context, pipeline.SummaryInput) (string, error) { return "summary.json", nil },
+		"WriteRunReport": func(context.Context, pipeline.RunReportInput) (pipeline.RunReport, error) {
+			return pipeline.RunReport{HTML: "report.html"}, nil
+		},
 	}
 	for name, fn := range stubs {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})

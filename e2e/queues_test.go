@@ -52,7 +52,8 @@ func TestQueuesRouteEachKindOfWork(t *testing.T) {
 	require.NoError(t, run.Get(ctx, &s))
 
 	want := map[string]string{"TrainSFT": "gpu", "TrainRewardModel": "gpu", "RolloutShard": "gpu", "UpdatePolicy": "gpu",
-		"PrepareData": "cpu", "EvaluateRewardModel": "cpu", "EvaluatePolicy": "cpu", "SaveCurve": "cpu", "WriteSummary": "cpu"}
+		"PrepareData": "cpu", "EvaluateRewardModel": "cpu", "EvaluatePolicy": "cpu", "SaveCurve": "cpu", "WriteSummary": "cpu",
+		"WriteRunReport": "cpu"}
 	ranBy := map[int64]string{}
 	seen := map[string]bool{}
 	for _, h := range runHistories(t, cl, "e2e-queues") {

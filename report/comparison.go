@@ -24,15 +24,7 @@ func ComparisonMarkdown(r *pipeline.ComparisonReport) string {
 		r.WorkflowID, r.Seed, r.Backend, d.RatingRows, d.PreferenceRows, d.TrainPairs, d.ValidationPairs, d.TiesExcluded)
 	fmt.Fprintf(&b, "Every variant starts from the same SFT backbone (%d steps).\n\n", r.SFT.Steps)
 
-	var strengths []int
-	for _, v := range r.Variants {
-		for _, s := range v.Eval.ByStrength {
-			if !slices.Contains(strengths, s.Strength) {
-				strengths = append(strengths, s.Strength)
-			}
-		}
-	}
-	slices.Sort(strengths)
+	strengths := strengthsOf(r.Variants)
 	cats := categoryNames(r.Variants, func(e pipeline.RewardEval) *rewardbench.Report { return e.Bench })
 
 	b.WriteString("## Accuracy\n\n")
@@ -154,6 +146,20 @@ func ComparisonMarkdown(r *pipeline.ComparisonReport) string {
 		table(&b, head, rows)
 	}
 	return b.String()
+}
+
+// strengthsOf lists the |strength| values the variants were evaluated on.
+func strengthsOf(vs []pipeline.VariantReport) []int {
+	var out []int
+	for _, v := range vs {
+		for _, s := range v.Eval.ByStrength {
+			if !slices.Contains(out, s.Strength) {
+				out = append(out, s.Strength)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func recipeLabel(v pipeline.VariantReport) string {

@@ -234,15 +234,7 @@ func reinforceCurves(b *strings.Builder, r Run, add func(chart, error) error) er
 
 func comparisonCharts(b *strings.Builder, c *pipeline.ComparisonReport, add func(chart, error) error) error {
 	b.WriteString("## Reward-model variants\n\n")
-	var strengths []int
-	for _, v := range c.Variants {
-		for _, s := range v.Eval.ByStrength {
-			if !slices.Contains(strengths, s.Strength) {
-				strengths = append(strengths, s.Strength)
-			}
-		}
-	}
-	slices.Sort(strengths)
+	strengths := strengthsOf(c.Variants)
 	cats := []string{"held-out"}
 	for _, s := range strengths {
 		cats = append(cats, fmt.Sprintf("|s|=%d", s))
