@@ -110,3 +110,33 @@ func TestCheckRoots(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsAddr: worker and dev declare --metrics-addr; it resolves like
+// the connection settings, and a value that is not HOST:PORT names the
+// setting.
+func TestMetricsAddr(t *testing.T) {
+	load := func(settings string, args ...string) (Connection, error) {
+		fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
+		AddConnectionFlags(fs)
+		fs.String("metrics-addr", "", "")
+		require.NoError(t, fs.Parse(args))
+		return LoadConnection(fs, settings)
+	}
+	c, err := load("")
+	require.NoError(t, err)
+	assert.Empty(t, c.MetricsAddr, "off by default")
+	c, err = load("", "--metrics-addr", "127.0.0.1:9464")
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:9464", c.MetricsAddr)
+	f := filepath.Join(t.TempDir(), "settings.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("metrics-addr: :9100\n"), 0o644))
+	c, err = load(f)
+	require.NoError(t, err)
+	assert.Equal(t, ":9100", c.MetricsAddr)
+	t.Setenv("ALIGNFLOW_METRICS_ADDR", ":9200")
+	c, err = load(f)
+	require.NoError(t, err)
+	assert.Equal(t, ":9200", c.MetricsAddr, "the environment wins over the settings file")
+	_, err = load("", "--metrics-addr", "9464")
+	require.ErrorContains(t, err, `metrics-addr "9464" (flag --metrics-addr, env ALIGNFLOW_METRICS_ADDR): want HOST:PORT`)
+}

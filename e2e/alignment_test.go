@@ -16,7 +16,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
@@ -31,6 +30,7 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/report"
 	"github.com/alignflow/alignflow/report/reporttest"
+	"github.com/alignflow/alignflow/temporalconn"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -64,21 +64,9 @@ func e2eSpec() config.Spec {
 // first, following continue-as-new back from the latest run.
 func runHistories(t *testing.T, cl client.Client, id string) []*historypb.History {
 	t.Helper()
-	var out []*historypb.History
-	for runID := ""; ; {
-		hist := &historypb.History{}
-		iter := cl.GetWorkflowHistory(context.Background(), id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-		for iter.HasNext() {
-			ev, err := iter.Next()
-			require.NoError(t, err)
-			hist.Events = append(hist.Events, ev)
-		}
-		out = append([]*historypb.History{hist}, out...)
-		runID = hist.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetContinuedExecutionRunId()
-		if runID == "" {
-			return out
-		}
-	}
+	hists, err := temporalconn.Histories{Client: cl}.History(context.Background(), id)
+	require.NoError(t, err)
+	return hists
 }
 
 // startEmbedded starts alignflow's embedded server (in memory unless opts

@@ -161,6 +161,8 @@ func TestClusterObjectStore(t *testing.T) {
 		assert.Equal(t, want.RewardModel.Digest, got.RewardModel.Digest, "reward model weights")
 		assert.Equal(t, want.Policy.Digest, got.Policy.Digest, "final policy weights")
 		assert.True(t, strings.HasPrefix(got.SummaryPath, "s3://alignflow/runs/"), got.SummaryPath)
+		assert.True(t, strings.HasPrefix(got.ReportPath, "s3://alignflow/runs/") && strings.HasSuffix(got.ReportPath, "/report/report.html"),
+			"the report is in the bucket: %s", got.ReportPath)
 	}
 	t.Run("three workers", func(t *testing.T) {
 		check(t, run(t, "cluster-s3", 3, nil))

@@ -203,6 +203,10 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 			assert.Equal(t, want.Policy.Digest, got.Policy.Digest, "final policy weights")
 			// The metrics log has every step once, with the same losses.
 			assert.Equal(t, wantLog, trainingLosses(t, filepath.Join(dataDir, "runs", id, metrics.File)), "the training steps of the metrics log")
+			// The run's report shows the retry in its timeline.
+			md, err := os.ReadFile(filepath.Join(dataDir, "runs", id, "report", "report.md"))
+			require.NoError(t, err)
+			assert.Regexp(t, `\| `+tc.activity+` \| [2-9] \| completed \| `, string(md), "the retried %s in the report's timeline", tc.activity)
 			if tc.then != nil {
 				tc.then(t, got)
 			}
