@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -193,17 +192,6 @@ func heartbeat(ctx context.Context, p pipeline.Progress) {
 	if activity.IsActivity(ctx) {
 		activity.RecordHeartbeat(ctx, p)
 	}
-}
-
-// lrAt is the learning-rate schedule: linear warm-up over the first 5% of
-// steps, then cosine decay to a tenth.
-func lrAt(base float64, step, total int) float64 {
-	warm := max(1, total/20)
-	if step < warm {
-		return base * float64(step+1) / float64(warm)
-	}
-	p := float64(step-warm) / float64(max(1, total-warm))
-	return base * (0.1 + 0.9*0.5*(1+math.Cos(math.Pi*p)))
 }
 
 // dataset is a run's loaded data.

@@ -11,6 +11,7 @@ import (
 	"github.com/alignflow/alignflow/metrics"
 	"github.com/alignflow/alignflow/optim"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/trainloop"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -46,13 +47,6 @@ type phase struct {
 	series  metrics.Series // where its steps go in the run's metrics log
 }
 
-// stepResult is what a phase's step reports: the optimizer's result and
-// how many tokens (not padding) it trained on.
-type stepResult struct {
-	optim.StepResult
-	tokens int
-}
-
 // resumePoint returns the checkpoint the previous attempt of this activity
 // last reported in its heartbeat, or nil on a first attempt. A checkpoint
 // that fails its digest is an error: resuming from it would be wrong, and
@@ -73,60 +67,62 @@ func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) 
 	return &ck, nil
 }
 
-// runPhase runs a phase's optimizer steps on the learning-rate schedule from
-// step 0, or from resume when it is a checkpoint of this phase, saving a
-// checkpoint every ph.every steps and heartbeating progress with the latest
-// one. It stops when the activity is cancelled.
+// runPhase runs a phase's optimizer steps (trainloop) on the learning-rate
+// schedule from step 0, or from resume when it is a checkpoint of this
+// phase, saving a checkpoint every ph.every steps and heartbeating progress
+// with the latest one. It stops when the activity is cancelled.
 //
 // Every step is a point of the run's metrics log (loss, gradient norm,
 // learning rate, tokens per second, checkpoint age), saved just before each
 // checkpoint and at the end: a retried attempt resumes from the checkpoint
 // and logs the steps after it again, replacing what the lost attempt saved
 // of them, so the log holds every step once.
-func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (stepResult, error)) (pipeline.TrainResult, error) {
+func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (trainloop.Result, error)) (pipeline.TrainResult, error) {
 	res := pipeline.TrainResult{Steps: ph.steps}
 	start := 0
-	var last *artifact.Ref
-	log := metrics.NewLog(a.Store, a.Metrics, runID, ph.series)
-	saved := time.Now() // of the last checkpoint, or the phase's start
 	if resume != nil && resume.Phase == ph.name {
 		if err := a.restore(ph, resume); err != nil {
 			return res, err
 		}
 		start, res.FirstLoss, res.FinalLoss, res.ResumedFrom = resume.Step, resume.FirstLoss, resume.LastLoss, resume.Step
 	}
-	for i := start; i < ph.steps; i++ {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		lr := lrAt(ph.lr, i, ph.steps)
-		began := time.Now()
-		r, err := step(lr)
-		if err != nil {
-			return res, fmt.Errorf("%s step %d: %w", ph.stage, i, err)
-		}
-		secs := time.Since(began).Seconds()
-		if i == 0 {
-			res.FirstLoss = r.Loss
-		}
-		res.FinalLoss = r.Loss
-		log.Add(i+1, map[string]float64{"loss": r.Loss, "grad_norm": r.GradNorm, "learning_rate": lr, "seconds": secs,
-			"tokens": float64(r.tokens), "tokens_per_second": float64(r.tokens) / max(secs, 1e-9),
-			"checkpoint_age_seconds": time.Since(saved).Seconds()})
-		checkpointed := false
-		if ph.every > 0 && (i+1)%ph.every == 0 && i+1 < ph.steps {
-			if err := log.Flush(); err != nil {
-				return res, err
+	log := metrics.NewLog(a.Store, a.Metrics, runID, ph.series)
+	saved := time.Now() // of the last checkpoint, or the phase's start
+	var last *artifact.Ref
+	progress := func(n int, loss float64) pipeline.Progress {
+		return pipeline.Progress{Stage: ph.stage, Step: n, Total: ph.steps, Loss: loss, Checkpoint: last}
+	}
+	err := trainloop.Loop{
+		Name: ph.stage, Steps: ph.steps, Start: start, LearningRate: ph.lr, Step: step,
+		AfterStep: func(n int, lr float64, r trainloop.Result, took time.Duration) {
+			if n == 1 {
+				res.FirstLoss = r.Loss
 			}
-			ref, err := a.saveCheckpoint(runID, ph, i+1, res)
+			res.FinalLoss = r.Loss
+			secs := took.Seconds()
+			log.Add(n, map[string]float64{"loss": r.Loss, "grad_norm": r.GradNorm, "learning_rate": lr, "seconds": secs,
+				"tokens": float64(r.Tokens), "tokens_per_second": float64(r.Tokens) / max(secs, 1e-9),
+				"checkpoint_age_seconds": time.Since(saved).Seconds()})
+			if (n-1)%heartbeatEvery == 0 || n == ph.steps {
+				heartbeat(ctx, progress(n, r.Loss))
+			}
+		},
+		CheckpointEvery: ph.every,
+		Checkpoint: func(n int) error {
+			if err := log.Flush(); err != nil { // before the checkpoint that resumes after these steps
+				return err
+			}
+			ref, err := a.saveCheckpoint(runID, ph, n, res)
 			if err != nil {
-				return res, err
+				return err
 			}
-			last, checkpointed, saved = &ref, true, time.Now()
-		}
-		if checkpointed || i%heartbeatEvery == 0 || i == ph.steps-1 {
-			heartbeat(ctx, pipeline.Progress{Stage: ph.stage, Step: i + 1, Total: ph.steps, Loss: r.Loss, Checkpoint: last})
-		}
+			last, saved = &ref, time.Now()
+			heartbeat(ctx, progress(n, res.FinalLoss))
+			return nil
+		},
+	}.Run(ctx)
+	if err != nil {
+		return res, err
 	}
 	return res, log.Flush()
 }

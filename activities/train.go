@@ -15,6 +15,7 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
+	"github.com/alignflow/alignflow/trainloop"
 	"github.com/alignflow/alignflow/weights"
 )
 
@@ -68,7 +69,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	batches := newBatcher(stageSource(spec.Seed, "sft", 0), lengths, bs)
 	ph := &phase{name: "sft", stage: pipeline.StageSFT, dir: "sft", steps: spec.SFT.Steps, every: spec.SFT.CheckpointEvery, lr: spec.SFT.LearningRate,
 		params: params, st: st, batches: batches, series: metrics.Series{Stage: pipeline.StageSFT}}
-	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (stepResult, error) {
+	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (trainloop.Result, error) {
 		var bp, br [][]int32
 		tokens := 0
 		for _, i := range batches.next() {
@@ -77,11 +78,11 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 		}
 		batch, err := policy.MakeBatch(cfg, bs, bp, br)
 		if err != nil {
-			return stepResult{}, invalidData(err)
+			return trainloop.Result{}, invalidData(err)
 		}
 		inT, tgT, mkT := batch.Tensors()
 		r, err := eng.sft.Step(params, st, lr, inT, tgT, mkT)
-		return stepResult{r, tokens}, err
+		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
 	})
 	if err != nil {
 		return res, err
@@ -233,7 +234,7 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, recipe, dir string
 	ph := &phase{name: string(loss), stage: stage + ": " + string(loss), dir: dir, steps: spec.Reward.Steps, every: spec.Reward.CheckpointEvery,
 		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches, earlier: earlier, weak: weak,
 		series: metrics.Series{Stage: pipeline.StageRewardModel, Recipe: recipe, Phase: string(loss)}}
-	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (stepResult, error) {
+	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (trainloop.Result, error) {
 		var batchPairs []reward.Pair
 		tokens := 0
 		for _, i := range batches.next() {
@@ -242,10 +243,10 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, recipe, dir string
 		}
 		batch, err := reward.MakePairBatch(batchPairs, bs, cfg, loss)
 		if err != nil {
-			return stepResult{}, invalidData(err)
+			return trainloop.Result{}, invalidData(err)
 		}
 		r, err := eng.rmTrainer.Step(params, st, lr, batch.Args()...)
-		return stepResult{r, tokens}, err
+		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
 	})
 }
 
@@ -275,7 +276,7 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, recipe, di
 	ph := &phase{name: name, stage: stage + ": " + name, dir: dir, steps: spec.Reward.RegressionSteps, every: spec.Reward.CheckpointEvery,
 		lr: spec.Reward.RegressionLearningRate, params: params, st: st, batches: batches,
 		series: metrics.Series{Stage: pipeline.StageRewardModel, Recipe: recipe, Phase: name}}
-	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (stepResult, error) {
+	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (trainloop.Result, error) {
 		var batchRows []reward.Rated
 		tokens := 0
 		for _, i := range batches.next() {
@@ -284,10 +285,10 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, recipe, di
 		}
 		batch, err := reward.MakeRatingBatch(batchRows, bs, cfg, helpfulnessOnly)
 		if err != nil {
-			return stepResult{}, invalidData(err)
+			return trainloop.Result{}, invalidData(err)
 		}
 		r, err := eng.regTrainer.Step(params, st, lr, batch.Args()...)
-		return stepResult{r, tokens}, err
+		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
 	})
 }
 
