@@ -183,14 +183,29 @@ func (g *gantt) DataRange() (xmin, xmax, ymin, ymax float64) {
 	return xmin, max(xmax, 1), ymin, ymax
 }
 
-// encode renders a chart in a format gonum/plot writes ("png", "svg").
+// encode renders a chart in a format gonum/plot writes ("png", "svg"),
+// with its legend, if it has one, beside the data rather than over it.
 func (c chart) encode(format string) ([]byte, error) {
-	wt, err := c.plot.WriterTo(c.w, c.h, format)
+	legend := c.plot.Legend
+	r := legend.Rectangle(draw.Canvas{})
+	lw, pad := r.Max.X-r.Min.X, vg.Points(12)
+	if lw <= 0 {
+		lw, pad = 0, 0
+	}
+	cv, err := draw.NewFormattedCanvas(c.w+lw+pad, c.h, format)
 	if err != nil {
 		return nil, fmt.Errorf("draw %s.%s: %w", c.name, format, err)
 	}
+	dc := draw.New(cv)
+	c.plot.Legend = plot.NewLegend()
+	c.plot.Draw(draw.Crop(dc, 0, -(lw + pad), 0, 0))
+	c.plot.Legend = legend
+	if lw > 0 {
+		legend.Top, legend.Left = true, false
+		legend.Draw(draw.Crop(dc, c.w+pad/2, 0, 0, -vg.Points(24)))
+	}
 	var b bytes.Buffer
-	if _, err := wt.WriteTo(&b); err != nil {
+	if _, err := cv.WriteTo(&b); err != nil {
 		return nil, fmt.Errorf("draw %s.%s: %w", c.name, format, err)
 	}
 	return b.Bytes(), nil

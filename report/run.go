@@ -225,11 +225,7 @@ func reinforceCurves(b *strings.Builder, r Run, add func(chart, error) error) er
 		{"reinforce-length", "Mean response length", "tokens", []line{{name: "mean length", xs: it, ys: length}}},
 		{"reinforce-eos", "Responses ended with EOS", "fraction", []line{{name: "EOS fraction", xs: it, ys: eos}}},
 	} {
-		ch, err := lineChart(c.name, c.title, "iteration", c.y, c.lines)
-		if err == nil && c.name == "reinforce-reward" {
-			ch.plot.Legend.Top = false // the curves rise: keep their ends clear
-		}
-		if err := add(ch, err); err != nil {
+		if err := add(lineChart(c.name, c.title, "iteration", c.y, c.lines)); err != nil {
 			return err
 		}
 	}
