@@ -56,7 +56,7 @@ func Render(r Run) ([]File, error) {
 		fmt.Fprintf(&b, "![%s](%s.png)\n\n[SVG](%s.svg)\n\n", c.title, c.name, c.name)
 		return nil
 	}
-	name, status := r.WorkflowID, "in progress (the charts show the metrics logged so far)"
+	name, status := r.WorkflowID, unfinished(r.Histories)
 	switch {
 	case r.Summary != nil:
 		name, status = r.Summary.Name, "finished"
@@ -123,6 +123,28 @@ func Render(r Run) ([]File, error) {
 		}
 	}
 	return files, nil
+}
+
+// unfinished says how a run without a summary stands, from the last event
+// of its latest workflow run.
+func unfinished(runs []*historypb.History) string {
+	const going = "in progress (the charts show the metrics logged so far)"
+	if len(runs) == 0 || len(runs[len(runs)-1].GetEvents()) == 0 {
+		return going
+	}
+	events := runs[len(runs)-1].GetEvents()
+	last := events[len(events)-1]
+	switch {
+	case last.GetWorkflowExecutionFailedEventAttributes() != nil:
+		return "failed: " + esc(short(last.GetWorkflowExecutionFailedEventAttributes().GetFailure().GetMessage(), 300)) + " (the charts show what it logged)"
+	case last.GetWorkflowExecutionTerminatedEventAttributes() != nil:
+		return "terminated (the charts show what it logged)"
+	case last.GetWorkflowExecutionCanceledEventAttributes() != nil:
+		return "canceled (the charts show what it logged)"
+	case last.GetWorkflowExecutionTimedOutEventAttributes() != nil:
+		return "timed out (the charts show what it logged)"
+	}
+	return going
 }
 
 func outcome(b *strings.Builder, s *pipeline.Summary) {

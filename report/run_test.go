@@ -168,4 +168,13 @@ func TestUnfinishedRunShowsWhatWasLogged(t *testing.T) {
 	assert.Contains(t, md, "No timeline: the workflow history could not be read.")
 	assert.Contains(t, md, "reinforce-reward.png")
 	assert.NotContains(t, md, "reward-accuracy.png", "no evaluation yet")
+
+	// A run that failed says so, from its history.
+	failed := history(t, act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 0, end: 5, attempts: 1})
+	failed.Events = append(failed.Events, &historypb.HistoryEvent{EventId: 99, Attributes: &historypb.HistoryEvent_WorkflowExecutionFailedEventAttributes{
+		WorkflowExecutionFailedEventAttributes: &historypb.WorkflowExecutionFailedEventAttributes{Failure: &failurepb.Failure{Message: "sft: loss NaN"}}}})
+	r.Histories = []*historypb.History{failed}
+	files, err = Render(r)
+	require.NoError(t, err)
+	assert.Contains(t, string(files[0].Data), "Workflow `r`, failed: sft: loss NaN (the charts show what it logged).")
 }
