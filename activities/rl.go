@@ -103,14 +103,13 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 		if s.Ended {
 			res.EndedFraction++
 		}
-		res.MeanLength += float64(len(s.Tokens))
 		if ds.task != nil {
 			goldSum += ds.task.Gold(texts[i], ds.m.codec.Text(s.Tokens)).Helpfulness
 		}
 	}
 	n := float64(len(ro.Samples))
 	res.EndedFraction /= n
-	res.MeanLength /= n
+	res.MeanLength = meanLength(ro.Samples)
 	if ds.task != nil {
 		g := goldSum / n
 		res.GoldScore = &g

@@ -118,12 +118,7 @@ func timelineChart(stages []StageSpan, acts []Activity) (chart, error) {
 	if len(stages) == 0 {
 		return chart{}, fmt.Errorf("chart timeline: no stages")
 	}
-	t0 := stages[0].Start
-	for _, s := range stages {
-		if s.Start.Before(t0) {
-			t0 = s.Start
-		}
-	}
+	t0 := stages[0].Start // Stages are in the order they started
 	g := &gantt{}
 	names := make([]string, len(stages))
 	row := map[string]int{}
