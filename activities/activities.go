@@ -20,19 +20,19 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/hfmodel"
-	"github.com/alignflow/alignflow/lm"
-	"github.com/alignflow/alignflow/matched"
-	"github.com/alignflow/alignflow/metrics"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/data/matched"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/model/lm"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // Activities holds what every activity needs: the artifact store and the

@@ -17,7 +17,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 )

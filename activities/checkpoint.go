@@ -8,11 +8,11 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/metrics"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/trainloop"
+	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/trainloop"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // trainCheckpoint is everything that decides the rest of a training phase:

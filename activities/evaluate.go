@@ -6,12 +6,12 @@ import (
 	"math"
 	"sort"
 
-	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/matched"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/data/matched"
+	"github.com/alignflow/alignflow/data/rewardbench"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/rewardbench"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // EvaluateRewardModel measures a reward model on held-out data: pairwise

@@ -11,12 +11,12 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/fixtures"
-	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/internal/fixtures"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/model/hf/safetensors"
+	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/safetensors"
-	"github.com/alignflow/alignflow/transformer"
 )
 
 // TestStagesOnAHuggingFaceModel runs every stage on llama2.c's stories260K

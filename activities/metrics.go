@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 )
 

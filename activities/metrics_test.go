@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 )
 

@@ -9,15 +9,15 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/chattemplate"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/hfmodel"
-	"github.com/alignflow/alignflow/hftokenizer"
-	"github.com/alignflow/alignflow/lm"
+	"github.com/alignflow/alignflow/model/hf/chattemplate"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/model/hf/hftokenizer"
+	"github.com/alignflow/alignflow/model/lm"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // runModel is what a run's stages compute with: the architecture, the

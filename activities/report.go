@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/report"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/report"
 )
 
 // WriteRunReport assembles the run's metrics log into runs/<run>/metrics.jsonl

@@ -8,12 +8,12 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/ops/report"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
-	"github.com/alignflow/alignflow/report"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // loadModels loads and verifies the policy, the reference policy and the

@@ -6,11 +6,11 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // A REINFORCE iteration as shards: RolloutShard samples, scores and

@@ -9,14 +9,14 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/metrics"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/trainloop"
+	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/trainloop"
-	"github.com/alignflow/alignflow/weights"
 )
 
 const heartbeatEvery = 10

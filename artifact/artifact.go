@@ -29,7 +29,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/alignflow/alignflow/weights"
+	"github.com/alignflow/alignflow/model/weights"
 )
 
 // Ref identifies a stored artifact.

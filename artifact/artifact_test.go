@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/alignflow/alignflow/weights"
+	"github.com/alignflow/alignflow/model/weights"
 )
 
 func TestPutGetVerifyAndNeverOverwrite(t *testing.T) {

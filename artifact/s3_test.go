@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/alignflow/alignflow/s3test"
+	"github.com/alignflow/alignflow/internal/s3test"
 )
 
 // TestS3Store runs the store on a real S3-compatible server (versitygw):

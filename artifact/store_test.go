@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	_ "gocloud.dev/blob/memblob"
 
-	"github.com/alignflow/alignflow/weights"
+	"github.com/alignflow/alignflow/model/weights"
 )
 
 // storeKind opens fresh stores of one kind: each call is another worker

@@ -16,7 +16,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
 )

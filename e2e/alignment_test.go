@@ -25,12 +25,12 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/devserver"
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/devserver"
+	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/report"
+	"github.com/alignflow/alignflow/ops/report/reporttest"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/report"
-	"github.com/alignflow/alignflow/report/reporttest"
-	"github.com/alignflow/alignflow/temporalconn"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )

@@ -11,7 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )

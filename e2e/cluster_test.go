@@ -16,10 +16,10 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/devserver"
-	"github.com/alignflow/alignflow/pgtest"
+	"github.com/alignflow/alignflow/internal/pgtest"
+	"github.com/alignflow/alignflow/internal/s3test"
+	"github.com/alignflow/alignflow/ops/devserver"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/s3test"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )

@@ -15,10 +15,10 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/data/rewardbench"
+	"github.com/alignflow/alignflow/ops/report/reporttest"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/report/reporttest"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/workflows"
 )
 

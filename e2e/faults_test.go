@@ -23,8 +23,8 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/devserver"
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/devserver"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )

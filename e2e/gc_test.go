@@ -14,9 +14,9 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/ops/devserver"
+	"github.com/alignflow/alignflow/ops/retention"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/retention"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )

@@ -11,9 +11,9 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/export"
-	"github.com/alignflow/alignflow/fixtures"
-	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/internal/fixtures"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/ops/export"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )

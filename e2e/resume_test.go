@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/ops/devserver"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )

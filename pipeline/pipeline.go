@@ -8,7 +8,7 @@ package pipeline
 import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/rewardbench"
+	"github.com/alignflow/alignflow/data/rewardbench"
 )
 
 // Error types of non-retryable failures: retrying cannot fix them.

@@ -2,7 +2,7 @@ package pipeline
 
 import (
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/rewardbench"
+	"github.com/alignflow/alignflow/data/rewardbench"
 )
 
 // SummaryFile is the name of a run's summary in the store, under

@@ -5,10 +5,10 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/optim"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
 )
 
 var benchCfg = transformer.Config{Vocab: tokenizer.VocabSize, Dim: 64, Heads: 4, Layers: 2, Hidden: 192, MaxLen: 56}

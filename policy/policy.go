@@ -15,11 +15,11 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/optim"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
-	"github.com/alignflow/alignflow/weights"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
 )
 
 // LMHead is the output projection [D, Vocab].

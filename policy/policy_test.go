@@ -10,10 +10,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/optim"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
 )
 
 var tinyCfg = transformer.Config{Vocab: tokenizer.VocabSize, Dim: 32, Heads: 4, Layers: 2, Hidden: 64, MaxLen: 24}

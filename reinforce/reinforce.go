@@ -12,11 +12,11 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/transformer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // KL estimators of log pi(t) - log pi_ref(t) per token.

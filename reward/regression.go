@@ -7,9 +7,9 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
-	"github.com/alignflow/alignflow/optim"
-	"github.com/alignflow/alignflow/transformer"
-	"github.com/alignflow/alignflow/weights"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
 )
 
 // RegressionLoss is SteerLM-style regression: the mean squared error between

@@ -8,11 +8,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/policy"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
 )
 
 // TestRegressionLossByHand checks the masked mean squared error and its

@@ -13,8 +13,8 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/metrics"
-	"github.com/alignflow/alignflow/temporalconn"
+	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
 	"github.com/google/uuid"
 )

@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/policy"
-	"github.com/alignflow/alignflow/weights"
 )
 
 func TestMedian(t *testing.T) {

@@ -6,13 +6,13 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 
-	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/matched"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/data/matched"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // Data is the tokenised training data the stages draw from, built as the

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/alignflow/alignflow/backend"
+	"github.com/alignflow/alignflow/model/backend"
 )
 
 // benchStage is a prepared stage shared by every run of one benchmark in a

@@ -11,10 +11,10 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/policy"
-	"github.com/alignflow/alignflow/transformer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // The scale benchmark times a randomly initialised model of a real

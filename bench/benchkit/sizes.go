@@ -12,12 +12,12 @@ package benchkit
 
 import (
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
 )
 
 // Sizes are the shapes and hyperparameters of every stage. JSON field names

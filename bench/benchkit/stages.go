@@ -9,12 +9,12 @@ import (
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
-	"github.com/alignflow/alignflow/optim"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 // Stage names, as the harness, the PyTorch reference and compare.sh use them.

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/alignflow/alignflow/weights"
+	"github.com/alignflow/alignflow/model/weights"
 )
 
 // Fixture file names inside the output directory.

@@ -23,8 +23,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alignflow/alignflow/backend"
 	"github.com/alignflow/alignflow/bench/benchkit"
+	"github.com/alignflow/alignflow/model/backend"
 )
 
 // Report is alignflow.json.

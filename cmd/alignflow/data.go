@@ -9,9 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/helpsteer"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
 )
 
 // Data file formats `alignflow data check` reads.

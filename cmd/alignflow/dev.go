@@ -15,8 +15,8 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/devserver"
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/devserver"
+	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
 )

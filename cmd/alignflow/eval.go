@@ -9,13 +9,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/lm"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/data/rewardbench"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/lm"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/rewardbench"
-	"github.com/alignflow/alignflow/transformer"
-	"github.com/alignflow/alignflow/weights"
 )
 
 func evalCmd() *cobra.Command {

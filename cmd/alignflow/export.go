@@ -5,8 +5,8 @@ import (
 	"io"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/export"
-	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/ops/export"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/spf13/cobra"
 )

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/retention"
+	"github.com/alignflow/alignflow/ops/retention"
 )
 
 // gcOptions are `alignflow gc`'s inputs and output.

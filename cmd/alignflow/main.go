@@ -29,7 +29,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/temporalconn"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 )
 
 func main() {

@@ -10,13 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/chattemplate"
-	"github.com/alignflow/alignflow/helpsteer"
-	"github.com/alignflow/alignflow/lm"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/hf/chattemplate"
+	"github.com/alignflow/alignflow/model/lm"
+	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/tokenizer"
 )
 
 // modelFlagHelp says what --model takes.

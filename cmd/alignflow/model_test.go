@@ -12,14 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/backend"
-	"github.com/alignflow/alignflow/fixtures"
-	"github.com/alignflow/alignflow/hfmodel"
+	"github.com/alignflow/alignflow/internal/fixtures"
+	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/model/hf/safetensors"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
-	"github.com/alignflow/alignflow/safetensors"
-	"github.com/alignflow/alignflow/tokenizer"
-	"github.com/alignflow/alignflow/transformer"
 )
 
 func runCLI(t *testing.T, args ...string) (string, error) {

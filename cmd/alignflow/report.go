@@ -13,9 +13,9 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/metrics"
-	"github.com/alignflow/alignflow/report"
-	"github.com/alignflow/alignflow/temporalconn"
+	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/report"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 )
 
 // reportOptions are `alignflow report`'s inputs and outputs.

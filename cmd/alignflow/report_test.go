@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/metrics"
+	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/report/reporttest"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/report/reporttest"
 )
 
 // TestReportWithoutTheServer: with the store alone, `alignflow report`

@@ -7,9 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/ops/devserver"
+	"github.com/alignflow/alignflow/ops/report"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/report"
 	"github.com/alignflow/alignflow/workflows"
 )
 

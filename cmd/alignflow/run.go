@@ -16,10 +16,10 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/devserver"
+	"github.com/alignflow/alignflow/data/rewardbench"
 	"github.com/alignflow/alignflow/examples"
+	"github.com/alignflow/alignflow/ops/devserver"
 	"github.com/alignflow/alignflow/pipeline"
-	"github.com/alignflow/alignflow/rewardbench"
 	"github.com/alignflow/alignflow/workflows"
 )
 

@@ -1,0 +1,328 @@
+// Package chattemplate renders Hugging Face chat templates: the Jinja
+// template in a model's tokenizer_config.json that turns a conversation into
+// the text the model was trained on. It reads the template (a string, or a
+// list of named templates) and the BOS and EOS tokens (a string or an
+// AddedToken object), and renders with messages, bos_token, eos_token,
+// add_generation_prompt, raise_exception and strftime_now, as
+// transformers' apply_chat_template does. Rendering uses
+// github.com/ardanlabs/jinja, a Jinja2 engine in Go made for these
+// templates.
+package chattemplate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ardanlabs/jinja"
+
+	"github.com/alignflow/alignflow/model/tokenizer"
+)
+
+// ConfigFile is where a model directory keeps its chat template.
+const ConfigFile = "tokenizer_config.json"
+
+// DefaultName is the template used when none is named.
+const DefaultName = "default"
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string `json:"role"` // system, user, assistant
+	Content string `json:"content"`
+}
+
+// Config is what tokenizer_config.json says about formatting chats.
+type Config struct {
+	// Path is the file it was read from.
+	Path string
+	// Templates are the chat templates by name; a file with a single
+	// template string has it under DefaultName. Empty without any.
+	Templates map[string]string
+	// BOS and EOS are the tokens' text ("" where the file has none).
+	BOS, EOS string
+}
+
+// ErrNoConfig is returned by LoadConfig for a directory without a
+// tokenizer_config.json.
+var ErrNoConfig = errors.New("no " + ConfigFile)
+
+// LoadConfig reads dir/tokenizer_config.json.
+func LoadConfig(dir string) (*Config, error) {
+	path := filepath.Join(dir, ConfigFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", path, ErrNoConfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+// ParseConfig reads the contents of a tokenizer_config.json.
+func ParseConfig(data []byte) (*Config, error) {
+	var raw struct {
+		ChatTemplate json.RawMessage `json:"chat_template"`
+		BOS          json.RawMessage `json:"bos_token"`
+		EOS          json.RawMessage `json:"eos_token"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("not a tokenizer_config.json: %w", err)
+	}
+	c := &Config{Templates: map[string]string{}}
+	var err error
+	if c.BOS, err = tokenText(raw.BOS, "bos_token"); err != nil {
+		return nil, err
+	}
+	if c.EOS, err = tokenText(raw.EOS, "eos_token"); err != nil {
+		return nil, err
+	}
+	if isNull(raw.ChatTemplate) {
+		return c, nil
+	}
+	var one string
+	if err := json.Unmarshal(raw.ChatTemplate, &one); err == nil {
+		c.Templates[DefaultName] = one
+		return c, nil
+	}
+	var named []struct {
+		Name     string `json:"name"`
+		Template string `json:"template"`
+	}
+	if err := json.Unmarshal(raw.ChatTemplate, &named); err != nil {
+		return nil, fmt.Errorf("chat_template: neither a template string nor a list of {name, template}")
+	}
+	for i, n := range named {
+		if n.Name == "" {
+			return nil, fmt.Errorf("chat_template[%d]: no name", i)
+		}
+		c.Templates[n.Name] = n.Template
+	}
+	return c, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	s := strings.TrimSpace(string(raw))
+	return s == "" || s == "null"
+}
+
+// tokenText reads a token written as a string or as an AddedToken object.
+func tokenText(raw json.RawMessage, field string) (string, error) {
+	if isNull(raw) {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	var obj struct {
+		Content *string `json:"content"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil || obj.Content == nil {
+		return "", fmt.Errorf("%s: neither a string nor an AddedToken with content", field)
+	}
+	return *obj.Content, nil
+}
+
+// Names lists the templates, sorted.
+func (c *Config) Names() []string {
+	names := make([]string, 0, len(c.Templates))
+	for n := range c.Templates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Template compiles the named template ("" for DefaultName).
+func (c *Config) Template(name string) (*Template, error) {
+	if name == "" {
+		name = DefaultName
+	}
+	src, ok := c.Templates[name]
+	if !ok {
+		if len(c.Templates) == 0 {
+			return nil, fmt.Errorf("%s has no chat_template", c.where())
+		}
+		return nil, fmt.Errorf("%s: no chat template %q (templates: %s)", c.where(), name, strings.Join(c.Names(), ", "))
+	}
+	t, err := Compile(src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: chat template %q: %w", c.where(), name, err)
+	}
+	t.BOS, t.EOS = c.BOS, c.EOS
+	return t, nil
+}
+
+func (c *Config) where() string {
+	if c.Path != "" {
+		return c.Path
+	}
+	return ConfigFile
+}
+
+// Template is a compiled chat template.
+type Template struct {
+	tmpl *jinja.Template
+	// BOS and EOS are given to the template as bos_token and eos_token.
+	BOS, EOS string
+	// Now is the clock strftime_now reads (time.Now when nil).
+	Now func() time.Time
+	// Vars are further template variables (such as enable_thinking).
+	Vars map[string]any
+}
+
+// Compile compiles a chat template's source.
+func Compile(source string) (*Template, error) {
+	t, err := jinja.Compile(source)
+	if err != nil {
+		return nil, err
+	}
+	return &Template{tmpl: t}, nil
+}
+
+// Render renders messages; addGenerationPrompt asks the template to end
+// with the start of the assistant's turn. A template's raise_exception
+// comes back as an error with its message.
+func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string, error) {
+	msgs := make([]any, len(messages))
+	for i, m := range messages {
+		msgs[i] = map[string]any{"role": m.Role, "content": m.Content}
+	}
+	now := t.Now
+	if now == nil {
+		now = time.Now
+	}
+	data := map[string]any{}
+	for k, v := range t.Vars {
+		data[k] = v
+	}
+	data["messages"], data["add_generation_prompt"] = msgs, addGenerationPrompt
+	// A token the model does not have is left undefined, as
+	// apply_chat_template leaves it (it renders as "", not "None").
+	if t.BOS != "" {
+		data["bos_token"] = t.BOS
+	}
+	if t.EOS != "" {
+		data["eos_token"] = t.EOS
+	}
+	values := map[string]jinja.Value{}
+	for k, v := range data {
+		values[k] = jinja.FromGoValue(v)
+	}
+	values["strftime_now"] = jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+		if len(args) != 1 || !args[0].IsString() {
+			return jinja.Undefined(), fmt.Errorf("strftime_now takes one format string")
+		}
+		return jinja.NewString(strftime(now(), args[0].AsString())), nil
+	})
+	out, err := t.tmpl.RenderValues(values)
+	if err != nil {
+		return "", fmt.Errorf("render chat template: %w", err)
+	}
+	return out, nil
+}
+
+// MessagesOf turns a HelpSteer2 prompt into messages: its first turn is the
+// user's, and each later turn (after <extra_id_1>User or
+// <extra_id_1>Assistant) is the user's or the assistant's.
+func MessagesOf(prompt string) ([]Message, error) {
+	turns, err := tokenizer.ParseTurns(prompt)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Message, len(turns))
+	for i, t := range turns {
+		role := "user"
+		if t.Role == tokenizer.RoleAssistant {
+			role = "assistant"
+		}
+		out[i] = Message{Role: role, Content: t.Text}
+	}
+	return out, nil
+}
+
+// strftime formats t with Python's strftime directives that chat templates
+// use (%d %m %Y %y %B %b %A %a %H %M %S %j %p %%); others stay as written.
+func strftime(t time.Time, format string) string {
+	var b strings.Builder
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' || i+1 == len(format) {
+			b.WriteByte(format[i])
+			continue
+		}
+		i++
+		switch format[i] {
+		case 'd':
+			b.WriteString(t.Format("02"))
+		case 'm':
+			b.WriteString(t.Format("01"))
+		case 'Y':
+			b.WriteString(t.Format("2006"))
+		case 'y':
+			b.WriteString(t.Format("06"))
+		case 'B':
+			b.WriteString(t.Format("January"))
+		case 'b':
+			b.WriteString(t.Format("Jan"))
+		case 'A':
+			b.WriteString(t.Format("Monday"))
+		case 'a':
+			b.WriteString(t.Format("Mon"))
+		case 'H':
+			b.WriteString(t.Format("15"))
+		case 'M':
+			b.WriteString(t.Format("04"))
+		case 'S':
+			b.WriteString(t.Format("05"))
+		case 'j':
+			fmt.Fprintf(&b, "%03d", t.YearDay())
+		case 'p':
+			b.WriteString(t.Format("PM"))
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(format[i])
+		}
+	}
+	return b.String()
+}
+
+// Plain renders messages in the plain format of a model without a chat
+// template (the bundled byte-level model's): the first user turn, then one
+// line per later turn, "User: text" or "Assistant: text", and with
+// addGenerationPrompt the newline that starts the assistant's response.
+// A system message is a first line of its own.
+func Plain(messages []Message, addGenerationPrompt bool) string {
+	var b strings.Builder
+	for i, m := range messages {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		switch {
+		case i == 0 && m.Role == "user":
+			b.WriteString(m.Content)
+		case m.Role == "assistant":
+			b.WriteString(tokenizer.RoleAssistant + ": " + m.Content)
+		case m.Role == "system":
+			b.WriteString("System: " + m.Content)
+		default:
+			b.WriteString(tokenizer.RoleUser + ": " + m.Content)
+		}
+	}
+	if addGenerationPrompt {
+		b.WriteString(tokenizer.Separator)
+	}
+	return b.String()
+}

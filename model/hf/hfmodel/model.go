@@ -1,0 +1,272 @@
+package hfmodel
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/hf/chattemplate"
+	"github.com/alignflow/alignflow/model/hf/hftokenizer"
+	"github.com/alignflow/alignflow/model/hf/safetensors"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reward"
+)
+
+// dtypes maps torch_dtype to the safetensors dtype an export writes.
+var dtypes = map[string]safetensors.DType{"float32": safetensors.F32, "bfloat16": safetensors.BF16, "float16": safetensors.F16}
+
+// GenerationConfigFile holds the EOS a model stops generating at.
+const GenerationConfigFile = "generation_config.json"
+
+// Model is a loaded Hugging Face model directory.
+type Model struct {
+	Dir    string
+	Config *Config
+	// Params are the weights as a policy: alignflow's names and layout,
+	// the transformer config in the metadata.
+	Params    *weights.Set
+	Tokenizer *hftokenizer.Tokenizer
+	// Chat is tokenizer_config.json's chat template and BOS/EOS text (nil
+	// when the directory has no tokenizer_config.json).
+	Chat *chattemplate.Config
+	// EOS are the tokens generation stops at: generation_config.json's
+	// eos_token_id, else config.json's, else the tokenizer's eos_token.
+	EOS []int32
+}
+
+// Load reads a model directory: config.json, the safetensors weights,
+// tokenizer.json and, where present, tokenizer_config.json and
+// generation_config.json.
+func Load(dir string) (*Model, error) {
+	cfg, err := ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := hftokenizer.Load(filepath.Join(dir, hftokenizer.File))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no %s (alignflow reads Hugging Face tokenizers from tokenizer.json)", dir, hftokenizer.File)
+		}
+		return nil, err
+	}
+	if tok.VocabSize() > cfg.Transformer.Vocab {
+		return nil, fmt.Errorf("%s: the tokenizer has ids up to %d but config.json's vocab_size is %d", dir, tok.VocabSize()-1, cfg.Transformer.Vocab)
+	}
+	m := &Model{Dir: dir, Config: cfg, Tokenizer: tok}
+	if m.Chat, err = chattemplate.LoadConfig(dir); err != nil {
+		if !errors.Is(err, chattemplate.ErrNoConfig) {
+			return nil, err
+		}
+		m.Chat = nil
+	}
+	if m.EOS, err = eos(dir, cfg, m.Chat, tok); err != nil {
+		return nil, err
+	}
+	if m.Params, err = LoadWeights(dir, cfg); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func eos(dir string, cfg *Config, chat *chattemplate.Config, tok *hftokenizer.Tokenizer) ([]int32, error) {
+	path := filepath.Join(dir, GenerationConfigFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		var g struct {
+			EOS json.RawMessage `json:"eos_token_id"`
+		}
+		if err := json.Unmarshal(b, &g); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		ids, err := tokenIDs(g.EOS, "eos_token_id")
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(ids) > 0 {
+			return ids, nil
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+	if len(cfg.EOS) > 0 {
+		return cfg.EOS, nil
+	}
+	if chat != nil && chat.EOS != "" {
+		if id, ok := tok.TokenID(chat.EOS); ok {
+			return []int32{id}, nil
+		}
+		return nil, fmt.Errorf("%s: eos_token %q is not a token of %s", chat.Path, chat.EOS, tok.Path)
+	}
+	return nil, fmt.Errorf("%s: no EOS: neither %s, %s nor %s gives eos_token_id or eos_token", dir, GenerationConfigFile, ConfigFile, chattemplate.ConfigFile)
+}
+
+// mapping is one tensor in Hugging Face's naming and in alignflow's.
+type mapping struct {
+	hf, ours string
+	shape    []int // Hugging Face's shape
+	// transpose: Hugging Face stores the matrix [out, in], alignflow [in, out].
+	transpose bool
+}
+
+// RewardLabels and LabelNames are a reward model's outputs, in order: the
+// HelpSteer attributes, helpfulness (the reward) first.
+var (
+	RewardLabels = reward.NumAttributes
+	LabelNames   = helpsteer.AttributeNames
+)
+
+// mappings lists a language model's tensors in Hugging Face's and
+// alignflow's names: the backbone and, unless tied, the head.
+func mappings(t transformer.Config) []mapping {
+	out := backbone(t)
+	if !t.TiedEmbeddings {
+		out = append(out, mapping{"lm_head.weight", policy.LMHead, []int{t.Vocab, t.Dim}, true})
+	}
+	return out
+}
+
+// rewardMappings lists a reward model's: the backbone and the score layer,
+// XForSequenceClassification's score.weight [labels, hidden].
+func rewardMappings(t transformer.Config) []mapping {
+	return append(backbone(t), mapping{"score.weight", reward.HeadW, []int{RewardLabels, t.Dim}, true})
+}
+
+// backbone lists the tensors every model built on the transformer has.
+func backbone(t transformer.Config) []mapping {
+	d, q, kv := t.Dim, t.Heads*t.HeadDim(), t.KVHeadCount()*t.HeadDim()
+	out := []mapping{{"model.embed_tokens.weight", transformer.Embed, []int{t.Vocab, d}, false}}
+	for l := 0; l < t.Layers; l++ {
+		hf := func(s string) string { return fmt.Sprintf("model.layers.%d.%s", l, s) }
+		ours := func(s string) string { return fmt.Sprintf("layer%d.%s", l, s) }
+		out = append(out,
+			mapping{hf("input_layernorm.weight"), ours("attn_norm"), []int{d}, false},
+			mapping{hf("self_attn.q_proj.weight"), ours("wq"), []int{q, d}, true},
+			mapping{hf("self_attn.k_proj.weight"), ours("wk"), []int{kv, d}, true},
+			mapping{hf("self_attn.v_proj.weight"), ours("wv"), []int{kv, d}, true},
+			mapping{hf("self_attn.o_proj.weight"), ours("wo"), []int{d, q}, true},
+			mapping{hf("post_attention_layernorm.weight"), ours("mlp_norm"), []int{d}, false},
+			mapping{hf("mlp.gate_proj.weight"), ours("w1"), []int{t.Hidden, d}, true},
+			mapping{hf("mlp.up_proj.weight"), ours("w3"), []int{t.Hidden, d}, true},
+			mapping{hf("mlp.down_proj.weight"), ours("w2"), []int{d, t.Hidden}, true},
+		)
+		if t.QKVBias {
+			out = append(out,
+				mapping{hf("self_attn.q_proj.bias"), ours("bq"), []int{q}, false},
+				mapping{hf("self_attn.k_proj.bias"), ours("bk"), []int{kv}, false},
+				mapping{hf("self_attn.v_proj.bias"), ours("bv"), []int{kv}, false})
+		}
+	}
+	return append(out, mapping{"model.norm.weight", transformer.FinalNorm, []int{d}, false})
+}
+
+// ignorable are tensors some checkpoints carry that the model does not
+// use: rotary tables recomputed from the config, and the language-model
+// head of a tied model or of a classifier.
+func ignorable(name string, cfg *Config) bool {
+	return strings.HasSuffix(name, ".rotary_emb.inv_freq") || (cfg.Transformer.TiedEmbeddings || cfg.Classifier) && name == "lm_head.weight"
+}
+
+// LoadWeights reads a directory's weights (model.safetensors or its shards)
+// into a policy's parameters, or a reward model's for a classifier,
+// checking every tensor's presence, shape and dtype against the config;
+// each is read and converted on its own.
+func LoadWeights(dir string, cfg *Config) (*weights.Set, error) {
+	st, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	t := cfg.Transformer
+	want, kind := mappings(t), "policy"
+	if cfg.Classifier {
+		want, kind = rewardMappings(t), "reward"
+	}
+	known := map[string]bool{}
+	for _, m := range want {
+		known[m.hf] = true
+	}
+	var extra []string
+	for _, n := range st.Names() {
+		if !known[n] && !ignorable(n, cfg) {
+			extra = append(extra, n)
+		}
+	}
+	if len(extra) > 0 {
+		return nil, fmt.Errorf("%s: tensors a %s does not have: %s", dir, cfg.Architecture, strings.Join(first(extra, 5), ", "))
+	}
+	params := weights.NewSet()
+	for _, m := range want {
+		info, file, ok := st.Info(m.hf)
+		if !ok {
+			return nil, fmt.Errorf("%s: tensor %s is missing (config.json describes a %s with %d layers)", dir, m.hf, cfg.Architecture, t.Layers)
+		}
+		if !slices.Equal(info.Shape, m.shape) {
+			return nil, fmt.Errorf("%s: tensor %s has shape %v, but config.json gives %v", file, m.hf, info.Shape, m.shape)
+		}
+		vals, err := st.Float32(m.hf)
+		if err != nil {
+			return nil, err
+		}
+		tt := &weights.Tensor{Shape: append([]int(nil), m.shape...), Data: vals}
+		if m.transpose {
+			tt = transposed(tt)
+		}
+		params.Put(m.ours, tt)
+	}
+	if err := params.CheckFinite(); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	transformer.SetConfig(params, t)
+	params.Metadata["kind"] = kind
+	params.Metadata["hf_architecture"] = cfg.Architecture
+	params.Metadata["hf_torch_dtype"] = cfg.DType
+	return params, nil
+}
+
+func first(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+}
+
+// transposed returns a matrix's transpose.
+func transposed(m *weights.Tensor) *weights.Tensor {
+	rows, cols := m.Shape[0], m.Shape[1]
+	out := weights.NewTensor(cols, rows)
+	for i := 0; i < rows; i++ {
+		for j := 0; j < cols; j++ {
+			out.Data[j*rows+i] = m.Data[i*cols+j]
+		}
+	}
+	return out
+}
+
+// DescriptionFiles are the files beside the weights that describe a model:
+// its architecture, tokenizer, chat template and generation settings. A
+// run keeps them, and an export writes them back.
+var DescriptionFiles = []string{ConfigFile, hftokenizer.File, chattemplate.ConfigFile, GenerationConfigFile}
+
+// ReadDescription reads the description files dir has, by name.
+func ReadDescription(dir string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, name := range DescriptionFiles {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[name] = b
+	}
+	return out, nil
+}

@@ -1,0 +1,210 @@
+// Package optim trains parameter sets with AdamW and global-norm gradient
+// clipping, computed inside one compiled GoMLX graph per loss. Parameters and
+// optimizer moments live in weights.Sets between steps, so a training loop can be
+// checkpointed, hashed and resumed exactly.
+package optim
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/alignflow/alignflow/model/weights"
+)
+
+// AdamW holds the optimizer's hyperparameters; the learning rate is given per step.
+type AdamW struct {
+	Beta1, Beta2, Eps float64
+	// WeightDecay is decoupled weight decay applied to matrices (rank >= 2).
+	WeightDecay float64
+	// ClipNorm scales gradients down when their global L2 norm exceeds it; 0 disables.
+	ClipNorm float64
+}
+
+// DefaultAdamW is what the models in this project train with.
+var DefaultAdamW = AdamW{Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, WeightDecay: 0.0, ClipNorm: 1.0}
+
+// State is everything the optimizer carries between steps.
+type State struct {
+	Step int64
+	M, V *weights.Set
+}
+
+// NewState returns a fresh state for params.
+func NewState(params *weights.Set) *State {
+	return &State{M: params.ZerosLike(), V: params.ZerosLike()}
+}
+
+// Save stores the state in one set: moments as "m/<name>" and "v/<name>", step in metadata.
+func (s *State) Save() *weights.Set {
+	out := weights.NewSet()
+	for _, n := range s.M.Names() {
+		out.Put("m/"+n, s.M.Get(n))
+		out.Put("v/"+n, s.V.Get(n))
+	}
+	out.Metadata["step"] = strconv.FormatInt(s.Step, 10)
+	return out
+}
+
+// LoadState is the inverse of State.Save.
+func LoadState(set *weights.Set) (*State, error) {
+	step, err := strconv.ParseInt(set.Metadata["step"], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("optimizer state: step metadata %q: %w", set.Metadata["step"], err)
+	}
+	s := &State{Step: step, M: weights.NewSet(), V: weights.NewSet()}
+	for _, n := range set.Names() {
+		switch {
+		case len(n) > 2 && n[:2] == "m/":
+			s.M.Put(n[2:], set.Get(n))
+		case len(n) > 2 && n[:2] == "v/":
+			s.V.Put(n[2:], set.Get(n))
+		default:
+			return nil, fmt.Errorf("optimizer state: unexpected tensor %q", n)
+		}
+	}
+	return s, nil
+}
+
+// LossFn builds a scalar loss from the parameters (by name) and the batch inputs,
+// plus any scalar metrics to report alongside it.
+type LossFn func(params map[string]*graph.Node, batch []*graph.Node) (loss *graph.Node, metrics []*graph.Node)
+
+// Trainer runs optimizer steps of one loss. It compiles once per batch shape.
+type Trainer struct {
+	exec  *graph.Exec
+	names []string
+	opt   AdamW
+}
+
+// StepResult reports one step.
+type StepResult struct {
+	Loss     float64
+	GradNorm float64
+	Metrics  []float64
+}
+
+// NewTrainer prepares a trainer for parameters with the given names (sorted, as
+// weights.Set.Names returns them).
+func NewTrainer(b backends.Backend, names []string, opt AdamW, lossFn LossFn) *Trainer {
+	np := len(names)
+	t := &Trainer{names: names, opt: opt}
+	t.exec = graph.MustNewExec(b, func(in []*graph.Node) []*graph.Node {
+		params, m, v := in[:np], in[np:2*np], in[2*np:3*np]
+		lr, c1, c2 := in[3*np], in[3*np+1], in[3*np+2]
+		batch := in[3*np+3:]
+		byName := make(map[string]*graph.Node, np)
+		for i, n := range names {
+			byName[n] = params[i]
+		}
+		loss, metrics := lossFn(byName, batch)
+		grads := graph.Gradient(loss, params...)
+		g := loss.Graph()
+		sq := graph.ScalarZero(g, loss.DType())
+		for _, gr := range grads {
+			sq = graph.Add(sq, graph.ReduceAllSum(graph.Square(gr)))
+		}
+		norm := graph.Sqrt(sq)
+		scale := graph.ScalarOne(g, loss.DType())
+		if opt.ClipNorm > 0 {
+			scale = graph.Min(scale, graph.Div(graph.Scalar(g, loss.DType(), opt.ClipNorm), graph.AddScalar(norm, 1e-6)))
+		}
+		out := make([]*graph.Node, 0, 3*np+2+len(metrics))
+		newM := make([]*graph.Node, np)
+		newV := make([]*graph.Node, np)
+		newP := make([]*graph.Node, np)
+		for i := range params {
+			gr := graph.Mul(grads[i], scale)
+			newM[i] = graph.Add(graph.MulScalar(m[i], opt.Beta1), graph.MulScalar(gr, 1-opt.Beta1))
+			newV[i] = graph.Add(graph.MulScalar(v[i], opt.Beta2), graph.MulScalar(graph.Square(gr), 1-opt.Beta2))
+			mHat := graph.Div(newM[i], c1)
+			vHat := graph.Div(newV[i], c2)
+			update := graph.Div(mHat, graph.AddScalar(graph.Sqrt(vHat), opt.Eps))
+			if opt.WeightDecay > 0 && params[i].Rank() >= 2 {
+				update = graph.Add(update, graph.MulScalar(params[i], opt.WeightDecay))
+			}
+			newP[i] = graph.Sub(params[i], graph.Mul(lr, update))
+		}
+		out = append(out, newP...)
+		out = append(out, newM...)
+		out = append(out, newV...)
+		out = append(out, loss, norm)
+		return append(out, metrics...)
+	})
+	t.exec.SetMaxCache(-1)
+	return t
+}
+
+// Step applies one optimizer step in place to params and st. A non-finite loss
+// or gradient leaves both unchanged and returns an error.
+func (t *Trainer) Step(params *weights.Set, st *State, lr float64, batch ...any) (StepResult, error) {
+	np := len(t.names)
+	args := make([]any, 0, 3*np+3+len(batch))
+	for _, set := range []*weights.Set{params, st.M, st.V} {
+		for _, n := range t.names {
+			tt := set.Get(n)
+			if tt == nil {
+				return StepResult{}, fmt.Errorf("train step: tensor %q missing", n)
+			}
+			args = append(args, tt.ToGoMLX())
+		}
+	}
+	step := st.Step + 1
+	c1 := 1 - math.Pow(t.opt.Beta1, float64(step))
+	c2 := 1 - math.Pow(t.opt.Beta2, float64(step))
+	args = append(args, float32(lr), float32(c1), float32(c2))
+	args = append(args, batch...)
+	outs, err := t.exec.Exec(args...)
+	if err != nil {
+		return StepResult{}, fmt.Errorf("train step: %w", err)
+	}
+	defer func() {
+		for _, o := range outs {
+			o.FinalizeAll()
+		}
+	}()
+	res := StepResult{
+		Loss:     Scalar(outs[3*np]),
+		GradNorm: Scalar(outs[3*np+1]),
+	}
+	for _, o := range outs[3*np+2:] {
+		res.Metrics = append(res.Metrics, Scalar(o))
+	}
+	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) || math.IsNaN(res.GradNorm) || math.IsInf(res.GradNorm, 0) {
+		return res, &NonFiniteError{Step: step, Loss: res.Loss, GradNorm: res.GradNorm}
+	}
+	for i, n := range t.names {
+		params.Put(n, weights.FromGoMLX(outs[i]))
+		st.M.Put(n, weights.FromGoMLX(outs[np+i]))
+		st.V.Put(n, weights.FromGoMLX(outs[2*np+i]))
+	}
+	st.Step = step
+	return res, nil
+}
+
+// NonFiniteError reports a NaN or Inf loss or gradient: a diverged run that
+// retrying will not fix.
+type NonFiniteError struct {
+	Step           int64
+	Loss, GradNorm float64
+}
+
+func (e *NonFiniteError) Error() string {
+	return fmt.Sprintf("step %d: loss %v, gradient norm %v: training diverged (lower the learning rate)", e.Step, e.Loss, e.GradNorm)
+}
+
+// Scalar converts a scalar float GoMLX tensor to float64.
+func Scalar(t *tensors.Tensor) float64 {
+	switch v := t.Value().(type) {
+	case float32:
+		return float64(v)
+	case float64:
+		return v
+	default:
+		panic(fmt.Sprintf("scalar: unexpected %T", v))
+	}
+}

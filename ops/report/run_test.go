@@ -1,0 +1,180 @@
+package report
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	commonpb "go.temporal.io/api/common/v1"
+	failurepb "go.temporal.io/api/failure/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/converter"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/report/reporttest"
+	"github.com/alignflow/alignflow/pipeline"
+)
+
+var t0 = time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+
+// events builds a history: each activity scheduled at from, its last
+// attempt started at start, completed at end (seconds after t0).
+type act struct {
+	typ              string
+	input            any
+	from, start, end float64
+	attempts         int32
+	failure          string
+}
+
+func history(t *testing.T, acts ...act) *historypb.History {
+	h := &historypb.History{}
+	id := int64(1)
+	at := func(s float64) *timestamppb.Timestamp {
+		return timestamppb.New(t0.Add(time.Duration(s * float64(time.Second))))
+	}
+	for _, a := range acts {
+		in, err := converter.GetDefaultDataConverter().ToPayloads(a.input)
+		require.NoError(t, err)
+		sched := id
+		h.Events = append(h.Events, &historypb.HistoryEvent{EventId: id, EventTime: at(a.from),
+			Attributes: &historypb.HistoryEvent_ActivityTaskScheduledEventAttributes{ActivityTaskScheduledEventAttributes: &historypb.ActivityTaskScheduledEventAttributes{
+				ActivityType: &commonpb.ActivityType{Name: a.typ}, Input: in}}})
+		var last *failurepb.Failure
+		if a.failure != "" {
+			last = &failurepb.Failure{Message: a.failure}
+		}
+		h.Events = append(h.Events, &historypb.HistoryEvent{EventId: id + 1, EventTime: at(a.start),
+			Attributes: &historypb.HistoryEvent_ActivityTaskStartedEventAttributes{ActivityTaskStartedEventAttributes: &historypb.ActivityTaskStartedEventAttributes{
+				ScheduledEventId: sched, Attempt: a.attempts, LastFailure: last}}})
+		h.Events = append(h.Events, &historypb.HistoryEvent{EventId: id + 2, EventTime: at(a.end),
+			Attributes: &historypb.HistoryEvent_ActivityTaskCompletedEventAttributes{ActivityTaskCompletedEventAttributes: &historypb.ActivityTaskCompletedEventAttributes{
+				ScheduledEventId: sched}}})
+		id += 3
+	}
+	return h
+}
+
+func TestTimelineGroupsActivitiesByStageWithRetries(t *testing.T) {
+	h := history(t,
+		act{typ: "PrepareData", input: pipeline.PrepareDataInput{RunID: "r"}, from: 0, start: 0.1, end: 2, attempts: 1},
+		act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 2, start: 30, end: 50, attempts: 3, failure: "activity Heartbeat timeout"},
+		act{typ: "EvaluatePolicy", input: pipeline.PolicyEvalInput{RunID: "r", Label: pipeline.StageEvalBefore}, from: 50, start: 50, end: 55, attempts: 1},
+		act{typ: "RolloutShard", input: pipeline.ShardInput{}, from: 55, start: 55, end: 60, attempts: 1},
+		act{typ: "UpdatePolicy", input: pipeline.UpdateInput{}, from: 60, start: 60, end: 62, attempts: 1},
+		act{typ: "WriteRunReport", input: pipeline.RunReportInput{RunID: "r"}, from: 62, start: 62, end: 63, attempts: 1},
+	)
+	acts := Timeline([]*historypb.History{h})
+	require.Len(t, acts, 5, "the report's own activity is left out")
+	assert.Equal(t, 3, acts[1].Attempts)
+	assert.Equal(t, 28*time.Second, acts[1].Lost(), "earlier attempts and waits: scheduled to the last start")
+	assert.Equal(t, "activity Heartbeat timeout", acts[1].LastFailure)
+	stages := Stages(acts)
+	var names []string
+	for _, s := range stages {
+		names = append(names, s.Stage)
+	}
+	assert.Equal(t, []string{"prepare-data", "sft", "eval-before", "reinforce"}, names)
+	assert.Equal(t, 48*time.Second, stages[1].End.Sub(stages[1].Start))
+	assert.Equal(t, 1, stages[1].Retried)
+	assert.Equal(t, 2, stages[3].Activities, "a shard and an update")
+	assert.Equal(t, 7*time.Second, stages[3].End.Sub(stages[3].Start))
+}
+
+func gold(v float64) *float64 { return &v }
+
+func finishedRun(t *testing.T) Run {
+	var pts []metrics.Point
+	add := func(s metrics.Series, step int, m map[string]float64) {
+		pts = append(pts, metrics.Point{Series: s, Step: step, Time: t0.Add(time.Duration(len(pts)) * time.Second), Metrics: m})
+	}
+	for i := 1; i <= 40; i++ {
+		add(metrics.Series{Stage: pipeline.StageSFT}, i, map[string]float64{"loss": 5 / float64(i)})
+	}
+	for _, ph := range []string{"regression-helpfulness", "bt-scaled"} {
+		for i := 1; i <= 20; i++ {
+			add(metrics.Series{Stage: pipeline.StageRewardModel, Recipe: "bt-scaled-from-regression", Phase: ph}, i, map[string]float64{"loss": 1 / float64(i)})
+		}
+	}
+	for i := 1; i <= 10; i++ {
+		add(metrics.Series{Stage: pipeline.StageReinforce}, i, map[string]float64{"reward_mean": float64(i) / 10, "gold_mean": float64(i) / 5,
+			"kl": 0.01 * float64(i), "mean_length": 20 + float64(i), "eos_fraction": 0.5 + 0.04*float64(i)})
+	}
+	s := &pipeline.Summary{WorkflowID: "r", Name: "unit", Seed: 7, Backend: "go",
+		RewardModel: pipeline.RewardModelSummary{Recipe: "bt-scaled-from-regression", HeldoutAccuracy: 0.8, HeldoutPairs: 100,
+			ByStrength: []pipeline.StrengthAccuracy{{Strength: 1, Pairs: 40, Accuracy: 0.6}, {Strength: 2, Pairs: 30, Accuracy: 0.85}, {Strength: 3, Pairs: 30, Accuracy: 0.97}}},
+		Policy:  pipeline.PolicySummary{Iterations: 10, GoldScoreBefore: gold(1), GoldScoreAfter: gold(2.5), KLEstimator: "k3"},
+		Samples: []pipeline.SamplePair{{Prompt: "Name a | pipe\nand *stars*", Before: pipeline.SampleText{Response: "<b>no</b>", Gold: 1}, After: pipeline.SampleText{Response: "yes", Gold: 3}}},
+	}
+	h := history(t,
+		act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 10, end: 40, attempts: 2, failure: "worker lost"},
+		act{typ: "UpdatePolicy", input: pipeline.UpdateInput{}, from: 40, start: 40, end: 62, attempts: 1})
+	return Run{WorkflowID: "r", Summary: s, Points: pts, Histories: []*historypb.History{h}}
+}
+
+func TestRenderWritesEveryChartWithContent(t *testing.T) {
+	files, err := Render(finishedRun(t))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, WriteDir(dir, files))
+	charts, err := reporttest.Check(dir, 500)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"sft-loss.png", "reward-model-loss.png", "reinforce-reward.png", "reinforce-kl.png", "reinforce-length.png",
+		"reinforce-eos.png", "reward-accuracy.png", "timeline.png"}, charts)
+	for _, c := range charts {
+		_, err := os.Stat(filepath.Join(dir, strings.TrimSuffix(c, ".png")+".svg"))
+		assert.NoError(t, err, "SVG beside %s", c)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, Markdown))
+	require.NoError(t, err)
+	assert.Contains(t, string(md), "| sft | 0.0 s | 40.0 s | 1 | 2 | 1 | 10.0 s |", "the stage table")
+	assert.Contains(t, string(md), "worker lost")
+	page, err := os.ReadFile(filepath.Join(dir, HTML))
+	require.NoError(t, err)
+	assert.Contains(t, string(page), "<td>Name a | pipe ↵ and *stars*</td>", "a sample's text is escaped, not formatted")
+	assert.Contains(t, string(page), "&lt;b&gt;no&lt;/b&gt;")
+	assert.NotContains(t, string(page), "<b>no</b>")
+}
+
+func TestBlankChartHasNoColoredPixels(t *testing.T) {
+	c, err := lineChart("blank", "nothing", "x", "y", nil)
+	require.NoError(t, err)
+	png, err := c.encode("png")
+	require.NoError(t, err)
+	n, err := reporttest.Colored(png)
+	require.NoError(t, err)
+	assert.Less(t, n, 50, "axes and labels only")
+	full, err := lineChart("line", "a line", "x", "y", []line{{xs: []float64{0, 1, 2}, ys: []float64{0, 1, 0}}})
+	require.NoError(t, err)
+	png, err = full.encode("png")
+	require.NoError(t, err)
+	n, err = reporttest.Colored(png)
+	require.NoError(t, err)
+	assert.Greater(t, n, 500, "the line is drawn")
+}
+
+func TestUnfinishedRunShowsWhatWasLogged(t *testing.T) {
+	r := finishedRun(t)
+	r.Summary, r.Histories, r.HistoryNote = nil, nil, "the workflow history could not be read"
+	files, err := Render(r)
+	require.NoError(t, err)
+	md := string(files[0].Data)
+	assert.Contains(t, md, "in progress")
+	assert.Contains(t, md, "No timeline: the workflow history could not be read.")
+	assert.Contains(t, md, "reinforce-reward.png")
+	assert.NotContains(t, md, "reward-accuracy.png", "no evaluation yet")
+
+	// A run that failed says so, from its history.
+	failed := history(t, act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 0, end: 5, attempts: 1})
+	failed.Events = append(failed.Events, &historypb.HistoryEvent{EventId: 99, Attributes: &historypb.HistoryEvent_WorkflowExecutionFailedEventAttributes{
+		WorkflowExecutionFailedEventAttributes: &historypb.WorkflowExecutionFailedEventAttributes{Failure: &failurepb.Failure{Message: "sft: loss NaN"}}}})
+	r.Histories = []*historypb.History{failed}
+	files, err = Render(r)
+	require.NoError(t, err)
+	assert.Contains(t, string(files[0].Data), "Workflow `r`, failed: sft: loss NaN (the charts show what it logged).")
+}
