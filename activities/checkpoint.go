@@ -9,6 +9,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/rng"
 	"github.com/alignflow/alignflow/model/trainloop"
 	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/ops/metrics"
@@ -20,15 +21,15 @@ import (
 // losses so far. A retried attempt that loads it ends with exactly the
 // weights an uninterrupted attempt would have.
 type trainCheckpoint struct {
-	Phase     string               `json:"phase"`
-	Step      int                  `json:"step"` // steps done in the phase
-	FirstLoss float64              `json:"first_loss"`
-	LastLoss  float64              `json:"last_loss"`
-	Params    artifact.Ref         `json:"params"`
-	Optimizer artifact.Ref         `json:"optimizer"`
-	Batcher   batcherState         `json:"batcher"`
-	Earlier   pipeline.TrainResult `json:"earlier"`        // phases of the activity finished before this one
-	Weak      *artifact.Ref        `json:"weak,omitempty"` // the regression model ExPO extrapolates from
+	Phase     string                 `json:"phase"`
+	Step      int                    `json:"step"` // steps done in the phase
+	FirstLoss float64                `json:"first_loss"`
+	LastLoss  float64                `json:"last_loss"`
+	Params    artifact.Ref           `json:"params"`
+	Optimizer artifact.Ref           `json:"optimizer"`
+	Batcher   trainloop.BatcherState `json:"batcher"`
+	Earlier   pipeline.TrainResult   `json:"earlier"`        // phases of the activity finished before this one
+	Weak      *artifact.Ref          `json:"weak,omitempty"` // the regression model ExPO extrapolates from
 }
 
 // phase is one training loop of an activity.
@@ -41,11 +42,23 @@ type phase struct {
 	lr      float64
 	params  *weights.Set
 	st      *optim.State
-	batches *batcher
+	batches *trainloop.Batcher
+	tokens  []int // each row's tokens, for the throughput
 	earlier pipeline.TrainResult
 	weak    *artifact.Ref
 	series  metrics.Series // where its steps go in the run's metrics log
 }
+
+// newPhase is a phase over rows of the given lengths, batched by length
+// from the stage's random stream (seed, stream): each row counts its
+// length in tokens unless tokens says otherwise.
+func newPhase(name, stage, dir string, seed int64, stream string, lengths []int, batchSize int, params *weights.Set) *phase {
+	return &phase{name: name, stage: stage, dir: dir, params: params, st: optim.NewState(params),
+		batches: trainloop.NewBatcher(rng.Source(seed, stream, 0), lengths, batchSize), tokens: lengths}
+}
+
+// stepFn takes one optimizer step on the batch of rows at rate lr.
+type stepFn func(rows []int, lr float64) (optim.StepResult, error)
 
 // resumePoint returns the checkpoint the previous attempt of this activity
 // last reported in its heartbeat, or nil on a first attempt. A checkpoint
@@ -77,7 +90,7 @@ func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) 
 // checkpoint and at the end: a retried attempt resumes from the checkpoint
 // and logs the steps after it again, replacing what the lost attempt saved
 // of them, so the log holds every step once.
-func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step func(lr float64) (trainloop.Result, error)) (pipeline.TrainResult, error) {
+func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step stepFn) (pipeline.TrainResult, error) {
 	res := pipeline.TrainResult{Steps: ph.steps}
 	start := 0
 	if resume != nil && resume.Phase == ph.name {
@@ -93,7 +106,16 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 		return pipeline.Progress{Stage: ph.stage, Step: n, Total: ph.steps, Loss: loss, Checkpoint: last}
 	}
 	err := trainloop.Loop{
-		Name: ph.stage, Steps: ph.steps, Start: start, LearningRate: ph.lr, Step: step,
+		Name: ph.stage, Steps: ph.steps, Start: start, LearningRate: ph.lr,
+		Step: func(lr float64) (trainloop.Result, error) {
+			rows := ph.batches.Next()
+			r, err := step(rows, lr)
+			tokens := 0
+			for _, i := range rows {
+				tokens += ph.tokens[i]
+			}
+			return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
+		},
 		AfterStep: func(n int, lr float64, r trainloop.Result, took time.Duration) {
 			if n == 1 {
 				res.FirstLoss = r.Loss
@@ -137,7 +159,7 @@ func (a *Activities) saveCheckpoint(runID string, ph *phase, step int, res pipel
 	if ck.Optimizer, err = a.Store.PutWeights(base+".optimizer.safetensors", ph.st.Save()); err != nil {
 		return artifact.Ref{}, err
 	}
-	if ck.Batcher, err = ph.batches.state(); err != nil {
+	if ck.Batcher, err = ph.batches.State(); err != nil {
 		return artifact.Ref{}, err
 	}
 	return a.Store.PutJSON(base+".json", ck)
@@ -168,7 +190,7 @@ func (a *Activities) restore(ph *phase, ck *trainCheckpoint) error {
 		return corrupt(fmt.Errorf("checkpoint %s: %w", ck.Optimizer.Path, err))
 	}
 	*ph.st = *st
-	if err := ph.batches.restore(ck.Batcher); err != nil {
+	if err := ph.batches.Restore(ck.Batcher); err != nil {
 		return corrupt(fmt.Errorf("checkpoint of %s at step %d: %w", ck.Phase, ck.Step, err))
 	}
 	return nil

@@ -1,16 +1,12 @@
 package activities
 
 import (
+	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
-
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/model/hf/chattemplate"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
 	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/model/lm"
@@ -33,14 +29,20 @@ type runModel struct {
 // digest: iterations reuse them instead of reading gigabytes again.
 var models sync.Map // digest -> *runModel
 
+// bundledModel is the bundled byte-level model sized by the spec.
+func bundledModel(spec config.Spec) *runModel {
+	m := spec.Model
+	return &runModel{cfg: transformer.Config{Vocab: tokenizer.VocabSize, Dim: m.Dim, Heads: m.Heads, Layers: m.Layers, Hidden: m.Hidden, MaxLen: m.MaxLen},
+		codec: lm.Bundled()}
+}
+
 // modelOf returns the run's model: the bundled one sized by the spec, or
-// the Hugging Face model the data stage stored, with sequences capped at
-// model.max_len.
+// the Hugging Face model the data stage stored (read from the store, never
+// from model.path, which this worker may not see), with sequences capped
+// at model.max_len.
 func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (*runModel, error) {
 	if d.Model == nil {
-		m := spec.Model
-		return &runModel{cfg: transformer.Config{Vocab: tokenizer.VocabSize, Dim: m.Dim, Heads: m.Heads, Layers: m.Layers, Hidden: m.Hidden, MaxLen: m.MaxLen},
-			codec: lm.Bundled()}, nil
+		return bundledModel(spec), nil
 	}
 	key := d.Model.Weights.SHA256 + fmt.Sprintf("/%d", spec.Model.MaxLen)
 	if m, ok := models.Load(key); ok {
@@ -55,22 +57,17 @@ func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (*runModel, erro
 		return nil, corrupt(fmt.Errorf("model weights %s: %w", d.Model.Weights.Path, err))
 	}
 	cfg.MaxLen = min(cfg.MaxLen, spec.Model.MaxLen)
-	file := func(name string) ([]byte, error) {
-		ref, ok := d.Model.Files[name]
-		if !ok {
-			return nil, nil
+	files := map[string][]byte{}
+	for name, ref := range d.Model.Files {
+		if files[name], err = a.Store.Get(ref); err != nil {
+			return nil, err
 		}
-		return a.Store.Get(ref)
 	}
-	tok, err := file(hftokenizer.File)
+	desc, err := hfmodel.ParseDescription(d.Model.Source, files)
 	if err != nil {
-		return nil, err
+		return nil, corrupt(fmt.Errorf("the stored description of model.path %s: %w", d.Model.Source, err))
 	}
-	tc, err := file(chattemplate.ConfigFile)
-	if err != nil {
-		return nil, err
-	}
-	codec, err := lm.NewCodec(tok, tc, d.Model.EOS)
+	codec, err := lm.NewCodec(desc, d.Model.EOS)
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("model.path %s: %w", d.Model.Source, err))
 	}
@@ -79,34 +76,47 @@ func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (*runModel, erro
 	return m, nil
 }
 
-// openModel loads model.path, checking all of it (architecture, weights,
-// tokenizer, chat template, EOS), without storing anything yet.
-func openModel(spec config.Spec) (*lm.Model, *hfmodel.Config, *runModel, error) {
+// openedModel is model.path (and reward.path) as the data stage opens
+// them: each directory read once, everything checked, nothing stored yet.
+type openedModel struct {
+	*runModel
+	hf     *lm.Model
+	reward *weights.Set // reward.path's weights, nil for none
+}
+
+// openModel opens the spec's model: the bundled one, or model.path checked
+// whole (architecture, weights, tokenizer, chat template, EOS) with
+// reward.path beside it.
+func openModel(spec config.Spec) (*openedModel, error) {
+	if spec.Model.Path == "" {
+		return &openedModel{runModel: bundledModel(spec)}, nil
+	}
 	dir := spec.Model.Path
 	m, err := lm.Open(dir, true)
 	if err != nil {
-		return nil, nil, nil, invalidSpec(fmt.Errorf("model.path: %w", err))
+		return nil, invalidSpec(fmt.Errorf("model.path: %w", err))
 	}
-	if m.Kind != lm.KindHF {
-		return nil, nil, nil, invalidSpec(fmt.Errorf("model.path %s: not a Hugging Face model directory", dir))
-	}
-	hf, err := hfmodel.ReadConfig(dir)
-	if err != nil {
-		return nil, nil, nil, invalidSpec(fmt.Errorf("model.path: %w", err))
+	if m.Kind != lm.KindHF || m.Params == nil {
+		return nil, invalidSpec(fmt.Errorf("model.path %s: not a Hugging Face model directory", dir))
 	}
 	codec, err := m.Codec()
 	if err != nil {
-		return nil, nil, nil, invalidSpec(fmt.Errorf("model.path: %w", err))
+		return nil, invalidSpec(fmt.Errorf("model.path: %w", err))
 	}
 	cfg := *m.Config
 	cfg.MaxLen = min(cfg.MaxLen, spec.Model.MaxLen)
-	return m, hf, &runModel{cfg: cfg, codec: codec, base: m.Params}, nil
+	o := &openedModel{runModel: &runModel{cfg: cfg, codec: codec, base: m.Params}, hf: m}
+	if spec.Reward.Path != "" {
+		if o.reward, err = openRewardBase(spec.Reward.Path, m); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
 }
 
 // openRewardBase loads reward.path and checks that it is a reward model on
 // the policy's architecture and tokenizer.
-func openRewardBase(spec config.Spec, policyCfg transformer.Config) (*weights.Set, error) {
-	dir := spec.Reward.Path
+func openRewardBase(dir string, policy *lm.Model) (*weights.Set, error) {
 	hf, err := hfmodel.Load(dir)
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("reward.path: %w", err))
@@ -114,12 +124,10 @@ func openRewardBase(spec config.Spec, policyCfg transformer.Config) (*weights.Se
 	if !hf.Config.Classifier {
 		return nil, invalidSpec(fmt.Errorf("reward.path %s: a %s, not a reward model (an XForSequenceClassification with %d labels)", dir, hf.Config.Architecture, hfmodel.RewardLabels))
 	}
-	if !sameArchitecture(hf.Config.Transformer, policyCfg) {
-		return nil, invalidSpec(fmt.Errorf("reward.path %s: its architecture %+v is not model.path's %+v", dir, hf.Config.Transformer, policyCfg))
+	if !sameArchitecture(hf.Config.Transformer, *policy.Config) {
+		return nil, invalidSpec(fmt.Errorf("reward.path %s: its architecture %+v is not model.path's %+v", dir, hf.Config.Transformer, *policy.Config))
 	}
-	a, errA := os.ReadFile(filepath.Join(dir, hftokenizer.File))
-	b, errB := os.ReadFile(filepath.Join(spec.Model.Path, hftokenizer.File))
-	if errA != nil || errB != nil || string(a) != string(b) {
+	if !bytes.Equal(hf.Files[hftokenizer.File], policy.HF.Files[hftokenizer.File]) {
 		return nil, invalidSpec(fmt.Errorf("reward.path %s: its tokenizer.json is not model.path's: the reward model must read the policy's tokens", dir))
 	}
 	return hf.Params, nil
@@ -135,32 +143,27 @@ func sameArchitecture(a, b transformer.Config) bool {
 	return a == b
 }
 
-// storeModel stores an opened model.path in the run's folder.
-func (a *Activities) storeModel(runID string, spec config.Spec, m *lm.Model, hf *hfmodel.Config, rm *weights.Set) (*pipeline.BaseModel, error) {
-	bm := &pipeline.BaseModel{Source: spec.Model.Path, Architecture: hf.Architecture, DType: hf.DType, EOS: m.EOS, Files: map[string]artifact.Ref{}}
+// storeModel stores an opened model.path in the run's folder: the weights,
+// reward.path's, and the exact bytes of the description files that were
+// parsed.
+func (a *Activities) storeModel(runID string, spec config.Spec, o *openedModel) (*pipeline.BaseModel, error) {
+	hf := o.hf.HF
+	bm := &pipeline.BaseModel{Source: spec.Model.Path, Architecture: hf.Config.Architecture, DType: hf.Config.DType, EOS: o.hf.EOS, Files: map[string]artifact.Ref{}}
 	var err error
-	if bm.Weights, err = a.Store.PutWeights(runPath(runID, "model", "base.safetensors"), m.Params); err != nil {
+	if bm.Weights, err = a.Store.PutWeights(runPath(runID, "model", "base.safetensors"), o.base); err != nil {
 		return nil, err
 	}
-	if rm != nil {
-		ref, err := a.Store.PutWeights(runPath(runID, "model", "reward-base.safetensors"), rm)
+	if o.reward != nil {
+		ref, err := a.Store.PutWeights(runPath(runID, "model", "reward-base.safetensors"), o.reward)
 		if err != nil {
 			return nil, err
 		}
 		bm.Reward, bm.RewardSource = &ref, spec.Reward.Path
 	}
-	files, err := hfmodel.ReadDescription(spec.Model.Path)
-	if err != nil {
-		return nil, err
-	}
-	for name, b := range files {
+	for name, b := range hf.Files {
 		if bm.Files[name], err = a.Store.Put(runPath(runID, "model", name), b); err != nil {
 			return nil, err
 		}
 	}
 	return bm, nil
-}
-
-func invalidSpec(err error) error {
-	return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
 }

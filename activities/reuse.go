@@ -18,15 +18,20 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 // A stage's output is decided by its input: the spec (apart from its name
-// and operational settings), the digests of the artifacts it reads, the data
-// files' contents and the code. A completed stage records its result under a
-// key made of those, in <data-dir>/reuse/<stage>/<key>.json; a later run
-// with the same key gets the recorded result, once every artifact the result
-// names has been verified against its digest, instead of recomputing it.
-// A missing or damaged artifact means the stage runs again.
+// and operational settings), the digests of the artifacts it reads and the
+// code; for the data stage, also the contents of the files the spec names
+// (data files, model.path, reward.path). Every later stage reads the
+// store's copies of those, named by digest in its input, never the files:
+// a worker that cannot see model.path reuses like any other. A completed
+// stage records its result under a key made of those, in
+// <data-dir>/reuse/<stage>/<key>.json; a later run with the same key gets
+// the recorded result, once every artifact the result names has been
+// verified against its digest, instead of recomputing it. A missing or
+// damaged artifact means the stage runs again.
 
 type reuseEntry struct {
 	RunID  string          `json:"run_id"`
@@ -45,6 +50,7 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 	}
 	key, err := reuseKey(stage, spec, in)
 	if err != nil {
+		logger(ctx).Warn("the stage's output cannot be reused: its inputs could not be identified", "stage", stage, "error", err.Error())
 		return compute()
 	}
 	record := path.Join("reuse", stage, key+".json")
@@ -95,7 +101,10 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-func logger(ctx context.Context) interface{ Info(string, ...any) } {
+func logger(ctx context.Context) interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+} {
 	if activity.IsActivity(ctx) {
 		return activity.GetLogger(ctx)
 	}
@@ -105,6 +114,7 @@ func logger(ctx context.Context) interface{ Info(string, ...any) } {
 type discard struct{}
 
 func (discard) Info(string, ...any) {}
+func (discard) Warn(string, ...any) {}
 
 // reuseKey hashes what decides a stage's output. Artifact references count
 // by digest only: the same weights stored by another run are the same input.
@@ -123,9 +133,12 @@ func reuseKey(stage string, spec config.Spec, in any) (string, error) {
 	}
 	input["spec"] = s
 	files := map[string]string{}
-	paths, err := specFiles(spec)
-	if err != nil {
-		return "", err
+	var paths []string
+	if stage == pipeline.StagePrepareData {
+		var err error
+		if paths, err = specFiles(spec); err != nil {
+			return "", err
+		}
 	}
 	for _, p := range paths {
 		d, err := fileDigest(p)
@@ -167,7 +180,6 @@ func deleteField(m map[string]any, dotted string) {
 	delete(m, dotted)
 }
 
-// isRef reports whether a decoded JSON object is an artifact.Ref.
 // normalise keeps only the digests of the artifact references in v and
 // drops where its parts came from: a result computed by this run or reused
 // from another is the same input.
@@ -189,7 +201,7 @@ func normalise(v any) any {
 	return v
 }
 
-// refsIn lists the artifact references in a decoded result.
+// fileDigest is the sha256 of a file's contents.
 func fileDigest(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -218,7 +230,7 @@ func fileDigest(path string) (string, error) {
 var digests sync.Map // path|size|mtime -> sha256
 
 // specFiles lists the files a spec names: data files, and every file of
-// the model directory.
+// the model directories.
 func specFiles(spec config.Spec) ([]string, error) {
 	var out []string
 	for _, p := range []string{spec.Data.Ratings, spec.Data.Preferences, spec.Compare.RewardBench} {

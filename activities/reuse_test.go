@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/internal/fixtures"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -82,10 +84,10 @@ func TestReuseKeyCountsDataFileContents(t *testing.T) {
 	spec := config.Default()
 	spec.Data.Ratings = dir + "/ratings.jsonl"
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("one\n"), 0o644))
-	k1, err := reuseKey("data", spec, pipeline.PrepareDataInput{Spec: spec})
+	k1, err := reuseKey(pipeline.StagePrepareData, spec, pipeline.PrepareDataInput{Spec: spec})
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("two\n"), 0o644))
-	k2, err := reuseKey("data", spec, pipeline.PrepareDataInput{Spec: spec})
+	k2, err := reuseKey(pipeline.StagePrepareData, spec, pipeline.PrepareDataInput{Spec: spec})
 	require.NoError(t, err)
 	assert.NotEqual(t, k1, k2, "the same path with new contents is new data")
 }
@@ -95,9 +97,42 @@ func TestReuseKeyCountsDataFileContents(t *testing.T) {
 func TestReuseKeyTellsLargeSeedsApart(t *testing.T) {
 	a, b := config.Default(), config.Default()
 	a.Seed, b.Seed = 9007199254740993, 9007199254740992
-	ka, err := reuseKey("data", a, pipeline.PrepareDataInput{Spec: a})
+	ka, err := reuseKey(pipeline.StagePrepareData, a, pipeline.PrepareDataInput{Spec: a})
 	require.NoError(t, err)
-	kb, err := reuseKey("data", b, pipeline.PrepareDataInput{Spec: b})
+	kb, err := reuseKey(pipeline.StagePrepareData, b, pipeline.PrepareDataInput{Spec: b})
 	require.NoError(t, err)
 	assert.NotEqual(t, ka, kb)
+}
+
+// TestReuseOnAWorkerThatCannotSeeTheModel: stages after the data stage key
+// their reuse on the stored model's digests, not on model.path, so a
+// worker that cannot see the directory (here: it is gone) reuses a
+// completed SFT like any other, where it used to recompute it silently.
+func TestReuseOnAWorkerThatCannotSeeTheModel(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	dir := filepath.Join(t.TempDir(), "stories260K")
+	require.NoError(t, os.CopyFS(dir, os.DirFS(src)))
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	ctx := context.Background()
+	spec := config.Default()
+	spec.Model.Path = dir
+	spec.Data.Generate.Prompts = 200
+	spec.SFT.Steps, spec.SFT.BatchSize = 2, 8
+
+	mounted := New(store) // a worker that mounts the models
+	data, err := mounted.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "one", Spec: spec})
+	require.NoError(t, err)
+	sft, err := mounted.TrainSFT(ctx, pipeline.TrainInput{RunID: "one", Spec: spec, Data: data})
+	require.NoError(t, err)
+	again, err := mounted.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "two", Spec: spec})
+	require.NoError(t, err)
+	assert.Equal(t, "one", again.ReusedFrom, "the data stage reads model.path and reuses by its contents")
+
+	require.NoError(t, os.RemoveAll(dir))
+	other := New(store) // a worker without the directory
+	got, err := other.TrainSFT(ctx, pipeline.TrainInput{RunID: "two", Spec: spec, Data: again})
+	require.NoError(t, err)
+	assert.Equal(t, "one", got.ReusedFrom, "reused without reading model.path")
+	assert.Equal(t, sft.Digest, got.Digest)
 }

@@ -2,15 +2,14 @@ package activities
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
-	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/rng"
 	"github.com/alignflow/alignflow/model/weights"
-	"github.com/alignflow/alignflow/ops/report"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
@@ -31,26 +30,12 @@ func (a *Activities) loadModels(policy, reference, rewardModel artifact.Ref) (po
 	return pol, ref, rm, nil
 }
 
-// evalPrompts are the held-out prompts a policy is measured on: the first
-// eval.prompts of the validation split (of the training split if there is
-// none), each sampled eval.samples_per_prompt times.
-func evalPrompts(ds *dataset, spec config.Spec) []string {
-	var pool []string
-	for _, split := range []string{helpsteer.SplitValidation, helpsteer.SplitTrain} {
-		for _, p := range ds.prompts(split) {
-			if ds.fits(p, ds.m.cfg.MaxLen) {
-				pool = append(pool, p)
-			}
-		}
-		if len(pool) > 0 {
-			break
-		}
-	}
-	return pool[:min(len(pool), spec.Eval.Prompts)]
-}
-
-func sampleOptions(spec config.Spec, ds *dataset, temperature float64) policy.SampleOptions {
-	return policy.SampleOptions{Temperature: temperature, TopP: spec.Reinforce.TopP, MaxTokens: spec.Reinforce.MaxTokens, Stop: ds.m.codec.Stop()}
+// settings are the spec's REINFORCE settings for an iteration or, with the
+// eval's samples and temperature, an evaluation.
+func (j *job) settings(spec config.Spec, samples int, temperature float64) reinforce.Settings {
+	r := spec.Reinforce
+	return reinforce.Settings{SamplesPerPrompt: samples, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
+		LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: j.sampleOptions(spec, temperature)}
 }
 
 // EvaluatePolicy samples responses to the held-out prompts with the eval
@@ -68,7 +53,7 @@ func (a *Activities) EvaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 
 func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 	spec := in.Spec
-	eng, ds, err := a.setup(spec, in.Data)
+	j, err := a.setup(spec, in.Data)
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
@@ -76,94 +61,54 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
-	cfg := ds.m.cfg
-	prompts := evalPrompts(ds, spec)
-	if len(prompts) == 0 {
-		return pipeline.PolicyEval{}, invalidData(fmt.Errorf("no prompts fit model.max_len %d", cfg.MaxLen))
-	}
-	var texts []string
-	var ids [][]int32
-	for _, p := range prompts {
-		pi, _ := ds.promptIDs(p) // evalPrompts kept those that encode
-		ids = append(ids, pi)
-		for j := 0; j < spec.Eval.SamplesPerPrompt; j++ {
-			texts = append(texts, p)
-		}
-	}
-	bs := spec.Reinforce.BatchSize
-	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(texts)})
-	ro, err := reinforce.Rollout(eng.policy, pol, ids, spec.Eval.SamplesPerPrompt, bs, sampleOptions(spec, ds, spec.Eval.Temperature), stageRNG(spec.Seed, "eval", 0))
+	prompts, err := j.ds.EvalPrompts(spec.Eval.Prompts)
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
-	res := pipeline.PolicyEval{Prompts: len(prompts)}
-	responses := ro.Responses()
-	goldSum := 0.0
-	for i, s := range ro.Samples {
-		if s.Ended {
-			res.EndedFraction++
-		}
-		if ds.task != nil {
-			goldSum += ds.task.Gold(texts[i], ds.m.codec.Text(s.Tokens)).Helpfulness
-		}
-	}
-	n := float64(len(ro.Samples))
-	res.EndedFraction /= n
-	res.MeanLength = meanLength(ro.Samples)
-	if ds.task != nil {
-		g := goldSum / n
-		res.GoldScore = &g
-	}
-	rewards, lp, err := reinforce.ScoreAndLogProbs(eng.policy, eng.reward, pol, ref, rm, ro, bs)
+	k := spec.Eval.SamplesPerPrompt
+	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(prompts) * k})
+	ev, err := reinforce.Evaluate(j.eng.policy, j.eng.reward, pol, ref, rm, j.ds.Encode(prompts), j.settings(spec, k, spec.Eval.Temperature), rng.New(spec.Seed, "eval", 0))
 	if err != nil {
-		return res, err
+		return pipeline.PolicyEval{}, err
 	}
-	for _, d := range lp.LogRatios() {
-		for _, x := range d {
-			res.KLSequence += float64(x) / n
-		}
-	}
-	kl, err := lp.KL(spec.Reinforce.KLEstimator)
-	if err != nil {
-		return res, err
-	}
-	for _, k := range kl {
-		res.KLPenalty += k / n
-	}
-	for _, r := range rewards {
-		res.Reward += r / n
-	}
+	texts := repeatText(prompts, k)
+	responses := ev.Rollouts.Responses()
+	gold := j.ds.Gold(texts, responses)
+	sum := reinforce.Summarize(ev.Rollouts.Samples, ev.Rewards, ev.KL, gold)
+	res := pipeline.PolicyEval{Prompts: len(prompts), GoldScore: sum.GoldMean, Reward: sum.RewardMean, KLSequence: ev.KLSequence,
+		KLPenalty: sum.KLMean, EndedFraction: sum.EndedFraction, MeanLength: sum.MeanLength}
 	for i := 0; i < min(spec.Eval.ShowSamples, len(prompts)); i++ {
-		k := i * spec.Eval.SamplesPerPrompt // the first sample of prompt i
-		st := pipeline.SampleText{Prompt: texts[k], Response: ds.m.codec.Text(responses[k]), Reward: rewards[k]}
-		if ds.task != nil {
-			st.Gold = ds.task.Gold(texts[k], st.Response).Helpfulness
+		s := i * k // the first sample of prompt i
+		st := pipeline.SampleText{Prompt: texts[s], Response: j.m.codec.Text(responses[s]), Reward: ev.Rewards[s]}
+		if gold != nil {
+			st.Gold = gold[s]
 		}
 		res.Samples = append(res.Samples, st)
 	}
 	return res, nil
 }
 
-// iterationPrompts picks the iteration's prompts from the training split: a
-// seeded shuffle walked in order, so every iteration sees the next slice and
-// a resumed run sees exactly the prompts it would have.
-func iterationPrompts(ds *dataset, spec config.Spec, iteration int) []string {
-	var pool []string
-	for _, p := range ds.prompts(helpsteer.SplitTrain) {
-		if ds.fits(p, ds.m.cfg.MaxLen) {
-			pool = append(pool, p)
+// repeatText lists each prompt k times, as the rollouts' rows answer them.
+func repeatText(prompts []string, k int) []string {
+	out := make([]string, 0, len(prompts)*k)
+	for _, p := range prompts {
+		for range k {
+			out = append(out, p)
 		}
 	}
-	if len(pool) == 0 {
-		return nil
-	}
-	order := stageRNG(spec.Seed, "reinforce-prompts", 0).Perm(len(pool))
-	n := spec.Reinforce.PromptsPerIteration
-	out := make([]string, n)
-	for j := range out {
-		out[j] = pool[order[(iteration*n+j)%len(pool)]]
-	}
 	return out
+}
+
+// iterationPrompts are an iteration's prompts as token ids, and the texts
+// of its rollout rows: each prompt samples_per_prompt times
+// (reinforce.Repeat's rows).
+func (j *job) iterationPrompts(in pipeline.IterationInput) (prompts [][]int32, rowTexts []string, err error) {
+	r := in.Spec.Reinforce
+	texts, err := j.ds.IterationPrompts(in.Spec.Seed, in.Iteration, r.PromptsPerIteration)
+	if err != nil {
+		return nil, nil, err
+	}
+	return j.ds.Encode(texts), repeatText(texts, r.SamplesPerPrompt), nil
 }
 
 // rolloutRecord is one line of the rollouts artifact.
@@ -177,23 +122,69 @@ type rolloutRecord struct {
 	Gold      *float64 `json:"gold,omitempty"`
 }
 
+// iterationOutcome is what an iteration's update leaves: the rows it
+// trained on, their scores, and the updated policy and optimizer state.
+type iterationOutcome struct {
+	texts            []string
+	rollouts         *reinforce.Rollouts
+	rewards, kl, adv []float64
+	loss             float64
+	pol              *weights.Set
+	st               *optim.State
+	started          time.Time
+}
+
+// saveIteration summarises an iteration's rollouts (reinforce.Summarize,
+// with the gold score where the data has a rubric) and stores the policy,
+// its optimizer state and the rollouts.
+func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterationOutcome) (pipeline.IterationResult, error) {
+	res := pipeline.IterationResult{Iteration: in.Iteration, Loss: o.loss}
+	responses := o.rollouts.Responses()
+	gold := j.ds.Gold(o.texts, responses)
+	sum := reinforce.Summarize(o.rollouts.Samples, o.rewards, o.kl, gold)
+	res.RewardMean, res.KLMean, res.EndedFraction, res.GoldMean = sum.RewardMean, sum.KLMean, sum.EndedFraction, sum.GoldMean
+	records := make([]rolloutRecord, len(responses))
+	for i, s := range o.rollouts.Samples {
+		records[i] = rolloutRecord{Prompt: o.texts[i], Response: j.m.codec.Text(s.Tokens), Ended: s.Ended,
+			Reward: o.rewards[i], KL: o.kl[i], Advantage: o.adv[i]}
+		if gold != nil {
+			records[i].Gold = &gold[i]
+		}
+	}
+	dir := iterationDir(in.Iteration)
+	var err error
+	if res.Policy, err = a.Store.PutWeights(runPath(in.RunID, dir, "policy.safetensors"), o.pol); err != nil {
+		return res, err
+	}
+	res.PolicyDigest = o.pol.Digest()
+	if res.Optimizer, err = a.Store.PutWeights(runPath(in.RunID, dir, "optimizer.safetensors"), o.st.Save()); err != nil {
+		return res, err
+	}
+	if res.Rollouts, err = a.Store.PutJSON(runPath(in.RunID, dir, "rollouts.json"), records); err != nil {
+		return res, err
+	}
+	res.MeanLength = sum.MeanLength
+	res.Seconds = time.Since(o.started).Seconds()
+	return res, nil
+}
+
 // ReinforceIteration runs one REINFORCE iteration and stores the updated
 // policy, its optimizer state and the rollouts. Runs started before
 // rollout shards schedule it; later ones RolloutShard and UpdatePolicy,
 // whose rows sample from streams of their own.
 func (a *Activities) ReinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
-	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(ctx, in) })
+	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(in) })
 	if err == nil {
 		err = a.logIteration(in, res, res.Seconds)
 	}
 	return res, classify(err)
 }
 
-func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
-	start := time.Now()
+func (a *Activities) reinforceIteration(in pipeline.IterationInput) (pipeline.IterationResult, error) {
+	o := iterationOutcome{started: time.Now()}
 	spec := in.Spec
-	eng, ds, err := a.setup(spec, in.Data)
+	j, err := a.setup(spec, in.Data)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
@@ -201,131 +192,27 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	st, err := a.optimizerState(in, pol)
+	if o.st, err = a.optimizerState(in, pol); err != nil {
+		return pipeline.IterationResult{}, err
+	}
+	prompts, texts, err := j.iterationPrompts(in)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	r := spec.Reinforce
-	it := &reinforce.Iteration{
-		Policy: eng.policy, Reward: eng.reward, Trainer: a.rlTrainer(eng), Reference: ref, RM: rm,
-		Settings: reinforce.Settings{
-			SamplesPerPrompt: r.SamplesPerPrompt, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
-			LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: sampleOptions(spec, ds, r.Temperature),
-		},
-	}
-	prompts := iterationPrompts(ds, spec, in.Iteration)
-	if len(prompts) == 0 {
-		return pipeline.IterationResult{}, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", ds.m.cfg.MaxLen))
-	}
-	ctxs := make([][]int32, len(prompts))
-	for i, p := range prompts {
-		ctxs[i], _ = ds.promptIDs(p) // iterationPrompts kept those that encode
-	}
-	heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: spec.Reinforce.Iterations})
-	rollouts, stats, err := it.Run(pol, st, ctxs, stageRNG(spec.Seed, "rollout", in.Iteration))
+	k := spec.Reinforce.SamplesPerPrompt
+	it := &reinforce.Iteration{Policy: j.eng.policy, Reward: j.eng.reward, Trainer: a.rlTrainer(j.eng), Reference: ref, RM: rm,
+		Settings: j.settings(spec, k, spec.Reinforce.Temperature)}
+	outcomes, stats, err := it.Run(pol, o.st, prompts, rng.New(spec.Seed, "rollout", in.Iteration))
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	res := pipeline.IterationResult{Iteration: in.Iteration, Loss: stats.Loss}
-	records := make([]rolloutRecord, len(rollouts))
-	for i, ro := range rollouts {
-		records[i] = rolloutRecord{Prompt: prompts[ro.Prompt], Response: ds.m.codec.Text(ro.Response), Ended: ro.Ended,
-			Reward: ro.Reward, KL: ro.KL, Advantage: ro.Advantage}
+	o.texts, o.pol, o.loss = texts, pol, stats.Loss
+	o.rollouts = &reinforce.Rollouts{Contexts: reinforce.Repeat(prompts, k)}
+	for _, ro := range outcomes {
+		o.rollouts.Samples = append(o.rollouts.Samples, policy.Sample{Tokens: ro.Response, Ended: ro.Ended})
+		o.rewards, o.kl, o.adv = append(o.rewards, ro.Reward), append(o.kl, ro.KL), append(o.adv, ro.Advantage)
 	}
-	if err := a.saveIteration(in, ds, pol, st, records, &res); err != nil {
-		return res, err
-	}
-	n := 0
-	for _, ro := range rollouts {
-		n += len(ro.Response)
-	}
-	res.MeanLength = float64(n) / float64(max(1, len(rollouts)))
-	res.Seconds = time.Since(start).Seconds()
-	return res, nil
+	return a.saveIteration(in, j, o)
 }
 
-// WriteReport writes a comparison's report where users look for it, as
-// runs/<run>/comparison.json and, as tables shaped like the paper's,
-// comparison.md, in the store (<data-dir>/runs/<run>/ for a local one).
-func (a *Activities) WriteReport(_ context.Context, in pipeline.ReportInput) (pipeline.ReportPaths, error) {
-	var out pipeline.ReportPaths
-	if in.Report == nil {
-		return out, fmt.Errorf("write report: no report given")
-	}
-	var err error
-	if out.JSON, err = a.putRecordJSON(runPath(in.RunID, pipeline.ComparisonFile), in.Report); err != nil {
-		return out, classify(fmt.Errorf("write comparison report: %w", err))
-	}
-	if out.Markdown, err = a.Store.PutRecord(runPath(in.RunID, "comparison.md"), []byte(report.ComparisonMarkdown(in.Report))); err != nil {
-		return out, classify(fmt.Errorf("write comparison report: %w", err))
-	}
-	return out, nil
-}
-
-// putRecordJSON writes v as indented JSON to a record of the store and
-// says where it is.
-func (a *Activities) putRecordJSON(key string, v any) (string, error) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	return a.Store.PutRecord(key, append(b, '\n'))
-}
-
-// curveSegment is the stored form of a CurveInput.
-type curveSegment struct {
-	Previous *artifact.Ref               `json:"previous,omitempty"`
-	Points   []pipeline.IterationMetrics `json:"points"`
-}
-
-// SaveCurve stores a segment of the REINFORCE curve as
-// <data-dir>/runs/<run>/reinforce/curve-<first>-<last>.json.
-func (a *Activities) SaveCurve(_ context.Context, in pipeline.CurveInput) (artifact.Ref, error) {
-	name := "curve-empty.json"
-	if n := len(in.Points); n > 0 {
-		name = fmt.Sprintf("curve-%05d-%05d.json", in.Points[0].Iteration, in.Points[n-1].Iteration)
-	}
-	ref, err := a.Store.PutJSON(runPath(in.RunID, "reinforce", name), curveSegment{Previous: in.Previous, Points: in.Points})
-	return ref, classify(err)
-}
-
-// loadCurve follows a chain of curve segments back to the first and returns
-// every point in order, verifying each segment.
-func (a *Activities) loadCurve(last artifact.Ref) ([]pipeline.IterationMetrics, error) {
-	var segments [][]pipeline.IterationMetrics
-	for ref := &last; ref != nil; {
-		var seg curveSegment
-		if err := a.Store.GetJSON(*ref, &seg); err != nil {
-			return nil, fmt.Errorf("REINFORCE curve segment: %w", err)
-		}
-		segments = append(segments, seg.Points)
-		ref = seg.Previous
-	}
-	var points []pipeline.IterationMetrics
-	for i := len(segments) - 1; i >= 0; i-- {
-		points = append(points, segments[i]...)
-	}
-	return points, nil
-}
-
-// WriteSummary writes the run summary to runs/<run>/summary.json in the
-// store (<data-dir>/runs/<run>/summary.json for a local one),
-// with the whole REINFORCE curve when it was stored in segments.
-func (a *Activities) WriteSummary(_ context.Context, in pipeline.SummaryInput) (string, error) {
-	if in.Summary == nil {
-		return "", fmt.Errorf("write summary: no summary given")
-	}
-	s := *in.Summary
-	if in.Curve != nil {
-		points, err := a.loadCurve(*in.Curve)
-		if err != nil {
-			return "", classify(err)
-		}
-		s.Curve = points
-	}
-	p, err := a.putRecordJSON(runPath(in.RunID, pipeline.SummaryFile), s)
-	if err != nil {
-		return "", classify(fmt.Errorf("write summary: %w", err))
-	}
-	return p, nil
-}
+func iterationDir(iteration int) string { return fmt.Sprintf("reinforce/iter-%05d", iteration) }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/rng"
 	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
@@ -20,36 +21,6 @@ import (
 // from its own stream (seed, iteration, row), and shards are whole
 // generation batches, so every row is computed exactly as in one shard:
 // the final weights are bit-identical for any number of shards.
-
-// iterationRows are an iteration's rollout rows: each prompt
-// samples_per_prompt times, as token ids, and the prompts' texts.
-func iterationRows(ds *dataset, in pipeline.IterationInput) (rows [][]int32, prompts []string, err error) {
-	prompts = iterationPrompts(ds, in.Spec, in.Iteration)
-	if len(prompts) == 0 {
-		return nil, nil, invalidData(fmt.Errorf("no training prompts fit model.max_len %d", ds.m.cfg.MaxLen))
-	}
-	ids := make([][]int32, len(prompts))
-	for i, p := range prompts {
-		ids[i], _ = ds.promptIDs(p) // iterationPrompts kept those that encode
-	}
-	return reinforce.Repeat(ids, in.Spec.Reinforce.SamplesPerPrompt), prompts, nil
-}
-
-// shardRows are the rows [first, last) of the batches a shard covers.
-func shardRows(in pipeline.ShardInput, rows, batchSize int) (first, last int, err error) {
-	batches := (rows + batchSize - 1) / batchSize
-	if in.Shards < 1 || in.Shards > batches || in.Shard < 0 || in.Shard >= in.Shards {
-		return 0, 0, invalidSpec(fmt.Errorf("reinforce.rollout_shards: shard %d of %d does not fit the %d rollout batches of an iteration", in.Shard, in.Shards, batches))
-	}
-	first = in.Shard * batches / in.Shards * batchSize
-	last = min((in.Shard+1)*batches/in.Shards*batchSize, rows)
-	return first, last, nil
-}
-
-// rowRNG is the random stream of an iteration's rollout row.
-func rowRNG(seed int64, iteration, row int) *rand.Rand {
-	return stageRNG(seed, fmt.Sprintf("rollout/%d", iteration), row)
-}
 
 // shardRow is one rollout as a shard stores it.
 type shardRow struct {
@@ -71,7 +42,11 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	start := time.Now()
 	spec := in.Spec
 	r := spec.Reinforce
-	eng, ds, err := a.setup(spec, in.Data)
+	first, last, err := r.ShardRows(in.Shard, in.Shards)
+	if err != nil {
+		return pipeline.ShardResult{}, invalidSpec(err)
+	}
+	j, err := a.setup(spec, in.Data)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
@@ -79,23 +54,20 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
-	rows, _, err := iterationRows(ds, in.IterationInput)
-	if err != nil {
-		return pipeline.ShardResult{}, err
-	}
-	first, last, err := shardRows(in, len(rows), r.BatchSize)
+	prompts, _, err := j.iterationPrompts(in.IterationInput)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
 	rngs := make([]*rand.Rand, 0, last-first)
 	for i := first; i < last; i++ {
-		rngs = append(rngs, rowRNG(spec.Seed, in.Iteration, i))
+		rngs = append(rngs, rng.Row(spec.Seed, in.Iteration, i))
 	}
-	ro, err := reinforce.RolloutEach(eng.policy, pol, rows[first:last], r.BatchSize, sampleOptions(spec, ds, r.Temperature), rngs)
+	rows := reinforce.Repeat(prompts, r.SamplesPerPrompt)[first:last]
+	ro, err := reinforce.RolloutEach(j.eng.policy, pol, rows, r.BatchSize, j.sampleOptions(spec, r.Temperature), rngs)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
-	rewards, lp, err := reinforce.ScoreAndLogProbs(eng.policy, eng.reward, pol, ref, rm, ro, r.BatchSize)
+	rewards, lp, err := reinforce.ScoreAndLogProbs(j.eng.policy, j.eng.reward, pol, ref, rm, ro, r.BatchSize)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
@@ -116,17 +88,6 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	return res, nil
 }
 
-// meanLength is the mean response length of samples, in tokens.
-func meanLength(samples []policy.Sample) float64 {
-	n := 0
-	for _, s := range samples {
-		n += len(s.Tokens)
-	}
-	return float64(n) / float64(max(1, len(samples)))
-}
-
-func iterationDir(iteration int) string { return fmt.Sprintf("reinforce/iter-%05d", iteration) }
-
 // UpdatePolicy merges an iteration's shards and takes the policy update:
 // shaped rewards, leave-one-out baselines over each prompt's samples, one
 // pass of optimizer steps in row order. It stores the policy, its
@@ -146,30 +107,56 @@ func (a *Activities) UpdatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 }
 
 func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationResult, error) {
-	start := time.Now()
+	o := iterationOutcome{started: time.Now()}
 	spec := in.Spec
 	r := spec.Reinforce
-	eng, ds, err := a.setup(spec, in.Data)
+	j, err := a.setup(spec, in.Data)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	pol, st, err := a.updateState(in.IterationInput)
+	if o.pol, o.st, err = a.updateState(in.IterationInput); err != nil {
+		return pipeline.IterationResult{}, err
+	}
+	prompts, texts, err := j.iterationPrompts(in.IterationInput)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	rows, prompts, err := iterationRows(ds, in.IterationInput)
+	o.texts = texts
+	if o.rollouts, o.rewards, o.kl, err = a.mergeShards(in.Shards, reinforce.Repeat(prompts, r.SamplesPerPrompt)); err != nil {
+		return pipeline.IterationResult{}, err
+	}
+	if _, _, o.adv, err = reinforce.Advantages(o.rewards, o.kl, o.rollouts.Ended(), r.KLBeta, r.SamplesPerPrompt); err != nil {
+		return pipeline.IterationResult{}, err
+	}
+	batches, err := reinforce.Batches(j.eng.policy.Cfg, o.rollouts, r.BatchSize)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	ro := &reinforce.Rollouts{Contexts: rows}
-	var rewards, kl []float64
-	for _, sh := range in.Shards {
+	up, err := reinforce.Update(a.rlTrainer(j.eng), o.pol, o.st, r.LearningRate, batches, o.adv)
+	if err != nil {
+		return pipeline.IterationResult{}, err
+	}
+	o.loss = up.Loss
+	res, err := a.saveIteration(in.IterationInput, j, o)
+	if err != nil {
+		return res, err
+	}
+	a.hold(res, o.pol, o.st)
+	res.WorkerQueue = a.WorkerQueue
+	return res, nil
+}
+
+// mergeShards reads the shards' rollouts, in order, as the rows of one
+// iteration.
+func (a *Activities) mergeShards(shards []pipeline.ShardResult, rows [][]int32) (ro *reinforce.Rollouts, rewards, kl []float64, err error) {
+	ro = &reinforce.Rollouts{Contexts: rows}
+	for _, sh := range shards {
 		var part []shardRow
 		if err := a.Store.GetJSON(sh.Rollouts, &part); err != nil {
-			return pipeline.IterationResult{}, err
+			return nil, nil, nil, err
 		}
 		if sh.First != len(ro.Samples) || len(part) != sh.Rows {
-			return pipeline.IterationResult{}, corrupt(fmt.Errorf("shard %d holds rows %d-%d (%d stored), but rows up to %d are merged", sh.Shard, sh.First, sh.First+sh.Rows-1, len(part), len(ro.Samples)))
+			return nil, nil, nil, corrupt(fmt.Errorf("shard %d holds rows %d-%d (%d stored), but rows up to %d are merged", sh.Shard, sh.First, sh.First+sh.Rows-1, len(part), len(ro.Samples)))
 		}
 		for _, row := range part {
 			ro.Samples = append(ro.Samples, policy.Sample{Tokens: row.Response, Ended: row.Ended})
@@ -177,35 +164,9 @@ func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationRe
 		}
 	}
 	if len(ro.Samples) != len(rows) {
-		return pipeline.IterationResult{}, corrupt(fmt.Errorf("the shards hold %d of the iteration's %d rollouts", len(ro.Samples), len(rows)))
+		return nil, nil, nil, corrupt(fmt.Errorf("the shards hold %d of the iteration's %d rollouts", len(ro.Samples), len(rows)))
 	}
-	ended := ro.Ended()
-	_, _, adv, err := reinforce.Advantages(rewards, kl, ended, r.KLBeta, r.SamplesPerPrompt)
-	if err != nil {
-		return pipeline.IterationResult{}, err
-	}
-	batches, err := reinforce.Batches(eng.policy.Cfg, ro, r.BatchSize)
-	if err != nil {
-		return pipeline.IterationResult{}, err
-	}
-	up, err := reinforce.Update(a.rlTrainer(eng), pol, st, r.LearningRate, batches, adv)
-	if err != nil {
-		return pipeline.IterationResult{}, err
-	}
-	res := pipeline.IterationResult{Iteration: in.Iteration, Loss: up.Loss}
-	records := make([]rolloutRecord, len(rows))
-	for i, s := range ro.Samples {
-		records[i] = rolloutRecord{Prompt: prompts[i/r.SamplesPerPrompt], Response: ds.m.codec.Text(s.Tokens), Ended: s.Ended,
-			Reward: rewards[i], KL: kl[i], Advantage: adv[i]}
-	}
-	if err := a.saveIteration(in.IterationInput, ds, pol, st, records, &res); err != nil {
-		return res, err
-	}
-	res.MeanLength = meanLength(ro.Samples)
-	a.hold(res, pol, st)
-	res.WorkerQueue = a.WorkerQueue
-	res.Seconds = time.Since(start).Seconds()
-	return res, nil
+	return ro, rewards, kl, nil
 }
 
 // held is the policy and optimizer state the worker's last update left,
@@ -265,41 +226,4 @@ func (a *Activities) rlTrainer(eng *engineSet) *optim.Trainer {
 		eng.rl = reinforce.NewTrainer(eng.policy)
 	}
 	return eng.rl
-}
-
-// saveIteration fills res's means from the rollouts (with the gold score
-// where the data has a rubric) and stores the policy, its optimizer state
-// and the rollouts.
-func (a *Activities) saveIteration(in pipeline.IterationInput, ds *dataset, pol *weights.Set, st *optim.State, records []rolloutRecord, res *pipeline.IterationResult) error {
-	// Sums, then divided: as reinforce.Stats averages.
-	var reward, kl, ended, goldSum float64
-	for i := range records {
-		reward += records[i].Reward
-		kl += records[i].KL
-		if records[i].Ended {
-			ended++
-		}
-		if ds.task != nil {
-			g := ds.task.Gold(records[i].Prompt, records[i].Response).Helpfulness
-			records[i].Gold = &g
-			goldSum += g
-		}
-	}
-	n := float64(len(records))
-	res.RewardMean, res.KLMean, res.EndedFraction = reward/n, kl/n, ended/n
-	if ds.task != nil {
-		g := goldSum / n
-		res.GoldMean = &g
-	}
-	dir := iterationDir(in.Iteration)
-	var err error
-	if res.Policy, err = a.Store.PutWeights(runPath(in.RunID, dir, "policy.safetensors"), pol); err != nil {
-		return err
-	}
-	res.PolicyDigest = pol.Digest()
-	if res.Optimizer, err = a.Store.PutWeights(runPath(in.RunID, dir, "optimizer.safetensors"), st.Save()); err != nil {
-		return err
-	}
-	res.Rollouts, err = a.Store.PutJSON(runPath(in.RunID, dir, "rollouts.json"), records)
-	return err
 }

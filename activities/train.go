@@ -5,13 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"go.temporal.io/sdk/temporal"
-
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/data/helpsteer"
 	"github.com/alignflow/alignflow/model/optim"
-	"github.com/alignflow/alignflow/model/trainloop"
 	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
@@ -19,6 +15,7 @@ import (
 	"github.com/alignflow/alignflow/reward"
 )
 
+// heartbeatEvery is how many training steps go between heartbeats.
 const heartbeatEvery = 10
 
 // TrainSFT fine-tunes a fresh policy on the training split's rated responses.
@@ -30,7 +27,11 @@ func (a *Activities) TrainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 	start := time.Now()
 	spec := in.Spec
-	eng, ds, err := a.setup(spec, in.Data)
+	j, err := a.setup(spec, in.Data)
+	if err != nil {
+		return pipeline.TrainResult{}, err
+	}
+	prompts, responses, err := j.ds.SFT()
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
@@ -38,56 +39,39 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
-	cfg := ds.m.cfg
-	var prompts, responses [][]int32
-	for _, r := range ds.ratings {
-		if splitOf(r.Split) != helpsteer.SplitTrain || !ds.fits(r.Prompt, cfg.MaxLen) {
-			continue
-		}
-		p, _ := ds.promptIDs(r.Prompt)
-		resp := ds.m.codec.Response(r.Response)
-		if len(p)+len(resp) > cfg.MaxLen {
-			continue // cut, it would not teach the response's end
-		}
-		prompts = append(prompts, p)
-		responses = append(responses, resp)
-	}
-	if len(prompts) == 0 {
-		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
-	}
 	// The bundled model starts fresh; a Hugging Face model from its weights.
-	params := policy.Init(cfg, uint64(spec.Seed))
-	if ds.m.base != nil {
-		params = ds.m.base.Clone()
+	params := policy.Init(j.m.cfg, uint64(spec.Seed))
+	if j.m.base != nil {
+		params = j.m.base.Clone()
 	}
-	st := optim.NewState(params)
 	lengths := make([]int, len(prompts))
 	for i := range prompts {
 		lengths[i] = len(prompts[i]) + len(responses[i])
 	}
 	bs := spec.SFT.BatchSize
-	batches := newBatcher(stageSource(spec.Seed, "sft", 0), lengths, bs)
-	ph := &phase{name: "sft", stage: pipeline.StageSFT, dir: "sft", steps: spec.SFT.Steps, every: spec.SFT.CheckpointEvery, lr: spec.SFT.LearningRate,
-		params: params, st: st, batches: batches, series: metrics.Series{Stage: pipeline.StageSFT}}
-	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(lr float64) (trainloop.Result, error) {
-		var bp, br [][]int32
-		tokens := 0
-		for _, i := range batches.next() {
-			bp, br = append(bp, prompts[i]), append(br, responses[i])
-			tokens += lengths[i]
-		}
-		batch, err := policy.MakeBatch(cfg, bs, bp, br)
+	ph := newPhase("sft", pipeline.StageSFT, "sft", spec.Seed, "sft", lengths, bs, params)
+	ph.steps, ph.every, ph.lr, ph.series = spec.SFT.Steps, spec.SFT.CheckpointEvery, spec.SFT.LearningRate, metrics.Series{Stage: pipeline.StageSFT}
+	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(rows []int, lr float64) (optim.StepResult, error) {
+		batch, err := policy.MakeBatch(j.m.cfg, bs, pick(prompts, rows), pick(responses, rows))
 		if err != nil {
-			return trainloop.Result{}, invalidData(err)
+			return optim.StepResult{}, invalidData(err)
 		}
 		inT, tgT, mkT := batch.Tensors()
-		r, err := eng.sft.Step(params, st, lr, inT, tgT, mkT)
-		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
+		return j.eng.sft.Step(params, ph.st, lr, inT, tgT, mkT)
 	})
 	if err != nil {
 		return res, err
 	}
 	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
+}
+
+// pick returns the rows of s, in order.
+func pick[T any](s []T, rows []int) []T {
+	out := make([]T, len(rows))
+	for k, i := range rows {
+		out[k] = s[i]
+	}
+	return out
 }
 
 func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipeline.TrainResult, start time.Time) (pipeline.TrainResult, error) {
@@ -101,8 +85,10 @@ func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipel
 	return res, nil
 }
 
-// TrainRewardModel trains a reward model, initialised from the SFT policy's
-// backbone, on the training split's preference pairs.
+// TrainRewardModel trains a reward model by its recipe: the regression
+// phase, the Bradley-Terry phase and ExPO's extrapolation, each where the
+// recipe has it (reward.Recipe), starting from reward.path or the SFT
+// policy's backbone.
 func (a *Activities) TrainRewardModel(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 	res, err := reuse(ctx, a, pipeline.StageRewardModel, in.Spec, in.RunID, in, func() (pipeline.TrainResult, error) { return a.trainRewardModel(ctx, in) })
 	return res, classify(err)
@@ -110,210 +96,183 @@ func (a *Activities) TrainRewardModel(ctx context.Context, in pipeline.TrainInpu
 
 func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 	start := time.Now()
-	spec := in.Spec
-	eng, ds, err := a.setup(spec, in.Data)
+	t, err := a.newRewardTraining(ctx, in)
 	if err != nil {
 		return pipeline.TrainResult{}, err
+	}
+	if t.recipe.Regression {
+		if err := t.regression(); err != nil {
+			return t.res, err
+		}
+	}
+	if t.recipe.BT != "" {
+		if err := t.bradleyTerry(); err != nil {
+			return t.res, err
+		}
+	}
+	if t.recipe.ExPO {
+		held, _, _ := t.j.ds.Pairs(helpsteer.SplitValidation)
+		if t.params, t.res.ExPOAlpha, err = t.j.eng.reward.ChooseExPO(t.weak, t.params, held, in.Spec.Reinforce.BatchSize); err != nil {
+			return t.res, err
+		}
+	}
+	t.params.Metadata["recipe"] = t.recipe.Name
+	return a.saveModel(in.RunID, t.dir+"/model.safetensors", t.params, t.res, start)
+}
+
+// rewardTraining is one reward model's training as it goes through its
+// recipe's phases: the weights so far, the regression model ExPO
+// extrapolates from, and the steps and losses of the phases done.
+type rewardTraining struct {
+	a          *Activities
+	ctx        context.Context
+	in         pipeline.TrainInput
+	j          *job
+	recipe     reward.Recipe
+	stage, dir string
+	resume     *trainCheckpoint
+	params     *weights.Set
+	weak       *weights.Set  // the regression model (ExPO recipes)
+	weakRef    *artifact.Ref // its stored copy, for a resumed BT phase
+	res        pipeline.TrainResult
+}
+
+// newRewardTraining loads what a reward model starts from: the recipe
+// (in.Recipe in a comparison, where each variant has a folder of its own,
+// else the spec's), the checkpoint of an earlier attempt, and the weights:
+// reward.path's when the run has one, else a fresh head on the SFT backbone.
+func (a *Activities) newRewardTraining(ctx context.Context, in pipeline.TrainInput) (*rewardTraining, error) {
+	t := &rewardTraining{a: a, ctx: ctx, in: in, stage: pipeline.StageRewardModel, dir: "reward"}
+	name := in.Spec.Reward.Recipe
+	if in.Recipe != "" {
+		name, t.stage, t.dir = in.Recipe, pipeline.StageRewardModel+" "+in.Recipe, "reward/"+in.Recipe
+	}
+	var err error
+	if t.recipe, err = reward.LookupRecipe(name); err != nil {
+		return nil, invalidSpec(err)
+	}
+	if t.j, err = a.setup(in.Spec, in.Data); err != nil {
+		return nil, err
+	}
+	if t.resume, err = a.resumePoint(ctx); err != nil {
+		return nil, err
+	}
+	if m := in.Data.Model; m != nil && m.Reward != nil {
+		t.params, err = a.Store.GetWeights(*m.Reward)
+		return t, err
 	}
 	base, err := a.Store.GetWeights(in.Base)
 	if err != nil {
-		return pipeline.TrainResult{}, err
+		return nil, err
 	}
-	resume, err := a.resumePoint(ctx)
-	if err != nil {
-		return pipeline.TrainResult{}, err
+	t.params, err = reward.InitFromBackbone(base, uint64(in.Spec.Seed))
+	return t, err
+}
+
+// add counts a finished phase in the stage's result.
+func (t *rewardTraining) add(r pipeline.TrainResult) {
+	if t.res.Steps == 0 {
+		t.res.FirstLoss = r.FirstLoss
 	}
-	name, dir, stage := spec.Reward.Recipe, "reward", pipeline.StageRewardModel
-	if in.Recipe != "" {
-		name, dir, stage = in.Recipe, "reward/"+in.Recipe, pipeline.StageRewardModel+" "+in.Recipe
+	if r.ResumedFrom > 0 {
+		t.res.ResumedFrom = t.res.Steps + r.ResumedFrom
 	}
-	recipe, err := reward.LookupRecipe(name)
-	if err != nil {
-		return pipeline.TrainResult{}, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
-	}
-	res := pipeline.TrainResult{}
-	add := func(r pipeline.TrainResult) {
-		if res.Steps == 0 {
-			res.FirstLoss = r.FirstLoss
-		}
-		if r.ResumedFrom > 0 {
-			res.ResumedFrom = res.Steps + r.ResumedFrom
-		}
-		res.Steps += r.Steps
-		res.FinalLoss = r.FinalLoss
-	}
-	// A checkpoint of the BT phase means the regression phase is done.
-	resumeBT := resume != nil && recipe.BT != "" && resume.Phase == string(recipe.BT)
-	// The regression phase: trained here, or taken from an earlier stage.
-	var params, weak *weights.Set
-	var weakRef *artifact.Ref
+	t.res.Steps += r.Steps
+	t.res.FinalLoss = r.FinalLoss
+}
+
+// regression is the regression phase: taken from in.From (a comparison's
+// helpfulness-regression model), left done by a checkpoint of the BT phase
+// (which carries its result and the regression model), or trained here.
+func (t *rewardTraining) regression() error {
+	var err error
 	switch {
-	case recipe.Regression && in.From != nil:
-		if params, err = a.Store.GetWeights(*in.From); err != nil {
-			return res, err
+	case t.in.From != nil:
+		if t.params, err = t.a.Store.GetWeights(*t.in.From); err != nil {
+			return err
 		}
-		weak = params.Clone()
+	case t.resume != nil && t.recipe.BT != "" && t.resume.Phase == string(t.recipe.BT):
+		t.res, t.weakRef = t.resume.Earlier, t.resume.Weak
+		if t.weakRef != nil {
+			t.weak, err = t.a.Store.GetWeights(*t.weakRef)
+		}
+		return err
 	default:
-		if params, err = a.rewardStart(in.Data, base, spec); err != nil {
-			return res, err
+		if err := t.fitRegression(); err != nil {
+			return err
 		}
-		switch {
-		case recipe.Regression && resumeBT:
-			res, weakRef = resume.Earlier, resume.Weak
-			if weakRef != nil {
-				if weak, err = a.Store.GetWeights(*weakRef); err != nil {
-					return res, err
-				}
-			}
-		case recipe.Regression:
-			r, err := a.fitRegression(ctx, in.RunID, stage, name, dir, eng, ds, params, spec, recipe.HelpfulnessOnly, resume)
+		if t.recipe.ExPO && t.in.Strong == nil { // kept for a resumed BT phase
+			t.weak = t.params.Clone()
+			ref, err := t.a.Store.PutWeights(runPath(t.in.RunID, t.dir, "regression.safetensors"), t.weak)
 			if err != nil {
-				return res, err
+				return err
 			}
-			add(r)
-			weak = params.Clone()
-			if recipe.ExPO && in.Strong == nil { // kept for a resumed BT phase
-				ref, err := a.Store.PutWeights(runPath(in.RunID, dir, "regression.safetensors"), weak)
-				if err != nil {
-					return res, err
-				}
-				weakRef = &ref
-			}
+			t.weakRef = &ref
+			return nil
 		}
 	}
-	// The Bradley-Terry phase: trained here, or taken from an earlier stage
-	// when only the ExPO extrapolation is left to do.
-	switch {
-	case recipe.ExPO && in.Strong != nil:
-		if params, err = a.Store.GetWeights(*in.Strong); err != nil {
-			return res, err
-		}
-	case recipe.BT != "":
-		r, err := a.fitBT(ctx, in.RunID, stage, name, dir, eng, ds, params, spec, recipe.BT, resume, res, weakRef)
-		if err != nil {
-			return res, err
-		}
-		add(r)
-	}
-	if recipe.ExPO {
-		best, alpha, err := a.chooseExPO(eng, ds, weak, params, spec)
-		if err != nil {
-			return res, err
-		}
-		params, res.ExPOAlpha = best, alpha
-	}
-	params.Metadata["recipe"] = recipe.Name
-	return a.saveModel(in.RunID, dir+"/model.safetensors", params, res, start)
-}
-
-// rewardStart is a reward model before training: reward.path's when the
-// run has one, else a fresh head on the SFT backbone.
-func (a *Activities) rewardStart(d pipeline.Data, base *weights.Set, spec config.Spec) (*weights.Set, error) {
-	if d.Model != nil && d.Model.Reward != nil {
-		return a.Store.GetWeights(*d.Model.Reward)
-	}
-	return reward.InitFromBackbone(base, uint64(spec.Seed))
-}
-
-// fitBT trains params in place with a Bradley-Terry loss on the training
-// split's non-tie preference pairs.
-func (a *Activities) fitBT(ctx context.Context, runID, stage, recipe, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, loss reward.Loss,
-	resume *trainCheckpoint, earlier pipeline.TrainResult, weak *artifact.Ref) (pipeline.TrainResult, error) {
-	cfg := ds.m.cfg
-	pairs, _, _ := ds.pairs(helpsteer.SplitTrain, cfg.MaxLen)
-	if len(pairs) == 0 {
-		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no non-tie training pairs"))
-	}
-	st := optim.NewState(params)
-	lengths := make([]int, len(pairs))
-	for i, p := range pairs {
-		lengths[i] = max(len(p.Chosen), len(p.Rejected))
-	}
-	bs := spec.Reward.BatchSize
-	batches := newBatcher(stageSource(spec.Seed, "reward-model", 0), lengths, bs)
-	ph := &phase{name: string(loss), stage: stage + ": " + string(loss), dir: dir, steps: spec.Reward.Steps, every: spec.Reward.CheckpointEvery,
-		lr: spec.Reward.LearningRate, params: params, st: st, batches: batches, earlier: earlier, weak: weak,
-		series: metrics.Series{Stage: pipeline.StageRewardModel, Recipe: recipe, Phase: string(loss)}}
-	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (trainloop.Result, error) {
-		var batchPairs []reward.Pair
-		tokens := 0
-		for _, i := range batches.next() {
-			batchPairs = append(batchPairs, pairs[i])
-			tokens += len(pairs[i].Chosen) + len(pairs[i].Rejected)
-		}
-		batch, err := reward.MakePairBatch(batchPairs, bs, cfg, loss)
-		if err != nil {
-			return trainloop.Result{}, invalidData(err)
-		}
-		r, err := eng.rmTrainer.Step(params, st, lr, batch.Args()...)
-		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
-	})
+	t.weak = t.params.Clone()
+	return nil
 }
 
 // fitRegression trains params in place to predict the training split's
 // ratings (all five attributes, or helpfulness only).
-func (a *Activities) fitRegression(ctx context.Context, runID, stage, recipe, dir string, eng *engineSet, ds *dataset, params *weights.Set, spec config.Spec, helpfulnessOnly bool,
-	resume *trainCheckpoint) (pipeline.TrainResult, error) {
-	cfg := ds.m.cfg
-	rows := ds.rated(helpsteer.SplitTrain, cfg.MaxLen)
+func (t *rewardTraining) fitRegression() error {
+	spec, rows := t.in.Spec, t.j.ds.Rated(helpsteer.SplitTrain)
 	if len(rows) == 0 {
-		return pipeline.TrainResult{}, invalidData(fmt.Errorf("no training ratings fit model.max_len %d", cfg.MaxLen))
+		return invalidData(fmt.Errorf("no training ratings fit model.max_len %d", t.j.ds.MaxLen))
 	}
-	if err := reward.InitHeadBias(params, rows); err != nil {
-		return pipeline.TrainResult{}, err
+	if err := reward.InitHeadBias(t.params, rows); err != nil {
+		return err
 	}
-	st := optim.NewState(params)
 	lengths := make([]int, len(rows))
 	for i, r := range rows {
 		lengths[i] = len(r.Sequence)
 	}
-	bs := spec.Reward.BatchSize
-	batches := newBatcher(stageSource(spec.Seed, "reward-regression", 0), lengths, bs)
-	name := "regression"
-	if helpfulnessOnly {
-		name = "regression-helpfulness"
-	}
-	ph := &phase{name: name, stage: stage + ": " + name, dir: dir, steps: spec.Reward.RegressionSteps, every: spec.Reward.CheckpointEvery,
-		lr: spec.Reward.RegressionLearningRate, params: params, st: st, batches: batches,
-		series: metrics.Series{Stage: pipeline.StageRewardModel, Recipe: recipe, Phase: name}}
-	return a.runPhase(ctx, runID, ph, resume, func(lr float64) (trainloop.Result, error) {
-		var batchRows []reward.Rated
-		tokens := 0
-		for _, i := range batches.next() {
-			batchRows = append(batchRows, rows[i])
-			tokens += lengths[i]
-		}
-		batch, err := reward.MakeRatingBatch(batchRows, bs, cfg, helpfulnessOnly)
+	bs, name := spec.Reward.BatchSize, t.recipe.RegressionPhase()
+	ph := newPhase(name, t.stage+": "+name, t.dir, spec.Seed, "reward-regression", lengths, bs, t.params)
+	ph.steps, ph.every, ph.lr = spec.Reward.RegressionSteps, spec.Reward.CheckpointEvery, spec.Reward.RegressionLearningRate
+	ph.series = metrics.Series{Stage: pipeline.StageRewardModel, Recipe: t.recipe.Name, Phase: name}
+	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, func(batch []int, lr float64) (optim.StepResult, error) {
+		b, err := reward.MakeRatingBatch(pick(rows, batch), bs, t.j.m.cfg, t.recipe.HelpfulnessOnly)
 		if err != nil {
-			return trainloop.Result{}, invalidData(err)
+			return optim.StepResult{}, invalidData(err)
 		}
-		r, err := eng.regTrainer.Step(params, st, lr, batch.Args()...)
-		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
+		return t.j.eng.regTrainer.Step(t.params, ph.st, lr, b.Args()...)
 	})
+	t.add(r)
+	return err
 }
 
-// chooseExPO extrapolates from the regression model past the BT model and
-// keeps the alpha of reward.ExPOAlphas with the best validation accuracy
-// (ties go to the smaller alpha).
-func (a *Activities) chooseExPO(eng *engineSet, ds *dataset, weak, strong *weights.Set, spec config.Spec) (*weights.Set, float64, error) {
-	held, _, _ := ds.pairs(helpsteer.SplitValidation, ds.m.cfg.MaxLen)
-	if len(held) == 0 {
-		return nil, 0, invalidData(fmt.Errorf("ExPO needs validation pairs to choose alpha"))
+// bradleyTerry is the Bradley-Terry phase on the training split's non-tie
+// pairs, unless in.Strong already holds it (ExPO in a comparison, where
+// only the extrapolation is left to do).
+func (t *rewardTraining) bradleyTerry() error {
+	spec := t.in.Spec
+	if t.recipe.ExPO && t.in.Strong != nil {
+		var err error
+		t.params, err = t.a.Store.GetWeights(*t.in.Strong)
+		return err
 	}
-	var best *weights.Set
-	bestAlpha, bestAcc := 0.0, -1.0
-	for _, alpha := range reward.ExPOAlphas {
-		cand, err := weights.Extrapolate(weak, strong, alpha)
-		if err != nil {
-			return nil, 0, err
-		}
-		acc, err := eng.reward.PairwiseAccuracy(cand, held, spec.Reinforce.BatchSize)
-		if err != nil {
-			return nil, 0, err
-		}
-		if acc > bestAcc {
-			best, bestAlpha, bestAcc = cand, alpha, acc
-		}
+	pairs, _, _ := t.j.ds.Pairs(helpsteer.SplitTrain)
+	if len(pairs) == 0 {
+		return invalidData(fmt.Errorf("no non-tie training pairs"))
 	}
-	return best, bestAlpha, nil
+	lengths, tokens := make([]int, len(pairs)), make([]int, len(pairs))
+	for i, p := range pairs {
+		lengths[i], tokens[i] = max(len(p.Chosen), len(p.Rejected)), len(p.Chosen)+len(p.Rejected)
+	}
+	bs, loss := spec.Reward.BatchSize, t.recipe.BT
+	ph := newPhase(string(loss), t.stage+": "+string(loss), t.dir, spec.Seed, "reward-model", lengths, bs, t.params)
+	ph.steps, ph.every, ph.lr, ph.tokens, ph.earlier, ph.weak = spec.Reward.Steps, spec.Reward.CheckpointEvery, spec.Reward.LearningRate, tokens, t.res, t.weakRef
+	ph.series = metrics.Series{Stage: pipeline.StageRewardModel, Recipe: t.recipe.Name, Phase: string(loss)}
+	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, func(batch []int, lr float64) (optim.StepResult, error) {
+		b, err := reward.MakePairBatch(pick(pairs, batch), bs, t.j.m.cfg, loss)
+		if err != nil {
+			return optim.StepResult{}, invalidData(err)
+		}
+		return t.j.eng.rmTrainer.Step(t.params, ph.st, lr, b.Args()...)
+	})
+	t.add(r)
+	return err
 }

@@ -169,13 +169,30 @@ type Reinforce struct {
 // Shards is the number of rollout shards (at least 1).
 func (r Reinforce) Shards() int { return max(r.RolloutShards, 1) }
 
+// RolloutRows is how many rollouts an iteration samples: every prompt
+// samples_per_prompt times.
+func (r Reinforce) RolloutRows() int { return r.PromptsPerIteration * r.SamplesPerPrompt }
+
 // RolloutBatches is how many generation batches an iteration's rollouts
 // take: the most shards it can be split into.
 func (r Reinforce) RolloutBatches() int {
 	if r.BatchSize <= 0 {
 		return 0
 	}
-	return (r.PromptsPerIteration*r.SamplesPerPrompt + r.BatchSize - 1) / r.BatchSize
+	return (r.RolloutRows() + r.BatchSize - 1) / r.BatchSize
+}
+
+// ShardRows are the rollout rows [first, last) of shard of shards: whole
+// generation batches, split as evenly as batches allow, so every row is
+// generated in the batch it would have in one shard.
+func (r Reinforce) ShardRows(shard, shards int) (first, last int, err error) {
+	batches := r.RolloutBatches()
+	if shards < 1 || shards > batches || shard < 0 || shard >= shards {
+		return 0, 0, &FieldError{Field: "reinforce.rollout_shards", Problem: fmt.Sprintf("shard %d of %d does not fit the %d rollout batches of an iteration", shard, shards, batches)}
+	}
+	first = shard * batches / shards * r.BatchSize
+	last = min((shard+1)*batches/shards*r.BatchSize, r.RolloutRows())
+	return first, last, nil
 }
 
 // Eval measures the policy before and after REINFORCE on held-out prompts.

@@ -9,6 +9,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/data/rewardbench"
+	"github.com/alignflow/alignflow/reward"
 )
 
 // Error types of non-retryable failures: retrying cannot fix them.
@@ -175,22 +176,12 @@ type RewardEval struct {
 	RewardBench *rewardbench.Report `json:"rewardbench,omitempty"`
 }
 
-// StrengthAccuracy is the held-out accuracy on pairs of one |strength|.
-type StrengthAccuracy struct {
-	Strength int     `json:"strength"`
-	Pairs    int     `json:"pairs"`
-	Accuracy float64 `json:"accuracy"`
-}
-
-// AttributeFit is how well one head output predicts one rated attribute on
-// the validation ratings. RMSE is meaningful only for outputs trained by
-// regression; the correlation is meaningful for any reward.
-type AttributeFit struct {
-	Attribute string  `json:"attribute"`
-	Rows      int     `json:"rows"`
-	RMSE      float64 `json:"rmse"`
-	Pearson   float64 `json:"pearson"`
-}
+// StrengthAccuracy and AttributeFit are the reward model's measures
+// (reward.AccuracyByStrength, reward.Engine.RatingFit).
+type (
+	StrengthAccuracy = reward.StrengthAccuracy
+	AttributeFit     = reward.AttributeFit
+)
 
 // PolicyEvalInput evaluates a policy on held-out prompts.
 type PolicyEvalInput struct {

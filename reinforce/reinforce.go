@@ -136,10 +136,12 @@ type Outcome struct {
 	Advantage float64
 }
 
-// Stats summarise an iteration.
+// Stats summarise an iteration: its rollouts' Summary, the mean shaped
+// reward and the update.
 type Stats struct {
-	RewardMean, KLMean, ShapedMean, EndedFraction, Loss, GradNorm float64
-	OptimizerSteps                                                int
+	Summary
+	ShapedMean, Loss, GradNorm float64
+	OptimizerSteps             int
 }
 
 // Iteration runs one REINFORCE iteration in place on pol and its optimizer state:
@@ -181,22 +183,13 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 		return nil, Stats{}, err
 	}
 	rollouts := make([]Outcome, len(r.Samples))
-	var stats Stats
+	stats := Stats{Summary: Summarize(r.Samples, rewards, kl, nil)}
 	for i, sm := range r.Samples {
 		rollouts[i] = Outcome{Prompt: i / s.SamplesPerPrompt, Response: sm.Tokens, Ended: ended[i], Reward: rewards[i], KL: kl[i],
 			Shaped: shaped[i], Baseline: base[i], Advantage: adv[i]}
-		stats.RewardMean += rewards[i]
-		stats.KLMean += kl[i]
 		stats.ShapedMean += shaped[i]
-		if ended[i] {
-			stats.EndedFraction++
-		}
 	}
-	n := float64(len(rollouts))
-	stats.RewardMean /= n
-	stats.KLMean /= n
-	stats.ShapedMean /= n
-	stats.EndedFraction /= n
+	stats.ShapedMean /= float64(len(rollouts))
 
 	up, err := Update(it.Trainer, pol, st, s.LearningRate, lp.Batches, adv)
 	if err != nil {

@@ -34,6 +34,15 @@ var Recipes = []Recipe{
 	{Name: "bt-scaled-from-regression-expo", Regression: true, HelpfulnessOnly: true, BT: LossBTScaled, ExPO: true},
 }
 
+// RegressionPhase names the recipe's regression phase, as its checkpoints
+// and the metrics log do: "regression", or "regression-helpfulness".
+func (r Recipe) RegressionPhase() string {
+	if r.HelpfulnessOnly {
+		return "regression-helpfulness"
+	}
+	return "regression"
+}
+
 // RecipeNames lists the valid recipe names.
 func RecipeNames() []string {
 	names := make([]string, len(Recipes))

@@ -317,17 +317,13 @@ func (e *Engine) PairwiseAccuracy(params *weights.Set, pairs []Pair, batchSize i
 	if len(pairs) == 0 {
 		return 0, fmt.Errorf("pairwise accuracy: no pairs")
 	}
-	seqs := make([][]int32, 0, 2*len(pairs))
-	for _, p := range pairs {
-		seqs = append(seqs, p.Chosen, p.Rejected)
-	}
-	r, err := e.Rewards(params, seqs, batchSize)
+	ok, err := e.PairsCorrect(params, pairs, batchSize)
 	if err != nil {
 		return 0, err
 	}
 	correct := 0
-	for i := range pairs {
-		if r[2*i] > r[2*i+1] {
+	for _, c := range ok {
+		if c {
 			correct++
 		}
 	}

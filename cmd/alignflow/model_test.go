@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -145,8 +146,7 @@ func TestScore(t *testing.T) {
 	rm, err := reward.InitFromBackbone(hf.Params, 4)
 	require.NoError(t, err)
 	assert.Nil(t, rm.Get(reward.HeadB), "a Hugging Face backbone's head has no bias")
-	files, err := hfmodel.ReadDescription(src)
-	require.NoError(t, err)
+	files := maps.Clone(hf.Files) // the exact bytes the model was read from
 	dir := filepath.Join(t.TempDir(), "rm")
 	require.NoError(t, hfmodel.ExportReward(dir, files, hf.Config.Transformer, rm, safetensors.F32))
 

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
-	"github.com/alignflow/alignflow/model/hf/hftokenizer"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
 	"github.com/alignflow/alignflow/model/tokenizer"
 )
 
@@ -75,28 +75,15 @@ func (c *Codec) Text(ids []int32) string { return c.tok.Decode(ids, true) }
 // Stop returns the tokens that end a response.
 func (c *Codec) Stop() []int32 { return append([]int32(nil), c.eos...) }
 
-// NewCodec makes the codec of a Hugging Face model from the contents of
-// its tokenizer.json and tokenizer_config.json (nil when it has none) and
-// its EOS tokens.
-func NewCodec(tokenizerJSON, tokenizerConfig []byte, eos []int32) (*Codec, error) {
+// NewCodec makes the codec of a Hugging Face model from its description
+// (as a run stored it) and the tokens its responses end with.
+func NewCodec(d *hfmodel.Description, eos []int32) (*Codec, error) {
 	if len(eos) == 0 {
 		return nil, fmt.Errorf("codec: no EOS token")
 	}
-	tok, err := hftokenizer.Parse(tokenizerJSON)
+	chat, err := d.ChatTemplate()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", hftokenizer.File, err)
+		return nil, err
 	}
-	c := &Codec{tok: tok, eos: eos}
-	if tokenizerConfig != nil {
-		cfg, err := chattemplate.ParseConfig(tokenizerConfig)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", chattemplate.ConfigFile, err)
-		}
-		if len(cfg.Templates) > 0 {
-			if c.chat, err = cfg.Template(""); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return c, nil
+	return &Codec{tok: d.Tokenizer, chat: chat, eos: eos}, nil
 }

@@ -8,7 +8,6 @@ package lm
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
-	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
@@ -39,10 +37,10 @@ type Model struct {
 	Kind      string
 	Tokenizer Tokenizer
 	// EOS are the tokens that end a response (nil for a bare tokenizer
-	// without a tokenizer_config.json naming one).
+	// without a file naming one).
 	EOS []int32
 	// Config and Params are the architecture and weights (nil for a
-	// tokenizer-only directory).
+	// tokenizer-only directory, or a directory opened for its tokens).
 	Config *transformer.Config
 	Params *weights.Set
 	// Reward is true for a reward model (a classifier directory or an
@@ -50,6 +48,10 @@ type Model struct {
 	Reward bool
 	// Verified is true for a checkpoint whose manifest digest matched.
 	Verified bool
+	// HF is a directory's description as read and parsed: config,
+	// tokenizer, chat template, EOS and the files' exact bytes (nil for a
+	// checkpoint).
+	HF *hfmodel.Description
 
 	chat *chattemplate.Template // nil: the plain format
 }
@@ -63,7 +65,8 @@ const (
 
 // Open opens path: a directory with config.json (a Hugging Face model),
 // one with only tokenizer.json (a tokenizer), or a .safetensors checkpoint
-// written by alignflow. Only a model's weights are read when needWeights.
+// written by alignflow. A directory's description files are each read
+// once (hfmodel.ReadDescription); its weights only when needWeights.
 func Open(path string, needWeights bool) (*Model, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -72,50 +75,30 @@ func Open(path string, needWeights bool) (*Model, error) {
 	if !st.IsDir() {
 		return openCheckpoint(path)
 	}
-	if _, err := os.Stat(filepath.Join(path, hfmodel.ConfigFile)); err == nil && needWeights {
-		hf, err := hfmodel.Load(path)
-		if err != nil {
-			return nil, err
-		}
-		m := &Model{Path: path, Kind: KindHF, Tokenizer: hf.Tokenizer, EOS: hf.EOS, Config: &hf.Config.Transformer, Params: hf.Params, Reward: hf.Config.Classifier}
-		return m, m.useTemplate(hf.Chat)
-	}
-	tok, err := hftokenizer.Load(filepath.Join(path, hftokenizer.File))
+	desc, err := hfmodel.ReadDescription(path)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: neither a Hugging Face model (config.json and weights) nor a tokenizer: %w", path, err)
-	}
-	m := &Model{Path: path, Kind: KindTokenizer, Tokenizer: tok}
-	chat, err := chattemplate.LoadConfig(path)
-	switch {
-	case err == nil:
-		if chat.EOS != "" {
-			if id, ok := tok.TokenID(chat.EOS); ok {
-				m.EOS = []int32{id}
-			}
+		if _, statErr := os.Stat(filepath.Join(path, hfmodel.ConfigFile)); statErr != nil {
+			return nil, fmt.Errorf("model %s: neither a Hugging Face model (config.json and weights) nor a tokenizer: %w", path, err)
 		}
-		if err := m.useTemplate(chat); err != nil {
-			return nil, err
-		}
-	case !errors.Is(err, chattemplate.ErrNoConfig):
 		return nil, err
 	}
-	if _, err := os.Stat(filepath.Join(path, hfmodel.ConfigFile)); err == nil {
-		m.Kind = KindHF // a model directory opened for its tokens only
+	m := &Model{Path: path, Kind: KindTokenizer, Tokenizer: desc.Tokenizer, EOS: desc.EOS, HF: desc}
+	if desc.Config != nil {
+		m.Kind = KindHF
+		if needWeights {
+			if desc.EOS == nil {
+				return nil, desc.EOSErr
+			}
+			if m.Params, err = hfmodel.LoadWeights(path, desc.Config); err != nil {
+				return nil, err
+			}
+			m.Config, m.Reward = &desc.Config.Transformer, desc.Config.Classifier
+		}
+	}
+	if m.chat, err = desc.ChatTemplate(); err != nil {
+		return nil, err
 	}
 	return m, nil
-}
-
-// useTemplate takes the default chat template, if the config has one.
-func (m *Model) useTemplate(c *chattemplate.Config) error {
-	if c == nil || len(c.Templates) == 0 {
-		return nil
-	}
-	t, err := c.Template("")
-	if err != nil {
-		return err
-	}
-	m.chat = t
-	return nil
 }
 
 func openCheckpoint(path string) (*Model, error) {

@@ -90,9 +90,9 @@ func TestRefusedConfigs(t *testing.T) {
 func stories(t *testing.T, weights func(src string) []byte) string {
 	src := fixtures.Path(t, "models", "stories260K")
 	dir := t.TempDir()
-	files, err := ReadDescription(src)
+	desc, err := ReadDescription(src)
 	require.NoError(t, err)
-	for f, b := range files {
+	for f, b := range desc.Files {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), b, 0o644))
 	}
 	if weights != nil {

@@ -25,61 +25,143 @@ var dtypes = map[string]safetensors.DType{"float32": safetensors.F32, "bfloat16"
 // GenerationConfigFile holds the EOS a model stops generating at.
 const GenerationConfigFile = "generation_config.json"
 
-// Model is a loaded Hugging Face model directory.
+// Model is a loaded Hugging Face model directory: its description and its
+// weights.
 type Model struct {
-	Dir    string
-	Config *Config
+	*Description
 	// Params are the weights as a policy: alignflow's names and layout,
 	// the transformer config in the metadata.
-	Params    *weights.Set
+	Params *weights.Set
+}
+
+// Description is what describes a model beside its weights, read once:
+// the exact bytes of its description files (what a run stores and an
+// export writes back) and what they say. Every reader of a model
+// directory, or of a model a run stored, parses it here.
+type Description struct {
+	// Dir is where the files were read from (a directory, or the store).
+	Dir string
+	// Files are the description files the model has, by name
+	// (DescriptionFiles), as they were parsed.
+	Files map[string][]byte
+	// Config is config.json's (nil for a tokenizer-only directory).
+	Config    *Config
 	Tokenizer *hftokenizer.Tokenizer
 	// Chat is tokenizer_config.json's chat template and BOS/EOS text (nil
 	// when the directory has no tokenizer_config.json).
 	Chat *chattemplate.Config
 	// EOS are the tokens generation stops at: generation_config.json's
-	// eos_token_id, else config.json's, else the tokenizer's eos_token.
-	EOS []int32
+	// eos_token_id, else config.json's, else the tokenizer's eos_token;
+	// nil when none names one (EOSErr says why).
+	EOS    []int32
+	EOSErr error
 }
 
-// Load reads a model directory: config.json, the safetensors weights,
+// maxDescriptionBytes bounds a description file: the largest real
+// tokenizer.json files (Gemma's, Qwen2's) are about 35 MB.
+const maxDescriptionBytes = 256 << 20
+
+// Load reads a model directory: its description (config.json,
 // tokenizer.json and, where present, tokenizer_config.json and
-// generation_config.json.
+// generation_config.json) and its safetensors weights.
 func Load(dir string) (*Model, error) {
-	cfg, err := ReadConfig(dir)
+	files, err := readFiles(dir)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := hftokenizer.Load(filepath.Join(dir, hftokenizer.File))
+	if _, ok := files[ConfigFile]; !ok {
+		return nil, fmt.Errorf("%s: no %s: not a Hugging Face model directory", dir, ConfigFile)
+	}
+	d, err := ParseDescription(dir, files)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: no %s (alignflow reads Hugging Face tokenizers from tokenizer.json)", dir, hftokenizer.File)
-		}
 		return nil, err
 	}
-	if tok.VocabSize() > cfg.Transformer.Vocab {
-		return nil, fmt.Errorf("%s: the tokenizer has ids up to %d but config.json's vocab_size is %d", dir, tok.VocabSize()-1, cfg.Transformer.Vocab)
+	if d.EOS == nil {
+		return nil, d.EOSErr
 	}
-	m := &Model{Dir: dir, Config: cfg, Tokenizer: tok}
-	if m.Chat, err = chattemplate.LoadConfig(dir); err != nil {
-		if !errors.Is(err, chattemplate.ErrNoConfig) {
-			return nil, err
-		}
-		m.Chat = nil
-	}
-	if m.EOS, err = eos(dir, cfg, m.Chat, tok); err != nil {
-		return nil, err
-	}
-	if m.Params, err = LoadWeights(dir, cfg); err != nil {
+	m := &Model{Description: d}
+	if m.Params, err = LoadWeights(dir, d.Config); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func eos(dir string, cfg *Config, chat *chattemplate.Config, tok *hftokenizer.Tokenizer) ([]int32, error) {
-	path := filepath.Join(dir, GenerationConfigFile)
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
+// ReadDescription reads the description files dir has, each once, and
+// parses them (ParseDescription).
+func ReadDescription(dir string) (*Description, error) {
+	files, err := readFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDescription(dir, files)
+}
+
+// readFiles reads the description files dir has, by name.
+func readFiles(dir string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for _, name := range DescriptionFiles {
+		path := filepath.Join(dir, name)
+		st, err := os.Stat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if st.Size() > maxDescriptionBytes {
+			return nil, fmt.Errorf("%s: %d bytes is more than any model's %s (at most %d)", path, st.Size(), name, maxDescriptionBytes)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		files[name] = b
+	}
+	return files, nil
+}
+
+// ParseDescription parses a model's description files, given by name as
+// ReadDescription reads them; dir names where they came from in errors.
+// tokenizer.json is required; config.json is not (a tokenizer-only
+// directory), but when present the tokenizer must fit its vocabulary.
+func ParseDescription(dir string, files map[string][]byte) (*Description, error) {
+	d := &Description{Dir: dir, Files: files}
+	if b, ok := files[ConfigFile]; ok {
+		c, err := ParseConfig(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+		}
+		d.Config = c
+	}
+	b, ok := files[hftokenizer.File]
+	if !ok {
+		return nil, fmt.Errorf("%s: no %s (alignflow reads Hugging Face tokenizers from tokenizer.json)", dir, hftokenizer.File)
+	}
+	tok, err := hftokenizer.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer %s: %w", filepath.Join(dir, hftokenizer.File), err)
+	}
+	tok.Path = filepath.Join(dir, hftokenizer.File)
+	d.Tokenizer = tok
+	if d.Config != nil && tok.VocabSize() > d.Config.Transformer.Vocab {
+		return nil, fmt.Errorf("%s: the tokenizer has ids up to %d but config.json's vocab_size is %d", dir, tok.VocabSize()-1, d.Config.Transformer.Vocab)
+	}
+	if b, ok := files[chattemplate.ConfigFile]; ok {
+		path := filepath.Join(dir, chattemplate.ConfigFile)
+		if d.Chat, err = chattemplate.ParseConfig(b); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		d.Chat.Path = path
+	}
+	if d.EOS, err = d.eos(); err != nil {
+		d.EOS, d.EOSErr = nil, err
+	}
+	return d, nil
+}
+
+func (d *Description) eos() ([]int32, error) {
+	if b, ok := d.Files[GenerationConfigFile]; ok {
+		path := filepath.Join(d.Dir, GenerationConfigFile)
 		var g struct {
 			EOS json.RawMessage `json:"eos_token_id"`
 		}
@@ -93,19 +175,26 @@ func eos(dir string, cfg *Config, chat *chattemplate.Config, tok *hftokenizer.To
 		if len(ids) > 0 {
 			return ids, nil
 		}
-	case !errors.Is(err, os.ErrNotExist):
-		return nil, err
 	}
-	if len(cfg.EOS) > 0 {
-		return cfg.EOS, nil
+	if d.Config != nil && len(d.Config.EOS) > 0 {
+		return d.Config.EOS, nil
 	}
-	if chat != nil && chat.EOS != "" {
-		if id, ok := tok.TokenID(chat.EOS); ok {
+	if d.Chat != nil && d.Chat.EOS != "" {
+		if id, ok := d.Tokenizer.TokenID(d.Chat.EOS); ok {
 			return []int32{id}, nil
 		}
-		return nil, fmt.Errorf("%s: eos_token %q is not a token of %s", chat.Path, chat.EOS, tok.Path)
+		return nil, fmt.Errorf("%s: eos_token %q is not a token of %s", d.Chat.Path, d.Chat.EOS, d.Tokenizer.Path)
 	}
-	return nil, fmt.Errorf("%s: no EOS: neither %s, %s nor %s gives eos_token_id or eos_token", dir, GenerationConfigFile, ConfigFile, chattemplate.ConfigFile)
+	return nil, fmt.Errorf("%s: no EOS: neither %s, %s nor %s gives eos_token_id or eos_token", d.Dir, GenerationConfigFile, ConfigFile, chattemplate.ConfigFile)
+}
+
+// ChatTemplate is the model's default chat template, nil when it has none
+// (the plain format).
+func (d *Description) ChatTemplate() (*chattemplate.Template, error) {
+	if d.Chat == nil || len(d.Chat.Templates) == 0 {
+		return nil, nil
+	}
+	return d.Chat.Template("")
 }
 
 // mapping is one tensor in Hugging Face's naming and in alignflow's.
@@ -254,19 +343,3 @@ func transposed(m *weights.Tensor) *weights.Tensor {
 // its architecture, tokenizer, chat template and generation settings. A
 // run keeps them, and an export writes them back.
 var DescriptionFiles = []string{ConfigFile, hftokenizer.File, chattemplate.ConfigFile, GenerationConfigFile}
-
-// ReadDescription reads the description files dir has, by name.
-func ReadDescription(dir string) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	for _, name := range DescriptionFiles {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out[name] = b
-	}
-	return out, nil
-}

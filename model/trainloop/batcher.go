@@ -1,4 +1,4 @@
-package activities
+package trainloop
 
 import (
 	"fmt"
@@ -6,12 +6,12 @@ import (
 	"sort"
 )
 
-// batcher yields training batches (row indices) epoch after epoch. Each epoch
+// Batcher yields training batches (row indices) epoch after epoch. Each epoch
 // is shuffled, then rows are sorted by length within windows of eight batches
 // and the batches shuffled again: batches hold sequences of similar length,
 // so padding (which the pure-Go backend pays for in full) stays small, while
 // the order stays random and reproducible from the stage's seed.
-type batcher struct {
+type Batcher struct {
 	src     *rand.PCG
 	rng     *rand.Rand
 	lengths []int
@@ -19,27 +19,32 @@ type batcher struct {
 	queue   [][]int
 }
 
-func newBatcher(src *rand.PCG, lengths []int, size int) *batcher {
-	return &batcher{src: src, rng: rand.New(src), lengths: lengths, size: size}
+// NewBatcher batches rows of the given lengths size at a time, shuffled by
+// src (whose state the batcher's State saves).
+func NewBatcher(src *rand.PCG, lengths []int, size int) *Batcher {
+	return &Batcher{src: src, rng: rand.New(src), lengths: lengths, size: size}
 }
 
-// batcherState is a batcher's position in its data: the random stream and
+// BatcherState is a batcher's position in its data: the random stream and
 // the batches left in the current epoch. Restoring it continues exactly
 // where the checkpointed run was.
-type batcherState struct {
+type BatcherState struct {
 	RNG   []byte  `json:"rng"`
 	Queue [][]int `json:"queue"`
 }
 
-func (b *batcher) state() (batcherState, error) {
+// State is the batcher's position, for a checkpoint.
+func (b *Batcher) State() (BatcherState, error) {
 	rng, err := b.src.MarshalBinary()
 	if err != nil {
-		return batcherState{}, fmt.Errorf("batcher state: %w", err)
+		return BatcherState{}, fmt.Errorf("batcher state: %w", err)
 	}
-	return batcherState{RNG: rng, Queue: b.queue}, nil
+	return BatcherState{RNG: rng, Queue: b.queue}, nil
 }
 
-func (b *batcher) restore(s batcherState) error {
+// Restore continues from a checkpointed position, after checking that it
+// fits the batcher's rows and batch size.
+func (b *Batcher) Restore(s BatcherState) error {
 	if err := b.src.UnmarshalBinary(s.RNG); err != nil {
 		return fmt.Errorf("batcher state: %w", err)
 	}
@@ -54,7 +59,8 @@ func (b *batcher) restore(s batcherState) error {
 	return nil
 }
 
-func (b *batcher) next() []int {
+// Next returns the next batch's row indices.
+func (b *Batcher) Next() []int {
 	if len(b.queue) == 0 {
 		b.queue = b.epoch()
 	}
@@ -63,7 +69,7 @@ func (b *batcher) next() []int {
 	return out
 }
 
-func (b *batcher) epoch() [][]int {
+func (b *Batcher) epoch() [][]int {
 	perm := b.rng.Perm(len(b.lengths))
 	for len(perm)%b.size != 0 { // pad the last batch with rows from the start
 		perm = append(perm, perm[len(perm)%len(b.lengths)])

@@ -1,4 +1,4 @@
-package activities
+package trainloop
 
 import (
 	"math/rand/v2"
@@ -13,11 +13,11 @@ func TestBatcherCoversEveryRowAndGroupsLengths(t *testing.T) {
 	for i := range lengths {
 		lengths[i] = (i * 37) % 50
 	}
-	b := newBatcher(rand.NewPCG(1, 2), lengths, 8)
+	b := NewBatcher(rand.NewPCG(1, 2), lengths, 8)
 	seen := map[int]int{}
 	spread := 0
 	for k := 0; k < 13; k++ { // one epoch: 100 rows padded to 104
-		batch := b.next()
+		batch := b.Next()
 		require.Len(t, batch, 8)
 		lo, hi := 1<<30, 0
 		for _, i := range batch {
@@ -29,10 +29,10 @@ func TestBatcherCoversEveryRowAndGroupsLengths(t *testing.T) {
 	assert.Len(t, seen, 100, "every row appears in an epoch")
 	assert.Less(t, spread/13, 25, "rows of a batch have similar lengths")
 
-	again := newBatcher(rand.NewPCG(1, 2), lengths, 8)
-	b2 := newBatcher(rand.NewPCG(1, 2), lengths, 8)
+	again := NewBatcher(rand.NewPCG(1, 2), lengths, 8)
+	b2 := NewBatcher(rand.NewPCG(1, 2), lengths, 8)
 	for k := 0; k < 30; k++ {
-		assert.Equal(t, again.next(), b2.next(), "the same seed gives the same batches")
+		assert.Equal(t, again.Next(), b2.Next(), "the same seed gives the same batches")
 	}
 }
 
@@ -41,18 +41,18 @@ func TestBatcherStateResumesExactly(t *testing.T) {
 	for i := range lengths {
 		lengths[i] = i % 7
 	}
-	ref := newBatcher(rand.NewPCG(3, 4), lengths, 4)
-	b := newBatcher(rand.NewPCG(3, 4), lengths, 4)
+	ref := NewBatcher(rand.NewPCG(3, 4), lengths, 4)
+	b := NewBatcher(rand.NewPCG(3, 4), lengths, 4)
 	for range 11 { // into the second epoch (8 batches each)
-		ref.next()
-		b.next()
+		ref.Next()
+		b.Next()
 	}
-	st, err := b.state()
+	st, err := b.State()
 	require.NoError(t, err)
-	resumed := newBatcher(rand.NewPCG(9, 9), lengths, 4) // another stream, overwritten by the state
-	require.NoError(t, resumed.restore(st))
+	resumed := NewBatcher(rand.NewPCG(9, 9), lengths, 4) // another stream, overwritten by the state
+	require.NoError(t, resumed.Restore(st))
 	for k := range 20 {
-		assert.Equal(t, ref.next(), resumed.next(), "batch %d after the restore", k)
+		assert.Equal(t, ref.Next(), resumed.Next(), "batch %d after the restore", k)
 	}
-	require.Error(t, resumed.restore(batcherState{RNG: st.RNG, Queue: [][]int{{0, 1, 2, 99}}}), "rows outside the data are rejected")
+	require.Error(t, resumed.Restore(BatcherState{RNG: st.RNG, Queue: [][]int{{0, 1, 2, 99}}}), "rows outside the data are rejected")
 }

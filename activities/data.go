@@ -1,0 +1,133 @@
+package activities
+
+import (
+	"context"
+	"os"
+	"path"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/data/dataset"
+	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/data/matched"
+	"github.com/alignflow/alignflow/pipeline"
+)
+
+// PrepareData generates the matched dataset, or validates the user's files,
+// and stores both in the run's artifact folder, with model.path's model.
+func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
+	// Before reuse: a recorded result must not reveal a file outside the roots either.
+	if err := in.Spec.CheckRoots(a.DataRoots); err != nil {
+		return pipeline.Data{}, invalidSpec(err)
+	}
+	d, err := reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
+	return d, classify(err)
+}
+
+// prepareData checks every file and the model, and counts the data, before
+// anything is stored: what a stage cannot use fails the run with nothing
+// left behind.
+func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
+	spec := in.Spec
+	var d pipeline.Data
+	if err := spec.CheckFiles(); err != nil {
+		return d, invalidSpec(err)
+	}
+	src, err := readData(ctx, in)
+	if err != nil {
+		return d, err
+	}
+	m, err := openModel(spec)
+	if err != nil {
+		return d, err
+	}
+	ds := dataset.New(src.ratings, src.prefs, src.task, m.codec, m.cfg.MaxLen)
+	if err := ds.Count(&d); err != nil {
+		return d, err
+	}
+	d.Generated, d.SkippedRows = src.task != nil, src.skipped
+	if m.hf != nil {
+		if d.Model, err = a.storeModel(in.RunID, spec, m); err != nil {
+			return d, err
+		}
+	}
+	if src.bench != nil {
+		ref, err := a.Store.Put(runPath(in.RunID, "data", "rewardbench"+path.Ext(spec.Compare.RewardBench)), src.bench)
+		if err != nil {
+			return d, err
+		}
+		d.RewardBench, d.RewardBenchPairs = &ref, src.benchPairs
+	}
+	d.Ratings, d.Preferences, err = a.storeData(in.RunID, src)
+	return d, err
+}
+
+// sourceData is a run's data as the spec gives it: generated, or read from
+// the user's files (with compare.rewardbench's bytes, if named).
+type sourceData struct {
+	ratings    []helpsteer.Rating
+	prefs      []helpsteer.Preference
+	task       *matched.Task // the gold rubric of generated data
+	skipped    int           // invalid rows left out under data.skip_invalid
+	bench      []byte
+	benchPairs int
+}
+
+func readData(ctx context.Context, in pipeline.PrepareDataInput) (*sourceData, error) {
+	spec := in.Spec
+	src := &sourceData{}
+	if spec.Data.Ratings == "" {
+		var gen *matched.Dataset
+		gen, src.task = matched.Generate(dataset.GeneratorOptions(spec))
+		src.ratings, src.prefs = gen.Ratings, gen.Preferences
+	} else {
+		opts := helpsteer.ReadOptions{SkipInvalid: spec.Data.SkipInvalid}
+		var rr, pr helpsteer.ReadReport
+		var err error
+		if src.ratings, rr, err = helpsteer.LoadRatings(spec.Data.Ratings, opts); err != nil {
+			return nil, invalidData(err)
+		}
+		if src.prefs, pr, err = helpsteer.LoadPreferences(spec.Data.Preferences, opts); err != nil {
+			return nil, invalidData(err)
+		}
+		src.skipped = rr.Skipped + pr.Skipped
+		if activity.IsActivity(ctx) {
+			for _, e := range append(rr.Errors, pr.Errors...) {
+				activity.GetLogger(ctx).Warn("skipped invalid row", "error", e.Error())
+			}
+		}
+	}
+	if f := spec.Compare.RewardBench; f != "" {
+		pairs, err := helpsteer.ReadRewardBench(f)
+		if err != nil {
+			return nil, invalidData(err)
+		}
+		if src.bench, err = os.ReadFile(f); err != nil {
+			return nil, invalidData(err)
+		}
+		src.benchPairs = len(pairs)
+	}
+	return src, nil
+}
+
+// storeData writes the ratings and preferences to the run's folder.
+func (a *Activities) storeData(runID string, src *sourceData) (ratings, prefs artifact.Ref, err error) {
+	dir, err := a.Store.ScratchDir(runID)
+	if err != nil {
+		return ratings, prefs, err
+	}
+	defer os.RemoveAll(dir)
+	rp, pp := path.Join(dir, "ratings.jsonl.gz"), path.Join(dir, "preferences.jsonl.gz")
+	if err := helpsteer.WriteRatings(rp, src.ratings); err != nil {
+		return ratings, prefs, err
+	}
+	if err := helpsteer.WritePreferences(pp, src.prefs); err != nil {
+		return ratings, prefs, err
+	}
+	if ratings, err = a.Store.PutFile(runPath(runID, "data", "ratings.jsonl.gz"), rp); err != nil {
+		return ratings, prefs, err
+	}
+	prefs, err = a.Store.PutFile(runPath(runID, "data", "preferences.jsonl.gz"), pp)
+	return ratings, prefs, err
+}
