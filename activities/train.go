@@ -80,8 +80,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 		if err != nil {
 			return trainloop.Result{}, invalidData(err)
 		}
-		inT, tgT, mkT := batch.Tensors()
-		r, err := eng.sft.Step(params, st, lr, inT, tgT, mkT)
+		r, err := eng.sft.Step(params, st, lr, batch)
 		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
 	})
 	if err != nil {
@@ -245,7 +244,7 @@ func (a *Activities) fitBT(ctx context.Context, runID, stage, recipe, dir string
 		if err != nil {
 			return trainloop.Result{}, invalidData(err)
 		}
-		r, err := eng.rmTrainer.Step(params, st, lr, batch.Args()...)
+		r, err := eng.rmTrainer.Step(params, st, lr, batch)
 		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
 	})
 }
@@ -287,7 +286,7 @@ func (a *Activities) fitRegression(ctx context.Context, runID, stage, recipe, di
 		if err != nil {
 			return trainloop.Result{}, invalidData(err)
 		}
-		r, err := eng.regTrainer.Step(params, st, lr, batch.Args()...)
+		r, err := eng.regTrainer.Step(params, st, lr, batch)
 		return trainloop.Result{Loss: r.Loss, GradNorm: r.GradNorm, Tokens: tokens}, err
 	})
 }

@@ -267,6 +267,16 @@ func ConfigOf(s *weights.Set) (Config, error) {
 // Params maps parameter names to graph nodes, as optim.LossFn receives them.
 type Params map[string]*graph.Node
 
+// ParamsOf maps names to the graph's parameter nodes in the same order: the
+// graph side of weights.Set.Args.
+func ParamsOf(names []string, nodes []*graph.Node) Params {
+	p := make(Params, len(names))
+	for i, n := range names {
+		p[n] = nodes[i]
+	}
+	return p
+}
+
 func (p Params) get(name string) *graph.Node {
 	n, ok := p[name]
 	if !ok {

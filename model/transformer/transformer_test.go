@@ -93,7 +93,7 @@ func TestCachedForwardMatchesFullForward(t *testing.T) {
 			const steps = 3
 
 			full := graph.MustNewExec(be, func(in []*graph.Node) *graph.Node {
-				return Hidden(paramsOf(params.Names(), in), cfg, in[len(in)-1])
+				return Hidden(ParamsOf(params.Names(), in), cfg, in[len(in)-1])
 			}).SetMaxCache(-1)
 			want := make([][][]float32, len(seqs)) // [row][position][D]
 			for b, seq := range seqs {
@@ -109,11 +109,11 @@ func TestCachedForwardMatchesFullForward(t *testing.T) {
 			names := params.Names()
 			np, layers := len(names), cfg.Layers
 			prefill := graph.MustNewExec(be, func(in []*graph.Node) []*graph.Node {
-				h, ks, vs := Prefill(paramsOf(names, in[:np]), cfg, in[np], in[np+1])
+				h, ks, vs := Prefill(ParamsOf(names, in[:np]), cfg, in[np], in[np+1])
 				return append(append([]*graph.Node{h}, ks...), vs...)
 			})
 			decode := graph.MustNewExec(be, func(in []*graph.Node) []*graph.Node {
-				h, ks, vs := DecodeStep(paramsOf(names, in[:np]), cfg, in[np], in[np+1], in[np+2:np+2+layers], in[np+2+layers:])
+				h, ks, vs := DecodeStep(ParamsOf(names, in[:np]), cfg, in[np], in[np+1], in[np+2:np+2+layers], in[np+2+layers:])
 				return append(append([]*graph.Node{h}, ks...), vs...)
 			}).SetMaxCache(-1)
 			tp, err := TransposeProjections(params, Projections(cfg))
@@ -149,12 +149,4 @@ func TestCachedForwardMatchesFullForward(t *testing.T) {
 			}
 		})
 	}
-}
-
-func paramsOf(names []string, nodes []*graph.Node) Params {
-	p := Params{}
-	for i, n := range names {
-		p[n] = nodes[i]
-	}
-	return p
 }
