@@ -1,7 +1,8 @@
 // Package optim trains parameter sets with AdamW and global-norm gradient
 // clipping, computed inside one compiled GoMLX graph per loss. Parameters and
 // optimizer moments live in weights.Sets between steps, so a training loop can be
-// checkpointed, hashed and resumed exactly.
+// checkpointed, hashed and resumed exactly. A Loss declares the batch tensors
+// it reads, and Trainer.Step checks every Batch against them before it runs.
 package optim
 
 import (
