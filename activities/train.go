@@ -56,8 +56,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 		if err != nil {
 			return optim.StepResult{}, invalidData(err)
 		}
-		inT, tgT, mkT := batch.Tensors()
-		return j.eng.sft.Step(params, ph.st, lr, inT, tgT, mkT)
+		return j.eng.sft.Step(params, ph.st, lr, batch)
 	})
 	if err != nil {
 		return res, err
@@ -238,7 +237,7 @@ func (t *rewardTraining) fitRegression() error {
 		if err != nil {
 			return optim.StepResult{}, invalidData(err)
 		}
-		return t.j.eng.regTrainer.Step(t.params, ph.st, lr, b.Args()...)
+		return t.j.eng.regTrainer.Step(t.params, ph.st, lr, b)
 	})
 	t.add(r)
 	return err
@@ -271,7 +270,7 @@ func (t *rewardTraining) bradleyTerry() error {
 		if err != nil {
 			return optim.StepResult{}, invalidData(err)
 		}
-		return t.j.eng.rmTrainer.Step(t.params, ph.st, lr, b.Args()...)
+		return t.j.eng.rmTrainer.Step(t.params, ph.st, lr, b)
 	})
 	t.add(r)
 	return err

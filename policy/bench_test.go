@@ -43,13 +43,12 @@ func benchSFT(b *testing.B, rows int) {
 	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, SFTLoss(benchCfg))
 	st := optim.NewState(params)
 	batch := benchBatch(b, rows)
-	in, tg, mk := batch.Tensors()
-	if _, err := tr.Step(params, st, 1e-3, in, tg, mk); err != nil { // compile
+	if _, err := tr.Step(params, st, 1e-3, batch); err != nil { // compile
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := tr.Step(params, st, 1e-3, in, tg, mk); err != nil {
+		if _, err := tr.Step(params, st, 1e-3, batch); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -148,20 +148,28 @@ func BucketLen(n, maxLen int) int {
 	return min(maxLen, (n+7)/8*8)
 }
 
-// Tensors returns inputs, targets and mask as GoMLX tensors.
-func (b *Batch) Tensors() (inputs, targets, mask *tensors.Tensor) {
-	return tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets), tensors.FromValue(b.Mask)
+// BatchTensors are a Batch's tensors as the losses that read it declare
+// them: inputs, targets and mask, each [rows, length].
+var BatchTensors = []optim.Input{
+	{Name: "inputs", DType: dtypes.Int32, Axes: []string{"B", "T"}},
+	{Name: "targets", DType: dtypes.Int32, Axes: []string{"B", "T"}},
+	{Name: "mask", DType: dtypes.Float32, Axes: []string{"B", "T"}},
 }
 
-// SFTLoss is the mean negative log-likelihood of response tokens.
-func SFTLoss(cfg transformer.Config) optim.LossFn {
-	return func(p map[string]*graph.Node, batch []*graph.Node) (*graph.Node, []*graph.Node) {
+// Tensors returns inputs, targets and mask as GoMLX tensors (BatchTensors).
+func (b *Batch) Tensors() []*tensors.Tensor {
+	return []*tensors.Tensor{tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets), tensors.FromValue(b.Mask)}
+}
+
+// SFTLoss is the mean negative log-likelihood of response tokens, over a Batch.
+func SFTLoss(cfg transformer.Config) optim.Loss {
+	return optim.Loss{Name: "sft", Inputs: BatchTensors, Fn: func(p map[string]*graph.Node, batch []*graph.Node) (*graph.Node, []*graph.Node) {
 		inputs, targets, mask := batch[0], batch[1], batch[2]
 		lp := TokenLogProbs(p, cfg, inputs, targets)
 		n := graph.Max(graph.ReduceAllSum(mask), graph.ScalarOne(mask.Graph(), dtypes.Float32))
 		loss := graph.Neg(graph.Div(graph.ReduceAllSum(graph.Mul(lp, mask)), n))
 		return loss, nil
-	}
+	}}
 }
 
 // Engine compiles and runs the policy's graphs on one backend. It is safe for
@@ -185,31 +193,23 @@ func NewEngine(b backends.Backend, cfg transformer.Config, params *weights.Set) 
 // Names returns the parameter order of the engine's graphs.
 func (e *Engine) Names() []string { return e.names }
 
-func (e *Engine) byName(in []*graph.Node) transformer.Params {
-	p := transformer.Params{}
-	for i, n := range e.names {
-		p[n] = in[i]
-	}
-	return p
-}
-
 func (e *Engine) compile() {
 	e.once.Do(func() {
 		np := len(e.names)
 		e.logProbs = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
-			return TokenLogProbs(e.byName(in[:np]), e.Cfg, in[np], in[np+1])
+			return TokenLogProbs(transformer.ParamsOf(e.names, in[:np]), e.Cfg, in[np], in[np+1])
 		}).SetMaxCache(-1)
 		layers := e.Cfg.Layers
 		out := func(p transformer.Params, h *graph.Node, ks, vs []*graph.Node) []*graph.Node {
 			return append(append([]*graph.Node{head(p, e.Cfg, h, true)}, ks...), vs...)
 		}
 		e.prefill = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
-			p := e.byName(in[:np])
+			p := transformer.ParamsOf(e.names, in[:np])
 			h, ks, vs := transformer.Prefill(p, e.Cfg, in[np], in[np+1])
 			return out(p, h, ks, vs)
 		}).SetMaxCache(-1)
 		e.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
-			p := e.byName(in[:np])
+			p := transformer.ParamsOf(e.names, in[:np])
 			kc, vc := in[np+2:np+2+layers], in[np+2+layers:np+2+2*layers]
 			h, ks, vs := transformer.DecodeStep(p, e.Cfg, in[np], in[np+1], kc, vc)
 			return out(p, h, ks, vs)
@@ -217,27 +217,14 @@ func (e *Engine) compile() {
 	})
 }
 
-func paramArgs(names []string, params *weights.Set) ([]any, error) {
-	args := make([]any, 0, len(names))
-	for _, n := range names {
-		t := params.Get(n)
-		if t == nil {
-			return nil, fmt.Errorf("policy parameter %q missing", n)
-		}
-		args = append(args, t.ToGoMLX())
-	}
-	return args, nil
-}
-
 // LogProbs returns per-token log-probabilities [rows][MaxLen] of a batch.
 func (e *Engine) LogProbs(params *weights.Set, b *Batch) ([][]float32, error) {
 	e.compile()
-	args, err := paramArgs(e.names, params)
+	args, err := params.Args(e.names)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("log-probs: policy parameters: %w", err)
 	}
-	in, tg, _ := b.Tensors()
-	out, err := e.logProbs.Exec1(append(args, in, tg)...)
+	out, err := e.logProbs.Exec1(append(args, tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets))...)
 	if err != nil {
 		return nil, fmt.Errorf("log-probs: %w", err)
 	}
@@ -355,9 +342,9 @@ func (e *Engine) Decoding(params *weights.Set) (*Decoding, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
-	args, err := paramArgs(e.names, dp)
+	args, err := dp.Args(e.names)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("generate: policy parameters: %w", err)
 	}
 	return &Decoding{e: e, args: args}, nil
 }

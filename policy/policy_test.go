@@ -90,12 +90,11 @@ func TestSFTLearnsAndGreedyReproduces(t *testing.T) {
 	require.NoError(t, err)
 	tr := optim.NewTrainer(b, params.Names(), optim.DefaultAdamW, SFTLoss(tinyCfg))
 	st := optim.NewState(params)
-	in, tg, mk := batch.Tensors()
-	first, err := tr.Step(params, st, 1e-2, in, tg, mk)
+	first, err := tr.Step(params, st, 1e-2, batch)
 	require.NoError(t, err)
 	var last optim.StepResult
 	for i := 0; i < 80; i++ {
-		last, err = tr.Step(params, st, 1e-2, in, tg, mk)
+		last, err = tr.Step(params, st, 1e-2, batch)
 		require.NoError(t, err)
 	}
 	assert.Less(t, last.Loss, first.Loss/10, "SFT loss must fall: first %.3f last %.3f", first.Loss, last.Loss)

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/transformer"
@@ -102,16 +104,32 @@ func LeaveOneOutBaseline(rewards []float64, ended []bool, groupSize int) ([]floa
 	return base, nil
 }
 
+// AdvantageBatch is a teacher-forced batch of rollouts with each row's
+// advantage, as PolicyLoss reads it.
+type AdvantageBatch struct {
+	*policy.Batch
+	Advantages []float32 // one per row; 0 for the rows padding the batch
+}
+
+// AdvantageBatchTensors are an AdvantageBatch's tensors as PolicyLoss
+// declares them: the policy.Batch's, then the advantages [B].
+var AdvantageBatchTensors = append(slices.Clip(policy.BatchTensors), optim.Input{Name: "advantages", DType: dtypes.Float32, Axes: []string{"B"}})
+
+// Tensors returns the batch as PolicyLoss reads it (AdvantageBatchTensors).
+func (b AdvantageBatch) Tensors() []*tensors.Tensor {
+	return append(b.Batch.Tensors(), tensors.FromValue(b.Advantages))
+}
+
 // PolicyLoss is -masked_mean(log pi(tokens) * advantage) over all response
-// tokens of the batch: batch inputs, targets, mask [B,T] and advantages [B].
-func PolicyLoss(cfg transformer.Config) optim.LossFn {
-	return func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
+// tokens of an AdvantageBatch: inputs, targets, mask [B,T] and advantages [B].
+func PolicyLoss(cfg transformer.Config) optim.Loss {
+	return optim.Loss{Name: "reinforce policy", Inputs: AdvantageBatchTensors, Fn: func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
 		inputs, targets, mask, adv := b[0], b[1], b[2], b[3]
 		lp := policy.TokenLogProbs(p, cfg, inputs, targets)
 		weighted := graph.Mul(graph.Mul(lp, mask), graph.InsertAxes(adv, -1))
 		n := graph.Max(graph.ReduceAllSum(mask), graph.ScalarOne(mask.Graph(), dtypes.Float32))
 		return graph.Neg(graph.Div(graph.ReduceAllSum(weighted), n)), nil
-	}
+	}}
 }
 
 // Settings are the knobs of one REINFORCE iteration.

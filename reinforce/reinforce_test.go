@@ -4,7 +4,6 @@ import (
 	"math"
 	"testing"
 
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -109,8 +108,7 @@ func TestPolicyLossValueAndGradientSign(t *testing.T) {
 
 	tr := optim.NewTrainer(b, pol.Names(), optim.AdamW{Beta1: 0, Beta2: 0.9, Eps: 1e-8}, PolicyLoss(cfg))
 	st := optim.NewState(pol)
-	in, tg, mk := batch.Tensors()
-	res, err := tr.Step(pol, st, 1e-3, in, tg, mk, tensors.FromValue(adv))
+	res, err := tr.Step(pol, st, 1e-3, AdvantageBatch{Batch: batch, Advantages: adv})
 	require.NoError(t, err)
 	assert.InDelta(t, want, res.Loss, 1e-5, "loss equals -masked_mean(logp * advantage)")
 

@@ -5,8 +5,6 @@ import (
 	"math/rand/v2"
 	"sync"
 
-	"github.com/gomlx/gomlx/pkg/core/tensors"
-
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
@@ -246,8 +244,7 @@ func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, ba
 			adv[j] = float32(advantage[row+j])
 		}
 		row += len(b.Inputs)
-		in, tg, mk := b.Tensors()
-		res, err := tr.Step(pol, st, lr, in, tg, mk, tensors.FromValue(adv))
+		res, err := tr.Step(pol, st, lr, AdvantageBatch{Batch: b, Advantages: adv})
 		if err != nil {
 			return out, fmt.Errorf("policy update: %w", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -162,8 +161,7 @@ func TestUpdateStepsOncePerBatchInOrder(t *testing.T) {
 	wst := optim.NewState(want)
 	loss := 0.0
 	for bi, a := range [][]float32{{1, -1, 0.5, -0.5}, {2, -2, 0, 0}} {
-		in, tg, mk := lp.Batches[bi].Tensors()
-		s, err := tr.Step(want, wst, 1e-3, in, tg, mk, tensors.FromValue(a))
+		s, err := tr.Step(want, wst, 1e-3, AdvantageBatch{Batch: lp.Batches[bi], Advantages: a})
 		require.NoError(t, err)
 		loss += s.Loss / 2
 	}
@@ -200,4 +198,28 @@ func TestRolloutEachIsTheSameInShards(t *testing.T) {
 	assert.NotEqual(t, whole.Samples, one.Samples, "one shared stream samples otherwise")
 	_, err = RolloutEach(f.pe, f.pol, contexts, 4, opts, streams(0, 3))
 	require.ErrorContains(t, err, "3 random streams for 8 prompts")
+}
+
+// TestPolicyLossRefusesAnotherBatch: the policy loss reads advantages too,
+// so a plain teacher-forced batch (what SFT trains on), or advantages for
+// fewer rows than the batch has, fail the step with an error naming the
+// loss, and the policy is left as it was.
+func TestPolicyLossRefusesAnotherBatch(t *testing.T) {
+	f := newStepsFixture(t)
+	b, err := policy.MakeBatch(f.cfg, 2, f.prompts, [][]int32{tokenizer.EncodeResponse("cold"), tokenizer.EncodeResponse("up")})
+	require.NoError(t, err)
+	tr := NewTrainer(f.pe)
+	pol := f.pol.Clone()
+	st := optim.NewState(pol)
+	for _, tc := range []struct {
+		batch optim.Batch
+		want  string
+	}{
+		{b, "train step: reinforce policy loss: the batch holds 3 tensors, the loss reads 4 (inputs, targets, mask, advantages)"},
+		{AdvantageBatch{Batch: b, Advantages: []float32{1}}, "train step: reinforce policy loss: advantages has B = 1, but inputs has B = 2"},
+	} {
+		_, err := tr.Step(pol, st, 1e-3, tc.batch)
+		assert.EqualError(t, err, tc.want)
+	}
+	assert.Equal(t, f.pol.Digest(), pol.Digest())
 }

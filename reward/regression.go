@@ -2,6 +2,7 @@ package reward
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -22,12 +23,12 @@ func RegressionLoss(pred, target, mask *graph.Node) *graph.Node {
 	return graph.Div(graph.ReduceAllSum(sq), n)
 }
 
-// RegressionTrainingLoss trains on batches (tokens, last index, ratings,
-// mask) built by MakeRatingBatch.
-func RegressionTrainingLoss(cfg transformer.Config) optim.LossFn {
-	return func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
+// RegressionTrainingLoss trains on RatingBatches (tokens, last index,
+// ratings, mask) built by MakeRatingBatch.
+func RegressionTrainingLoss(cfg transformer.Config) optim.Loss {
+	return optim.Loss{Name: "regression", Inputs: RatingTensors, Fn: func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
 		return RegressionLoss(Scores(p, cfg, b[0], b[1]), b[2], b[3]), nil
-	}
+	}}
 }
 
 // Rated is one tokenised response with its ratings; Present marks the
@@ -46,9 +47,19 @@ type RatingBatch struct {
 	Mask   [][]float32
 }
 
-// Args returns the batch as the inputs RegressionTrainingLoss expects.
-func (b *RatingBatch) Args() []any {
-	return []any{tensors.FromValue(b.Tokens), tensors.FromValue(b.Last), tensors.FromValue(b.Target), tensors.FromValue(b.Mask)}
+// RatingTensors are a RatingBatch's tensors as RegressionTrainingLoss
+// declares them: sequences, last indices, then ratings and mask of every
+// attribute.
+var RatingTensors = []optim.Input{
+	{Name: "tokens", DType: dtypes.Int32, Axes: []string{"B", "T"}},
+	{Name: "last", DType: dtypes.Int32, Axes: []string{"B"}},
+	{Name: "target", DType: dtypes.Float32, Axes: []string{"B", strconv.Itoa(NumAttributes)}},
+	{Name: "mask", DType: dtypes.Float32, Axes: []string{"B", strconv.Itoa(NumAttributes)}},
+}
+
+// Tensors returns the batch as RegressionTrainingLoss reads it (RatingTensors).
+func (b *RatingBatch) Tensors() []*tensors.Tensor {
+	return []*tensors.Tensor{tensors.FromValue(b.Tokens), tensors.FromValue(b.Last), tensors.FromValue(b.Target), tensors.FromValue(b.Mask)}
 }
 
 // MakeRatingBatch packs rated responses into exactly size rows. With

@@ -112,10 +112,11 @@ func PairLoss(chosen, rejected, margin, weight, valid *graph.Node) *graph.Node {
 	return graph.Div(graph.ReduceAllSum(graph.Mul(graph.Mul(nll, weight), valid)), n)
 }
 
-// BTLoss trains on batches (chosen tokens, chosen last index, rejected tokens,
-// rejected last index, margin, weight, valid) and reports pairwise accuracy.
-func BTLoss(cfg transformer.Config) optim.LossFn {
-	return func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
+// BTLoss trains on PairBatches (chosen tokens, chosen last index, rejected
+// tokens, rejected last index, margin, weight, valid) and reports pairwise
+// accuracy.
+func BTLoss(cfg transformer.Config) optim.Loss {
+	return optim.Loss{Name: "bradley-terry", Inputs: PairTensors, Fn: func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
 		rc := Scalar(Scores(p, cfg, b[0], b[1]))
 		rr := Scalar(Scores(p, cfg, b[2], b[3]))
 		margin, weight, valid := b[4], b[5], b[6]
@@ -124,7 +125,7 @@ func BTLoss(cfg transformer.Config) optim.LossFn {
 		n := graph.Max(graph.ReduceAllSum(valid), graph.ScalarOne(valid.Graph(), dtypes.Float32))
 		acc := graph.Div(graph.ReduceAllSum(graph.Mul(correct, valid)), n)
 		return loss, []*graph.Node{acc}
-	}
+	}}
 }
 
 // PackSequences pads seqs to [size, L] and returns them with their last
@@ -166,9 +167,22 @@ type PairBatch struct {
 	Margin, Weight, Valid    []float32
 }
 
-// Args returns the batch as the inputs BTLoss expects.
-func (b *PairBatch) Args() []any {
-	return []any{
+// PairTensors are a PairBatch's tensors as BTLoss declares them: each
+// side's sequences and last indices (the two sides' lengths may differ),
+// then margin, weight and valid.
+var PairTensors = []optim.Input{
+	{Name: "chosen", DType: dtypes.Int32, Axes: []string{"B", "Tc"}},
+	{Name: "chosen_last", DType: dtypes.Int32, Axes: []string{"B"}},
+	{Name: "rejected", DType: dtypes.Int32, Axes: []string{"B", "Tr"}},
+	{Name: "rejected_last", DType: dtypes.Int32, Axes: []string{"B"}},
+	{Name: "margin", DType: dtypes.Float32, Axes: []string{"B"}},
+	{Name: "weight", DType: dtypes.Float32, Axes: []string{"B"}},
+	{Name: "valid", DType: dtypes.Float32, Axes: []string{"B"}},
+}
+
+// Tensors returns the batch as BTLoss reads it (PairTensors).
+func (b *PairBatch) Tensors() []*tensors.Tensor {
+	return []*tensors.Tensor{
 		tensors.FromValue(b.Chosen), tensors.FromValue(b.ChosenLast),
 		tensors.FromValue(b.Rejected), tensors.FromValue(b.RejectedLast),
 		tensors.FromValue(b.Margin), tensors.FromValue(b.Weight), tensors.FromValue(b.Valid),
@@ -262,20 +276,12 @@ func (e *Engine) Score(params *weights.Set, seqs [][]int32, batchSize int) ([][N
 	e.once.Do(func() {
 		np := len(e.names)
 		e.score = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
-			p := transformer.Params{}
-			for i, n := range e.names {
-				p[n] = in[i]
-			}
-			return Scores(p, e.Cfg, in[np], in[np+1])
+			return Scores(transformer.ParamsOf(e.names, in[:np]), e.Cfg, in[np], in[np+1])
 		}).SetMaxCache(-1)
 	})
-	args := make([]any, 0, len(e.names)+2)
-	for _, n := range e.names {
-		t := params.Get(n)
-		if t == nil {
-			return nil, fmt.Errorf("reward model parameter %q missing", n)
-		}
-		args = append(args, t.ToGoMLX())
+	args, err := params.Args(e.names)
+	if err != nil {
+		return nil, fmt.Errorf("score: reward model parameters: %w", err)
 	}
 	var out [][NumAttributes]float32
 	for start := 0; start < len(seqs); start += batchSize {

@@ -81,7 +81,7 @@ func TestBTTrainingRanksPairs(t *testing.T) {
 	st := optim.NewState(rm)
 	var res optim.StepResult
 	for i := 0; i < 40; i++ {
-		res, err = tr.Step(rm, st, 3e-3, batch.Args()...)
+		res, err = tr.Step(rm, st, 3e-3, batch)
 		require.NoError(t, err)
 	}
 	assert.Less(t, res.Loss, 0.1)

@@ -187,8 +187,7 @@ func NewFixtures(be backends.Backend, s Sizes, c Counts, d *Data) (*Fixtures, er
 			if err != nil {
 				return nil, err
 			}
-			in, tg, mk := b.Tensors()
-			if _, err := tr.Step(f.RLPolicy, st, s.SFT.LearningRate, in, tg, mk); err != nil {
+			if _, err := tr.Step(f.RLPolicy, st, s.SFT.LearningRate, b); err != nil {
 				return nil, fmt.Errorf("benchkit: REINFORCE fixture policy: %w", err)
 			}
 		}

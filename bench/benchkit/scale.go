@@ -201,8 +201,7 @@ func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 		Prepare: func() error {
 			// Every batch has the same width: one throwaway step compiles.
 			p := f.Policy.Clone()
-			in, tg, mk := f.TrainBatches[0].Tensors()
-			if _, err := tr.Step(p, optim.NewState(p), s.LearningRate, in, tg, mk); err != nil {
+			if _, err := tr.Step(p, optim.NewState(p), s.LearningRate, f.TrainBatches[0]); err != nil {
 				return err
 			}
 			params = f.Policy.Clone()
@@ -211,8 +210,7 @@ func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 		},
 		Step: func(i int) (Step, error) {
 			b := f.TrainBatches[i]
-			in, tg, mk := b.Tensors()
-			res, err := tr.Step(params, st, s.LearningRate, in, tg, mk)
+			res, err := tr.Step(params, st, s.LearningRate, b)
 			if err != nil {
 				return Step{}, err
 			}

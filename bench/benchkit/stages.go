@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/tokenizer"
@@ -91,8 +90,7 @@ func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 				}
 				seen[w] = true
 				p := params.Clone()
-				in, tg, mk := b.Tensors()
-				if _, err := tr.Step(p, optim.NewState(p), s.SFT.LearningRate, in, tg, mk); err != nil {
+				if _, err := tr.Step(p, optim.NewState(p), s.SFT.LearningRate, b); err != nil {
 					return err
 				}
 			}
@@ -100,8 +98,7 @@ func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 		},
 		Step: func(i int) (Step, error) {
 			b := f.SFTBatches[i%len(f.SFTBatches)]
-			in, tg, mk := b.Tensors()
-			res, err := tr.Step(params, st, s.SFT.LearningRate, in, tg, mk)
+			res, err := tr.Step(params, st, s.SFT.LearningRate, b)
 			if err != nil {
 				return Step{}, err
 			}
@@ -129,7 +126,7 @@ func RewardTrain(be backends.Backend, f *Fixtures) *Stage {
 				}
 				seen[w] = true
 				p := params.Clone()
-				if _, err := tr.Step(p, optim.NewState(p), s.Reward.LearningRate, b.Args()...); err != nil {
+				if _, err := tr.Step(p, optim.NewState(p), s.Reward.LearningRate, b); err != nil {
 					return err
 				}
 			}
@@ -137,7 +134,7 @@ func RewardTrain(be backends.Backend, f *Fixtures) *Stage {
 		},
 		Step: func(i int) (Step, error) {
 			b := f.PairBatches[i%len(f.PairBatches)]
-			res, err := tr.Step(params, st, s.Reward.LearningRate, b.Args()...)
+			res, err := tr.Step(params, st, s.Reward.LearningRate, b)
 			if err != nil {
 				return Step{}, err
 			}
@@ -413,8 +410,7 @@ func precompileRL(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.T
 			return err
 		}
 		p := f.RLPolicy.Clone()
-		in, tg, mk := b.Tensors()
-		if _, err := tr.Step(p, optim.NewState(p), s.Reinforce.LearningRate, in, tg, mk, tensors.FromValue(make([]float32, bs))); err != nil {
+		if _, err := tr.Step(p, optim.NewState(p), s.Reinforce.LearningRate, reinforce.AdvantageBatch{Batch: b, Advantages: make([]float32, bs)}); err != nil {
 			return err
 		}
 		seq, _, _ := tokenizer.Fit(prompt, resp, maxLen)

@@ -1,15 +1,18 @@
 // Package optim trains parameter sets with AdamW and global-norm gradient
 // clipping, computed inside one compiled GoMLX graph per loss. Parameters and
 // optimizer moments live in weights.Sets between steps, so a training loop can be
-// checkpointed, hashed and resumed exactly.
+// checkpointed, hashed and resumed exactly. A Loss declares the batch tensors
+// it reads, and Trainer.Step checks every Batch against them before it runs.
 package optim
 
 import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
@@ -70,15 +73,75 @@ func LoadState(set *weights.Set) (*State, error) {
 	return s, nil
 }
 
-// LossFn builds a scalar loss from the parameters (by name) and the batch inputs,
-// plus any scalar metrics to report alongside it.
+// LossFn builds a scalar loss from the parameters (by name) and the batch
+// tensors, in the order Loss.Inputs declares them, plus any scalar metrics to
+// report alongside it.
 type LossFn func(params map[string]*graph.Node, batch []*graph.Node) (loss *graph.Node, metrics []*graph.Node)
+
+// Loss is a training objective: the batch tensors it reads and the graph
+// that computes it from them. Declaring the inputs lets Trainer.Step refuse
+// a batch of another kind with an error naming the loss, where the graph
+// would read the wrong tensor, or fail to compile with an index error.
+type Loss struct {
+	Name   string // names the loss in errors
+	Inputs []Input
+	Fn     LossFn
+}
+
+// Input declares one batch tensor a loss reads. Axes name its dimensions:
+// an axis named by a number has that size, and one name stands for one size
+// across the batch, so "B", the rows, must agree between all the tensors.
+type Input struct {
+	Name  string
+	DType dtypes.DType
+	Axes  []string
+}
+
+// Batch is what Trainer.Step trains on: the batch's tensors, in the order
+// its loss declares them (Loss.Inputs).
+type Batch interface {
+	Tensors() []*tensors.Tensor
+}
+
+// check reports the first way ts is not the batch the loss reads: their
+// count, a tensor's dtype or rank, or an axis whose size disagrees with
+// the axis's number or with another tensor's axis of the same name.
+func (l Loss) check(ts []*tensors.Tensor) error {
+	if len(ts) != len(l.Inputs) {
+		names := make([]string, len(l.Inputs))
+		for i, in := range l.Inputs {
+			names[i] = in.Name
+		}
+		return fmt.Errorf("%s loss: the batch holds %d tensors, the loss reads %d (%s)", l.Name, len(ts), len(l.Inputs), strings.Join(names, ", "))
+	}
+	size, from := map[string]int{}, map[string]string{}
+	for i, in := range l.Inputs {
+		sh := ts[i].Shape()
+		if sh.DType != in.DType || sh.Rank() != len(in.Axes) {
+			return fmt.Errorf("%s loss: batch tensor %d (%s) is %s, the loss reads %s [%s]", l.Name, i, in.Name, sh, in.DType, strings.Join(in.Axes, ","))
+		}
+		for a, axis := range in.Axes {
+			d := sh.Dimensions[a]
+			if n, err := strconv.Atoi(axis); err == nil && d != n {
+				return fmt.Errorf("%s loss: %s has %d along axis %d, the loss reads %d", l.Name, in.Name, d, a, n)
+			}
+			switch want, seen := size[axis]; {
+			case !seen:
+				size[axis], from[axis] = d, in.Name
+			case d != want:
+				return fmt.Errorf("%s loss: %s has %s = %d, but %s has %s = %d", l.Name, in.Name, axis, d, from[axis], axis, want)
+			}
+		}
+	}
+	return nil
+}
 
 // Trainer runs optimizer steps of one loss. It compiles once per batch shape.
 type Trainer struct {
 	exec  *graph.Exec
 	names []string
 	opt   AdamW
+	loss  Loss
 }
 
 // StepResult reports one step.
@@ -88,11 +151,11 @@ type StepResult struct {
 	Metrics  []float64
 }
 
-// NewTrainer prepares a trainer for parameters with the given names (sorted, as
-// weights.Set.Names returns them).
-func NewTrainer(b backends.Backend, names []string, opt AdamW, lossFn LossFn) *Trainer {
+// NewTrainer prepares a trainer of objective for parameters with the given
+// names (sorted, as weights.Set.Names returns them).
+func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss) *Trainer {
 	np := len(names)
-	t := &Trainer{names: names, opt: opt}
+	t := &Trainer{names: names, opt: opt, loss: objective}
 	t.exec = graph.MustNewExec(b, func(in []*graph.Node) []*graph.Node {
 		params, m, v := in[:np], in[np:2*np], in[2*np:3*np]
 		lr, c1, c2 := in[3*np], in[3*np+1], in[3*np+2]
@@ -101,7 +164,7 @@ func NewTrainer(b backends.Backend, names []string, opt AdamW, lossFn LossFn) *T
 		for i, n := range names {
 			byName[n] = params[i]
 		}
-		loss, metrics := lossFn(byName, batch)
+		loss, metrics := objective.Fn(byName, batch)
 		grads := graph.Gradient(loss, params...)
 		g := loss.Graph()
 		sq := graph.ScalarZero(g, loss.DType())
@@ -139,25 +202,34 @@ func NewTrainer(b backends.Backend, names []string, opt AdamW, lossFn LossFn) *T
 	return t
 }
 
-// Step applies one optimizer step in place to params and st. A non-finite loss
-// or gradient leaves both unchanged and returns an error.
-func (t *Trainer) Step(params *weights.Set, st *State, lr float64, batch ...any) (StepResult, error) {
+// Step applies one optimizer step on batch in place to params and st. A
+// batch that is not the one the loss reads is an error before anything
+// runs; a non-finite loss or gradient leaves params and st unchanged and
+// returns a *NonFiniteError.
+func (t *Trainer) Step(params *weights.Set, st *State, lr float64, batch Batch) (StepResult, error) {
 	np := len(t.names)
-	args := make([]any, 0, 3*np+3+len(batch))
-	for _, set := range []*weights.Set{params, st.M, st.V} {
-		for _, n := range t.names {
-			tt := set.Get(n)
-			if tt == nil {
-				return StepResult{}, fmt.Errorf("train step: tensor %q missing", n)
-			}
-			args = append(args, tt.ToGoMLX())
+	ts := batch.Tensors()
+	if err := t.loss.check(ts); err != nil {
+		return StepResult{}, fmt.Errorf("train step: %w", err)
+	}
+	var args []any
+	for _, set := range []struct {
+		what string
+		s    *weights.Set
+	}{{"parameters", params}, {"optimizer moment m", st.M}, {"optimizer moment v", st.V}} {
+		a, err := set.s.Args(t.names)
+		if err != nil {
+			return StepResult{}, fmt.Errorf("train step: %s: %w", set.what, err)
 		}
+		args = append(args, a...)
 	}
 	step := st.Step + 1
 	c1 := 1 - math.Pow(t.opt.Beta1, float64(step))
 	c2 := 1 - math.Pow(t.opt.Beta2, float64(step))
 	args = append(args, float32(lr), float32(c1), float32(c2))
-	args = append(args, batch...)
+	for _, x := range ts {
+		args = append(args, x)
+	}
 	outs, err := t.exec.Exec(args...)
 	if err != nil {
 		return StepResult{}, fmt.Errorf("train step: %w", err)

@@ -1,8 +1,28 @@
-// Package transformer is the decoder-only transformer shared by alignflow's policy
-// and reward models: byte embeddings, pre-norm blocks with causal multi-head
-// attention (rotary position embeddings), RMSNorm and a SiLU MLP. Attention is
-// written here rather than taken from GoMLX's layers because those scale scores
-// twice and cannot mask a query shorter than its keys, which a KV cache needs.
+// Package transformer is the decoder-only transformer under alignflow's
+// policy and reward models: the bundled byte-level model and the
+// Llama-family models loaded from Hugging Face (Llama 2 and 3, Mistral,
+// Qwen2). Token embeddings feed pre-norm blocks, each causal self-attention
+// then an MLP, and a final RMSNorm; the heads on top (language model,
+// reward) belong to policy and reward. Config holds the architecture,
+// recorded in every checkpoint: grouped-query attention (KVHeads), the head
+// width, rotary position embeddings with their base and scaling (Llama
+// 3.1's llama3, or linear), RMSNorm's epsilon, the SiLU MLP gated or not,
+// query/key/value biases and tied embeddings. InitBackbone draws a fresh
+// backbone from a seed.
+//
+// One block, with one causal mask and one rotary path, serves three
+// forwards. Hidden is the full pass over [B,T] tokens that training
+// differentiates and scoring reads. Prefill runs a left-padded batch of
+// prompts and returns the KV cache, and DecodeStep extends it by one token
+// per row; both read the projections transposed (TransposeProjections) and
+// keep V transposed, the layouts the pure-Go backend multiplies fastest.
+// The layouts are the only difference, so a token's logits agree between
+// the full and the cached forwards up to float32 summation order.
+//
+// Attention is written here rather than taken from GoMLX's layers because
+// those scale scores twice and cannot mask a query shorter than its keys,
+// which a KV cache needs. ops.go holds the softmaxes and the broadcasts
+// that keep the pure-Go backend's elementwise ops on equal shapes.
 package transformer
 
 import (
@@ -247,6 +267,16 @@ func ConfigOf(s *weights.Set) (Config, error) {
 // Params maps parameter names to graph nodes, as optim.LossFn receives them.
 type Params map[string]*graph.Node
 
+// ParamsOf maps names to the graph's parameter nodes in the same order: the
+// graph side of weights.Set.Args.
+func ParamsOf(names []string, nodes []*graph.Node) Params {
+	p := make(Params, len(names))
+	for i, n := range names {
+		p[n] = nodes[i]
+	}
+	return p
+}
+
 func (p Params) get(name string) *graph.Node {
 	n, ok := p[name]
 	if !ok {
@@ -265,15 +295,16 @@ func rmsNorm(x, gain *graph.Node, eps float64) *graph.Node {
 	return graph.Mul(graph.Mul(x, ExpandLast(inv, d)), graph.BroadcastPrefix(gain, lead...))
 }
 
-// ropeTables returns cos and sin tables [maxLen, headDim] (the two halves of
-// each row repeat the same frequencies) and the rotate-half matrix.
-func ropeTables(g *graph.Graph, cfg Config, maxLen int) (cos, sin, rot *graph.Node) {
+// ropeTables returns cos and sin tables [n, headDim] of positions 0..n-1
+// (the two halves of each row repeat the same frequencies) and the
+// rotate-half matrix. A position's row does not depend on n.
+func ropeTables(g *graph.Graph, cfg Config, n int) (cos, sin, rot *graph.Node) {
 	headDim := cfg.HeadDim()
 	half := headDim / 2
 	freqs := cfg.frequencies()
-	c := make([]float32, maxLen*headDim)
-	s := make([]float32, maxLen*headDim)
-	for p := 0; p < maxLen; p++ {
+	c := make([]float32, n*headDim)
+	s := make([]float32, n*headDim)
+	for p := 0; p < n; p++ {
 		for i := 0; i < half; i++ {
 			a := float64(p) * freqs[i]
 			c[p*headDim+i], c[p*headDim+i+half] = float32(math.Cos(a)), float32(math.Cos(a))
@@ -286,18 +317,30 @@ func ropeTables(g *graph.Graph, cfg Config, maxLen int) (cos, sin, rot *graph.No
 		r[(i+half)*headDim+i] = -1
 		r[i*headDim+i+half] = 1
 	}
-	cos = graph.Reshape(graph.Const(g, c), maxLen, headDim)
-	sin = graph.Reshape(graph.Const(g, s), maxLen, headDim)
+	cos = graph.Reshape(graph.Const(g, c), n, headDim)
+	sin = graph.Reshape(graph.Const(g, s), n, headDim)
 	rot = graph.Reshape(graph.Const(g, r), headDim, headDim)
 	return
 }
 
-// applyRope rotates x [B,H,T,Dh] by positions whose tables are cos, sin [T,Dh].
-func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
-	dims := x.Shape().Dimensions
-	c := graph.BroadcastPrefix(cos, dims[0], dims[1])
-	s := graph.BroadcastPrefix(sin, dims[0], dims[1])
-	return graph.Add(graph.Mul(x, c), graph.Mul(backend.Linear(x, rot), s))
+// rotary is the rotary embedding of a forward's query positions: cos and
+// sin [T,Dh], the same for every row, or [B,T,Dh], per row, and the
+// rotate-half matrix.
+type rotary struct{ cos, sin, rot *graph.Node }
+
+// rotaryAt gathers the rotary tables at positions pos, [T] or [B,T] int32,
+// each below n.
+func rotaryAt(cfg Config, pos *graph.Node, n int) rotary {
+	cos, sin, rot := ropeTables(pos.Graph(), cfg, n)
+	idx := graph.InsertAxes(pos, -1)
+	return rotary{cos: graph.Gather(cos, idx), sin: graph.Gather(sin, idx), rot: rot}
+}
+
+// apply rotates x [B,H,T,Dh]: x*cos + rotate_half(x)*sin.
+func (r rotary) apply(x *graph.Node) *graph.Node {
+	d := x.Shape().Dimensions
+	c, s := spreadOverHeads(r.cos, d[0], d[1]), spreadOverHeads(r.sin, d[0], d[1])
+	return graph.Add(graph.Mul(x, c), graph.Mul(backend.Linear(x, r.rot), s))
 }
 
 // splitHeads turns [B,T,H*Dh] into [B,H,T,Dh].
@@ -317,7 +360,7 @@ func mergeHeads(x *graph.Node) *graph.Node {
 // attend computes softmax(q k^T / sqrt(Dh) + bias) v for q [B,H,T,Dh],
 // k [B,KV,S,Dh], v [B,KV,S,Dh] with its S axis at vSeqAxis 2, or transposed
 // [B,KV,Dh,S] with vSeqAxis 3, and an additive bias [T,S] or, per row,
-// [B,T,S] (nil for none).
+// [B,T,S].
 // With fewer key/value heads than query heads (grouped-query attention),
 // key/value head j serves query heads j*H/KV up to (j+1)*H/KV - 1, as
 // transformers' repeat_kv does.
@@ -330,33 +373,30 @@ func attend(q, k, v *graph.Node, vSeqAxis int, bias *graph.Node) *graph.Node {
 		q5 := graph.Reshape(q, b, kv, rep, t, dh)
 		scores := backend.Dot(q5, []int{4}, []int{0, 1}, k, []int{3}, []int{0, 1}) // [B,KV,rep,T,S]
 		scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dh)))
-		if bias != nil {
-			scores = graph.Add(scores, broadcastBias(bias, b, kv, rep))
-		}
+		scores = graph.Add(scores, spreadOverHeads(bias, b, kv, rep))
 		probs := Softmax(scores)
 		out := backend.Dot(probs, []int{4}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1}) // [B,KV,rep,T,Dh]
 		return graph.Reshape(out, b, h, t, dh)
 	}
 	scores := backend.Dot(q, []int{3}, []int{0, 1}, k, []int{3}, []int{0, 1})
 	scores = graph.MulScalar(scores, 1/math.Sqrt(float64(dims[3])))
-	if bias != nil {
-		scores = graph.Add(scores, broadcastBias(bias, dims[0], dims[1]))
-	}
+	scores = graph.Add(scores, spreadOverHeads(bias, dims[0], dims[1]))
 	probs := Softmax(scores)
 	return backend.Dot(probs, []int{3}, []int{0, 1}, v, []int{vSeqAxis}, []int{0, 1})
 }
 
-// broadcastBias spreads an additive mask over the batch and head axes of
-// the scores: [T,S] the same for every row, [B,T,S] per row.
-func broadcastBias(bias *graph.Node, b int, heads ...int) *graph.Node {
-	if bias.Rank() == 2 {
-		return graph.BroadcastPrefix(bias, append([]int{b}, heads...)...)
+// spreadOverHeads broadcasts x [T,S], the same for every row, or [B,T,S],
+// per row, over the batch b and the head axes: an attention mask over the
+// scores, a rotary table over the queries or keys.
+func spreadOverHeads(x *graph.Node, b int, heads ...int) *graph.Node {
+	if x.Rank() == 2 {
+		return graph.BroadcastPrefix(x, append([]int{b}, heads...)...)
 	}
-	d := bias.Shape().Dimensions
+	d := x.Shape().Dimensions
 	for range heads {
-		bias = graph.InsertAxes(bias, 1)
+		x = graph.InsertAxes(x, 1)
 	}
-	return graph.BroadcastToDims(bias, append(append([]int{b}, heads...), d[1], d[2])...)
+	return graph.BroadcastToDims(x, append(append([]int{b}, heads...), d[1], d[2])...)
 }
 
 // mlp is the MLP of layer l, gated or not; linear multiplies by a weight
@@ -385,34 +425,106 @@ func project(p Params, cfg Config, l int, part string, x *graph.Node, linear fun
 // small enough to stay finite in float32 arithmetic.
 const negInf = -1e9
 
+// causalMask is the additive mask [T,T] that keeps each of T queries from
+// the keys after it: 0 on and below the diagonal, negInf above.
+func causalMask(g *graph.Graph, t int) *graph.Node {
+	m := make([]float32, t*t)
+	for i := 0; i < t; i++ {
+		for j := i + 1; j < t; j++ {
+			m[i*t+j] = negInf
+		}
+	}
+	return graph.Reshape(graph.Const(g, m), t, t)
+}
+
+// padBias is the additive attention mask [B,S] of left padding: 0 for a
+// row's real positions, negInf for its first pads[b].
+func padBias(pads *graph.Node, s int) *graph.Node {
+	g := pads.Graph()
+	b := pads.Shape().Dimensions[0]
+	iota := graph.Iota(g, shapes.Make(dtypes.Int32, b, s), 1)
+	real := graph.GreaterOrEqual(iota, graph.BroadcastToDims(graph.InsertAxes(pads, -1), b, s))
+	zero := graph.ZerosLike(graph.ConvertDType(iota, dtypes.Float32))
+	return graph.Where(real, zero, graph.AddScalar(zero, negInf))
+}
+
+// layout is how a forward's graph holds the weights and the values: the one
+// thing the full forward and the cached ones do differently. The
+// arithmetic is the same; the layouts are kept apart, not converted,
+// because a matrix product's summation order, and so its float32 result,
+// may follow its operands' layout.
+type layout struct {
+	// linear multiplies activations by a weight matrix: backend.Linear
+	// for [in, out], the checkpoints' layout, or LinearT for [out, in].
+	linear func(x, w *graph.Node) *graph.Node
+	// vT keeps V transposed, [B,KV,Dh,S], the layout of DecodeStep's cache.
+	vT bool
+}
+
+var (
+	// fullLayout is the checkpoints' own, which gradients flow through.
+	fullLayout = layout{linear: backend.Linear}
+	// cachedLayout is Prefill's and DecodeStep's (see DecodeStep for why).
+	cachedLayout = layout{linear: LinearT, vT: true}
+)
+
+// embed looks up the embeddings of tokens [...] int32: [..., D].
+func embed(p Params, tokens *graph.Node) *graph.Node {
+	return graph.Gather(p.get(Embed), graph.InsertAxes(tokens, -1))
+}
+
+// block is layer l over x [B,T,D]: causal self-attention of the normalised
+// x added to x, then the MLP of the normalised result added to it. rope
+// rotates the queries and keys at their positions; bias [T,S] or [B,T,S]
+// masks the attention of the T queries over the S keys, the past ones
+// first: kPast and vPast (nil for none) are this layer's keys and values of
+// the S-T positions before x's, in lay's layout. It returns x and this
+// layer's keys and values of all S positions, the cache a next step reads.
+func block(p Params, cfg Config, lay layout, l int, x *graph.Node, rope rotary, bias, kPast, vPast *graph.Node) (out, k, v *graph.Node) {
+	eps := cfg.eps()
+	kvh := cfg.KVHeadCount()
+	h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
+	q := rope.apply(splitHeads(project(p, cfg, l, "wq", h, lay.linear), cfg.Heads))
+	k = rope.apply(splitHeads(project(p, cfg, l, "wk", h, lay.linear), kvh))
+	v = splitHeads(project(p, cfg, l, "wv", h, lay.linear), kvh) // [B,KV,T,Dh]
+	vSeqAxis := 2
+	if lay.vT {
+		v, vSeqAxis = graph.TransposeAllAxes(v, 0, 1, 3, 2), 3 // [B,KV,Dh,T]
+	}
+	if kPast != nil {
+		k = graph.Concatenate([]*graph.Node{kPast, k}, 2)
+		v = graph.Concatenate([]*graph.Node{vPast, v}, vSeqAxis)
+	}
+	a := mergeHeads(attend(q, k, v, vSeqAxis, bias))
+	x = graph.Add(x, lay.linear(a, p.get(layerName(l, "wo"))))
+	x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), lay.linear))
+	return x, k, v
+}
+
+// blocks runs every layer's block over x (see block; kPast and vPast hold
+// one cache per layer, or are nil) and returns x and every layer's keys
+// and values.
+func blocks(p Params, cfg Config, lay layout, x *graph.Node, rope rotary, bias *graph.Node, kPast, vPast []*graph.Node) (out *graph.Node, ks, vs []*graph.Node) {
+	for l := 0; l < cfg.Layers; l++ {
+		var kp, vp, k, v *graph.Node
+		if kPast != nil {
+			kp, vp = kPast[l], vPast[l]
+		}
+		x, k, v = block(p, cfg, lay, l, x, rope, bias, kp, vp)
+		ks, vs = append(ks, k), append(vs, v)
+	}
+	return x, ks, vs
+}
+
 // Hidden runs the backbone over tokens [B,T] (int32, positions 0..T-1) and
 // returns the final normalised hidden states [B,T,D]. Attention is causal, so
 // right padding never influences earlier positions.
 func Hidden(p Params, cfg Config, tokens *graph.Node) *graph.Node {
 	g := tokens.Graph()
-	dims := tokens.Shape().Dimensions
-	t := dims[1]
-	eps := cfg.eps()
-	x := graph.Gather(p.get(Embed), graph.InsertAxes(tokens, -1))
-	cosAll, sinAll, rot := ropeTables(g, cfg, t)
-	causal := make([]float32, t*t)
-	for i := 0; i < t; i++ {
-		for j := i + 1; j < t; j++ {
-			causal[i*t+j] = negInf
-		}
-	}
-	bias := graph.Reshape(graph.Const(g, causal), t, t)
-	kvh := cfg.KVHeadCount()
-	for l := 0; l < cfg.Layers; l++ {
-		h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
-		q := applyRope(splitHeads(project(p, cfg, l, "wq", h, backend.Linear), cfg.Heads), cosAll, sinAll, rot)
-		k := applyRope(splitHeads(project(p, cfg, l, "wk", h, backend.Linear), kvh), cosAll, sinAll, rot)
-		v := splitHeads(project(p, cfg, l, "wv", h, backend.Linear), kvh)
-		a := mergeHeads(attend(q, k, v, 2, bias))
-		x = graph.Add(x, backend.Linear(a, p.get(layerName(l, "wo"))))
-		x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), backend.Linear))
-	}
-	return rmsNorm(x, p.get(FinalNorm), eps)
+	t := tokens.Shape().Dimensions[1]
+	pos := graph.Iota(g, shapes.Make(dtypes.Int32, t), 0)
+	x, _, _ := blocks(p, cfg, fullLayout, embed(p, tokens), rotaryAt(cfg, pos, t), causalMask(g, t), nil, nil)
+	return rmsNorm(x, p.get(FinalNorm), cfg.eps())
 }
 
 // Prefill runs the backbone over a left-padded batch of prompts, tokens
@@ -432,16 +544,8 @@ func Prefill(p Params, cfg Config, tokens, pads *graph.Node) (hidden *graph.Node
 	iota := graph.Iota(g, shapes.Make(dtypes.Int32, b, t), 1)
 	pos := graph.Sub(iota, graph.BroadcastToDims(graph.InsertAxes(pads, -1), b, t))
 	pos = graph.Max(pos, graph.ScalarZero(g, dtypes.Int32))
-	causal := make([]float32, t*t)
-	for i := 0; i < t; i++ {
-		for j := i + 1; j < t; j++ {
-			causal[i*t+j] = negInf
-		}
-	}
-	bias := graph.Add(graph.BroadcastPrefix(graph.Reshape(graph.Const(g, causal), t, t), b), // [B,T,T]
-		graph.InsertAxes(padBias(pads, t), 1))
-	x := graph.Gather(p.get(Embed), graph.InsertAxes(tokens, -1)) // [B,T,D]
-	x, ks, vs = cachedBlocks(p, cfg, x, pos, bias, nil, nil)
+	bias := graph.Add(graph.BroadcastPrefix(causalMask(g, t), b), graph.InsertAxes(padBias(pads, t), 1)) // [B,T,T]
+	x, ks, vs := blocks(p, cfg, cachedLayout, embed(p, tokens), rotaryAt(cfg, pos, t), bias, nil, nil)
 	pick := graph.OneHot(graph.Const(g, int32(t-1)), t, dtypes.Float32) // the last position
 	last := backend.Dot(x, []int{1}, nil, pick, []int{0}, nil)          // [B,D]
 	return rmsNorm(last, p.get(FinalNorm), cfg.eps()), ks, vs
@@ -466,59 +570,11 @@ func DecodeStep(p Params, cfg Config, token, pads *graph.Node, kCache, vCache []
 	s := kCache[0].Shape().Dimensions[2]
 	pos := graph.Sub(graph.Const(g, int32(s)), pads)                                                        // [B]
 	pos = graph.Max(graph.Min(pos, graph.Const(g, int32(cfg.MaxLen-1))), graph.ScalarZero(g, dtypes.Int32)) // done rows run on
-	bias := graph.InsertAxes(padBias(pads, s+1), 1)                                                         // [B,1,s+1]
-	x := graph.Gather(p.get(Embed), graph.InsertAxes(token, -1))                                            // [B,D]
-	x = graph.Reshape(x, b, 1, cfg.Dim)
-	x, newK, newV = cachedBlocks(p, cfg, x, graph.InsertAxes(pos, -1), bias, kCache, vCache)
+	bias := graph.InsertAxes(padBias(pads, s+1), 1)                                                         // [B,1,s+1]: one query, after every key
+	x := graph.Reshape(embed(p, token), b, 1, cfg.Dim)
+	x, newK, newV = blocks(p, cfg, cachedLayout, x, rotaryAt(cfg, graph.InsertAxes(pos, -1), s+1), bias, kCache, vCache)
 	hidden = graph.Reshape(rmsNorm(x, p.get(FinalNorm), cfg.eps()), b, cfg.Dim)
 	return hidden, newK, newV
-}
-
-// padBias is the additive attention mask [B,S] of left padding: 0 for a
-// row's real positions, negInf for its first pads[b].
-func padBias(pads *graph.Node, s int) *graph.Node {
-	g := pads.Graph()
-	b := pads.Shape().Dimensions[0]
-	iota := graph.Iota(g, shapes.Make(dtypes.Int32, b, s), 1)
-	real := graph.GreaterOrEqual(iota, graph.BroadcastToDims(graph.InsertAxes(pads, -1), b, s))
-	zero := graph.ZerosLike(graph.ConvertDType(iota, dtypes.Float32))
-	return graph.Where(real, zero, graph.AddScalar(zero, negInf))
-}
-
-// cachedBlocks runs the blocks over x [B,T,D] at positions pos [B,T]
-// (int32) with the additive mask bias [B,T,S], after the cached keys and
-// values (nil for none), with transposed projections; it returns x and the
-// caches grown by T.
-func cachedBlocks(p Params, cfg Config, x, pos, bias *graph.Node, kCache, vCache []*graph.Node) (*graph.Node, []*graph.Node, []*graph.Node) {
-	g := x.Graph()
-	cosT, sinT, rot := ropeTables(g, cfg, cfg.MaxLen)
-	idx := graph.InsertAxes(pos, -1)
-	cos := graph.InsertAxes(graph.Gather(cosT, idx), 1) // [B,1,T,Dh]
-	sin := graph.InsertAxes(graph.Gather(sinT, idx), 1)
-	rope := func(q *graph.Node) *graph.Node {
-		d := q.Shape().Dimensions
-		c, s := graph.BroadcastToDims(cos, d...), graph.BroadcastToDims(sin, d...)
-		return graph.Add(graph.Mul(q, c), graph.Mul(backend.Linear(q, rot), s))
-	}
-	eps := cfg.eps()
-	kvh := cfg.KVHeadCount()
-	var newK, newV []*graph.Node
-	for l := 0; l < cfg.Layers; l++ {
-		h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
-		q := rope(splitHeads(project(p, cfg, l, "wq", h, LinearT), cfg.Heads))
-		k := rope(splitHeads(project(p, cfg, l, "wk", h, LinearT), kvh))
-		vt := graph.TransposeAllAxes(splitHeads(project(p, cfg, l, "wv", h, LinearT), kvh), 0, 1, 3, 2) // [B,KV,Dh,T]
-		if kCache != nil {
-			k = graph.Concatenate([]*graph.Node{kCache[l], k}, 2)
-			vt = graph.Concatenate([]*graph.Node{vCache[l], vt}, 3)
-		}
-		newK = append(newK, k)
-		newV = append(newV, vt)
-		a := mergeHeads(attend(q, k, vt, 3, bias))
-		x = graph.Add(x, LinearT(a, p.get(layerName(l, "wo"))))
-		x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), LinearT))
-	}
-	return x, newK, newV
 }
 
 // LinearT multiplies the last axis of x by the transpose of wt [out, in].

@@ -1,10 +1,15 @@
 package transformer
 
 import (
+	"math/rand/v2"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/model/backend"
 )
 
 // TestRopeFrequencies: Llama 3.1's rope_scaling leaves high frequencies,
@@ -48,4 +53,100 @@ func TestValidateNamesTheField(t *testing.T) {
 	gqa := base
 	gqa.KVHeads, gqa.HeadSize = 2, 6 // 4 heads of 6 over a width of 16: allowed with head_dim
 	assert.NoError(t, gqa.Validate())
+}
+
+// TestCachedForwardMatchesFullForward: the prefill of a left-padded batch
+// and the decode steps after it give every row, at every position, the
+// hidden state the full forward gives the row's sequence alone, for the
+// bundled architecture and for each Llama-family variant. The block is one
+// function, so this checks its two layouts (transposed projections and V
+// cache) and its two masks and position paths (left padding, the cache's
+// offset) against each other.
+func TestCachedForwardMatchesFullForward(t *testing.T) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	base := Config{Vocab: 11, Dim: 16, Heads: 4, Layers: 2, Hidden: 24, MaxLen: 12}
+	for name, change := range map[string]func(*Config){
+		"bundled":         func(*Config) {},
+		"gqa, biases":     func(c *Config) { c.KVHeads, c.QKVBias = 2, true },
+		"gated, head_dim": func(c *Config) { c.GatedMLP, c.HeadSize, c.KVHeads = true, 6, 1 },
+		"llama3 rope": func(c *Config) {
+			c.RopeTheta, c.RopeScaling = 500000, &RopeScaling{Type: RopeLlama3, Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 4}
+		},
+		"linear rope, eps": func(c *Config) { c.RopeScaling, c.NormEps = &RopeScaling{Type: RopeLinear, Factor: 2}, 1e-5 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := base
+			change(&cfg)
+			require.NoError(t, cfg.Validate())
+			params := InitBackbone(cfg, 3)
+			r := rand.New(rand.NewPCG(4, 4))
+			for _, n := range params.Names() {
+				if n[len(n)-2:] == "bq" || n[len(n)-2:] == "bk" || n[len(n)-2:] == "bv" {
+					for i := range params.Get(n).Data {
+						params.Get(n).Data[i] = float32(r.NormFloat64())
+					}
+				}
+			}
+			seqs := [][]int32{{1, 5, 2, 7, 3, 9, 4}, {8, 6, 10, 2, 5}}
+			promptLen := []int{4, 2}
+			const steps = 3
+
+			full := graph.MustNewExec(be, func(in []*graph.Node) *graph.Node {
+				return Hidden(ParamsOf(params.Names(), in), cfg, in[len(in)-1])
+			}).SetMaxCache(-1)
+			want := make([][][]float32, len(seqs)) // [row][position][D]
+			for b, seq := range seqs {
+				args, err := params.Args(params.Names())
+				require.NoError(t, err)
+				out := full.MustExec1(append(args, tensors.FromValue([][]int32{seq}))...)
+				flat := tensors.MustCopyFlatData[float32](out)
+				for j := range seq {
+					want[b] = append(want[b], flat[j*cfg.Dim:(j+1)*cfg.Dim])
+				}
+			}
+
+			names := params.Names()
+			np, layers := len(names), cfg.Layers
+			prefill := graph.MustNewExec(be, func(in []*graph.Node) []*graph.Node {
+				h, ks, vs := Prefill(ParamsOf(names, in[:np]), cfg, in[np], in[np+1])
+				return append(append([]*graph.Node{h}, ks...), vs...)
+			})
+			decode := graph.MustNewExec(be, func(in []*graph.Node) []*graph.Node {
+				h, ks, vs := DecodeStep(ParamsOf(names, in[:np]), cfg, in[np], in[np+1], in[np+2:np+2+layers], in[np+2+layers:])
+				return append(append([]*graph.Node{h}, ks...), vs...)
+			}).SetMaxCache(-1)
+			tp, err := TransposeProjections(params, Projections(cfg))
+			require.NoError(t, err)
+			args, err := tp.Args(names)
+			require.NoError(t, err)
+			longest := max(promptLen[0], promptLen[1])
+			tokens, pads := make([][]int32, len(seqs)), make([]int32, len(seqs))
+			for b, seq := range seqs {
+				pads[b] = int32(longest - promptLen[b])
+				tokens[b] = append(make([]int32, pads[b]), seq[:promptLen[b]]...) // token 0 pads
+			}
+			outs := prefill.MustExec(append(args, tensors.FromValue(tokens), tensors.FromValue(pads))...)
+			check := func(step int, h *tensors.Tensor) {
+				flat := tensors.MustCopyFlatData[float32](h)
+				for b := range seqs {
+					pos := promptLen[b] - 1 + step
+					assert.InDeltaSlice(t, want[b][pos], flat[b*cfg.Dim:(b+1)*cfg.Dim], 2e-5, "row %d position %d (step %d)", b, pos, step)
+				}
+			}
+			check(0, outs[0])
+			for step := 1; step <= steps; step++ {
+				next := make([]int32, len(seqs))
+				for b, seq := range seqs {
+					next[b] = seq[promptLen[b]-1+step]
+				}
+				in := append(append([]any(nil), args...), tensors.FromValue(next), tensors.FromValue(pads))
+				for _, c := range outs[1:] {
+					in = append(in, c)
+				}
+				outs = decode.MustExec(in...)
+				check(step, outs[0])
+			}
+		})
+	}
 }

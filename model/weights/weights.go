@@ -84,6 +84,22 @@ func (s *Set) Tensors() []*Tensor {
 	return out
 }
 
+// Args returns the named tensors, in the order of names, as GoMLX tensors:
+// the arguments of a compiled graph whose parameters are those names (the
+// graph maps them back by the same list). Every graph that reads a set's
+// tensors takes them this way. A name the set lacks is an error.
+func (s *Set) Args(names []string) ([]any, error) {
+	args := make([]any, 0, len(names))
+	for _, n := range names {
+		t := s.m[n]
+		if t == nil {
+			return nil, fmt.Errorf("tensor %q missing", n)
+		}
+		args = append(args, t.ToGoMLX())
+	}
+	return args, nil
+}
+
 // Clone returns a deep copy.
 func (s *Set) Clone() *Set {
 	c := NewSet()

@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -45,4 +46,24 @@ func TestExtrapolate(t *testing.T) {
 	bad.Put("w", &Tensor{Shape: []int{1, 3}, Data: []float32{0, 1, 2}})
 	_, err = Extrapolate(bad, strong, 1.5)
 	assert.ErrorContains(t, err, "shape")
+}
+
+// TestArgsFollowTheNames: a graph's arguments come in the order of the
+// names it was built with, not the set's sorted order, as copies (the
+// graph may outlive the set's tensors), and a missing name says which.
+func TestArgsFollowTheNames(t *testing.T) {
+	s := NewSet()
+	s.Put("a", &Tensor{Shape: []int{2}, Data: []float32{1, 2}})
+	s.Put("b", &Tensor{Shape: []int{1, 1}, Data: []float32{3}})
+	args, err := s.Args([]string{"b", "a"})
+	require.NoError(t, err)
+	require.Len(t, args, 2)
+	b, a := args[0].(*tensors.Tensor), args[1].(*tensors.Tensor)
+	assert.Equal(t, []int{1, 1}, b.Shape().Dimensions)
+	assert.Equal(t, []float32{1, 2}, tensors.MustCopyFlatData[float32](a))
+	s.Get("a").Data[0] = 9
+	assert.Equal(t, []float32{1, 2}, tensors.MustCopyFlatData[float32](a), "a copy, not the set's slice")
+
+	_, err = s.Args([]string{"a", "c"})
+	assert.EqualError(t, err, `tensor "c" missing`)
 }

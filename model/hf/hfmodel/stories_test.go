@@ -58,11 +58,7 @@ func TestStoriesContinuesAsRunC(t *testing.T) {
 	require.NoError(t, err)
 	eng := policy.NewEngine(b, cfg, m.Params)
 	logits := graph.MustNewExec(b, func(in []*graph.Node) *graph.Node {
-		p := transformer.Params{}
-		for i, n := range m.Params.Names() {
-			p[n] = in[i]
-		}
-		return policy.Logits(p, cfg, in[len(in)-1])
+		return policy.Logits(transformer.ParamsOf(m.Params.Names(), in), cfg, in[len(in)-1])
 	}).SetMaxCache(-1)
 	for _, c := range greedyCases(t) {
 		assert.Equal(t, c.PromptIDs, m.Tokenizer.Encode(c.Prompt, true), "%q encodes as run.c's", c.Prompt)
@@ -72,10 +68,8 @@ func TestStoriesContinuesAsRunC(t *testing.T) {
 		assert.Equal(t, c.Generated, samples[0].Tokens, "%q", c.Prompt)
 		assert.Equal(t, c.Text, m.Tokenizer.Decode(append(append([]int32(nil), c.PromptIDs...), samples[0].Tokens...), true))
 
-		args := []any{}
-		for _, n := range m.Params.Names() {
-			args = append(args, m.Params.Get(n).ToGoMLX())
-		}
+		args, err := m.Params.Args(m.Params.Names())
+		require.NoError(t, err)
 		out, err := logits.Exec1(append(args, tensors.FromValue([][]int32{c.PromptIDs}))...)
 		require.NoError(t, err)
 		flat := tensors.MustCopyFlatData[float32](out)
