@@ -5,6 +5,7 @@ package worker
 import (
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -60,6 +61,10 @@ type Pool struct {
 	workers []worker.Worker
 }
 
+// newWorker makes the worker of one task queue; a test replaces it to see
+// what each queue is given.
+var newWorker = worker.New
+
 // ownQueue names a worker process's own task queue: host, process and a
 // random part, so that a restarted process never inherits its tasks.
 func ownQueue() string {
@@ -97,7 +102,7 @@ func NewPool(c client.Client, store *artifact.Store, opts Options, queues []stri
 	a.WorkerQueue = ownQueue()
 	p := &Pool{Queues: queues, Store: store.Describe(), Own: a.WorkerQueue}
 	for _, q := range append(queues, a.WorkerQueue) {
-		w := worker.New(c, q, worker.Options{
+		w := newWorker(c, q, worker.Options{
 			MaxConcurrentActivityExecutionSize: opts.ConcurrentActivities,
 			// Heartbeats carry the step counts progress bars show; the SDK would
 			// otherwise hold them back for up to 80% of the heartbeat timeout.
@@ -115,12 +120,13 @@ func NewPool(c client.Client, store *artifact.Store, opts Options, queues []stri
 
 // Start starts every worker; on an error the started ones are stopped.
 func (p *Pool) Start() error {
+	queues := append(slices.Clip(p.Queues), p.Own) // of each worker, in order
 	for i, w := range p.workers {
 		if err := w.Start(); err != nil {
 			for _, s := range p.workers[:i] {
 				s.Stop()
 			}
-			return fmt.Errorf("start worker on task queue %s: %w", p.Queues[i], err)
+			return fmt.Errorf("start worker on task queue %s: %w", queues[i], err)
 		}
 	}
 	return nil

@@ -214,7 +214,11 @@ func old(store *artifact.Store, key string, opts Options) bool {
 // Apply removes the plan's objects and returns what it freed. Manifests
 // go first: an artifact without its manifest is incomplete, never taken
 // for a complete one, whichever step a failure interrupts.
-func (p *Plan) Apply(store *artifact.Store) (int64, error) {
+func (p *Plan) Apply(store *artifact.Store) (int64, error) { return p.apply(store.Delete) }
+
+// apply is Apply with the removal of one key given, so that a test can
+// watch the order keys go in.
+func (p *Plan) apply(remove func(key string) error) (int64, error) {
 	var freed int64
 	var errs []error
 	manifest := func(o Object) bool { return strings.HasSuffix(o.Key, ".manifest.json") }
@@ -223,7 +227,7 @@ func (p *Plan) Apply(store *artifact.Store) (int64, error) {
 			if manifest(o) != pass {
 				continue
 			}
-			if err := store.Delete(o.Key); err != nil {
+			if err := remove(o.Key); err != nil {
 				errs = append(errs, err)
 				continue
 			}
