@@ -13,7 +13,6 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
-	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -41,29 +40,11 @@ type Progress struct {
 	Variants []VariantStatus `json:"variants,omitempty"`
 }
 
-// segmentsVersion is the workflow version from which the REINFORCE loop
-// continues as new every reinforce.continue_as_new_every iterations and keeps
-// its curve in artifact segments; runs recorded before it keep the curve in
-// the workflow and never continue as new.
-const segmentsVersion = 1
-
-// shardsVersion is the workflow version from which a REINFORCE iteration is
-// reinforce.rollout_shards RolloutShard activities and one UpdatePolicy;
-// runs started before it keep the single ReinforceIteration activity (and
-// its one random stream) to their end, continuations included.
-const shardsVersion = 1
-
-// pinnedVersion is the version of the rollout-shards change from which an
-// iteration's update goes to the worker that made the previous one (its
-// own task queue), where the policy and optimizer state are still in
-// memory, falling back to queues.train when that worker does not take it
-// within the heartbeat timeout.
-const pinnedVersion = 2
-
 // Continuation is what an alignment run hands to the run it continues as:
 // references and small results of the finished stages, the REINFORCE
-// position, the signals' state and the last curve segment. No tensors, and
-// nothing that grows with the number of iterations.
+// position, the signals' state, the last curve segment and the choices
+// between versions made once per alignment. No tensors, and nothing that
+// grows with the number of iterations.
 type Continuation struct {
 	Data         pipeline.Data              `json:"data"`
 	SFT          pipeline.TrainResult       `json:"sft"`
@@ -81,17 +62,15 @@ type Continuation struct {
 	Paused       bool                       `json:"paused,omitempty"`
 	Stop         bool                       `json:"stop,omitempty"`
 	Runs         int                        `json:"runs"` // workflow runs before this one
-	// Sharded: the run's iterations are rollout shards and an update
-	// (false for runs started before shardsVersion).
-	Sharded bool `json:"sharded,omitempty"`
-	// Pinned: updates go to the previous update's worker first (false for
-	// runs started before pinnedVersion).
-	Pinned bool `json:"pinned,omitempty"`
+	// versions are set when the run continues as new; their exported
+	// fields (sharded, pinned) are the JSON's.
+	versions
 }
 
 // Alignment runs RLHF end to end: prepare matched data, SFT the initial
 // policy, train and evaluate the reward model, evaluate the SFT policy, run
-// REINFORCE iterations, evaluate the aligned policy and write the summary.
+// REINFORCE iterations, evaluate the aligned policy, write the summary and
+// the report.
 //
 // Its input is the run spec as JSON. It is taken raw so that a spec given
 // through the temporal CLI is parsed and validated here, and a bad one fails
@@ -100,179 +79,179 @@ type Continuation struct {
 // every reinforce.continue_as_new_every iterations: the next run gets the
 // same spec and a Continuation (nil when a run starts).
 func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*pipeline.Summary, error) {
-	t, spec, err := begin(ctx, input)
+	r, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
-	segmented := workflow.GetVersion(ctx, "segments", workflow.DefaultVersion, segmentsVersion) >= segmentsVersion
-	progress := t.p
-	progress.Iterations = spec.Reinforce.Iterations
-	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
+	r.v.segmented = since(ctx, "segments", segmentsVersion)
+	r.p.Iterations = r.spec.Reinforce.Iterations
 	var a *activities.Activities
-	enter, done := t.enter, t.done
 
 	st := cont
 	if st == nil {
-		t.listen()
-		if st, err = t.beforeReinforce(runID, spec); err != nil {
+		r.listen()
+		if st, err = r.beforeReinforce(); err != nil {
 			return nil, err
 		}
-		v := workflow.GetVersion(ctx, "rollout-shards", workflow.DefaultVersion, pinnedVersion)
-		st.Sharded, st.Pinned = v >= shardsVersion, v >= pinnedVersion
+		r.v.chooseRollouts(ctx)
 	} else {
-		progress.Completed, progress.Iteration, progress.Last = st.Completed, st.Iteration, st.Last
-		progress.Paused, progress.StopRequested = st.Paused, st.Stop
-		t.listen()
-		t.upsert(IterationAttribute.ValueSet(int64(st.Iteration)))
+		r.resume(st)
 	}
-	progress.Metrics = map[string]float64{"reward_model.heldout_accuracy": st.RewardEval.HeldoutAccuracy}
 
-	enter(pipeline.StageReinforce)
-	var points []pipeline.IterationMetrics // this run's part of the curve (all of it before segments)
-	saveCurve := func() error {
-		if len(points) == 0 && st.Curve != nil {
-			return nil
-		}
-		var seg artifact.Ref
-		if err := workflow.ExecuteActivity(t.work.bookkeeping, a.SaveCurve, pipeline.CurveInput{RunID: runID, Previous: st.Curve, Points: points}).Get(ctx, &seg); err != nil {
-			return err
-		}
-		st.Curve, points = &seg, nil
-		return nil
-	}
+	r.enter(pipeline.StageReinforce)
+	var points []pipeline.IterationMetrics // this workflow run's part of the curve (all of it before segments)
 	started := st.Iteration
-	for st.Iteration < spec.Reinforce.Iterations {
-		if t.gate() {
-			break
+	for st.Iteration < r.spec.Reinforce.Iterations && !r.gate() {
+		if r.continueDue(st.Iteration - started) {
+			return nil, r.continueAsNew(input, st, points)
 		}
-		if segmented && st.Iteration > started &&
-			(st.Iteration-started >= spec.Reinforce.ContinueAsNewEvery || workflow.GetInfo(ctx).GetContinueAsNewSuggested()) {
-			if err := saveCurve(); err != nil {
-				return nil, t.fail(err)
-			}
-			t.drain()
-			st.Completed, st.Paused, st.Stop = progress.Completed, progress.Paused, progress.StopRequested
-			st.Runs++
-			return nil, workflow.NewContinueAsNewError(ctx, AlignmentName, input, st)
-		}
-		var res pipeline.IterationResult
-		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
-			Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
-		if st.Sharded {
-			pin := ""
-			if st.Pinned && st.Last != nil {
-				pin = st.Last.WorkerQueue
-			}
-			res, err = t.shardedIteration(in, pin)
-		} else {
-			err = workflow.ExecuteActivity(t.work.iteration, a.ReinforceIteration, in).Get(ctx, &res)
-		}
+		res, err := r.iteration(st)
 		if err != nil {
-			return nil, t.fail(err)
+			return nil, r.fail(err)
 		}
-		m := res.Metrics()
-		st.Policy, st.Optimizer, st.PolicyDigest, st.Last = res.Policy, res.Optimizer, res.PolicyDigest, &res
-		if st.First == nil {
-			st.First = &m
-		}
-		st.Iteration++
-		progress.Iteration, progress.Last = st.Iteration, &res
-		t.upsert(IterationAttribute.ValueSet(int64(st.Iteration)), RewardMeanAttribute.ValueSet(res.RewardMean))
-		points = append(points, m)
+		points = append(points, r.advance(st, res))
 	}
-	var curve []pipeline.IterationMetrics
-	if segmented {
-		if err := saveCurve(); err != nil {
-			return nil, t.fail(err)
-		}
-	} else {
-		curve = points
+	if err := r.saveCurve(st, points); err != nil {
+		return nil, r.fail(err)
 	}
-	done(pipeline.StageReinforce)
+	r.done(pipeline.StageReinforce)
 
-	evalIn := pipeline.PolicyEvalInput{RunID: runID, Spec: spec, Data: st.Data, Policy: st.Policy, Reference: st.SFT.Checkpoint,
-		RewardModel: st.RewardModel.Checkpoint, Label: pipeline.StageEvalAfter}
-	enter(pipeline.StageEvalAfter)
 	var after pipeline.PolicyEval
-	if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluatePolicy, evalIn).Get(ctx, &after); err != nil {
-		return nil, t.fail(err)
+	if err := r.stage(pipeline.StageEvalAfter, r.work.evaluation, a.EvaluatePolicy, r.policyEval(st, pipeline.StageEvalAfter), &after); err != nil {
+		return nil, err
 	}
-	done(pipeline.StageEvalAfter)
-
-	rm, rmEval, before := st.RewardModel, st.RewardEval, st.Before
-	s := &pipeline.Summary{
-		WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: st.Data,
-		SFT: pipeline.ModelOf(st.SFT), KeepIterations: spec.Retention.KeepIterations,
-		RewardModel: pipeline.RewardModelSummary{StageModel: pipeline.ModelOf(rm), Recipe: spec.Reward.Recipe, ExPOAlpha: rm.ExPOAlpha,
-			HeldoutAccuracy: rmEval.HeldoutAccuracy, HeldoutPairs: rmEval.HeldoutPairs, TrainAccuracy: rmEval.TrainAccuracy,
-			ByStrength: rmEval.ByStrength, Bench: rmEval.Bench},
-		Policy: pipeline.PolicySummary{
-			Checkpoint: st.Policy, Digest: st.PolicyDigest, Iterations: st.Iteration, StoppedEarly: st.Iteration < spec.Reinforce.Iterations,
-			GoldScoreBefore: before.GoldScore, GoldScoreAfter: after.GoldScore,
-			RewardBefore: before.Reward, RewardAfter: after.Reward,
-			KLSequenceBefore: before.KLSequence, KLSequenceAfter: after.KLSequence,
-			KLEstimator: spec.Reinforce.KLEstimator, KLPenaltyBefore: before.KLPenalty, KLPenaltyAfter: after.KLPenalty,
-			EndedBefore: before.EndedFraction, EndedAfter: after.EndedFraction,
-			LengthBefore: before.MeanLength, LengthAfter: after.MeanLength, EvalPrompts: after.Prompts,
-		},
-		Curve: curve,
-		Runs:  st.Runs + 1,
+	s := r.summary(st, after, points)
+	if err := r.stage(pipeline.StageSummary, r.work.bookkeeping, a.WriteSummary,
+		pipeline.SummaryInput{RunID: r.id, Summary: s, Curve: s.CurveRef}, &s.SummaryPath); err != nil {
+		return nil, err
 	}
-	if segmented {
-		s.CurveRef = st.Curve
-		s.Policy.FirstIteration = st.First
-		if st.Last != nil {
-			last := st.Last.Metrics()
-			s.Policy.LastIteration = &last
-		}
-	}
-	for i := range min(len(before.Samples), len(after.Samples)) {
-		s.Samples = append(s.Samples, pipeline.SamplePair{Prompt: before.Samples[i].Prompt, Before: before.Samples[i], After: after.Samples[i]})
-	}
-
-	enter(pipeline.StageSummary)
-	if err := workflow.ExecuteActivity(t.work.bookkeeping, a.WriteSummary, pipeline.SummaryInput{RunID: runID, Summary: s, Curve: s.CurveRef}).Get(ctx, &s.SummaryPath); err != nil {
-		return nil, t.fail(err)
-	}
-	done(pipeline.StageSummary)
-	s.ReportPath = t.writeReport(runID)
-	enter(pipeline.StageDone)
+	s.ReportPath = r.writeReport()
+	r.enter(pipeline.StageDone)
 	return s, nil
 }
 
 // beforeReinforce runs the stages before REINFORCE: data, SFT, the reward
-// model and its evaluation, and the SFT policy's evaluation.
-func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation, error) {
-	ctx := t.ctx
+// model and its evaluation, and the SFT policy's evaluation. It returns the
+// alignment's state with the SFT policy as the one REINFORCE starts from.
+func (r *run) beforeReinforce() (*Continuation, error) {
 	var a *activities.Activities
-	data, sft, err := t.prepareAndSFT(runID, spec)
+	data, sft, err := r.prepareAndSFT()
 	if err != nil {
 		return nil, err
 	}
 	st := &Continuation{Data: data, SFT: sft, Policy: sft.Checkpoint, PolicyDigest: sft.Digest}
-
-	t.enter(pipeline.StageRewardModel)
-	if err := workflow.ExecuteActivity(t.work.training, a.TrainRewardModel, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint}).Get(ctx, &st.RewardModel); err != nil {
-		return nil, t.fail(err)
+	if err := r.stage(pipeline.StageRewardModel, r.work.training, a.TrainRewardModel,
+		pipeline.TrainInput{RunID: r.id, Spec: r.spec, Data: data, Base: sft.Checkpoint}, &st.RewardModel); err != nil {
+		return nil, err
 	}
-	t.done(pipeline.StageRewardModel)
-
-	t.enter(pipeline.StageRewardEval)
-	if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluateRewardModel,
-		pipeline.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: st.RewardModel.Checkpoint}).Get(ctx, &st.RewardEval); err != nil {
-		return nil, t.fail(err)
+	if err := r.stage(pipeline.StageRewardEval, r.work.evaluation, a.EvaluateRewardModel,
+		pipeline.RewardEvalInput{RunID: r.id, Spec: r.spec, Data: data, RewardModel: st.RewardModel.Checkpoint}, &st.RewardEval); err != nil {
+		return nil, err
 	}
-	t.done(pipeline.StageRewardEval)
-	t.p.Metrics = map[string]float64{"reward_model.heldout_accuracy": st.RewardEval.HeldoutAccuracy}
-
-	evalIn := pipeline.PolicyEvalInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint,
-		RewardModel: st.RewardModel.Checkpoint, Label: pipeline.StageEvalBefore}
-	t.enter(pipeline.StageEvalBefore)
-	if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluatePolicy, evalIn).Get(ctx, &st.Before); err != nil {
-		return nil, t.fail(err)
+	r.showRewardModel(st.RewardEval)
+	if err := r.stage(pipeline.StageEvalBefore, r.work.evaluation, a.EvaluatePolicy, r.policyEval(st, pipeline.StageEvalBefore), &st.Before); err != nil {
+		return nil, err
 	}
-	t.done(pipeline.StageEvalBefore)
 	return st, nil
+}
+
+// resume picks up the alignment a continued run got: its choices between
+// versions, progress and signals' state.
+func (r *run) resume(st *Continuation) {
+	r.v.Sharded, r.v.Pinned = st.Sharded, st.Pinned
+	r.p.Completed, r.p.Iteration, r.p.Last = st.Completed, st.Iteration, st.Last
+	r.p.Paused, r.p.StopRequested = st.Paused, st.Stop
+	r.listen()
+	r.upsert(IterationAttribute.ValueSet(int64(st.Iteration)))
+	r.showRewardModel(st.RewardEval)
+}
+
+// showRewardModel puts the reward model's held-out accuracy in the progress.
+func (r *run) showRewardModel(eval pipeline.RewardEval) {
+	r.p.Metrics = map[string]float64{"reward_model.heldout_accuracy": eval.HeldoutAccuracy}
+}
+
+// policyEval is the input of the evaluation labelled label of st's policy
+// (the SFT policy before REINFORCE), against the SFT reference.
+func (r *run) policyEval(st *Continuation, label string) pipeline.PolicyEvalInput {
+	return pipeline.PolicyEvalInput{RunID: r.id, Spec: r.spec, Data: st.Data, Policy: st.Policy, Reference: st.SFT.Checkpoint,
+		RewardModel: st.RewardModel.Checkpoint, Label: label}
+}
+
+// continueDue reports whether this workflow run hands the alignment on to
+// a new one before its next iteration, having run done: after
+// reinforce.continue_as_new_every, or sooner when Temporal suggests it (the
+// history grows large), but never before its first. Runs recorded before
+// segments never continue.
+func (r *run) continueDue(done int) bool {
+	return r.v.segmented && done > 0 &&
+		(done >= r.spec.Reinforce.ContinueAsNewEvery || workflow.GetInfo(r.ctx).GetContinueAsNewSuggested())
+}
+
+// continueAsNew ends this workflow run for one that continues the alignment
+// from st: it saves points, this run's part of the curve, applies signals
+// that arrived and were not handled yet (they would be lost) and hands st
+// on with the progress and the choices between versions.
+func (r *run) continueAsNew(input json.RawMessage, st *Continuation, points []pipeline.IterationMetrics) error {
+	if err := r.saveCurve(st, points); err != nil {
+		return r.fail(err)
+	}
+	r.drain()
+	st.Completed, st.Paused, st.Stop = r.p.Completed, r.p.Paused, r.p.StopRequested
+	st.versions = r.v
+	st.Runs++
+	return workflow.NewContinueAsNewError(r.ctx, AlignmentName, input, st)
+}
+
+// saveCurve saves points as the curve segment after st.Curve and makes it
+// st.Curve. A run with no points saves none unless no segment exists yet
+// (the summary refers to one); runs recorded before segments save nothing:
+// their summary carries the curve.
+func (r *run) saveCurve(st *Continuation, points []pipeline.IterationMetrics) error {
+	if !r.v.segmented || len(points) == 0 && st.Curve != nil {
+		return nil
+	}
+	var a *activities.Activities
+	var seg artifact.Ref
+	if err := workflow.ExecuteActivity(r.work.bookkeeping, a.SaveCurve, pipeline.CurveInput{RunID: r.id, Previous: st.Curve, Points: points}).Get(r.ctx, &seg); err != nil {
+		return err
+	}
+	st.Curve = &seg
+	return nil
+}
+
+// iteration runs REINFORCE iteration st.Iteration from st's policy and
+// optimizer: as rollout shards and an update, or, for runs started before
+// shardsVersion, as one ReinforceIteration.
+func (r *run) iteration(st *Continuation) (pipeline.IterationResult, error) {
+	var a *activities.Activities
+	in := pipeline.IterationInput{RunID: r.id, Spec: r.spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
+		Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
+	if r.v.Sharded {
+		pin := ""
+		if r.v.Pinned && st.Last != nil {
+			pin = st.Last.WorkerQueue
+		}
+		return r.shardedIteration(in, pin)
+	}
+	var res pipeline.IterationResult
+	err := workflow.ExecuteActivity(r.work.iteration, a.ReinforceIteration, in).Get(r.ctx, &res)
+	return res, err
+}
+
+// advance records iteration res in st (the policy and optimizer the next
+// one starts from, the ends of the curve), the progress and the search
+// attributes, and returns its point of the curve.
+func (r *run) advance(st *Continuation, res pipeline.IterationResult) pipeline.IterationMetrics {
+	m := res.Metrics()
+	st.Policy, st.Optimizer, st.PolicyDigest, st.Last = res.Policy, res.Optimizer, res.PolicyDigest, &res
+	if st.First == nil {
+		st.First = &m
+	}
+	st.Iteration++
+	r.p.Iteration, r.p.Last = st.Iteration, &res
+	r.upsert(IterationAttribute.ValueSet(int64(st.Iteration)), RewardMeanAttribute.ValueSet(res.RewardMean))
+	return m
 }
 
 // shardedIteration runs a REINFORCE iteration as reinforce.rollout_shards
@@ -281,17 +260,17 @@ func (t *tracker) beforeReinforce(runID string, spec config.Spec) (*Continuation
 // worker), else, or when no worker takes it there within the heartbeat
 // timeout, on queues.train. A failed shard fails the iteration once its
 // retries are spent; the others' results are reused on resume.
-func (t *tracker) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, error) {
+func (r *run) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, error) {
 	var a *activities.Activities
 	n := in.Spec.Reinforce.Shards()
 	futures := make([]workflow.Future, n)
 	for i := range futures {
-		futures[i] = workflow.ExecuteActivity(t.work.rollout, a.RolloutShard, pipeline.ShardInput{IterationInput: in, Shard: i, Shards: n})
+		futures[i] = workflow.ExecuteActivity(r.work.rollout, a.RolloutShard, pipeline.ShardInput{IterationInput: in, Shard: i, Shards: n})
 	}
 	up := pipeline.UpdateInput{IterationInput: in, Shards: make([]pipeline.ShardResult, n)}
 	var firstErr error
 	for i, f := range futures {
-		if err := f.Get(t.ctx, &up.Shards[i]); err != nil && firstErr == nil {
+		if err := f.Get(r.ctx, &up.Shards[i]); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -300,13 +279,13 @@ func (t *tracker) shardedIteration(in pipeline.IterationInput, pin string) (pipe
 		return res, firstErr
 	}
 	if pin != "" {
-		err := workflow.ExecuteActivity(t.work.pinned(pin), a.UpdatePolicy, up).Get(t.ctx, &res)
+		err := workflow.ExecuteActivity(r.work.pinned(pin), a.UpdatePolicy, up).Get(r.ctx, &res)
 		var timeout *temporal.TimeoutError
 		if !errors.As(err, &timeout) || timeout.TimeoutType() != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
 			return res, err
 		}
-		workflow.GetLogger(t.ctx).Info("the previous update's worker did not take the update; any train worker will", "queue", pin)
+		workflow.GetLogger(r.ctx).Info("the previous update's worker did not take the update; any train worker will", "queue", pin)
 	}
-	err := workflow.ExecuteActivity(t.work.iteration, a.UpdatePolicy, up).Get(t.ctx, &res)
+	err := workflow.ExecuteActivity(r.work.iteration, a.UpdatePolicy, up).Get(r.ctx, &res)
 	return res, err
 }

@@ -515,3 +515,61 @@ func TestAFailedReportDoesNotFailTheRun(t *testing.T) {
 	require.NoError(t, v.Get(&p))
 	assert.Contains(t, p.Completed[len(p.Completed)-1], "report failed: ")
 }
+
+// TestContinuationKeepsItsJSON: the choices between versions a
+// Continuation carries are its top-level "sharded" and "pinned", as in the
+// continuations recorded runs handed on; the choices each workflow run
+// makes anew do not travel.
+func TestContinuationKeepsItsJSON(t *testing.T) {
+	var c Continuation
+	require.NoError(t, json.Unmarshal([]byte(`{"iteration": 4, "runs": 2, "sharded": true, "pinned": true}`), &c))
+	assert.Equal(t, versions{Sharded: true, Pinned: true}, c.versions)
+	c.versions = versions{Sharded: true, visible: true, segmented: true, phaseBudgets: true}
+	b, err := json.Marshal(c)
+	require.NoError(t, err)
+	var fields map[string]any
+	require.NoError(t, json.Unmarshal(b, &fields))
+	assert.Equal(t, true, fields["sharded"])
+	assert.NotContains(t, fields, "pinned", "omitted when false")
+	for _, k := range []string{"versions", "visible", "segmented", "phaseBudgets"} {
+		assert.NotContains(t, fields, k)
+	}
+}
+
+// TestTheLastCurveSegment: a run ends with its part of the curve saved as
+// a segment, unless it has none to add to a segment already saved (a
+// continued run stopped before its first iteration); a run with no
+// iterations at all saves an empty first one, for the summary to refer to.
+func TestTheLastCurveSegment(t *testing.T) {
+	for name, c := range map[string]struct {
+		cont     *Continuation
+		segments int
+		ref      artifact.Ref
+	}{
+		"a continued run with nothing to add":      {&Continuation{Iteration: 2, Stop: true, Curve: refTo("curve-0")}, 0, ref("curve-0")},
+		"a continued run without a segment yet":    {&Continuation{Iteration: 2, Stop: true}, 1, ref("curve-1")},
+		"a continued run that runs its iterations": {&Continuation{Iteration: 2, Curve: refTo("curve-0")}, 1, ref("curve-1")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := newEnv(t)
+			a := &activities.Activities{}
+			mockStagesBeforeReinforce(env, a)
+			mockIterations(env, a, 0, func(in pipeline.IterationInput) (pipeline.IterationResult, error) {
+				return pipeline.IterationResult{Iteration: in.Iteration}, nil
+			})
+			env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+			var curve curveStore
+			curve.mock(env)
+			c.cont.Sharded = true
+			env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 3}}`), c.cont)
+			require.NoError(t, env.GetWorkflowError())
+			var s pipeline.Summary
+			require.NoError(t, env.GetWorkflowResult(&s))
+			require.Len(t, curve.segments, c.segments)
+			if c.segments > 0 {
+				assert.Equal(t, c.cont.Curve, curve.segments[0].Previous)
+			}
+			assert.Equal(t, c.ref, *s.CurveRef)
+		})
+	}
+}

@@ -91,84 +91,114 @@ func countTotalSteps(plan []pipeline.VariantReport) {
 // Its input is the run spec as JSON (compare.variants selects the variants),
 // validated here like Alignment's.
 func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeline.ComparisonReport, error) {
-	t, spec, err := begin(ctx, input)
+	r, err := begin(ctx, input)
 	if err != nil {
 		return nil, err
 	}
-	progress := t.p
-	runID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var a *activities.Activities
-	data, sft, err := t.prepareAndSFT(runID, spec)
+	data, sft, err := r.prepareAndSFT()
 	if err != nil {
 		return nil, err
 	}
 
-	t.enter(StageRewardModels)
-	plan := comparisonPlan(spec.Compare.Variants)
-	progress.Metrics = map[string]float64{}
-	futures := map[string]workflow.Future{}
+	r.enter(StageRewardModels)
+	plan := comparisonPlan(r.spec.Compare.Variants)
+	base := pipeline.TrainInput{RunID: r.id, Spec: r.spec, Data: data, Base: sft.Checkpoint}
+	if err := r.trainVariants(base, plan); err != nil {
+		return nil, r.fail(err)
+	}
+
+	countTotalSteps(plan)
+	report := &pipeline.ComparisonReport{WorkflowID: r.id, Name: r.spec.Name, Seed: r.spec.Seed, Backend: r.spec.Backend,
+		Data: data, SFT: pipeline.ModelOf(sft), Variants: plan}
+	var paths pipeline.ReportPaths
+	if err := r.stage(pipeline.StageSummary, r.work.bookkeeping, a.WriteReport, pipeline.ReportInput{RunID: r.id, Report: report}, &paths); err != nil {
+		return nil, err
+	}
+	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown
+	report.HTMLPath = r.writeReport()
+	r.enter(pipeline.StageDone)
+	return report, nil
+}
+
+// variants are a comparison's reward models while they train: each one's
+// future is its VariantReport, trained and evaluated.
+type variants struct {
+	r       *run
+	base    pipeline.TrainInput // what every variant trains from: the spec, data and SFT backbone
+	futures map[string]workflow.Future
+}
+
+// trainVariants trains and evaluates the plan's variants, filling them in:
+// each in a coroutine of its own, as soon as the models it starts from are
+// trained. It returns the first failure in plan order.
+func (r *run) trainVariants(base pipeline.TrainInput, plan []pipeline.VariantReport) error {
+	vs := variants{r: r, base: base, futures: map[string]workflow.Future{}}
+	r.p.Metrics = map[string]float64{}
 	for i := range plan {
 		v := &plan[i]
-		progress.Variants = append(progress.Variants, VariantStatus{Recipe: v.Recipe, State: "waiting"})
-		idx := len(progress.Variants) - 1 // an index: the slice grows while variants run
-		setState := func(state string) { progress.Variants[idx].State = state }
-		future, settable := workflow.NewFuture(ctx)
-		futures[v.Recipe] = future
-		from, strong := variantDeps(v.Recipe)
-		workflow.Go(ctx, func(ctx workflow.Context) {
-			in := pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint, Recipe: v.Recipe}
-			dep := func(name string) (*artifact.Ref, error) {
-				if name == "" {
-					return nil, nil
-				}
-				var d pipeline.VariantReport
-				if err := futures[name].Get(ctx, &d); err != nil {
-					return nil, err
-				}
-				return &d.Model.Checkpoint, nil
-			}
-			var err error
-			if in.From, err = dep(from); err == nil {
-				in.Strong, err = dep(strong)
-			}
-			if err != nil {
+		r.p.Variants = append(r.p.Variants, VariantStatus{Recipe: v.Recipe, State: "waiting"})
+		status := len(r.p.Variants) - 1 // an index: the slice grows while variants run
+		future, settable := workflow.NewFuture(r.ctx)
+		vs.futures[v.Recipe] = future
+		workflow.Go(r.ctx, func(ctx workflow.Context) {
+			if err := vs.train(ctx, v, status); err != nil {
 				settable.SetError(err)
 				return
 			}
-			setState("training")
-			var tr pipeline.TrainResult
-			if err := workflow.ExecuteActivity(t.work.training, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
-				settable.SetError(fmt.Errorf("train %s: %w", v.Recipe, err))
-				return
-			}
-			v.Model, v.ExPOAlpha = pipeline.ModelOf(tr), tr.ExPOAlpha
-			setState("evaluating")
-			evalIn := pipeline.RewardEvalInput{RunID: runID, Spec: spec, Data: data, RewardModel: tr.Checkpoint}
-			if err := workflow.ExecuteActivity(t.work.evaluation, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
-				settable.SetError(fmt.Errorf("evaluate %s: %w", v.Recipe, err))
-				return
-			}
-			setState("done")
-			progress.Metrics[v.Recipe+".heldout_accuracy"] = v.Eval.HeldoutAccuracy
-			progress.Completed = append(progress.Completed, fmt.Sprintf("reward model %s (held-out accuracy %.3f)", v.Recipe, v.Eval.HeldoutAccuracy))
 			settable.Set(*v, nil)
 		})
 	}
 	for _, v := range plan {
-		if err := futures[v.Recipe].Get(ctx, nil); err != nil {
-			return nil, t.fail(err)
+		if err := vs.futures[v.Recipe].Get(r.ctx, nil); err != nil {
+			return err
 		}
 	}
-	t.enter(pipeline.StageSummary)
-	countTotalSteps(plan)
-	report := &pipeline.ComparisonReport{WorkflowID: runID, Name: spec.Name, Seed: spec.Seed, Backend: spec.Backend, Data: data, SFT: pipeline.ModelOf(sft), Variants: plan}
-	var paths pipeline.ReportPaths
-	if err := workflow.ExecuteActivity(t.work.bookkeeping, a.WriteReport, pipeline.ReportInput{RunID: runID, Report: report}).Get(ctx, &paths); err != nil {
-		return nil, t.fail(err)
+	return nil
+}
+
+// train trains variant v from the models it starts from, once they are
+// trained, and evaluates it, showing its state in the progress's Variants
+// at status.
+func (vs variants) train(ctx workflow.Context, v *pipeline.VariantReport, status int) error {
+	var a *activities.Activities
+	p := vs.r.p
+	in := vs.base
+	in.Recipe = v.Recipe
+	from, strong := variantDeps(v.Recipe)
+	var err error
+	if in.From, err = vs.model(ctx, from); err == nil {
+		in.Strong, err = vs.model(ctx, strong)
 	}
-	report.ReportPath, report.MarkdownPath = paths.JSON, paths.Markdown
-	progress.Completed = append(progress.Completed, pipeline.StageSummary)
-	report.HTMLPath = t.writeReport(runID)
-	t.enter(pipeline.StageDone)
-	return report, nil
+	if err != nil {
+		return err
+	}
+	p.Variants[status].State = "training"
+	var tr pipeline.TrainResult
+	if err := workflow.ExecuteActivity(vs.r.work.training, a.TrainRewardModel, in).Get(ctx, &tr); err != nil {
+		return fmt.Errorf("train %s: %w", v.Recipe, err)
+	}
+	v.Model, v.ExPOAlpha = pipeline.ModelOf(tr), tr.ExPOAlpha
+	p.Variants[status].State = "evaluating"
+	evalIn := pipeline.RewardEvalInput{RunID: in.RunID, Spec: in.Spec, Data: in.Data, RewardModel: tr.Checkpoint}
+	if err := workflow.ExecuteActivity(vs.r.work.evaluation, a.EvaluateRewardModel, evalIn).Get(ctx, &v.Eval); err != nil {
+		return fmt.Errorf("evaluate %s: %w", v.Recipe, err)
+	}
+	p.Variants[status].State = "done"
+	p.Metrics[v.Recipe+".heldout_accuracy"] = v.Eval.HeldoutAccuracy
+	p.Completed = append(p.Completed, fmt.Sprintf("reward model %s (held-out accuracy %.3f)", v.Recipe, v.Eval.HeldoutAccuracy))
+	return nil
+}
+
+// model waits for variant name's model and returns its checkpoint (nil for
+// name "": none).
+func (vs variants) model(ctx workflow.Context, name string) (*artifact.Ref, error) {
+	if name == "" {
+		return nil, nil
+	}
+	var d pipeline.VariantReport
+	if err := vs.futures[name].Get(ctx, &d); err != nil {
+		return nil, err
+	}
+	return &d.Model.Checkpoint, nil
 }

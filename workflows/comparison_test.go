@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/pipeline"
@@ -107,4 +109,37 @@ func TestComparisonOrchestration(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{"bt": 7, "bt-margin": 7, "bt-scaled": 7, "regression": 21, "regression-helpfulness": 21,
 		"bt-from-regression": 28, "bt-margin-from-regression": 28, "bt-scaled-from-regression": 28, "bt-scaled-from-regression-expo": 28}, total)
+}
+
+// TestAFailedVariantFailsTheComparison: a variant whose training fails
+// fails the run in the reward-models stage, naming the variant and keeping
+// the activity's error type; the variants that start from it never train.
+func TestAFailedVariantFailsTheComparison(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	env.OnActivity(a.PrepareData, mock.Anything, mock.Anything).Return(pipeline.Data{}, nil)
+	env.OnActivity(a.TrainSFT, mock.Anything, mock.Anything).Return(pipeline.TrainResult{Checkpoint: ref("sft")}, nil)
+	var mu sync.Mutex
+	var trained []string
+	env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			trained = append(trained, in.Recipe)
+			if in.Recipe == "regression-helpfulness" {
+				return pipeline.TrainResult{}, temporal.NewNonRetryableApplicationError("loss NaN", pipeline.ErrDiverged, nil)
+			}
+			return pipeline.TrainResult{Checkpoint: ref("rm-" + in.Recipe)}, nil
+		})
+	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{}, nil)
+
+	env.ExecuteWorkflow(ComparisonName, json.RawMessage(`{"compare": {"variants": ["bt", "bt-from-regression"]}}`))
+	err := env.GetWorkflowError()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "stage reward-models")
+	assert.Contains(t, err.Error(), "train regression-helpfulness")
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app))
+	assert.Equal(t, pipeline.ErrDiverged, app.Type())
+	assert.ElementsMatch(t, []string{"bt", "regression-helpfulness"}, trained, "bt-from-regression waits for the model that failed")
 }
