@@ -15,7 +15,8 @@ import (
 )
 
 // boundaryTypes are every struct type of the package, each as a pointer to
-// a zero value.
+// a zero value (StrengthAccuracy and AttributeFit are reward's, aliased
+// here, and go through the round trip inside RewardEval).
 var boundaryTypes = map[string]func() any{
 	"Reused":             func() any { return &pipeline.Reused{} },
 	"Data":               func() any { return &pipeline.Data{} },
@@ -25,8 +26,6 @@ var boundaryTypes = map[string]func() any{
 	"TrainResult":        func() any { return &pipeline.TrainResult{} },
 	"RewardEvalInput":    func() any { return &pipeline.RewardEvalInput{} },
 	"RewardEval":         func() any { return &pipeline.RewardEval{} },
-	"StrengthAccuracy":   func() any { return &pipeline.StrengthAccuracy{} },
-	"AttributeFit":       func() any { return &pipeline.AttributeFit{} },
 	"PolicyEvalInput":    func() any { return &pipeline.PolicyEvalInput{} },
 	"SampleText":         func() any { return &pipeline.SampleText{} },
 	"PolicyEval":         func() any { return &pipeline.PolicyEval{} },

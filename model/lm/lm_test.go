@@ -1,0 +1,124 @@
+package lm
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/internal/fixtures"
+	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
+	"github.com/alignflow/alignflow/policy"
+)
+
+// TestOpenEveryForm opens stories260K's directory with and without its
+// weights, a directory with only its tokenizer, and a bundled checkpoint,
+// and checks what each gives.
+func TestOpenEveryForm(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+
+	m, err := Open(src, true)
+	require.NoError(t, err)
+	assert.Equal(t, KindHF, m.Kind)
+	assert.Equal(t, []int32{2}, m.EOS, "generation_config.json's eos_token_id")
+	require.NotNil(t, m.Config)
+	assert.Equal(t, 4, m.Config.KVHeadCount())
+	assert.False(t, m.Reward)
+	require.NotNil(t, m.Params)
+	for _, name := range []string{hfmodel.ConfigFile, "tokenizer.json", "tokenizer_config.json", hfmodel.GenerationConfigFile} {
+		want, err := os.ReadFile(filepath.Join(src, name))
+		require.NoError(t, err)
+		assert.Equal(t, want, m.HF.Files[name], "%s: the exact bytes that were parsed", name)
+	}
+	assert.False(t, m.HasTemplate(), "stories260K has no chat template")
+
+	tokensOnly, err := Open(src, false)
+	require.NoError(t, err)
+	assert.Equal(t, KindHF, tokensOnly.Kind)
+	assert.Nil(t, tokensOnly.Params, "no weights read")
+	assert.Equal(t, m.Tokenizer.Encode("Once upon a time", true), tokensOnly.Tokenizer.Encode("Once upon a time", true))
+
+	tokDir := t.TempDir()
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(tokDir, name), b, 0o644))
+	}
+	tok, err := Open(tokDir, true)
+	require.NoError(t, err)
+	assert.Equal(t, KindTokenizer, tok.Kind)
+	assert.Equal(t, []int32{2}, tok.EOS, "tokenizer_config.json's eos_token </s>")
+	assert.Nil(t, tok.Config)
+
+	cfg := transformer.Config{Vocab: tokenizer.VocabSize, Dim: 16, Heads: 2, Layers: 1, Hidden: 32, MaxLen: 24}
+	params := policy.Init(cfg, 1)
+	params.Metadata["kind"] = "policy"
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	ref, err := store.PutWeights("runs/r/sft/policy.safetensors", params)
+	require.NoError(t, err)
+	ck, err := Open(store.Abs(ref), true)
+	require.NoError(t, err)
+	assert.Equal(t, KindCheckpoint, ck.Kind)
+	assert.True(t, ck.Verified, "its manifest's digest matched")
+	assert.Equal(t, cfg, *ck.Config)
+	assert.Equal(t, []int32{tokenizer.EOS}, ck.EOS)
+
+	_, err = Open(t.TempDir(), false)
+	assert.ErrorContains(t, err, "neither a Hugging Face model (config.json and weights) nor a tokenizer")
+}
+
+// TestCodecs: the bundled model's prompts and responses keep their byte
+// format; a Hugging Face model without a template reads the plain format
+// with the tokenizer's special tokens, with one the template's rendering;
+// the codec made from a stored description equals the opened model's.
+func TestCodecs(t *testing.T) {
+	b := Bundled()
+	p, err := b.Prompt("hot?")
+	require.NoError(t, err)
+	assert.Equal(t, tokenizer.EncodePrompt("hot?"), p)
+	assert.Equal(t, tokenizer.EncodeResponse("cold"), b.Response("cold"))
+	assert.Equal(t, "cold", b.Text(tokenizer.Encode("cold")))
+
+	src := fixtures.Path(t, "models", "stories260K")
+	m, err := Open(src, false)
+	require.NoError(t, err)
+	c, err := m.Codec()
+	require.NoError(t, err)
+	p, err = c.Prompt("Once upon a time")
+	require.NoError(t, err)
+	assert.Equal(t, m.Tokenizer.Encode("Once upon a time\n", true), p, "the plain format (the prompt, then the newline that starts the response), BOS added by the tokenizer")
+	resp := c.Response(" there was")
+	assert.Equal(t, int32(2), resp[len(resp)-1], "a response ends with the first EOS")
+	assert.Equal(t, []int32{2}, c.Stop())
+
+	stored, err := hfmodel.ParseDescription("store", m.HF.Files)
+	require.NoError(t, err)
+	again, err := NewCodec(stored, m.EOS)
+	require.NoError(t, err)
+	p2, err := again.Prompt("Once upon a time")
+	require.NoError(t, err)
+	assert.Equal(t, p, p2, "the stored description reads prompts as the directory did")
+	_, err = NewCodec(stored, nil)
+	assert.ErrorContains(t, err, "no EOS")
+
+	dir := t.TempDir()
+	for name, data := range m.HF.Files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
+	}
+	template := `{"chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}", "eos_token": "</s>"}`
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(template), 0o644))
+	chat, err := Open(dir, false)
+	require.NoError(t, err)
+	require.True(t, chat.HasTemplate())
+	cc, err := chat.Codec()
+	require.NoError(t, err)
+	p, err = cc.Prompt("hi")
+	require.NoError(t, err)
+	assert.Equal(t, chat.Tokenizer.Encode("<user>hi<assistant>", false), p, "the template's text, no special tokens added")
+}
