@@ -34,6 +34,49 @@ var Recipes = []Recipe{
 	{Name: "bt-scaled-from-regression-expo", Regression: true, HelpfulnessOnly: true, BT: LossBTScaled, ExPO: true},
 }
 
+// StartsFrom names the recipes whose models this one starts from: the
+// *-from-regression recipes the helpfulness-regression model (head
+// included); ExPO also the scaled-BT model trained from it, which it
+// extrapolates to.
+func (r Recipe) StartsFrom() (from, strong string) {
+	if !r.Regression || !r.HelpfulnessOnly || r.BT == "" {
+		return "", ""
+	}
+	from = "regression-helpfulness"
+	if r.ExPO {
+		strong = "bt-scaled-from-regression"
+	}
+	return from, strong
+}
+
+// Plan lists the recipes to train for the requested ones: those and what
+// they start from, each once, in Recipes order, which puts every recipe
+// after the ones it starts from. Unknown names are left out.
+func Plan(requested []string) []Recipe {
+	need := map[string]bool{}
+	var add func(string)
+	add = func(name string) {
+		r, err := LookupRecipe(name)
+		if err != nil || need[name] {
+			return
+		}
+		need[name] = true
+		from, strong := r.StartsFrom()
+		add(from)
+		add(strong)
+	}
+	for _, name := range requested {
+		add(name)
+	}
+	var plan []Recipe
+	for _, r := range Recipes {
+		if need[r.Name] {
+			plan = append(plan, r)
+		}
+	}
+	return plan
+}
+
 // RegressionPhase names the recipe's regression phase, as its checkpoints
 // and the metrics log do: "regression", or "regression-helpfulness".
 func (r Recipe) RegressionPhase() string {

@@ -129,3 +129,36 @@ func TestPairOfFitsOrDropsLongPairs(t *testing.T) {
 		assert.True(t, strings.HasSuffix(tokenizer.Decode(p.Chosen), tc.chosen), tc.name)
 	}
 }
+
+// TestRecipePlan: a requested recipe brings the models it starts from,
+// each once and before it; the recipe's phases are named as checkpoints
+// and the metrics log name them.
+func TestRecipePlan(t *testing.T) {
+	names := func(rs []Recipe) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	assert.Equal(t, []string{"bt"}, names(Plan([]string{"bt"})))
+	assert.Equal(t, []string{"regression-helpfulness", "bt-scaled-from-regression", "bt-scaled-from-regression-expo"},
+		names(Plan([]string{"bt-scaled-from-regression-expo"})))
+	assert.Equal(t, []string{"bt", "regression-helpfulness", "bt-from-regression"},
+		names(Plan([]string{"bt-from-regression", "bt", "regression-helpfulness", "nonsense"})), "in Recipes order, once each")
+	assert.Len(t, Plan(RecipeNames()), len(Recipes))
+
+	expo, err := LookupRecipe("bt-scaled-from-regression-expo")
+	require.NoError(t, err)
+	from, strong := expo.StartsFrom()
+	assert.Equal(t, "regression-helpfulness", from)
+	assert.Equal(t, "bt-scaled-from-regression", strong)
+	for _, name := range []string{"bt", "regression", "regression-helpfulness"} {
+		r, _ := LookupRecipe(name)
+		from, strong := r.StartsFrom()
+		assert.Empty(t, from+strong, "%s starts from the SFT backbone", name)
+	}
+	reg, _ := LookupRecipe("regression")
+	assert.Equal(t, "regression", reg.RegressionPhase())
+	assert.Equal(t, "regression-helpfulness", expo.RegressionPhase())
+}

@@ -25,44 +25,19 @@ type VariantStatus struct {
 	State  string `json:"state"` // waiting, training, evaluating, done
 }
 
-// variantDeps returns the variants recipe starts from: the *-from-regression
-// recipes reuse the helpfulness-regression model; ExPO also needs the
-// scaled-BT model trained from it.
+// variantDeps returns the variants a recipe starts from (reward.Recipe.StartsFrom).
 func variantDeps(name string) (from, strong string) {
 	r, _ := reward.LookupRecipe(name)
-	if !r.Regression || !r.HelpfulnessOnly || r.BT == "" {
-		return "", ""
-	}
-	from = "regression-helpfulness"
-	if r.ExPO {
-		strong = "bt-scaled-from-regression"
-	}
-	return from, strong
+	return r.StartsFrom()
 }
 
 // comparisonPlan orders the variants to train: the requested ones plus what
-// they start from, each after its dependencies, in reward.Recipes order.
+// they start from, each after its dependencies (reward.Plan).
 func comparisonPlan(requested []string) []pipeline.VariantReport {
-	need := map[string]bool{}
-	var add func(string)
-	add = func(v string) {
-		if v == "" || need[v] {
-			return
-		}
-		need[v] = true
-		from, strong := variantDeps(v)
-		add(from)
-		add(strong)
-	}
-	for _, v := range requested {
-		add(v)
-	}
 	var plan []pipeline.VariantReport
-	for _, r := range reward.Recipes {
-		if need[r.Name] {
-			from, _ := variantDeps(r.Name)
-			plan = append(plan, pipeline.VariantReport{Recipe: r.Name, InitFrom: from, Requested: slices.Contains(requested, r.Name)})
-		}
+	for _, r := range reward.Plan(requested) {
+		from, _ := r.StartsFrom()
+		plan = append(plan, pipeline.VariantReport{Recipe: r.Name, InitFrom: from, Requested: slices.Contains(requested, r.Name)})
 	}
 	return plan
 }
