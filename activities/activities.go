@@ -1,7 +1,12 @@
-// Package activities adapts alignflow's math to Temporal: each activity loads
-// its inputs from the artifact store, runs the policy, reward or reinforce
-// code, heartbeats its progress, saves its outputs atomically and returns
-// references and small metrics.
+// Package activities adapts alignflow's math to Temporal, as thin adapters:
+// each activity loads its inputs from the artifact store (the run's model
+// and data as a job, see setup), calls the library that does the work
+// (data/dataset for which rows a stage reads, policy, reward and reinforce
+// for the math, model/trainloop for training phases), heartbeats, saves its
+// outputs and returns references and small typed results (pipeline). What
+// stays here is Temporal's and the store's part: reuse of completed stages,
+// resuming from checkpoints, classifying errors as retryable or not, the
+// metrics log, and the worker's memory of its last update.
 package activities
 
 import (

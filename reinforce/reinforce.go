@@ -1,7 +1,9 @@
 // Package reinforce is REINFORCE with a leave-one-out baseline and a KL penalty
 // against the frozen initial policy, as NeMo-Aligner trains with the
 // HelpSteer2-Preference reward model: no critic, no ratio clipping, one
-// on-policy pass per rollout batch.
+// on-policy pass per rollout batch. An iteration is named steps (steps.go),
+// and Summarize gives the means an iteration, an update after shards and a
+// policy evaluation report alike.
 package reinforce
 
 import (

@@ -1,7 +1,11 @@
 // Package reward is the reward model: the policy's transformer backbone with a
 // linear head on the last token. The head has one output per HelpSteer attribute
 // so that regression and Bradley-Terry training share one model; the
-// helpfulness output is the scalar reward.
+// helpfulness output is the scalar reward. It holds the losses (Bradley-Terry
+// and its margin and scaled variants, masked regression), the paper's
+// recipes and the order they train in (Recipe, Plan), ExPO's extrapolation,
+// and the measures of a trained model (pairwise accuracy by strength, the
+// fit of each output to the ratings).
 package reward
 
 import (

@@ -3,9 +3,10 @@
 // MistralForCausalLM; Qwen2ForCausalLM) into alignflow's transformer:
 // config.json becomes a transformer.Config, the safetensors weights the
 // policy's parameters, and tokenizer.json, tokenizer_config.json and
-// generation_config.json the tokenizer, chat template and EOS. Anything it
-// cannot run exactly is refused before any training, naming the file, the
-// field and what is supported.
+// generation_config.json the tokenizer, chat template and EOS (a
+// Description, parsed from the exact bytes read, which a run stores and an
+// export writes back). Anything it cannot run exactly is refused before any
+// training, naming the file, the field and what is supported.
 package hfmodel
 
 import (
