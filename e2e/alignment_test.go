@@ -198,14 +198,14 @@ func TestAlignmentEndToEnd(t *testing.T) {
 			assert.NotNil(t, last.GetWorkflowExecutionContinuedAsNewEventAttributes(), "run %d continued as new", i+1)
 		}
 	}
-	for _, name := range []string{"PrepareData", "TrainSFT", "TrainRewardModel", "EvaluateRewardModel", "EvaluatePolicy", "RolloutShard", "UpdatePolicy", "SaveCurve", "WriteSummary", "WriteRunReport"} {
+	for _, name := range []string{pipeline.ActivityPrepareData, pipeline.ActivityTrainSFT, pipeline.ActivityTrainRewardModel, pipeline.ActivityEvaluateRewardModel, pipeline.ActivityEvaluatePolicy, pipeline.ActivityRolloutShard, pipeline.ActivityUpdatePolicy, pipeline.ActivitySaveCurve, pipeline.ActivityWriteSummary, pipeline.ActivityWriteRunReport} {
 		assert.Positive(t, seen[name], "activity %s in history", name)
 	}
-	assert.Equal(t, 1, seen["TrainSFT"], "stages before REINFORCE run once")
-	assert.Equal(t, 2, seen["EvaluatePolicy"], "policy evaluated before and after")
-	assert.Equal(t, spec.Reinforce.Iterations, seen["UpdatePolicy"], "one update an iteration")
-	assert.Equal(t, spec.Reinforce.Iterations*spec.Reinforce.Shards(), seen["RolloutShard"])
-	assert.Equal(t, 3, seen["SaveCurve"], "one curve segment per workflow run")
+	assert.Equal(t, 1, seen[pipeline.ActivityTrainSFT], "stages before REINFORCE run once")
+	assert.Equal(t, 2, seen[pipeline.ActivityEvaluatePolicy], "policy evaluated before and after")
+	assert.Equal(t, spec.Reinforce.Iterations, seen[pipeline.ActivityUpdatePolicy], "one update an iteration")
+	assert.Equal(t, spec.Reinforce.Iterations*spec.Reinforce.Shards(), seen[pipeline.ActivityRolloutShard])
+	assert.Equal(t, 3, seen[pipeline.ActivitySaveCurve], "one curve segment per workflow run")
 	recordHistory(t, "alignment-history.json", hists[0])
 	recordHistory(t, "alignment-history-continued.json", hists[len(hists)-1])
 

@@ -44,8 +44,8 @@ func TestXLARunOnAWorkerWithoutXLA(t *testing.T) {
 	assert.Equal(t, pipeline.ErrInvalidSpec, app.Type())
 	assert.Contains(t, err.Error(), "stage sft")
 	assert.Contains(t, err.Error(), "-tags xla")
-	assert.Equal(t, int32(1), maxAttempt(t, cl, "xla-run", "PrepareData"), "the data stage ran")
-	assert.Equal(t, int32(1), maxAttempt(t, cl, "xla-run", "TrainSFT"), "no retries")
+	assert.Equal(t, int32(1), maxAttempt(t, cl, "xla-run", pipeline.ActivityPrepareData), "the data stage ran")
+	assert.Equal(t, int32(1), maxAttempt(t, cl, "xla-run", pipeline.ActivityTrainSFT), "no retries")
 	if *updateHistory {
 		hists := runHistories(t, cl, "xla-run")
 		require.Len(t, hists, 1)

@@ -99,7 +99,7 @@ func TestMalformedInputsFailFastAndClearly(t *testing.T) {
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), w)
 			}
-			assert.LessOrEqual(t, maxAttempt(t, cl, id, "PrepareData"), int32(1), "no retries")
+			assert.LessOrEqual(t, maxAttempt(t, cl, id, pipeline.ActivityPrepareData), int32(1), "no retries")
 			_, statErr := os.Stat(filepath.Join(store.Root, "runs", id))
 			assert.True(t, os.IsNotExist(statErr), "nothing stored for %s", id)
 		})

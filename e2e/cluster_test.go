@@ -172,7 +172,7 @@ func TestClusterObjectStore(t *testing.T) {
 		var updates []string
 		for _, h := range runHistories(t, cl, "cluster-s3") {
 			for _, ev := range h.GetEvents() {
-				if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == "UpdatePolicy" {
+				if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == pipeline.ActivityUpdatePolicy {
 					updates = append(updates, a.GetTaskQueue().GetName())
 				}
 			}
@@ -192,7 +192,7 @@ func TestClusterObjectStore(t *testing.T) {
 		id := "cluster-s3-kill"
 		got := run(t, id, 3, func(ctx context.Context) {
 			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
-				return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
+				return act == pipeline.ActivityTrainSFT && p.Checkpoint != nil && p.Step <= p.Total/2
 			})
 			// Kill the worker running SFT: the SDK's identity is pid@host.
 			pid := runningWorkerPID(ctx, t, cl, id)
@@ -206,7 +206,7 @@ func TestClusterObjectStore(t *testing.T) {
 			require.True(t, killed, "the worker with pid %d runs SFT", pid)
 		})
 		check(t, got)
-		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, "TrainSFT"), int32(2), "another worker retried SFT")
+		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, pipeline.ActivityTrainSFT), int32(2), "another worker retried SFT")
 		assert.Positive(t, got.SFT.ResumedFrom, "from the killed worker's checkpoint in the object store")
 	})
 	t.Run("a worker killed mid-shard", func(t *testing.T) {
@@ -214,7 +214,7 @@ func TestClusterObjectStore(t *testing.T) {
 		got := run(t, id, 3, func(ctx context.Context) {
 			pid := 0
 			for pid == 0 && ctx.Err() == nil {
-				pid = workerRunning(ctx, cl, id, "RolloutShard")
+				pid = workerRunning(ctx, cl, id, pipeline.ActivityRolloutShard)
 				time.Sleep(10 * time.Millisecond)
 			}
 			for _, w := range workers {
@@ -224,14 +224,14 @@ func TestClusterObjectStore(t *testing.T) {
 			}
 		})
 		check(t, got)
-		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, "RolloutShard"), int32(2), "the killed worker's shard ran again elsewhere")
+		assert.GreaterOrEqual(t, maxAttempt(t, cl, id, pipeline.ActivityRolloutShard), int32(2), "the killed worker's shard ran again elsewhere")
 		workers = append(workers, startStoreWorker(outer, addr, url, s3.Env())) // back to three
 	})
 	t.Run("the object store restarted mid-run", func(t *testing.T) {
 		id := "cluster-s3-restart"
 		got := run(t, id, 3, func(ctx context.Context) {
 			waitForKillMoment(t, ctx, cl, id, func(act string, p *pipeline.Progress) bool {
-				return act == "TrainRewardModel" && p.Step > 0
+				return act == pipeline.ActivityTrainRewardModel && p.Step > 0
 			})
 			s3.Stop()
 			time.Sleep(3 * time.Second)

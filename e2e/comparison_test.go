@@ -113,7 +113,7 @@ func TestRewardComparisonEndToEnd(t *testing.T) {
 		ev, err := iter.Next()
 		require.NoError(t, err)
 		hist.Events = append(hist.Events, ev)
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == "TrainRewardModel" {
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == pipeline.ActivityTrainRewardModel {
 			trainIDs[ev.GetEventId()] = true
 			if !trainDone {
 				scheduledBeforeFirstDone++

@@ -179,18 +179,18 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 		kill           func(activity string, p *pipeline.Progress) bool
 		then           func(t *testing.T, s pipeline.Summary)
 	}{
-		{"sft", "TrainSFT", func(act string, p *pipeline.Progress) bool {
-			return act == "TrainSFT" && p.Checkpoint != nil && p.Step <= p.Total/2
+		{"sft", pipeline.ActivityTrainSFT, func(act string, p *pipeline.Progress) bool {
+			return act == pipeline.ActivityTrainSFT && p.Checkpoint != nil && p.Step <= p.Total/2
 		}, func(t *testing.T, s pipeline.Summary) {
 			assert.Positive(t, s.SFT.ResumedFrom, "SFT resumed from a checkpoint")
 		}},
-		{"reward-model", "TrainRewardModel", func(act string, p *pipeline.Progress) bool {
-			return act == "TrainRewardModel" && p.Checkpoint != nil && p.Step <= 40
+		{"reward-model", pipeline.ActivityTrainRewardModel, func(act string, p *pipeline.Progress) bool {
+			return act == pipeline.ActivityTrainRewardModel && p.Checkpoint != nil && p.Step <= 40
 		}, func(t *testing.T, s pipeline.Summary) {
 			assert.Positive(t, s.RewardModel.ResumedFrom, "reward model resumed from a checkpoint")
 		}},
-		{"reinforce", "RolloutShard", func(act string, p *pipeline.Progress) bool {
-			return act == "RolloutShard" && p.Step >= 3 // in the continued workflow run
+		{"reinforce", pipeline.ActivityRolloutShard, func(act string, p *pipeline.Progress) bool {
+			return act == pipeline.ActivityRolloutShard && p.Step >= 3 // in the continued workflow run
 		}, nil},
 	}
 	for _, tc := range cases {

@@ -38,35 +38,35 @@ func TestLongRunHistoryStaysBounded(t *testing.T) {
 		return artifact.Ref{Path: p, SHA256: fmt.Sprintf("%064x", len(p)), Bytes: 1}
 	}
 	stubs := map[string]any{
-		"PrepareData": func(context.Context, pipeline.PrepareDataInput) (pipeline.Data, error) {
+		pipeline.ActivityPrepareData: func(context.Context, pipeline.PrepareDataInput) (pipeline.Data, error) {
 			return pipeline.Data{Ratings: ref("r"), Preferences: ref("p"), TrainPairs: 10, ValidationPairs: 4}, nil
 		},
-		"TrainSFT": func(context.Context, pipeline.TrainInput) (pipeline.TrainResult, error) {
+		pipeline.ActivityTrainSFT: func(context.Context, pipeline.TrainInput) (pipeline.TrainResult, error) {
 			return pipeline.TrainResult{Checkpoint: ref("sft"), Digest: "sft"}, nil
 		},
-		"TrainRewardModel": func(context.Context, pipeline.TrainInput) (pipeline.TrainResult, error) {
+		pipeline.ActivityTrainRewardModel: func(context.Context, pipeline.TrainInput) (pipeline.TrainResult, error) {
 			return pipeline.TrainResult{Checkpoint: ref("rm"), Digest: "rm"}, nil
 		},
-		"EvaluateRewardModel": func(context.Context, pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
+		pipeline.ActivityEvaluateRewardModel: func(context.Context, pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
 			return pipeline.RewardEval{HeldoutAccuracy: 0.8}, nil
 		},
-		"EvaluatePolicy": func(context.Context, pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
+		pipeline.ActivityEvaluatePolicy: func(context.Context, pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 			return pipeline.PolicyEval{Reward: 1}, nil
 		},
-		"RolloutShard": func(_ context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		pipeline.ActivityRolloutShard: func(_ context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
 			return pipeline.ShardResult{Shard: in.Shard, Rows: 64, Rollouts: ref(fmt.Sprintf("runs/x/reinforce/iter-%05d/shard-0-of-1.json", in.Iteration))}, nil
 		},
-		"UpdatePolicy": func(_ context.Context, up pipeline.UpdateInput) (pipeline.IterationResult, error) {
+		pipeline.ActivityUpdatePolicy: func(_ context.Context, up pipeline.UpdateInput) (pipeline.IterationResult, error) {
 			in := up.IterationInput
 			p := fmt.Sprintf("runs/x/reinforce/iter-%05d/policy.safetensors", in.Iteration)
 			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(p), Optimizer: ref(p + ".opt"), Rollouts: ref(p + ".json"),
 				PolicyDigest: p, RewardMean: float64(in.Iteration) / 100}, nil
 		},
-		"SaveCurve": func(_ context.Context, in pipeline.CurveInput) (artifact.Ref, error) {
+		pipeline.ActivitySaveCurve: func(_ context.Context, in pipeline.CurveInput) (artifact.Ref, error) {
 			return ref(fmt.Sprintf("curve-%d", in.Points[len(in.Points)-1].Iteration)), nil
 		},
-		"WriteSummary": func(context.Context, pipeline.SummaryInput) (string, error) { return "summary.json", nil },
-		"WriteRunReport": func(context.Context, pipeline.RunReportInput) (pipeline.RunReport, error) {
+		pipeline.ActivityWriteSummary: func(context.Context, pipeline.SummaryInput) (string, error) { return "summary.json", nil },
+		pipeline.ActivityWriteRunReport: func(context.Context, pipeline.RunReportInput) (pipeline.RunReport, error) {
 			return pipeline.RunReport{HTML: "report.html"}, nil
 		},
 	}

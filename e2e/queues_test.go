@@ -51,9 +51,9 @@ func TestQueuesRouteEachKindOfWork(t *testing.T) {
 	var s pipeline.Summary
 	require.NoError(t, run.Get(ctx, &s))
 
-	want := map[string]string{"TrainSFT": "gpu", "TrainRewardModel": "gpu", "RolloutShard": "gpu", "UpdatePolicy": "gpu",
-		"PrepareData": "cpu", "EvaluateRewardModel": "cpu", "EvaluatePolicy": "cpu", "SaveCurve": "cpu", "WriteSummary": "cpu",
-		"WriteRunReport": "cpu"}
+	want := map[string]string{pipeline.ActivityTrainSFT: "gpu", pipeline.ActivityTrainRewardModel: "gpu", pipeline.ActivityRolloutShard: "gpu", pipeline.ActivityUpdatePolicy: "gpu",
+		pipeline.ActivityPrepareData: "cpu", pipeline.ActivityEvaluateRewardModel: "cpu", pipeline.ActivityEvaluatePolicy: "cpu", pipeline.ActivitySaveCurve: "cpu", pipeline.ActivityWriteSummary: "cpu",
+		pipeline.ActivityWriteRunReport: "cpu"}
 	ranBy := map[int64]string{}
 	seen := map[string]bool{}
 	for _, h := range runHistories(t, cl, "e2e-queues") {
@@ -71,7 +71,7 @@ func TestQueuesRouteEachKindOfWork(t *testing.T) {
 			q, ok := want[name]
 			require.True(t, ok, "activity %s has an expected queue", name)
 			got := a.GetTaskQueue().GetName()
-			if w, pinned := own[got]; pinned && name == "UpdatePolicy" {
+			if w, pinned := own[got]; pinned && name == pipeline.ActivityUpdatePolicy {
 				got = strings.TrimSuffix(w, "-worker") // pinned to the worker of the update before
 			}
 			assert.Equal(t, q, got, name)

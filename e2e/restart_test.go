@@ -40,7 +40,7 @@ func TestServerRestartMidRun(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		act, p := pendingHeartbeat(ctx, cl, id)
-		return act == "TrainSFT" && p.Step >= 20
+		return act == pipeline.ActivityTrainSFT && p.Step >= 20
 	}, 3*time.Minute, 100*time.Millisecond)
 
 	require.NoError(t, srv.Stop())

@@ -61,7 +61,7 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	require.True(t, errors.As(err, &app), "%v", err)
 	assert.Equal(t, pipeline.ErrCorruptArtifact, app.Type())
 	assert.Contains(t, err.Error(), rmPath)
-	assert.Equal(t, int32(1), maxAttempt(t, cl, id, "RolloutShard"), "a corrupt artifact is not retried")
+	assert.Equal(t, int32(1), maxAttempt(t, cl, id, pipeline.ActivityRolloutShard), "a corrupt artifact is not retried")
 
 	require.NoError(t, os.WriteFile(rmPath, good, 0o644))
 	addr := []string{"--address", srv.FrontendHostPort()}
@@ -77,7 +77,7 @@ func TestCorruptArtifactThenResume(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	t.Logf("alignflow runs show:\n%s", out)
 	assert.Contains(t, string(out), "completed")
-	assert.Contains(t, string(out), "TrainSFT")
+	assert.Contains(t, string(out), pipeline.ActivityTrainSFT)
 	out, err = exec.Command(alignflowBinary(t), append([]string{"runs", "list", "--query", `AlignmentStage="done"`}, addr...)...).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), id)

@@ -1,8 +1,9 @@
 // Package pipeline holds what alignflow's workflows and activities exchange:
 // each stage's input and result, the run's summary and the comparison
-// report, the stage names and the error types. Both layers import it, so
-// results cross the activity boundary typed (as samples-go's shared.go
-// does): no map[string]any, no field order or integer precision lost.
+// report, the stage names, the activity type names and the error types.
+// Both layers import it, so results cross the activity boundary typed (as
+// samples-go's shared.go does): no map[string]any, no field order or
+// integer precision lost.
 package pipeline
 
 import (

@@ -451,8 +451,8 @@ func TestIterationsRunAsShards(t *testing.T) {
 	for it := 0; it < 2; it++ {
 		assert.ElementsMatch(t, []int{0, 1, 2}, shards[it], "iteration %d", it)
 	}
-	assert.Equal(t, "gpu-rollout", queues["RolloutShard"])
-	assert.Equal(t, "gpu", queues["UpdatePolicy"])
+	assert.Equal(t, "gpu-rollout", queues[pipeline.ActivityRolloutShard])
+	assert.Equal(t, "gpu", queues[pipeline.ActivityUpdatePolicy])
 }
 
 // TestUpdatesArePinnedToTheLastWorker: each update after the first is

@@ -52,13 +52,13 @@ func TestBothWorkflowsScheduleEachActivityAlike(t *testing.T) {
 	alignment, comparison := record(AlignmentName), record(ComparisonName)
 	for name, got := range alignment {
 		switch name {
-		case "PrepareData", "SaveCurve", "WriteSummary", "WriteRunReport":
+		case pipeline.ActivityPrepareData, pipeline.ActivitySaveCurve, pipeline.ActivityWriteSummary, pipeline.ActivityWriteRunReport:
 			assert.Zero(t, got.heartbeat, name)
 		default:
 			assert.Equal(t, 45*time.Second, got.heartbeat, "%s heartbeats", name)
 		}
 	}
-	require.Contains(t, alignment, "EvaluateRewardModel")
+	require.Contains(t, alignment, pipeline.ActivityEvaluateRewardModel)
 	for name, got := range comparison {
 		if want, ok := alignment[name]; ok {
 			assert.Equal(t, want, got, "%s is scheduled alike in both workflows", name)

@@ -11,6 +11,8 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+
+	"github.com/alignflow/alignflow/ops/temporalconn"
 )
 
 func resumeCmd() *cobra.Command {
@@ -53,37 +55,25 @@ It prints the equivalent temporal CLI command.`,
 // resetPoint finds where to resume a run: the WorkflowTaskCompleted event
 // that scheduled its first failed or timed-out activity, or else its last
 // WorkflowTaskCompleted event.
-func resetPoint(ctx context.Context, cl client.Client, id, runID string) (eventID int64, why string, err error) {
-	iter := cl.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	scheduledBy := map[int64]int64{}
-	names := map[int64]string{}
-	var lastCompleted int64
-	for iter.HasNext() {
-		ev, err := iter.Next()
-		if err != nil {
-			return 0, "", fmt.Errorf("history of %s: %w", id, err)
-		}
-		if ev.GetWorkflowTaskCompletedEventAttributes() != nil {
-			lastCompleted = ev.GetEventId()
-		}
-		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-			scheduledBy[ev.GetEventId()] = a.GetWorkflowTaskCompletedEventId()
-			names[ev.GetEventId()] = a.GetActivityType().GetName()
-		}
-		var sched int64
-		if a := ev.GetActivityTaskFailedEventAttributes(); a != nil {
-			sched = a.GetScheduledEventId()
-		} else if a := ev.GetActivityTaskTimedOutEventAttributes(); a != nil {
-			sched = a.GetScheduledEventId()
-		}
-		if sched != 0 {
-			return scheduledBy[sched], fmt.Sprintf("before the first failed activity, %s (event %d)", names[sched], sched), nil
+func resetPoint(ctx context.Context, cl temporalconn.HistoryClient, id, runID string) (eventID int64, why string, err error) {
+	h, err := temporalconn.Histories{Client: cl}.Run(ctx, id, runID)
+	if err != nil {
+		return 0, "", err
+	}
+	run := temporalconn.ParseRun(h)
+	var first *temporalconn.Activity // the one whose failure came first
+	for i, a := range run.Activities {
+		if (a.Outcome == temporalconn.Failed || a.Outcome == temporalconn.TimedOut) && (first == nil || a.ClosedEventID < first.ClosedEventID) {
+			first = &run.Activities[i]
 		}
 	}
-	if lastCompleted == 0 {
+	if first != nil {
+		return first.ScheduledBy, fmt.Sprintf("before the first failed activity, %s (event %d)", first.Type, first.ScheduledEventID), nil
+	}
+	if run.LastWorkflowTaskCompleted == 0 {
 		return 0, "", fmt.Errorf("run %s has no completed workflow task to resume from: start it again instead", id)
 	}
-	return lastCompleted, "from its last completed workflow task", nil
+	return run.LastWorkflowTaskCompleted, "from its last completed workflow task", nil
 }
 
 func resumeRun(ctx context.Context, cl client.Client, out io.Writer, namespace, id string) (string, error) {

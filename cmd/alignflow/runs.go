@@ -12,11 +12,11 @@ import (
 	"github.com/spf13/cobra"
 	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -50,7 +50,7 @@ func runsCmd() *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			return showRun(cmd.Context(), cl, cmd.OutOrStdout(), args[0])
+			return runsShow(cmd.Context(), runsShowOptions{out: cmd.OutOrStdout(), client: cl, id: args[0]})
 		},
 	}
 	runs.AddCommand(list, show)
@@ -106,10 +106,11 @@ func statusName(s enums.WorkflowExecutionStatus) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "WORKFLOW_EXECUTION_STATUS_"))
 }
 
-// stageRow is one activity of a run's history.
+// stageRow is one row of `runs show`'s table: an activity of the run's
+// history, or one that sums up the iterations collapseIterations hides.
 type stageRow struct {
 	activity  string
-	attempts  int32
+	attempts  int
 	status    string
 	scheduled time.Time
 	started   time.Time // of the last attempt
@@ -117,7 +118,41 @@ type stageRow struct {
 	detail    string
 }
 
-func showRun(ctx context.Context, cl client.Client, out io.Writer, id string) error {
+// rowOf is an activity's row: a completed one's detail sums up its result,
+// a failed one's is its failure.
+func rowOf(a temporalconn.Activity) *stageRow {
+	r := &stageRow{activity: a.Type, attempts: a.Attempts, status: string(a.Outcome), scheduled: a.Scheduled, started: a.Started, end: a.Closed}
+	switch a.Outcome {
+	case temporalconn.Completed:
+		r.detail = resultDetail(a)
+	case temporalconn.Failed:
+		r.detail = a.LastFailure
+	case temporalconn.TimedOut:
+		r.status, r.detail = string(temporalconn.Failed), "timed out: "+a.LastFailure
+	}
+	return r
+}
+
+// keepIterations is the most REINFORCE iterations in a row `runs show`
+// lists one by one.
+const keepIterations = 4
+
+// runsClient is what `runs show` asks the server; client.Client has it.
+type runsClient interface {
+	temporalconn.HistoryClient
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+	QueryWorkflow(ctx context.Context, workflowID, runID, queryType string, args ...any) (converter.EncodedValue, error)
+}
+
+// runsShowOptions are `alignflow runs show`'s inputs and output.
+type runsShowOptions struct {
+	out    io.Writer
+	client runsClient
+	id     string // the workflow ID
+}
+
+func runsShow(ctx context.Context, o runsShowOptions) error {
+	cl, out, id := o.client, o.out, o.id
 	desc, err := cl.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
 		return fmt.Errorf("run %s: %w", id, err)
@@ -164,7 +199,7 @@ func showRun(ctx context.Context, cl client.Client, out io.Writer, id string) er
 	if info.GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		h.printTemporalShare(out)
 	}
-	rows := collapseIterations(h.rows, 4)
+	rows := collapseIterations(h.rows, keepIterations)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\n#\tACTIVITY\tSTATUS\tATTEMPTS\tSECONDS\tDETAIL")
 	for i, r := range rows {
@@ -184,67 +219,27 @@ type runHistory struct {
 	start, end time.Time
 }
 
-// readHistory reads every workflow run of id, following continue-as-new
-// back from the latest.
-func readHistory(ctx context.Context, cl client.Client, id string) (runHistory, error) {
+// readHistory reads every workflow run of id: the activities of them all,
+// the first one's start and the latest one's end.
+func readHistory(ctx context.Context, cl temporalconn.HistoryClient, id string) (runHistory, error) {
 	var h runHistory
-	for runID := ""; ; {
-		part, previous, err := runHistoryRows(ctx, cl, id, runID)
-		if err != nil {
-			return h, err
-		}
-		h.rows = append(part.rows, h.rows...)
-		h.start = part.start
-		if h.end.IsZero() {
-			h.end = part.end
-		}
-		if previous == "" {
-			return h, nil
-		}
-		runID = previous
+	runs, err := temporalconn.Histories{Client: cl}.History(ctx, id)
+	if err != nil {
+		return h, err
 	}
-}
-
-// runHistoryRows reads one workflow run's activities and the run it
-// continued from ("" for the first).
-func runHistoryRows(ctx context.Context, cl client.Client, id, runID string) (h runHistory, previous string, err error) {
-	iter := cl.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	byID := map[int64]*stageRow{}
-	for iter.HasNext() {
-		ev, err := iter.Next()
-		if err != nil {
-			return h, "", fmt.Errorf("history of %s: %w", id, err)
+	for i, hist := range runs {
+		r := temporalconn.ParseRun(hist)
+		if i == 0 {
+			h.start = r.Start
 		}
-		t := ev.GetEventTime().AsTime()
-		switch {
-		case ev.GetWorkflowExecutionStartedEventAttributes() != nil:
-			previous = ev.GetWorkflowExecutionStartedEventAttributes().GetContinuedExecutionRunId()
-			h.start = t
-		case ev.GetWorkflowExecutionCompletedEventAttributes() != nil, ev.GetWorkflowExecutionFailedEventAttributes() != nil,
-			ev.GetWorkflowExecutionTerminatedEventAttributes() != nil, ev.GetWorkflowExecutionCanceledEventAttributes() != nil,
-			ev.GetWorkflowExecutionTimedOutEventAttributes() != nil:
-			h.end = t
-		case ev.GetActivityTaskScheduledEventAttributes() != nil:
-			r := &stageRow{activity: ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName(), status: "scheduled", scheduled: t, attempts: 1}
-			byID[ev.GetEventId()] = r
-			h.rows = append(h.rows, r)
-		case ev.GetActivityTaskStartedEventAttributes() != nil:
-			a := ev.GetActivityTaskStartedEventAttributes()
-			if r := byID[a.GetScheduledEventId()]; r != nil {
-				r.status, r.attempts, r.started = "running", a.GetAttempt(), t
-			}
-		case ev.GetActivityTaskCompletedEventAttributes() != nil:
-			a := ev.GetActivityTaskCompletedEventAttributes()
-			if r := byID[a.GetScheduledEventId()]; r != nil {
-				r.status, r.end, r.detail = "completed", t, resultDetail(r.activity, a.GetResult())
-			}
-		default:
-			if r, failure := failedActivity(ev, byID); r != nil {
-				r.status, r.end, r.detail = "failed", t, failure
-			}
+		if i == len(runs)-1 && r.Status != enums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW {
+			h.end = r.End
+		}
+		for _, a := range r.Activities {
+			h.rows = append(h.rows, rowOf(a))
 		}
 	}
-	return h, previous, nil
+	return h, nil
 }
 
 // temporalShare splits a finished run's wall time into the time some
@@ -288,54 +283,104 @@ func (h runHistory) printTemporalShare(out io.Writer) {
 }
 
 // collapseIterations replaces each stretch of more than keep completed
-// REINFORCE iterations (and the curve segments saved between them) by its
-// first and last iteration around one row that sums up the rest.
+// REINFORCE iterations by its first and last iteration around one row that
+// sums up the rest. An iteration is a ReinforceIteration, or an UpdatePolicy
+// with the RolloutShard rows before it; a curve segment (SaveCurve) goes
+// with the iteration before it.
 func collapseIterations(rows []*stageRow, keep int) []*stageRow {
-	routine := func(r *stageRow) bool {
-		return r.status == "completed" && (r.activity == "ReinforceIteration" || r.activity == "SaveCurve")
-	}
 	var out []*stageRow
 	for i := 0; i < len(rows); {
-		j := i
-		for j < len(rows) && routine(rows[j]) {
-			j++
+		its := iterations(rows[i:])
+		n := 0
+		for _, it := range its {
+			n += len(it)
 		}
-		if j-i <= keep {
-			out = append(out, rows[i:max(j, i+1)]...)
-			i = max(j, i+1)
+		if n == 0 {
+			out = append(out, rows[i])
+			i++
 			continue
 		}
-		mid := &stageRow{activity: fmt.Sprintf("... %d more", j-i-2), status: "completed", attempts: 1,
-			scheduled: rows[i+1].scheduled, end: rows[j-2].end, detail: "ReinforceIteration and SaveCurve, each on its first attempt"}
-		for _, r := range rows[i+1 : j-1] {
-			if r.attempts > 1 {
-				mid.attempts = max(mid.attempts, r.attempts)
-				mid.detail = "ReinforceIteration and SaveCurve; the most attempts any took is shown"
-			}
+		var unfinished []*stageRow // an iteration's shards without its update yet: shown after the last whole one
+		if last := its[len(its)-1]; !slices.ContainsFunc(last, endsIteration) {
+			its, unfinished = its[:len(its)-1], last
 		}
-		out = append(out, rows[i], mid, rows[j-1])
-		i = j
+		if len(its) <= max(keep, 2) {
+			out = append(out, rows[i:i+n]...)
+		} else {
+			out = append(out, its[0]...)
+			out = append(out, hiddenIterations(its[1:len(its)-1]))
+			out = append(out, its[len(its)-1]...)
+			out = append(out, unfinished...)
+		}
+		i += n
 	}
 	return out
 }
 
-func failedActivity(ev *historypb.HistoryEvent, byID map[int64]*stageRow) (*stageRow, string) {
-	if a := ev.GetActivityTaskFailedEventAttributes(); a != nil {
-		return byID[a.GetScheduledEventId()], a.GetFailure().GetMessage()
+// iterations splits the completed REINFORCE rows rows starts with into
+// iterations; the last may be unfinished (its shards done, its update not).
+func iterations(rows []*stageRow) [][]*stageRow {
+	var its [][]*stageRow
+	for _, r := range rows {
+		if r.status != string(temporalconn.Completed) {
+			break
+		}
+		switch r.activity {
+		case pipeline.ActivitySaveCurve: // with the iteration before it
+			if len(its) == 0 {
+				its = append(its, nil)
+			}
+		case pipeline.ActivityRolloutShard, pipeline.ActivityUpdatePolicy, pipeline.ActivityReinforceIteration:
+			if len(its) == 0 || slices.ContainsFunc(its[len(its)-1], endsIteration) {
+				its = append(its, nil)
+			}
+		default:
+			return its
+		}
+		its[len(its)-1] = append(its[len(its)-1], r)
 	}
-	if a := ev.GetActivityTaskTimedOutEventAttributes(); a != nil {
-		return byID[a.GetScheduledEventId()], "timed out: " + a.GetFailure().GetMessage()
-	}
-	return nil, ""
+	return its
 }
 
-// resultDetail summarises an activity's result in a few numbers.
-func resultDetail(activity string, result *commonpb.Payloads) string {
+// endsIteration says whether a row is the last activity of an iteration.
+func endsIteration(r *stageRow) bool {
+	return r.activity == pipeline.ActivityUpdatePolicy || r.activity == pipeline.ActivityReinforceIteration
+}
+
+// hiddenIterations is the row that stands for iterations: what they ran,
+// from the first one's scheduling to the last one's end, and the most
+// attempts any of their activities took.
+func hiddenIterations(its [][]*stageRow) *stageRow {
+	rows := slices.Concat(its...)
+	mid := &stageRow{activity: fmt.Sprintf("... %d more iterations", len(its)), status: string(temporalconn.Completed), attempts: 1,
+		scheduled: rows[0].scheduled}
+	var types []string
+	for _, r := range rows {
+		if !slices.Contains(types, r.activity) {
+			types = append(types, r.activity)
+		}
+		if r.scheduled.Before(mid.scheduled) {
+			mid.scheduled = r.scheduled
+		}
+		if r.end.After(mid.end) {
+			mid.end = r.end
+		}
+		mid.attempts = max(mid.attempts, r.attempts)
+	}
+	mid.detail = fmt.Sprintf("%d activities (%s), each on its first attempt", len(rows), strings.Join(types, ", "))
+	if mid.attempts > 1 {
+		mid.detail = fmt.Sprintf("%d activities (%s); the most attempts any took is shown", len(rows), strings.Join(types, ", "))
+	}
+	return mid
+}
+
+// resultDetail summarises a completed activity's result in a few numbers.
+func resultDetail(a temporalconn.Activity) string {
 	dc := converter.GetDefaultDataConverter()
-	switch activity {
-	case "TrainSFT", "TrainRewardModel":
+	switch a.Type {
+	case pipeline.ActivityTrainSFT, pipeline.ActivityTrainRewardModel:
 		var r pipeline.TrainResult
-		if dc.FromPayloads(result, &r) != nil {
+		if dc.FromPayloads(a.Result, &r) != nil {
 			return ""
 		}
 		s := fmt.Sprintf("%d steps, loss %.3f -> %.3f", r.Steps, r.FirstLoss, r.FinalLoss)
@@ -343,21 +388,28 @@ func resultDetail(activity string, result *commonpb.Payloads) string {
 			s += fmt.Sprintf(", resumed at step %d", r.ResumedFrom)
 		}
 		return s + reusedNote(r.ReusedFrom)
-	case "EvaluateRewardModel":
+	case pipeline.ActivityEvaluateRewardModel:
 		var r pipeline.RewardEval
-		if dc.FromPayloads(result, &r) != nil {
+		if dc.FromPayloads(a.Result, &r) != nil {
 			return ""
 		}
 		return fmt.Sprintf("held-out accuracy %.3f on %d pairs", r.HeldoutAccuracy, r.HeldoutPairs)
-	case "ReinforceIteration":
+	case pipeline.ActivityReinforceIteration, pipeline.ActivityUpdatePolicy:
 		var r pipeline.IterationResult
-		if dc.FromPayloads(result, &r) != nil {
+		if dc.FromPayloads(a.Result, &r) != nil {
 			return ""
 		}
 		return fmt.Sprintf("iteration %d: reward %.3f, KL penalty %.4f", r.Iteration+1, r.RewardMean, r.KLMean) + reusedNote(r.ReusedFrom)
-	case "EvaluatePolicy":
+	case pipeline.ActivityRolloutShard:
+		var in pipeline.ShardInput
+		var r pipeline.ShardResult
+		if dc.FromPayloads(a.Input, &in) != nil || dc.FromPayloads(a.Result, &r) != nil {
+			return ""
+		}
+		return fmt.Sprintf("iteration %d shard %d of %d: %d rows", in.Iteration+1, in.Shard+1, in.Shards, r.Rows) + reusedNote(r.ReusedFrom)
+	case pipeline.ActivityEvaluatePolicy:
 		var r pipeline.PolicyEval
-		if dc.FromPayloads(result, &r) != nil {
+		if dc.FromPayloads(a.Result, &r) != nil {
 			return ""
 		}
 		s := fmt.Sprintf("reward %.3f", r.Reward)

@@ -1,5 +1,3 @@
-// Package report renders what runs produce for people to read: the
-// reward-model comparison as Markdown tables shaped like the paper's.
 package report
 
 import (

@@ -11,10 +11,12 @@ import (
 
 	"github.com/yuin/goldmark"
 	"github.com/yuin/goldmark/extension"
+	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 
 	"github.com/alignflow/alignflow/data/rewardbench"
 	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -125,24 +127,22 @@ func Render(r Run) ([]File, error) {
 	return files, nil
 }
 
-// unfinished says how a run without a summary stands, from the last event
-// of its latest workflow run.
+// unfinished says how a run without a summary stands, from how its
+// latest workflow run closed.
 func unfinished(runs []*historypb.History) string {
-	const going = "in progress (the charts show the metrics logged so far)"
-	if len(runs) == 0 || len(runs[len(runs)-1].GetEvents()) == 0 {
+	const going, logged = "in progress (the charts show the metrics logged so far)", " (the charts show what it logged)"
+	if len(runs) == 0 {
 		return going
 	}
-	events := runs[len(runs)-1].GetEvents()
-	last := events[len(events)-1]
-	switch {
-	case last.GetWorkflowExecutionFailedEventAttributes() != nil:
-		return "failed: " + esc(short(last.GetWorkflowExecutionFailedEventAttributes().GetFailure().GetMessage(), 300)) + " (the charts show what it logged)"
-	case last.GetWorkflowExecutionTerminatedEventAttributes() != nil:
-		return "terminated (the charts show what it logged)"
-	case last.GetWorkflowExecutionCanceledEventAttributes() != nil:
-		return "canceled (the charts show what it logged)"
-	case last.GetWorkflowExecutionTimedOutEventAttributes() != nil:
-		return "timed out (the charts show what it logged)"
+	switch last := temporalconn.ParseRun(runs[len(runs)-1]); last.Status {
+	case enumspb.WORKFLOW_EXECUTION_STATUS_FAILED:
+		return "failed: " + esc(short(last.Failure, 300)) + logged
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED:
+		return "terminated" + logged
+	case enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
+		return "canceled" + logged
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
+		return "timed out" + logged
 	}
 	return going
 }
@@ -328,8 +328,8 @@ func timeline(b *strings.Builder, r Run, add func(chart, error) error) error {
 	mdTable(b, []string{"stage", "starts at", "took", "activities", "attempts", "retried", "lost to retries"}, rows)
 	rows = nil
 	for _, a := range acts {
-		if a.Retried() || a.Outcome != "completed" {
-			rows = append(rows, []string{esc(a.Stage), a.Type, fmt.Sprint(a.Attempts), a.Outcome, seconds(a.Lost()), esc(short(a.LastFailure, 160))})
+		if a.Retried() || a.Outcome != temporalconn.Completed {
+			rows = append(rows, []string{esc(a.Stage), a.Type, fmt.Sprint(a.Attempts), string(a.Outcome), seconds(a.Lost()), esc(short(a.LastFailure, 160))})
 		}
 	}
 	if len(rows) > 0 {

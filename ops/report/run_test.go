@@ -17,6 +17,7 @@ import (
 
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/report/reporttest"
+	"github.com/alignflow/alignflow/ops/temporalconn/historytest"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -62,12 +63,12 @@ func history(t *testing.T, acts ...act) *historypb.History {
 
 func TestTimelineGroupsActivitiesByStageWithRetries(t *testing.T) {
 	h := history(t,
-		act{typ: "PrepareData", input: pipeline.PrepareDataInput{RunID: "r"}, from: 0, start: 0.1, end: 2, attempts: 1},
-		act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 2, start: 30, end: 50, attempts: 3, failure: "activity Heartbeat timeout"},
-		act{typ: "EvaluatePolicy", input: pipeline.PolicyEvalInput{RunID: "r", Label: pipeline.StageEvalBefore}, from: 50, start: 50, end: 55, attempts: 1},
-		act{typ: "RolloutShard", input: pipeline.ShardInput{}, from: 55, start: 55, end: 60, attempts: 1},
-		act{typ: "UpdatePolicy", input: pipeline.UpdateInput{}, from: 60, start: 60, end: 62, attempts: 1},
-		act{typ: "WriteRunReport", input: pipeline.RunReportInput{RunID: "r"}, from: 62, start: 62, end: 63, attempts: 1},
+		act{typ: pipeline.ActivityPrepareData, input: pipeline.PrepareDataInput{RunID: "r"}, from: 0, start: 0.1, end: 2, attempts: 1},
+		act{typ: pipeline.ActivityTrainSFT, input: pipeline.TrainInput{RunID: "r"}, from: 2, start: 30, end: 50, attempts: 3, failure: "activity Heartbeat timeout"},
+		act{typ: pipeline.ActivityEvaluatePolicy, input: pipeline.PolicyEvalInput{RunID: "r", Label: pipeline.StageEvalBefore}, from: 50, start: 50, end: 55, attempts: 1},
+		act{typ: pipeline.ActivityRolloutShard, input: pipeline.ShardInput{}, from: 55, start: 55, end: 60, attempts: 1},
+		act{typ: pipeline.ActivityUpdatePolicy, input: pipeline.UpdateInput{}, from: 60, start: 60, end: 62, attempts: 1},
+		act{typ: pipeline.ActivityWriteRunReport, input: pipeline.RunReportInput{RunID: "r"}, from: 62, start: 62, end: 63, attempts: 1},
 	)
 	acts := Timeline([]*historypb.History{h})
 	require.Len(t, acts, 5, "the report's own activity is left out")
@@ -112,8 +113,8 @@ func finishedRun(t *testing.T) Run {
 		Samples: []pipeline.SamplePair{{Prompt: "Name a | pipe\nand *stars*", Before: pipeline.SampleText{Response: "<b>no</b>", Gold: 1}, After: pipeline.SampleText{Response: "yes", Gold: 3}}},
 	}
 	h := history(t,
-		act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 10, end: 40, attempts: 2, failure: "worker lost"},
-		act{typ: "UpdatePolicy", input: pipeline.UpdateInput{}, from: 40, start: 40, end: 62, attempts: 1})
+		act{typ: pipeline.ActivityTrainSFT, input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 10, end: 40, attempts: 2, failure: "worker lost"},
+		act{typ: pipeline.ActivityUpdatePolicy, input: pipeline.UpdateInput{}, from: 40, start: 40, end: 62, attempts: 1})
 	return Run{WorkflowID: "r", Summary: s, Points: pts, Histories: []*historypb.History{h}}
 }
 
@@ -170,11 +171,62 @@ func TestUnfinishedRunShowsWhatWasLogged(t *testing.T) {
 	assert.NotContains(t, md, "reward-accuracy.png", "no evaluation yet")
 
 	// A run that failed says so, from its history.
-	failed := history(t, act{typ: "TrainSFT", input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 0, end: 5, attempts: 1})
+	failed := history(t, act{typ: pipeline.ActivityTrainSFT, input: pipeline.TrainInput{RunID: "r"}, from: 0, start: 0, end: 5, attempts: 1})
 	failed.Events = append(failed.Events, &historypb.HistoryEvent{EventId: 99, Attributes: &historypb.HistoryEvent_WorkflowExecutionFailedEventAttributes{
 		WorkflowExecutionFailedEventAttributes: &historypb.WorkflowExecutionFailedEventAttributes{Failure: &failurepb.Failure{Message: "sft: loss NaN"}}}})
 	r.Histories = []*historypb.History{failed}
 	files, err = Render(r)
 	require.NoError(t, err)
 	assert.Contains(t, string(files[0].Data), "Workflow `r`, failed: sft: loss NaN (the charts show what it logged).")
+}
+
+// TestTimelineOfRecordedRuns reads the stages of real runs through the
+// history reader; the expected stages and counts follow stageOf's rules
+// over the files' ActivityTaskScheduled events.
+func TestTimelineOfRecordedRuns(t *testing.T) {
+	type stage struct {
+		name       string
+		activities int
+	}
+	tests := []struct {
+		files []string
+		want  []stage
+	}{
+		{[]string{"alignment-history-shards.json"}, []stage{{"prepare-data", 1}, {"sft", 1}, {"reward-model", 1}, {"reward-eval", 1},
+			{"eval-before", 1}, {"reinforce", 9}}},
+		{[]string{"alignment-history.json", "alignment-history-continued.json"}, []stage{{"prepare-data", 1}, {"sft", 1}, {"reward-model", 1},
+			{"reward-eval", 1}, {"eval-before", 1}, {"reinforce", 22}, {"eval-after", 1}, {"summary", 1}}},
+		{[]string{"comparison-history.json"}, []stage{{"prepare-data", 1}, {"sft", 1},
+			{"reward-model bt", 1}, {"reward-model bt-margin", 1}, {"reward-model bt-scaled", 1}, {"reward-model regression", 1},
+			{"reward-model regression-helpfulness", 1}, {"reward-eval regression-helpfulness", 1}, {"reward-eval regression", 1},
+			{"reward-eval bt-margin", 1}, {"reward-eval bt-scaled", 1}, {"reward-eval bt", 1}, {"reward-model bt-from-regression", 1},
+			{"reward-model bt-margin-from-regression", 1}, {"reward-model bt-scaled-from-regression", 1}, {"reward-eval bt-from-regression", 1},
+			{"reward-eval bt-scaled-from-regression", 1}, {"reward-eval bt-margin-from-regression", 1},
+			{"reward-model bt-scaled-from-regression-expo", 1}, {"reward-eval bt-scaled-from-regression-expo", 1}, {"summary", 1}}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.files, "+"), func(t *testing.T) {
+			var runs []*historypb.History
+			for _, f := range tt.files {
+				h, err := historytest.Load("../../workflows/testdata/" + f)
+				require.NoError(t, err)
+				runs = append(runs, h)
+			}
+			var got []stage
+			for _, s := range Stages(Timeline(runs)) {
+				got = append(got, stage{s.Stage, s.Activities})
+				assert.Equal(t, s.Activities, s.Attempts, "%s: no recorded activity was retried", s.Stage)
+				assert.Zero(t, s.Retried)
+				assert.Zero(t, s.Lost)
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+	h, err := historytest.Load("../../workflows/testdata/alignment-history-shards.json")
+	require.NoError(t, err)
+	stages := Stages(Timeline([]*historypb.History{h}))
+	reinforce := stages[len(stages)-1]
+	// From the first shard's scheduling (03:04:09.293185514) to the curve
+	// segment's completion (03:04:09.955752342).
+	assert.Equal(t, 662566828*time.Nanosecond, reinforce.End.Sub(reinforce.Start))
 }
