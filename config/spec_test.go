@@ -91,3 +91,30 @@ func TestConnectionPrecedence(t *testing.T) {
 	assert.Equal(t, "from-env", c.Namespace)
 	assert.Equal(t, "queue-flag", c.TaskQueue, "a flag wins over the environment")
 }
+
+// TestShardRows: an iteration's rows split into whole generation batches,
+// as evenly as the batches allow; every row in exactly one shard.
+func TestShardRows(t *testing.T) {
+	r := Default().Reinforce
+	r.PromptsPerIteration, r.SamplesPerPrompt, r.BatchSize = 5, 4, 8 // 20 rows, 3 batches (8, 8, 4)
+	require.Equal(t, 20, r.RolloutRows())
+	require.Equal(t, 3, r.RolloutBatches())
+	for _, tc := range []struct {
+		shards int
+		want   [][2]int
+	}{
+		{1, [][2]int{{0, 20}}},
+		{2, [][2]int{{0, 8}, {8, 20}}},
+		{3, [][2]int{{0, 8}, {8, 16}, {16, 20}}},
+	} {
+		for s, w := range tc.want {
+			first, last, err := r.ShardRows(s, tc.shards)
+			require.NoError(t, err)
+			assert.Equal(t, w, [2]int{first, last}, "shard %d of %d", s, tc.shards)
+		}
+	}
+	for _, bad := range [][2]int{{0, 4}, {3, 3}, {-1, 2}, {0, 0}} {
+		_, _, err := r.ShardRows(bad[0], bad[1])
+		assert.ErrorContains(t, err, "reinforce.rollout_shards: shard", "shard %d of %d", bad[0], bad[1])
+	}
+}
