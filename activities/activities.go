@@ -79,7 +79,7 @@ func (a *Activities) enginesFor(backendName string, m *runModel) (*engineSet, er
 	}
 	b, err := backend.New(backendName)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrInvalidSpec, err)
+		return nil, invalidSpec(err)
 	}
 	// The graphs need only the parameters' names: a loaded model has them.
 	pol := m.base
