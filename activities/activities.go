@@ -220,9 +220,11 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
 }
 
 // sampleOptions are the spec's sampling settings at a temperature, stopping
-// at the model's EOS.
+// at the model's EOS and its chat template's end of turn.
 func (j *job) sampleOptions(spec config.Spec, temperature float64) policy.SampleOptions {
-	return policy.SampleOptions{Temperature: temperature, TopP: spec.Reinforce.TopP, MaxTokens: spec.Reinforce.MaxTokens, Stop: j.m.codec.Stop()}
+	end, trailer := j.m.codec.Trailer()
+	return policy.SampleOptions{Temperature: temperature, TopP: spec.Reinforce.TopP, MaxTokens: spec.Reinforce.MaxTokens, Stop: j.m.codec.Stop(),
+		Turn: policy.Turn{End: end, Trailer: trailer}}
 }
 
 func invalidData(err error) error {

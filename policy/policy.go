@@ -259,6 +259,28 @@ type SampleOptions struct {
 	// Stop are the tokens that end a response (EOS); nil means the bundled
 	// byte tokenizer's EOS.
 	Stop []int32
+	// Turn is how the model's chat template ends an assistant turn: not
+	// sampled, it completes what the reward model reads (lm.Codec.Trailer).
+	Turn Turn
+}
+
+// Turn is a chat template's end of an assistant turn: the token that ends
+// it (one of the Stop tokens) and what the template writes after that
+// token (ChatML's newline after <|im_end|>). A response that stopped at End
+// is read by the reward model with Trailer after it, as the reward model's
+// training sequences (whole rendered turns) have it. The zero Turn has no
+// trailer.
+type Turn struct {
+	End     int32
+	Trailer []int32
+}
+
+// Complete is a sampled response as the rest of its turn completes it.
+func (t Turn) Complete(s Sample) []int32 {
+	if len(t.Trailer) == 0 || !s.Ended || len(s.Tokens) == 0 || s.Tokens[len(s.Tokens)-1] != t.End {
+		return s.Tokens
+	}
+	return append(append(make([]int32, 0, len(s.Tokens)+len(t.Trailer)), s.Tokens...), t.Trailer...)
 }
 
 func (o SampleOptions) stops(tok int32) bool {

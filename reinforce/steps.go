@@ -28,6 +28,9 @@ import (
 type Rollouts struct {
 	Contexts [][]int32
 	Samples  []policy.Sample
+	// Turn completes the rows that ended a chat template's turn for the
+	// reward model (Sequences); the zero Turn for the plain format.
+	Turn policy.Turn
 }
 
 // Repeat lists each prompt k times, consecutively: the rows of k samples
@@ -45,7 +48,7 @@ func Repeat(prompts [][]int32, k int) [][]int32 {
 // Rollout samples k responses to each prompt, batchSize rows per
 // generation batch, drawing from rng only.
 func Rollout(pe *policy.Engine, pol *weights.Set, prompts [][]int32, k, batchSize int, opts policy.SampleOptions, rng *rand.Rand) (*Rollouts, error) {
-	r := &Rollouts{Contexts: Repeat(prompts, k)}
+	r := &Rollouts{Contexts: Repeat(prompts, k), Turn: opts.Turn}
 	var err error
 	if r.Samples, err = pe.Generate(pol, r.Contexts, batchSize, opts, rng); err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
@@ -58,7 +61,7 @@ func Rollout(pe *policy.Engine, pol *weights.Set, prompts [][]int32, k, batchSiz
 // worker) get the samples they would have had in one call, as long as
 // every call starts at a multiple of batchSize rows.
 func RolloutEach(pe *policy.Engine, pol *weights.Set, contexts [][]int32, batchSize int, opts policy.SampleOptions, rngs []*rand.Rand) (*Rollouts, error) {
-	r := &Rollouts{Contexts: contexts}
+	r := &Rollouts{Contexts: contexts, Turn: opts.Turn}
 	var err error
 	if r.Samples, err = pe.GenerateEach(pol, contexts, batchSize, opts, rngs); err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
@@ -67,10 +70,12 @@ func RolloutEach(pe *policy.Engine, pol *weights.Set, contexts [][]int32, batchS
 }
 
 // Sequences are the rows' prompts followed by their responses, as the
-// reward model scores them.
+// reward model scores them: a response that ended a chat template's turn
+// with the rest of the turn (Turn).
 func (r *Rollouts) Sequences() [][]int32 {
 	out := make([][]int32, len(r.Samples))
 	for i, s := range r.Samples {
+		s.Tokens = r.Turn.Complete(s)
 		out[i] = s.Sequence(r.Contexts[i])
 	}
 	return out

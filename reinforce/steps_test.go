@@ -223,3 +223,20 @@ func TestPolicyLossRefusesAnotherBatch(t *testing.T) {
 	}
 	assert.Equal(t, f.pol.Digest(), pol.Digest())
 }
+
+// TestSequencesCompleteATemplatesTurn: a rollout that stopped at the chat
+// template's end-of-turn token is scored with what the template writes
+// after it, as the reward model's training turns end; one that stopped at
+// another EOS, or did not end, is scored as sampled.
+func TestSequencesCompleteATemplatesTurn(t *testing.T) {
+	const end, eos, nl = 90, 91, 92
+	r := &Rollouts{
+		Contexts: [][]int32{{1, 2}, {1, 2}, {1, 2}},
+		Samples:  []policy.Sample{{Tokens: []int32{5, end}, Ended: true}, {Tokens: []int32{5, eos}, Ended: true}, {Tokens: []int32{5, end}}},
+		Turn:     policy.Turn{End: end, Trailer: []int32{nl}},
+	}
+	assert.Equal(t, [][]int32{{1, 2, 5, end, nl}, {1, 2, 5, eos}, {1, 2, 5, end}}, r.Sequences())
+	assert.Equal(t, [][]int32{{5, end}, {5, eos}, {5, end}}, r.Responses(), "the sampled tokens stay as sampled")
+	r.Turn = policy.Turn{}
+	assert.Equal(t, []int32{1, 2, 5, end}, r.Sequences()[0], "the plain format has no trailer")
+}

@@ -62,7 +62,7 @@ func TestRegressionTrainingFitsRatings(t *testing.T) {
 	rm, err := InitFromBackbone(policy.Init(cfg, 1), 2)
 	require.NoError(t, err)
 	row := func(p, r string, help float32) Rated {
-		seq, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen)
+		seq, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen, 1)
 		x := Rated{Sequence: seq}
 		x.Ratings[Helpfulness], x.Present[Helpfulness] = help, true
 		x.Ratings[2], x.Present[2] = 4, true // coherence rated, the rest missing

@@ -201,14 +201,14 @@ type Pair struct {
 
 // PairOf is the pair the reward model trains and is evaluated on for a
 // preference: each response after the prompt, fitted to maxLen by
-// tokenizer.Fit (the prompt loses its start first, as RewardBench scoring
-// does). ok is false when a response does not fit whole: cut, it would lose
-// its EOS, and a prompt that filled the window would leave two identical
-// sequences, so such a pair is left out. cut reports that the prompt lost
-// its start.
-func PairOf(prompt, chosen, rejected []int32, magnitude float64, maxLen int) (p Pair, cut, ok bool) {
-	c, wholeC, cutC := tokenizer.Fit(prompt, chosen, maxLen)
-	r, wholeR, cutR := tokenizer.Fit(prompt, rejected, maxLen)
+// tokenizer.Fit keeping the prompt's first keep tokens (its BOS) (the
+// prompt loses its start first, as RewardBench scoring does). ok is false
+// when a response does not fit whole: cut, it would lose its EOS, and a
+// prompt that filled the window would leave two identical sequences, so
+// such a pair is left out. cut reports that the prompt lost its start.
+func PairOf(prompt, chosen, rejected []int32, magnitude float64, maxLen, keep int) (p Pair, cut, ok bool) {
+	c, wholeC, cutC := tokenizer.Fit(prompt, chosen, maxLen, keep)
+	r, wholeR, cutR := tokenizer.Fit(prompt, rejected, maxLen, keep)
 	return Pair{Chosen: c, Rejected: r, Magnitude: magnitude}, cutC || cutR, wholeC && wholeR
 }
 

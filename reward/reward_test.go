@@ -64,7 +64,7 @@ func TestBTTrainingRanksPairs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, rm.Get(policy.LMHead), "the language-model head is not part of the reward model")
 	seq := func(p, r string) []int32 {
-		s, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen)
+		s, _, _ := tokenizer.Fit(tokenizer.EncodePrompt(p), tokenizer.EncodeResponse(r), cfg.MaxLen, 1)
 		return s
 	}
 	pairs := []Pair{
@@ -113,7 +113,7 @@ func TestPairOfFitsOrDropsLongPairs(t *testing.T) {
 		{"a long prompt and a long response", long, "cold", strings.Repeat("x", maxLen/2+1), true, false},
 	}
 	for _, tc := range tests {
-		p, cut, ok := PairOf(tc.prompt, tokenizer.EncodeResponse(tc.chosen), tokenizer.EncodeResponse(tc.rejected), 2, maxLen)
+		p, cut, ok := PairOf(tc.prompt, tokenizer.EncodeResponse(tc.chosen), tokenizer.EncodeResponse(tc.rejected), 2, maxLen, 1)
 		assert.Equal(t, tc.cut, cut, tc.name)
 		assert.Equal(t, tc.ok, ok, tc.name)
 		if !ok {

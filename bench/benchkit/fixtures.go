@@ -52,7 +52,7 @@ func LoadData(s Sizes) *Data {
 			continue
 		}
 		pair, _, ok := reward.PairOf(tokenizer.EncodePrompt(p.Prompt), tokenizer.EncodeResponse(p.Chosen()),
-			tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen)
+			tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen, 1)
 		if ok { // the pipeline's filter too
 			d.Pairs = append(d.Pairs, pair)
 		}

@@ -413,7 +413,7 @@ func precompileRL(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.T
 		if _, err := tr.Step(p, optim.NewState(p), s.Reinforce.LearningRate, reinforce.AdvantageBatch{Batch: b, Advantages: make([]float32, bs)}); err != nil {
 			return err
 		}
-		seq, _, _ := tokenizer.Fit(prompt, resp, maxLen)
+		seq, _, _ := tokenizer.Fit(prompt, resp, maxLen, 1)
 		if len(seq) > w {
 			seq = seq[:w]
 		}

@@ -95,7 +95,7 @@ func checkDataWith(out io.Writer, format, path string, opts helpsteer.ReadOption
 				continue
 			}
 			_, cut, ok := reward.PairOf(tokenizer.EncodePrompt(p.Prompt), tokenizer.EncodeResponse(p.Chosen()),
-				tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen)
+				tokenizer.EncodeResponse(p.Rejected()), float64(p.Margin()), maxLen, 1)
 			switch {
 			case !ok:
 				counts[fmt.Sprintf("pairs too long for max_len %d (left out)", maxLen)]++

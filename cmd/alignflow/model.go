@@ -14,7 +14,6 @@ import (
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
 	"github.com/alignflow/alignflow/model/lm"
-	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
 )
@@ -187,9 +186,13 @@ func generateRun(o generateOptions) error {
 	if err != nil {
 		return fmt.Errorf("--backend: %w", err)
 	}
+	stop := m.EOS // and the chat template's end of turn, where it has one
+	if c, err := m.Codec(); err == nil {
+		stop = c.Stop()
+	}
 	eng := policy.NewEngine(b, cfg, m.Params)
 	samples, err := eng.Generate(m.Params, [][]int32{ids}, 1,
-		policy.SampleOptions{Temperature: o.temperature, TopP: o.topP, MaxTokens: o.maxTokens, Stop: m.EOS}, rand.New(rand.NewPCG(o.seed, 0x9e4)))
+		policy.SampleOptions{Temperature: o.temperature, TopP: o.topP, MaxTokens: o.maxTokens, Stop: stop}, rand.New(rand.NewPCG(o.seed, 0x9e4)))
 	if err != nil {
 		return err
 	}
@@ -274,11 +277,10 @@ func scoreRun(o scoreOptions) error {
 	if err != nil {
 		return err
 	}
-	prompt, err := codec.Prompt(o.prompt)
+	ids, _, _, err := codec.Sequence(o.prompt, o.response, m.Config.MaxLen)
 	if err != nil {
-		return fmt.Errorf("--prompt: %w", err)
+		return fmt.Errorf("--prompt, --response: %w", err)
 	}
-	ids, _, _ := tokenizer.Fit(prompt, codec.Response(o.response), m.Config.MaxLen)
 	b, err := backend.New(o.backend)
 	if err != nil {
 		return fmt.Errorf("--backend: %w", err)

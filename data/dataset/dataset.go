@@ -16,7 +16,6 @@ import (
 	"github.com/alignflow/alignflow/data/matched"
 	"github.com/alignflow/alignflow/model/lm"
 	"github.com/alignflow/alignflow/model/rng"
-	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
 )
@@ -110,8 +109,9 @@ func splitOf(s string) string {
 
 // Pairs returns the tokenised non-tie preference pairs of a split as the
 // reward model reads them (reward.PairOf): it leaves out, and counts in
-// dropped, the pairs whose responses do not both fit the window whole, and
-// counts in cut those kept with the end of their prompt only.
+// dropped, the pairs whose responses do not both fit the window whole (or
+// cannot be rendered), and counts in cut those kept with the end of their
+// prompt only.
 func (d *Dataset) Pairs(split string) (out []reward.Pair, dropped, cut int) {
 	for _, p := range d.Preferences {
 		if p.Tie() || splitOf(p.Split) != split {
@@ -122,7 +122,13 @@ func (d *Dataset) Pairs(split string) (out []reward.Pair, dropped, cut int) {
 			dropped++
 			continue
 		}
-		pair, cut1, ok := reward.PairOf(ids, d.Codec.Response(p.Chosen()), d.Codec.Response(p.Rejected()), float64(p.Margin()), d.MaxLen)
+		chosen, err1 := d.Codec.Response(p.Prompt, p.Chosen())
+		rejected, err2 := d.Codec.Response(p.Prompt, p.Rejected())
+		if err1 != nil || err2 != nil {
+			dropped++
+			continue
+		}
+		pair, cut1, ok := reward.PairOf(ids, chosen, rejected, float64(p.Margin()), d.MaxLen, d.Codec.Keep(ids))
 		switch {
 		case !ok:
 			dropped++
@@ -149,7 +155,11 @@ func (d *Dataset) Rated(split string) []reward.Rated {
 		if err != nil {
 			continue
 		}
-		seq, whole, _ := tokenizer.Fit(ids, d.Codec.Response(r.Response), d.MaxLen)
+		resp, err := d.Codec.Response(r.Prompt, r.Response)
+		if err != nil {
+			continue
+		}
+		seq, whole, _ := d.Codec.Fit(ids, resp, d.MaxLen)
 		if !whole {
 			continue
 		}
@@ -206,7 +216,10 @@ func (d *Dataset) SFT() (prompts, responses [][]int32, err error) {
 			continue
 		}
 		p, _ := d.PromptIDs(r.Prompt)
-		resp := d.Codec.Response(r.Response)
+		resp, err := d.Codec.Response(r.Prompt, r.Response)
+		if err != nil {
+			return nil, nil, &InvalidError{Err: fmt.Errorf("response to %q cannot be rendered for the model: %w", shortText(r.Prompt, 60), err)}
+		}
 		if len(p)+len(resp) > d.MaxLen {
 			continue
 		}

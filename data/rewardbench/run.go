@@ -4,17 +4,16 @@ import (
 	"fmt"
 
 	"github.com/alignflow/alignflow/data/helpsteer"
-	"github.com/alignflow/alignflow/model/tokenizer"
 )
 
 // Scorer returns a reward per token sequence, such as reward.Engine.Rewards
 // bound to a model.
 type Scorer func(seqs [][]int32) ([]float64, error)
 
-// Encoder turns a pair's texts into the reward model's ids (lm.Codec).
+// Encoder turns a pair's texts into the reward model's ids, fitted to a
+// window (lm.Codec.Sequence).
 type Encoder interface {
-	Prompt(prompt string) ([]int32, error)
-	Response(response string) []int32
+	Sequence(prompt, response string, maxLen int) (seq []int32, whole, cut bool, err error)
 }
 
 // Run scores every pair's chosen and rejected response with score and
@@ -51,15 +50,12 @@ func Run(pairs []helpsteer.RewardBenchPair, maxLen int, enc Encoder, score Score
 }
 
 // Sequence is the token sequence the reward model reads for a response to
-// prompt, at most maxLen tokens, as tokenizer.Fit fits it: BOS, the prompt
-// (its start dropped if need be), the separator, the response and EOS (its
-// end dropped if the response alone is too long). A benchmark scores every
-// pair, so a pair whose response is cut is scored cut, not left out.
+// prompt, at most maxLen tokens, as the encoder fits it (tokenizer.Fit):
+// the BOS, the prompt (its start dropped if need be), the response and the
+// end of its turn (its end dropped if the response alone is too long). A
+// benchmark scores every pair, so a pair whose response is cut is scored
+// cut, not left out.
 func Sequence(enc Encoder, prompt, response string, maxLen int) ([]int32, error) {
-	ids, err := enc.Prompt(prompt)
-	if err != nil {
-		return nil, err
-	}
-	seq, _, _ := tokenizer.Fit(ids, enc.Response(response), maxLen)
-	return seq, nil
+	seq, _, _, err := enc.Sequence(prompt, response, maxLen)
+	return seq, err
 }

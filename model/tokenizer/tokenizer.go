@@ -134,25 +134,27 @@ func EncodeResponse(response string) []int32 {
 	return append(Encode(response), EOS)
 }
 
-// Fit returns the tokens a model reads for response after prompt (BOS
-// first), at most maxLen of them. When both fit they are joined whole.
-// Otherwise the start of the prompt goes: BOS stays, then as much of the
-// prompt's end as leaves room for the response, but at least half the
+// Fit returns the tokens a model reads for response after prompt, at most
+// maxLen of them. When both fit they are joined whole. Otherwise the start
+// of the prompt goes: its first keep tokens stay (the BOS, for a prompt that
+// starts with one: 1 for the byte-level model's prompts), then as much of
+// the prompt's end as leaves room for the response, but at least half the
 // window, the context needed to judge a response; a response longer than
 // the rest loses its end (and its EOS). whole reports whether the response
 // is in seq entirely; cut whether the prompt lost its start. Reward-model
 // training, evaluation and RewardBench scoring all read pairs this way.
-func Fit(prompt, response []int32, maxLen int) (seq []int32, whole, cut bool) {
+func Fit(prompt, response []int32, maxLen, keep int) (seq []int32, whole, cut bool) {
 	if len(prompt)+len(response) <= maxLen {
 		return append(append(make([]int32, 0, len(prompt)+len(response)), prompt...), response...), true, false
 	}
 	if len(prompt) == 0 {
 		return append([]int32(nil), response[:maxLen]...), false, false
 	}
-	keep := max(maxLen-len(response), maxLen/2) - 1 // prompt tokens after BOS
-	keep = max(0, min(keep, len(prompt)-1))
-	seq = append([]int32{prompt[0]}, prompt[len(prompt)-keep:]...)
+	keep = min(keep, len(prompt))
+	rest := max(maxLen-len(response), maxLen/2) - keep // prompt tokens after the kept ones
+	rest = max(0, min(rest, len(prompt)-keep))
+	seq = append(append([]int32(nil), prompt[:keep]...), prompt[len(prompt)-rest:]...)
 	seq = append(seq, response...)
 	whole = len(seq) <= maxLen
-	return seq[:min(len(seq), maxLen)], whole, keep < len(prompt)-1
+	return seq[:min(len(seq), maxLen)], whole, rest < len(prompt)-keep
 }

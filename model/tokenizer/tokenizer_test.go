@@ -102,10 +102,19 @@ func TestFitKeepsTheResponseAndTheEndOfThePrompt(t *testing.T) {
 		{"a short prompt stays whole", bos("0"), enc("abcdefghij"), 8, bos("0abcdef"), false, false},
 	}
 	for _, tc := range tests {
-		seq, whole, cut := Fit(tc.prompt, tc.response, tc.maxLen)
+		seq, whole, cut := Fit(tc.prompt, tc.response, tc.maxLen, 1)
 		assert.Equal(t, tc.want, seq, tc.name)
 		assert.Equal(t, tc.whole, whole, tc.name)
 		assert.Equal(t, tc.cut, cut, tc.name)
 		assert.LessOrEqual(t, len(seq), tc.maxLen, tc.name)
 	}
+	// A prompt without a BOS (a chat template that writes none, as Qwen2's
+	// and SmolLM2's) keeps nothing of its start: its first id opens a turn,
+	// and keeping it alone would splice it into the middle of one.
+	seq, whole, cut := Fit(enc("<0123456789"), enc("xy"), 8, 0)
+	assert.Equal(t, enc("456789xy"), seq)
+	assert.True(t, whole)
+	assert.True(t, cut)
+	seq, _, _ = Fit(enc("<0123456789"), enc("xy"), 8, 1)
+	assert.Equal(t, enc("<56789xy"), seq, "keeping one id where none is a BOS splices it in")
 }

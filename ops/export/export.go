@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
 	"github.com/alignflow/alignflow/model/hf/safetensors"
+	"github.com/alignflow/alignflow/model/lm"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/pipeline"
@@ -40,17 +42,49 @@ func Summary(store *artifact.Store, runID string) (*pipeline.Summary, error) {
 // config.json, tokenizer files and generation_config.json, and its weights
 // in the source dtype, checked against their digests first.
 func Policy(store *artifact.Store, runID, out string) (*pipeline.Summary, error) {
-	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.Policy.Checkpoint }, hfmodel.Export)
+	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.Policy.Checkpoint },
+		func(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType, _ *pipeline.BaseModel) error {
+			return hfmodel.Export(out, files, t, params, dtype)
+		})
 }
 
 // Reward writes the reward model of run runID as an
 // XForSequenceClassification directory at out: the backbone and a score
-// layer of the five HelpSteer attributes (helpfulness, the reward, first).
+// layer of the five HelpSteer attributes (helpfulness, the reward, first),
+// with a pad_token_id that no scored sequence ends with
+// (hfmodel.Description.RewardPad), so that transformers reads each
+// sequence's reward where alignflow trained it, at its last token.
 func Reward(store *artifact.Store, runID, out string) (*pipeline.Summary, error) {
-	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.RewardModel.Checkpoint }, hfmodel.ExportReward)
+	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.RewardModel.Checkpoint }, exportReward)
 }
 
-type exporter func(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error
+// exportReward exports a reward model with its pad_token_id.
+func exportReward(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType, bm *pipeline.BaseModel) error {
+	desc, err := hfmodel.ParseDescription(bm.Source, files)
+	if err != nil {
+		return err
+	}
+	codec, err := lm.NewCodec(desc, bm.EOS)
+	if err != nil {
+		return err
+	}
+	end, trailer := codec.Trailer()
+	ending := codec.Stop()
+	if end >= 0 && len(trailer) > 0 {
+		ending = append(ending, trailer[len(trailer)-1])
+	}
+	pad, err := desc.RewardPad(ending)
+	if err != nil {
+		return fmt.Errorf("export reward model: %w", err)
+	}
+	withPad := maps.Clone(files)
+	if withPad[hfmodel.ConfigFile], err = hfmodel.WithPad(files[hfmodel.ConfigFile], pad); err != nil {
+		return err
+	}
+	return hfmodel.ExportReward(out, withPad, t, params, dtype)
+}
+
+type exporter func(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType, bm *pipeline.BaseModel) error
 
 func write(store *artifact.Store, runID, out string, which func(*pipeline.Summary) artifact.Ref, export exporter) (*pipeline.Summary, error) {
 	s, err := Summary(store, runID)
@@ -80,7 +114,7 @@ func write(store *artifact.Store, runID, out string, which func(*pipeline.Summar
 	if err != nil {
 		return nil, err
 	}
-	if err := export(out, files, cfg, params, dtype); err != nil {
+	if err := export(out, files, cfg, params, dtype, bm); err != nil {
 		return nil, err
 	}
 	return s, nil
