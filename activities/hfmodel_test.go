@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"os"
 	"path/filepath"
@@ -147,4 +148,34 @@ func TestRewardModelFromAClassifierDirectory(t *testing.T) {
 	require.Error(t, err)
 	bad.Model.Path = ""
 	assert.ErrorContains(t, bad.Validate(), "reward.path: needs model.path")
+}
+
+// TestMaxLenMustFitTheSlidingWindow: a Mistral whose sliding_window is
+// shorter than max_position_embeddings (Mistral-7B-v0.1's 4096 of 32768)
+// runs as transformers runs it while model.max_len fits the window, and
+// is refused, naming both lengths and the field, when it does not.
+func TestMaxLenMustFitTheSlidingWindow(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	dir := t.TempDir()
+	for _, name := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		require.NoError(t, err)
+		if name == "config.json" {
+			var c map[string]any
+			require.NoError(t, json.Unmarshal(b, &c))
+			c["architectures"], c["model_type"], c["sliding_window"] = []string{"MistralForCausalLM"}, "mistral", 64
+			b, err = json.Marshal(c)
+			require.NoError(t, err)
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+	}
+	spec := config.Default()
+	spec.Model.Path, spec.Model.MaxLen = dir, 64
+	o, err := openModel(spec)
+	require.NoError(t, err)
+	assert.Equal(t, 64, o.cfg.MaxLen)
+	spec.Model.MaxLen = 65
+	_, err = openModel(spec)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "model.max_len 65: model.path "+dir+": sequences of up to 65 tokens do not fit config.json's sliding_window 64: MistralForCausalLM attends over at most the last 64 tokens")
 }

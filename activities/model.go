@@ -105,9 +105,12 @@ func openModel(spec config.Spec) (*openedModel, error) {
 	}
 	cfg := *m.Config
 	cfg.MaxLen = min(cfg.MaxLen, spec.Model.MaxLen)
+	if err := m.HF.Config.CheckLen(cfg.MaxLen); err != nil {
+		return nil, invalidSpec(fmt.Errorf("model.max_len %d: model.path %s: %w", spec.Model.MaxLen, dir, err))
+	}
 	o := &openedModel{runModel: &runModel{cfg: cfg, codec: codec, base: m.Params}, hf: m}
 	if spec.Reward.Path != "" {
-		if o.reward, err = openRewardBase(spec.Reward.Path, m); err != nil {
+		if o.reward, err = openRewardBase(spec.Reward.Path, m, cfg.MaxLen); err != nil {
 			return nil, err
 		}
 	}
@@ -115,11 +118,15 @@ func openModel(spec config.Spec) (*openedModel, error) {
 }
 
 // openRewardBase loads reward.path and checks that it is a reward model on
-// the policy's architecture and tokenizer.
-func openRewardBase(dir string, policy *lm.Model) (*weights.Set, error) {
+// the policy's architecture and tokenizer whose attention covers sequences
+// of maxLen tokens.
+func openRewardBase(dir string, policy *lm.Model, maxLen int) (*weights.Set, error) {
 	hf, err := hfmodel.Load(dir)
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("reward.path: %w", err))
+	}
+	if err := hf.Config.CheckLen(maxLen); err != nil {
+		return nil, invalidSpec(fmt.Errorf("model.max_len: reward.path %s: %w", dir, err))
 	}
 	if !hf.Config.Classifier {
 		return nil, invalidSpec(fmt.Errorf("reward.path %s: a %s, not a reward model (an XForSequenceClassification with %d labels)", dir, hf.Config.Architecture, hfmodel.RewardLabels))

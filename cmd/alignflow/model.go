@@ -182,6 +182,11 @@ func generateRun(o generateOptions) error {
 	}
 	// The KV cache needs room for the prompt and the response only.
 	cfg.MaxLen = min(cfg.MaxLen, len(ids)+o.maxTokens)
+	if m.HF != nil {
+		if err := m.HF.Config.CheckLen(cfg.MaxLen); err != nil {
+			return fmt.Errorf("--model %s: the prompt's %d tokens and --max-tokens %d: %w", o.model, len(ids), o.maxTokens, err)
+		}
+	}
 	b, err := backend.New(o.backend)
 	if err != nil {
 		return fmt.Errorf("--backend: %w", err)
@@ -280,6 +285,11 @@ func scoreRun(o scoreOptions) error {
 	ids, _, _, err := codec.Sequence(o.prompt, o.response, m.Config.MaxLen)
 	if err != nil {
 		return fmt.Errorf("--prompt, --response: %w", err)
+	}
+	if m.HF != nil && m.HF.Config != nil {
+		if err := m.HF.Config.CheckLen(len(ids)); err != nil {
+			return fmt.Errorf("--model %s: the prompt and response's %d tokens: %w", o.model, len(ids), err)
+		}
 	}
 	b, err := backend.New(o.backend)
 	if err != nil {

@@ -185,3 +185,37 @@ func TestScore(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "not a reward model")
 }
+
+// TestSlidingWindowBoundsGenerateAndScore: generate and score refuse a
+// Mistral whose sliding_window (here 8) is shorter than the sequence they
+// would run, naming both lengths and the field; within the window they run.
+func TestSlidingWindowBoundsGenerateAndScore(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	hf, err := hfmodel.Load(src)
+	require.NoError(t, err)
+	files := maps.Clone(hf.Files)
+	var c map[string]any
+	require.NoError(t, json.Unmarshal(files[hfmodel.ConfigFile], &c))
+	c["architectures"], c["model_type"], c["sliding_window"] = []string{"MistralForCausalLM"}, "mistral", 8
+	files[hfmodel.ConfigFile], err = json.Marshal(c)
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "mistral")
+	require.NoError(t, hfmodel.Export(dir, files, hf.Config.Transformer, hf.Params, safetensors.F32))
+
+	// "Once upon a time" is 5 tokens with BOS.
+	_, err = runCLI(t, "generate", "--model", dir, "--prompt", "Once upon a time", "--max-tokens", "3")
+	require.NoError(t, err)
+	_, err = runCLI(t, "generate", "--model", dir, "--prompt", "Once upon a time", "--max-tokens", "4")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the prompt's 5 tokens and --max-tokens 4: sequences of up to 9 tokens do not fit config.json's sliding_window 8")
+
+	rm, err := reward.InitFromBackbone(hf.Params, 4)
+	require.NoError(t, err)
+	rmDir := filepath.Join(t.TempDir(), "rm")
+	require.NoError(t, hfmodel.ExportReward(rmDir, files, hf.Config.Transformer, rm, safetensors.F32))
+	_, err = runCLI(t, "score", "--model", rmDir, "--prompt", "Once", "--response", "a cat.")
+	require.NoError(t, err)
+	_, err = runCLI(t, "score", "--model", rmDir, "--prompt", "Once upon a time", "--response", "there was a cat.")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "do not fit config.json's sliding_window 8: MistralForCausalLM attends over at most the last 8 tokens")
+}

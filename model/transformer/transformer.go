@@ -7,8 +7,8 @@
 // recorded in every checkpoint: grouped-query attention (KVHeads), the head
 // width, rotary position embeddings with their base and scaling (Llama
 // 3.1's llama3, or linear), RMSNorm's epsilon, the SiLU MLP gated or not,
-// query/key/value biases and tied embeddings. InitBackbone draws a fresh
-// backbone from a seed.
+// query/key/value and output-projection biases and tied embeddings.
+// InitBackbone draws a fresh backbone from a seed.
 //
 // One block, with one causal mask and one rotary path, serves three
 // forwards. Hidden is the full pass over [B,T] tokens that training
@@ -66,8 +66,13 @@ type Config struct {
 	// GatedMLP is Llama's SiLU-gated MLP, down(silu(gate(x)) * up(x)),
 	// instead of the bundled down(silu(up(x))).
 	GatedMLP bool `json:"gated_mlp,omitempty"`
-	// QKVBias adds biases to the query, key and value projections (Qwen2).
+	// QKVBias adds biases to the query, key and value projections (Qwen2,
+	// and Llama with attention_bias).
 	QKVBias bool `json:"qkv_bias,omitempty"`
+	// OBias adds a bias to the attention's output projection (Llama with
+	// attention_bias, which transformers' LlamaAttention puts on q, k, v
+	// and o_proj alike).
+	OBias bool `json:"o_bias,omitempty"`
 	// TiedEmbeddings reads the logits off the embedding matrix instead of a
 	// separate language-model head.
 	TiedEmbeddings bool `json:"tied_embeddings,omitempty"`
@@ -238,6 +243,9 @@ func InitBackbone(cfg Config, seed uint64) *weights.Set {
 			s.Put(layerName(l, "bq"), weights.NewTensor(qd))
 			s.Put(layerName(l, "bk"), weights.NewTensor(kvd))
 			s.Put(layerName(l, "bv"), weights.NewTensor(kvd))
+		}
+		if cfg.OBias {
+			s.Put(layerName(l, "bo"), weights.NewTensor(d))
 		}
 	}
 	s.Put(FinalNorm, ones(d))
@@ -411,10 +419,10 @@ func mlp(p Params, cfg Config, l int, x *graph.Node, linear func(x, w *graph.Nod
 }
 
 // project is x times the projection part of layer l, plus its bias where
-// the model has one (bq, bk, bv).
+// the model has one (bq, bk, bv; bo).
 func project(p Params, cfg Config, l int, part string, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
 	y := linear(x, p.get(layerName(l, part)))
-	if cfg.QKVBias && (part == "wq" || part == "wk" || part == "wv") {
+	if cfg.QKVBias && (part == "wq" || part == "wk" || part == "wv") || cfg.OBias && part == "wo" {
 		bias := p.get(layerName(l, "b"+part[1:]))
 		y = graph.Add(y, graph.BroadcastPrefix(bias, y.Shape().Dimensions[:y.Rank()-1]...))
 	}
@@ -496,7 +504,7 @@ func block(p Params, cfg Config, lay layout, l int, x *graph.Node, rope rotary, 
 		v = graph.Concatenate([]*graph.Node{vPast, v}, vSeqAxis)
 	}
 	a := mergeHeads(attend(q, k, v, vSeqAxis, bias))
-	x = graph.Add(x, lay.linear(a, p.get(layerName(l, "wo"))))
+	x = graph.Add(x, project(p, cfg, l, "wo", a, lay.linear))
 	x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), lay.linear))
 	return x, k, v
 }

@@ -69,6 +69,7 @@ func TestCachedForwardMatchesFullForward(t *testing.T) {
 	for name, change := range map[string]func(*Config){
 		"bundled":         func(*Config) {},
 		"gqa, biases":     func(c *Config) { c.KVHeads, c.QKVBias = 2, true },
+		"gqa, all biases": func(c *Config) { c.KVHeads, c.QKVBias, c.OBias = 2, true, true },
 		"gated, head_dim": func(c *Config) { c.GatedMLP, c.HeadSize, c.KVHeads = true, 6, 1 },
 		"llama3 rope": func(c *Config) {
 			c.RopeTheta, c.RopeScaling = 500000, &RopeScaling{Type: RopeLlama3, Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 4}
@@ -82,7 +83,7 @@ func TestCachedForwardMatchesFullForward(t *testing.T) {
 			params := InitBackbone(cfg, 3)
 			r := rand.New(rand.NewPCG(4, 4))
 			for _, n := range params.Names() {
-				if n[len(n)-2:] == "bq" || n[len(n)-2:] == "bk" || n[len(n)-2:] == "bv" {
+				if part := n[len(n)-2:]; part == "bq" || part == "bk" || part == "bv" || part == "bo" {
 					for i := range params.Get(n).Data {
 						params.Get(n).Data[i] = float32(r.NormFloat64())
 					}

@@ -69,11 +69,36 @@ type Config struct {
 	// Transformer is the architecture as alignflow runs it (MaxLen is the
 	// model's max_position_embeddings; a run may use fewer).
 	Transformer transformer.Config
-	// DType is torch_dtype: the dtype an export writes back.
+	// DType is dtype (transformers v5) or torch_dtype (v4): the dtype an
+	// export writes back.
 	DType string
 	// BOS and EOS are config.json's token ids (EOS may list several).
 	BOS *int32
 	EOS []int32
+	// Window is the sliding attention window of the layers that have one,
+	// in tokens; 0 for none. alignflow attends over the whole sequence,
+	// which is the same as long as a sequence fits the window: a run's
+	// sequence length is checked against it (CheckLen).
+	Window int
+	// windowLayers are the layers Window applies to (nil: every layer),
+	// and windowFields names the config.json fields that give it, for
+	// errors.
+	windowLayers []int
+	windowFields string
+}
+
+// CheckLen refuses sequences of n tokens that do not fit the model's
+// sliding attention window. A query attends to the keys less than Window
+// positions before it (transformers' masking_utils.py:
+// sliding_window_overlay keeps kv_idx > q_idx - sliding_window), so a
+// sequence of at most Window tokens sees every earlier token, as
+// alignflow's attention does.
+func (c *Config) CheckLen(n int) error {
+	if c.Window == 0 || n <= c.Window {
+		return nil
+	}
+	return fmt.Errorf("sequences of up to %d tokens do not fit config.json's %s: %s attends over at most the last %d tokens, alignflow over the whole sequence, which is the same only for sequences of at most %d tokens",
+		n, c.windowFields, c.Architecture, c.Window, c.Window)
 }
 
 type rawConfig struct {
@@ -87,15 +112,19 @@ type rawConfig struct {
 	HeadDim               *int            `json:"head_dim"`
 	VocabSize             int             `json:"vocab_size"`
 	MaxPositionEmbeddings int             `json:"max_position_embeddings"`
-	RMSNormEps            float64         `json:"rms_norm_eps"`
+	RMSNormEps            *float64        `json:"rms_norm_eps"`
 	RopeTheta             *float64        `json:"rope_theta"`
 	RopeScaling           json.RawMessage `json:"rope_scaling"`
+	RopeParameters        json.RawMessage `json:"rope_parameters"`
 	HiddenAct             string          `json:"hidden_act"`
 	TieWordEmbeddings     *bool           `json:"tie_word_embeddings"`
 	AttentionBias         *bool           `json:"attention_bias"`
 	MLPBias               bool            `json:"mlp_bias"`
-	SlidingWindow         *int            `json:"sliding_window"`
-	UseSlidingWindow      *bool           `json:"use_sliding_window"`
+	SlidingWindow         json.RawMessage `json:"sliding_window"`
+	UseSlidingWindow      bool            `json:"use_sliding_window"`
+	MaxWindowLayers       *int            `json:"max_window_layers"`
+	LayerTypes            []string        `json:"layer_types"`
+	DType                 string          `json:"dtype"`
 	TorchDType            string          `json:"torch_dtype"`
 	BOSTokenID            *int32          `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
@@ -165,15 +194,8 @@ func ParseConfig(b []byte) (*Config, error) {
 	if r.PretrainingTP > 1 {
 		return nil, fmt.Errorf("pretraining_tp: %d is not supported (supported: 1)", r.PretrainingTP)
 	}
-	if r.UseSlidingWindow != nil && *r.UseSlidingWindow {
-		return nil, fmt.Errorf("use_sliding_window: true is not supported (alignflow attends over the whole sequence)")
-	}
-	if arch == "MistralForCausalLM" && r.SlidingWindow != nil && *r.SlidingWindow < r.MaxPositionEmbeddings {
-		// Attention over more than the window would differ from Mistral's.
-		return nil, fmt.Errorf("sliding_window: %d is shorter than max_position_embeddings %d, which alignflow does not support (supported: null, or at least max_position_embeddings)", *r.SlidingWindow, r.MaxPositionEmbeddings)
-	}
 	t := transformer.Config{Vocab: r.VocabSize, Dim: r.HiddenSize, Heads: r.NumAttentionHeads, Layers: r.NumHiddenLayers,
-		Hidden: r.IntermediateSize, MaxLen: r.MaxPositionEmbeddings, GatedMLP: true, NormEps: r.RMSNormEps, RopeTheta: 10000}
+		Hidden: r.IntermediateSize, MaxLen: r.MaxPositionEmbeddings, GatedMLP: true, NormEps: defaultNormEps}
 	if r.NumKeyValueHeads != nil {
 		if err := positive("num_key_value_heads", *r.NumKeyValueHeads); err != nil {
 			return nil, err
@@ -186,19 +208,23 @@ func ParseConfig(b []byte) (*Config, error) {
 		}
 		t.HeadSize = *r.HeadDim
 	}
-	if r.RopeTheta != nil {
-		if !(*r.RopeTheta > 0) {
-			return nil, fmt.Errorf("rope_theta: must be positive, got %v", *r.RopeTheta)
+	if r.RMSNormEps != nil {
+		if !(*r.RMSNormEps > 0) {
+			return nil, fmt.Errorf("rms_norm_eps: must be positive, got %v", *r.RMSNormEps)
 		}
-		t.RopeTheta = *r.RopeTheta
+		t.NormEps = *r.RMSNormEps
 	}
-	if !(r.RMSNormEps > 0) {
-		return nil, fmt.Errorf("rms_norm_eps: must be positive, got %v", r.RMSNormEps)
-	}
-	// Qwen2 always has q/k/v biases; Llama and Mistral only where attention_bias says so.
-	t.QKVBias = arch == "Qwen2ForCausalLM"
-	if r.AttentionBias != nil && arch != "Qwen2ForCausalLM" {
-		t.QKVBias = *r.AttentionBias
+	// Qwen2's attention has q/k/v biases (Qwen2Attention: bias=True on
+	// q_proj, k_proj and v_proj, False on o_proj); Llama's has them on all
+	// four where attention_bias says so (LlamaAttention:
+	// bias=config.attention_bias); Mistral's never (MistralAttention:
+	// bias=False on all four, whatever attention_bias says).
+	switch arch {
+	case "Qwen2ForCausalLM":
+		t.QKVBias = true
+	case "LlamaForCausalLM":
+		t.QKVBias = r.AttentionBias != nil && *r.AttentionBias
+		t.OBias = t.QKVBias
 	}
 	// Llama's, Mistral's and Qwen2's configs default tie_word_embeddings to false.
 	t.TiedEmbeddings = r.TieWordEmbeddings != nil && *r.TieWordEmbeddings
@@ -210,13 +236,16 @@ func ParseConfig(b []byte) (*Config, error) {
 		t.KVHeads = 0
 	}
 	var err error
-	if t.RopeScaling, err = ropeScaling(r.RopeScaling); err != nil {
+	if t.RopeTheta, t.RopeScaling, err = rope(r); err != nil {
 		return nil, err
 	}
 	if err := t.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c := &Config{Architecture: arch, Transformer: t, DType: r.TorchDType, BOS: r.BOSTokenID, Classifier: classifier}
+	c := &Config{Architecture: arch, Transformer: t, BOS: r.BOSTokenID, Classifier: classifier}
+	if c.Window, c.windowLayers, c.windowFields, err = window(arch, r); err != nil {
+		return nil, err
+	}
 	if classifier {
 		c.NumLabels = r.NumLabels
 		if c.NumLabels == 0 {
@@ -226,45 +255,193 @@ func ParseConfig(b []byte) (*Config, error) {
 			return nil, fmt.Errorf("num_labels: %d; alignflow's reward models have %d outputs (%s)", c.NumLabels, RewardLabels, strings.Join(LabelNames[:], ", "))
 		}
 	}
-	if c.DType == "" {
-		c.DType = "float32"
+	// transformers v5 writes dtype, v4 torch_dtype; where both are given,
+	// dtype is kept (configuration_utils.py: PreTrainedConfig.__post_init__).
+	dtype, field := r.DType, "dtype"
+	if dtype == "" {
+		dtype, field = r.TorchDType, "torch_dtype"
 	}
-	if _, ok := dtypes[c.DType]; !ok {
-		return nil, fmt.Errorf("torch_dtype: %q is not supported (supported: float32, bfloat16, float16)", c.DType)
+	if dtype == "" {
+		dtype = "float32"
 	}
+	if _, ok := dtypes[dtype]; !ok {
+		return nil, fmt.Errorf("%s: %q is not supported (supported: float32, bfloat16, float16)", field, dtype)
+	}
+	c.DType = dtype
 	if c.EOS, err = tokenIDs(r.EOSTokenID, "eos_token_id"); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// ropeScaling reads rope_scaling: null, or "llama3" or "linear" (also
-// spelt with "type" in older files). Others are refused.
-func ropeScaling(raw json.RawMessage) (*transformer.RopeScaling, error) {
+// defaultNormEps is rms_norm_eps where a config leaves it out: 1e-6 in
+// each architecture's config class (configuration_llama.py: LlamaConfig,
+// configuration_mistral.py: MistralConfig, configuration_qwen2.py:
+// Qwen2Config all default rms_norm_eps to 1e-6).
+const defaultNormEps = 1e-6
+
+// defaultRopeTheta is the rotary base where no field gives one
+// (modeling_rope_utils.py: RotaryEmbeddingConfigMixin.default_theta).
+const defaultRopeTheta = 10000
+
+// rope reads the rotary base and scaling from either layout transformers
+// writes: v4's top-level rope_theta and rope_scaling, or v5's
+// rope_parameters, which holds both. As v5 reads them
+// (modeling_rope_utils.py: RotaryEmbeddingConfigMixin.convert_rope_params_to_dict):
+// rope_scaling where it is given (as v4 does), else rope_parameters; the
+// rope_theta in it, else the top-level one, else 10000. A top-level
+// rope_theta that disagrees with the one v5 reads is refused: transformers
+// v4 and v5 would run the file differently.
+func rope(r rawConfig) (float64, *transformer.RopeScaling, error) {
+	scaling, err := ropeDict("rope_scaling", r.RopeScaling)
+	if err != nil {
+		return 0, nil, err
+	}
+	params, err := ropeDict("rope_parameters", r.RopeParameters)
+	if err != nil {
+		return 0, nil, err
+	}
+	d, field := params, "rope_parameters"
+	if scaling != nil {
+		d, field = scaling, "rope_scaling"
+	}
+	if d == nil {
+		d = &ropeParams{}
+	}
+	theta, from := float64(defaultRopeTheta), "rope_theta"
+	switch {
+	case d.Theta != nil && r.RopeTheta != nil && *d.Theta != *r.RopeTheta:
+		return 0, nil, fmt.Errorf("rope_theta %v and %s.rope_theta %v disagree (transformers v4 reads the first, v5 the second)", *r.RopeTheta, field, *d.Theta)
+	case d.Theta != nil:
+		theta, from = *d.Theta, field+".rope_theta"
+	case r.RopeTheta != nil:
+		theta = *r.RopeTheta
+	}
+	if !(theta > 0) {
+		return 0, nil, fmt.Errorf("%s: must be positive, got %v", from, theta)
+	}
+	return theta, d.Scaling, nil
+}
+
+// ropeParams is what a rope_scaling or rope_parameters object says.
+type ropeParams struct {
+	Theta   *float64
+	Scaling *transformer.RopeScaling // nil: rope_type "default"
+}
+
+// ropeDict reads a rope_scaling or rope_parameters object: nil for none
+// (absent, null or empty, which transformers treats alike), else its
+// rope_theta and its scaling, "llama3" or "linear" (the type also spelt
+// "type", as older files do), or none for "default". Other types are
+// refused, and so are rope parameters per layer type.
+func ropeDict(field string, raw json.RawMessage) (*ropeParams, error) {
+	var keys map[string]json.RawMessage
 	if s := strings.TrimSpace(string(raw)); s == "" || s == "null" {
 		return nil, nil
 	}
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
 	var v struct {
-		RopeType string `json:"rope_type"`
-		Type     string `json:"type"`
+		RopeTheta *float64 `json:"rope_theta"`
+		RopeType  string   `json:"rope_type"`
+		Type      string   `json:"type"`
 		transformer.RopeScaling
+		FullAttention    json.RawMessage `json:"full_attention"`
+		SlidingAttention json.RawMessage `json:"sliding_attention"`
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, fmt.Errorf("rope_scaling: %w", err)
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	if v.FullAttention != nil || v.SlidingAttention != nil {
+		return nil, fmt.Errorf("%s: parameters per layer type (full_attention, sliding_attention) are not supported (supported: one set for every layer)", field)
 	}
 	rs := v.RopeScaling
 	rs.Type = v.RopeType
 	if rs.Type == "" {
 		rs.Type = v.Type
 	}
+	p := &ropeParams{Theta: v.RopeTheta, Scaling: &rs}
 	switch rs.Type {
 	case transformer.RopeLlama3, transformer.RopeLinear:
-	case "default":
-		return nil, nil
+	case "default", "":
+		p.Scaling = nil
 	default:
-		return nil, fmt.Errorf("rope_scaling: type %q is not supported (supported: %s, %s)", rs.Type, transformer.RopeLlama3, transformer.RopeLinear)
+		return nil, fmt.Errorf("%s: type %q is not supported (supported: default, %s, %s)", field, rs.Type, transformer.RopeLlama3, transformer.RopeLinear)
 	}
-	return &rs, nil
+	return p, nil
+}
+
+// defaultWindow is sliding_window where a config leaves it out
+// (configuration_mistral.py: MistralConfig, sliding_window=4096;
+// configuration_qwen2.py: Qwen2Config, sliding_window 4096, applied only
+// with use_sliding_window), and defaultWindowLayers Qwen2's
+// max_window_layers (28).
+const (
+	defaultWindow       = 4096
+	defaultWindowLayers = 28
+)
+
+// window is the sliding attention window transformers gives the model, and
+// the fields that say so. Mistral's applies to every layer wherever
+// sliding_window is not null (MistralModel.forward masks with
+// create_sliding_window_causal_mask then). Qwen2's applies with
+// use_sliding_window to the layers layer_types marks "sliding_attention",
+// or, without layer_types, to layers max_window_layers (default 28) and
+// after (Qwen2Config.__post_init__); with no such layer there is no
+// window. Llama has none (LlamaAttention has no window).
+func window(arch string, r rawConfig) (size int, layers []int, fields string, err error) {
+	size, fields = defaultWindow, fmt.Sprintf("sliding_window (left out: %d by default)", defaultWindow)
+	if s := strings.TrimSpace(string(r.SlidingWindow)); s == "null" {
+		size = 0
+	} else if s != "" {
+		if err := json.Unmarshal(r.SlidingWindow, &size); err != nil || size <= 0 {
+			return 0, nil, "", fmt.Errorf("sliding_window: %s is neither a positive integer nor null", s)
+		}
+		fields = fmt.Sprintf("sliding_window %d", size)
+	}
+	switch {
+	case arch == "MistralForCausalLM":
+		return size, nil, fields, nil
+	case arch != "Qwen2ForCausalLM":
+		return 0, nil, "", nil
+	case !r.UseSlidingWindow:
+		size = 0
+	}
+	if r.LayerTypes != nil {
+		if len(r.LayerTypes) != r.NumHiddenLayers {
+			return 0, nil, "", fmt.Errorf("layer_types: %d entries for num_hidden_layers %d", len(r.LayerTypes), r.NumHiddenLayers)
+		}
+		for i, lt := range r.LayerTypes {
+			switch lt {
+			case "sliding_attention":
+				layers = append(layers, i)
+			case "full_attention":
+			default:
+				return 0, nil, "", fmt.Errorf("layer_types[%d]: %q is not supported (supported: full_attention, sliding_attention)", i, lt)
+			}
+		}
+		if len(layers) > 0 && size == 0 {
+			return 0, nil, "", fmt.Errorf("layer_types: layer %d is sliding_attention but the config has no window (use_sliding_window false or sliding_window null), which transformers cannot run either", layers[0])
+		}
+		fields += fmt.Sprintf(" with use_sliding_window true on layers %v (layer_types)", layers)
+	} else {
+		from := defaultWindowLayers
+		if r.MaxWindowLayers != nil {
+			from = *r.MaxWindowLayers
+		}
+		for i := max(from, 0); i < r.NumHiddenLayers; i++ {
+			layers = append(layers, i)
+		}
+		fields += fmt.Sprintf(" with use_sliding_window true on layers %d and after (max_window_layers %d)", from, from)
+	}
+	if size == 0 || len(layers) == 0 {
+		return 0, nil, "", nil
+	}
+	return size, layers, fields, nil
 }
 
 // tokenIDs reads a token id written as a number or a list of numbers.

@@ -252,6 +252,9 @@ func backbone(t transformer.Config) []mapping {
 				mapping{hf("self_attn.k_proj.bias"), ours("bk"), []int{kv}, false},
 				mapping{hf("self_attn.v_proj.bias"), ours("bv"), []int{kv}, false})
 		}
+		if t.OBias {
+			out = append(out, mapping{hf("self_attn.o_proj.bias"), ours("bo"), []int{d}, false})
+		}
 	}
 	return append(out, mapping{"model.norm.weight", transformer.FinalNorm, []int{d}, false})
 }

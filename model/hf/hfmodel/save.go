@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/alignflow/alignflow/model/hf/safetensors"
 	"github.com/alignflow/alignflow/model/transformer"
@@ -121,6 +122,9 @@ func writeFile(path string, tensors []safetensors.Tensor, meta map[string]string
 // with the fields transformers reads for it.
 func ConfigJSON(c *Config) ([]byte, error) {
 	t := c.Transformer
+	if !biasesFit(c.Architecture, t) {
+		return nil, fmt.Errorf("config.json: a %s cannot have q/k/v biases %v and an o_proj bias %v", c.Architecture, t.QKVBias, t.OBias)
+	}
 	m := map[string]any{
 		"architectures":           []string{c.Architecture},
 		"model_type":              modelTypes[c.Architecture],
@@ -139,9 +143,29 @@ func ConfigJSON(c *Config) ([]byte, error) {
 		"tie_word_embeddings":     t.TiedEmbeddings,
 		"torch_dtype":             c.DType,
 	}
-	if c.Architecture != "Qwen2ForCausalLM" {
+	switch c.Architecture {
+	case "LlamaForCausalLM":
 		m["attention_bias"] = t.QKVBias
 		m["mlp_bias"] = false
+	case "MistralForCausalLM":
+		m["sliding_window"] = nil
+		if c.Window > 0 {
+			m["sliding_window"] = c.Window
+		}
+	case "Qwen2ForCausalLM":
+		if c.Window > 0 {
+			types := slices.Repeat([]string{"full_attention"}, t.Layers)
+			for _, l := range c.windowLayers {
+				types[l] = "sliding_attention"
+			}
+			m["use_sliding_window"], m["sliding_window"], m["layer_types"] = true, c.Window, types
+			// Older transformers, without layer_types, put the window on
+			// the layers from max_window_layers on.
+			m["max_window_layers"] = t.Layers
+			if first := c.windowLayers[0]; len(c.windowLayers) == t.Layers-first {
+				m["max_window_layers"] = first
+			}
+		}
 	}
 	if r := t.RopeScaling; r != nil {
 		rs := map[string]any{"rope_type": r.Type, "factor": r.Factor}
@@ -220,6 +244,19 @@ func ClassifierConfig(src []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// biasesFit says whether an architecture's attention has the biases t
+// gives it: Qwen2's always q/k/v, Llama's all four or none, Mistral's none
+// (see ParseConfig).
+func biasesFit(arch string, t transformer.Config) bool {
+	switch arch {
+	case "Qwen2ForCausalLM":
+		return t.QKVBias && !t.OBias
+	case "LlamaForCausalLM":
+		return t.QKVBias == t.OBias
+	}
+	return !t.QKVBias && !t.OBias
 }
 
 // exportDir writes files and, by write, the weights into a temporary

@@ -1,11 +1,15 @@
 package hfmodel
 
 import (
+	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -36,6 +40,7 @@ func TestRandomModelsRoundTrip(t *testing.T) {
 		{"mistral sharded", "MistralForCausalLM", "bfloat16", func(c *transformer.Config) { c.KVHeads = 2 }, 4000},
 		{"qwen2 biases tied", "Qwen2ForCausalLM", "float16", func(c *transformer.Config) { c.KVHeads, c.QKVBias, c.TiedEmbeddings, c.RopeTheta = 2, true, true, 1e6 }, ShardBytes},
 		{"llama head_dim", "LlamaForCausalLM", "float32", func(c *transformer.Config) { c.KVHeads, c.HeadSize = 2, 6 }, ShardBytes},
+		{"llama attention_bias", "LlamaForCausalLM", "bfloat16", func(c *transformer.Config) { c.KVHeads, c.QKVBias, c.OBias = 2, true, true }, ShardBytes},
 	}
 	for i, fl := range flavours {
 		t.Run(fl.name, func(t *testing.T) {
@@ -106,4 +111,93 @@ func TestRandomModelsRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLlamaAttentionBias loads a Llama with attention_bias, whose q, k, v
+// and o projections all have biases (LlamaAttention:
+// bias=config.attention_bias on each), and checks the o_proj bias against
+// an equivalent model. Attention weights sum to one, so a value bias x
+// reaches the attention output as x itself and leaves o_proj as
+// o_proj.weight·x: moving x from v_proj.bias to o_proj.bias (worked out
+// here in Hugging Face's layout, each query head reading its key/value
+// head's x) gives the same logits. A model that dropped or misplaced the
+// o bias would not.
+func TestLlamaAttentionBias(t *testing.T) {
+	tc := transformer.Config{Vocab: 40, Dim: 16, Heads: 4, KVHeads: 2, Layers: 2, Hidden: 24, MaxLen: 16, GatedMLP: true, NormEps: 1e-5, RopeTheta: 10000,
+		QKVBias: true, OBias: true}
+	require.NoError(t, tc.Validate())
+	params := policy.Init(tc, 5)
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, n := range params.Names() {
+		for j := range params.Get(n).Data {
+			params.Get(n).Data[j] += float32(r.NormFloat64() * 0.3)
+		}
+	}
+	cfg := &Config{Architecture: "LlamaForCausalLM", Transformer: tc, DType: "float32", EOS: []int32{2}}
+	b, err := ConfigJSON(cfg)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"attention_bias": true`)
+	given := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(given, ConfigFile), b, 0o644))
+	require.NoError(t, WriteWeights(given, tc, params, safetensors.F32, ShardBytes))
+
+	f, err := safetensors.Open(filepath.Join(given, safetensors.Single))
+	require.NoError(t, err)
+	var ts []safetensors.Tensor
+	hd, rep := tc.HeadDim(), tc.Heads/tc.KVHeads
+	for _, n := range f.Names() {
+		v, err := f.Float32(n)
+		require.NoError(t, err)
+		info, _ := f.Info(n)
+		ts = append(ts, safetensors.Tensor{Name: n, DType: safetensors.F32, Shape: info.Shape, Values: v})
+	}
+	f.Close()
+	get := func(name string) []float32 {
+		for _, ts := range ts {
+			if ts.Name == name {
+				return ts.Values
+			}
+		}
+		t.Fatalf("no tensor %s", name)
+		return nil
+	}
+	for l := 0; l < tc.Layers; l++ {
+		vb, ob := get(fmt.Sprintf("model.layers.%d.self_attn.v_proj.bias", l)), get(fmt.Sprintf("model.layers.%d.self_attn.o_proj.bias", l))
+		wo := get(fmt.Sprintf("model.layers.%d.self_attn.o_proj.weight", l)) // [out D, in heads*hd]
+		x := make([]float32, len(vb))
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+			vb[i] -= x[i]
+		}
+		for o := range ob {
+			for h := 0; h < tc.Heads; h++ {
+				for i := 0; i < hd; i++ {
+					ob[o] += wo[o*tc.Heads*hd+h*hd+i] * x[(h/rep)*hd+i]
+				}
+			}
+		}
+	}
+	moved := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(moved, ConfigFile), b, 0o644))
+	var buf bytes.Buffer
+	require.NoError(t, safetensors.Write(&buf, ts, map[string]string{"format": "pt"}))
+	require.NoError(t, os.WriteFile(filepath.Join(moved, safetensors.Single), buf.Bytes(), 0o644))
+
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	logits := func(dir string) []float32 {
+		c, err := ReadConfig(dir)
+		require.NoError(t, err)
+		require.True(t, c.Transformer.OBias)
+		ps, err := LoadWeights(dir, c)
+		require.NoError(t, err)
+		args, err := ps.Args(ps.Names())
+		require.NoError(t, err)
+		out, err := graph.MustNewExec(be, func(in []*graph.Node) *graph.Node {
+			return policy.Logits(transformer.ParamsOf(ps.Names(), in), tc, in[len(in)-1])
+		}).Exec1(append(args, tensors.FromValue([][]int32{{1, 7, 3, 9, 12, 5}}))...)
+		require.NoError(t, err)
+		return tensors.MustCopyFlatData[float32](out)
+	}
+	assert.InDeltaSlice(t, logits(given), logits(moved), 1e-4)
 }

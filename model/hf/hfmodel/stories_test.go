@@ -3,8 +3,10 @@ package hfmodel
 import (
 	"bufio"
 	"encoding/json"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -77,4 +79,72 @@ func TestStoriesContinuesAsRunC(t *testing.T) {
 		got := flat[last*cfg.Vocab : last*cfg.Vocab+8]
 		assert.InDeltaSlice(t, c.FirstLogits, got, 1e-4, "%q: first logits", c.Prompt)
 	}
+}
+
+// greedyRun loads a model directory and continues prompt greedily for n
+// tokens with the KV cache; it returns the tokens and the logits of the
+// full forward pass at the prompt's last position.
+func greedyRun(t *testing.T, dir string, prompt []int32, n int) ([]int32, []float32) {
+	t.Helper()
+	m, err := Load(dir)
+	require.NoError(t, err)
+	cfg := m.Config.Transformer
+	b, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	samples, err := policy.NewEngine(b, cfg, m.Params).Generate(m.Params, [][]int32{prompt}, 1,
+		policy.SampleOptions{Temperature: 0, MaxTokens: n, Stop: m.EOS}, rand.New(rand.NewPCG(1, 1)))
+	require.NoError(t, err)
+	args, err := m.Params.Args(m.Params.Names())
+	require.NoError(t, err)
+	out, err := graph.MustNewExec(b, func(in []*graph.Node) *graph.Node {
+		return policy.Logits(transformer.ParamsOf(m.Params.Names(), in), cfg, in[len(in)-1])
+	}).Exec1(append(args, tensors.FromValue([][]int32{prompt}))...)
+	require.NoError(t, err)
+	last := len(prompt) - 1
+	return samples[0].Tokens, tensors.MustCopyFlatData[float32](out)[last*cfg.Vocab : (last+1)*cfg.Vocab]
+}
+
+// withConfig copies the stories260K directory with config.json's fields
+// changed (nil removes one).
+func withConfig(t *testing.T, over map[string]any) string {
+	t.Helper()
+	dir := stories(t, func(src string) []byte { b, _ := os.ReadFile(src); return b })
+	var c map[string]any
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &c))
+	for k, v := range over {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	b, err = json.Marshal(c)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o644))
+	return dir
+}
+
+// TestStoriesV5ConfigRunsAsV4: stories260K with a rotary base of 5000 and
+// llama3 scaling written as transformers v5 writes a config
+// (rope_parameters holding rope_theta and the scaling, no rope_theta or
+// rope_scaling beside it, dtype for torch_dtype) generates token for token
+// what the same model written as v4 writes it generates, with the same
+// logits; and both differ from the model's own base of 10000, so the v5
+// fields are read, not defaulted.
+func TestStoriesV5ConfigRunsAsV4(t *testing.T) {
+	scaling := map[string]any{"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 128}
+	v4 := withConfig(t, map[string]any{"rope_theta": 5000.0, "rope_scaling": scaling})
+	params := maps.Clone(scaling)
+	params["rope_theta"] = 5000.0
+	v5 := withConfig(t, map[string]any{"rope_theta": nil, "rope_scaling": nil, "rope_parameters": params, "torch_dtype": nil, "dtype": "float32"})
+
+	c := greedyCases(t)[1]
+	want, wantLogits := greedyRun(t, v4, c.PromptIDs, 40)
+	got, gotLogits := greedyRun(t, v5, c.PromptIDs, 40)
+	assert.Equal(t, want, got, "greedy tokens")
+	assert.Equal(t, wantLogits, gotLogits, "logits at the prompt's last position")
+	_, base := greedyRun(t, fixtures.Path(t, "models", "stories260K"), c.PromptIDs, 1)
+	assert.NotEqual(t, base, wantLogits, "the changed rotary base and scaling change the logits")
 }

@@ -2,8 +2,10 @@
 // checkpoints use: single files and sharded ones (model.safetensors.index.json),
 // with F32, BF16 and F16 tensors. Reads go tensor by tensor (ReadAt), so a
 // multi-GB checkpoint is never held in one buffer; the header is checked
-// first (offsets inside the file, no overlaps, sizes that match dtypes and
-// shapes), and errors name the file and the tensor.
+// first, as strictly as safetensors' own reader (a header of at most
+// 100,000,000 bytes of UTF-8 JSON, sizes that match dtypes and shapes,
+// tensors that cover the data exactly: no gaps, overlaps or trailing
+// bytes), and errors name the file and the tensor.
 package safetensors
 
 import (
@@ -16,6 +18,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/x448/float16"
 )
@@ -62,8 +65,10 @@ func (i Info) Elements() int64 {
 	return n
 }
 
-// maxHeader bounds the JSON header; real headers are at most a few MB.
-const maxHeader = 100 << 20
+// MaxHeader is the longest JSON header safetensors reads
+// (safetensors/src/tensor.rs: MAX_HEADER_SIZE); real headers are at most a
+// few MB.
+const MaxHeader = 100_000_000
 
 // File is an open safetensors file.
 type File struct {
@@ -101,12 +106,18 @@ func parseHeader(r io.ReaderAt, size int64) (*File, error) {
 		return nil, fmt.Errorf("header length: file of %d bytes is too short", size)
 	}
 	hl := binary.LittleEndian.Uint64(lenBuf[:])
-	if hl > maxHeader || int64(hl) > size-8 {
+	if hl > MaxHeader {
+		return nil, fmt.Errorf("header length %d is more than safetensors reads (at most %d)", hl, MaxHeader)
+	}
+	if int64(hl) > size-8 {
 		return nil, fmt.Errorf("header length %d does not fit a file of %d bytes", hl, size)
 	}
 	hb := make([]byte, hl)
 	if _, err := r.ReadAt(hb, 8); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
+	}
+	if !utf8.Valid(hb) {
+		return nil, fmt.Errorf("header is not UTF-8")
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &raw); err != nil {
@@ -153,18 +164,35 @@ func parseHeader(r io.ReaderAt, size int64) (*File, error) {
 		sf.tensors[name] = info
 		sf.order = append(sf.order, name)
 	}
+	// The tensors must cover the data section exactly, one after another
+	// in the order of their offsets, as safetensors' own reader requires
+	// (safetensors/src/tensor.rs: Metadata::validate refuses a tensor that
+	// does not begin where the one before it ends, SafeTensors::read_metadata
+	// a file with bytes after the last).
 	sort.Slice(sf.order, func(i, j int) bool {
 		a, b := sf.tensors[sf.order[i]], sf.tensors[sf.order[j]]
 		if a.Begin != b.Begin {
 			return a.Begin < b.Begin
 		}
+		if a.End != b.End {
+			return a.End < b.End
+		}
 		return a.Name < b.Name
 	})
-	for i := 1; i < len(sf.order); i++ {
-		prev, cur := sf.tensors[sf.order[i-1]], sf.tensors[sf.order[i]]
-		if cur.Begin < prev.End {
-			return nil, fmt.Errorf("tensors %s and %s overlap (bytes %d..%d and %d..%d)", prev.Name, cur.Name, prev.Begin, prev.End, cur.Begin, cur.End)
+	end, at := int64(0), "where the data begins"
+	for i, name := range sf.order {
+		cur := sf.tensors[name]
+		switch {
+		case cur.Begin < end: // so i > 0
+			prev := sf.tensors[sf.order[i-1]]
+			return nil, fmt.Errorf("tensors %s and %s overlap (bytes %d..%d and %d..%d)", prev.Name, name, prev.Begin, prev.End, cur.Begin, cur.End)
+		case cur.Begin > end:
+			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] begin at %d, not at %d %s: safetensors refuses a gap between tensors", name, cur.Begin, cur.End, cur.Begin, end, at)
 		}
+		end, at = cur.End, "where tensor "+name+" ends"
+	}
+	if end != dataSize {
+		return nil, fmt.Errorf("the data section has %d bytes after offset %d %s: safetensors refuses trailing bytes", dataSize-end, end, at)
 	}
 	return sf, nil
 }

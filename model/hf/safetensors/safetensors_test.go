@@ -59,18 +59,24 @@ func TestBF16RoundsToNearestEven(t *testing.T) {
 	assert.True(t, math.IsNaN(float64(Decode(Encode([]float32{float32(math.NaN())}, BF16), BF16)[0])))
 }
 
-// TestBadHeaders: a truncated or inconsistent file is refused naming the
-// file and the tensor.
+// TestBadHeaders: a truncated or inconsistent file, or one safetensors'
+// own reader refuses (safetensors/src/tensor.rs: SafeTensors::read_metadata
+// and Metadata::validate: a header longer than MAX_HEADER_SIZE,
+// 100,000,000 bytes, or not UTF-8; a tensor that does not begin where the
+// one before it in offset order ends; bytes after the last tensor), is
+// refused naming the file and the tensor.
 func TestBadHeaders(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.safetensors")
 	writeFile(t, good, []Tensor{{Name: "w", DType: F32, Shape: []int{2, 2}, Values: []float32{1, 2, 3, 4}}})
 	raw, _ := os.ReadFile(good)
-	header := func(h string) []byte {
-		b := make([]byte, 8, 8+len(h)+16)
+	// header is a file of header h and n data bytes.
+	header := func(h string, n int) []byte {
+		b := make([]byte, 8, 8+len(h)+n)
 		binary.LittleEndian.PutUint64(b, uint64(len(h)))
-		return append(append(b, h...), make([]byte, 16)...)
+		return append(append(b, h...), make([]byte, n)...)
 	}
+	length := func(n uint64) []byte { return binary.LittleEndian.AppendUint64(nil, n) }
 	cases := []struct {
 		name string
 		data []byte
@@ -79,21 +85,40 @@ func TestBadHeaders(t *testing.T) {
 		{"truncated data", raw[:len(raw)-4], "tensor w: data_offsets [0, 16] lie outside the 12 data bytes"},
 		{"truncated header", raw[:12], "does not fit a file"},
 		{"empty", nil, "too short"},
-		{"huge header length", append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, raw[8:]...), "does not fit"},
-		{"not JSON", header(`{"w":`), "header is not JSON"},
-		{"size mismatch", header(`{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}}`), "tensor w: 12 bytes for F32 [2 2], which needs 16"},
-		{"overlap", header(`{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}`), "tensors a and b overlap"},
-		{"dtype", header(`{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}`), `tensor w: dtype "I64" is not supported (supported: F32, BF16, F16)`},
-		{"negative shape", header(`{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}`), "not a tensor shape"},
+		{"huge header length", append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, raw[8:]...), "header length 9223372036854775807 is more than safetensors reads (at most 100000000)"},
+		{"header over MAX_HEADER_SIZE", append(length(100_000_001), raw[8:]...), "header length 100000001 is more than safetensors reads (at most 100000000)"},
+		{"header of MAX_HEADER_SIZE", append(length(100_000_000), raw[8:]...), "header length 100000000 does not fit a file"},
+		{"not JSON", header(`{"w":`, 16), "header is not JSON"},
+		{"not UTF-8", header("{\"w\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4), "header is not UTF-8"},
+		{"size mismatch", header(`{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}}`, 16), "tensor w: 12 bytes for F32 [2 2], which needs 16"},
+		{"overlap", header(`{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}`, 12), "tensors a and b overlap"},
+		{"gap between tensors", header(`{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[4],"data_offsets":[12,20]}}`, 20),
+			"tensor b: data_offsets [12, 20] begin at 12, not at 8 where tensor a ends: safetensors refuses a gap between tensors"},
+		{"gap before the first tensor", header(`{"a":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}`, 12),
+			"tensor a: data_offsets [4, 12] begin at 4, not at 0 where the data begins"},
+		{"trailing bytes", append(append([]byte(nil), raw...), 0, 0, 0, 0), "the data section has 4 bytes after offset 16 where tensor w ends: safetensors refuses trailing bytes"},
+		{"data without tensors", header(`{"__metadata__":{"format":"pt"}}`, 8), "the data section has 8 bytes after offset 0 where the data begins"},
+		{"dtype", header(`{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}`, 8), `tensor w: dtype "I64" is not supported (supported: F32, BF16, F16)`},
+		{"negative shape", header(`{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}`, 4), "not a tensor shape"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(dir, tc.name+".safetensors")
 		require.NoError(t, os.WriteFile(p, tc.data, 0o644))
 		_, err := Open(p)
-		require.Error(t, err, tc.name)
-		assert.Contains(t, err.Error(), p, tc.name)
-		assert.Contains(t, err.Error(), tc.want, tc.name)
+		if assert.Error(t, err, tc.name) {
+			assert.Contains(t, err.Error(), p, tc.name)
+			assert.Contains(t, err.Error(), tc.want, tc.name)
+		}
 	}
+
+	// Tensors of no bytes lie anywhere a tensor begins or ends: sorted by
+	// both offsets, as safetensors sorts them, they leave no gap.
+	p := filepath.Join(dir, "empty tensors.safetensors")
+	require.NoError(t, os.WriteFile(p, header(`{"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"y":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]}}`, 4), 0o644))
+	f, err := Open(p)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"z", "b", "y"}, f.Names())
+	require.NoError(t, f.Close())
 }
 
 // TestShardedDirectory reads a model split over two files by its index,
