@@ -18,7 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"unicode"
+	"unicode/utf8"
 )
 
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
@@ -31,9 +31,20 @@ type Tokenizer struct {
 	preTokenize preTokenizer
 	post        postProcessor
 	decode      decoder
-	added       []addedToken // longest content first
+	added       []addedToken // as the files list them
 	tokens      []string     // by id
 	special     map[int32]bool
+
+	// raw and normalized are the added tokens by what finds them (longest
+	// first): the normalized: false ones by their content in the raw text,
+	// the others by their normalised content in the normalised text.
+	raw, normalized []addedPattern
+}
+
+// addedPattern is an added token and the text that finds it.
+type addedPattern struct {
+	text  string
+	token addedToken
 }
 
 // File is the name of a tokenizer in a model directory.
@@ -70,6 +81,15 @@ func Load(path string) (*Tokenizer, error) {
 // Parse reads the contents of a tokenizer.json. Errors name the field at
 // fault and, for a component of an unsupported type, the supported ones.
 func Parse(data []byte) (*Tokenizer, error) {
+	t, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	t.refreshAdded()
+	return t, nil
+}
+
+func parse(data []byte) (*Tokenizer, error) {
 	var f file
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("not a tokenizer.json: %w", err)
@@ -103,10 +123,36 @@ func Parse(data []byte) (*Tokenizer, error) {
 	if err := t.index(&m, f.AddedTokens); err != nil {
 		return nil, err
 	}
-	if t.post, err = parsePostProcessor(f.PostProcessor, "post_processor", t.tokenID); err != nil {
+	if t.post, err = parsePostProcessor(f.PostProcessor, "post_processor", t.TokenID); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// refreshAdded builds the patterns that find the added tokens. A
+// normalized token is found by what the normaliser makes of its content
+// (Llama 2's Prepend and Replace make "</s>" "▁</s>"), as in
+// tokenizers/src/tokenizer/added_vocabulary.rs:
+// AddedVocabulary::refresh_added_tokens; one the normaliser empties can
+// never be found.
+func (t *Tokenizer) refreshAdded() {
+	t.raw, t.normalized = nil, nil
+	for _, a := range t.added {
+		if !a.Normalized {
+			t.raw = append(t.raw, addedPattern{a.Content, a})
+			continue
+		}
+		text := a.Content
+		if t.normalize != nil {
+			text = t.normalize(text)
+		}
+		if text != "" {
+			t.normalized = append(t.normalized, addedPattern{text, a})
+		}
+	}
+	for _, p := range [][]addedPattern{t.raw, t.normalized} {
+		slices.SortStableFunc(p, func(a, b addedPattern) int { return len(b.text) - len(a.text) })
+	}
 }
 
 // index builds the id-to-token table. Ids must be below the number of
@@ -148,7 +194,6 @@ func (t *Tokenizer) index(m *bpeModel, added []addedToken) error {
 		n--
 	}
 	t.tokens = t.tokens[:n]
-	slices.SortStableFunc(t.added, func(a, b addedToken) int { return len(b.Content) - len(a.Content) })
 	return nil
 }
 
@@ -173,8 +218,6 @@ func (t *Tokenizer) TokenID(token string) (int32, bool) {
 	id, ok := t.model.vocab[token]
 	return id, ok
 }
-
-func (t *Tokenizer) tokenID(token string) (int32, bool) { return t.TokenID(token) }
 
 // IsSpecial reports whether id is a special added token (BOS, EOS, ...).
 func (t *Tokenizer) IsSpecial(id int32) bool { return t.special[id] }
@@ -210,20 +253,14 @@ type segment struct {
 	token int32 // -1 for text
 }
 
-// segments splits text at added tokens and normalises the rest: tokens
-// marked normalized: false are found in the raw text, the others in the
-// normalised text, as Hugging Face's AddedVocabulary does.
+// segments splits text at added tokens and normalises the rest in two
+// passes, as tokenizers/src/tokenizer/added_vocabulary.rs:
+// AddedVocabulary::extract_and_normalize does: the normalized: false tokens
+// are found in the raw text, then each piece between them is normalised and
+// the normalized tokens are found in it.
 func (t *Tokenizer) segments(text string) []segment {
-	var raw, normalized []addedToken
-	for _, a := range t.added {
-		if a.Normalized && t.normalize != nil {
-			normalized = append(normalized, a)
-		} else {
-			raw = append(raw, a)
-		}
-	}
 	var out []segment
-	for _, s := range splitAdded(text, raw) {
+	for _, s := range splitAdded(text, t.raw) {
 		if s.token >= 0 {
 			out = append(out, s)
 			continue
@@ -231,7 +268,7 @@ func (t *Tokenizer) segments(text string) []segment {
 		if t.normalize != nil {
 			s.text = t.normalize(s.text)
 		}
-		for _, n := range splitAdded(s.text, normalized) {
+		for _, n := range splitAdded(s.text, t.normalized) {
 			if n.token >= 0 || n.text != "" {
 				out = append(out, n)
 			}
@@ -240,32 +277,41 @@ func (t *Tokenizer) segments(text string) []segment {
 	return out
 }
 
-// splitAdded finds the added tokens in text, leftmost first and the longest
-// of those starting there, honouring single_word, lstrip and rstrip.
-func splitAdded(text string, tokens []addedToken) []segment {
-	if len(tokens) == 0 || text == "" {
+// splitAdded finds the added tokens in text as
+// tokenizers/src/tokenizer/added_vocabulary.rs: AddedVocabulary::find_matches
+// does with its Aho-Corasick automaton (MatchKind::LeftmostLongest): the
+// leftmost match, the longest of those starting there, each search going on
+// where the previous match ended, also after a match that single_word
+// discards or whose rstrip took the whitespace after it; lstrip and rstrip
+// widen a match over the whitespace beside it.
+func splitAdded(text string, patterns []addedPattern) []segment {
+	if len(patterns) == 0 || text == "" {
 		return []segment{{text: text, token: -1}}
 	}
 	var out []segment
-	last := 0
-	for at := 0; at < len(text); {
-		a, ok := matchAt(text, at, tokens)
+	last := 0 // where the text not yet split off starts
+	for at := 0; ; {
+		p, start, ok := leftmostLongest(text, at, patterns)
 		if !ok {
-			at++
+			break
+		}
+		end := start + len(p.text)
+		at = end
+		a := p.token
+		if a.SingleWord && (isWordBefore(text, start) || isWordAfter(text, end)) {
 			continue
 		}
-		start, end := at, at+len(a.Content)
 		if a.LStrip {
-			start = len(strings.TrimRightFunc(text[last:start], unicode.IsSpace)) + last
+			start = max(last, len(strings.TrimRightFunc(text[:start], isSpace)))
 		}
 		if a.RStrip {
-			end = len(text) - len(strings.TrimLeftFunc(text[end:], unicode.IsSpace))
+			end = len(text) - len(strings.TrimLeftFunc(text[end:], isSpace))
 		}
 		if start > last {
 			out = append(out, segment{text: text[last:start], token: -1})
 		}
 		out = append(out, segment{token: int32(a.ID)})
-		last, at = end, end
+		last = end
 	}
 	if last < len(text) {
 		out = append(out, segment{text: text[last:], token: -1})
@@ -273,31 +319,27 @@ func splitAdded(text string, tokens []addedToken) []segment {
 	return out
 }
 
-func matchAt(text string, at int, tokens []addedToken) (addedToken, bool) {
-	for _, a := range tokens { // longest first
-		if !strings.HasPrefix(text[at:], a.Content) {
-			continue
+// leftmostLongest finds the first pattern in text at or after at: the
+// leftmost, then the longest (patterns are longest first).
+func leftmostLongest(text string, at int, patterns []addedPattern) (addedPattern, int, bool) {
+	for i := at; i < len(text); i++ {
+		for _, p := range patterns {
+			if strings.HasPrefix(text[i:], p.text) {
+				return p, i, true
+			}
 		}
-		if a.SingleWord && (isWordBefore(text, at) || isWordAfter(text, at+len(a.Content))) {
-			continue
-		}
-		return a, true
 	}
-	return addedToken{}, false
+	return addedPattern{}, 0, false
 }
 
-func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
-
 func isWordBefore(text string, i int) bool {
-	r := []rune(text[:i])
-	return len(r) > 0 && isWordRune(r[len(r)-1])
+	r, n := utf8.DecodeLastRuneInString(text[:i])
+	return n > 0 && isWordChar(r)
 }
 
 func isWordAfter(text string, i int) bool {
-	for _, r := range text[i:] {
-		return isWordRune(r)
-	}
-	return false
+	r, n := utf8.DecodeRuneInString(text[i:])
+	return n > 0 && isWordChar(r)
 }
 
 // Decode returns the text of ids, leaving out special tokens when asked.

@@ -78,7 +78,10 @@ func TestByteLevelWithSplitAndIgnoreMerges(t *testing.T) {
 // TestAddedTokens: special tokens in the text are matched before the
 // model (longest first), lstrip and rstrip take the whitespace beside them,
 // single_word ones only match as whole words, and normalized ones are
-// matched in the normalised text.
+// matched by their normalised content in the normalised text (here
+// Llama 2's normaliser, which makes "</s>" "▁</s>"), as
+// tokenizers/src/tokenizer/added_vocabulary.rs:
+// AddedVocabulary::refresh_added_tokens and extract_and_normalize do.
 func TestAddedTokens(t *testing.T) {
 	vocab := []string{"<unk>", "<s>", "</s>", "▁", "h", "i", "▁h", "hi", "▁hi", "<|x|>", "<|x|>!", "tag", " "}
 	merges := []string{"▁ h", "▁h i", "h i"}
@@ -101,7 +104,9 @@ func TestAddedTokens(t *testing.T) {
 	}{
 		{"hi", []int32{8}},                // "▁hi"
 		{"<s>hi", []int32{1, 8}},          // matched in the raw text; "hi" is normalised to "▁hi"
-		{"hi</s>", []int32{8, 2}},         // matched in the normalised "▁hi</s>"
+		{"hi </s>", []int32{8, 2}},        // "▁hi▁</s>": the "▁" before "</s>" is the token's
+		{"</s>", []int32{2}},              // "▁</s>"
+		{"hi</s>", []int32{8, 0}},         // "▁hi</s>" has no "▁</s>": < / s > are one fused unknown
 		{"hi <|x|> hi", []int32{8, 9, 8}}, // lstrip and rstrip take the spaces
 		{"hi<|x|>!", []int32{8, 10}},      // the longest token that matches
 		{"tag", []int32{11}},              // a whole word
@@ -189,6 +194,35 @@ func TestRefusedFiles(t *testing.T) {
 	_, err = Load(dir)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), filepath.Join(dir, File)+": model.type")
+}
+
+// TestAddedTokenMatching: the search for added tokens goes on where the
+// last match ended, also after a match that single_word discards or whose
+// rstrip took the whitespace after it, as the Aho-Corasick iterator of
+// tokenizers/src/tokenizer/added_vocabulary.rs: AddedVocabulary::find_matches
+// does; single_word's word characters are Rust regex's \w (Ⅻ is one).
+func TestAddedTokenMatching(t *testing.T) {
+	vocab := []string{"<unk>", "x", "a", "b", "xa", "ab", "Ⅻ", "Ⅻa", "<a>", "\n"}
+	tok := build(t, vocab, []string{"Ⅻ a", "a b", "x a"}, map[string]string{
+		"model.unk_token": `"<unk>"`,
+		"added_tokens": `[{"id":5,"content":"ab","single_word":true,"lstrip":false,"rstrip":false,"normalized":false,"special":false},
+			{"id":3,"content":"b","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":false},
+			{"id":8,"content":"<a>","single_word":false,"lstrip":false,"rstrip":true,"normalized":false,"special":true},
+			{"id":9,"content":"\n","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":false}]`,
+	})
+	tests := []struct {
+		text string
+		want []int32
+		why  string
+	}{
+		{"ab", []int32{5}, "a whole word"},
+		{"xab", []int32{1, 5}, `"ab" is not a word of its own; the search goes on after it, so "b" is not found and x a b is one word`},
+		{"Ⅻab", []int32{7, 3}, `Ⅻ is a word character: "ab" is not a word of its own; Ⅻ a b is one word`},
+		{"<a>\n\nx", []int32{8, 9, 9, 1}, `rstrip took "\n\n", but the search goes on after "<a>" and finds them`},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, tok.Encode(tc.text, false), "%q: %s", tc.text, tc.why)
+	}
 }
 
 // TestLowercase: tokenizers lowercases character by character with Rust's
