@@ -13,7 +13,9 @@ package hftokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,7 +31,7 @@ type Tokenizer struct {
 	model       *bpe
 	normalize   normalizer
 	preTokenize preTokenizer
-	post        postProcessor
+	post        *template // nil: the post-processor adds nothing
 	decode      decoder
 	added       []addedToken // as the files list them
 	tokens      []string     // by id
@@ -50,27 +52,29 @@ type addedPattern struct {
 // File is the name of a tokenizer in a model directory.
 const File = "tokenizer.json"
 
+// ConfigFile is the name of the tokenizer settings transformers reads
+// beside File.
+const ConfigFile = "tokenizer_config.json"
+
 // maxFileBytes bounds what Load reads: the largest real tokenizer.json files
 // (Gemma's, Qwen2's) are about 35 MB.
 const maxFileBytes = 256 << 20
 
-// Load reads a tokenizer.json, or the one in a model directory.
+// Load reads a tokenizer.json, or the one in a model directory, with the
+// tokenizer_config.json beside it when there is one (ParseWithConfig).
 func Load(path string) (*Tokenizer, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, File)
 	}
-	st, err := os.Stat(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	if st.Size() > maxFileBytes {
-		return nil, fmt.Errorf("tokenizer %s: %d bytes is more than any tokenizer.json (at most %d)", path, st.Size(), maxFileBytes)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
+	config, err := readFile(filepath.Join(filepath.Dir(path), ConfigFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	t, err := Parse(data)
+	t, err := ParseWithConfig(data, config)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer %s: %w", path, err)
 	}
@@ -78,12 +82,44 @@ func Load(path string) (*Tokenizer, error) {
 	return t, nil
 }
 
-// Parse reads the contents of a tokenizer.json. Errors name the field at
-// fault and, for a component of an unsupported type, the supported ones.
+// readFile reads a file of at most maxFileBytes.
+func readFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > maxFileBytes {
+		return nil, fmt.Errorf("%s: %d bytes is more than any tokenizer file (at most %d)", path, st.Size(), maxFileBytes)
+	}
+	return os.ReadFile(path)
+}
+
+// Parse reads the contents of a tokenizer.json alone, as Hugging Face's
+// tokenizers library does. Errors name the field at fault and, for a
+// component of an unsupported type, the supported ones.
 func Parse(data []byte) (*Tokenizer, error) {
 	t, err := parse(data)
 	if err != nil {
 		return nil, err
+	}
+	t.refreshAdded()
+	return t, nil
+}
+
+// ParseWithConfig reads the contents of a tokenizer.json and of the
+// tokenizer_config.json beside it (nil when there is none) and tokenises as
+// transformers' AutoTokenizer does with the two: the latter's added tokens
+// and special tokens, and for Llama its add_bos_token and add_eos_token,
+// apply over the former's (config.go says how, and what it refuses).
+func ParseWithConfig(data, config []byte) (*Tokenizer, error) {
+	t, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if config != nil {
+		if err := t.applyConfig(config); err != nil {
+			return nil, err
+		}
 	}
 	t.refreshAdded()
 	return t, nil
@@ -242,7 +278,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
 		}
 	}
 	if addSpecial && t.post != nil {
-		ids = t.post(ids)
+		ids = t.post.apply(ids)
 	}
 	return ids
 }
