@@ -137,7 +137,7 @@ func ParseDescription(dir string, files map[string][]byte) (*Description, error)
 	if !ok {
 		return nil, fmt.Errorf("%s: no %s (alignflow reads Hugging Face tokenizers from tokenizer.json)", dir, hftokenizer.File)
 	}
-	tok, err := hftokenizer.Parse(b)
+	tok, err := hftokenizer.ParseWithConfig(b, files[chattemplate.ConfigFile])
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer %s: %w", filepath.Join(dir, hftokenizer.File), err)
 	}

@@ -76,9 +76,10 @@ func newBPE(m *bpeModel, field string) (*bpe, error) {
 		if !okA || !okC || !okR {
 			return nil, fmt.Errorf("%s.merges[%d]: %q + %q: a token of the merge is not in the vocabulary", field, i, x, y)
 		}
-		if _, seen := b.merges[[2]int32{a, c}]; !seen {
-			b.merges[[2]int32{a, c}] = merge{rank: i, result: r}
-		}
+		// A pair merged twice keeps its last rank: tokenizers collects the
+		// merges into a map, later ones overwriting earlier ones
+		// (tokenizers/src/models/bpe/model.rs: BpeBuilder::build).
+		b.merges[[2]int32{a, c}] = merge{rank: i, result: r}
 	}
 	return b, nil
 }

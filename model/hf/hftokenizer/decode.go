@@ -84,26 +84,21 @@ func parseDecoder(raw json.RawMessage, field string) (decoder, error) {
 			return out
 		}, nil
 	case "Metaspace":
-		var v struct {
-			Replacement    string `json:"replacement"`
-			PrependScheme  string `json:"prepend_scheme"`
-			AddPrefixSpace *bool  `json:"add_prefix_space"`
+		m, err := parseMetaspace(raw, field)
+		if err != nil {
+			return nil, err
 		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		if v.Replacement == "" {
-			v.Replacement = "▁"
-		}
-		strip := v.PrependScheme != "never" && (v.AddPrefixSpace == nil || *v.AddPrefixSpace || v.PrependScheme != "")
+		// Every replacement becomes a space, but in the first token,
+		// where each one goes unless the scheme is never (metaspace.rs:
+		// Metaspace::decode_chain), not only the one it prepended.
 		return func(tokens []string) []string {
 			out := make([]string, len(tokens))
 			for i, t := range tokens {
-				t = strings.ReplaceAll(t, v.Replacement, " ")
-				if i == 0 && strip {
-					t = strings.TrimPrefix(t, " ")
+				space := " "
+				if i == 0 && m.scheme != "never" {
+					space = ""
 				}
-				out[i] = t
+				out[i] = strings.ReplaceAll(t, m.replacement, space)
 			}
 			return out
 		}, nil

@@ -79,3 +79,20 @@ func TestStoriesPromptsEqualRunC(t *testing.T) {
 		assert.Equal(t, c.Text, tok.Decode(all, true), "%q", c.Prompt)
 	}
 }
+
+// TestLlama2FindsNormalizedAddedTokens: Llama 2's added tokens are
+// normalized: true, so they are found by their normalised form ("▁<s>",
+// "▁</s>") in the normalised text and take the "▁" before them. The first
+// vector is what transformers' AutoTokenizer gives with this tokenizer.json
+// (encode, add_special_tokens=True); the second follows from its ids
+// (7251 is "▁hi").
+func TestLlama2FindsNormalizedAddedTokens(t *testing.T) {
+	tok, err := Load(fixtures.Path(t, "tokenizers", "llama2"))
+	require.NoError(t, err)
+	for text, want := range map[string][]int32{
+		"<s>[INST] hi [/INST]": {1, 1, 29961, 25580, 29962, 7251, 518, 29914, 25580, 29962},
+		"hi </s>":              {1, 7251, 2},
+	} {
+		assert.Equal(t, want, tok.Encode(text, true), "%q", text)
+	}
+}

@@ -46,3 +46,26 @@ func FuzzParse(f *testing.F) {
 		_ = tok.Decode([]int32{-1, 0, 1 << 30}, false)
 	})
 }
+
+// FuzzParseWithConfig feeds arbitrary tokenizer_config.json bytes beside a
+// small tokenizer.json: the result is a tokenizer or an error, never a
+// panic.
+func FuzzParseWithConfig(f *testing.F) {
+	tok := []byte(`{"model":{"type":"BPE","vocab":{"<s>":0,"</s>":1,"a":2},"merges":[]},
+		"added_tokens":[{"id":1,"content":"</s>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}]}`)
+	for _, seed := range []string{
+		`{}`, `{"tokenizer_class":"LlamaTokenizer","add_eos_token":true}`, `{"tokenizer_class":"LlamaTokenizer","bos_token":null}`,
+		`{"added_tokens_decoder":{"1":{"content":"</s>","lstrip":true,"normalized":false,"special":true}},"bos_token":{"content":"<s>"}}`,
+		`{"additional_special_tokens":["<s>",{"content":"a","single_word":true}],"extra_special_tokens":{"x":"a"}}`,
+		`{"add_bos_token":true,"bos_token":"<s>"}`, `{"added_tokens_decoder":[]}`, `null`, `[]`, `{`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, config []byte) {
+		got, err := ParseWithConfig(tok, config)
+		if err != nil {
+			return
+		}
+		_ = got.Decode(got.Encode("a<s> </s>a", true), true)
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/dlclark/regexp2/v2"
 	"golang.org/x/text/unicode/norm"
@@ -62,7 +63,7 @@ func parseNormalizer(raw json.RawMessage, field string) (normalizer, error) {
 	case "NFKD":
 		return norm.NFKD.String, nil
 	case "Lowercase":
-		return strings.ToLower, nil
+		return lowercase, nil
 	case "Strip":
 		var v struct {
 			Left  bool `json:"strip_left"`
@@ -133,6 +134,26 @@ func findAll(re *regexp2.Regexp, s string) [][]int {
 		return nil
 	}
 	return spans
+}
+
+// lowercase is the Lowercase normaliser:
+// tokenizers/src/tokenizer/normalizer.rs: NormalizedString::lowercase maps
+// each character by Rust's char::to_lowercase, which is Go's
+// unicode.ToLower but for the one unconditional multi-character mapping of
+// Unicode's SpecialCasing.txt, İ to i and a combining dot above. Being by
+// character, it has no context: a final Σ becomes σ, not ς, in both.
+func lowercase(s string) string {
+	return strings.ToLower(strings.ReplaceAll(s, "\u0130", "i\u0307"))
+}
+
+// isWordChar is Rust regex's \w, which tokenizers' Whitespace pre-tokenizer
+// and single_word added tokens match with: regex-syntax's perl_word,
+// Alphabetic (letters, Nl and Other_Alphabetic), marks, Nd, Pc and
+// Join_Control. .NET's \w, which regexp2 has, leaves out Mc, Me, Nl and
+// the Other_Alphabetic symbols (Ⓐ).
+func isWordChar(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsMark(r) ||
+		unicode.In(r, unicode.Nl, unicode.Nd, unicode.Pc, unicode.Other_Alphabetic, unicode.Join_Control)
 }
 
 // isSpace is Rust's char::is_whitespace, which Hugging Face's tokenizers use.

@@ -19,10 +19,7 @@ var preTokenizerTypes = []string{"Sequence", "ByteLevel", "Split", "Metaspace", 
 // gpt2Split is the ByteLevel pre-tokenizer's regex (use_regex: true).
 const gpt2Split = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 
-var (
-	gpt2Regex       = regexp2.MustCompile(gpt2Split)
-	whitespaceRegex = regexp2.MustCompile(`\w+|[^\w\s]+`)
-)
+var gpt2Regex = regexp2.MustCompile(gpt2Split)
 
 func parsePreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) {
 	typ, err := componentType(raw, field)
@@ -86,38 +83,19 @@ func parsePreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) 
 		}
 		return func(s string, _ bool) []string { return splitBy(s, find(s), v.Behavior, v.Invert) }, nil
 	case "Metaspace":
-		var v struct {
-			Replacement    string `json:"replacement"`
-			PrependScheme  string `json:"prepend_scheme"`
-			AddPrefixSpace *bool  `json:"add_prefix_space"` // the older spelling of prepend_scheme
-			Split          *bool  `json:"split"`
+		m, err := parseMetaspace(raw, field)
+		if err != nil {
+			return nil, err
 		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		if v.Replacement == "" {
-			v.Replacement = "▁"
-		}
-		scheme := v.PrependScheme
-		if scheme == "" {
-			scheme = "always"
-			if v.AddPrefixSpace != nil && !*v.AddPrefixSpace {
-				scheme = "never"
-			}
-		}
-		if scheme != "always" && scheme != "first" && scheme != "never" {
-			return nil, unsupported(field+".prepend_scheme", scheme, []string{"always", "first", "never"})
-		}
-		split := v.Split == nil || *v.Split
 		return func(s string, first bool) []string {
-			s = strings.ReplaceAll(s, " ", v.Replacement)
-			if (scheme == "always" || scheme == "first" && first) && !strings.HasPrefix(s, v.Replacement) {
-				s = v.Replacement + s
+			s = strings.ReplaceAll(s, " ", m.replacement)
+			if (m.scheme == "always" || m.scheme == "first" && first) && !strings.HasPrefix(s, m.replacement) {
+				s = m.replacement + s
 			}
-			if !split {
+			if !m.split {
 				return []string{s}
 			}
-			return splitBy(s, literalSpans(s, v.Replacement), "MergedWithNext", false)
+			return splitBy(s, literalSpans(s, m.replacement), "MergedWithNext", false)
 		}, nil
 	case "Digits":
 		var v struct {
@@ -130,13 +108,82 @@ func parsePreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) 
 		if v.Individual {
 			behavior = "Isolated"
 		}
-		return func(s string, _ bool) []string { return splitBy(s, runeSpans(s, unicode.IsDigit), behavior, false) }, nil
+		// Rust's char::is_numeric (Nd, Nl, No: ², ½, ①), not only digits.
+		return func(s string, _ bool) []string { return splitBy(s, runeSpans(s, unicode.IsNumber), behavior, false) }, nil
 	case "Whitespace":
-		return func(s string, _ bool) []string { return splitBy(s, findAll(whitespaceRegex, s), "Removed", true) }, nil
+		return func(s string, _ bool) []string { return whitespaceSplit(s) }, nil
 	case "WhitespaceSplit":
 		return func(s string, _ bool) []string { return strings.FieldsFunc(s, isSpace) }, nil
 	}
 	return nil, unsupported(field+".type", typ, preTokenizerTypes)
+}
+
+// metaspace is a Metaspace pre-tokenizer's or decoder's settings.
+type metaspace struct {
+	replacement string
+	scheme      string // always, first or never
+	split       bool
+}
+
+// parseMetaspace reads a Metaspace as
+// tokenizers/src/pre_tokenizers/metaspace.rs: Metaspace::deserialize does:
+// prepend_scheme is "always" when absent, and the older add_prefix_space
+// may only be false with prepend_scheme "never" (tokenizers refuses the
+// file otherwise); add_prefix_space true changes nothing.
+func parseMetaspace(raw json.RawMessage, field string) (metaspace, error) {
+	var v struct {
+		Replacement    string `json:"replacement"`
+		PrependScheme  string `json:"prepend_scheme"`
+		AddPrefixSpace *bool  `json:"add_prefix_space"`
+		Split          *bool  `json:"split"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return metaspace{}, fmt.Errorf("%s: %w", field, err)
+	}
+	m := metaspace{replacement: v.Replacement, scheme: v.PrependScheme, split: v.Split == nil || *v.Split}
+	if m.replacement == "" {
+		m.replacement = "▁"
+	}
+	if m.scheme == "" {
+		m.scheme = "always"
+	}
+	if m.scheme != "always" && m.scheme != "first" && m.scheme != "never" {
+		return metaspace{}, unsupported(field+".prepend_scheme", m.scheme, []string{"always", "first", "never"})
+	}
+	if v.AddPrefixSpace != nil && !*v.AddPrefixSpace && m.scheme != "never" {
+		return metaspace{}, fmt.Errorf("%s.add_prefix_space: false does not match prepend_scheme %q (false goes only with \"never\")", field, m.scheme)
+	}
+	return m, nil
+}
+
+// whitespaceSplit is the Whitespace pre-tokenizer: the matches of
+// \w+|[^\w\s]+ with Rust regex's \w and \s (runs of word characters and
+// runs of other characters that are not whitespace), whitespace removed.
+func whitespaceSplit(s string) []string {
+	class := func(r rune) int {
+		switch {
+		case isWordChar(r):
+			return 1
+		case isSpace(r):
+			return 0
+		}
+		return 2
+	}
+	var out []string
+	start, prev := 0, 0
+	for i, r := range s {
+		c := class(r)
+		if c != prev {
+			if prev != 0 {
+				out = append(out, s[start:i])
+			}
+			start, prev = i, c
+		}
+	}
+	if prev != 0 {
+		out = append(out, s[start:])
+	}
+	return out
 }
 
 var behaviors = []string{"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"}

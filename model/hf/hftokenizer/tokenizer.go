@@ -13,12 +13,14 @@ package hftokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"unicode"
+	"unicode/utf8"
 )
 
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
@@ -29,37 +31,50 @@ type Tokenizer struct {
 	model       *bpe
 	normalize   normalizer
 	preTokenize preTokenizer
-	post        postProcessor
+	post        *template // nil: the post-processor adds nothing
 	decode      decoder
-	added       []addedToken // longest content first
+	added       []addedToken // as the files list them
 	tokens      []string     // by id
 	special     map[int32]bool
+
+	// raw and normalized are the added tokens by what finds them (longest
+	// first): the normalized: false ones by their content in the raw text,
+	// the others by their normalised content in the normalised text.
+	raw, normalized []addedPattern
+}
+
+// addedPattern is an added token and the text that finds it.
+type addedPattern struct {
+	text  string
+	token addedToken
 }
 
 // File is the name of a tokenizer in a model directory.
 const File = "tokenizer.json"
 
+// ConfigFile is the name of the tokenizer settings transformers reads
+// beside File.
+const ConfigFile = "tokenizer_config.json"
+
 // maxFileBytes bounds what Load reads: the largest real tokenizer.json files
 // (Gemma's, Qwen2's) are about 35 MB.
 const maxFileBytes = 256 << 20
 
-// Load reads a tokenizer.json, or the one in a model directory.
+// Load reads a tokenizer.json, or the one in a model directory, with the
+// tokenizer_config.json beside it when there is one (ParseWithConfig).
 func Load(path string) (*Tokenizer, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, File)
 	}
-	st, err := os.Stat(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	if st.Size() > maxFileBytes {
-		return nil, fmt.Errorf("tokenizer %s: %d bytes is more than any tokenizer.json (at most %d)", path, st.Size(), maxFileBytes)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
+	config, err := readFile(filepath.Join(filepath.Dir(path), ConfigFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	t, err := Parse(data)
+	t, err := ParseWithConfig(data, config)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer %s: %w", path, err)
 	}
@@ -67,9 +82,50 @@ func Load(path string) (*Tokenizer, error) {
 	return t, nil
 }
 
-// Parse reads the contents of a tokenizer.json. Errors name the field at
-// fault and, for a component of an unsupported type, the supported ones.
+// readFile reads a file of at most maxFileBytes.
+func readFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > maxFileBytes {
+		return nil, fmt.Errorf("%s: %d bytes is more than any tokenizer file (at most %d)", path, st.Size(), maxFileBytes)
+	}
+	return os.ReadFile(path)
+}
+
+// Parse reads the contents of a tokenizer.json alone, as Hugging Face's
+// tokenizers library does. Errors name the field at fault and, for a
+// component of an unsupported type, the supported ones.
 func Parse(data []byte) (*Tokenizer, error) {
+	t, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	t.refreshAdded()
+	return t, nil
+}
+
+// ParseWithConfig reads the contents of a tokenizer.json and of the
+// tokenizer_config.json beside it (nil when there is none) and tokenises as
+// transformers' AutoTokenizer does with the two: the latter's added tokens
+// and special tokens, and for Llama its add_bos_token and add_eos_token,
+// apply over the former's (config.go says how, and what it refuses).
+func ParseWithConfig(data, config []byte) (*Tokenizer, error) {
+	t, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if config != nil {
+		if err := t.applyConfig(config); err != nil {
+			return nil, err
+		}
+	}
+	t.refreshAdded()
+	return t, nil
+}
+
+func parse(data []byte) (*Tokenizer, error) {
 	var f file
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("not a tokenizer.json: %w", err)
@@ -103,10 +159,36 @@ func Parse(data []byte) (*Tokenizer, error) {
 	if err := t.index(&m, f.AddedTokens); err != nil {
 		return nil, err
 	}
-	if t.post, err = parsePostProcessor(f.PostProcessor, "post_processor", t.tokenID); err != nil {
+	if t.post, err = parsePostProcessor(f.PostProcessor, "post_processor", t.TokenID); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// refreshAdded builds the patterns that find the added tokens. A
+// normalized token is found by what the normaliser makes of its content
+// (Llama 2's Prepend and Replace make "</s>" "▁</s>"), as in
+// tokenizers/src/tokenizer/added_vocabulary.rs:
+// AddedVocabulary::refresh_added_tokens; one the normaliser empties can
+// never be found.
+func (t *Tokenizer) refreshAdded() {
+	t.raw, t.normalized = nil, nil
+	for _, a := range t.added {
+		if !a.Normalized {
+			t.raw = append(t.raw, addedPattern{a.Content, a})
+			continue
+		}
+		text := a.Content
+		if t.normalize != nil {
+			text = t.normalize(text)
+		}
+		if text != "" {
+			t.normalized = append(t.normalized, addedPattern{text, a})
+		}
+	}
+	for _, p := range [][]addedPattern{t.raw, t.normalized} {
+		slices.SortStableFunc(p, func(a, b addedPattern) int { return len(b.text) - len(a.text) })
+	}
 }
 
 // index builds the id-to-token table. Ids must be below the number of
@@ -148,7 +230,6 @@ func (t *Tokenizer) index(m *bpeModel, added []addedToken) error {
 		n--
 	}
 	t.tokens = t.tokens[:n]
-	slices.SortStableFunc(t.added, func(a, b addedToken) int { return len(b.Content) - len(a.Content) })
 	return nil
 }
 
@@ -174,8 +255,6 @@ func (t *Tokenizer) TokenID(token string) (int32, bool) {
 	return id, ok
 }
 
-func (t *Tokenizer) tokenID(token string) (int32, bool) { return t.TokenID(token) }
-
 // IsSpecial reports whether id is a special added token (BOS, EOS, ...).
 func (t *Tokenizer) IsSpecial(id int32) bool { return t.special[id] }
 
@@ -199,7 +278,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
 		}
 	}
 	if addSpecial && t.post != nil {
-		ids = t.post(ids)
+		ids = t.post.apply(ids)
 	}
 	return ids
 }
@@ -210,20 +289,14 @@ type segment struct {
 	token int32 // -1 for text
 }
 
-// segments splits text at added tokens and normalises the rest: tokens
-// marked normalized: false are found in the raw text, the others in the
-// normalised text, as Hugging Face's AddedVocabulary does.
+// segments splits text at added tokens and normalises the rest in two
+// passes, as tokenizers/src/tokenizer/added_vocabulary.rs:
+// AddedVocabulary::extract_and_normalize does: the normalized: false tokens
+// are found in the raw text, then each piece between them is normalised and
+// the normalized tokens are found in it.
 func (t *Tokenizer) segments(text string) []segment {
-	var raw, normalized []addedToken
-	for _, a := range t.added {
-		if a.Normalized && t.normalize != nil {
-			normalized = append(normalized, a)
-		} else {
-			raw = append(raw, a)
-		}
-	}
 	var out []segment
-	for _, s := range splitAdded(text, raw) {
+	for _, s := range splitAdded(text, t.raw) {
 		if s.token >= 0 {
 			out = append(out, s)
 			continue
@@ -231,7 +304,7 @@ func (t *Tokenizer) segments(text string) []segment {
 		if t.normalize != nil {
 			s.text = t.normalize(s.text)
 		}
-		for _, n := range splitAdded(s.text, normalized) {
+		for _, n := range splitAdded(s.text, t.normalized) {
 			if n.token >= 0 || n.text != "" {
 				out = append(out, n)
 			}
@@ -240,32 +313,41 @@ func (t *Tokenizer) segments(text string) []segment {
 	return out
 }
 
-// splitAdded finds the added tokens in text, leftmost first and the longest
-// of those starting there, honouring single_word, lstrip and rstrip.
-func splitAdded(text string, tokens []addedToken) []segment {
-	if len(tokens) == 0 || text == "" {
+// splitAdded finds the added tokens in text as
+// tokenizers/src/tokenizer/added_vocabulary.rs: AddedVocabulary::find_matches
+// does with its Aho-Corasick automaton (MatchKind::LeftmostLongest): the
+// leftmost match, the longest of those starting there, each search going on
+// where the previous match ended, also after a match that single_word
+// discards or whose rstrip took the whitespace after it; lstrip and rstrip
+// widen a match over the whitespace beside it.
+func splitAdded(text string, patterns []addedPattern) []segment {
+	if len(patterns) == 0 || text == "" {
 		return []segment{{text: text, token: -1}}
 	}
 	var out []segment
-	last := 0
-	for at := 0; at < len(text); {
-		a, ok := matchAt(text, at, tokens)
+	last := 0 // where the text not yet split off starts
+	for at := 0; ; {
+		p, start, ok := leftmostLongest(text, at, patterns)
 		if !ok {
-			at++
+			break
+		}
+		end := start + len(p.text)
+		at = end
+		a := p.token
+		if a.SingleWord && (isWordBefore(text, start) || isWordAfter(text, end)) {
 			continue
 		}
-		start, end := at, at+len(a.Content)
 		if a.LStrip {
-			start = len(strings.TrimRightFunc(text[last:start], unicode.IsSpace)) + last
+			start = max(last, len(strings.TrimRightFunc(text[:start], isSpace)))
 		}
 		if a.RStrip {
-			end = len(text) - len(strings.TrimLeftFunc(text[end:], unicode.IsSpace))
+			end = len(text) - len(strings.TrimLeftFunc(text[end:], isSpace))
 		}
 		if start > last {
 			out = append(out, segment{text: text[last:start], token: -1})
 		}
 		out = append(out, segment{token: int32(a.ID)})
-		last, at = end, end
+		last = end
 	}
 	if last < len(text) {
 		out = append(out, segment{text: text[last:], token: -1})
@@ -273,31 +355,27 @@ func splitAdded(text string, tokens []addedToken) []segment {
 	return out
 }
 
-func matchAt(text string, at int, tokens []addedToken) (addedToken, bool) {
-	for _, a := range tokens { // longest first
-		if !strings.HasPrefix(text[at:], a.Content) {
-			continue
+// leftmostLongest finds the first pattern in text at or after at: the
+// leftmost, then the longest (patterns are longest first).
+func leftmostLongest(text string, at int, patterns []addedPattern) (addedPattern, int, bool) {
+	for i := at; i < len(text); i++ {
+		for _, p := range patterns {
+			if strings.HasPrefix(text[i:], p.text) {
+				return p, i, true
+			}
 		}
-		if a.SingleWord && (isWordBefore(text, at) || isWordAfter(text, at+len(a.Content))) {
-			continue
-		}
-		return a, true
 	}
-	return addedToken{}, false
+	return addedPattern{}, 0, false
 }
 
-func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
-
 func isWordBefore(text string, i int) bool {
-	r := []rune(text[:i])
-	return len(r) > 0 && isWordRune(r[len(r)-1])
+	r, n := utf8.DecodeLastRuneInString(text[:i])
+	return n > 0 && isWordChar(r)
 }
 
 func isWordAfter(text string, i int) bool {
-	for _, r := range text[i:] {
-		return isWordRune(r)
-	}
-	return false
+	r, n := utf8.DecodeRuneInString(text[i:])
+	return n > 0 && isWordChar(r)
 }
 
 // Decode returns the text of ids, leaving out special tokens when asked.

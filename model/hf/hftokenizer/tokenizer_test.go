@@ -2,6 +2,7 @@ package hftokenizer
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +13,16 @@ import (
 )
 
 // build makes a tokenizer.json from a vocabulary (ids in order), merges and
-// the other components given as JSON.
+// the other components given as JSON, and parses it.
 func build(t *testing.T, vocab []string, merges any, parts map[string]string) *Tokenizer {
+	t.Helper()
+	tok, err := Parse(buildJSON(t, vocab, merges, parts))
+	require.NoError(t, err)
+	return tok
+}
+
+// buildJSON makes the tokenizer.json build parses.
+func buildJSON(t *testing.T, vocab []string, merges any, parts map[string]string) []byte {
 	t.Helper()
 	v := map[string]int{}
 	for i, tok := range vocab {
@@ -35,9 +44,7 @@ func build(t *testing.T, vocab []string, merges any, parts map[string]string) *T
 	}
 	b, err := json.Marshal(doc)
 	require.NoError(t, err)
-	tok, err := Parse(b)
-	require.NoError(t, err)
-	return tok
+	return b
 }
 
 // llama3Regex is Llama 3's pre-tokenizer pattern, as its tokenizer.json
@@ -71,7 +78,10 @@ func TestByteLevelWithSplitAndIgnoreMerges(t *testing.T) {
 // TestAddedTokens: special tokens in the text are matched before the
 // model (longest first), lstrip and rstrip take the whitespace beside them,
 // single_word ones only match as whole words, and normalized ones are
-// matched in the normalised text.
+// matched by their normalised content in the normalised text (here
+// Llama 2's normaliser, which makes "</s>" "▁</s>"), as
+// tokenizers/src/tokenizer/added_vocabulary.rs:
+// AddedVocabulary::refresh_added_tokens and extract_and_normalize do.
 func TestAddedTokens(t *testing.T) {
 	vocab := []string{"<unk>", "<s>", "</s>", "▁", "h", "i", "▁h", "hi", "▁hi", "<|x|>", "<|x|>!", "tag", " "}
 	merges := []string{"▁ h", "▁h i", "h i"}
@@ -94,7 +104,9 @@ func TestAddedTokens(t *testing.T) {
 	}{
 		{"hi", []int32{8}},                // "▁hi"
 		{"<s>hi", []int32{1, 8}},          // matched in the raw text; "hi" is normalised to "▁hi"
-		{"hi</s>", []int32{8, 2}},         // matched in the normalised "▁hi</s>"
+		{"hi </s>", []int32{8, 2}},        // "▁hi▁</s>": the "▁" before "</s>" is the token's
+		{"</s>", []int32{2}},              // "▁</s>"
+		{"hi</s>", []int32{8, 0}},         // "▁hi</s>" has no "▁</s>": < / s > are one fused unknown
 		{"hi <|x|> hi", []int32{8, 9, 8}}, // lstrip and rstrip take the spaces
 		{"hi<|x|>!", []int32{8, 10}},      // the longest token that matches
 		{"tag", []int32{11}},              // a whole word
@@ -182,4 +194,115 @@ func TestRefusedFiles(t *testing.T) {
 	_, err = Load(dir)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), filepath.Join(dir, File)+": model.type")
+}
+
+// TestAddedTokenMatching: the search for added tokens goes on where the
+// last match ended, also after a match that single_word discards or whose
+// rstrip took the whitespace after it, as the Aho-Corasick iterator of
+// tokenizers/src/tokenizer/added_vocabulary.rs: AddedVocabulary::find_matches
+// does; single_word's word characters are Rust regex's \w (Ⅻ is one).
+func TestAddedTokenMatching(t *testing.T) {
+	vocab := []string{"<unk>", "x", "a", "b", "xa", "ab", "Ⅻ", "Ⅻa", "<a>", "\n"}
+	tok := build(t, vocab, []string{"Ⅻ a", "a b", "x a"}, map[string]string{
+		"model.unk_token": `"<unk>"`,
+		"added_tokens": `[{"id":5,"content":"ab","single_word":true,"lstrip":false,"rstrip":false,"normalized":false,"special":false},
+			{"id":3,"content":"b","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":false},
+			{"id":8,"content":"<a>","single_word":false,"lstrip":false,"rstrip":true,"normalized":false,"special":true},
+			{"id":9,"content":"\n","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":false}]`,
+	})
+	tests := []struct {
+		text string
+		want []int32
+		why  string
+	}{
+		{"ab", []int32{5}, "a whole word"},
+		{"xab", []int32{1, 5}, `"ab" is not a word of its own; the search goes on after it, so "b" is not found and x a b is one word`},
+		{"Ⅻab", []int32{7, 3}, `Ⅻ is a word character: "ab" is not a word of its own; Ⅻ a b is one word`},
+		{"<a>\n\nx", []int32{8, 9, 9, 1}, `rstrip took "\n\n", but the search goes on after "<a>" and finds them`},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, tok.Encode(tc.text, false), "%q: %s", tc.text, tc.why)
+	}
+}
+
+// TestLowercase: tokenizers lowercases character by character with Rust's
+// char::to_lowercase (tokenizers/src/tokenizer/normalizer.rs:
+// NormalizedString::lowercase): İ becomes i and a combining dot above, and
+// a final Σ becomes σ (no final ς: a character has no context).
+func TestLowercase(t *testing.T) {
+	vocab := []string{"i", "\u0307", "x", "ο", "δ", "σ", "ς"}
+	tok := build(t, vocab, []string{}, map[string]string{"normalizer": `{"type":"Lowercase"}`})
+	assert.Equal(t, []int32{0, 1, 2}, tok.Encode("İx", false))
+	assert.Equal(t, []int32{0, 2}, tok.Encode("Ix", false))
+	assert.Equal(t, []int32{3, 4, 3, 5}, tok.Encode("ΟΔΟΣ", false))
+}
+
+// TestDigits: the Digits pre-tokenizer splits at every character Rust's
+// char::is_numeric takes (tokenizers/src/pre_tokenizers/digits.rs): the
+// general categories Nd, Nl and No, so ², ½ and ① too.
+func TestDigits(t *testing.T) {
+	vocab := []string{"a", "1", "²", "½", "①", "Ⅻ", "a1", "a²", "a½", "a①", "aⅫ", "³", "²³"}
+	merges := []string{"a 1", "a ²", "a ½", "a ①", "a Ⅻ", "² ³"}
+	for _, individual := range []bool{false, true} {
+		tok := build(t, vocab, merges, map[string]string{"pre_tokenizer": fmt.Sprintf(`{"type":"Digits","individual_digits":%v}`, individual)})
+		for text, want := range map[string][]int32{"a1": {0, 1}, "a²": {0, 2}, "a½": {0, 3}, "a①": {0, 4}, "aⅫ": {0, 5}} {
+			assert.Equal(t, want, tok.Encode(text, false), "%q", text)
+		}
+		want := []int32{12}
+		if individual {
+			want = []int32{2, 11}
+		}
+		assert.Equal(t, want, tok.Encode("²³", false), "individual_digits %v", individual)
+	}
+}
+
+// TestWhitespacePreTokenizer: \w+|[^\w\s]+ with Rust regex's \w
+// (tokenizers/src/pre_tokenizers/whitespace.rs), which takes Nl (Ⅻ),
+// Other_Alphabetic symbols (Ⓐ), spacing marks (ः) and enclosing marks
+// (U+20DD) as word characters, where .NET's \w does not.
+func TestWhitespacePreTokenizer(t *testing.T) {
+	vocab := []string{"x", "Ⅻ", "Ⓐ", "ः", "\u20dd", ",", "xⅫ", "xⒶ", "xः", "x\u20dd", "x,"}
+	tok := build(t, vocab, []string{"x Ⅻ", "x Ⓐ", "x ः", "x \u20dd", "x ,"}, map[string]string{"pre_tokenizer": `{"type":"Whitespace"}`})
+	tests := map[string][]int32{"xⅫ": {6}, "xⒶ": {7}, "xः": {8}, "x\u20dd": {9}, "x,": {0, 5}, " x \u3000 ,, ": {0, 5, 5}}
+	for text, want := range tests {
+		assert.Equal(t, want, tok.Encode(text, false), "%q", text)
+	}
+}
+
+// TestDuplicateMergeKeepsLastRank: a pair listed twice in merges has the
+// rank of its last place, as tokenizers/src/models/bpe/model.rs:
+// BpeBuilder::build collects them into a map.
+func TestDuplicateMergeKeepsLastRank(t *testing.T) {
+	tok := build(t, []string{"a", "b", "c", "ab", "bc"}, []string{"a b", "b c", "a b"}, nil)
+	assert.Equal(t, []int32{0, 4}, tok.Encode("abc", false), "b c (rank 1) before a b (rank 2)")
+}
+
+// TestMetaspace: prepend_scheme as tokenizers/src/pre_tokenizers/metaspace.rs:
+// Metaspace::deserialize reads it (the older add_prefix_space false only
+// with "never"), and the decoder drops every "▁" of the first token
+// (Metaspace::decode_chain).
+func TestMetaspace(t *testing.T) {
+	vocab := []string{"▁a", "a", "▁▁a", "▁b", "▁"}
+	merges := []string{"▁ a"}
+	never := build(t, vocab, merges, map[string]string{
+		"pre_tokenizer": `{"type":"Metaspace","replacement":"▁","add_prefix_space":false,"prepend_scheme":"never"}`,
+		"decoder":       `{"type":"Metaspace","replacement":"▁","add_prefix_space":false,"prepend_scheme":"never"}`,
+	})
+	assert.Equal(t, []int32{1}, never.Encode("a", false))
+	assert.Equal(t, " a b", never.Decode([]int32{0, 3}, false))
+	always := build(t, vocab, merges, map[string]string{
+		"pre_tokenizer": `{"type":"Metaspace","replacement":"▁","add_prefix_space":true}`,
+		"decoder":       `{"type":"Metaspace","replacement":"▁","prepend_scheme":"always"}`,
+	})
+	assert.Equal(t, []int32{0}, always.Encode("a", false))
+	assert.Equal(t, "a b", always.Decode([]int32{2, 3}, false), "both ▁ of the first token go")
+	for _, c := range []struct{ part, scheme string }{{"pre_tokenizer", ""}, {"pre_tokenizer", `"first"`}, {"decoder", `"always"`}} {
+		ms := `{"type":"Metaspace","replacement":"▁","add_prefix_space":false`
+		if c.scheme != "" {
+			ms += `,"prepend_scheme":` + c.scheme
+		}
+		_, err := Parse(buildJSON(t, vocab, []string{}, map[string]string{c.part: ms + "}"}))
+		require.Error(t, err, "%s %s", c.part, c.scheme)
+		assert.Contains(t, err.Error(), c.part+".add_prefix_space: false does not match prepend_scheme")
+	}
 }
