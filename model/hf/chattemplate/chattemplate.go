@@ -3,10 +3,11 @@
 // the text the model was trained on. It reads the template (a string, or a
 // list of named templates) and the BOS and EOS tokens (a string or an
 // AddedToken object), and renders with messages, bos_token, eos_token,
-// add_generation_prompt, raise_exception and strftime_now, as
-// transformers' apply_chat_template does. Rendering uses
-// github.com/ardanlabs/jinja, a Jinja2 engine in Go made for these
-// templates.
+// add_generation_prompt, raise_exception and strftime_now, and tools and
+// documents (none), as transformers' apply_chat_template does. Rendering
+// uses github.com/ardanlabs/jinja, a Jinja2 engine in Go made for these
+// templates, with jinja2's whitespace control and transformers' tojson
+// and jinja2's format filters (lex.go, filters.go).
 package chattemplate
 
 import (
@@ -184,7 +185,11 @@ type Template struct {
 
 // Compile compiles a chat template's source.
 func Compile(source string) (*Template, error) {
-	t, err := jinja.Compile(source)
+	src, err := prepare(source, filterVars)
+	if err != nil {
+		return nil, err
+	}
+	t, err := jinja.Compile(src)
 	if err != nil {
 		return nil, err
 	}
@@ -194,31 +199,40 @@ func Compile(source string) (*Template, error) {
 // Render renders messages; addGenerationPrompt asks the template to end
 // with the start of the assistant's turn. A template's raise_exception
 // comes back as an error with its message.
+//
+// The variables are apply_chat_template's (tokenization_utils_base.py:
+// PreTrainedTokenizerBase.apply_chat_template, which passes tools and
+// documents, None by default, to the template): tools and documents are
+// none, so "tools is defined" holds and "tools is none" decides; Vars come
+// after the special tokens and may replace them, as apply_chat_template's
+// kwargs do. Each message is {"role", "content"} in that order (tojson and
+// items() keep it).
 func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string, error) {
-	msgs := make([]any, len(messages))
+	msgs := make([]jinja.Value, len(messages))
 	for i, m := range messages {
-		msgs[i] = map[string]any{"role": m.Role, "content": m.Content}
+		msgs[i] = jinja.NewDict()
+		msgs[i].AsDict().Set("role", jinja.NewString(m.Role))
+		msgs[i].AsDict().Set("content", jinja.NewString(m.Content))
 	}
 	now := t.Now
 	if now == nil {
 		now = time.Now
 	}
-	data := map[string]any{}
-	for k, v := range t.Vars {
-		data[k] = v
-	}
-	data["messages"], data["add_generation_prompt"] = msgs, addGenerationPrompt
+	values := map[string]jinja.Value{"tools": jinja.None(), "documents": jinja.None()}
 	// A token the model does not have is left undefined, as
 	// apply_chat_template leaves it (it renders as "", not "None").
 	if t.BOS != "" {
-		data["bos_token"] = t.BOS
+		values["bos_token"] = jinja.NewString(t.BOS)
 	}
 	if t.EOS != "" {
-		data["eos_token"] = t.EOS
+		values["eos_token"] = jinja.NewString(t.EOS)
 	}
-	values := map[string]jinja.Value{}
-	for k, v := range data {
+	for k, v := range t.Vars {
 		values[k] = jinja.FromGoValue(v)
+	}
+	values["messages"], values["add_generation_prompt"] = jinja.NewList(msgs), jinja.NewBool(addGenerationPrompt)
+	for name, f := range filters {
+		values[filterVars[name]] = f
 	}
 	values["strftime_now"] = jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 		if len(args) != 1 || !args[0].IsString() {
