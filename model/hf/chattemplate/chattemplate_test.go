@@ -92,15 +92,6 @@ func TestConfigForms(t *testing.T) {
 		_, err := ParseConfig([]byte(bad))
 		assert.Error(t, err, bad)
 	}
-	_, err = LoadConfig(t.TempDir())
-	assert.ErrorIs(t, err, ErrNoConfig)
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, ConfigFile), []byte(`{"chat_template": "{% if %}"}`), 0o644))
-	bad, err := LoadConfig(dir)
-	require.NoError(t, err)
-	_, err = bad.Template("")
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), filepath.Join(dir, ConfigFile))
 }
 
 func TestMessagesOfHelpSteerPrompts(t *testing.T) {
@@ -129,6 +120,72 @@ func TestPlainIsTheBundledFormat(t *testing.T) {
 		assert.Equal(t, tokenizer.EncodePrompt(p)[1:], tokenizer.Encode(Plain(msgs, true)), "%q", p)
 	}
 	assert.Equal(t, "System: be brief\nUser: hi", Plain([]Message{{"system", "be brief"}, {"user", "hi"}}, false))
+}
+
+// TestTemplateFiles: a model's chat template is chat_template.jinja where
+// it has one, replacing tokenizer_config.json's chat_template (a string or
+// named templates), as transformers' tokenizer reads it
+// (tokenization_utils_base.py: PreTrainedTokenizerBase._from_pretrained);
+// chat_template.json is a processor's, which the tokenizer never reads
+// (processing_utils.py: ProcessorMixin.get_processor_dict), so a model
+// whose only template it is is refused rather than rendered plain.
+func TestTemplateFiles(t *testing.T) {
+	const (
+		inline    = `{"chat_template": "inline {{ bos_token }}", "bos_token": "<s>"}`
+		named     = `{"chat_template": [{"name": "default", "template": "inline"}, {"name": "tool_use", "template": "tools"}], "bos_token": "<s>"}`
+		sidecar   = "sidecar {{ bos_token }}{{ messages[0].content }}\n"
+		processor = `{"chat_template": "processor"}`
+	)
+	dir := filepath.Join("models", "m")
+	for _, c := range []struct {
+		name   string
+		files  map[string]string
+		want   string // the default template's render of "hi"; "" for none
+		names  []string
+		source string // the file the template comes from
+		err    string
+	}{
+		{name: "only the sidecar", files: map[string]string{TemplateFile: sidecar}, want: "sidecar hi", names: []string{"default"}, source: TemplateFile},
+		{name: "the sidecar beats the inline template", files: map[string]string{ConfigFile: inline, TemplateFile: sidecar}, want: "sidecar <s>hi", names: []string{"default"}, source: TemplateFile},
+		{name: "the sidecar replaces named templates", files: map[string]string{ConfigFile: named, TemplateFile: sidecar}, want: "sidecar <s>hi", names: []string{"default"}, source: TemplateFile},
+		{name: "inline only", files: map[string]string{ConfigFile: inline}, want: "inline <s>", names: []string{"default"}, source: ConfigFile},
+		{name: "a processor's template is not the tokenizer's", files: map[string]string{ConfigFile: inline, ProcessorFile: processor}, want: "inline <s>", names: []string{"default"}, source: ConfigFile},
+		{name: "only a processor's template", files: map[string]string{ProcessorFile: processor}, err: filepath.Join(dir, ProcessorFile) + " is a processor's chat template, which transformers' tokenizers do not read"},
+		{name: "no template", files: map[string]string{ConfigFile: `{"eos_token": "</s>"}`}},
+		{name: "a broken sidecar names its file", files: map[string]string{ConfigFile: inline, TemplateFile: "{% if %}"}, err: filepath.Join(dir, TemplateFile) + `: chat template "default"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files := map[string][]byte{}
+			for k, v := range c.files {
+				files[k] = []byte(v)
+			}
+			cfg, err := ParseFiles(dir, files)
+			require.NoError(t, err)
+			require.NotNil(t, cfg)
+			tmpl, err := cfg.Default()
+			if c.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), c.err)
+				return
+			}
+			require.NoError(t, err)
+			if c.want == "" {
+				assert.Nil(t, tmpl, "the plain format")
+				return
+			}
+			assert.Equal(t, c.names, cfg.Names())
+			assert.Equal(t, filepath.Join(dir, c.source), cfg.TemplatePath)
+			got, err := tmpl.Render([]Message{{"user", "hi"}}, false)
+			require.NoError(t, err)
+			assert.Equal(t, c.want, got, "the sidecar's final newline is dropped, as jinja2 drops it")
+		})
+	}
+	none, err := ParseFiles(dir, map[string][]byte{"tokenizer.json": []byte("{}")})
+	require.NoError(t, err)
+	assert.Nil(t, none)
+	_, err = ParseFiles(dir, map[string][]byte{ConfigFile: []byte(`{"chat_template": 3}`)})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(dir, ConfigFile))
 }
 
 // render compiles and renders a template with one user message "hi" and
