@@ -99,7 +99,8 @@ type BaseModel struct {
 	// transformer config in their metadata.
 	Weights artifact.Ref `json:"weights"`
 	// Files are config.json, tokenizer.json and, where the model has them,
-	// tokenizer_config.json and generation_config.json, by name.
+	// the other hfmodel.DescriptionFiles (tokenizer_config.json, the chat
+	// templates, generation_config.json), by name.
 	Files map[string]artifact.Ref `json:"files"`
 	// EOS are the tokens a response ends with.
 	EOS []int32 `json:"eos"`

@@ -39,8 +39,9 @@ func Summary(store *artifact.Store, runID string) (*pipeline.Summary, error) {
 
 // Policy writes the final policy of run runID, found in store, as a
 // Hugging Face directory at out (which must not exist): the source model's
-// config.json, tokenizer files and generation_config.json, and its weights
-// in the source dtype, checked against their digests first.
+// description files (hfmodel.DescriptionFiles: config.json, tokenizer and
+// chat template files, generation_config.json), and its weights in the
+// source dtype, checked against their digests first.
 func Policy(store *artifact.Store, runID, out string) (*pipeline.Summary, error) {
 	return write(store, runID, out, func(s *pipeline.Summary) artifact.Ref { return s.Policy.Checkpoint },
 		func(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType, _ *pipeline.BaseModel) error {

@@ -1,19 +1,19 @@
 // Package chattemplate renders Hugging Face chat templates: the Jinja
-// template in a model's tokenizer_config.json that turns a conversation into
-// the text the model was trained on. It reads the template (a string, or a
-// list of named templates) and the BOS and EOS tokens (a string or an
-// AddedToken object), and renders with messages, bos_token, eos_token,
+// template that turns a conversation into the text the model was trained
+// on, in a model's chat_template.jinja or its tokenizer_config.json. It
+// reads the template (a file, a string, or a list of named templates) and
+// the BOS and EOS tokens (a string or an AddedToken object), and renders
+// with messages, tools and documents (none), bos_token, eos_token,
 // add_generation_prompt, raise_exception and strftime_now, as
 // transformers' apply_chat_template does. Rendering uses
 // github.com/ardanlabs/jinja, a Jinja2 engine in Go made for these
-// templates.
+// templates, with jinja2's whitespace control and transformers' tojson
+// and jinja2's format filters (lex.go, filters.go).
 package chattemplate
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,8 +24,26 @@ import (
 	"github.com/alignflow/alignflow/model/tokenizer"
 )
 
-// ConfigFile is where a model directory keeps its chat template.
+// ConfigFile is the tokenizer's configuration: BOS and EOS, and the chat
+// template of a model without TemplateFile.
 const ConfigFile = "tokenizer_config.json"
+
+// TemplateFile is where transformers (4.47 and later) keeps a model's chat
+// template, and save_pretrained writes it. When a model has it, it is the
+// model's template: transformers reads it as the "default" template and
+// drops tokenizer_config.json's chat_template, string or named list
+// (tokenization_utils_base.py: PreTrainedTokenizerBase._from_pretrained,
+// "If independent chat template file(s) exist, they take priority"),
+// without a warning.
+const TemplateFile = "chat_template.jinja"
+
+// ProcessorFile is the chat template of a processor (a multimodal model's
+// AutoProcessor), {"chat_template": ...}. transformers' tokenizers never
+// read it (processing_utils.py: ProcessorMixin.get_processor_dict reads it,
+// tokenization_utils_base.py reads only TemplateFile and ConfigFile), so
+// a text model's template is never this one; it is kept only to be
+// exported with the model.
+const ProcessorFile = "chat_template.json"
 
 // DefaultName is the template used when none is named.
 const DefaultName = "default"
@@ -36,36 +54,47 @@ type Message struct {
 	Content string `json:"content"`
 }
 
-// Config is what tokenizer_config.json says about formatting chats.
+// Config is what a model's files say about formatting chats.
 type Config struct {
-	// Path is the file it was read from.
+	// Path is the tokenizer_config.json it was read from ("" for none).
 	Path string
-	// Templates are the chat templates by name; a file with a single
-	// template string has it under DefaultName. Empty without any.
+	// Templates are the chat templates by name; a single template is
+	// under DefaultName. Empty without any.
 	Templates map[string]string
+	// TemplatePath is the file Templates come from: a TemplateFile, or
+	// Path.
+	TemplatePath string
+	// ProcessorPath is the model's ProcessorFile, "" for none.
+	ProcessorPath string
 	// BOS and EOS are the tokens' text ("" where the file has none).
 	BOS, EOS string
 }
 
-// ErrNoConfig is returned by LoadConfig for a directory without a
-// tokenizer_config.json.
-var ErrNoConfig = errors.New("no " + ConfigFile)
-
-// LoadConfig reads dir/tokenizer_config.json.
-func LoadConfig(dir string) (*Config, error) {
-	path := filepath.Join(dir, ConfigFile)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", path, ErrNoConfig)
+// ParseFiles reads the chat template files among a model's files (by
+// name; dir names where they came from), as transformers' tokenizer does:
+// tokenizer_config.json's BOS, EOS and chat_template, replaced by
+// chat_template.jinja where the model has it. It returns nil when the
+// model has none of ConfigFile, TemplateFile and ProcessorFile.
+func ParseFiles(dir string, files map[string][]byte) (*Config, error) {
+	c := &Config{Templates: map[string]string{}}
+	if b, ok := files[ConfigFile]; ok {
+		path := filepath.Join(dir, ConfigFile)
+		var err error
+		if c, err = ParseConfig(b); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		c.Path, c.TemplatePath = path, path
 	}
-	if err != nil {
-		return nil, err
+	if b, ok := files[TemplateFile]; ok {
+		c.Templates = map[string]string{DefaultName: string(b)}
+		c.TemplatePath = filepath.Join(dir, TemplateFile)
 	}
-	c, err := ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if _, ok := files[ProcessorFile]; ok {
+		c.ProcessorPath = filepath.Join(dir, ProcessorFile)
 	}
-	c.Path = path
+	if c.Path == "" && c.TemplatePath == "" && c.ProcessorPath == "" {
+		return nil, nil
+	}
 	return c, nil
 }
 
@@ -144,6 +173,21 @@ func (c *Config) Names() []string {
 	return names
 }
 
+// Default compiles the template a chat is rendered with: DefaultName's;
+// nil when the model has no template (alignflow then uses the plain
+// format). A model whose only template is a processor's chat_template.json
+// is refused: transformers' tokenizer would not render with it, and the
+// plain format is surely not the model's.
+func (c *Config) Default() (*Template, error) {
+	if len(c.Templates) > 0 {
+		return c.Template("")
+	}
+	if c.ProcessorPath != "" {
+		return nil, fmt.Errorf("%s is a processor's chat template, which transformers' tokenizers do not read, and the model has no other (neither %s nor a chat_template in %s): save the template as %s", c.ProcessorPath, TemplateFile, ConfigFile, TemplateFile)
+	}
+	return nil, nil
+}
+
 // Template compiles the named template ("" for DefaultName).
 func (c *Config) Template(name string) (*Template, error) {
 	if name == "" {
@@ -165,8 +209,8 @@ func (c *Config) Template(name string) (*Template, error) {
 }
 
 func (c *Config) where() string {
-	if c.Path != "" {
-		return c.Path
+	if c.TemplatePath != "" {
+		return c.TemplatePath
 	}
 	return ConfigFile
 }
@@ -184,7 +228,11 @@ type Template struct {
 
 // Compile compiles a chat template's source.
 func Compile(source string) (*Template, error) {
-	t, err := jinja.Compile(source)
+	src, err := prepare(source, filterVars)
+	if err != nil {
+		return nil, err
+	}
+	t, err := jinja.Compile(src)
 	if err != nil {
 		return nil, err
 	}
@@ -194,31 +242,40 @@ func Compile(source string) (*Template, error) {
 // Render renders messages; addGenerationPrompt asks the template to end
 // with the start of the assistant's turn. A template's raise_exception
 // comes back as an error with its message.
+//
+// The variables are apply_chat_template's (tokenization_utils_base.py:
+// PreTrainedTokenizerBase.apply_chat_template, which passes tools and
+// documents, None by default, to the template): tools and documents are
+// none, so "tools is defined" holds and "tools is none" decides; Vars come
+// after the special tokens and may replace them, as apply_chat_template's
+// kwargs do. Each message is {"role", "content"} in that order (tojson and
+// items() keep it).
 func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string, error) {
-	msgs := make([]any, len(messages))
+	msgs := make([]jinja.Value, len(messages))
 	for i, m := range messages {
-		msgs[i] = map[string]any{"role": m.Role, "content": m.Content}
+		msgs[i] = jinja.NewDict()
+		msgs[i].AsDict().Set("role", jinja.NewString(m.Role))
+		msgs[i].AsDict().Set("content", jinja.NewString(m.Content))
 	}
 	now := t.Now
 	if now == nil {
 		now = time.Now
 	}
-	data := map[string]any{}
-	for k, v := range t.Vars {
-		data[k] = v
-	}
-	data["messages"], data["add_generation_prompt"] = msgs, addGenerationPrompt
+	values := map[string]jinja.Value{"tools": jinja.None(), "documents": jinja.None()}
 	// A token the model does not have is left undefined, as
 	// apply_chat_template leaves it (it renders as "", not "None").
 	if t.BOS != "" {
-		data["bos_token"] = t.BOS
+		values["bos_token"] = jinja.NewString(t.BOS)
 	}
 	if t.EOS != "" {
-		data["eos_token"] = t.EOS
+		values["eos_token"] = jinja.NewString(t.EOS)
 	}
-	values := map[string]jinja.Value{}
-	for k, v := range data {
+	for k, v := range t.Vars {
 		values[k] = jinja.FromGoValue(v)
+	}
+	values["messages"], values["add_generation_prompt"] = jinja.NewList(msgs), jinja.NewBool(addGenerationPrompt)
+	for name, f := range filters {
+		values[filterVars[name]] = f
 	}
 	values["strftime_now"] = jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 		if len(args) != 1 || !args[0].IsString() {

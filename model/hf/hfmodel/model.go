@@ -47,8 +47,10 @@ type Description struct {
 	// Config is config.json's (nil for a tokenizer-only directory).
 	Config    *Config
 	Tokenizer *hftokenizer.Tokenizer
-	// Chat is tokenizer_config.json's chat template and BOS/EOS text (nil
-	// when the directory has no tokenizer_config.json).
+	// Chat is the chat template (chat_template.jinja's, else
+	// tokenizer_config.json's) and tokenizer_config.json's BOS/EOS text;
+	// nil when the directory has no file about chats
+	// (chattemplate.ParseFiles).
 	Chat *chattemplate.Config
 	// EOS are the tokens generation stops at: generation_config.json's
 	// eos_token_id, else config.json's, else the tokenizer's eos_token;
@@ -62,8 +64,8 @@ type Description struct {
 const maxDescriptionBytes = 256 << 20
 
 // Load reads a model directory: its description (config.json,
-// tokenizer.json and, where present, tokenizer_config.json and
-// generation_config.json) and its safetensors weights.
+// tokenizer.json and, where present, the other DescriptionFiles) and its
+// safetensors weights.
 func Load(dir string) (*Model, error) {
 	files, err := readFiles(dir)
 	if err != nil {
@@ -146,12 +148,8 @@ func ParseDescription(dir string, files map[string][]byte) (*Description, error)
 	if d.Config != nil && tok.VocabSize() > d.Config.Transformer.Vocab {
 		return nil, fmt.Errorf("%s: the tokenizer has ids up to %d but config.json's vocab_size is %d", dir, tok.VocabSize()-1, d.Config.Transformer.Vocab)
 	}
-	if b, ok := files[chattemplate.ConfigFile]; ok {
-		path := filepath.Join(dir, chattemplate.ConfigFile)
-		if d.Chat, err = chattemplate.ParseConfig(b); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		d.Chat.Path = path
+	if d.Chat, err = chattemplate.ParseFiles(dir, files); err != nil {
+		return nil, err
 	}
 	if d.EOS, err = d.eos(); err != nil {
 		d.EOS, d.EOSErr = nil, err
@@ -191,10 +189,10 @@ func (d *Description) eos() ([]int32, error) {
 // ChatTemplate is the model's default chat template, nil when it has none
 // (the plain format).
 func (d *Description) ChatTemplate() (*chattemplate.Template, error) {
-	if d.Chat == nil || len(d.Chat.Templates) == 0 {
+	if d.Chat == nil {
 		return nil, nil
 	}
-	return d.Chat.Template("")
+	return d.Chat.Default()
 }
 
 // mapping is one tensor in Hugging Face's naming and in alignflow's.
@@ -343,6 +341,6 @@ func transposed(m *weights.Tensor) *weights.Tensor {
 }
 
 // DescriptionFiles are the files beside the weights that describe a model:
-// its architecture, tokenizer, chat template and generation settings. A
+// its architecture, tokenizer, chat templates and generation settings. A
 // run keeps them, and an export writes them back.
-var DescriptionFiles = []string{ConfigFile, hftokenizer.File, chattemplate.ConfigFile, GenerationConfigFile}
+var DescriptionFiles = []string{ConfigFile, hftokenizer.File, chattemplate.ConfigFile, chattemplate.TemplateFile, chattemplate.ProcessorFile, GenerationConfigFile}
