@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"sync"
 	"time"
 
@@ -103,8 +102,17 @@ func (a *Activities) enginesFor(backendName string, m *runModel) (*engineSet, er
 	return e, nil
 }
 
-func runPath(runID string, parts ...string) string {
-	return path.Join(append([]string{"runs", runID}, parts...)...)
+// runPath is the store key of parts under the run's folder, runs/<runID>/
+// (pipeline.RunKey): the one place activities make a key from a run ID. An
+// ID that is not a safe key fails the activity non-retryably (InvalidSpec):
+// the workflow refuses such IDs first, so only a run started before it did,
+// or an activity scheduled by hand, gets here with one.
+func runPath(runID string, parts ...string) (string, error) {
+	key, err := pipeline.RunKey(runID, parts...)
+	if err != nil {
+		return "", invalidSpec(err)
+	}
+	return key, nil
 }
 
 // classify turns errors that retrying cannot fix into non-retryable
@@ -129,6 +137,8 @@ func classify(err error) error {
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrCorruptArtifact, err)
 	case errors.Is(err, artifact.ErrStore):
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrStoreUnusable, err)
+	case errors.Is(err, pipeline.ErrUnsafeRunID):
+		return invalidSpec(err)
 	case dataset.IsInvalid(err):
 		return invalidData(err)
 	}

@@ -150,9 +150,11 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 }
 
 func (a *Activities) saveCheckpoint(runID string, ph *phase, step int, res pipeline.TrainResult) (artifact.Ref, error) {
-	base := runPath(runID, ph.dir, "checkpoints", fmt.Sprintf("%s-%06d", ph.name, step))
+	base, err := runPath(runID, ph.dir, "checkpoints", fmt.Sprintf("%s-%06d", ph.name, step))
+	if err != nil {
+		return artifact.Ref{}, err
+	}
 	ck := trainCheckpoint{Phase: ph.name, Step: step, FirstLoss: res.FirstLoss, LastLoss: res.FinalLoss, Earlier: ph.earlier, Weak: ph.weak}
-	var err error
 	if ck.Params, err = a.Store.PutWeights(base+".params.safetensors", ph.params); err != nil {
 		return artifact.Ref{}, err
 	}

@@ -53,7 +53,11 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 		}
 	}
 	if src.bench != nil {
-		ref, err := a.Store.Put(runPath(in.RunID, "data", "rewardbench"+path.Ext(spec.Compare.RewardBench)), src.bench)
+		key, err := runPath(in.RunID, "data", "rewardbench"+path.Ext(spec.Compare.RewardBench))
+		if err != nil {
+			return d, err
+		}
+		ref, err := a.Store.Put(key, src.bench)
 		if err != nil {
 			return d, err
 		}
@@ -113,6 +117,10 @@ func readData(ctx context.Context, in pipeline.PrepareDataInput) (*sourceData, e
 
 // storeData writes the ratings and preferences to the run's folder.
 func (a *Activities) storeData(runID string, src *sourceData) (ratings, prefs artifact.Ref, err error) {
+	folder, err := runPath(runID, "data") // before the ID names a scratch folder
+	if err != nil {
+		return ratings, prefs, err
+	}
 	dir, err := a.Store.ScratchDir(runID)
 	if err != nil {
 		return ratings, prefs, err
@@ -125,9 +133,9 @@ func (a *Activities) storeData(runID string, src *sourceData) (ratings, prefs ar
 	if err := helpsteer.WritePreferences(pp, src.prefs); err != nil {
 		return ratings, prefs, err
 	}
-	if ratings, err = a.Store.PutFile(runPath(runID, "data", "ratings.jsonl.gz"), rp); err != nil {
+	if ratings, err = a.Store.PutFile(path.Join(folder, "ratings.jsonl.gz"), rp); err != nil {
 		return ratings, prefs, err
 	}
-	prefs, err = a.Store.PutFile(runPath(runID, "data", "preferences.jsonl.gz"), pp)
+	prefs, err = a.Store.PutFile(path.Join(folder, "preferences.jsonl.gz"), pp)
 	return ratings, prefs, err
 }

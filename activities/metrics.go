@@ -65,7 +65,7 @@ func (a *Activities) logRewardEval(in pipeline.RewardEvalInput, res pipeline.Rew
 // keeps each variant in runs/<id>/reward/<recipe>/; else the spec's.
 func recipeOf(runID string, model artifact.Ref, recipe string) string {
 	dir := path.Dir(model.Path)
-	if strings.HasPrefix(dir, runPath(runID, "reward")+"/") {
+	if rewards, err := runPath(runID, "reward"); err == nil && strings.HasPrefix(dir, rewards+"/") {
 		return path.Base(dir)
 	}
 	return recipe

@@ -3,6 +3,7 @@ package activities
 import (
 	"bytes"
 	"fmt"
+	"path"
 	"sync"
 
 	"github.com/alignflow/alignflow/artifact"
@@ -156,19 +157,26 @@ func sameArchitecture(a, b transformer.Config) bool {
 func (a *Activities) storeModel(runID string, spec config.Spec, o *openedModel) (*pipeline.BaseModel, error) {
 	hf := o.hf.HF
 	bm := &pipeline.BaseModel{Source: spec.Model.Path, Architecture: hf.Config.Architecture, DType: hf.Config.DType, EOS: o.hf.EOS, Files: map[string]artifact.Ref{}}
-	var err error
-	if bm.Weights, err = a.Store.PutWeights(runPath(runID, "model", "base.safetensors"), o.base); err != nil {
+	dir, err := runPath(runID, "model")
+	if err != nil {
+		return nil, err
+	}
+	if bm.Weights, err = a.Store.PutWeights(path.Join(dir, "base.safetensors"), o.base); err != nil {
 		return nil, err
 	}
 	if o.reward != nil {
-		ref, err := a.Store.PutWeights(runPath(runID, "model", "reward-base.safetensors"), o.reward)
+		ref, err := a.Store.PutWeights(path.Join(dir, "reward-base.safetensors"), o.reward)
 		if err != nil {
 			return nil, err
 		}
 		bm.Reward, bm.RewardSource = &ref, spec.Reward.Path
 	}
 	for name, b := range hf.Files {
-		if bm.Files[name], err = a.Store.Put(runPath(runID, "model", name), b); err != nil {
+		key, err := runPath(runID, "model", name) // a description file's name: kept in the folder
+		if err != nil {
+			return nil, err
+		}
+		if bm.Files[name], err = a.Store.Put(key, b); err != nil {
 			return nil, err
 		}
 	}

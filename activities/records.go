@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path"
 	"strings"
 
 	"github.com/alignflow/alignflow/artifact"
@@ -51,11 +52,14 @@ func (a *Activities) WriteReport(_ context.Context, in pipeline.ReportInput) (pi
 	if in.Report == nil {
 		return out, fmt.Errorf("write report: no report given")
 	}
-	var err error
-	if out.JSON, err = a.putRecordJSON(runPath(in.RunID, pipeline.ComparisonFile), in.Report); err != nil {
+	dir, err := runPath(in.RunID)
+	if err != nil {
+		return out, err
+	}
+	if out.JSON, err = a.putRecordJSON(path.Join(dir, pipeline.ComparisonFile), in.Report); err != nil {
 		return out, classify(fmt.Errorf("write comparison report: %w", err))
 	}
-	if out.Markdown, err = a.Store.PutRecord(runPath(in.RunID, "comparison.md"), []byte(report.ComparisonMarkdown(in.Report))); err != nil {
+	if out.Markdown, err = a.Store.PutRecord(path.Join(dir, "comparison.md"), []byte(report.ComparisonMarkdown(in.Report))); err != nil {
 		return out, classify(fmt.Errorf("write comparison report: %w", err))
 	}
 	return out, nil
@@ -84,7 +88,11 @@ func (a *Activities) SaveCurve(_ context.Context, in pipeline.CurveInput) (artif
 	if n := len(in.Points); n > 0 {
 		name = fmt.Sprintf("curve-%05d-%05d.json", in.Points[0].Iteration, in.Points[n-1].Iteration)
 	}
-	ref, err := a.Store.PutJSON(runPath(in.RunID, "reinforce", name), curveSegment{Previous: in.Previous, Points: in.Points})
+	key, err := runPath(in.RunID, "reinforce", name)
+	if err != nil {
+		return artifact.Ref{}, err
+	}
+	ref, err := a.Store.PutJSON(key, curveSegment{Previous: in.Previous, Points: in.Points})
 	return ref, classify(err)
 }
 
@@ -122,7 +130,11 @@ func (a *Activities) WriteSummary(_ context.Context, in pipeline.SummaryInput) (
 		}
 		s.Curve = points
 	}
-	p, err := a.putRecordJSON(runPath(in.RunID, pipeline.SummaryFile), s)
+	key, err := runPath(in.RunID, pipeline.SummaryFile)
+	if err != nil {
+		return "", err
+	}
+	p, err := a.putRecordJSON(key, s)
 	if err != nil {
 		return "", classify(fmt.Errorf("write summary: %w", err))
 	}

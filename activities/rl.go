@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"fmt"
+	"path"
 	"time"
 
 	"github.com/alignflow/alignflow/artifact"
@@ -151,16 +152,18 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 			records[i].Gold = &gold[i]
 		}
 	}
-	dir := iterationDir(in.Iteration)
-	var err error
-	if res.Policy, err = a.Store.PutWeights(runPath(in.RunID, dir, "policy.safetensors"), o.pol); err != nil {
+	dir, err := runPath(in.RunID, iterationDir(in.Iteration))
+	if err != nil {
+		return res, err
+	}
+	if res.Policy, err = a.Store.PutWeights(path.Join(dir, "policy.safetensors"), o.pol); err != nil {
 		return res, err
 	}
 	res.PolicyDigest = o.pol.Digest()
-	if res.Optimizer, err = a.Store.PutWeights(runPath(in.RunID, dir, "optimizer.safetensors"), o.st.Save()); err != nil {
+	if res.Optimizer, err = a.Store.PutWeights(path.Join(dir, "optimizer.safetensors"), o.st.Save()); err != nil {
 		return res, err
 	}
-	if res.Rollouts, err = a.Store.PutJSON(runPath(in.RunID, dir, "rollouts.json"), records); err != nil {
+	if res.Rollouts, err = a.Store.PutJSON(path.Join(dir, "rollouts.json"), records); err != nil {
 		return res, err
 	}
 	res.MeanLength = sum.MeanLength

@@ -81,7 +81,11 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	}
 	res := pipeline.ShardResult{Shard: in.Shard, First: first, Rows: len(out)}
 	name := fmt.Sprintf("shard-%d-of-%d.json", in.Shard, in.Shards)
-	if res.Rollouts, err = a.Store.PutJSON(runPath(in.RunID, iterationDir(in.Iteration), name), out); err != nil {
+	key, err := runPath(in.RunID, iterationDir(in.Iteration), name)
+	if err != nil {
+		return res, err
+	}
+	if res.Rollouts, err = a.Store.PutJSON(key, out); err != nil {
 		return res, err
 	}
 	res.Seconds = time.Since(start).Seconds()

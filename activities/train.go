@@ -74,7 +74,11 @@ func pick[T any](s []T, rows []int) []T {
 }
 
 func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipeline.TrainResult, start time.Time) (pipeline.TrainResult, error) {
-	ref, err := a.Store.PutWeights(runPath(runID, rel), params)
+	key, err := runPath(runID, rel)
+	if err != nil {
+		return res, err
+	}
+	ref, err := a.Store.PutWeights(key, params)
 	if err != nil {
 		return res, err
 	}
@@ -202,7 +206,11 @@ func (t *rewardTraining) regression() error {
 		}
 		if t.recipe.ExPO && t.in.Strong == nil { // kept for a resumed BT phase
 			t.weak = t.params.Clone()
-			ref, err := t.a.Store.PutWeights(runPath(t.in.RunID, t.dir, "regression.safetensors"), t.weak)
+			key, err := runPath(t.in.RunID, t.dir, "regression.safetensors")
+			if err != nil {
+				return err
+			}
+			ref, err := t.a.Store.PutWeights(key, t.weak)
 			if err != nil {
 				return err
 			}

@@ -33,7 +33,7 @@ above 5 GB). --what reward writes the reward model as an XForSequenceClassificat
 verbosity, helpfulness being the reward). The weights are checked against their digests first; the directory is
 written beside DIR and renamed into place, so a failed export leaves nothing that looks
 complete.`,
-		Args: cobra.ExactArgs(1),
+		Args: runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := connection(cmd)
 			if err != nil {

@@ -43,7 +43,7 @@ stage timeline from the workflow history with its retries, and the before/after 
 the run's metrics log, metrics.jsonl. It reads the artifact store (--data-dir or --store) and
 the Temporal server (--address, --namespace); an unfinished run gets the charts of what it
 logged so far. Runs write the same report at their end, under runs/RUN_ID/report/.`,
-		Args: cobra.ExactArgs(1),
+		Args: runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := connection(cmd)
 			if err != nil {

@@ -26,7 +26,7 @@ stage runs again (fix its cause first: the data, the spec's worker side, a corru
 A run without a failed activity (terminated mid-stage) resumes from its last completed
 workflow task. Unlike resetting to the last workflow task, this does not replay the failure.
 It prints the equivalent temporal CLI command.`,
-		Args: cobra.ExactArgs(1),
+		Args: runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := connection(cmd)
 			if err != nil {

@@ -33,7 +33,7 @@ comparison.json and comparison.md to <data-dir>/runs/<workflow-id>/.`,
 				return err
 			}
 			if id == "" {
-				id = fmt.Sprintf("compare-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
+				id = defaultRunID("compare", spec.Name, time.Now())
 			}
 			out := cmd.OutOrStdout()
 			var result pipeline.ComparisonReport
@@ -54,7 +54,7 @@ comparison.json and comparison.md to <data-dir>/runs/<workflow-id>/.`,
 	}
 	compare.Flags().StringVar(&file, "config", "", "spec file (YAML, JSON or TOML); compare.variants picks the recipes")
 	compare.Flags().BoolVar(&embedded, "embedded", false, "start an in-process Temporal server and worker for the duration of the run")
-	compare.Flags().StringVar(&id, "id", "", "workflow ID (default compare-<name>-<time>)")
+	compare.Flags().StringVar(&id, "id", "", "workflow ID, which names the run's folder in the store: "+pipeline.RunIDRule+" (default compare-<name>-<time>)")
 	compare.Flags().IntVar(&port, "port", devserver.DefaultPort, "with --embedded: the server's port (a free one is used if it is taken)")
 	cmd.AddCommand(compare)
 	return cmd

@@ -44,7 +44,7 @@ func runCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&file, "config", "", "run spec file (YAML, JSON or TOML)")
 	cmd.Flags().BoolVar(&embedded, "embedded", false, "start an in-process Temporal server and worker for the duration of the run")
-	cmd.Flags().StringVar(&id, "id", "", "workflow ID (default alignment-<name>-<time>)")
+	cmd.Flags().StringVar(&id, "id", "", "workflow ID, which names the run's folder in the store: "+pipeline.RunIDRule+" (default alignment-<name>-<time>)")
 	cmd.Flags().IntVar(&port, "port", devserver.DefaultPort, "with --embedded: the server's port (a free one is used if it is taken)")
 	return cmd
 }
@@ -117,7 +117,7 @@ func checkSpec(spec config.Spec, file string) error {
 func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id string, embedded bool, port int, out io.Writer) (*pipeline.Summary, error) {
 	var s pipeline.Summary
 	if id == "" {
-		id = fmt.Sprintf("alignment-%s-%s", spec.Name, time.Now().UTC().Format("20060102-150405"))
+		id = defaultRunID("alignment", spec.Name, time.Now())
 	}
 	elapsed, err := execute(ctx, c, embedded, port, out, workflows.AlignmentName, id, spec, &s)
 	if err != nil {
@@ -138,6 +138,9 @@ func runAndFollow(ctx context.Context, c config.Connection, spec config.Spec, id
 // worker when asked), follows its progress and decodes its result into
 // result.
 func execute(ctx context.Context, c config.Connection, embedded bool, port int, out io.Writer, wf, id string, input, result any) (time.Duration, error) {
+	if err := pipeline.CheckRunID(id); err != nil {
+		return 0, fmt.Errorf("--id: %w", err) // the workflow would refuse it too, after starting
+	}
 	if embedded {
 		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 			return 0, fmt.Errorf("data dir %s: %w", c.DataDir, err)
@@ -182,6 +185,24 @@ func execute(ctx context.Context, c config.Connection, embedded bool, port int, 
 		h.printTemporalShare(out)
 	}
 	return elapsed, nil
+}
+
+// defaultRunID is the workflow ID of a run started without --id:
+// kind-name-time, the spec's name made a safe fragment (pipeline.RunIDPart),
+// so that any name gives an ID the workflow accepts.
+func defaultRunID(kind, name string, now time.Time) string {
+	return fmt.Sprintf("%s-%s-%s", kind, pipeline.RunIDPart(name, 100), now.UTC().Format("20060102-150405"))
+}
+
+// runIDArg is the Args of commands whose one argument is a run's workflow
+// ID: one that cannot name a run's folder in the store (pipeline.RunIDRule;
+// `report 'a/../../b'` would write outside the working directory) is
+// refused before anything runs.
+func runIDArg(cmd *cobra.Command, args []string) error {
+	if err := cobra.ExactArgs(1)(cmd, args); err != nil {
+		return err
+	}
+	return pipeline.CheckRunID(args[0])
 }
 
 // inspectHints prints the temporal CLI commands that show a finished run.

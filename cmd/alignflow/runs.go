@@ -43,7 +43,7 @@ func runsCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show WORKFLOW_ID",
 		Short: "Show a run: status, memo, live progress and a table of its stages with attempts, durations and metrics",
-		Args:  cobra.ExactArgs(1),
+		Args:  runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := dialCmd(cmd)
 			if err != nil {

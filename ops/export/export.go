@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
@@ -22,7 +21,10 @@ import (
 
 // Summary reads a run's summary.json from the store.
 func Summary(store *artifact.Store, runID string) (*pipeline.Summary, error) {
-	key := path.Join("runs", runID, pipeline.SummaryFile)
+	key, err := pipeline.RunKey(runID, pipeline.SummaryFile)
+	if err != nil {
+		return nil, err
+	}
 	b, err := store.GetRecord(key)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("run %s: no %s (is the run finished, and %s its store?)", runID, store.Where(key), store.Describe())

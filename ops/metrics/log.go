@@ -19,12 +19,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"path"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 // File is the assembled log of a run, runs/<id>/metrics.jsonl.
@@ -98,7 +98,10 @@ func (l *Log) Flush() error {
 	if err := WriteJSONL(&b, l.pending); err != nil {
 		return err
 	}
-	key := segmentKey(l.runID, l.series, l.pending[0].Step, l.pending[len(l.pending)-1].Step)
+	key, err := segmentKey(l.runID, l.series, l.pending[0].Step, l.pending[len(l.pending)-1].Step)
+	if err != nil {
+		return err
+	}
 	if _, err := l.store.PutRecord(key, b.Bytes()); err != nil {
 		return fmt.Errorf("save metrics of %s: %w", l.series, err)
 	}
@@ -106,13 +109,17 @@ func (l *Log) Flush() error {
 	return nil
 }
 
-// Dir is the folder of a run's metric segments in the store.
-func Dir(runID string) string { return path.Join("runs", runID, "metrics") + "/" }
+// Dir is the folder of a run's metric segments in the store; it refuses a
+// run ID that is not a safe key (pipeline.RunKey).
+func Dir(runID string) (string, error) {
+	dir, err := pipeline.RunKey(runID, "metrics")
+	return dir + "/", err
+}
 
-func segmentKey(runID string, s Series, first, last int) string {
+func segmentKey(runID string, s Series, first, last int) (string, error) {
 	name := strings.Join(nonEmpty(s.Stage, s.Recipe, s.Phase), ".")
 	name = strings.NewReplacer("/", "_", " ", "_", ":", "_").Replace(name)
-	return path.Join("runs", runID, "metrics", name, fmt.Sprintf("%08d-%08d.jsonl", first, last))
+	return pipeline.RunKey(runID, "metrics", name, fmt.Sprintf("%08d-%08d.jsonl", first, last))
 }
 
 func nonEmpty(parts ...string) []string {
@@ -160,8 +167,12 @@ func ReadJSONL(r io.Reader, name string) ([]Point, error) {
 // Collect reads every segment of a run's log, in time order (series and
 // step break ties): the run's metrics.jsonl, so far.
 func Collect(store *artifact.Store, runID string) ([]Point, error) {
+	dir, err := Dir(runID)
+	if err != nil {
+		return nil, err
+	}
 	var keys []string
-	if err := store.List(Dir(runID), func(key string, _ int64) error {
+	if err := store.List(dir, func(key string, _ int64) error {
 		if strings.HasSuffix(key, ".jsonl") {
 			keys = append(keys, key)
 		}
@@ -205,7 +216,11 @@ func Assemble(store *artifact.Store, runID string) ([]Point, string, error) {
 	if err := WriteJSONL(&b, pts); err != nil {
 		return nil, "", err
 	}
-	where, err := store.PutRecord(path.Join("runs", runID, File), b.Bytes())
+	key, err := pipeline.RunKey(runID, File)
+	if err != nil {
+		return nil, "", err
+	}
+	where, err := store.PutRecord(key, b.Bytes())
 	if err != nil {
 		return nil, "", fmt.Errorf("write %s of %s: %w", File, runID, err)
 	}

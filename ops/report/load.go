@@ -13,15 +13,20 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 )
 
-// Dir is the folder of a run's report in the store.
-func Dir(runID string) string { return path.Join("runs", runID, "report") }
+// Dir is the folder of a run's report in the store; it refuses a run ID
+// that is not a safe key (pipeline.RunKey).
+func Dir(runID string) (string, error) { return pipeline.RunKey(runID, "report") }
 
 // Load reads what a run's report shows from the store: its summary or
 // comparison report (neither until it finishes) and its metrics log so
-// far. A run the store knows nothing of is an error naming the store.
+// far. A run the store knows nothing of is an error naming the store, as
+// is a run ID that is not a safe key.
 func Load(store *artifact.Store, runID string) (Run, error) {
 	r := Run{WorkflowID: runID}
-	var err error
+	dir, err := pipeline.RunKey(runID)
+	if err != nil {
+		return r, err
+	}
 	if r.Summary, err = record[pipeline.Summary](store, runID, pipeline.SummaryFile); err != nil {
 		return r, err
 	}
@@ -32,14 +37,17 @@ func Load(store *artifact.Store, runID string) (Run, error) {
 		return r, err
 	}
 	if r.Summary == nil && r.Comparison == nil && len(r.Points) == 0 {
-		return r, fmt.Errorf("run %s: no summary, comparison or metrics in %s (is --data-dir or --store the worker's?)", runID, store.Where(path.Join("runs", runID)))
+		return r, fmt.Errorf("run %s: no summary, comparison or metrics in %s (is --data-dir or --store the worker's?)", runID, store.Where(dir))
 	}
 	return r, nil
 }
 
 // record reads a run's JSON record, nil when it is absent.
 func record[T any](store *artifact.Store, runID, name string) (*T, error) {
-	key := path.Join("runs", runID, name)
+	key, err := pipeline.RunKey(runID, name)
+	if err != nil {
+		return nil, err
+	}
 	b, err := store.GetRecord(key)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -85,8 +93,12 @@ func WriteDir(dir string, files []File) error {
 // Save writes a report's files under the run's report folder in the
 // store, the pages last, and says where the page is.
 func Save(store *artifact.Store, runID string, files []File) (html, md string, err error) {
+	dir, err := Dir(runID)
+	if err != nil {
+		return "", "", err
+	}
 	for _, f := range order(files) {
-		where, err := store.PutRecord(path.Join(Dir(runID), f.Name), f.Data)
+		where, err := store.PutRecord(path.Join(dir, f.Name), f.Data)
 		if err != nil {
 			return "", "", fmt.Errorf("write report %s: %w", f.Name, err)
 		}

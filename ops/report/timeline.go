@@ -68,7 +68,8 @@ func stageOf(typ string, input *commonpb.Payloads) string {
 		return strings.TrimSpace(pipeline.StageRewardModel + " " + in.Recipe)
 	case pipeline.ActivityEvaluateRewardModel:
 		// A comparison keeps each variant in runs/<id>/reward/<recipe>/.
-		if dir := path.Dir(in.RewardModel.Path); strings.HasPrefix(dir, path.Join("runs", in.RunID, "reward")+"/") {
+		rewards, err := pipeline.RunKey(in.RunID, "reward")
+		if dir := path.Dir(in.RewardModel.Path); err == nil && strings.HasPrefix(dir, rewards+"/") {
 			return pipeline.StageRewardEval + " " + path.Base(dir)
 		}
 		return pipeline.StageRewardEval
