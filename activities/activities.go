@@ -39,6 +39,9 @@ type Activities struct {
 	// DataRoots confine the files a spec may name (config.Spec.CheckRoots);
 	// empty for none.
 	DataRoots []string
+	// XLAPlugins are the XLA plugins a spec's backend may name
+	// ("xla:NAME"): the worker's allow-list (nil: plain "xla" only).
+	XLAPlugins backend.Plugins
 	// WorkerQueue is this worker's own task queue, which UpdatePolicy
 	// reports so that the next update is offered here first ("" for none).
 	WorkerQueue string
@@ -76,7 +79,7 @@ func (a *Activities) enginesFor(backendName string, m *runModel) (*engineSet, er
 	if e, ok := a.engines[key]; ok {
 		return e, nil
 	}
-	b, err := backend.New(backendName)
+	b, err := backend.Open(backendName, a.XLAPlugins)
 	if err != nil {
 		return nil, invalidSpec(err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/alignflow/alignflow/model/backend"
 )
 
 // LoadFile reads a spec from a YAML, JSON or TOML file (by extension) over the
@@ -73,6 +75,10 @@ type Connection struct {
 	// MetricsAddr is where `worker` and `dev` serve Prometheus metrics on
 	// /metrics (HOST:PORT; empty: not served).
 	MetricsAddr string `mapstructure:"metrics-addr"`
+	// XLAPlugins are the XLA PJRT plugins a worker lets runs name (backend
+	// "xla:NAME"), so that a spec names a plugin, never a file to load
+	// (backend.Plugins; nil: plain "xla" only, with the plugin GoMLX finds).
+	XLAPlugins backend.Plugins `mapstructure:"xla-plugin"`
 }
 
 // TLS reports whether the connection uses TLS.
@@ -108,9 +114,16 @@ func AddConnectionFlags(fs *pflag.FlagSet) {
 	fs.StringArray("data-root", nil, "directory the files a run names must lie in (repeatable; env ALIGNFLOW_DATA_ROOT, a list like PATH); none: any file")
 }
 
+// AddXLAPluginFlag declares --xla-plugin, a worker's (`worker`, `dev`):
+// resolved with the connection settings, so $ALIGNFLOW_XLA_PLUGIN and a
+// settings file's xla-plugin work too.
+func AddXLAPluginFlag(fs *pflag.FlagSet) {
+	fs.StringArray("xla-plugin", nil, `XLA PJRT plugin runs may name: NAME=PATH lets a spec's backend "xla:NAME" load PATH (an absolute .so path, or a plugin name on PJRT_PLUGIN_LIBRARY_PATH); a PATH alone is plain "xla"'s (repeatable; env ALIGNFLOW_XLA_PLUGIN, a list like PATH). A spec can name no other plugin`)
+}
+
 // connectionKeys are the settings LoadConnection resolves.
 var connectionKeys = []string{"address", "namespace", "task-queue", "data-dir", "store", "cache-dir", "cache-max-gb",
-	"tls-cert", "tls-key", "tls-ca", "tls-server-name", "api-key", "data-root", "metrics-addr"}
+	"tls-cert", "tls-key", "tls-ca", "tls-server-name", "api-key", "data-root", "metrics-addr", "xla-plugin"}
 
 // LoadConnection resolves connection settings with viper: flags set on the
 // command line win over ALIGNFLOW_* environment variables, which win over the
@@ -160,6 +173,11 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 			}
 		}
 	}
+	plugins, err := backend.ParsePlugins(v.GetStringSlice("xla-plugin"))
+	if err != nil {
+		return c, fmt.Errorf("xla-plugin (flag --xla-plugin, env %s, settings file key xla-plugin): %w", backend.PluginEnv, err)
+	}
+	c.XLAPlugins = plugins
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return c, fmt.Errorf("metrics-addr %q (flag --metrics-addr, env ALIGNFLOW_METRICS_ADDR): want HOST:PORT, e.g. 127.0.0.1:9090 or :9090", c.MetricsAddr)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -170,22 +171,38 @@ type Reinforce struct {
 func (r Reinforce) Shards() int { return max(r.RolloutShards, 1) }
 
 // RolloutRows is how many rollouts an iteration samples: every prompt
-// samples_per_prompt times.
-func (r Reinforce) RolloutRows() int { return r.PromptsPerIteration * r.SamplesPerPrompt }
+// samples_per_prompt times; math.MaxInt where the product overflows (which
+// Validate refuses: the two fields' product is bounded by MaxRolloutRows).
+func (r Reinforce) RolloutRows() int {
+	p, k := r.PromptsPerIteration, r.SamplesPerPrompt
+	if p > 0 && k > 0 && p > math.MaxInt/k {
+		return math.MaxInt
+	}
+	return p * k
+}
 
 // RolloutBatches is how many generation batches an iteration's rollouts
 // take: the most shards it can be split into.
 func (r Reinforce) RolloutBatches() int {
-	if r.BatchSize <= 0 {
+	rows := r.RolloutRows()
+	if r.BatchSize <= 0 || rows <= 0 {
 		return 0
 	}
-	return (r.RolloutRows() + r.BatchSize - 1) / r.BatchSize
+	n := rows / r.BatchSize // rounded up without rows + batch_size - 1, which could overflow
+	if rows%r.BatchSize != 0 {
+		n++
+	}
+	return n
 }
 
 // ShardRows are the rollout rows [first, last) of shard of shards: whole
 // generation batches, split as evenly as batches allow, so every row is
-// generated in the batch it would have in one shard.
+// generated in the batch it would have in one shard. An iteration of more
+// than MaxRolloutRows rows is refused, so that the arithmetic fits.
 func (r Reinforce) ShardRows(shard, shards int) (first, last int, err error) {
+	if rows := r.RolloutRows(); rows > MaxRolloutRows {
+		return 0, 0, &FieldError{Field: "reinforce.prompts_per_iteration", Problem: rolloutRowsProblem(r)}
+	}
 	batches := r.RolloutBatches()
 	if shards < 1 || shards > batches || shard < 0 || shard >= shards {
 		return 0, 0, &FieldError{Field: "reinforce.rollout_shards", Problem: fmt.Sprintf("shard %d of %d does not fit the %d rollout batches of an iteration", shard, shards, batches)}
@@ -343,9 +360,45 @@ func (e *FieldError) Error() string {
 	return msg
 }
 
-// Validate checks every field that has limits. It does no I/O; CheckFiles
-// checks that data files exist.
-func (s Spec) Validate() error {
+// Upper bounds of a spec's sizes. A size past them cannot be a real run:
+// 1e12 SFT steps or a 1e9-wide hidden layer end in an out-of-memory or an
+// activity that runs for days, and 1e9 rollout shards make the workflow
+// allocate a future for each on every replay. Validate refuses them before
+// anything runs, naming the field. They admit every real use and the
+// defaults: a 7B model's shape (dim 4096, 32 heads, 32 layers, hidden
+// 11008) and much larger ones, millions of steps, thousands of prompts an
+// iteration.
+const (
+	MaxSteps         = 10_000_000 // sft.steps, reward.steps, reward.regression_steps and the checkpoint_every fields
+	MaxBatchSize     = 65_536     // sft, reward and reinforce batch_size
+	MaxDim           = 32_768     // model.dim
+	MaxHidden        = 131_072    // model.hidden
+	MaxHeads         = 512        // model.heads
+	MaxLayers        = 512        // model.layers
+	MaxSeqLen        = 4096       // model.max_len and reinforce.max_tokens
+	MaxDataPrompts   = 1_000_000  // data.generate.prompts
+	MaxIterations    = 1_000_000  // reinforce.iterations, continue_as_new_every, retention.keep_iterations
+	MaxPrompts       = 65_536     // reinforce.prompts_per_iteration and eval.prompts
+	MaxSamples       = 1024       // reinforce.samples_per_prompt and eval.samples_per_prompt
+	MaxRolloutRows   = 1 << 20    // reinforce.prompts_per_iteration x samples_per_prompt
+	MaxRolloutShards = 1024       // reinforce.rollout_shards
+	MaxShowSamples   = 100        // eval.show_samples (they travel in the summary, a workflow result)
+	MaxBenchPairs    = 100_000    // compare.bench_pairs_per_subset
+)
+
+// Validate checks every field that has limits: each size between its lower
+// and upper bounds (the Max constants), the backend's spelling, and the
+// relations between fields. It does no I/O; CheckFiles checks that data
+// files exist.
+func (s Spec) Validate() error { return s.validate(true) }
+
+// ValidateRecorded is Validate as runs started before the upper bounds and
+// plain XLA plugin names checked their spec (workflows' checkedVersion):
+// replaying such a run, its workflow accepts what it accepted then.
+func (s Spec) ValidateRecorded() error { return s.validate(false) }
+
+// validate is Validate, or ValidateRecorded when not current.
+func (s Spec) validate(current bool) error {
 	var errs []error
 	bad := func(field, problem string, allowed ...string) {
 		errs = append(errs, &FieldError{Field: field, Problem: problem, Allowed: allowed})
@@ -365,8 +418,13 @@ func (s Spec) Validate() error {
 	}
 	// Only the name is checked: Validate runs in workflow code, whose
 	// answers must not depend on how the worker was built. A worker without
-	// the backend fails the first activity that needs it, non-retryably.
-	if err := backend.CheckName(s.Backend); err != nil {
+	// the backend, or without the plugin the name gives, fails the first
+	// activity that needs it, non-retryably.
+	checkName := backend.CheckName
+	if !current {
+		checkName = backend.CheckRecordedName
+	}
+	if err := checkName(s.Backend); err != nil {
 		bad("backend", err.Error(), backend.Spellings...)
 	}
 	if s.Data.Ratings == "" && s.Data.Preferences == "" {
@@ -388,8 +446,8 @@ func (s Spec) Validate() error {
 	if m.Dim > 0 && m.Heads > 0 && (m.Dim%m.Heads != 0 || (m.Dim/m.Heads)%2 != 0) {
 		bad("model.dim", fmt.Sprintf("must be a multiple of model.heads (%d) with an even quotient, got %d", m.Heads, m.Dim))
 	}
-	if m.MaxLen < 8 || m.MaxLen > 4096 {
-		bad("model.max_len", fmt.Sprintf("must be in 8..4096, got %d", m.MaxLen))
+	if m.MaxLen < 8 || m.MaxLen > MaxSeqLen {
+		bad("model.max_len", fmt.Sprintf("must be in 8..%d, got %d", MaxSeqLen, m.MaxLen))
 	}
 	positive("sft.steps", s.SFT.Steps)
 	positive("sft.batch_size", s.SFT.BatchSize)
@@ -466,7 +524,64 @@ func (s Spec) Validate() error {
 	if s.Compare.BenchPairsPerSubset < 0 {
 		bad("compare.bench_pairs_per_subset", fmt.Sprintf("must not be negative, got %d", s.Compare.BenchPairsPerSubset))
 	}
+	if current {
+		errs = append(errs, s.upperBounds()...)
+	}
 	return errors.Join(errs...)
+}
+
+// upperBounds reports each size above its bound (the Max constants), and
+// an iteration whose rollouts, prompts_per_iteration x samples_per_prompt,
+// are more than MaxRolloutRows (the product is checked for overflow).
+func (s Spec) upperBounds() []error {
+	var errs []error
+	atMost := func(field string, v, max int) {
+		if v > max {
+			errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf("must be at most %d, got %d", max, v)})
+		}
+	}
+	if s.Data.Ratings == "" && s.Data.Preferences == "" {
+		atMost("data.generate.prompts", s.Data.Generate.Prompts, MaxDataPrompts)
+	}
+	m := s.Model
+	atMost("model.dim", m.Dim, MaxDim)
+	atMost("model.heads", m.Heads, MaxHeads)
+	atMost("model.layers", m.Layers, MaxLayers)
+	atMost("model.hidden", m.Hidden, MaxHidden)
+	atMost("sft.steps", s.SFT.Steps, MaxSteps)
+	atMost("sft.batch_size", s.SFT.BatchSize, MaxBatchSize)
+	atMost("sft.checkpoint_every", s.SFT.CheckpointEvery, MaxSteps)
+	atMost("reward.steps", s.Reward.Steps, MaxSteps)
+	atMost("reward.batch_size", s.Reward.BatchSize, MaxBatchSize)
+	atMost("reward.regression_steps", s.Reward.RegressionSteps, MaxSteps)
+	atMost("reward.checkpoint_every", s.Reward.CheckpointEvery, MaxSteps)
+	r := s.Reinforce
+	atMost("reinforce.iterations", r.Iterations, MaxIterations)
+	atMost("reinforce.prompts_per_iteration", r.PromptsPerIteration, MaxPrompts)
+	atMost("reinforce.samples_per_prompt", r.SamplesPerPrompt, MaxSamples)
+	if r.PromptsPerIteration <= MaxPrompts && r.SamplesPerPrompt <= MaxSamples && r.RolloutRows() > MaxRolloutRows {
+		errs = append(errs, &FieldError{Field: "reinforce.prompts_per_iteration", Problem: rolloutRowsProblem(r)})
+	}
+	atMost("reinforce.max_tokens", r.MaxTokens, MaxSeqLen)
+	atMost("reinforce.batch_size", r.BatchSize, MaxBatchSize)
+	atMost("reinforce.continue_as_new_every", r.ContinueAsNewEvery, MaxIterations)
+	atMost("reinforce.rollout_shards", r.RolloutShards, MaxRolloutShards)
+	atMost("retention.keep_iterations", s.Retention.KeepIterations, MaxIterations)
+	atMost("eval.prompts", s.Eval.Prompts, MaxPrompts)
+	atMost("eval.samples_per_prompt", s.Eval.SamplesPerPrompt, MaxSamples)
+	atMost("eval.show_samples", s.Eval.ShowSamples, MaxShowSamples)
+	atMost("compare.bench_pairs_per_subset", s.Compare.BenchPairsPerSubset, MaxBenchPairs)
+	return errs
+}
+
+// rolloutRowsProblem says that an iteration has too many rollouts.
+func rolloutRowsProblem(r Reinforce) string {
+	rows := fmt.Sprint(r.RolloutRows())
+	if r.RolloutRows() == math.MaxInt {
+		rows = "more than the integers hold"
+	}
+	return fmt.Sprintf("x reinforce.samples_per_prompt (%d x %d) is the rollouts of an iteration: must be at most %d, got %s",
+		r.PromptsPerIteration, r.SamplesPerPrompt, MaxRolloutRows, rows)
 }
 
 // DataFile is a file or directory a spec names, which a worker reads.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
@@ -32,6 +33,9 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// DataRoots confine the files a run's spec may name; empty for none.
 	DataRoots []string
+	// XLAPlugins are the XLA plugins a run's spec may name by "xla:NAME"
+	// (--xla-plugin); nil for none.
+	XLAPlugins backend.Plugins
 	// Metrics shows the activities' metrics and the store's traffic on
 	// Prometheus (nil: none). The client's SDK metrics are the client's.
 	Metrics *metrics.Recorder
@@ -92,6 +96,7 @@ func NewPool(c client.Client, store *artifact.Store, opts Options, queues []stri
 	}
 	a := activities.New(store)
 	a.DataRoots = opts.DataRoots
+	a.XLAPlugins = opts.XLAPlugins
 	a.History = temporalconn.Histories{Client: c}
 	if opts.Metrics != nil {
 		a.Metrics = opts.Metrics

@@ -21,6 +21,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
@@ -161,7 +162,8 @@ func TestPoolRegistrations(t *testing.T) {
 	c := lazyClient(t)
 	store := openStore(t)
 	roots := []string{"/data/a", "/data/b"}
-	p := NewPool(c, store, Options{DataRoots: roots}, []string{"train", "eval"})
+	plugins := backend.Plugins{"cuda": "/opt/pjrt/cuda.so"}
+	p := NewPool(c, store, Options{DataRoots: roots, XLAPlugins: plugins}, []string{"train", "eval"})
 	require.Len(t, *made, 3)
 
 	a, ok := (*made)[0].activities[0].(*activities.Activities)
@@ -180,6 +182,7 @@ func TestPoolRegistrations(t *testing.T) {
 
 	assert.Same(t, store, a.Store)
 	assert.Equal(t, roots, a.DataRoots)
+	assert.Equal(t, plugins, a.XLAPlugins, "the activities resolve a spec's plugin names through the worker's allow-list")
 	assert.Equal(t, p.Own, a.WorkerQueue, "UpdatePolicy reports the own queue, where the pool listens")
 	assert.Equal(t, temporalconn.Histories{Client: c}, a.History, "reports read histories through the pool's client")
 	assert.Nil(t, a.Metrics)

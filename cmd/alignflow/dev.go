@@ -84,7 +84,7 @@ func startWorker(ctx context.Context, c config.Connection, wf workerFlags) (clie
 		return nil, nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
 	p := worker.NewPool(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: wf.heartbeat,
-		ConcurrentActivities: wf.concurrent, DataRoots: c.DataRoots, Metrics: rec}, wf.queues)
+		ConcurrentActivities: wf.concurrent, DataRoots: c.DataRoots, XLAPlugins: c.XLAPlugins, Metrics: rec}, wf.queues)
 	if err := p.Start(); err != nil {
 		cl.Close()
 		stopServing()
@@ -161,6 +161,7 @@ In another terminal:
 	cmd.Flags().StringVar(&ip, "ip", "127.0.0.1", "address the embedded server binds to")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "run only the server")
 	addMetricsFlag(cmd)
+	config.AddXLAPluginFlag(cmd.Flags())
 	cmd.Flags().BoolVar(&ui, "ui", false, "also serve the Temporal Web UI")
 	cmd.Flags().IntVar(&uiPort, "ui-port", devserver.DefaultUIPort, "port of the Web UI (default: --port + 1000)")
 	return cmd
@@ -182,7 +183,7 @@ func workerCmd() *cobra.Command {
 			}
 			defer stop()
 			fmt.Printf("Worker on task queue(s) %s at %s (namespace %s), at most %d activities at once on each, artifacts in %s; %s. Press Ctrl-C to stop.\n",
-				strings.Join(pool.Queues, ", "), c.Address, c.Namespace, max(wf.concurrent, 1), pool.Store, rootsLine(c))
+				strings.Join(pool.Queues, ", "), c.Address, c.Namespace, max(wf.concurrent, 1), pool.Store, rootsLine(c)+pluginsLine(c))
 			for _, line := range queueLines(pool.Queues, c.TaskQueue) {
 				fmt.Println(line)
 			}
@@ -195,6 +196,7 @@ func workerCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&wf.queues, "task-queues", nil,
 		"task queues to poll, comma-separated (default: --task-queue); a run's spec routes work with queues.train, queues.rollout, queues.eval")
 	addMetricsFlag(cmd)
+	config.AddXLAPluginFlag(cmd.Flags())
 	cmd.Flags().IntVar(&wf.concurrent, "max-concurrent-activities", 1, "activities run at once on each task queue (training uses every core: keep 1 unless the machine has room)")
 	return cmd
 }
@@ -236,6 +238,14 @@ func rootsLine(c config.Connection) string {
 		return "runs may name any file the worker can read (confine them with --data-root)"
 	}
 	return "runs may name files under " + strings.Join(c.DataRoots, ", ") + " only"
+}
+
+// pluginsLine says which XLA plugins a worker lets runs name, if any.
+func pluginsLine(c config.Connection) string {
+	if names := c.XLAPlugins.Names(); len(names) > 0 {
+		return "; runs may name the XLA plugins " + strings.Join(names, ", ")
+	}
+	return ""
 }
 
 // isPortInUse reports whether err says the embedded server's port is taken.

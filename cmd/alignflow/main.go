@@ -62,7 +62,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	config.AddConnectionFlags(root.PersistentFlags())
-	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with the connection flags as keys: address, namespace, task-queue, data-dir, store, cache-dir, cache-max-gb, tls-cert, tls-key, tls-ca, tls-server-name, api-key, data-root)")
+	root.PersistentFlags().String("settings", "", "connection settings file (YAML/JSON/TOML with the connection flags as keys: address, namespace, task-queue, data-dir, store, cache-dir, cache-max-gb, tls-cert, tls-key, tls-ca, tls-server-name, api-key, data-root; for workers metrics-addr, xla-plugin)")
 	root.AddCommand(devCmd(), workerCmd(), runCmd(), demoCmd(), dataCmd(), rewardCmd(), evalCmd(), runsCmd(), resumeCmd(),
 		tokenizeCmd(), generateCmd(), scoreCmd(), exportCmd(), gcCmd(), reportCmd())
 	return root

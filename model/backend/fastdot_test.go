@@ -90,16 +90,21 @@ func TestCheckAvailableNamesWhatIsMissing(t *testing.T) {
 // TestCheckNameIsTheSameInEveryBuild: the names a spec may give are
 // accepted or refused by their spelling alone, so workflow validation does
 // not depend on the build tags (this test runs the same with -tags xla).
+// Runs recorded before plugin names were plain ones took a path too.
 func TestCheckNameIsTheSameInEveryBuild(t *testing.T) {
-	for _, name := range []string{"go", "xla", "xla:cuda", "xla:/opt/pjrt/xla_cuda_plugin.so"} {
+	for _, name := range []string{"go", "xla", "xla:cuda", "xla:cuda13", "xla:rocm_6.2"} {
 		assert.NoError(t, CheckName(name), name)
+		assert.NoError(t, CheckRecordedName(name), name)
 	}
 	for name, want := range map[string]string{
 		"tpu": `unknown backend "tpu"`, "": `unknown backend ""`, "XLA": `unknown backend "XLA"`,
 		"xla:": "names no plugin", "go:fast": "takes no argument",
 	} {
-		err := CheckName(name)
-		require.Error(t, err, name)
-		assert.Contains(t, err.Error(), want, name)
+		for _, check := range []func(string) error{CheckName, CheckRecordedName} {
+			err := check(name)
+			require.Error(t, err, name)
+			assert.Contains(t, err.Error(), want, name)
+		}
 	}
+	assert.NoError(t, CheckRecordedName("xla:/opt/pjrt/xla_cuda_plugin.so"), "as recorded runs were checked")
 }

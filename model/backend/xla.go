@@ -12,14 +12,10 @@ import (
 	"github.com/gomlx/gomlx/backends/xla"
 )
 
-// GoMLX's XLA backend (PJRT), linked with `-tags xla` and cgo. The backend
-// name may carry the PJRT plugin: "xla:cuda" (a plugin found on
-// PJRT_PLUGIN_LIBRARY_PATH) or "xla:/abs/path/to/plugin.so"; with plain
-// "xla" the plugin comes from $ALIGNFLOW_XLA_PLUGIN, so one spec can run on
-// workers whose plugins live in different places.
-
-// PluginEnv names the PJRT plugin when the backend is plain "xla".
-const PluginEnv = "ALIGNFLOW_XLA_PLUGIN"
+// GoMLX's XLA backend (PJRT), linked with `-tags xla` and cgo. Which PJRT
+// plugin it loads is resolved before it gets here: by a worker from the
+// plugin name a spec gives, through the worker's allow-list (Open,
+// Plugins); by the operator's own tools from their command line (New).
 
 func init() {
 	// The plugins are never downloaded: a run must not reach out to the
@@ -28,15 +24,15 @@ func init() {
 	extraBackends[XLA] = xlaConfig
 }
 
+// xlaConfig is the GoMLX configuration that loads plugin: an absolute path
+// to a plugin's shared library, the name of one on PJRT_PLUGIN_LIBRARY_PATH,
+// or "" for the first found there; GoMLX's options may follow a comma.
 func xlaConfig(plugin string) (string, error) {
-	if plugin == "" {
-		plugin = os.Getenv(PluginEnv)
-	}
 	name, _, _ := strings.Cut(plugin, ",")
 	switch {
 	case name == "":
 		if len(xla.GetAvailablePlugins()) == 0 {
-			return "", fmt.Errorf("no XLA PJRT plugin found: name one with backend \"xla:/abs/path/to/plugin.so\" or $%s, "+
+			return "", fmt.Errorf("no XLA PJRT plugin found: a worker names one with --xla-plugin NAME=/abs/path/to/plugin.so (or a bare path for plain \"xla\"; env $%s), "+
 				"or put it on PJRT_PLUGIN_LIBRARY_PATH (on a CUDA machine with Python's jax-cuda13-pjrt: "+
 				".../site-packages/jax_plugins/xla_cuda13/xla_cuda_plugin.so)", PluginEnv)
 		}
