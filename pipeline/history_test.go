@@ -24,7 +24,7 @@ import (
 // dropped and are only required to decode.
 var current = []string{
 	"alignment-history.json", "alignment-history-continued.json",
-	"alignment-history-shards.json", "comparison-history.json",
+	"alignment-history-shards.json", "comparison-history.json", "alignment-history-xla-name.json",
 }
 
 // activityTypes are the input and result types of each activity, by the

@@ -79,7 +79,7 @@ type Continuation struct {
 // every reinforce.continue_as_new_every iterations: the next run gets the
 // same spec and a Continuation (nil when a run starts).
 func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*pipeline.Summary, error) {
-	r, err := begin(ctx, input)
+	r, err := begin(ctx, input, cont)
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ func countTotalSteps(plan []pipeline.VariantReport) {
 // Its input is the run spec as JSON (compare.variants selects the variants),
 // validated here like Alignment's.
 func RewardModelComparison(ctx workflow.Context, input json.RawMessage) (*pipeline.ComparisonReport, error) {
-	r, err := begin(ctx, input)
+	r, err := begin(ctx, input, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -20,8 +20,10 @@ func TestReplayRecordedHistory(t *testing.T) {
 	// regression phase had its own budget (phase-budgets): runs started
 	// then must still replay. alignment-history.json is the first workflow
 	// run of an alignment (it ends by continuing as new), -continued its
-	// last; -xla is a run with backend xla on a worker without it (e2e
-	// TestXLARunOnAWorkerWithoutXLA), which must replay on any build.
+	// last; -xla-name is a run with backend xla:cuda on a worker without
+	// XLA (e2e TestXLARunOnAWorkerWithoutXLA), which must replay on any
+	// build, and -xla one recorded before the checked-inputs version, whose
+	// backend names a plugin file ("xla:/opt/..."), as specs may no longer.
 	// -shards is the first workflow run of an alignment whose iterations are
 	// three rollout shards and an update each, the later updates pinned to
 	// the worker of the one before (e2e TestClusterObjectStore, on three
@@ -34,7 +36,7 @@ func TestReplayRecordedHistory(t *testing.T) {
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
 		"testdata/alignment-history-continued-v4.json", "testdata/comparison-history-v2.json",
 		"testdata/alignment-history-v3.json", "testdata/alignment-history-continued-v3.json",
-		"testdata/alignment-history-xla.json",
+		"testdata/alignment-history-xla-name.json", "testdata/alignment-history-xla.json",
 		"testdata/alignment-history-v2.json", "testdata/alignment-history-continued-v2.json", "testdata/comparison-history-v1.json",
 		"testdata/alignment-history-v1.json", "testdata/alignment-history-v0.json", "testdata/comparison-history-v0.json",
 	} {

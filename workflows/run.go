@@ -46,17 +46,30 @@ type run struct {
 }
 
 // begin registers the progress query, records the workflow versions taken
-// when a run starts and validates the spec input; a bad spec fails the run
-// at once with a non-retryable InvalidSpec error naming the field.
-func begin(ctx workflow.Context, input json.RawMessage) (*run, error) {
+// when a run starts and validates the workflow ID and the spec input (cont
+// is the alignment's continuation, nil when it starts); a bad ID or spec
+// fails the run at once with a non-retryable InvalidSpec error naming the
+// ID or the field.
+func begin(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*run, error) {
 	r := &run{ctx: ctx, id: workflow.GetInfo(ctx).WorkflowExecution.ID, p: &Progress{Stage: pipeline.StageValidatingSpec}}
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (*Progress, error) { return r.p, nil }); err != nil {
 		return nil, err
 	}
 	r.v.visible = since(ctx, "visibility", visibilityVersion)
+	r.v.chooseChecked(ctx, cont)
+	if r.v.Checked {
+		if err := pipeline.CheckRunID(r.id); err != nil {
+			r.enter(pipeline.StageFailed)
+			return r, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid workflow ID: %v", err), pipeline.ErrInvalidSpec, err)
+		}
+	}
 	spec, err := config.Parse(input)
-	if err == nil {
+	switch {
+	case err != nil:
+	case r.v.Checked:
 		err = spec.Validate()
+	default:
+		err = spec.ValidateRecorded() // as the run validated when it started
 	}
 	if err != nil {
 		r.enter(pipeline.StageFailed)

@@ -36,15 +36,26 @@ const pinnedVersion = 2
 // replay without it.
 const reportVersion = 1
 
+// checkedVersion is the workflow version from which a run checks its
+// inputs as a worker shared with strangers needs: its workflow ID must be a
+// safe store key (pipeline.CheckRunID), its spec's sizes have upper bounds
+// and its backend may name an XLA plugin only by a plain name that workers
+// resolve through their own allow-lists (config.Spec.Validate). Runs
+// started before it validate as they did (config.Spec.ValidateRecorded),
+// to their end, continuations included.
+const checkedVersion = 1
+
 // versions are a run's choices between workflow versions (the *Version
 // constants above), each one workflow.GetVersion call made where recorded
 // histories have its marker: when replaying, GetVersion answers from the
 // markers replayed so far, so a call moved to an earlier workflow task would
 // answer DefaultVersion for a history whose marker comes later. Hence
 // visible, phaseBudgets and segmented are chosen when each workflow run
-// starts; Sharded and Pinned once per alignment, after its stages before
-// REINFORCE, and they travel in its Continuation (as its "sharded" and
-// "pinned"); whether to write the report is asked at the end (report).
+// starts; Checked when a run's first workflow run starts; Sharded and
+// Pinned once per alignment, after its stages before REINFORCE. Checked,
+// Sharded and Pinned travel in the Continuation (as its "checked",
+// "sharded" and "pinned"); whether to write the report is asked at the end
+// (report).
 type versions struct {
 	// Sharded: the alignment's iterations are rollout shards and an update
 	// (false for runs started before shardsVersion).
@@ -52,6 +63,9 @@ type versions struct {
 	// Pinned: updates go to the previous update's worker first (false for
 	// runs started before pinnedVersion).
 	Pinned bool `json:"pinned,omitempty"`
+	// Checked: the alignment checked its ID and spec as checkedVersion does
+	// (false for runs started before it).
+	Checked bool `json:"checked,omitempty"`
 
 	visible      bool // search attributes and a memo (visibilityVersion)
 	phaseBudgets bool // the regression phase's own budget (phaseBudgetsVersion)
@@ -62,6 +76,17 @@ type versions struct {
 // run recorded before it was introduced takes DefaultVersion.
 func since(ctx workflow.Context, change string, version workflow.Version) bool {
 	return workflow.GetVersion(ctx, change, workflow.DefaultVersion, version) >= version
+}
+
+// chooseChecked makes the checked-inputs choice (checkedVersion) when a
+// run starts; a continued alignment keeps its first run's choice, so that
+// one started before the checks is not refused half-way.
+func (v *versions) chooseChecked(ctx workflow.Context, cont *Continuation) {
+	if cont != nil {
+		v.Checked = cont.Checked
+		return
+	}
+	v.Checked = since(ctx, "checked-inputs", checkedVersion)
 }
 
 // chooseRollouts makes the rollout-shards choice of a new alignment, after
