@@ -196,19 +196,21 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	rp, err := a.Store.LocalFile(d.Ratings)
-	if err != nil {
-		return nil, err
-	}
-	pp, err := a.Store.LocalFile(d.Preferences)
+	rp, release, err := a.Store.LocalFile(d.Ratings)
 	if err != nil {
 		return nil, err
 	}
 	ratings, err := helpsteer.ReadRatings(rp)
+	release()
 	if err != nil {
 		return nil, invalidData(err)
 	}
+	pp, release, err := a.Store.LocalFile(d.Preferences)
+	if err != nil {
+		return nil, err
+	}
 	prefs, err := helpsteer.ReadPreferences(pp)
+	release()
 	if err != nil {
 		return nil, invalidData(err)
 	}
