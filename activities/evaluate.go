@@ -34,6 +34,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	if err != nil {
 		return pipeline.RewardEval{}, err
 	}
+	defer j.release()
 	rm, err := a.Store.GetWeights(in.RewardModel)
 	if err != nil {
 		return pipeline.RewardEval{}, err

@@ -57,6 +57,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
+	defer j.release()
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.PolicyEval{}, err
@@ -188,6 +189,7 @@ func (a *Activities) reinforceIteration(in pipeline.IterationInput) (pipeline.It
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
+	defer j.release()
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.IterationResult{}, err
