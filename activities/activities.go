@@ -51,14 +51,15 @@ type Activities struct {
 	// (nil: reports have none).
 	History HistoryReader
 
+	models  lru[*runModel]  // loaded Hugging Face models, by weights and max_len
+	engines lru[*engineSet] // compiled graphs, by backend and architecture
 	mu      sync.Mutex
-	engines map[string]*engineSet
 	last    *held // the last update's policy and optimizer state
 }
 
 // New returns activities storing artifacts in store.
 func New(store *artifact.Store) *Activities {
-	return &Activities{Store: store, engines: map[string]*engineSet{}}
+	return &Activities{Store: store, models: lru[*runModel]{max: maxModels}, engines: lru[*engineSet]{max: maxEngineSets}}
 }
 
 type engineSet struct {
@@ -70,39 +71,36 @@ type engineSet struct {
 	regTrainer *optim.Trainer
 }
 
-// enginesFor returns the cached graphs for the backend and the model.
-func (a *Activities) enginesFor(backendName string, m *runModel) (*engineSet, error) {
+// enginesFor returns the graphs for the backend and the model, compiled
+// once and kept for later activities (see maxEngineSets), held until the
+// caller calls release.
+func (a *Activities) enginesFor(backendName string, m *runModel) (e *engineSet, release func(), err error) {
 	cfg := m.cfg
 	key := fmt.Sprintf("%s/%+v/%+v", backendName, cfg, cfg.RopeScaling)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if e, ok := a.engines[key]; ok {
-		return e, nil
-	}
-	b, err := backend.Open(backendName, a.XLAPlugins)
-	if err != nil {
-		return nil, invalidSpec(err)
-	}
-	// The graphs need only the parameters' names: a loaded model has them.
-	pol := m.base
-	if pol == nil {
-		pol = policy.Init(cfg, 0)
-	}
-	rm, err := reward.InitFromBackbone(pol, 0)
-	if err != nil {
-		return nil, err
-	}
-	pe := policy.NewEngine(b, cfg, pol)
-	re := reward.NewEngine(b, cfg, rm)
-	e := &engineSet{
-		policy:     pe,
-		reward:     re,
-		sft:        optim.NewTrainer(b, pol.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg)),
-		rmTrainer:  optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.BTLoss(cfg)),
-		regTrainer: optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.RegressionTrainingLoss(cfg)),
-	}
-	a.engines[key] = e
-	return e, nil
+	return a.engines.get(key, func() (*engineSet, error) {
+		b, err := backend.Open(backendName, a.XLAPlugins)
+		if err != nil {
+			return nil, invalidSpec(err)
+		}
+		// The graphs need only the parameters' names: a loaded model has them.
+		pol := m.base
+		if pol == nil {
+			pol = policy.Init(cfg, 0)
+		}
+		rm, err := reward.InitFromBackbone(pol, 0)
+		if err != nil {
+			return nil, err
+		}
+		pe := policy.NewEngine(b, cfg, pol)
+		re := reward.NewEngine(b, cfg, rm)
+		return &engineSet{
+			policy:     pe,
+			reward:     re,
+			sft:        optim.NewTrainer(b, pol.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg)),
+			rmTrainer:  optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.BTLoss(cfg)),
+			regTrainer: optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, reward.RegressionTrainingLoss(cfg)),
+		}, nil
+	})
 }
 
 // runPath is the store key of parts under the run's folder, runs/<runID>/
@@ -191,45 +189,62 @@ func heartbeat(ctx context.Context, p pipeline.Progress) {
 }
 
 // job is what a stage after PrepareData computes with: the compiled
-// graphs, the run's model and its verified data.
+// graphs, the run's model and its verified data. The stage calls release
+// when it is done, so that the worker may evict the model and graphs.
 type job struct {
-	eng *engineSet
-	m   *runModel
-	ds  *dataset.Dataset
+	eng     *engineSet
+	m       *runModel
+	ds      *dataset.Dataset
+	release func()
 }
 
 // setup loads a stage's job: the model and data as the data stage stored
 // them, and the graphs compiled for them.
 func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
-	m, err := a.modelOf(spec, d)
+	m, releaseModel, err := a.modelOf(spec, d)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := a.enginesFor(spec.Backend, m)
+	eng, releaseEngines, err := a.enginesFor(spec.Backend, m)
 	if err != nil {
+		releaseModel()
 		return nil, err
 	}
-	rp, err := a.Store.LocalFile(d.Ratings)
+	j := &job{eng: eng, m: m, release: func() { releaseEngines(); releaseModel() }}
+	ratings, prefs, err := a.readData(d)
 	if err != nil {
+		j.release()
 		return nil, err
-	}
-	pp, err := a.Store.LocalFile(d.Preferences)
-	if err != nil {
-		return nil, err
-	}
-	ratings, err := helpsteer.ReadRatings(rp)
-	if err != nil {
-		return nil, invalidData(err)
-	}
-	prefs, err := helpsteer.ReadPreferences(pp)
-	if err != nil {
-		return nil, invalidData(err)
 	}
 	var task *matched.Task
 	if d.Generated {
 		_, task = matched.Generate(dataset.GeneratorOptions(spec))
 	}
-	return &job{eng: eng, m: m, ds: dataset.New(ratings, prefs, task, m.codec, m.cfg.MaxLen)}, nil
+	j.ds = dataset.New(ratings, prefs, task, m.codec, m.cfg.MaxLen)
+	return j, nil
+}
+
+// readData reads the data stage's ratings and preferences, verified.
+func (a *Activities) readData(d pipeline.Data) ([]helpsteer.Rating, []helpsteer.Preference, error) {
+	rp, release, err := a.Store.LocalFile(d.Ratings)
+	if err != nil {
+		return nil, nil, err
+	}
+	ratings, err := helpsteer.ReadRatings(rp)
+	release()
+	if err != nil {
+		return nil, nil, invalidData(err)
+	}
+	pp, release, err := a.Store.LocalFile(d.Preferences)
+	if err != nil {
+		return nil, nil, err
+	}
+	prefs, err := helpsteer.ReadPreferences(pp)
+	release()
+	if err != nil {
+		return nil, nil, invalidData(err)
+	}
+	return ratings, prefs, nil
 }
 
 // sampleOptions are the spec's sampling settings at a temperature, stopping

@@ -34,6 +34,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	if err != nil {
 		return pipeline.RewardEval{}, err
 	}
+	defer j.release()
 	rm, err := a.Store.GetWeights(in.RewardModel)
 	if err != nil {
 		return pipeline.RewardEval{}, err
@@ -78,11 +79,12 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 		}
 	}
 	if in.Data.RewardBench != nil {
-		path, err := a.Store.LocalFile(*in.Data.RewardBench)
+		path, release, err := a.Store.LocalFile(*in.Data.RewardBench)
 		if err != nil {
 			return res, err
 		}
 		pairs, err := helpsteer.ReadRewardBench(path)
+		release()
 		if err != nil {
 			return res, invalidData(err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"path"
-	"sync"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
@@ -26,10 +25,6 @@ type runModel struct {
 	base  *weights.Set
 }
 
-// models caches the loaded Hugging Face models of a worker by weights
-// digest: iterations reuse them instead of reading gigabytes again.
-var models sync.Map // digest -> *runModel
-
 // bundledModel is the bundled byte-level model sized by the spec.
 func bundledModel(spec config.Spec) *runModel {
 	m := spec.Model
@@ -40,15 +35,18 @@ func bundledModel(spec config.Spec) *runModel {
 // modelOf returns the run's model: the bundled one sized by the spec, or
 // the Hugging Face model the data stage stored (read from the store, never
 // from model.path, which this worker may not see), with sequences capped
-// at model.max_len.
-func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (*runModel, error) {
+// at model.max_len. A loaded model is kept for later activities (see
+// maxModels) and held until the caller calls release.
+func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (m *runModel, release func(), err error) {
 	if d.Model == nil {
-		return bundledModel(spec), nil
+		return bundledModel(spec), func() {}, nil
 	}
 	key := d.Model.Weights.SHA256 + fmt.Sprintf("/%d", spec.Model.MaxLen)
-	if m, ok := models.Load(key); ok {
-		return m.(*runModel), nil
-	}
+	return a.models.get(key, func() (*runModel, error) { return a.loadModel(spec, d) })
+}
+
+// loadModel reads the Hugging Face model the data stage stored.
+func (a *Activities) loadModel(spec config.Spec, d pipeline.Data) (*runModel, error) {
 	base, err := a.Store.GetWeights(d.Model.Weights)
 	if err != nil {
 		return nil, err
@@ -72,9 +70,7 @@ func (a *Activities) modelOf(spec config.Spec, d pipeline.Data) (*runModel, erro
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("model.path %s: %w", d.Model.Source, err))
 	}
-	m := &runModel{cfg: cfg, codec: codec, base: base}
-	models.Store(key, m)
-	return m, nil
+	return &runModel{cfg: cfg, codec: codec, base: base}, nil
 }
 
 // openedModel is model.path (and reward.path) as the data stage opens

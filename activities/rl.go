@@ -58,6 +58,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
+	defer j.release()
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.PolicyEval{}, err
@@ -191,6 +192,7 @@ func (a *Activities) reinforceIteration(in pipeline.IterationInput) (pipeline.It
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
+	defer j.release()
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.IterationResult{}, err

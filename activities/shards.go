@@ -50,6 +50,7 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
+	defer j.release()
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.ShardResult{}, err
@@ -118,6 +119,7 @@ func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationRe
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
+	defer j.release()
 	if o.pol, o.st, err = a.updateState(in.IterationInput); err != nil {
 		return pipeline.IterationResult{}, err
 	}

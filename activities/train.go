@@ -31,6 +31,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
+	defer j.release()
 	prompts, responses, err := j.ds.SFT()
 	if err != nil {
 		return pipeline.TrainResult{}, err
@@ -103,6 +104,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
+	defer t.j.release()
 	if t.recipe.Regression {
 		if err := t.regression(); err != nil {
 			return t.res, err
@@ -144,19 +146,24 @@ type rewardTraining struct {
 // (in.Recipe in a comparison, where each variant has a folder of its own,
 // else the spec's), the checkpoint of an earlier attempt, and the weights:
 // reward.path's when the run has one, else a fresh head on the SFT backbone.
-func (a *Activities) newRewardTraining(ctx context.Context, in pipeline.TrainInput) (*rewardTraining, error) {
+// Unless it fails, the caller releases t.j.
+func (a *Activities) newRewardTraining(ctx context.Context, in pipeline.TrainInput) (_ *rewardTraining, err error) {
 	t := &rewardTraining{a: a, ctx: ctx, in: in, stage: pipeline.StageRewardModel, dir: "reward"}
 	name := in.Spec.Reward.Recipe
 	if in.Recipe != "" {
 		name, t.stage, t.dir = in.Recipe, pipeline.StageRewardModel+" "+in.Recipe, "reward/"+in.Recipe
 	}
-	var err error
 	if t.recipe, err = reward.LookupRecipe(name); err != nil {
 		return nil, invalidSpec(err)
 	}
 	if t.j, err = a.setup(in.Spec, in.Data); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			t.j.release()
+		}
+	}()
 	if t.resume, err = a.resumePoint(ctx); err != nil {
 		return nil, err
 	}

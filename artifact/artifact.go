@@ -6,12 +6,14 @@
 // (S3 or any S3-compatible server, GCS, Azure, through gocloud.dev/blob),
 // with the same guarantees on both: every artifact has a manifest with its
 // digest, written after the artifact itself, so an artifact without one is
-// incomplete; loads verify the digest; a complete artifact is never
-// overwritten (new content for a taken key goes to a key named by its
-// digest); and reads and writes stream through files, never holding a
-// whole artifact in memory. On object storage each worker keeps the
-// artifacts it wrote or read in a local cache keyed by digest, with a size
-// cap.
+// incomplete; a ref's digest must be one (64 hex characters) and loads
+// verify it; a complete artifact is never overwritten (new content for a
+// taken key goes to a key named by its digest, and a bucket that ignores
+// conditional creates is refused when opened); and reads and writes
+// stream through files, never holding a whole artifact in memory. On
+// object storage each worker keeps the artifacts it wrote or read in a
+// local cache keyed by digest, with a size cap, verified again on every
+// use and never evicting a file in use.
 package artifact
 
 import (
@@ -96,6 +98,31 @@ type manifest struct {
 }
 
 func manifestPath(p string) string { return p + ".manifest.json" }
+
+// checkDigest refuses a sha256 that is not 64 lowercase hex characters, as
+// corrupt. A ref's digest names its cached copy on object storage, so one
+// that is not a digest ("../../secret") would name any file: every ref and
+// manifest entering the store passes here first.
+func checkDigest(digest string) error {
+	if len(digest) != 2*sha256.Size || strings.Trim(digest, "0123456789abcdef") != "" {
+		return fmt.Errorf("%w: sha256 %q is not a sha256 digest (64 lowercase hex characters)", ErrCorrupt, digest)
+	}
+	return nil
+}
+
+// checkRef is where a ref enters the store (LocalFile, Get, GetJSON,
+// GetWeights): its digest must be one and its path stay inside the store,
+// or the ref is corrupt; it returns the normalised key.
+func checkRef(ref Ref) (string, error) {
+	if err := checkDigest(ref.SHA256); err != nil {
+		return "", fmt.Errorf("artifact %s: %w", ref.Path, err)
+	}
+	key, err := cleanKey(ref.Path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return key, nil
+}
 
 // cleanKey checks that rel stays inside the store and normalises it.
 func cleanKey(rel string) (string, error) {
@@ -233,6 +260,9 @@ func (s *Store) readManifest(key string) (manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, s.Where(manifestPath(key)), err)
 	}
+	if err := checkDigest(m.SHA256); err != nil {
+		return m, fmt.Errorf("manifest %s: %w", s.Where(manifestPath(key)), err)
+	}
 	return m, nil
 }
 
@@ -281,71 +311,110 @@ func (s *Store) PutFile(rel, file string) (Ref, error) {
 
 // LocalFile returns a local file holding the artifact, verified against
 // its digest: a local store's own file, or the worker's cached copy of an
-// object (fetched, streamed to disk and verified on first use).
-func (s *Store) LocalFile(ref Ref) (string, error) {
-	key, err := cleanKey(ref.Path)
+// object (fetched, streamed to disk and verified on first use, verified
+// again on every later use). The file stays in place until release is
+// called: the cache evicts no file in use, in this process or another.
+func (s *Store) LocalFile(ref Ref) (path string, release func(), err error) {
+	h, err := s.open(ref)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	return h.path, func() { h.Close() }, nil
+}
+
+// open opens the artifact and verifies it through the descriptor it
+// returns, rewound: what the caller reads is what was hashed. On object
+// storage it is the cache entry, held until closed (see cache).
+func (s *Store) open(ref Ref) (*held, error) {
+	key, err := checkRef(ref)
+	if err != nil {
+		return nil, err
 	}
 	if s.cache != nil {
-		if p, ok := s.cache.get(ref.SHA256); ok {
-			s.count(true, ref.Bytes)
-			return p, nil
+		h, ok := s.cache.open(ref.SHA256)
+		if !ok {
+			h, err = s.fetch(ref, key)
 		}
-		p, err := s.fetch(ref, key)
 		if err == nil {
 			s.count(true, ref.Bytes)
 		}
-		return p, err
+		return h, err
 	}
-	p := s.Abs(Ref{Path: key})
-	got, err := s.digestOf(key)
+	path := s.Abs(Ref{Path: key})
+	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("read artifact %s: %w", p, err)
+		return nil, fmt.Errorf("read artifact %s: %w", path, err)
+	}
+	got, err := hashFile(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read artifact %s: %w", path, err)
 	}
 	if got != ref.SHA256 {
-		return "", fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, p, got, ref.SHA256)
+		f.Close()
+		return nil, fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, path, got, ref.SHA256)
 	}
 	s.count(true, ref.Bytes)
-	return p, nil
+	return &held{File: f, path: path}, nil
 }
 
-// fetch downloads an object into the cache, verifying it on the way.
-func (s *Store) fetch(ref Ref, key string) (string, error) {
+// hashFile returns the sha256 of f's content and rewinds it.
+func hashFile(f *os.File) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fetch downloads an object into the cache, verifying it on the way, and
+// returns it held (see cache.hold).
+func (s *Store) fetch(ref Ref, key string) (*held, error) {
 	r, err := s.objs.open(context.Background(), key)
 	if err != nil {
-		return "", fmt.Errorf("read artifact %s: %w", s.Where(key), err)
+		return nil, fmt.Errorf("read artifact %s: %w", s.Where(key), err)
 	}
 	defer r.Close()
 	if err := os.MkdirAll(s.scratch, 0o755); err != nil {
-		return "", err
+		return nil, err
 	}
 	f, err := os.CreateTemp(s.scratch, ".fetch-*")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer os.Remove(f.Name()) // no-op once adopted
+	fail := func(err error) (*held, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("read artifact %s: %w", s.Where(key), err)
+	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
+		return fail(fmt.Errorf("read artifact %s: %w", s.Where(key), err))
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != ref.SHA256 {
-		return "", fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, s.Where(key), got, ref.SHA256)
+		return fail(fmt.Errorf("%w: %s has sha256 %s, expected %s (delete it and rerun the stage that made it)", ErrCorrupt, s.Where(key), got, ref.SHA256))
 	}
-	return s.cache.adopt(ref.SHA256, f.Name()), nil
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(fmt.Errorf("read artifact %s: %w", s.Where(key), err))
+	}
+	return s.cache.hold(ref.SHA256, f), nil
 }
 
 // Get reads a (small) artifact whole, verified.
 func (s *Store) Get(ref Ref) ([]byte, error) {
-	p, err := s.LocalFile(ref)
+	h, err := s.open(ref)
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(p)
+	defer h.Close()
+	b, err := io.ReadAll(h)
+	if err != nil {
+		return nil, fmt.Errorf("read artifact %s: %w", h.path, err)
+	}
+	return b, nil
 }
 
 // PutJSON stores v as indented JSON.
@@ -384,16 +453,12 @@ func (s *Store) PutWeights(rel string, set *weights.Set) (Ref, error) {
 
 // GetWeights loads and verifies a tensor set.
 func (s *Store) GetWeights(ref Ref) (*weights.Set, error) {
-	p, err := s.LocalFile(ref)
+	h, err := s.open(ref)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	set, err := weights.Read(f)
+	defer h.Close()
+	set, err := weights.Read(h)
 	if err != nil {
 		return nil, fmt.Errorf("%w: decode %s: %v", ErrCorrupt, s.Where(ref.Path), err)
 	}
@@ -449,6 +514,9 @@ func ReadVerified(path string) (data []byte, verified bool, err error) {
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, manifestPath(path), err)
+	}
+	if err := checkDigest(m.SHA256); err != nil {
+		return nil, false, fmt.Errorf("manifest %s: %w", manifestPath(path), err)
 	}
 	sum := sha256.Sum256(data)
 	if got := hex.EncodeToString(sum[:]); got != m.SHA256 {

@@ -2,6 +2,7 @@ package artifact
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +41,14 @@ type objects interface {
 // temporary file into place, which fails rather than replace an existing
 // file, so a complete artifact is never overwritten even by a racing
 // writer; overwrite renames a synced temporary file over the target.
-type dirObjects struct{ root string }
+type dirObjects struct {
+	root string
+	// link is os.Link, or (in tests) a file system without hard links.
+	link func(oldname, newname string) error
+	// claimed, when set, is called between the claim of a key and its bytes
+	// moving in, where there are no hard links: tests race a writer there.
+	claimed func(key string)
+}
 
 func (d dirObjects) path(key string) string { return filepath.Join(d.root, filepath.FromSlash(key)) }
 
@@ -56,16 +64,32 @@ func (d dirObjects) upload(_ context.Context, key, src string) (bool, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return false, fmt.Errorf("write %s: %w", dst, err)
 	}
-	err := os.Link(src, dst)
+	link := d.link
+	if link == nil {
+		link = os.Link
+	}
+	err := link(src, dst)
 	switch {
 	case errors.Is(err, fs.ErrExist):
 		return true, nil
 	case err != nil:
-		// A file system without hard links: check, then rename.
-		if _, serr := os.Stat(dst); serr == nil {
+		// A file system without hard links: claim the key with an
+		// exclusive create, which only one writer's succeeds at, then move
+		// the bytes over the claim. A crash in between leaves an empty
+		// file without a manifest, which later writers never replace.
+		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
 			return true, nil
 		}
+		if err != nil {
+			return false, fmt.Errorf("write %s: %w", dst, err)
+		}
+		f.Close()
+		if d.claimed != nil {
+			d.claimed(key)
+		}
 		if err := os.Rename(src, dst); err != nil {
+			os.Remove(dst)
 			return false, fmt.Errorf("write %s: %w", dst, err)
 		}
 	}
@@ -119,7 +143,7 @@ func (d dirObjects) remove(_ context.Context, key string) error {
 
 // bucketObjects are objects in a gocloud.dev bucket. upload writes with
 // IfNotExist (S3's If-None-Match: *), so the store does not replace an
-// existing object.
+// existing object: OpenURL refuses a bucket that ignores it.
 type bucketObjects struct {
 	b    *blob.Bucket
 	name string // the URL without its query
@@ -175,6 +199,43 @@ func (o bucketObjects) upload(ctx context.Context, key, src string) (bool, error
 		return false, o.fail("write", key, err)
 	}
 	return false, nil
+}
+
+// create writes data under key unless key exists (FailedPrecondition).
+func (o bucketObjects) create(ctx context.Context, key string, data []byte) error {
+	w, err := o.b.NewWriter(ctx, key, &blob.WriterOptions{IfNotExist: true})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+// checkConditionalCreate creates a fresh key twice, as upload does: a
+// store that lets the second create overwrite the first (an S3-compatible
+// server that ignores If-None-Match) would let racing writers overwrite
+// each other's artifacts silently, so it is refused. Credentials that may
+// not write pass: they cannot overwrite anything either.
+func (o bucketObjects) checkConditionalCreate(ctx context.Context) error {
+	key := "alignflow-store-check/create-" + rand.Text()
+	switch err := o.create(ctx, key, []byte("first")); {
+	case gcerrors.Code(err) == gcerrors.PermissionDenied || refused(err):
+		return nil
+	case err != nil:
+		return o.fail("check conditional create", key, err)
+	}
+	defer func() { _ = o.b.Delete(ctx, key) }() // a probe left behind is a few bytes no one reads
+	switch err := o.create(ctx, key, []byte("second")); {
+	case gcerrors.Code(err) == gcerrors.FailedPrecondition:
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: store %s ignores conditional creates: a second create of %s (S3's If-None-Match: *) overwrote the first instead of failing with 412 Precondition Failed, so racing writers would overwrite each other's artifacts silently; use a store that supports conditional writes", ErrStore, o.name, key)
+	default:
+		return o.fail("check conditional create", key, err)
+	}
 }
 
 func (o bucketObjects) open(ctx context.Context, key string) (io.ReadCloser, error) {
@@ -234,7 +295,9 @@ const DefaultCacheMaxBytes = 20 << 30
 // azblob://container. Credentials come from each cloud's usual sources
 // (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ~/.aws), never from
 // the URL. A bucket that does not exist or refuses the credentials is an
-// ErrStore; one that cannot be reached is an ordinary error.
+// ErrStore, and so is one that ignores conditional creates (opening
+// writes, overwrites and deletes a probe under alignflow-store-check/);
+// one that cannot be reached is an ordinary error.
 func OpenURL(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if rawURL == "" {
 		return nil, fmt.Errorf("%w: empty store URL", ErrStore)
@@ -266,6 +329,10 @@ func OpenURL(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	}
 	// A missing bucket can also show only on use: try a read.
 	if _, err := o.open(ctx, "alignflow-store-check"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		b.Close()
+		return nil, err
+	}
+	if err := o.checkConditionalCreate(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}

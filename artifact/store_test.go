@@ -158,10 +158,8 @@ func TestCacheKeepsToItsCap(t *testing.T) {
 	entries, err := os.ReadDir(s.cache.dir)
 	require.NoError(t, err)
 	require.Len(t, entries, 2, "two 100-byte artifacts fit a 250-byte cap")
-	_, ok := s.cache.get(refs[3].SHA256)
-	assert.True(t, ok, "the newest stays")
-	_, ok = s.cache.get(refs[0].SHA256)
-	assert.False(t, ok, "the oldest went")
+	assert.FileExists(t, s.cache.path(refs[3].SHA256), "the newest stays")
+	assert.NoFileExists(t, s.cache.path(refs[0].SHA256), "the oldest went")
 	// An evicted artifact is fetched again, verified.
 	got, err := s.Get(refs[0])
 	require.NoError(t, err)
