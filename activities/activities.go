@@ -37,9 +37,10 @@ import (
 // compiled graphs, cached per model shape so iterations do not recompile.
 type Activities struct {
 	Store *artifact.Store
-	// DataRoots confine the files a spec may name (config.Spec.CheckRoots);
-	// empty for none.
-	DataRoots []string
+	// DataRoots are the files a spec may make the worker read: the data
+	// stage reads every file through them (config.Roots.Open). The zero
+	// Roots allow none.
+	DataRoots config.Roots
 	// WorkerQueue is this worker's own task queue, which UpdatePolicy
 	// reports so that the next update is offered here first ("" for none).
 	WorkerQueue string

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
@@ -30,8 +31,10 @@ type Options struct {
 	// latest heartbeat: the freshness of the progress `runs show` prints and
 	// of the checkpoint a retry resumes from. Default 2 s.
 	HeartbeatInterval time.Duration
-	// DataRoots confine the files a run's spec may name; empty for none.
-	DataRoots []string
+	// DataRoots are the files a run may make the worker read (the zero
+	// Roots: none; config.Connection.Roots decides a worker's from
+	// --data-root and the server's address).
+	DataRoots config.Roots
 	// Metrics shows the activities' metrics and the store's traffic on
 	// Prometheus (nil: none). The client's SDK metrics are the client's.
 	Metrics *metrics.Recorder

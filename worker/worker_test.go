@@ -21,6 +21,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
@@ -160,7 +161,7 @@ func TestPoolRegistrations(t *testing.T) {
 	made := recordWorkers(t)
 	c := lazyClient(t)
 	store := openStore(t)
-	roots := []string{"/data/a", "/data/b"}
+	roots := config.RootsAt("/data/a", "/data/b")
 	p := NewPool(c, store, Options{DataRoots: roots}, []string{"train", "eval"})
 	require.Len(t, *made, 3)
 

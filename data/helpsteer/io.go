@@ -73,6 +73,9 @@ type ReadOptions struct {
 	// problems (unopenable file, bad gzip, an I/O error mid-stream, no valid
 	// row at all) are errors either way.
 	SkipInvalid bool
+	// Open opens the file (nil: os.Open); a worker opens a run's files
+	// through its data roots (config.Roots.Open).
+	Open func(path string) (io.ReadCloser, error)
 }
 
 // maxReportedErrors bounds ReadReport.Errors.
@@ -135,7 +138,11 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // (the split "val" becomes "validation") and validates it.
 func readJSONL[T any](path string, schema []schemaField, check func(*T) error, opts ReadOptions) ([]T, ReadReport, error) {
 	var report ReadReport
-	f, err := os.Open(path)
+	open := opts.Open
+	if open == nil {
+		open = func(p string) (io.ReadCloser, error) { return os.Open(p) }
+	}
+	f, err := open(path)
 	if err != nil {
 		return nil, report, &LoadError{File: path, Field: "file", Err: err}
 	}

@@ -8,9 +8,10 @@ package lm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
@@ -75,9 +76,16 @@ func Open(path string, needWeights bool) (*Model, error) {
 	if !st.IsDir() {
 		return openCheckpoint(path)
 	}
-	desc, err := hfmodel.ReadDescription(path)
+	return OpenDir(os.DirFS(path), path, needWeights)
+}
+
+// OpenDir is Open of a directory read through fsys (a worker's data
+// roots, config.Roots.FS, so that every file is opened beneath them);
+// path names it.
+func OpenDir(fsys fs.FS, path string, needWeights bool) (*Model, error) {
+	desc, err := hfmodel.ReadDescriptionFS(fsys, path)
 	if err != nil {
-		if _, statErr := os.Stat(filepath.Join(path, hfmodel.ConfigFile)); statErr != nil {
+		if _, statErr := fs.Stat(fsys, hfmodel.ConfigFile); errors.Is(statErr, fs.ErrNotExist) {
 			return nil, fmt.Errorf("model %s: neither a Hugging Face model (config.json and weights) nor a tokenizer: %w", path, err)
 		}
 		return nil, err
@@ -89,7 +97,7 @@ func Open(path string, needWeights bool) (*Model, error) {
 			if desc.EOS == nil {
 				return nil, desc.EOSErr
 			}
-			if m.Params, err = hfmodel.LoadWeights(path, desc.Config); err != nil {
+			if m.Params, err = hfmodel.LoadWeightsFS(fsys, path, desc.Config); err != nil {
 				return nil, err
 			}
 			m.Config, m.Reward = &desc.Config.Transformer, desc.Config.Classifier
