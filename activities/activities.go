@@ -26,6 +26,8 @@ import (
 	"github.com/alignflow/alignflow/data/helpsteer"
 	"github.com/alignflow/alignflow/data/matched"
 	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/hf/chattemplate"
+	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
@@ -130,10 +132,20 @@ func classify(err error) error {
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrCorruptArtifact, err)
 	case errors.Is(err, artifact.ErrStore):
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrStoreUnusable, err)
+	case modelBound(err):
+		return invalidSpec(err)
 	case dataset.IsInvalid(err):
 		return invalidData(err)
 	}
 	return err
+}
+
+// modelBound reports whether err is a bound that model.path's own files
+// ran past: its chat template (chattemplate.ErrLimit) or a tokenizer.json
+// regex (hftokenizer.RegexError). The model is at fault, not the data.
+func modelBound(err error) bool {
+	var re *hftokenizer.RegexError
+	return errors.Is(err, chattemplate.ErrLimit) || errors.As(err, &re)
 }
 
 // keepAlive heartbeats p every second until stop is called, for work

@@ -1,10 +1,15 @@
 package activities
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +20,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/internal/fixtures"
+	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -133,4 +139,99 @@ func TestReuseFollowsLinkedModelFiles(t *testing.T) {
 	stored, err := store.Get(third.Model.Files["tokenizer_config.json"])
 	require.NoError(t, err)
 	assert.Equal(t, b, stored, "the new target's bytes are stored")
+}
+
+// TestPrepareDataFailsFastOnPoisonInputs: inputs that used to kill the
+// worker that read them, one after another as Temporal retried (a chat
+// template that asks for 3e9 items or calls itself forever, a tokenizer
+// regex that backtracks for years, a small .gz that inflates to one
+// gigabyte line), fail the data stage at once, non-retryably, naming the
+// file.
+func TestPrepareDataFailsFastOnPoisonInputs(t *testing.T) {
+	defer func(d time.Duration) { hftokenizer.RegexTimeout = d }(hftokenizer.RegexTimeout)
+	hftokenizer.RegexTimeout = 100 * time.Millisecond // the regex below would take years
+	pref := func(prompt string) string {
+		return fmt.Sprintf(`{"split":"train","prompt":%q,"response_1":"a","response_2":"b","preference_strength":1,"preference_statement":"","preference_elaboration":"","three_most_similar_preferences":[],"all_preferences_unprocessed":[]}`, prompt)
+	}
+	rating := func(prompt string) string {
+		return fmt.Sprintf(`{"prompt":%q,"response":"r","helpfulness":1,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}`, prompt)
+	}
+	evil := strings.Repeat("a", 64) + "b"
+	cases := []struct {
+		name    string
+		model   map[string]string // files written into a copy of stories260K ("" for the bundled model)
+		ratings []byte
+		errType string
+		want    []string
+	}{
+		{"a template that asks for three billion items", map[string]string{"chat_template.jinja": `{% for i in range(3000000000) %}{% endfor %}{{ messages[0].content }}`},
+			nil, pipeline.ErrInvalidSpec, []string{"chat_template.jinja", "range of 3000000000 items, more than 100000"}},
+		{"a template that calls itself", map[string]string{"chat_template.jinja": `{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}`},
+			nil, pipeline.ErrInvalidSpec, []string{"chat_template.jinja", "macros call each other more than 64 deep"}},
+		{"a tokenizer regex that backtracks", map[string]string{"pre_tokenizer": `{"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated"}`},
+			[]byte(rating(evil) + "\n"), pipeline.ErrInvalidSpec, []string{"tokenizer.json", `the regex "(a+)+$" ran past 100ms`}},
+		{"a gzip bomb", nil, gzipLine(t, 64<<20), pipeline.ErrInvalidData, []string{"ratings.jsonl.gz:1: line: longer than 16777216 bytes"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			spec := config.Default()
+			spec.Data.Generate.Prompts = 200
+			if tc.model != nil {
+				dir := modelInRoot(t, root)
+				for name, content := range tc.model {
+					if name == "pre_tokenizer" {
+						setPreTokenizer(t, filepath.Join(dir, "tokenizer.json"), content)
+						continue
+					}
+					require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
+				}
+				spec.Model.Path = dir
+			}
+			if tc.ratings != nil {
+				spec.Data.Ratings, spec.Data.Preferences = filepath.Join(root, "ratings.jsonl.gz"), filepath.Join(root, "prefs.jsonl")
+				require.NoError(t, os.WriteFile(spec.Data.Ratings, tc.ratings, 0o644))
+				require.NoError(t, os.WriteFile(spec.Data.Preferences, []byte(pref("p")+"\n"), 0o644))
+			}
+			store, err := artifact.Open(t.TempDir())
+			require.NoError(t, err)
+			a := New(store)
+			a.DataRoots = config.RootsAt(root)
+			_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "x", Spec: spec})
+			var app *temporal.ApplicationError
+			require.True(t, errors.As(err, &app), "%v", err)
+			assert.True(t, app.NonRetryable())
+			assert.Equal(t, tc.errType, app.Type(), "%v", err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+// gzipLine is a .gz of one line of n bytes: about n/1000 bytes compressed.
+func gzipLine(t *testing.T, n int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	chunk := bytes.Repeat([]byte("a"), 1<<20)
+	for ; n > 0; n -= len(chunk) {
+		_, err := zw.Write(chunk[:min(n, len(chunk))])
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	return b.Bytes()
+}
+
+// setPreTokenizer replaces a tokenizer.json's pre_tokenizer.
+func setPreTokenizer(t *testing.T, path, pre string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var tok map[string]any
+	require.NoError(t, json.Unmarshal(b, &tok))
+	tok["pre_tokenizer"] = json.RawMessage(pre)
+	b, err = json.Marshal(tok)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
 }

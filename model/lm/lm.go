@@ -23,9 +23,10 @@ import (
 
 // Tokenizer turns text into ids and back.
 type Tokenizer interface {
-	// Encode returns the ids of text; addSpecial adds what the model puts
-	// around a sequence (BOS).
-	Encode(text string, addSpecial bool) []int32
+	// EncodeChecked returns the ids of text; addSpecial adds what the model puts
+	// around a sequence (BOS). An error is a bound the tokenizer's rules ran
+	// past (a tokenizer.json regex that backtracks catastrophically).
+	EncodeChecked(text string, addSpecial bool) ([]int32, error)
 	// Decode returns the text of ids, leaving special tokens out when asked.
 	Decode(ids []int32, skipSpecial bool) string
 }
@@ -147,12 +148,12 @@ func (m *Model) RenderChat(messages []chattemplate.Message, addGenerationPrompt 
 // when asked.
 type byteTokenizer struct{}
 
-func (byteTokenizer) Encode(text string, addSpecial bool) []int32 {
+func (byteTokenizer) EncodeChecked(text string, addSpecial bool) ([]int32, error) {
 	ids := tokenizer.Encode(text)
 	if addSpecial {
 		ids = append([]int32{tokenizer.BOS}, ids...)
 	}
-	return ids
+	return ids, nil
 }
 
 // Decode returns the bytes of ids; the byte tokenizer's special tokens have
