@@ -148,7 +148,7 @@ In another terminal:
 					return err
 				}
 				defer stopWorker()
-				fmt.Printf("Worker on task queue %s, artifacts in %s\n", c.TaskQueue, abs)
+				fmt.Printf("Worker on task queue %s, artifacts in %s; %s\n", c.TaskQueue, abs, rootsLine(c))
 			}
 			fmt.Printf("Start a run:  temporal workflow start --address %s --type Alignment --task-queue %s --input-file examples/tiny-run.json\n", c.Address, c.TaskQueue)
 			fmt.Println("Press Ctrl-C to stop.")
