@@ -217,11 +217,11 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	ratings, err := helpsteer.ReadRatings(rp)
+	ratings, _, err := helpsteer.LoadRatings(rp, storedData)
 	if err != nil {
 		return nil, invalidData(err)
 	}
-	prefs, err := helpsteer.ReadPreferences(pp)
+	prefs, _, err := helpsteer.LoadPreferences(pp, storedData)
 	if err != nil {
 		return nil, invalidData(err)
 	}
@@ -231,6 +231,11 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
 	}
 	return &job{eng: eng, m: m, ds: dataset.New(ratings, prefs, task, m.codec, m.cfg.MaxLen)}, nil
 }
+
+// storedData reads the data the data stage wrote: rows of lines within
+// DefaultMaxLineBytes as read, which writing them again can lengthen (an
+// invalid byte read as U+FFFD is written as its three bytes).
+var storedData = helpsteer.ReadOptions{MaxLineBytes: 4 * helpsteer.DefaultMaxLineBytes}
 
 // sampleOptions are the spec's sampling settings at a temperature, stopping
 // at the model's EOS and its chat template's end of turn.
