@@ -25,6 +25,8 @@ import (
 	"github.com/alignflow/alignflow/data/helpsteer"
 	"github.com/alignflow/alignflow/data/matched"
 	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/hf/chattemplate"
+	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
@@ -36,9 +38,10 @@ import (
 // compiled graphs, cached per model shape so iterations do not recompile.
 type Activities struct {
 	Store *artifact.Store
-	// DataRoots confine the files a spec may name (config.Spec.CheckRoots);
-	// empty for none.
-	DataRoots []string
+	// DataRoots are the files a spec may make the worker read: the data
+	// stage reads every file through them (config.Roots.Open). The zero
+	// Roots allow none.
+	DataRoots config.Roots
 	// XLAPlugins are the XLA plugins a spec's backend may name
 	// ("xla:NAME"): the worker's allow-list (nil: plain "xla" only).
 	XLAPlugins backend.Plugins
@@ -138,12 +141,20 @@ func classify(err error) error {
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrCorruptArtifact, err)
 	case errors.Is(err, artifact.ErrStore):
 		return temporal.NewNonRetryableApplicationError(err.Error(), pipeline.ErrStoreUnusable, err)
-	case errors.Is(err, pipeline.ErrUnsafeRunID):
+	case errors.Is(err, pipeline.ErrUnsafeRunID), modelBound(err):
 		return invalidSpec(err)
 	case dataset.IsInvalid(err):
 		return invalidData(err)
 	}
 	return err
+}
+
+// modelBound reports whether err is a bound that model.path's own files
+// ran past: its chat template (chattemplate.ErrLimit) or a tokenizer.json
+// regex (hftokenizer.RegexError). The model is at fault, not the data.
+func modelBound(err error) bool {
+	var re *hftokenizer.RegexError
+	return errors.Is(err, chattemplate.ErrLimit) || errors.As(err, &re)
 }
 
 // keepAlive heartbeats p every second until stop is called, for work
@@ -230,7 +241,7 @@ func (a *Activities) readData(d pipeline.Data) ([]helpsteer.Rating, []helpsteer.
 	if err != nil {
 		return nil, nil, err
 	}
-	ratings, err := helpsteer.ReadRatings(rp)
+	ratings, _, err := helpsteer.LoadRatings(rp, storedData)
 	release()
 	if err != nil {
 		return nil, nil, invalidData(err)
@@ -239,13 +250,18 @@ func (a *Activities) readData(d pipeline.Data) ([]helpsteer.Rating, []helpsteer.
 	if err != nil {
 		return nil, nil, err
 	}
-	prefs, err := helpsteer.ReadPreferences(pp)
+	prefs, _, err := helpsteer.LoadPreferences(pp, storedData)
 	release()
 	if err != nil {
 		return nil, nil, invalidData(err)
 	}
 	return ratings, prefs, nil
 }
+
+// storedData reads the data the data stage wrote: rows of lines within
+// DefaultMaxLineBytes as read, which writing them again can lengthen (an
+// invalid byte read as U+FFFD is written as its three bytes).
+var storedData = helpsteer.ReadOptions{MaxLineBytes: 4 * helpsteer.DefaultMaxLineBytes}
 
 // sampleOptions are the spec's sampling settings at a temperature, stopping
 // at the model's EOS and its chat template's end of turn.

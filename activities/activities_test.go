@@ -50,6 +50,7 @@ func TestBadDataIsNonRetryableAndNamesFileAndLine(t *testing.T) {
 			spec.Data.Ratings, spec.Data.Preferences = ratings, goodPrefs
 			ae := env.NewTestActivityEnvironment()
 			a := New(store)
+			a.DataRoots = config.AnyFile()
 			ae.RegisterActivity(a)
 			_, err = ae.ExecuteActivity(a.PrepareData, pipeline.PrepareDataInput{RunID: "bad", Spec: spec})
 			require.Error(t, err)
@@ -243,7 +244,9 @@ func TestPrepareDataCountsPairsThatDoNotFit(t *testing.T) {
 	require.NoError(t, err)
 	spec := config.Default()
 	spec.Data.Ratings, spec.Data.Preferences = ratings, prefs
-	d, err := New(store).PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "fit", Spec: spec})
+	a := New(store)
+	a.DataRoots = config.AnyFile()
+	d, err := a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "fit", Spec: spec})
 	require.NoError(t, err)
 	assert.Equal(t, 2, d.TrainPairs)
 	assert.Equal(t, 1, d.ValidationPairs)
@@ -269,11 +272,14 @@ func TestPrepareDataKeepsToTheDataRoots(t *testing.T) {
 	}
 	require.NoError(t, os.WriteFile(spec.Data.Preferences, []byte(pref("train", "opposite of hot?")+"\n"+pref("validation", "opposite of up?")+"\n"), 0o644))
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte(`{"prompt":"p","response":"r","helpfulness":1,"correctness":1,"coherence":1,"complexity":1,"verbosity":1}`+"\n"), 0o644))
+	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "none", Spec: spec})
+	require.ErrorContains(t, err, "this worker reads no files", "no roots: no file")
+	a.DataRoots = config.AnyFile()
 	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "open", Spec: spec})
-	require.NoError(t, err, "no roots: any file")
+	require.NoError(t, err, "any file")
 
 	root := t.TempDir()
-	a.DataRoots = []string{root}
+	a.DataRoots = config.RootsAt(root)
 	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "confined", Spec: spec})
 	var app *temporal.ApplicationError
 	require.True(t, errors.As(err, &app), "%v", err)
@@ -283,7 +289,7 @@ func TestPrepareDataKeepsToTheDataRoots(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 
-	a.DataRoots = []string{root, dir}
+	a.DataRoots = config.RootsAt(root, dir)
 	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "inside", Spec: spec})
 	require.NoError(t, err)
 }

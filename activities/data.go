@@ -1,13 +1,18 @@
 package activities
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path"
 
 	"go.temporal.io/sdk/activity"
 
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/data/dataset"
 	"github.com/alignflow/alignflow/data/helpsteer"
 	"github.com/alignflow/alignflow/data/matched"
@@ -31,14 +36,14 @@ func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInp
 func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInput) (pipeline.Data, error) {
 	spec := in.Spec
 	var d pipeline.Data
-	if err := spec.CheckFiles(); err != nil {
+	if err := spec.CheckFilesIn(a.DataRoots); err != nil {
 		return d, invalidSpec(err)
 	}
-	src, err := readData(ctx, in)
+	src, err := readData(ctx, in, a.DataRoots)
 	if err != nil {
 		return d, err
 	}
-	m, err := openModel(spec)
+	m, err := openModel(spec, a.DataRoots)
 	if err != nil {
 		return d, err
 	}
@@ -78,22 +83,29 @@ type sourceData struct {
 	benchPairs int
 }
 
-func readData(ctx context.Context, in pipeline.PrepareDataInput) (*sourceData, error) {
+// maxRewardBenchBytes bounds compare.rewardbench's file, which is stored
+// whole: RewardBench's filtered split is about 10 MB.
+const maxRewardBenchBytes = 1 << 30
+
+// readData reads the spec's data through roots: every file is opened
+// beneath them (config.Roots.Open) and read from that handle.
+func readData(ctx context.Context, in pipeline.PrepareDataInput, roots config.Roots) (*sourceData, error) {
 	spec := in.Spec
 	src := &sourceData{}
+	open := func(p string) (io.ReadCloser, error) { return roots.Open(p) }
 	if spec.Data.Ratings == "" {
 		var gen *matched.Dataset
 		gen, src.task = matched.Generate(dataset.GeneratorOptions(spec))
 		src.ratings, src.prefs = gen.Ratings, gen.Preferences
 	} else {
-		opts := helpsteer.ReadOptions{SkipInvalid: spec.Data.SkipInvalid}
+		opts := helpsteer.ReadOptions{SkipInvalid: spec.Data.SkipInvalid, Open: open}
 		var rr, pr helpsteer.ReadReport
 		var err error
 		if src.ratings, rr, err = helpsteer.LoadRatings(spec.Data.Ratings, opts); err != nil {
-			return nil, invalidData(err)
+			return nil, inputError(err)
 		}
 		if src.prefs, pr, err = helpsteer.LoadPreferences(spec.Data.Preferences, opts); err != nil {
-			return nil, invalidData(err)
+			return nil, inputError(err)
 		}
 		src.skipped = rr.Skipped + pr.Skipped
 		if activity.IsActivity(ctx) {
@@ -103,16 +115,46 @@ func readData(ctx context.Context, in pipeline.PrepareDataInput) (*sourceData, e
 		}
 	}
 	if f := spec.Compare.RewardBench; f != "" {
-		pairs, err := helpsteer.ReadRewardBench(f)
+		// Read once: the bytes stored are the bytes parsed.
+		b, err := readBounded(roots, f, maxRewardBenchBytes)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("compare.rewardbench: %w", err))
+		}
+		pairs, _, err := helpsteer.LoadRewardBench(f, helpsteer.ReadOptions{Open: func(string) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(b)), nil
+		}})
 		if err != nil {
 			return nil, invalidData(err)
 		}
-		if src.bench, err = os.ReadFile(f); err != nil {
-			return nil, invalidData(err)
-		}
-		src.benchPairs = len(pairs)
+		src.bench, src.benchPairs = b, len(pairs)
 	}
 	return src, nil
+}
+
+// readBounded reads the file at path through roots, refusing more than max bytes.
+func readBounded(roots config.Roots, path string, max int64) ([]byte, error) {
+	f, err := roots.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, max)
+	}
+	return b, nil
+}
+
+// inputError is a data file's error: the spec's (ErrInvalidSpec) when the
+// file lies outside the worker's roots, the data's otherwise.
+func inputError(err error) error {
+	if errors.Is(err, config.ErrOutsideRoots) {
+		return invalidSpec(err)
+	}
+	return invalidData(err)
 }
 
 // storeData writes the ratings and preferences to the run's folder.

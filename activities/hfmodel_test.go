@@ -31,6 +31,7 @@ func TestStagesOnAHuggingFaceModel(t *testing.T) {
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	a := New(store)
+	a.DataRoots = config.AnyFile()
 	ctx := context.Background()
 	spec := config.Default()
 	spec.ReuseStageOutputs = false
@@ -111,6 +112,7 @@ func TestRewardModelFromAClassifierDirectory(t *testing.T) {
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	a := New(store)
+	a.DataRoots = config.AnyFile()
 	ctx := context.Background()
 	spec := config.Default()
 	spec.ReuseStageOutputs = false
@@ -171,11 +173,11 @@ func TestMaxLenMustFitTheSlidingWindow(t *testing.T) {
 	}
 	spec := config.Default()
 	spec.Model.Path, spec.Model.MaxLen = dir, 64
-	o, err := openModel(spec)
+	o, err := openModel(spec, config.AnyFile())
 	require.NoError(t, err)
 	assert.Equal(t, 64, o.cfg.MaxLen)
 	spec.Model.MaxLen = 65
-	_, err = openModel(spec)
+	_, err = openModel(spec, config.AnyFile())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "model.max_len 65: model.path "+dir+": sequences of up to 65 tokens do not fit config.json's sliding_window 64: MistralForCausalLM attends over at most the last 64 tokens")
 }

@@ -83,13 +83,13 @@ type openedModel struct {
 
 // openModel opens the spec's model: the bundled one, or model.path checked
 // whole (architecture, weights, tokenizer, chat template, EOS) with
-// reward.path beside it.
-func openModel(spec config.Spec) (*openedModel, error) {
+// reward.path beside it, every file read through roots.
+func openModel(spec config.Spec, roots config.Roots) (*openedModel, error) {
 	if spec.Model.Path == "" {
 		return &openedModel{runModel: bundledModel(spec)}, nil
 	}
 	dir := spec.Model.Path
-	m, err := lm.Open(dir, true)
+	m, err := lm.OpenDir(roots.FS(dir), dir, true)
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("model.path: %w", err))
 	}
@@ -107,7 +107,7 @@ func openModel(spec config.Spec) (*openedModel, error) {
 	}
 	o := &openedModel{runModel: &runModel{cfg: cfg, codec: codec, base: m.Params}, hf: m}
 	if spec.Reward.Path != "" {
-		if o.reward, err = openRewardBase(spec.Reward.Path, m, cfg.MaxLen); err != nil {
+		if o.reward, err = openRewardBase(roots, spec.Reward.Path, m, cfg.MaxLen); err != nil {
 			return nil, err
 		}
 	}
@@ -117,8 +117,8 @@ func openModel(spec config.Spec) (*openedModel, error) {
 // openRewardBase loads reward.path and checks that it is a reward model on
 // the policy's architecture and tokenizer whose attention covers sequences
 // of maxLen tokens.
-func openRewardBase(dir string, policy *lm.Model, maxLen int) (*weights.Set, error) {
-	hf, err := hfmodel.Load(dir)
+func openRewardBase(roots config.Roots, dir string, policy *lm.Model, maxLen int) (*weights.Set, error) {
+	hf, err := hfmodel.LoadFS(roots.FS(dir), dir)
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("reward.path: %w", err))
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -48,7 +49,7 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 	if !spec.ReuseStageOutputs {
 		return compute()
 	}
-	key, err := reuseKey(stage, spec, in)
+	key, err := reuseKey(stage, spec, in, a.DataRoots)
 	if err != nil {
 		logger(ctx).Warn("the stage's output cannot be reused: its inputs could not be identified", "stage", stage, "error", err.Error())
 		return compute()
@@ -118,7 +119,8 @@ func (discard) Warn(string, ...any) {}
 
 // reuseKey hashes what decides a stage's output. Artifact references count
 // by digest only: the same weights stored by another run are the same input.
-func reuseKey(stage string, spec config.Spec, in any) (string, error) {
+// The data stage's files are read through roots, as the stage reads them.
+func reuseKey(stage string, spec config.Spec, in any, roots config.Roots) (string, error) {
 	var input map[string]any
 	if err := decodeExact(mustJSON(in), &input); err != nil {
 		return "", err
@@ -136,12 +138,15 @@ func reuseKey(stage string, spec config.Spec, in any) (string, error) {
 	var paths []string
 	if stage == pipeline.StagePrepareData {
 		var err error
-		if paths, err = specFiles(spec); err != nil {
+		if paths, err = specFiles(spec, roots); err != nil {
 			return "", err
 		}
 	}
 	for _, p := range paths {
-		d, err := fileDigest(p)
+		d, err := fileDigest(roots, p)
+		if errors.Is(err, errNotAFile) {
+			continue
+		}
 		if err != nil {
 			return "", err
 		}
@@ -201,9 +206,13 @@ func normalise(v any) any {
 	return v
 }
 
-// fileDigest is the sha256 of a file's contents.
-func fileDigest(path string) (string, error) {
-	f, err := os.Open(path)
+// errNotAFile is a directory entry that is no input: a link to a directory.
+var errNotAFile = errors.New("not a regular file")
+
+// fileDigest is the sha256 of the contents of the file at path, opened
+// through roots: a symbolic link counts by what it points to.
+func fileDigest(roots config.Roots, path string) (string, error) {
+	f, err := roots.Open(path)
 	if err != nil {
 		return "", err
 	}
@@ -212,26 +221,39 @@ func fileDigest(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: %w", path, errNotAFile)
+	}
 	// Every stage's key reads the spec's files, a model's weights among
-	// them: a file is hashed once per worker while its size and time stay.
-	stamp := fmt.Sprintf("%s|%d|%d", path, st.Size(), st.ModTime().UnixNano())
-	if d, ok := digests.Load(stamp); ok {
-		return d.(string), nil
+	// them: a file is hashed once per worker while it stays the same file
+	// (the same inode: a link pointed elsewhere is another file) with the
+	// same size and time.
+	if d, ok := digests.Load(path); ok {
+		c := d.(cachedDigest)
+		if os.SameFile(c.info, st) && c.info.Size() == st.Size() && c.info.ModTime().Equal(st.ModTime()) {
+			return c.digest, nil
+		}
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	d := hex.EncodeToString(h.Sum(nil))
-	digests.Store(stamp, d)
+	digests.Store(path, cachedDigest{info: st, digest: d})
 	return d, nil
 }
 
-var digests sync.Map // path|size|mtime -> sha256
+type cachedDigest struct {
+	info   fs.FileInfo
+	digest string
+}
+
+var digests sync.Map // path -> cachedDigest
 
 // specFiles lists the files a spec names: data files, and every file of
-// the model directories.
-func specFiles(spec config.Spec) ([]string, error) {
+// the model directories, links included (they count by their targets,
+// which must lie in the roots); a dangling link is no file.
+func specFiles(spec config.Spec, roots config.Roots) ([]string, error) {
 	var out []string
 	for _, p := range []string{spec.Data.Ratings, spec.Data.Preferences, spec.Compare.RewardBench} {
 		if p != "" {
@@ -242,13 +264,29 @@ func specFiles(spec config.Spec) ([]string, error) {
 		if dir == "" {
 			continue
 		}
-		entries, err := os.ReadDir(dir)
+		d, err := roots.Open(dir)
+		if err != nil {
+			return nil, err
+		}
+		entries, err := d.ReadDir(-1)
+		d.Close()
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
-			if e.Type().IsRegular() {
-				out = append(out, filepath.Join(dir, e.Name()))
+			p := filepath.Join(dir, e.Name())
+			switch {
+			case e.Type().IsRegular():
+				out = append(out, p)
+			case e.Type()&fs.ModeSymlink != 0:
+				f, err := roots.Open(p)
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // dangling (a link out of the roots is an error instead)
+				}
+				if f != nil {
+					f.Close()
+				}
+				out = append(out, p)
 			}
 		}
 	}
@@ -271,7 +309,7 @@ func codeDigest() (string, error) {
 			code.err = err
 			return
 		}
-		code.digest, code.err = fileDigest(exe)
+		code.digest, code.err = fileDigest(config.AnyFile(), exe)
 	})
 	if code.err != nil {
 		return "", errors.Join(errors.New("identify the running build"), code.err)

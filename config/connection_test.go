@@ -81,18 +81,19 @@ func TestCheckRoots(t *testing.T) {
 	cases := []struct {
 		name   string
 		spec   Spec
-		roots  []string
+		roots  Roots
 		fields []string // the fields refused, none for allowed
 	}{
-		{"no roots: anything", spec(func(s *Spec) { s.Data.Ratings = secret }), nil, nil},
-		{"inside", spec(func(s *Spec) { s.Data.Ratings, s.Model.Path = inRoot, filepath.Join(root, "models", "m") }), []string{root}, nil},
-		{"the root itself", spec(func(s *Spec) { s.Model.Path = root }), []string{root}, nil},
-		{"outside", spec(func(s *Spec) { s.Data.Ratings, s.Data.Preferences = inRoot, secret }), []string{root}, []string{"data.preferences"}},
-		{"a link out of the root", spec(func(s *Spec) { s.Compare.RewardBench = link }), []string{root}, []string{"compare.rewardbench"}},
-		{"dot-dot out of the root", spec(func(s *Spec) { s.Reward.Path = filepath.Join(root, "..", filepath.Base(outside)) }), []string{root}, []string{"reward.path"}},
-		{"a sibling whose name starts like the root", spec(func(s *Spec) { s.Data.Ratings = root + "-other/x.jsonl" }), []string{root}, []string{"data.ratings"}},
-		{"any of several roots", spec(func(s *Spec) { s.Data.Ratings, s.Data.Preferences = inRoot, secret }), []string{root, outside}, nil},
-		{"a missing file is judged by where it would be", spec(func(s *Spec) { s.Data.Ratings = filepath.Join(outside, "nope.jsonl") }), []string{root}, []string{"data.ratings"}},
+		{"any file", spec(func(s *Spec) { s.Data.Ratings = secret }), AnyFile(), nil},
+		{"no roots: no file", spec(func(s *Spec) { s.Data.Ratings = inRoot }), RootsAt(), []string{"data.ratings"}},
+		{"inside", spec(func(s *Spec) { s.Data.Ratings, s.Model.Path = inRoot, filepath.Join(root, "models", "m") }), RootsAt(root), nil},
+		{"the root itself", spec(func(s *Spec) { s.Model.Path = root }), RootsAt(root), nil},
+		{"outside", spec(func(s *Spec) { s.Data.Ratings, s.Data.Preferences = inRoot, secret }), RootsAt(root), []string{"data.preferences"}},
+		{"a link out of the root", spec(func(s *Spec) { s.Compare.RewardBench = link }), RootsAt(root), []string{"compare.rewardbench"}},
+		{"dot-dot out of the root", spec(func(s *Spec) { s.Reward.Path = filepath.Join(root, "..", filepath.Base(outside)) }), RootsAt(root), []string{"reward.path"}},
+		{"a sibling whose name starts like the root", spec(func(s *Spec) { s.Data.Ratings = root + "-other/x.jsonl" }), RootsAt(root), []string{"data.ratings"}},
+		{"any of several roots", spec(func(s *Spec) { s.Data.Ratings, s.Data.Preferences = inRoot, secret }), RootsAt(root, outside), nil},
+		{"a missing file is judged by where it would be", spec(func(s *Spec) { s.Data.Ratings = filepath.Join(outside, "nope.jsonl") }), RootsAt(root), []string{"data.ratings"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +106,7 @@ func TestCheckRoots(t *testing.T) {
 			for _, f := range tc.fields {
 				assert.Contains(t, err.Error(), f)
 			}
-			assert.Contains(t, err.Error(), strings.Join(tc.roots, ", "), "the error names the roots")
+			assert.Contains(t, err.Error(), tc.roots.String(), "the error names the roots")
 			assert.Equal(t, len(tc.fields), strings.Count(err.Error(), "outside the worker's data roots"))
 		})
 	}

@@ -68,9 +68,10 @@ type Connection struct {
 	// turns TLS on). Never printed.
 	APIKey string `mapstructure:"api-key"`
 	// DataRoots confine the files a run's spec may name (data, model and
-	// reward-model paths) to these directories, so that whoever can start a
-	// workflow cannot make a worker read arbitrary files. Empty: no
-	// confinement, as on a developer's own machine.
+	// reward-model paths, and every file in the model directories) to these
+	// directories, so that whoever can start a workflow cannot make a worker
+	// read arbitrary files. Empty: any file on a loopback Address (a
+	// developer's own machine), none on any other (see Roots).
 	DataRoots []string `mapstructure:"data-root"`
 	// MetricsAddr is where `worker` and `dev` serve Prometheus metrics on
 	// /metrics (HOST:PORT; empty: not served).
@@ -111,7 +112,7 @@ func AddConnectionFlags(fs *pflag.FlagSet) {
 	fs.String("tls-ca", "", "CA certificate (PEM) that signed the server's certificate; default: the system's CAs (env ALIGNFLOW_TLS_CA)")
 	fs.String("tls-server-name", "", "server name to verify in the server's certificate; default: the address's host (env ALIGNFLOW_TLS_SERVER_NAME)")
 	fs.String("api-key", "", "Temporal Cloud API key; turns TLS on (env ALIGNFLOW_API_KEY, which keeps it out of the process list)")
-	fs.StringArray("data-root", nil, "directory the files a run names must lie in (repeatable; env ALIGNFLOW_DATA_ROOT, a list like PATH); none: any file")
+	fs.StringArray("data-root", nil, "directory the files a run names must lie in (repeatable; env ALIGNFLOW_DATA_ROOT, a list like PATH); none: any file when --address is loopback, no file otherwise (--data-root / allows any)")
 }
 
 // AddXLAPluginFlag declares --xla-plugin, a worker's (`worker`, `dev`):

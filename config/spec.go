@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -603,31 +602,16 @@ func (s Spec) DataFiles() []DataFile {
 	return out
 }
 
-// CheckRoots reports every file the spec names that lies outside all of
-// roots, after resolving symbolic links (a link inside a root that points
-// out of it is outside). No roots means no confinement. Relative paths are
-// relative to the current directory, as the worker reads them.
-func (s Spec) CheckRoots(roots []string) error {
-	if len(roots) == 0 {
-		return nil
-	}
-	resolved := make([]string, len(roots))
-	for i, r := range roots {
-		resolved[i] = resolvePath(r)
-	}
+// CheckRoots reports every file the spec names that lies outside roots,
+// as written and with its symbolic links resolved (a link inside a root
+// that points out of it is outside; a missing file is judged by where it
+// would be). It answers early, before any stage reads: what a worker reads
+// goes through roots.Open, which confines the read itself.
+func (s Spec) CheckRoots(roots Roots) error {
 	var errs []error
 	for _, f := range s.DataFiles() {
-		p := resolvePath(f.Path)
-		inside := false
-		for _, r := range resolved {
-			if rel, err := filepath.Rel(r, p); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-				inside = true
-				break
-			}
-		}
-		if !inside {
-			errs = append(errs, &FieldError{Field: f.Field, Problem: fmt.Sprintf("%s is outside the worker's data roots (%s); move it under one of them, or start the worker with --data-root naming its directory",
-				f.Path, strings.Join(roots, ", "))})
+		if err := roots.Check(f.Path); err != nil {
+			errs = append(errs, &FieldError{Field: f.Field, Problem: err.Error()})
 		}
 	}
 	return errors.Join(errs...)
@@ -649,17 +633,26 @@ func resolvePath(p string) string {
 	return abs
 }
 
-// CheckFiles reports data files that are missing or unreadable.
-func (s Spec) CheckFiles() error {
+// CheckFiles reports data files that are missing or unreadable, and model
+// directories without config.json, reading any file (CheckFilesIn for a
+// worker's roots).
+func (s Spec) CheckFiles() error { return s.CheckFilesIn(AnyFile()) }
+
+// CheckFilesIn is CheckFiles with every file opened through roots.
+func (s Spec) CheckFilesIn(roots Roots) error {
 	var errs []error
 	for _, f := range s.DataFiles() {
 		if f.Dir {
-			if st, err := os.Stat(filepath.Join(f.Path, "config.json")); err != nil || st.IsDir() {
-				errs = append(errs, &FieldError{Field: f.Field, Problem: fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", f.Path)})
+			if st, err := roots.Stat(filepath.Join(f.Path, "config.json")); err != nil || st.IsDir() {
+				problem := fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", f.Path)
+				if errors.Is(err, ErrOutsideRoots) {
+					problem = err.Error()
+				}
+				errs = append(errs, &FieldError{Field: f.Field, Problem: problem})
 			}
 			continue
 		}
-		file, err := os.Open(f.Path)
+		file, err := roots.Open(f.Path)
 		if err != nil {
 			errs = append(errs, &FieldError{Field: f.Field, Problem: fmt.Sprintf("cannot read data file: %v", err)})
 			continue

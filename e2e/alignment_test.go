@@ -85,12 +85,13 @@ func startEmbedded(t *testing.T, opts devserver.Options) (*devserver.Server, cli
 }
 
 // startInProcessWorker runs a worker of cl in the test process, storing
-// artifacts in a fresh folder.
+// artifacts in a fresh folder; runs may name any file (the tests' temporary
+// ones), as on the loopback address of a developer's machine.
 func startInProcessWorker(t *testing.T, cl client.Client) *artifact.Store {
 	t.Helper()
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
-	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue, HeartbeatInterval: testHeartbeatInterval})
+	w := worker.New(cl, store, worker.Options{TaskQueue: workflows.TaskQueue, HeartbeatInterval: testHeartbeatInterval, DataRoots: config.AnyFile()})
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Stop)
 	return store

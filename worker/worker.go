@@ -12,13 +12,15 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/google/uuid"
+
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/workflows"
-	"github.com/google/uuid"
 )
 
 // Options configure a worker.
@@ -31,8 +33,10 @@ type Options struct {
 	// latest heartbeat: the freshness of the progress `runs show` prints and
 	// of the checkpoint a retry resumes from. Default 2 s.
 	HeartbeatInterval time.Duration
-	// DataRoots confine the files a run's spec may name; empty for none.
-	DataRoots []string
+	// DataRoots are the files a run may make the worker read (the zero
+	// Roots: none; config.Connection.Roots decides a worker's from
+	// --data-root and the server's address).
+	DataRoots config.Roots
 	// XLAPlugins are the XLA plugins a run's spec may name by "xla:NAME"
 	// (--xla-plugin); nil for none.
 	XLAPlugins backend.Plugins

@@ -21,6 +21,7 @@ import (
 
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/ops/temporalconn"
@@ -161,7 +162,7 @@ func TestPoolRegistrations(t *testing.T) {
 	made := recordWorkers(t)
 	c := lazyClient(t)
 	store := openStore(t)
-	roots := []string{"/data/a", "/data/b"}
+	roots := config.RootsAt("/data/a", "/data/b")
 	plugins := backend.Plugins{"cuda": "/opt/pjrt/cuda.so"}
 	p := NewPool(c, store, Options{DataRoots: roots, XLAPlugins: plugins}, []string{"train", "eval"})
 	require.Len(t, *made, 3)

@@ -84,7 +84,7 @@ func startWorker(ctx context.Context, c config.Connection, wf workerFlags) (clie
 		return nil, nil, nil, fmt.Errorf("register search attributes %v in namespace %s (or ask the server's operator to): %w", sortedKeys(workflows.SearchAttributes), c.Namespace, err)
 	}
 	p := worker.NewPool(cl, store, worker.Options{TaskQueue: c.TaskQueue, HeartbeatInterval: wf.heartbeat,
-		ConcurrentActivities: wf.concurrent, DataRoots: c.DataRoots, XLAPlugins: c.XLAPlugins, Metrics: rec}, wf.queues)
+		ConcurrentActivities: wf.concurrent, DataRoots: c.Roots(), XLAPlugins: c.XLAPlugins, Metrics: rec}, wf.queues)
 	if err := p.Start(); err != nil {
 		cl.Close()
 		stopServing()
@@ -148,7 +148,7 @@ In another terminal:
 					return err
 				}
 				defer stopWorker()
-				fmt.Printf("Worker on task queue %s, artifacts in %s\n", c.TaskQueue, abs)
+				fmt.Printf("Worker on task queue %s, artifacts in %s; %s\n", c.TaskQueue, abs, rootsLine(c))
 			}
 			fmt.Printf("Start a run:  temporal workflow start --address %s --type Alignment --task-queue %s --input-file examples/tiny-run.json\n", c.Address, c.TaskQueue)
 			fmt.Println("Press Ctrl-C to stop.")
@@ -234,10 +234,14 @@ func queueLines(queues []string, workflowQueue string) []string {
 
 // rootsLine says which files a worker lets runs name.
 func rootsLine(c config.Connection) string {
-	if len(c.DataRoots) == 0 {
-		return "runs may name any file the worker can read (confine them with --data-root)"
+	r := c.Roots()
+	switch {
+	case r.Any():
+		return "runs may name any file the worker can read (a loopback address; confine them with --data-root)"
+	case len(r.Dirs()) == 0:
+		return "runs may name no file: the server is not on this machine (allow some with --data-root DIR, any with --data-root /)"
 	}
-	return "runs may name files under " + strings.Join(c.DataRoots, ", ") + " only"
+	return "runs may name files under " + strings.Join(r.Dirs(), ", ") + " only"
 }
 
 // pluginsLine says which XLA plugins a worker lets runs name, if any.

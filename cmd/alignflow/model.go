@@ -97,7 +97,10 @@ func tokenizeRun(o tokenizeOptions) error {
 	if err != nil {
 		return err
 	}
-	ids := m.Tokenizer.Encode(text, !o.noSpecialTokens)
+	ids, err := m.Tokenizer.EncodeChecked(text, !o.noSpecialTokens)
+	if err != nil {
+		return err
+	}
 	if o.json {
 		return json.NewEncoder(o.out).Encode(struct {
 			Text string  `json:"text"`
@@ -172,7 +175,10 @@ func generateRun(o generateOptions) error {
 	if err != nil {
 		return err
 	}
-	ids := m.Tokenizer.Encode(text, true)
+	ids, err := m.Tokenizer.EncodeChecked(text, true)
+	if err != nil {
+		return err
+	}
 	if len(ids) == 0 {
 		return fmt.Errorf("the prompt encodes to no tokens")
 	}

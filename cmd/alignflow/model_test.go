@@ -102,6 +102,23 @@ func TestTokenizeMessagesWithATemplate(t *testing.T) {
 	assert.Contains(t, tok.IDs, int32(50256), "the special token in the rendered text is one token")
 }
 
+// TestTokenizeRefusesAPoisonTemplate: a chat template that asks for three
+// billion items (it grew the process to 22 GB before) fails at once,
+// naming the template file and the bound.
+func TestTokenizeRefusesAPoisonTemplate(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(fixtures.Path(t, "tokenizers", "gpt2"), "tokenizer.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer.json"), b, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "chat_template.jinja"), []byte(`{% for i in range(3000000000) %}x{% endfor %}`), 0o644))
+	msgs := filepath.Join(dir, "chat.json")
+	require.NoError(t, os.WriteFile(msgs, []byte(`[{"role": "user", "content": "hi"}]`), 0o644))
+	_, err = runCLI(t, "tokenize", "--model", dir, "--messages", msgs)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "chat_template.jinja"))
+	assert.Contains(t, err.Error(), "range of 3000000000 items, more than 100000")
+}
+
 // TestGenerateFromACheckpoint generates with an alignflow policy
 // checkpoint (the byte-level model) and refuses what cannot generate.
 func TestGenerateFromACheckpoint(t *testing.T) {

@@ -71,9 +71,31 @@ type ReadOptions struct {
 	// SkipInvalid drops rows that fail to decode or validate, recording them
 	// in the ReadReport, instead of stopping at the first one. File-level
 	// problems (unopenable file, bad gzip, an I/O error mid-stream, no valid
-	// row at all) are errors either way.
+	// row at all, a line or a decompressed file over its bound) are errors
+	// either way.
 	SkipInvalid bool
+	// Open opens the file (nil: os.Open); a worker opens a run's files
+	// through its data roots (config.Roots.Open).
+	Open func(path string) (io.ReadCloser, error)
+	// MaxLineBytes bounds a line (0: DefaultMaxLineBytes). A longer one is
+	// an error as soon as the bound is passed, before the rest is read.
+	MaxLineBytes int
+	// MaxBytes bounds what a gzip-compressed file decompresses to (0:
+	// DefaultMaxBytes): a small file that inflates to gigabytes is an error
+	// once the bound is passed.
+	MaxBytes int64
 }
+
+// The bounds of ReadOptions: HelpSteer2's rows are a few KB and its files
+// about 100 MB; these leave room for long conversations and larger sets
+// while keeping a hostile file from exhausting a worker's memory.
+const (
+	DefaultMaxLineBytes = 16 << 20
+	DefaultMaxBytes     = 8 << 30
+)
+
+// ErrTooLarge is what a line or a decompressed file over its bound wraps.
+var ErrTooLarge = errors.New("over the reader's bound")
 
 // maxReportedErrors bounds ReadReport.Errors.
 const maxReportedErrors = 10
@@ -135,7 +157,18 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // (the split "val" becomes "validation") and validates it.
 func readJSONL[T any](path string, schema []schemaField, check func(*T) error, opts ReadOptions) ([]T, ReadReport, error) {
 	var report ReadReport
-	f, err := os.Open(path)
+	open := opts.Open
+	if open == nil {
+		open = func(p string) (io.ReadCloser, error) { return os.Open(p) }
+	}
+	maxLine, maxBytes := opts.MaxLineBytes, opts.MaxBytes
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineBytes
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	f, err := open(path)
 	if err != nil {
 		return nil, report, &LoadError{File: path, Field: "file", Err: err}
 	}
@@ -150,16 +183,18 @@ func readJSONL[T any](path string, schema []schemaField, check func(*T) error, o
 			return nil, report, &LoadError{File: path, Field: "gzip", Err: err}
 		}
 		defer zr.Close()
-		r = zr
+		r = &boundedReader{r: zr, left: maxBytes, max: maxBytes}
 		ioField = "gzip"
 	}
 
-	// bufio.Reader.ReadBytes has no line-length limit, unlike Scanner.
 	br := bufio.NewReaderSize(r, 64<<10)
 	var rows []T
 	var firstErr *LoadError
 	for lineNo := 1; ; lineNo++ {
-		line, readErr := br.ReadBytes('\n')
+		line, readErr := readLine(br, maxLine)
+		if long := (*lineTooLong)(nil); errors.As(readErr, &long) {
+			return nil, report, &LoadError{File: path, Line: lineNo, Field: "line", Err: readErr}
+		}
 		if readErr != nil && readErr != io.EOF {
 			return nil, report, &LoadError{File: path, Line: lineNo, Field: ioField, Err: readErr}
 		}
@@ -197,6 +232,60 @@ func readJSONL[T any](path string, schema []schemaField, check func(*T) error, o
 		return nil, report, &LoadError{File: path, Field: "rows", Err: ErrNoRows}
 	}
 	return rows, report, nil
+}
+
+// readLine reads up to and including the next newline, refusing a line
+// longer than max bytes as soon as it is (bufio.Scanner's limit would too,
+// but ends the file there without saying where).
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			return nil, &lineTooLong{max}
+		}
+		line = append(line, chunk...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
+}
+
+// lineTooLong is a line over ReadOptions.MaxLineBytes.
+type lineTooLong struct{ max int }
+
+func (e *lineTooLong) Error() string {
+	return fmt.Sprintf("longer than %d bytes (%v): not a row of this format", e.max, ErrTooLarge)
+}
+
+func (e *lineTooLong) Unwrap() error { return ErrTooLarge }
+
+// boundedReader refuses to read past max bytes of r.
+type boundedReader struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		// Exactly max bytes so far: the end is fine, one more byte is not.
+		var one [1]byte
+		for {
+			m, err := b.r.Read(one[:])
+			if m > 0 {
+				return 0, fmt.Errorf("decompresses to more than %d bytes (%w)", b.max, ErrTooLarge)
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // rowError locates a decodeRow error at path:lineNo.

@@ -128,13 +128,13 @@ func (c *Codec) Prompt(prompt string) ([]int32, error) {
 		return nil, err
 	}
 	if c.chat == nil {
-		return c.tok.Encode(chattemplate.Plain(msgs, true), true), nil
+		return c.tok.EncodeChecked(chattemplate.Plain(msgs, true), true)
 	}
 	text, err := c.chat.Render(msgs, true)
 	if err != nil {
 		return nil, err
 	}
-	return c.tok.Encode(text, false), nil
+	return c.tok.EncodeChecked(text, false)
 }
 
 // Response returns the ids a response to prompt adds after Prompt(prompt):
@@ -151,7 +151,11 @@ func (c *Codec) Response(prompt, response string) ([]int32, error) {
 		return tokenizer.EncodeResponse(response), nil
 	}
 	if c.chat == nil {
-		return append(c.tok.Encode(response, false), c.eos[0]), nil
+		ids, err := c.tok.EncodeChecked(response, false)
+		if err != nil {
+			return nil, err
+		}
+		return append(ids, c.eos[0]), nil
 	}
 	ids, err := c.turnIDs(prompt, response)
 	if err != nil {
@@ -181,11 +185,18 @@ func (c *Codec) turnIDs(prompt, response string) ([]int32, error) {
 	if !strings.HasPrefix(full, pre) {
 		return nil, fmt.Errorf("the chat template's rendering of the assistant's turn does not continue its generation prompt (%q then %q)", tail(pre), tail(full))
 	}
-	preIDs, fullIDs := c.tok.Encode(pre, false), c.tok.Encode(full, false)
+	preIDs, err := c.tok.EncodeChecked(pre, false)
+	if err != nil {
+		return nil, err
+	}
+	fullIDs, err := c.tok.EncodeChecked(full, false)
+	if err != nil {
+		return nil, err
+	}
 	if len(fullIDs) > len(preIDs) && slices.Equal(fullIDs[:len(preIDs)], preIDs) {
 		return slices.Clone(fullIDs[len(preIDs):]), nil
 	}
-	return c.tok.Encode(full[len(pre):], false), nil
+	return c.tok.EncodeChecked(full[len(pre):], false)
 }
 
 // tail is the end of a rendering, for a message.

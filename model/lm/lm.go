@@ -8,9 +8,10 @@ package lm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
@@ -22,9 +23,10 @@ import (
 
 // Tokenizer turns text into ids and back.
 type Tokenizer interface {
-	// Encode returns the ids of text; addSpecial adds what the model puts
-	// around a sequence (BOS).
-	Encode(text string, addSpecial bool) []int32
+	// EncodeChecked returns the ids of text; addSpecial adds what the model puts
+	// around a sequence (BOS). An error is a bound the tokenizer's rules ran
+	// past (a tokenizer.json regex that backtracks catastrophically).
+	EncodeChecked(text string, addSpecial bool) ([]int32, error)
 	// Decode returns the text of ids, leaving special tokens out when asked.
 	Decode(ids []int32, skipSpecial bool) string
 }
@@ -75,9 +77,16 @@ func Open(path string, needWeights bool) (*Model, error) {
 	if !st.IsDir() {
 		return openCheckpoint(path)
 	}
-	desc, err := hfmodel.ReadDescription(path)
+	return OpenDir(os.DirFS(path), path, needWeights)
+}
+
+// OpenDir is Open of a directory read through fsys (a worker's data
+// roots, config.Roots.FS, so that every file is opened beneath them);
+// path names it.
+func OpenDir(fsys fs.FS, path string, needWeights bool) (*Model, error) {
+	desc, err := hfmodel.ReadDescriptionFS(fsys, path)
 	if err != nil {
-		if _, statErr := os.Stat(filepath.Join(path, hfmodel.ConfigFile)); statErr != nil {
+		if _, statErr := fs.Stat(fsys, hfmodel.ConfigFile); errors.Is(statErr, fs.ErrNotExist) {
 			return nil, fmt.Errorf("model %s: neither a Hugging Face model (config.json and weights) nor a tokenizer: %w", path, err)
 		}
 		return nil, err
@@ -89,7 +98,7 @@ func Open(path string, needWeights bool) (*Model, error) {
 			if desc.EOS == nil {
 				return nil, desc.EOSErr
 			}
-			if m.Params, err = hfmodel.LoadWeights(path, desc.Config); err != nil {
+			if m.Params, err = hfmodel.LoadWeightsFS(fsys, path, desc.Config); err != nil {
 				return nil, err
 			}
 			m.Config, m.Reward = &desc.Config.Transformer, desc.Config.Classifier
@@ -139,12 +148,12 @@ func (m *Model) RenderChat(messages []chattemplate.Message, addGenerationPrompt 
 // when asked.
 type byteTokenizer struct{}
 
-func (byteTokenizer) Encode(text string, addSpecial bool) []int32 {
+func (byteTokenizer) EncodeChecked(text string, addSpecial bool) ([]int32, error) {
 	ids := tokenizer.Encode(text)
 	if addSpecial {
 		ids = append([]int32{tokenizer.BOS}, ids...)
 	}
-	return ids
+	return ids, nil
 }
 
 // Decode returns the bytes of ids; the byte tokenizer's special tokens have

@@ -8,7 +8,10 @@
 // transformers' apply_chat_template does. Rendering uses
 // github.com/ardanlabs/jinja, a Jinja2 engine in Go made for these
 // templates, with jinja2's whitespace control and transformers' tojson
-// and jinja2's format filters (lex.go, filters.go).
+// and jinja2's format filters (lex.go, filters.go). A template is code
+// from the model's files, so every render is bounded (Limits): the engine
+// has no hooks, so the template is rewritten before it is compiled to pass
+// what can grow through counting guards (rewrite.go, guard.go).
 package chattemplate
 
 import (
@@ -204,7 +207,7 @@ func (c *Config) Template(name string) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: chat template %q: %w", c.where(), name, err)
 	}
-	t.BOS, t.EOS = c.BOS, c.EOS
+	t.BOS, t.EOS, t.Path = c.BOS, c.EOS, c.where()
 	return t, nil
 }
 
@@ -224,10 +227,19 @@ type Template struct {
 	Now func() time.Time
 	// Vars are further template variables (such as enable_thinking).
 	Vars map[string]any
+	// Limits bound each render (DefaultLimits where zero).
+	Limits Limits
+	// Path is where the template came from, for errors ("" for none).
+	Path string
 }
 
-// Compile compiles a chat template's source.
+// Compile compiles a chat template's source. A source longer than any
+// real template (1 MiB), or one that nests deeper than the engine can
+// parse and render without overflowing its stack, is refused.
 func Compile(source string) (*Template, error) {
+	if len(source) > maxSource {
+		return nil, limitError("a template of %d bytes is more than %d", len(source), maxSource)
+	}
 	src, err := prepare(source, filterVars)
 	if err != nil {
 		return nil, err
@@ -250,6 +262,11 @@ func Compile(source string) (*Template, error) {
 // after the special tokens and may replace them, as apply_chat_template's
 // kwargs do. Each message is {"role", "content"} in that order (tojson and
 // items() keep it).
+//
+// A render is bounded by t.Limits (guard.go says how): what it writes, the
+// size of every value it makes, range(), loop iterations and macro calls,
+// how deeply macros call each other, and its time; a bound passed is an
+// error wrapping ErrLimit, as is a panic in the engine.
 func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string, error) {
 	msgs := make([]jinja.Value, len(messages))
 	for i, m := range messages {
@@ -274,20 +291,46 @@ func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string,
 		values[k] = jinja.FromGoValue(v)
 	}
 	values["messages"], values["add_generation_prompt"] = jinja.NewList(msgs), jinja.NewBool(addGenerationPrompt)
-	for name, f := range filters {
-		values[filterVars[name]] = f
-	}
 	values["strftime_now"] = jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 		if len(args) != 1 || !args[0].IsString() {
 			return jinja.Undefined(), fmt.Errorf("strftime_now takes one format string")
 		}
 		return jinja.NewString(strftime(now(), args[0].AsString())), nil
 	})
-	out, err := t.tmpl.RenderValues(values)
-	if err != nil {
-		return "", fmt.Errorf("render chat template: %w", err)
+	return t.render(values)
+}
+
+// render renders with values and the render's filters and guards, within
+// t.Limits.
+func (t *Template) render(values map[string]jinja.Value) (out string, err error) {
+	lim := t.Limits
+	if lim == (Limits{}) {
+		lim = DefaultLimits
+	}
+	r := &run{lim: lim, deadline: time.Now().Add(lim.Time)}
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = "", t.failed(limitError("the engine failed: %v", p))
+		}
+	}()
+	for name, f := range r.filters() {
+		values[filterVars[name]] = f
+	}
+	for name, g := range r.guards() {
+		values[name] = g
+	}
+	if out, err = t.tmpl.RenderValues(values); err != nil {
+		return "", t.failed(err)
 	}
 	return out, nil
+}
+
+// failed is a render's error, naming the template.
+func (t *Template) failed(err error) error {
+	if t.Path != "" {
+		return fmt.Errorf("render chat template %s: %w", t.Path, err)
+	}
+	return fmt.Errorf("render chat template: %w", err)
 }
 
 // MessagesOf turns a HelpSteer2 prompt into messages: its first turn is the

@@ -14,18 +14,26 @@ import (
 )
 
 // filters are the filters transformers' templates have that the engine
-// has not, or has otherwise, by name; prepare renames them in templates to
-// the variables they are given as (filterVars), since the engine looks its
-// own filters up first.
-var filters = map[string]jinja.Value{
-	"tojson": jinja.NewCallable("tojson", toJSON),
-	"format": jinja.NewCallable("format", formatFilter),
+// has not, or has otherwise, and the engine's filters that can grow without
+// bound (guard.go), by name, for one render (they bound what they write
+// by its Limits); prepare renames them in templates to the variables they
+// are given as (filterVars), since the engine looks its own filters up
+// first.
+func (r *run) filters() map[string]jinja.Value {
+	m := r.boundedFilters()
+	m["tojson"] = jinja.NewCallable("tojson", func(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+		return toJSON(args, kwargs, r.lim.Value)
+	})
+	m["format"] = jinja.NewCallable("format", func(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+		return formatFilter(args, kwargs, r.lim.Value)
+	})
+	return m
 }
 
 // filterVars maps each filter's name to the variable it is given as.
 var filterVars = func() map[string]string {
 	m := map[string]string{}
-	for name := range filters {
+	for name := range (&run{}).filters() {
 		m[name] = "__alignflow_" + name
 	}
 	return m
@@ -37,7 +45,10 @@ var filterVars = func() map[string]string {
 // sort_keys=False), which unlike jinja2's own neither escapes HTML nor
 // sorts keys. Its arguments are Python's: positional in that order, or by
 // name.
-func toJSON(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+//
+// What it writes is bounded by limit bytes (an indent of a billion spaces
+// would otherwise be written at every level).
+func toJSON(args []jinja.Value, kwargs map[string]jinja.Value, limit int) (jinja.Value, error) {
 	names := []string{"ensure_ascii", "indent", "separators", "sort_keys"}
 	if len(args) == 0 || len(args) > 1+len(names) {
 		return jinja.Undefined(), fmt.Errorf("tojson takes a value and at most %d arguments (%s)", len(names), strings.Join(names, ", "))
@@ -56,12 +67,15 @@ func toJSON(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, err
 		opt[k] = v
 	}
 	// An argument left out is undefined, false like Python's defaults.
-	e := jsonEncoder{ascii: opt["ensure_ascii"].IsTruthy(), sortKeys: opt["sort_keys"].IsTruthy(), item: ", ", key: ": "}
+	e := jsonEncoder{ascii: opt["ensure_ascii"].IsTruthy(), sortKeys: opt["sort_keys"].IsTruthy(), item: ", ", key: ": ", max: limit}
 	if in, ok := opt["indent"]; ok && !in.IsNone() && !in.IsUndefined() {
 		switch {
 		case in.IsString():
 			e.indent = in.AsString()
 		case in.IsInt():
+			if in.AsInt() > int64(e.max) {
+				return jinja.Undefined(), limitError("tojson: an indent of %d spaces is more than %d bytes", in.AsInt(), e.max)
+			}
 			e.indent = strings.Repeat(" ", int(max(in.AsInt(), 0)))
 		case in.IsBool() && in.AsBool():
 			e.indent = " "
@@ -87,6 +101,7 @@ func toJSON(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, err
 type jsonEncoder struct {
 	ascii, sortKeys, indented bool
 	indent, item, key         string
+	max                       int // bytes written at most
 }
 
 func (e jsonEncoder) encode(b *strings.Builder, v jinja.Value, level int) error {
@@ -139,6 +154,9 @@ func (e jsonEncoder) encode(b *strings.Builder, v jinja.Value, level int) error 
 // container writes n items between open and close, each on its own line
 // when indented.
 func (e jsonEncoder) container(b *strings.Builder, open, close byte, n, level int, item func(i, level int) error) error {
+	if level >= maxNesting {
+		return limitError("a value nests deeper than %d levels", maxNesting)
+	}
 	b.WriteByte(open)
 	if n == 0 {
 		b.WriteByte(close)
@@ -146,6 +164,9 @@ func (e jsonEncoder) container(b *strings.Builder, open, close byte, n, level in
 	}
 	newline := ""
 	if e.indented {
+		if len(e.indent)*(level+1) > e.max {
+			return limitError("more than %d bytes", e.max)
+		}
 		newline = "\n" + strings.Repeat(e.indent, level+1)
 	}
 	for i := 0; i < n; i++ {
@@ -155,6 +176,9 @@ func (e jsonEncoder) container(b *strings.Builder, open, close byte, n, level in
 		b.WriteString(newline)
 		if err := item(i, level+1); err != nil {
 			return err
+		}
+		if b.Len() > e.max {
+			return limitError("more than %d bytes", e.max)
 		}
 	}
 	if e.indented {
@@ -237,14 +261,16 @@ func exponent(f float64) int {
 // formatFilter is jinja2's format filter (jinja2/filters.py: do_format):
 // Python's printf-style value % args, with kwargs instead of args as the
 // mapping of %(name)s; not both.
-func formatFilter(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+//
+// What it writes is bounded by limit bytes, widths and precisions included.
+func formatFilter(args []jinja.Value, kwargs map[string]jinja.Value, limit int) (jinja.Value, error) {
 	if len(args) == 0 {
 		return jinja.Undefined(), fmt.Errorf("format takes a format string")
 	}
 	if len(args) > 1 && len(kwargs) > 0 {
 		return jinja.Undefined(), fmt.Errorf("format: can't handle positional and keyword arguments at the same time")
 	}
-	f := formatter{args: args[1:]}
+	f := formatter{args: args[1:], max: limit}
 	if len(kwargs) > 0 {
 		f.dict = jinja.NewDict()
 		keys := make([]string, 0, len(kwargs))
@@ -270,6 +296,7 @@ type formatter struct {
 	next  int
 	dict  jinja.Value // a dict, or undefined
 	taken bool        // the mapping was used as a value
+	max   int         // bytes written at most
 }
 
 func (f *formatter) arg() (jinja.Value, error) {
@@ -352,6 +379,9 @@ func (f *formatter) format(s string) (string, error) {
 				return "", err
 			}
 		}
+		if width > f.max || prec > f.max {
+			return "", limitError("a width or precision of %d is more than %d bytes", max(width, prec), f.max)
+		}
 		out, err := convert(v, conv, flags, width, prec)
 		if err != nil {
 			if strings.HasPrefix(err.Error(), "unsupported") {
@@ -359,7 +389,9 @@ func (f *formatter) format(s string) (string, error) {
 			}
 			return "", err
 		}
-		b.WriteString(out)
+		if b.WriteString(out); b.Len() > f.max {
+			return "", limitError("more than %d bytes", f.max)
+		}
 	}
 	if f.dict.IsUndefined() && f.next < len(f.args) {
 		return "", fmt.Errorf("not all arguments converted during string formatting")

@@ -35,9 +35,17 @@ import (
 //
 // Each piece starts on the line it had in the template, so the engine's
 // errors name the template's lines.
+//
+// Then every tag is rewritten with the guards that bound a render
+// (guarded, rewrite.go, guard.go); unguarded leaves them out (for tests
+// that compare the two).
 func prepare(source string, rename map[string]string) (string, error) {
+	return prepareGuarded(source, rename, true)
+}
+
+func prepareGuarded(source string, rename map[string]string, guards bool) (string, error) {
 	src := normalizeNewlines(source)
-	e := &emitter{src: src, line: 1, srcLine: 1}
+	e := &emitter{src: src, line: 1, srcLine: 1, unguarded: !guards}
 	pos, lineStarting := 0, true
 	for pos < len(src) {
 		k := nextTag(src, pos)
@@ -211,12 +219,15 @@ func stringEnd(s string) int {
 // emitter writes the engine's template, keeping each piece on its
 // template line.
 type emitter struct {
-	b       strings.Builder
-	src     string
-	line    int    // the line b ends on
-	closer  string // the last piece's closer, not yet written
-	srcAt   int    // srcLine is the line of src[srcAt]
-	srcLine int
+	blocks    []string // the open blocks' keywords, innermost last
+	filters   []string // the open filter blocks' closing output
+	unguarded bool
+	b         strings.Builder
+	src       string
+	line      int    // the line b ends on
+	closer    string // the last piece's closer, not yet written
+	srcAt     int    // srcLine is the line of src[srcAt]
+	srcLine   int
 }
 
 // piece writes open+body and holds close back: newlines that the template
@@ -245,7 +256,11 @@ func (e *emitter) text(at int, text string) {
 	if text == "" {
 		return
 	}
-	e.piece(at, "{{ ", engineString(text), " }}")
+	if e.unguarded {
+		e.piece(at, "{{ ", engineString(text), " }}")
+		return
+	}
+	e.piece(at, "{{ ", engineString(text)+"|"+guardOut, " }}")
 }
 
 // engineString is s as a string literal of the engine, on one line (its
@@ -349,11 +364,11 @@ func (e *emitter) tag(k, start int, kind tagKind, rename map[string]string) (int
 				n = 2
 			}
 			if n > 0 {
-				open, close := "{{ ", " }}"
-				if kind == tagBlock {
-					open, close = "{% ", " %}"
+				open, text, close, err := e.guarded(kind, body.String(), rename)
+				if err != nil {
+					return 0, err
 				}
-				e.piece(k, open, body.String(), close)
+				e.piece(k, open, text, close)
 				return i + n, nil
 			}
 		}
@@ -377,6 +392,9 @@ func (e *emitter) tag(k, start int, kind tagKind, rename map[string]string) (int
 				n++
 			}
 			name := src[i : i+n]
+			if strings.HasPrefix(name, "__") {
+				return 0, fmt.Errorf("%s: names that start with __ are reserved (alignflow's guards use them)", name)
+			}
 			if to, ok := rename[name]; ok && last == '|' {
 				name = to
 			}
@@ -384,6 +402,9 @@ func (e *emitter) tag(k, start int, kind tagKind, rename map[string]string) (int
 			i, last = i+n, 'a'
 			continue
 		case strings.IndexByte("([{", c) >= 0:
+			if len(stack) >= maxNesting {
+				return 0, fmt.Errorf("brackets nest deeper than %d levels", maxNesting)
+			}
 			stack = append(stack, ")]}"[strings.IndexByte("([{", c)])
 		case strings.IndexByte(")]}", c) >= 0:
 			if len(stack) == 0 {
@@ -404,6 +425,85 @@ func (e *emitter) tag(k, start int, kind tagKind, rename map[string]string) (int
 		i++
 	}
 	return 0, fmt.Errorf("the tag is not closed")
+}
+
+// guarded is a tag's content rewritten with the guards (rewrite.go), and
+// what to write before and after it: a {{ }}'s value goes through
+// __alignflow_out; a for loop's body starts with __alignflow_tick and a
+// macro's body runs between __alignflow_enter and __alignflow_leave, which
+// count iterations and calls, check the time and bound how deeply macros
+// call each other; a {% filter %} block becomes a block set whose value is
+// written through the filter and the guards (the engine would write the
+// filtered body unseen).
+func (e *emitter) guarded(kind tagKind, body string, rename map[string]string) (open, text, close string, err error) {
+	if e.unguarded {
+		if kind == tagVar {
+			return "{{ ", body, " }}", nil
+		}
+		return "{% ", body, " %}", nil
+	}
+	// A tag keeps its newlines, so later pieces stay on their lines.
+	nl := strings.Repeat("\n", strings.Count(body, "\n"))
+	if kind == tagVar {
+		if strings.TrimSpace(body) == "" {
+			return "{{ ", body, " }}", nil
+		}
+		x, err := rewriteExpr(body)
+		if err != nil {
+			return "", "", "", err
+		}
+		return "{{ ", "(" + x + ")|" + guardOut + nl, " }}", nil
+	}
+	open, close = "{% ", " %}"
+	trimmed := strings.TrimSpace(body)
+	switch kw := stmtKeyword(trimmed); kw {
+	case "for", "if", "macro", "call", "generation", "filter", "set":
+		if kw == "set" && strings.Contains(trimmed, "=") {
+			break // an assignment, not a block
+		}
+		if len(e.blocks) >= maxNesting {
+			return "", "", "", fmt.Errorf("blocks nest deeper than %d levels", maxNesting)
+		}
+		e.blocks = append(e.blocks, kw)
+		switch kw {
+		case "for":
+			close += "{{ " + guardTick + "() }}"
+		case "macro":
+			close += "{{ " + guardEnter + "() }}"
+		case "filter":
+			v := fmt.Sprintf("__alignflow_filter%d", len(e.filters))
+			name := strings.TrimSpace(strings.TrimPrefix(trimmed, "filter"))
+			out := v
+			if name != "" && strings.IndexFunc(name, func(r rune) bool { return r > 0x7f || !isNameByte(byte(r)) }) < 0 {
+				if to, ok := rename[name]; ok {
+					name = to
+				}
+				out = "(" + v + "|" + name + ")|" + guardChk // the engine applies a bare name only
+			}
+			e.filters = append(e.filters, "{{ ("+out+")|"+guardOut+" }}")
+			return open, "set " + v + nl, close, nil
+		}
+	case "endfor", "endif", "endmacro", "endcall", "endgeneration", "endfilter", "endset":
+		if len(e.blocks) > 0 {
+			e.blocks = e.blocks[:len(e.blocks)-1]
+		}
+		switch kw {
+		case "endmacro":
+			open = "{{ " + guardLeave + "() }}" + open
+		case "endfilter":
+			if len(e.filters) == 0 {
+				return open, body, close, nil // the engine reports it
+			}
+			close += e.filters[len(e.filters)-1]
+			e.filters = e.filters[:len(e.filters)-1]
+			return open, "endset" + nl, close, nil
+		}
+		return open, body, close, nil
+	}
+	if text, err = rewriteTag(body); err != nil || text == body {
+		return open, text, close, err
+	}
+	return open, text + nl, close, nil
 }
 
 // isNameByte is whether c can be in an ASCII name (letters, digits, _).

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,8 +68,12 @@ const maxDescriptionBytes = 256 << 20
 // Load reads a model directory: its description (config.json,
 // tokenizer.json and, where present, the other DescriptionFiles) and its
 // safetensors weights.
-func Load(dir string) (*Model, error) {
-	files, err := readFiles(dir)
+func Load(dir string) (*Model, error) { return LoadFS(dirFS(dir), dir) }
+
+// LoadFS is Load of the directory fsys, every file opened through it (a
+// worker's data roots, config.Roots.FS); dir names it in errors.
+func LoadFS(fsys fs.FS, dir string) (*Model, error) {
+	files, err := readFiles(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +88,7 @@ func Load(dir string) (*Model, error) {
 		return nil, d.EOSErr
 	}
 	m := &Model{Description: d}
-	if m.Params, err = LoadWeights(dir, d.Config); err != nil {
+	if m.Params, err = LoadWeightsFS(fsys, dir, d.Config); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -90,36 +96,61 @@ func Load(dir string) (*Model, error) {
 
 // ReadDescription reads the description files dir has, each once, and
 // parses them (ParseDescription).
-func ReadDescription(dir string) (*Description, error) {
-	files, err := readFiles(dir)
+func ReadDescription(dir string) (*Description, error) { return ReadDescriptionFS(dirFS(dir), dir) }
+
+// ReadDescriptionFS is ReadDescription of the directory fsys.
+func ReadDescriptionFS(fsys fs.FS, dir string) (*Description, error) {
+	files, err := readFiles(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
 	return ParseDescription(dir, files)
 }
 
-// readFiles reads the description files dir has, by name.
-func readFiles(dir string) (map[string][]byte, error) {
+// readFiles reads the description files dir has, by name, each from the
+// handle it was opened and measured with.
+func readFiles(fsys fs.FS, dir string) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	for _, name := range DescriptionFiles {
 		path := filepath.Join(dir, name)
-		st, err := os.Stat(path)
-		if errors.Is(err, os.ErrNotExist) {
+		b, err := readFile(fsys, name, path)
+		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		if st.Size() > maxDescriptionBytes {
-			return nil, fmt.Errorf("%s: %d bytes is more than any model's %s (at most %d)", path, st.Size(), name, maxDescriptionBytes)
-		}
-		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
 		files[name] = b
 	}
 	return files, nil
+}
+
+// readFile reads one description file, refusing what is not a regular
+// file or is larger than any model's.
+func readFile(fsys fs.FS, name, path string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if st.Size() > maxDescriptionBytes {
+		return nil, fmt.Errorf("%s: %d bytes is more than any model's %s (at most %d)", path, st.Size(), name, maxDescriptionBytes)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxDescriptionBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > maxDescriptionBytes {
+		return nil, fmt.Errorf("%s: more than any model's %s (at most %d bytes)", path, name, maxDescriptionBytes)
+	}
+	return b, nil
 }
 
 // ParseDescription parses a model's description files, given by name as
@@ -269,7 +300,13 @@ func ignorable(name string, cfg *Config) bool {
 // checking every tensor's presence, shape and dtype against the config;
 // each is read and converted on its own.
 func LoadWeights(dir string, cfg *Config) (*weights.Set, error) {
-	st, err := safetensors.OpenDir(dir)
+	return LoadWeightsFS(dirFS(dir), dir, cfg)
+}
+
+// LoadWeightsFS is LoadWeights of the directory fsys, every weights file
+// opened through it.
+func LoadWeightsFS(fsys fs.FS, dir string, cfg *Config) (*weights.Set, error) {
+	st, err := safetensors.OpenDirFS(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -344,3 +381,12 @@ func transposed(m *weights.Tensor) *weights.Tensor {
 // its architecture, tokenizer, chat templates and generation settings. A
 // run keeps them, and an export writes them back.
 var DescriptionFiles = []string{ConfigFile, hftokenizer.File, chattemplate.ConfigFile, chattemplate.TemplateFile, chattemplate.ProcessorFile, GenerationConfigFile}
+
+// dirFS is dir as a file system (dir "" is the current directory, as
+// filepath.Join reads it).
+func dirFS(dir string) fs.FS {
+	if dir == "" {
+		dir = "."
+	}
+	return os.DirFS(dir)
+}

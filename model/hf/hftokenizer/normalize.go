@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/dlclark/regexp2/v2"
 	"golang.org/x/text/unicode/norm"
@@ -118,20 +120,51 @@ func replacer(p pattern, content, field string) (func(string) string, error) {
 	return nil, fmt.Errorf("%s.pattern: neither String nor Regex", field)
 }
 
-func compileRegex(expr, field string) (*regexp2.Regexp, error) {
+// RegexTimeout bounds each search of a tokenizer.json regex (regexp2's
+// MatchTimeout). regexp2 backtracks, so a pattern such as (a+)+$ takes
+// exponential time in the text's length (11.5 s at 26 characters, years at
+// 50); real pre-tokenizer patterns search a long text in milliseconds.
+var RegexTimeout = 10 * time.Second
+
+// regex is a tokenizer.json regex and the field it came from.
+type regex struct {
+	re    *regexp2.Regexp
+	field string
+}
+
+func compileRegex(expr, field string) (*regex, error) {
 	re, err := regexp2.Compile(expr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %q does not compile: %w", field, shorten(expr, 80), err)
 	}
-	return re, nil
+	re.MatchTimeout = RegexTimeout
+	return &regex{re: re, field: field}, nil
 }
 
+// RegexError is a regex search that ran past RegexTimeout.
+type RegexError struct {
+	Field, Pattern string
+	Chars          int // the length of the text searched
+	Timeout        time.Duration
+}
+
+func (e *RegexError) Error() string {
+	return fmt.Sprintf("%s: the regex %q ran past %v on a text of %d characters: it backtracks catastrophically (as (a+)+$ does), which Hugging Face's tokenizers (Rust's onig) would not run either",
+		e.Field, shorten(e.Pattern, 80), e.Timeout, e.Chars)
+}
+
+// regexPanic carries a *RegexError from deep in an encoding to
+// EncodeChecked, which recovers it: the pieces of the pipeline (normalisers,
+// pre-tokenizers) have no error results.
+type regexPanic struct{ err *RegexError }
+
 // findAll returns the byte spans of the non-overlapping matches of re in s.
-// An error (only a timeout, which is disabled) counts as no match.
-func findAll(re *regexp2.Regexp, s string) [][]int {
-	spans, err := re.FindAllStringIndex(s, -1)
+// A search past RegexTimeout (regexp2's only error) ends the encoding with
+// a *RegexError (see EncodeChecked).
+func findAll(re *regex, s string) [][]int {
+	spans, err := re.re.FindAllStringIndex(s, -1)
 	if err != nil {
-		return nil
+		panic(regexPanic{&RegexError{Field: re.field, Pattern: re.re.String(), Chars: utf8.RuneCountInString(s), Timeout: re.re.MatchTimeout}})
 	}
 	return spans
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
-
-	"github.com/dlclark/regexp2/v2"
 )
 
 // preTokenizer splits a normalised piece of text into the words the model
@@ -19,7 +17,13 @@ var preTokenizerTypes = []string{"Sequence", "ByteLevel", "Split", "Metaspace", 
 // gpt2Split is the ByteLevel pre-tokenizer's regex (use_regex: true).
 const gpt2Split = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 
-var gpt2Regex = regexp2.MustCompile(gpt2Split)
+var gpt2Regex = func() *regex {
+	re, err := compileRegex(gpt2Split, "pre_tokenizer(ByteLevel).use_regex")
+	if err != nil {
+		panic(err)
+	}
+	return re
+}()
 
 func parsePreTokenizer(raw json.RawMessage, field string) (preTokenizer, error) {
 	typ, err := componentType(raw, field)

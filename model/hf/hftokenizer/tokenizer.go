@@ -102,7 +102,9 @@ func Parse(data []byte) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.refreshAdded()
+	if err := t.refreshAdded(); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -121,7 +123,9 @@ func ParseWithConfig(data, config []byte) (*Tokenizer, error) {
 			return nil, err
 		}
 	}
-	t.refreshAdded()
+	if err := t.refreshAdded(); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -170,8 +174,18 @@ func parse(data []byte) (*Tokenizer, error) {
 // (Llama 2's Prepend and Replace make "</s>" "▁</s>"), as in
 // tokenizers/src/tokenizer/added_vocabulary.rs:
 // AddedVocabulary::refresh_added_tokens; one the normaliser empties can
-// never be found.
-func (t *Tokenizer) refreshAdded() {
+// never be found. A normaliser regex past RegexTimeout on a token is an
+// error.
+func (t *Tokenizer) refreshAdded() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, ok := r.(regexPanic)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("added tokens: %w", p.err)
+		}
+	}()
 	t.raw, t.normalized = nil, nil
 	for _, a := range t.added {
 		if !a.Normalized {
@@ -189,6 +203,7 @@ func (t *Tokenizer) refreshAdded() {
 	for _, p := range [][]addedPattern{t.raw, t.normalized} {
 		slices.SortStableFunc(p, func(a, b addedPattern) int { return len(b.text) - len(a.text) })
 	}
+	return nil
 }
 
 // index builds the id-to-token table. Ids must be below the number of
@@ -261,8 +276,37 @@ func (t *Tokenizer) IsSpecial(id int32) bool { return t.special[id] }
 // Encode returns the ids of text. Added and special tokens written in the
 // text are recognised either way; addSpecial also applies the
 // post-processor (for Llama, the BOS in front), as Hugging Face's
-// encode(text, add_special_tokens=...) does.
+// encode(text, add_special_tokens=...) does. It panics with EncodeChecked's
+// error (a regex past RegexTimeout): a tokenizer a user gives is encoded
+// with EncodeChecked.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
+	ids, err := t.EncodeChecked(text, addSpecial)
+	if err != nil {
+		panic(err)
+	}
+	return ids
+}
+
+// EncodeChecked is Encode, with a regex of tokenizer.json that ran past
+// RegexTimeout on text as a *RegexError naming the file and the field.
+func (t *Tokenizer) EncodeChecked(text string, addSpecial bool) (ids []int32, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, ok := r.(regexPanic)
+			if !ok {
+				panic(r)
+			}
+			path := t.Path
+			if path == "" {
+				path = File
+			}
+			ids, err = nil, fmt.Errorf("tokenizer %s: %w", path, p.err)
+		}
+	}()
+	return t.encode(text, addSpecial), nil
+}
+
+func (t *Tokenizer) encode(text string, addSpecial bool) []int32 {
 	var ids []int32
 	for i, seg := range t.segments(text) {
 		if seg.token >= 0 {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,13 +30,18 @@ type Dir struct {
 // OpenDir opens dir/model.safetensors, or every shard of
 // dir/model.safetensors.index.json (checking that the index and the shards
 // agree on which tensor is where).
-func OpenDir(dir string) (*Dir, error) {
+func OpenDir(dir string) (*Dir, error) { return OpenDirFS(dirFS(dir), dir) }
+
+// maxIndex bounds model.safetensors.index.json: real ones are a few
+// hundred KB (a tensor name and a file name per tensor).
+const maxIndex = 64 << 20
+
+// OpenDirFS is OpenDir of the directory fsys, every file opened through
+// it (a worker's data roots); dir names it in errors.
+func OpenDirFS(fsys fs.FS, dir string) (*Dir, error) {
 	d := &Dir{Path: dir, files: map[string]*File{}, byName: map[string]*File{}}
-	if _, err := os.Stat(filepath.Join(dir, Single)); err == nil {
-		f, err := Open(filepath.Join(dir, Single))
-		if err != nil {
-			return nil, err
-		}
+	f, err := OpenFS(fsys, Single, filepath.Join(dir, Single))
+	if err == nil {
 		d.files[Single] = f
 		for _, n := range f.Names() {
 			d.byName[n] = f
@@ -42,13 +49,16 @@ func OpenDir(dir string) (*Dir, error) {
 		d.names = f.Names()
 		return d, nil
 	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	ip := filepath.Join(dir, Index)
-	b, err := os.ReadFile(ip)
-	if errors.Is(err, os.ErrNotExist) {
+	b, err := readBounded(fsys, Index, maxIndex)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", dir, ErrNoWeights)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", ip, err)
 	}
 	var idx struct {
 		WeightMap map[string]string `json:"weight_map"`
@@ -66,7 +76,7 @@ func OpenDir(dir string) (*Dir, error) {
 		}
 		f, ok := d.files[file]
 		if !ok {
-			if f, err = Open(filepath.Join(dir, file)); err != nil {
+			if f, err = OpenFS(fsys, file, filepath.Join(dir, file)); err != nil {
 				d.Close()
 				return nil, fmt.Errorf("%s names %s: %w", ip, file, err)
 			}
@@ -120,4 +130,30 @@ func (d *Dir) Float32(name string) ([]float32, error) {
 		return nil, fmt.Errorf("%s: no tensor %s", d.Path, name)
 	}
 	return f.Float32(name)
+}
+
+// readBounded reads name from fsys, refusing more than max bytes.
+func readBounded(fsys fs.FS, name string, max int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("more than %d bytes: not a safetensors index", max)
+	}
+	return b, nil
+}
+
+// dirFS is dir as a file system (dir "" is the current directory, as
+// filepath.Join reads it).
+func dirFS(dir string) fs.FS {
+	if dir == "" {
+		dir = "."
+	}
+	return os.DirFS(dir)
 }

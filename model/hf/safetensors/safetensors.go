@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"sort"
@@ -74,10 +75,16 @@ const MaxHeader = 100_000_000
 type File struct {
 	Path     string
 	Metadata map[string]string
-	f        *os.File
+	f        readerAtCloser
 	data     int64 // offset of the data section
 	tensors  map[string]Info
 	order    []string // by Begin
+}
+
+// readerAtCloser is an open file tensors are read from at offsets.
+type readerAtCloser interface {
+	io.ReaderAt
+	io.Closer
 }
 
 // Open reads and checks a file's header; tensors are read on demand.
@@ -86,17 +93,41 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openFile(f, path)
+}
+
+// OpenFS is Open of name in fsys (whose files must be io.ReaderAt, as
+// *os.File is); path names the file in errors.
+func OpenFS(fsys fs.FS, name, path string) (*File, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return openFile(f, path)
+}
+
+// openFile checks the header of the open file f (closed on an error).
+func openFile(f fs.File, path string) (*File, error) {
+	ra, ok := f.(readerAtCloser)
+	if !ok {
+		f.Close()
+		return nil, fmt.Errorf("safetensors %s: the file cannot be read at offsets", path)
+	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	sf, err := parseHeader(f, st.Size())
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("safetensors %s: not a regular file", path)
+	}
+	sf, err := parseHeader(ra, st.Size())
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("safetensors %s: %w", path, err)
 	}
-	sf.Path, sf.f = path, f
+	sf.Path, sf.f = path, ra
 	return sf, nil
 }
 
