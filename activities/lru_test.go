@@ -28,6 +28,7 @@ func TestWorkerKeepsFewModelsAndEngines(t *testing.T) {
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	a := New(store)
+	a.DataRoots = config.AnyFile()
 	spec := config.Default()
 	spec.ReuseStageOutputs = false
 	spec.Model.Path = fixtures.Path(t, "models", "stories260K")
