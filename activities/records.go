@@ -16,7 +16,8 @@ import (
 // and writes its report (report.md, report.html, PNG and SVG charts) under
 // runs/<run>/report/, with the stage timeline from the workflow history.
 func (a *Activities) WriteRunReport(ctx context.Context, in pipeline.RunReportInput) (pipeline.RunReport, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReport})()
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageReport})
+	defer stop()
 	var out pipeline.RunReport
 	r, err := report.Load(a.Store, in.RunID)
 	if err != nil {

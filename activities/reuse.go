@@ -18,6 +18,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -39,7 +40,7 @@ type reuseEntry struct {
 }
 
 // operational are the spec fields that do not change any stage's output.
-var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues", "retention",
+var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues", "retention", "timeouts",
 	"sft.checkpoint_every", "reward.checkpoint_every", "reinforce.continue_as_new_every", "reinforce.rollout_shards"}
 
 // reuse returns the recorded result of stage for in if there is a verified
@@ -48,7 +49,7 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 	if !spec.ReuseStageOutputs {
 		return compute()
 	}
-	key, err := reuseKey(stage, spec, in)
+	key, err := reuseKey(ctx, stage, spec, in)
 	if err != nil {
 		logger(ctx).Warn("the stage's output cannot be reused: its inputs could not be identified", "stage", stage, "error", err.Error())
 		return compute()
@@ -118,12 +119,13 @@ func (discard) Warn(string, ...any) {}
 
 // reuseKey hashes what decides a stage's output. Artifact references count
 // by digest only: the same weights stored by another run are the same input.
-func reuseKey(stage string, spec config.Spec, in any) (string, error) {
+func reuseKey(ctx context.Context, stage string, spec config.Spec, in any) (string, error) {
 	var input map[string]any
 	if err := decodeExact(mustJSON(in), &input); err != nil {
 		return "", err
 	}
 	delete(input, "run_id")
+	delete(input, "first_run_id") // the data stage's claim on the run's folder
 	var s map[string]any
 	if err := decodeExact(mustJSON(spec), &s); err != nil {
 		return "", err
@@ -141,7 +143,7 @@ func reuseKey(stage string, spec config.Spec, in any) (string, error) {
 		}
 	}
 	for _, p := range paths {
-		d, err := fileDigest(p)
+		d, err := fileDigest(ctx, p)
 		if err != nil {
 			return "", err
 		}
@@ -202,7 +204,7 @@ func normalise(v any) any {
 }
 
 // fileDigest is the sha256 of a file's contents.
-func fileDigest(path string) (string, error) {
+func fileDigest(ctx context.Context, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -219,7 +221,7 @@ func fileDigest(path string) (string, error) {
 		return d.(string), nil
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, progress.Reader(ctx, f)); err != nil { // ends with the activity
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	d := hex.EncodeToString(h.Sum(nil))
@@ -271,7 +273,7 @@ func codeDigest() (string, error) {
 			code.err = err
 			return
 		}
-		code.digest, code.err = fileDigest(exe)
+		code.digest, code.err = fileDigest(context.Background(), exe) // once per process, for every activity
 	})
 	if code.err != nil {
 		return "", errors.Join(errors.New("identify the running build"), code.err)
