@@ -21,6 +21,9 @@ func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if err := in.Spec.CheckRoots(a.DataRoots); err != nil {
 		return pipeline.Data{}, invalidSpec(err)
 	}
+	if err := a.claimRun(in.RunID, in.FirstRunID); err != nil { // before anything is written or reused
+		return pipeline.Data{}, err
+	}
 	d, err := reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
 	return d, classify(err)
 }
