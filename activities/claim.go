@@ -11,7 +11,7 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 )
 
-// claimRun makes run runID's folder the artifacts of the alignment whose
+// checkClaim and putClaim make run runID's folder the artifacts of the alignment whose
 // first workflow run is firstRunID, recording it in pipeline.RunFile, so
 // that each alignment's artifacts stay apart from an earlier one's under
 // the same workflow ID. Temporal lets a workflow ID be used again once its
@@ -29,7 +29,12 @@ import (
 // and what to do. A folder without either (a run from before claims that
 // did not finish, resumed into this code) is claimed. firstRunID ""
 // (scheduled by a workflow recorded before claims) claims nothing.
-func (a *Activities) claimRun(runID, firstRunID string) error {
+//
+// The data stage checks the claim before it does anything (checkClaim) and
+// claims the folder once its data is ready (putClaim): a data stage that
+// fails on bad input leaves nothing behind, and the same ID can be used
+// again once the input is fixed.
+func (a *Activities) checkClaim(runID, firstRunID string) error {
 	if firstRunID == "" {
 		return nil
 	}
@@ -54,6 +59,16 @@ func (a *Activities) claimRun(runID, firstRunID string) error {
 			return fmt.Errorf("look for an earlier run in %s: %w", a.Store.Where(runPath(runID)), err)
 		}
 	}
+	return nil
+}
+
+// putClaim claims run runID's folder for the alignment of firstRunID
+// (checkClaim said it may).
+func (a *Activities) putClaim(runID, firstRunID string) error {
+	if firstRunID == "" {
+		return nil
+	}
+	key := runPath(runID, pipeline.RunFile)
 	claim, _ := json.Marshal(pipeline.RunClaim{WorkflowID: runID, FirstRunID: firstRunID})
 	if _, err := a.Store.PutRecord(key, claim); err != nil {
 		return fmt.Errorf("claim run folder %s: %w", a.Store.Where(runPath(runID)), err)

@@ -19,8 +19,9 @@ import (
 // folder, fails before it writes anything (its data and checkpoints would
 // mix with the earlier run's, and gc would take them for that finished
 // run's leftovers); the same alignment again (a retried attempt, a reset
-// by `alignflow resume`, which keep the first run ID) and a folder of a
-// run from before claims that never finished go on.
+// by `alignflow resume`, which keep the first run ID), a folder of a run
+// from before claims that never finished, and the ID of a run whose data
+// stage failed on bad input (which claims nothing) go on.
 func TestARunFolderBelongsToOneAlignment(t *testing.T) {
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
@@ -61,4 +62,14 @@ func TestARunFolderBelongsToOneAlignment(t *testing.T) {
 	require.NoError(t, prepare("unclaimed", ""), "a workflow from before claims claims nothing")
 	_, err = store.GetRecord("runs/unclaimed/" + pipeline.RunFile)
 	assert.Error(t, err)
+
+	// A data stage that fails on its input claims nothing: the ID is free
+	// for the run with the input fixed.
+	bad := spec
+	bad.Data.Ratings, bad.Data.Preferences = "/nonexistent/ratings.jsonl", "/nonexistent/preferences.jsonl"
+	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "fixed", Spec: bad, FirstRunID: "try-1"})
+	require.Error(t, err)
+	_, err = store.GetRecord("runs/fixed/" + pipeline.RunFile)
+	assert.Error(t, err, "no claim after a failed data stage")
+	require.NoError(t, prepare("fixed", "try-2"))
 }
