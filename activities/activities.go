@@ -14,9 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
@@ -28,6 +26,7 @@ import (
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
 	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
@@ -72,6 +71,18 @@ type engineSet struct {
 	rl         *optim.Trainer
 	rmTrainer  *optim.Trainer
 	regTrainer *optim.Trainer
+
+	// shared is the worker's set a metered one views (nil: this is it),
+	// and meter what the view reports to.
+	shared *engineSet
+	meter  progress.Meter
+}
+
+// metered is a view of the shared set e whose engines and trainers report
+// every graph they run to m and stop with its error.
+func (e *engineSet) metered(m progress.Meter) *engineSet {
+	return &engineSet{policy: e.policy.WithProgress(m), reward: e.reward.WithProgress(m), sft: e.sft.WithProgress(m),
+		rmTrainer: e.rmTrainer.WithProgress(m), regTrainer: e.regTrainer.WithProgress(m), shared: e, meter: m}
 }
 
 // enginesFor returns the graphs for the backend and the model, compiled
@@ -119,6 +130,18 @@ func runPath(runID string, parts ...string) (string, error) {
 	return key, nil
 }
 
+// RunDir is the key of the folder of run runID's artifacts, for workflow
+// code that checks where a reference points (pipeline.RunKey, as runPath
+// makes it); "" for an ID that is not a safe key, which a run refuses at
+// its start (pipeline.CheckRunID) before it checks any reference.
+func RunDir(runID string) string {
+	key, err := pipeline.RunKey(runID)
+	if err != nil {
+		return ""
+	}
+	return key
+}
+
 // classify turns errors that retrying cannot fix into non-retryable
 // application errors with a type the workflow and users can act on.
 func classify(err error) error {
@@ -157,48 +180,6 @@ func modelBound(err error) bool {
 	return errors.Is(err, chattemplate.ErrLimit) || errors.As(err, &re)
 }
 
-// keepAlive heartbeats p every second until stop is called, for work
-// without steps of its own to report (a REINFORCE iteration, an evaluation),
-// so that a dead worker is noticed within the heartbeat timeout while a slow
-// live one is not. Heartbeats with progress sent meanwhile take precedence
-// only until the next tick, which is harmless: p names the same stage. stop
-// returns once no heartbeat is in flight, so none races the activity's
-// completion (the SDK would log that one as an error).
-func keepAlive(ctx context.Context, p pipeline.Progress) (stop func()) {
-	if !activity.IsActivity(ctx) {
-		return func() {}
-	}
-	activity.RecordHeartbeat(ctx, p) // at once: the stage shows before the first tick
-	done, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				select {
-				case <-done: // stop and the tick came together
-					return
-				default:
-				}
-				activity.RecordHeartbeat(ctx, p)
-			}
-		}
-	}()
-	return func() { close(done); <-exited }
-}
-
-func heartbeat(ctx context.Context, p pipeline.Progress) {
-	if activity.IsActivity(ctx) {
-		activity.RecordHeartbeat(ctx, p)
-	}
-}
-
 // job is what a stage after PrepareData computes with: the compiled
 // graphs, the run's model and its verified data. The stage calls release
 // when it is done, so that the worker may evict the model and graphs.
@@ -210,10 +191,20 @@ type job struct {
 }
 
 // setup loads a stage's job: the model and data as the data stage stored
-// them, and the graphs compiled for them.
-func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
+// them, and the graphs compiled for them, reporting to ctx's meter (the
+// activity's liveness): each load is a unit of progress, and so is every
+// graph the job's engines run.
+func (a *Activities) setup(ctx context.Context, spec config.Spec, d pipeline.Data) (*job, error) {
+	meter := progress.FromContext(ctx)
+	if meter == nil {
+		meter = stopper{ctx} // no liveness: the work still ends with its context
+	}
 	m, releaseModel, err := a.modelOf(spec, d)
 	if err != nil {
+		return nil, err
+	}
+	if err := progress.Advance(meter, 1); err != nil {
+		releaseModel()
 		return nil, err
 	}
 	eng, releaseEngines, err := a.enginesFor(spec.Backend, m)
@@ -227,10 +218,15 @@ func (a *Activities) setup(spec config.Spec, d pipeline.Data) (*job, error) {
 		j.release()
 		return nil, err
 	}
+	if err := progress.Advance(meter, 1); err != nil {
+		j.release()
+		return nil, err
+	}
 	var task *matched.Task
 	if d.Generated {
 		_, task = matched.Generate(dataset.GeneratorOptions(spec))
 	}
+	j.eng = eng.metered(meter)
 	j.ds = dataset.New(ratings, prefs, task, m.codec, m.cfg.MaxLen)
 	return j, nil
 }

@@ -125,9 +125,7 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 			log.Add(n, map[string]float64{"loss": r.Loss, "grad_norm": r.GradNorm, "learning_rate": lr, "seconds": secs,
 				"tokens": float64(r.Tokens), "tokens_per_second": float64(r.Tokens) / max(secs, 1e-9),
 				"checkpoint_age_seconds": time.Since(saved).Seconds()})
-			if (n-1)%heartbeatEvery == 0 || n == ph.steps {
-				heartbeat(ctx, progress(n, r.Loss))
-			}
+			show(ctx, progress(n, r.Loss)) // heartbeats carry it on time, not every so many steps
 		},
 		CheckpointEvery: ph.every,
 		Checkpoint: func(n int) error {
@@ -139,7 +137,7 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 				return err
 			}
 			last, saved = &ref, time.Now()
-			heartbeat(ctx, progress(n, res.FinalLoss))
+			beat(ctx, progress(n, res.FinalLoss))
 			return nil
 		},
 	}.Run(ctx)

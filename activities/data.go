@@ -26,7 +26,13 @@ func (a *Activities) PrepareData(ctx context.Context, in pipeline.PrepareDataInp
 	if err := in.Spec.CheckRoots(a.DataRoots); err != nil {
 		return pipeline.Data{}, invalidSpec(err)
 	}
+	if err := a.checkClaim(in.RunID, in.FirstRunID); err != nil { // before anything is written or reused
+		return pipeline.Data{}, err
+	}
 	d, err := reuse(ctx, a, pipeline.StagePrepareData, in.Spec, in.RunID, in, func() (pipeline.Data, error) { return a.prepareData(ctx, in) })
+	if err == nil {
+		err = a.putClaim(in.RunID, in.FirstRunID)
+	}
 	return d, classify(err)
 }
 

@@ -20,7 +20,8 @@ const trainAccuracyPairs = 256
 // per |strength|, accuracy on up to 256 training pairs, the fit of its five
 // outputs to the validation ratings, and RewardBench-style category scores.
 func (a *Activities) EvaluateRewardModel(ctx context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval})()
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval})
+	defer stop()
 	res, err := reuse(ctx, a, pipeline.StageRewardEval, in.Spec, in.RunID, in, func() (pipeline.RewardEval, error) { return a.evaluateRewardModel(ctx, in) })
 	if err == nil {
 		err = a.logRewardEval(in, res)
@@ -30,7 +31,7 @@ func (a *Activities) EvaluateRewardModel(ctx context.Context, in pipeline.Reward
 
 func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
 	spec := in.Spec
-	j, err := a.setup(spec, in.Data)
+	j, err := a.setup(ctx, spec, in.Data)
 	if err != nil {
 		return pipeline.RewardEval{}, err
 	}
@@ -46,7 +47,7 @@ func (a *Activities) evaluateRewardModel(ctx context.Context, in pipeline.Reward
 	}
 	res := pipeline.RewardEval{HeldoutPairs: len(held), HeldoutTies: ds.Ties(helpsteer.SplitValidation)}
 	progress := func(step int) {
-		heartbeat(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: step, Total: 4})
+		show(ctx, pipeline.Progress{Stage: pipeline.StageRewardEval, Step: step, Total: 4})
 	}
 	progress(0)
 	correct, err := eng.PairsCorrect(rm, held, bs)

@@ -41,16 +41,16 @@ func TestWorkerKeepsFewModelsAndEngines(t *testing.T) {
 		return s
 	}
 
-	inUse, err := a.setup(at(64), data)
+	inUse, err := a.setup(context.Background(), at(64), data)
 	require.NoError(t, err)
 	for i := range 6 {
-		j, err := a.setup(at(72+8*i), data)
+		j, err := a.setup(context.Background(), at(72+8*i), data)
 		require.NoError(t, err)
 		j.release()
 		assert.LessOrEqual(t, a.models.len(), maxModels)
 		assert.LessOrEqual(t, a.engines.len(), maxEngineSets)
 	}
-	again, err := a.setup(at(64), data)
+	again, err := a.setup(context.Background(), at(64), data)
 	require.NoError(t, err)
 	assert.Same(t, inUse.m, again.m, "the model in use was kept")
 	assert.Same(t, inUse.eng, again.eng, "its engines too")
@@ -58,11 +58,11 @@ func TestWorkerKeepsFewModelsAndEngines(t *testing.T) {
 	inUse.release()
 
 	for i := range maxModels + maxEngineSets {
-		j, err := a.setup(at(72+8*i), data)
+		j, err := a.setup(context.Background(), at(72+8*i), data)
 		require.NoError(t, err)
 		j.release()
 	}
-	fresh, err := a.setup(at(64), data)
+	fresh, err := a.setup(context.Background(), at(64), data)
 	require.NoError(t, err)
 	defer fresh.release()
 	assert.NotSame(t, inUse.m, fresh.m, "released and least recently used, it went")

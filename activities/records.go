@@ -17,7 +17,9 @@ import (
 // and writes its report (report.md, report.html, PNG and SVG charts) under
 // runs/<run>/report/, with the stage timeline from the workflow history.
 func (a *Activities) WriteRunReport(ctx context.Context, in pipeline.RunReportInput) (pipeline.RunReport, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReport})()
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageReport})
+	defer stop()
+	a.Metrics.Forget(in.RunID) // the run's last activity: its series end with it
 	var out pipeline.RunReport
 	r, err := report.Load(a.Store, in.RunID)
 	if err != nil {
@@ -122,6 +124,7 @@ func (a *Activities) WriteSummary(_ context.Context, in pipeline.SummaryInput) (
 	if in.Summary == nil {
 		return "", fmt.Errorf("write summary: no summary given")
 	}
+	a.Metrics.Forget(in.RunID) // the last activity of runs from before reports
 	s := *in.Summary
 	if in.Curve != nil {
 		points, err := a.loadCurve(*in.Curve)

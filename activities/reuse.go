@@ -19,6 +19,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/pipeline"
 )
 
@@ -40,7 +41,7 @@ type reuseEntry struct {
 }
 
 // operational are the spec fields that do not change any stage's output.
-var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues", "retention",
+var operational = []string{"name", "heartbeat_timeout_seconds", "reuse_stage_outputs", "queues", "retention", "timeouts",
 	"sft.checkpoint_every", "reward.checkpoint_every", "reinforce.continue_as_new_every", "reinforce.rollout_shards"}
 
 // reuse returns the recorded result of stage for in if there is a verified
@@ -49,7 +50,7 @@ func reuse[In, Out any](ctx context.Context, a *Activities, stage string, spec c
 	if !spec.ReuseStageOutputs {
 		return compute()
 	}
-	key, err := reuseKey(stage, spec, in, a.DataRoots)
+	key, err := reuseKey(ctx, stage, spec, in, a.DataRoots)
 	if err != nil {
 		logger(ctx).Warn("the stage's output cannot be reused: its inputs could not be identified", "stage", stage, "error", err.Error())
 		return compute()
@@ -120,12 +121,13 @@ func (discard) Warn(string, ...any) {}
 // reuseKey hashes what decides a stage's output. Artifact references count
 // by digest only: the same weights stored by another run are the same input.
 // The data stage's files are read through roots, as the stage reads them.
-func reuseKey(stage string, spec config.Spec, in any, roots config.Roots) (string, error) {
+func reuseKey(ctx context.Context, stage string, spec config.Spec, in any, roots config.Roots) (string, error) {
 	var input map[string]any
 	if err := decodeExact(mustJSON(in), &input); err != nil {
 		return "", err
 	}
 	delete(input, "run_id")
+	delete(input, "first_run_id") // the data stage's claim on the run's folder
 	var s map[string]any
 	if err := decodeExact(mustJSON(spec), &s); err != nil {
 		return "", err
@@ -143,7 +145,7 @@ func reuseKey(stage string, spec config.Spec, in any, roots config.Roots) (strin
 		}
 	}
 	for _, p := range paths {
-		d, err := fileDigest(roots, p)
+		d, err := fileDigest(ctx, roots, p)
 		if errors.Is(err, errNotAFile) {
 			continue
 		}
@@ -210,8 +212,9 @@ func normalise(v any) any {
 var errNotAFile = errors.New("not a regular file")
 
 // fileDigest is the sha256 of the contents of the file at path, opened
-// through roots: a symbolic link counts by what it points to.
-func fileDigest(roots config.Roots, path string) (string, error) {
+// through roots: a symbolic link counts by what it points to. The read
+// ends with ctx (the activity).
+func fileDigest(ctx context.Context, roots config.Roots, path string) (string, error) {
 	f, err := roots.Open(path)
 	if err != nil {
 		return "", err
@@ -235,7 +238,7 @@ func fileDigest(roots config.Roots, path string) (string, error) {
 		}
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, progress.Reader(ctx, f)); err != nil { // ends with the activity
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	d := hex.EncodeToString(h.Sum(nil))
@@ -309,7 +312,7 @@ func codeDigest() (string, error) {
 			code.err = err
 			return
 		}
-		code.digest, code.err = fileDigest(config.AnyFile(), exe)
+		code.digest, code.err = fileDigest(context.Background(), config.AnyFile(), exe) // once per process, for every activity
 	})
 	if code.err != nil {
 		return "", errors.Join(errors.New("identify the running build"), code.err)

@@ -84,10 +84,10 @@ func TestReuseKeyCountsDataFileContents(t *testing.T) {
 	spec := config.Default()
 	spec.Data.Ratings = dir + "/ratings.jsonl"
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("one\n"), 0o644))
-	k1, err := reuseKey(pipeline.StagePrepareData, spec, pipeline.PrepareDataInput{Spec: spec}, config.AnyFile())
+	k1, err := reuseKey(context.Background(), pipeline.StagePrepareData, spec, pipeline.PrepareDataInput{Spec: spec}, config.AnyFile())
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(spec.Data.Ratings, []byte("two\n"), 0o644))
-	k2, err := reuseKey(pipeline.StagePrepareData, spec, pipeline.PrepareDataInput{Spec: spec}, config.AnyFile())
+	k2, err := reuseKey(context.Background(), pipeline.StagePrepareData, spec, pipeline.PrepareDataInput{Spec: spec}, config.AnyFile())
 	require.NoError(t, err)
 	assert.NotEqual(t, k1, k2, "the same path with new contents is new data")
 }
@@ -97,9 +97,9 @@ func TestReuseKeyCountsDataFileContents(t *testing.T) {
 func TestReuseKeyTellsLargeSeedsApart(t *testing.T) {
 	a, b := config.Default(), config.Default()
 	a.Seed, b.Seed = 9007199254740993, 9007199254740992
-	ka, err := reuseKey(pipeline.StagePrepareData, a, pipeline.PrepareDataInput{Spec: a}, config.AnyFile())
+	ka, err := reuseKey(context.Background(), pipeline.StagePrepareData, a, pipeline.PrepareDataInput{Spec: a}, config.AnyFile())
 	require.NoError(t, err)
-	kb, err := reuseKey(pipeline.StagePrepareData, b, pipeline.PrepareDataInput{Spec: b}, config.AnyFile())
+	kb, err := reuseKey(context.Background(), pipeline.StagePrepareData, b, pipeline.PrepareDataInput{Spec: b}, config.AnyFile())
 	require.NoError(t, err)
 	assert.NotEqual(t, ka, kb)
 }

@@ -44,7 +44,8 @@ func (j *job) settings(spec config.Spec, samples int, temperature float64) reinf
 // reward model, and the KL to the reference policy, both as the KL of whole
 // responses and as the per-token penalty REINFORCE trains against.
 func (a *Activities) EvaluatePolicy(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: in.Label})()
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: in.Label})
+	defer stop()
 	res, err := reuse(ctx, a, "policy_eval", in.Spec, in.RunID, in, func() (pipeline.PolicyEval, error) { return a.evaluatePolicy(ctx, in) })
 	if err == nil {
 		err = a.logPolicyEval(in, res)
@@ -54,7 +55,7 @@ func (a *Activities) EvaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 
 func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 	spec := in.Spec
-	j, err := a.setup(spec, in.Data)
+	j, err := a.setup(ctx, spec, in.Data)
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
@@ -68,7 +69,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 		return pipeline.PolicyEval{}, err
 	}
 	k := spec.Eval.SamplesPerPrompt
-	heartbeat(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(prompts) * k})
+	show(ctx, pipeline.Progress{Stage: in.Label, Step: 0, Total: len(prompts) * k})
 	ev, err := reinforce.Evaluate(j.eng.policy, j.eng.reward, pol, ref, rm, j.ds.Encode(prompts), j.settings(spec, k, spec.Eval.Temperature), rng.New(spec.Seed, "eval", 0))
 	if err != nil {
 		return pipeline.PolicyEval{}, err
@@ -177,18 +178,19 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 // rollout shards schedule it; later ones RolloutShard and UpdatePolicy,
 // whose rows sample from streams of their own.
 func (a *Activities) ReinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
-	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(in) })
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})
+	defer stop()
+	res, err := reuse(ctx, a, pipeline.StageReinforce, in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.reinforceIteration(ctx, in) })
 	if err == nil {
 		err = a.logIteration(in, res, res.Seconds)
 	}
 	return res, classify(err)
 }
 
-func (a *Activities) reinforceIteration(in pipeline.IterationInput) (pipeline.IterationResult, error) {
+func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.IterationInput) (pipeline.IterationResult, error) {
 	o := iterationOutcome{started: time.Now()}
 	spec := in.Spec
-	j, err := a.setup(spec, in.Data)
+	j, err := a.setup(ctx, spec, in.Data)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}

@@ -33,12 +33,13 @@ type shardRow struct {
 // RolloutShard samples, scores and takes the KL penalty of one shard of a
 // REINFORCE iteration's rollouts, and stores them.
 func (a *Activities) RolloutShard(ctx context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
-	res, err := reuse(ctx, a, "reinforce-shard", in.Spec, in.RunID, in, func() (pipeline.ShardResult, error) { return a.rolloutShard(in) })
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})
+	defer stop()
+	res, err := reuse(ctx, a, "reinforce-shard", in.Spec, in.RunID, in, func() (pipeline.ShardResult, error) { return a.rolloutShard(ctx, in) })
 	return res, classify(err)
 }
 
-func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult, error) {
+func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
 	start := time.Now()
 	spec := in.Spec
 	r := spec.Reinforce
@@ -46,7 +47,7 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 	if err != nil {
 		return pipeline.ShardResult{}, invalidSpec(err)
 	}
-	j, err := a.setup(spec, in.Data)
+	j, err := a.setup(ctx, spec, in.Data)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
@@ -98,8 +99,9 @@ func (a *Activities) rolloutShard(in pipeline.ShardInput) (pipeline.ShardResult,
 // pass of optimizer steps in row order. It stores the policy, its
 // optimizer state and the rollouts, as ReinforceIteration does.
 func (a *Activities) UpdatePolicy(ctx context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
-	defer keepAlive(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})()
-	res, err := reuse(ctx, a, "reinforce-update", in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.updatePolicy(in) })
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageReinforce, Step: in.Iteration + 1, Total: in.Spec.Reinforce.Iterations})
+	defer stop()
+	res, err := reuse(ctx, a, "reinforce-update", in.Spec, in.RunID, in, func() (pipeline.IterationResult, error) { return a.updatePolicy(ctx, in) })
 	if err == nil {
 		// The iteration took its slowest shard's time, then the update's.
 		slowest := 0.0
@@ -111,11 +113,11 @@ func (a *Activities) UpdatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	return res, classify(err)
 }
 
-func (a *Activities) updatePolicy(in pipeline.UpdateInput) (pipeline.IterationResult, error) {
+func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
 	o := iterationOutcome{started: time.Now()}
 	spec := in.Spec
 	r := spec.Reinforce
-	j, err := a.setup(spec, in.Data)
+	j, err := a.setup(ctx, spec, in.Data)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
@@ -224,12 +226,17 @@ func (a *Activities) optimizerState(in pipeline.IterationInput, pol *weights.Set
 	return st, nil
 }
 
-// rlTrainer is the engines' REINFORCE optimizer, made on first use.
+// rlTrainer is the engines' REINFORCE optimizer, made on first use in the
+// worker's shared set, reporting to eng's meter.
 func (a *Activities) rlTrainer(eng *engineSet) *optim.Trainer {
+	shared := eng
+	if eng.shared != nil {
+		shared = eng.shared
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if eng.rl == nil {
-		eng.rl = reinforce.NewTrainer(eng.policy)
+	if shared.rl == nil {
+		shared.rl = reinforce.NewTrainer(shared.policy)
 	}
-	return eng.rl
+	return shared.rl.WithProgress(eng.meter)
 }

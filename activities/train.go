@@ -15,11 +15,10 @@ import (
 	"github.com/alignflow/alignflow/reward"
 )
 
-// heartbeatEvery is how many training steps go between heartbeats.
-const heartbeatEvery = 10
-
 // TrainSFT fine-tunes a fresh policy on the training split's rated responses.
 func (a *Activities) TrainSFT(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageSFT, Total: in.Spec.SFT.Steps})
+	defer stop()
 	res, err := reuse(ctx, a, pipeline.StageSFT, in.Spec, in.RunID, in, func() (pipeline.TrainResult, error) { return a.trainSFT(ctx, in) })
 	return res, classify(err)
 }
@@ -27,7 +26,7 @@ func (a *Activities) TrainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 	start := time.Now()
 	spec := in.Spec
-	j, err := a.setup(spec, in.Data)
+	j, err := a.setup(ctx, spec, in.Data)
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
@@ -94,6 +93,8 @@ func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipel
 // recipe has it (reward.Recipe), starting from reward.path or the SFT
 // policy's backbone.
 func (a *Activities) TrainRewardModel(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
+	ctx, _, stop := a.live(ctx, pipeline.Progress{Stage: pipeline.StageRewardModel})
+	defer stop()
 	res, err := reuse(ctx, a, pipeline.StageRewardModel, in.Spec, in.RunID, in, func() (pipeline.TrainResult, error) { return a.trainRewardModel(ctx, in) })
 	return res, classify(err)
 }
@@ -156,7 +157,7 @@ func (a *Activities) newRewardTraining(ctx context.Context, in pipeline.TrainInp
 	if t.recipe, err = reward.LookupRecipe(name); err != nil {
 		return nil, invalidSpec(err)
 	}
-	if t.j, err = a.setup(in.Spec, in.Data); err != nil {
+	if t.j, err = a.setup(ctx, in.Spec, in.Data); err != nil {
 		return nil, err
 	}
 	defer func() {

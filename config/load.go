@@ -181,7 +181,7 @@ func LoadConnection(fs *pflag.FlagSet, settingsFile string) (Connection, error) 
 	c.XLAPlugins = plugins
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			return c, fmt.Errorf("metrics-addr %q (flag --metrics-addr, env ALIGNFLOW_METRICS_ADDR): want HOST:PORT, e.g. 127.0.0.1:9090 or :9090", c.MetricsAddr)
+			return c, fmt.Errorf("metrics-addr %q (flag --metrics-addr, env ALIGNFLOW_METRICS_ADDR): want HOST:PORT, e.g. 127.0.0.1:9464 (loopback: only this machine can scrape it)", c.MetricsAddr)
 		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {

@@ -46,7 +46,34 @@ type Spec struct {
 	Compare           Compare   `json:"compare"`
 	Queues            Queues    `json:"queues"`
 	Retention         Retention `json:"retention"`
+	Timeouts          Timeouts  `json:"timeouts,omitzero"` // omitted when all 0, as specs before it
 }
+
+// Timeouts bound one attempt of each kind of work, start to close, in
+// seconds; 0 (the default) takes an estimate from the model's size and the
+// work the spec asks for (workflows' sizedTimeouts), never below what runs
+// had before such settings existed. They are operational: they change when
+// an attempt gives up, never what it computes. A hung attempt is caught
+// sooner, by heartbeat_timeout_seconds: activities heartbeat only while
+// their work advances.
+type Timeouts struct {
+	// Training: SFT and reward-model training.
+	Training int `json:"training"`
+	// Evaluation: of a reward model or a policy.
+	Evaluation int `json:"evaluation"`
+	// Iteration: a REINFORCE update (a whole iteration, for runs started
+	// before rollout shards).
+	Iteration int `json:"iteration"`
+	// Rollout: a shard of an iteration's rollouts.
+	Rollout int `json:"rollout"`
+	// Bookkeeping: preparing data (and storing model.path's model), saving
+	// curve segments, writing summaries and reports.
+	Bookkeeping int `json:"bookkeeping"`
+}
+
+// MaxTimeoutSeconds bounds every timeouts field: a year, so that no
+// setting overflows a duration or means "never".
+const MaxTimeoutSeconds = 365 * 24 * 3600
 
 // Retention says what `alignflow gc` may remove of a finished run.
 type Retention struct {
@@ -492,6 +519,15 @@ func (s Spec) validate(current bool) error {
 	positive("reinforce.max_tokens", r.MaxTokens)
 	positive("reinforce.batch_size", r.BatchSize)
 	positive("reinforce.continue_as_new_every", r.ContinueAsNewEvery)
+	for _, t := range []struct {
+		field string
+		v     int
+	}{{"timeouts.training", s.Timeouts.Training}, {"timeouts.evaluation", s.Timeouts.Evaluation}, {"timeouts.iteration", s.Timeouts.Iteration},
+		{"timeouts.rollout", s.Timeouts.Rollout}, {"timeouts.bookkeeping", s.Timeouts.Bookkeeping}} {
+		if t.v < 0 || t.v > MaxTimeoutSeconds {
+			bad(t.field, fmt.Sprintf("must be in 0..%d seconds (0: sized by the model and the work), got %d", MaxTimeoutSeconds, t.v))
+		}
+	}
 	if s.Retention.KeepIterations < 0 {
 		bad("retention.keep_iterations", fmt.Sprintf("must not be negative (0 keeps every iteration), got %d", s.Retention.KeepIterations))
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,10 +13,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/ops/devserver"
 	"github.com/alignflow/alignflow/ops/retention"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
@@ -25,7 +28,9 @@ import (
 // and collects the store: the older iterations' checkpoints and the
 // training checkpoints go; the summary's artifacts, the last iteration, a
 // reuse record's artifacts, an unfinished run and fresh temporary files
-// stay, and everything kept still loads, verified.
+// stay, and everything kept still loads, verified. A new run under the
+// finished run's workflow ID is refused before it writes anything into its
+// folder, and the collection asks the server which runs are open.
 func TestGCKeepsWhatRunsNeed(t *testing.T) {
 	_, cl := startEmbedded(t, devserver.Options{})
 	store, err := artifact.Open(t.TempDir())
@@ -42,6 +47,13 @@ func TestGCKeepsWhatRunsNeed(t *testing.T) {
 	var s pipeline.Summary
 	require.NoError(t, r.Get(ctx, &s))
 	assert.Equal(t, 1, s.KeepIterations)
+
+	again, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "gc", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
+	require.NoError(t, err, "Temporal lets a closed run's ID be used again")
+	err = again.Get(ctx, nil)
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app), "%v", err)
+	assert.Equal(t, pipeline.ErrRunExists, app.Type())
 
 	// Iteration 0's policy named by a reuse record; an unfinished run; a
 	// stale and a fresh temporary file.
@@ -62,7 +74,8 @@ func TestGCKeepsWhatRunsNeed(t *testing.T) {
 	fresh := filepath.Join(store.Root, "tmp", "fresh")
 	require.NoError(t, os.WriteFile(fresh, []byte("new"), 0o644))
 
-	plan, err := retention.Collect(store, retention.Options{KeepIterations: -1})
+	runs := temporalconn.OpenRuns{Client: cl}
+	plan, err := retention.Collect(store, retention.Options{KeepIterations: -1, Runs: runs})
 	require.NoError(t, err)
 	var removed []string
 	for _, o := range plan.Remove {
@@ -105,7 +118,7 @@ func TestGCKeepsWhatRunsNeed(t *testing.T) {
 	_, err = os.Stat(store.Abs(artifact.Ref{Path: "runs/gc/reinforce/iter-00001"}))
 	assert.True(t, os.IsNotExist(err), "emptied folders go too")
 
-	again, err := retention.Collect(store, retention.Options{KeepIterations: -1})
+	second, err := retention.Collect(store, retention.Options{KeepIterations: -1, Runs: runs})
 	require.NoError(t, err)
-	assert.Empty(t, again.Remove, "a second collection finds nothing")
+	assert.Empty(t, second.Remove, "a second collection finds nothing")
 }

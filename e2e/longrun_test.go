@@ -34,7 +34,9 @@ func TestLongRunHistoryStaysBounded(t *testing.T) {
 	_, cl := startEmbedded(t, devserver.Options{})
 	w := sdkworker.New(cl, "long-run", sdkworker.Options{})
 	worker.Register(w, nil)
+	// References into the run's folder, as a continued run checks them.
 	ref := func(p string) artifact.Ref {
+		p = "runs/long-run/" + p
 		return artifact.Ref{Path: p, SHA256: fmt.Sprintf("%064x", len(p)), Bytes: 1}
 	}
 	stubs := map[string]any{
@@ -54,11 +56,11 @@ func TestLongRunHistoryStaysBounded(t *testing.T) {
 			return pipeline.PolicyEval{Reward: 1}, nil
 		},
 		pipeline.ActivityRolloutShard: func(_ context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
-			return pipeline.ShardResult{Shard: in.Shard, Rows: 64, Rollouts: ref(fmt.Sprintf("runs/x/reinforce/iter-%05d/shard-0-of-1.json", in.Iteration))}, nil
+			return pipeline.ShardResult{Shard: in.Shard, Rows: 64, Rollouts: ref(fmt.Sprintf("reinforce/iter-%05d/shard-0-of-1.json", in.Iteration))}, nil
 		},
 		pipeline.ActivityUpdatePolicy: func(_ context.Context, up pipeline.UpdateInput) (pipeline.IterationResult, error) {
 			in := up.IterationInput
-			p := fmt.Sprintf("runs/x/reinforce/iter-%05d/policy.safetensors", in.Iteration)
+			p := fmt.Sprintf("reinforce/iter-%05d/policy.safetensors", in.Iteration)
 			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(p), Optimizer: ref(p + ".opt"), Rollouts: ref(p + ".json"),
 				PolicyDigest: p, RewardMean: float64(in.Iteration) / 100}, nil
 		},

@@ -49,6 +49,7 @@ var boundaryTypes = map[string]func() any{
 	"SamplePair":         func() any { return &pipeline.SamplePair{} },
 	"ComparisonReport":   func() any { return &pipeline.ComparisonReport{} },
 	"VariantReport":      func() any { return &pipeline.VariantReport{} },
+	"RunClaim":           func() any { return &pipeline.RunClaim{} },
 }
 
 // TestRoundTripKeepsEveryField sends each type, every field set (nested

@@ -23,6 +23,10 @@ const (
 	// or its bucket does not exist. Activities fail with it non-retryably
 	// (it is not in NonRetryable, which recorded workflows schedule with).
 	ErrStoreUnusable = "StoreUnusable"
+	// ErrRunExists: the workflow ID names the artifacts of an earlier
+	// alignment (its RunFile or its summary); a new one under that ID
+	// would mix its artifacts with them. Non-retryable, like StoreUnusable.
+	ErrRunExists = "RunExists"
 )
 
 // NonRetryable lists the error types activities fail with that must not be retried.
@@ -114,6 +118,10 @@ type BaseModel struct {
 type PrepareDataInput struct {
 	RunID string      `json:"run_id"`
 	Spec  config.Spec `json:"spec"`
+	// FirstRunID is the alignment's first workflow run ID: the data stage
+	// claims the run's folder for it (RunFile). Empty when a workflow
+	// recorded before claims scheduled the stage: no claim.
+	FirstRunID string `json:"first_run_id,omitempty"`
 }
 
 // TrainInput is the input of the training stages.
@@ -295,6 +303,10 @@ type Progress struct {
 	Step  int     `json:"step"`
 	Total int     `json:"total"`
 	Loss  float64 `json:"loss"`
+	// Work counts the units of work the attempt finished (generation and
+	// scoring batches, decode and training steps, stored and hashed
+	// chunks): heartbeats are sent only while it rises.
+	Work int64 `json:"work,omitempty"`
 	// Checkpoint is the latest saved training state: a retried attempt
 	// resumes from it.
 	Checkpoint *artifact.Ref `json:"checkpoint,omitempty"`

@@ -14,6 +14,19 @@ const SummaryFile = "summary.json"
 // where a summary would be.
 const ComparisonFile = "comparison.json"
 
+// RunFile is the claim on a run's folder, beside where its summary goes:
+// which alignment (workflow ID and first workflow run ID, which Temporal
+// keeps through continue-as-new, retries and resets) the folder's
+// artifacts belong to. The data stage writes it before anything else, and
+// refuses a folder another alignment under the same workflow ID claimed.
+const RunFile = "run.json"
+
+// RunClaim is what RunFile holds.
+type RunClaim struct {
+	WorkflowID string `json:"workflow_id"`
+	FirstRunID string `json:"first_run_id"`
+}
+
 // Summary is the result of an Alignment run; it is also written to
 // runs/<workflow-id>/summary.json in the store.
 type Summary struct {

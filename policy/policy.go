@@ -17,6 +17,7 @@ import (
 
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
@@ -178,7 +179,13 @@ type Engine struct {
 	Backend backends.Backend
 	Cfg     transformer.Config
 	names   []string
+	g       *graphs
+	// meter is told of every graph run (WithProgress); nil for none.
+	meter progress.Meter
+}
 
+// graphs are an engine's compiled graphs, shared by its WithProgress views.
+type graphs struct {
 	once     sync.Once
 	logProbs *graph.Exec
 	prefill  *graph.Exec
@@ -187,28 +194,39 @@ type Engine struct {
 
 // NewEngine prepares an engine for policies with the parameter names of params.
 func NewEngine(b backends.Backend, cfg transformer.Config, params *weights.Set) *Engine {
-	return &Engine{Backend: b, Cfg: cfg, names: params.Names()}
+	return &Engine{Backend: b, Cfg: cfg, names: params.Names(), g: &graphs{}}
+}
+
+// WithProgress is the engine with its compiled graphs, reporting every
+// graph it runs (a prefill, a decode step, a batch of log-probabilities)
+// to m and stopping with m's error: one computation's view of an engine
+// that others share.
+func (e *Engine) WithProgress(m progress.Meter) *Engine {
+	v := *e
+	v.meter = m
+	return &v
 }
 
 // Names returns the parameter order of the engine's graphs.
 func (e *Engine) Names() []string { return e.names }
 
 func (e *Engine) compile() {
-	e.once.Do(func() {
+	g := e.g
+	g.once.Do(func() {
 		np := len(e.names)
-		e.logProbs = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
+		g.logProbs = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
 			return TokenLogProbs(transformer.ParamsOf(e.names, in[:np]), e.Cfg, in[np], in[np+1])
 		}).SetMaxCache(-1)
 		layers := e.Cfg.Layers
 		out := func(p transformer.Params, h *graph.Node, ks, vs []*graph.Node) []*graph.Node {
 			return append(append([]*graph.Node{head(p, e.Cfg, h, true)}, ks...), vs...)
 		}
-		e.prefill = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
+		g.prefill = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
 			p := transformer.ParamsOf(e.names, in[:np])
 			h, ks, vs := transformer.Prefill(p, e.Cfg, in[np], in[np+1])
 			return out(p, h, ks, vs)
 		}).SetMaxCache(-1)
-		e.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
+		g.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
 			p := transformer.ParamsOf(e.names, in[:np])
 			kc, vc := in[np+2:np+2+layers], in[np+2+layers:np+2+2*layers]
 			h, ks, vs := transformer.DecodeStep(p, e.Cfg, in[np], in[np+1], kc, vc)
@@ -224,11 +242,14 @@ func (e *Engine) LogProbs(params *weights.Set, b *Batch) ([][]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("log-probs: policy parameters: %w", err)
 	}
-	out, err := e.logProbs.Exec1(append(args, tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets))...)
+	out, err := e.g.logProbs.Exec1(append(args, tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets))...)
 	if err != nil {
 		return nil, fmt.Errorf("log-probs: %w", err)
 	}
 	defer out.FinalizeAll()
+	if err := progress.Advance(e.meter, 1); err != nil {
+		return nil, err
+	}
 	flat := tensors.MustCopyFlatData[float32](out)
 	t := len(b.Inputs[0])
 	res := make([][]float32, len(b.Inputs))
@@ -420,13 +441,17 @@ func (d *Decoding) Prefill(prompts [][]int32, rows int) (*Decoder, error) {
 		}
 	}
 	padT := tensors.FromValue(pads)
-	outs, err := d.e.prefill.Exec(append(append([]any(nil), d.args...), tensors.FromValue(tokens), padT)...)
+	outs, err := d.e.g.prefill.Exec(append(append([]any(nil), d.args...), tensors.FromValue(tokens), padT)...)
 	if err != nil {
 		padT.FinalizeAll()
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
 	dec := &Decoder{d: d, rows: rows, pads: padT, caches: outs[1:], Logits: tensors.MustCopyFlatData[float32](outs[0])}
 	outs[0].FinalizeAll()
+	if err := progress.Advance(d.e.meter, 1); err != nil {
+		dec.Close()
+		return nil, err
+	}
 	return dec, nil
 }
 
@@ -440,7 +465,7 @@ func (dec *Decoder) Step(tokens []int32) error {
 	for _, c := range dec.caches {
 		args = append(args, c)
 	}
-	outs, err := dec.d.e.decode.Exec(args...)
+	outs, err := dec.d.e.g.decode.Exec(args...)
 	if err != nil {
 		return err
 	}
@@ -450,7 +475,7 @@ func (dec *Decoder) Step(tokens []int32) error {
 	dec.caches = outs[1:]
 	dec.Logits = tensors.MustCopyFlatData[float32](outs[0])
 	outs[0].FinalizeAll()
-	return nil
+	return progress.Advance(dec.d.e.meter, 1)
 }
 
 // Close releases the decoder's caches.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
@@ -263,13 +264,29 @@ type Engine struct {
 	Backend backends.Backend
 	Cfg     transformer.Config
 	names   []string
-	once    sync.Once
-	score   *graph.Exec
+	g       *graphs
+	// meter is told of every batch scored (WithProgress); nil for none.
+	meter progress.Meter
+}
+
+// graphs are an engine's compiled graph, shared by its WithProgress views.
+type graphs struct {
+	once  sync.Once
+	score *graph.Exec
 }
 
 // NewEngine prepares an engine for reward models shaped like params.
 func NewEngine(b backends.Backend, cfg transformer.Config, params *weights.Set) *Engine {
-	return &Engine{Backend: b, Cfg: cfg, names: params.Names()}
+	return &Engine{Backend: b, Cfg: cfg, names: params.Names(), g: &graphs{}}
+}
+
+// WithProgress is the engine with its compiled graph, reporting every
+// batch it scores to m and stopping with m's error: one computation's view
+// of an engine that others share.
+func (e *Engine) WithProgress(m progress.Meter) *Engine {
+	v := *e
+	v.meter = m
+	return &v
 }
 
 // Names is the parameter order of the engine's graphs.
@@ -277,9 +294,10 @@ func (e *Engine) Names() []string { return e.names }
 
 // Score returns all head outputs for each sequence, batchSize at a time.
 func (e *Engine) Score(params *weights.Set, seqs [][]int32, batchSize int) ([][NumAttributes]float32, error) {
-	e.once.Do(func() {
+	g := e.g
+	g.once.Do(func() {
 		np := len(e.names)
-		e.score = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
+		g.score = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
 			return Scores(transformer.ParamsOf(e.names, in[:np]), e.Cfg, in[np], in[np+1])
 		}).SetMaxCache(-1)
 	})
@@ -294,12 +312,15 @@ func (e *Engine) Score(params *weights.Set, seqs [][]int32, batchSize int) ([][N
 		if err != nil {
 			return nil, err
 		}
-		res, err := e.score.Exec1(append(args, tensors.FromValue(tok), tensors.FromValue(last))...)
+		res, err := g.score.Exec1(append(args, tensors.FromValue(tok), tensors.FromValue(last))...)
 		if err != nil {
 			return nil, fmt.Errorf("score: %w", err)
 		}
 		flat := tensors.MustCopyFlatData[float32](res)
 		res.FinalizeAll()
+		if err := progress.Advance(e.meter, 1); err != nil {
+			return nil, err
+		}
 		for i := 0; i < end-start; i++ {
 			var row [NumAttributes]float32
 			copy(row[:], flat[i*NumAttributes:(i+1)*NumAttributes])

@@ -6,6 +6,7 @@ package workflows
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
@@ -62,6 +63,10 @@ type Continuation struct {
 	Paused       bool                       `json:"paused,omitempty"`
 	Stop         bool                       `json:"stop,omitempty"`
 	Runs         int                        `json:"runs"` // workflow runs before this one
+	// SpecDigest is the sha256 of the spec input of the run that made the
+	// continuation: the next must have the same ("" from runs before
+	// continuationChecksVersion).
+	SpecDigest string `json:"spec_sha256,omitempty"`
 	// versions are set when the run continues as new; their exported
 	// fields (sharded, pinned) are the JSON's.
 	versions
@@ -95,6 +100,12 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		}
 		r.v.chooseRollouts(ctx)
 	} else {
+		if since(ctx, "continuation-checks", continuationChecksVersion) {
+			if err := checkContinuation(workflow.GetInfo(ctx), r.id, input, st); err != nil {
+				r.enter(pipeline.StageFailed)
+				return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid continuation: %v", err), pipeline.ErrInvalidSpec, err)
+			}
+		}
 		r.resume(st)
 	}
 
@@ -158,6 +169,7 @@ func (r *run) beforeReinforce() (*Continuation, error) {
 // resume picks up the alignment a continued run got: its choices between
 // versions, progress and signals' state.
 func (r *run) resume(st *Continuation) {
+	r.size(&st.Data)
 	r.v.Sharded, r.v.Pinned = st.Sharded, st.Pinned
 	r.p.Completed, r.p.Iteration, r.p.Last = st.Completed, st.Iteration, st.Last
 	r.p.Paused, r.p.StopRequested = st.Paused, st.Stop
@@ -199,6 +211,7 @@ func (r *run) continueAsNew(input json.RawMessage, st *Continuation, points []pi
 	r.drain()
 	st.Completed, st.Paused, st.Stop = r.p.Completed, r.p.Paused, r.p.StopRequested
 	st.versions = r.v
+	st.SpecDigest = specDigest(input)
 	st.Runs++
 	return workflow.NewContinueAsNewError(r.ctx, AlignmentName, input, st)
 }

@@ -2,6 +2,8 @@ package workflows
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +36,24 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	return env
 }
 
-func ref(p string) artifact.Ref { return artifact.Ref{Path: p, SHA256: p + "-sha"} }
+// ref is a well-formed reference to artifact p of the test run (the test
+// environment's workflow ID), as a continuation's checks require.
+func ref(p string) artifact.Ref {
+	sum := sha256.Sum256([]byte(p))
+	return artifact.Ref{Path: "runs/" + testWorkflowID + "/" + p, SHA256: hex.EncodeToString(sum[:])}
+}
+
+// testWorkflowID is the workflow ID the test environment gives a run.
+const testWorkflowID = "default-test-workflow-id"
+
+// executeContinued runs the alignment as the run an alignment continued
+// as new into with cont (nil: the first run).
+func executeContinued(env *testsuite.TestWorkflowEnvironment, input json.RawMessage, cont *Continuation) {
+	if cont != nil {
+		env.SetContinuedExecutionRunID("the-continued-run")
+	}
+	env.ExecuteWorkflow(AlignmentName, input, cont)
+}
 
 // curveStore mocks SaveCurve, keeping the segments it was given.
 type curveStore struct{ segments []pipeline.CurveInput }
@@ -274,7 +293,7 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 		env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
 		curve.mock(env)
 
-		env.ExecuteWorkflow(AlignmentName, input, cont)
+		executeContinued(env, input, cont)
 		require.True(t, env.IsWorkflowCompleted())
 		var can *workflow.ContinueAsNewError
 		if err := env.GetWorkflowError(); errors.As(err, &can) {
@@ -325,8 +344,9 @@ func TestSignalsSurviveContinueAsNew(t *testing.T) {
 	assert.True(t, s.Policy.StoppedEarly)
 
 	env, iterations = signalEnv(t)
-	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2}}`),
-		&Continuation{Iteration: 2, Policy: ref("pol"), Paused: true, Stop: true, Runs: 1})
+	executeContinued(env, json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2}}`),
+		&Continuation{Iteration: 2, Policy: ref("pol"), PolicyDigest: "d", Last: &pipeline.IterationResult{Iteration: 1, Policy: ref("pol"), PolicyDigest: "d"},
+			Paused: true, Stop: true, Runs: 1})
 	require.NoError(t, env.GetWorkflowResult(&s))
 	assert.Zero(t, *iterations, "a stop carried over ends the next run before any iteration")
 	assert.Equal(t, 2, s.Policy.Iterations)
@@ -561,7 +581,7 @@ func TestTheLastCurveSegment(t *testing.T) {
 			var curve curveStore
 			curve.mock(env)
 			c.cont.Sharded = true
-			env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 3}}`), c.cont)
+			executeContinued(env, json.RawMessage(`{"reinforce": {"iterations": 3}}`), c.cont)
 			require.NoError(t, env.GetWorkflowError())
 			var s pipeline.Summary
 			require.NoError(t, env.GetWorkflowResult(&s))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"sync"
 	"testing"
 
@@ -56,7 +57,7 @@ func TestComparisonOrchestration(t *testing.T) {
 		})
 	env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
-			acc := float64(len(in.RewardModel.Path)) / 100
+			acc := float64(len(path.Base(in.RewardModel.Path))) / 100
 			return pipeline.RewardEval{HeldoutAccuracy: acc, HeldoutPairs: 4,
 				ByStrength: []pipeline.StrengthAccuracy{{Strength: 1, Pairs: 2, Accuracy: acc}, {Strength: 3, Pairs: 2, Accuracy: 1}}}, nil
 		})

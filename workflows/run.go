@@ -80,7 +80,9 @@ func begin(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*ru
 		// rate of its own: it keeps training with the BT phase's.
 		spec.Reward.RegressionSteps, spec.Reward.RegressionLearningRate = spec.Reward.Steps, spec.Reward.LearningRate
 	}
-	r.spec, r.work = spec, workFor(ctx, spec)
+	r.v.sized = since(ctx, "sized-timeouts", sizedTimeoutsVersion)
+	r.spec = spec
+	r.size(nil)
 	if r.v.visible {
 		memo := map[string]any{"name": spec.Name, "seed": spec.Seed, "backend": spec.Backend, "recipe": spec.Reward.Recipe}
 		if err := workflow.UpsertMemo(ctx, memo); err != nil {
@@ -89,6 +91,11 @@ func begin(ctx workflow.Context, input json.RawMessage, cont *Continuation) (*ru
 	}
 	return r, nil
 }
+
+// size sets the run's activity options for its prepared data d (nil
+// before the data stage): the timeouts of a Hugging Face model's stages
+// depend on its size, which the data stage learns.
+func (r *run) size(d *pipeline.Data) { r.work = workFor(r.ctx, r.spec, r.v.sized, d) }
 
 // stage runs one stage of the run: it enters the stage, executes activity
 // with in under kind's options (one of r.work's), decodes its result into
@@ -106,9 +113,11 @@ func (r *run) stage(name string, kind workflow.Context, activity, in, result any
 // the SFT policy (whose backbone the reward models start from).
 func (r *run) prepareAndSFT() (data pipeline.Data, sft pipeline.TrainResult, err error) {
 	var a *activities.Activities
-	if err = r.stage(pipeline.StagePrepareData, r.work.bookkeeping, a.PrepareData, pipeline.PrepareDataInput{RunID: r.id, Spec: r.spec}, &data); err != nil {
+	in := pipeline.PrepareDataInput{RunID: r.id, Spec: r.spec, FirstRunID: workflow.GetInfo(r.ctx).FirstRunID}
+	if err = r.stage(pipeline.StagePrepareData, r.work.bookkeeping, a.PrepareData, in, &data); err != nil {
 		return data, sft, err
 	}
+	r.size(&data)
 	err = r.stage(pipeline.StageSFT, r.work.training, a.TrainSFT, pipeline.TrainInput{RunID: r.id, Spec: r.spec, Data: data}, &sft)
 	return data, sft, err
 }

@@ -45,17 +45,29 @@ const reportVersion = 1
 // to their end, continuations included.
 const checkedVersion = 1
 
+// continuationChecksVersion is the workflow version from which a run
+// takes a Continuation only when an alignment continued as new into it,
+// and checks every reference the continuation carries (checkContinuation);
+// continued runs recorded before it took theirs unchecked.
+const continuationChecksVersion = 1
+
+// sizedTimeoutsVersion is the workflow version from which each kind of
+// work's start-to-close timeout is the spec's timeouts setting, or sized
+// by the model and the work (sizedTimeouts); runs recorded before it keep
+// the fixed ones (formerTimeouts).
+const sizedTimeoutsVersion = 1
+
 // versions are a run's choices between workflow versions (the *Version
 // constants above), each one workflow.GetVersion call made where recorded
 // histories have its marker: when replaying, GetVersion answers from the
 // markers replayed so far, so a call moved to an earlier workflow task would
 // answer DefaultVersion for a history whose marker comes later. Hence
-// visible, phaseBudgets and segmented are chosen when each workflow run
-// starts; Checked when a run's first workflow run starts; Sharded and
-// Pinned once per alignment, after its stages before REINFORCE. Checked,
-// Sharded and Pinned travel in the Continuation (as its "checked",
-// "sharded" and "pinned"); whether to write the report is asked at the end
-// (report).
+// visible, phaseBudgets, sized and segmented are chosen when each workflow
+// run starts (and whether to check a continuation, as it is taken);
+// Checked when a run's first workflow run starts; Sharded and Pinned once
+// per alignment, after its stages before REINFORCE. Checked, Sharded and
+// Pinned travel in the Continuation (as its "checked", "sharded" and
+// "pinned"); whether to write the report is asked at the end (report).
 type versions struct {
 	// Sharded: the alignment's iterations are rollout shards and an update
 	// (false for runs started before shardsVersion).
@@ -70,6 +82,7 @@ type versions struct {
 	visible      bool // search attributes and a memo (visibilityVersion)
 	phaseBudgets bool // the regression phase's own budget (phaseBudgetsVersion)
 	segmented    bool // curve segments and continue-as-new (segmentsVersion)
+	sized        bool // the spec's or sized timeouts (sizedTimeoutsVersion)
 }
 
 // since reports whether the run takes version (the newest) of change: a

@@ -204,7 +204,8 @@ func workerCmd() *cobra.Command {
 // addMetricsFlag declares --metrics-addr (resolved with the connection
 // settings, so ALIGNFLOW_METRICS_ADDR and a settings file's metrics-addr work too).
 func addMetricsFlag(cmd *cobra.Command) {
-	cmd.Flags().String("metrics-addr", "", "serve Prometheus metrics (alignflow_ and the Temporal SDK's temporal_ series) on http://HOST:PORT/metrics (env ALIGNFLOW_METRICS_ADDR; default: off)")
+	cmd.Flags().String("metrics-addr", "", "serve Prometheus metrics (alignflow_ and the Temporal SDK's temporal_ series) on http://HOST:PORT/metrics, e.g. 127.0.0.1:9464; "+
+		"an address other machines reach shows them run IDs and stage names, so open one only to your Prometheus (env ALIGNFLOW_METRICS_ADDR; default: off)")
 }
 
 // openStore opens the connection's artifact store: the data dir, or the

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -167,7 +169,15 @@ func execute(ctx context.Context, c config.Connection, embedded bool, port int, 
 		return 0, err
 	}
 	defer cl.Close()
-	run, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: c.TaskQueue}, wf, input)
+	// A workflow ID names the run's folder of artifacts: one alignment each
+	// (the data stage refuses another; see activities' claimRun). Refusing
+	// a used ID here says so before anything runs.
+	opts := client.StartWorkflowOptions{ID: id, TaskQueue: c.TaskQueue, WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE}
+	run, err := cl.ExecuteWorkflow(ctx, opts, wf, input)
+	var started *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &started) {
+		return 0, fmt.Errorf("start workflow %s: the ID is taken by another run (running or closed), whose artifacts are under runs/%s: choose another --id, or resume that run if it failed with `alignflow resume %s`: %w", id, id, id, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("start workflow %s: %w", id, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/model/weights"
 )
 
@@ -142,6 +143,17 @@ type Trainer struct {
 	names []string
 	opt   AdamW
 	loss  Loss
+	// meter is told of every step taken (WithProgress); nil for none.
+	meter progress.Meter
+}
+
+// WithProgress is the trainer with its compiled step, reporting every step
+// it takes to m and stopping with m's error (the step is taken): one
+// computation's view of a trainer that others share.
+func (t *Trainer) WithProgress(m progress.Meter) *Trainer {
+	v := *t
+	v.meter = m
+	return &v
 }
 
 // StepResult reports one step.
@@ -255,7 +267,7 @@ func (t *Trainer) Step(params *weights.Set, st *State, lr float64, batch Batch) 
 		st.V.Put(n, weights.FromGoMLX(outs[2*np+i]))
 	}
 	st.Step = step
-	return res, nil
+	return res, progress.Advance(t.meter, 1)
 }
 
 // NonFiniteError reports a NaN or Inf loss or gradient: a diverged run that

@@ -1,9 +1,11 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,4 +85,44 @@ func TestLogSegmentsAssembleInOrder(t *testing.T) {
 	require.NoError(t, err)
 	_, err = Collect(store, "r")
 	require.ErrorContains(t, err, "bad.jsonl:2:")
+}
+
+// TestRunSeriesGoWhenRunsEnd: a run's series go when it ends (Forget);
+// without that, a worker that saw 2,000 runs served 8,000 series. A run
+// that never tells its end (failed, or ended on another worker) goes once
+// MaxRuns newer runs were observed.
+func TestRunSeriesGoWhenRunsEnd(t *testing.T) {
+	r := NewRecorder()
+	r.MaxRuns = 3
+	point := Point{Series: Series{Stage: "sft"}, Step: 1, Metrics: map[string]float64{"loss": 1}}
+	for _, id := range []string{"run-1", "run-2", "run-3"} {
+		r.Observe(id, point)
+	}
+	r.Forget("run-2")
+	body := scrape(t, r)
+	assert.Contains(t, body, `workflow_id="run-1"`)
+	assert.NotContains(t, body, `workflow_id="run-2"`, "an ended run's series go")
+	for i := 4; i <= 2000; i++ {
+		r.Observe(fmt.Sprintf("run-%d", i), point)
+	}
+	body = scrape(t, r)
+	assert.Equal(t, 3, strings.Count(body, "alignflow_train_loss{"), "the series of the last MaxRuns runs only")
+	assert.Contains(t, body, `workflow_id="run-2000"`)
+	assert.NotContains(t, body, `workflow_id="run-1"`)
+	var nilRec *Recorder
+	nilRec.Forget("x")
+}
+
+// TestMetricsServerBoundsItsConnections: idle keep-alive connections, slow
+// requests and slow readers are cut off (an idle connection was kept
+// forever), and a malformed address is answered with a loopback example.
+func TestMetricsServerBoundsItsConnections(t *testing.T) {
+	srv := newHTTPServer(http.NotFoundHandler())
+	assert.Positive(t, srv.IdleTimeout)
+	assert.Positive(t, srv.WriteTimeout)
+	assert.Positive(t, srv.ReadTimeout)
+	assert.Positive(t, srv.ReadHeaderTimeout)
+	_, err := NewRecorder().Serve("9464")
+	require.ErrorContains(t, err, "e.g. 127.0.0.1:9464 (loopback")
+	assert.NotContains(t, err.Error(), " :9090", "no example that listens on every interface")
 }

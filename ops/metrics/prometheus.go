@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,13 +43,28 @@ var gauges = map[string]struct{ name, help string }{
 // Recorder holds alignflow's Prometheus series and the registry that
 // serves them with the Temporal SDK's and the Go runtime's. A nil
 // *Recorder records nothing, so code that logs points need not check.
+//
+// A run's series go when it ends (Forget, from the activity that ends it),
+// and a worker keeps those of its MaxRuns most recently observed runs at
+// most, so that a run that failed, or ended on another worker, does not
+// keep its series here forever.
 type Recorder struct {
 	reg          *prometheus.Registry
 	step         *prometheus.GaugeVec
 	gauges       map[string]*prometheus.GaugeVec
 	bytesRead    prometheus.Counter
 	bytesWritten prometheus.Counter
+
+	// MaxRuns bounds the runs whose series are kept (DefaultMaxRuns when
+	// 0 or less).
+	MaxRuns int
+	mu      sync.Mutex
+	runs    []string // workflow IDs with series, the least recently observed first
 }
+
+// DefaultMaxRuns is how many runs' series a worker keeps at most: more
+// than run on one worker at once.
+const DefaultMaxRuns = 64
 
 // NewRecorder makes a registry with alignflow's series and the Go and
 // process collectors.
@@ -75,12 +92,43 @@ func (r *Recorder) Observe(runID string, p Point) {
 	if r == nil {
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock() // so that a Forget cannot come between the series' update and their count
+	r.runs = append(slices.DeleteFunc(r.runs, func(id string) bool { return id == runID }), runID)
+	limit := r.MaxRuns
+	if limit <= 0 {
+		limit = DefaultMaxRuns
+	}
+	for len(r.runs) > limit {
+		r.drop(r.runs[0])
+		r.runs = r.runs[1:]
+	}
 	l := prometheus.Labels{"workflow_id": runID, "stage": p.Stage, "recipe": p.Recipe, "phase": p.Phase}
 	r.step.With(l).Set(float64(p.Step))
 	for k, v := range p.Metrics {
 		if g, ok := r.gauges[k]; ok {
 			g.With(l).Set(v)
 		}
+	}
+}
+
+// Forget drops the series of run runID: it ended.
+func (r *Recorder) Forget(runID string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drop(runID)
+	r.runs = slices.DeleteFunc(r.runs, func(id string) bool { return id == runID })
+}
+
+// drop deletes every series labelled with run runID.
+func (r *Recorder) drop(runID string) {
+	l := prometheus.Labels{"workflow_id": runID}
+	r.step.DeletePartialMatch(l)
+	for _, g := range r.gauges {
+		g.DeletePartialMatch(l)
 	}
 }
 
@@ -131,7 +179,7 @@ type Server struct {
 // until Close.
 func (r *Recorder) Serve(addr string) (*Server, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("--metrics-addr %q: want HOST:PORT, e.g. 127.0.0.1:9090 or :9090: %w", addr, err)
+		return nil, fmt.Errorf("--metrics-addr %q: want HOST:PORT, e.g. 127.0.0.1:9464 (loopback: only this machine can scrape it): %w", addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -139,13 +187,21 @@ func (r *Recorder) Serve(addr string) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", r.Handler())
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, Addr: ln.Addr().String()}
+	s := &Server{srv: newHTTPServer(mux), Addr: ln.Addr().String()}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			fmt.Printf("metrics server on %s stopped: %v\n", s.Addr, err)
 		}
 	}()
 	return s, nil
+}
+
+// newHTTPServer serves h with every wait bounded: a scraper that sends
+// its request slowly, reads its answer slowly or keeps an idle connection
+// open is cut off, so connections cannot pile up on a worker.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 1 << 16}
 }
 
 // Close stops serving.

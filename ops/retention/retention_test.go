@@ -2,6 +2,7 @@ package retention_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -199,37 +200,37 @@ func TestCollect(t *testing.T) {
 	}{
 		{
 			name:        "the summary's last iteration",
-			summaryKeep: 1, opts: retention.Options{KeepIterations: -1},
+			summaryKeep: 1, opts: retention.Options{KeepIterations: -1, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, iteration8, iteration9, []string{"tmp/stale"}),
 		},
 		{
 			name:        "the summary's last two iterations",
-			summaryKeep: 2, opts: retention.Options{KeepIterations: -1},
+			summaryKeep: 2, opts: retention.Options{KeepIterations: -1, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, iteration8, []string{"tmp/stale"}),
 		},
 		{
 			name:        "keep_iterations 0 keeps every iteration",
-			summaryKeep: 0, opts: retention.Options{KeepIterations: -1},
+			summaryKeep: 0, opts: retention.Options{KeepIterations: -1, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, []string{"tmp/stale"}),
 		},
 		{
 			name:        "more than there are keeps every iteration",
-			summaryKeep: 5, opts: retention.Options{KeepIterations: -1},
+			summaryKeep: 5, opts: retention.Options{KeepIterations: -1, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, []string{"tmp/stale"}),
 		},
 		{
 			name:        "the option overrides the summary: all",
-			summaryKeep: 1, opts: retention.Options{KeepIterations: 0},
+			summaryKeep: 1, opts: retention.Options{KeepIterations: 0, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, []string{"tmp/stale"}),
 		},
 		{
 			name:        "the option overrides the summary: one",
-			summaryKeep: 0, opts: retention.Options{KeepIterations: 1},
+			summaryKeep: 0, opts: retention.Options{KeepIterations: 1, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, iteration8, iteration9, []string{"tmp/stale"}),
 		},
 		{
 			name:        "a shorter scratch age takes fresh scratch files too",
-			summaryKeep: 1, opts: retention.Options{KeepIterations: -1, ScratchAge: 30 * time.Minute},
+			summaryKeep: 1, opts: retention.Options{KeepIterations: -1, ScratchAge: 30 * time.Minute, Runs: closed},
 			want: slices.Concat(trainingCheckpoints, shards, iteration8, iteration9, []string{"tmp/fresh", "tmp/stale"}),
 		},
 	}
@@ -273,7 +274,7 @@ func TestCollect(t *testing.T) {
 func TestApply(t *testing.T) {
 	f := newFixture(t, 1)
 	before := f.keys(t)
-	plan, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now})
+	plan, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now, Runs: closed})
 	require.NoError(t, err)
 	require.NotEmpty(t, plan.Remove)
 
@@ -313,7 +314,7 @@ func TestApply(t *testing.T) {
 	_, err = os.Stat(filepath.Join(f.store.Root, "runs/done/reinforce/iter-00009"))
 	assert.ErrorIs(t, err, fs.ErrNotExist, "an emptied iteration folder goes too")
 
-	again, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now})
+	again, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now, Runs: closed})
 	require.NoError(t, err)
 	assert.Empty(t, again.Remove, "a second collection finds nothing")
 	assert.Equal(t, plan.Kept, again.Kept)
@@ -324,7 +325,7 @@ func TestApply(t *testing.T) {
 // back: Apply reports it, removes the rest and counts only what it freed.
 func TestApplyGoesOnPastAFailure(t *testing.T) {
 	f := newFixture(t, 1)
-	plan, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now})
+	plan, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now, Runs: closed})
 	require.NoError(t, err)
 	gone := plan.Remove[0]
 	require.NoError(t, os.Remove(filepath.Join(f.store.Root, gone.Key)))
@@ -346,7 +347,7 @@ func TestCollectRefusesAnUnreadableRecord(t *testing.T) {
 	rec := filepath.Join(f.store.Root, "reuse", "reinforce", "key.json")
 	require.NoError(t, os.Remove(rec))
 	require.NoError(t, os.Symlink(filepath.Join(f.store.Root, "nowhere"), rec))
-	_, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now})
+	_, err := retention.Collect(f.store, retention.Options{KeepIterations: -1, Now: now, Runs: closed})
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "key.json"), err.Error())
 }
@@ -362,3 +363,94 @@ func sha(t *testing.T, store *artifact.Store, key string) string {
 	require.NoError(t, json.Unmarshal(b, &m))
 	return m.SHA256
 }
+
+// runStates answers Runs from a map: the open workflow IDs, and an error
+// for those Temporal cannot be asked about.
+type runStates struct {
+	open   map[string]bool
+	failed map[string]error
+	asked  []string
+}
+
+func (r *runStates) Open(id string) (bool, error) {
+	r.asked = append(r.asked, id)
+	if err := r.failed[id]; err != nil {
+		return false, err
+	}
+	return r.open[id], nil
+}
+
+// closed says every run is closed.
+var closed = &runStates{}
+
+// TestCollectKeepsLiveRuns collects a store where a finished run's
+// summary is not the whole story: a live re-run under the finished run's
+// workflow ID (its data and checkpoints written beside the old summary), a
+// live run a/b inside the folder of a finished run a, and a finished run
+// whose state Temporal cannot tell. None of their artifacts goes (on the
+// store alone, gc listed them all); the finished run a still loses its
+// training checkpoint, and everything of a run Temporal says is closed goes
+// as before.
+func TestCollectKeepsLiveRuns(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	put := func(key string) artifact.Ref {
+		ref, err := store.Put(key, []byte("bytes of "+key))
+		require.NoError(t, err)
+		return ref
+	}
+	record := func(key string, v any) {
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		_, err = store.PutRecord(key, b)
+		require.NoError(t, err)
+	}
+	for _, id := range []string{"rerun", "a", "unknown"} {
+		s := pipeline.Summary{WorkflowID: id}
+		s.Policy.Checkpoint = put("runs/" + id + "/reinforce/iter-00000/policy.safetensors")
+		record("runs/"+id+"/"+pipeline.SummaryFile, s)
+		record("runs/"+id+"/"+pipeline.RunFile, pipeline.RunClaim{WorkflowID: id, FirstRunID: "old-" + id})
+		put("runs/" + id + "/sft/checkpoints/sft-000100.params.safetensors")
+	}
+	// The live re-run of "rerun": data and a checkpoint beside the old summary.
+	put("runs/rerun/data/ratings.jsonl.gz")
+	put("runs/rerun/sft/checkpoints/sft-000004.params.safetensors")
+	// The live run "a/b": its claim, data and checkpoints inside a's folder.
+	record("runs/a/b/"+pipeline.RunFile, pipeline.RunClaim{WorkflowID: "a/b", FirstRunID: "b1"})
+	put("runs/a/b/data/ratings.jsonl.gz")
+	put("runs/a/b/sft/checkpoints/sft-000004.params.safetensors")
+
+	runs := &runStates{open: map[string]bool{"rerun": true, "a/b": true}, failed: map[string]error{"unknown": errors.New("connection refused")}}
+	plan, err := retention.Collect(store, retention.Options{KeepIterations: -1, Now: now, Runs: runs})
+	require.NoError(t, err)
+	var removed []string
+	for _, o := range plan.Remove {
+		removed = append(removed, o.Key)
+	}
+	assert.Equal(t, artifacts("runs/a/sft/checkpoints/sft-000100.params.safetensors"), removed, "only the finished run a's checkpoint goes")
+	assert.Equal(t, []string{"rerun"}, plan.Open)
+	assert.Equal(t, []string{"a/b"}, plan.Unfinished)
+	require.Len(t, plan.Unknown, 1)
+	assert.Equal(t, "unknown", plan.Unknown[0].Run)
+	assert.ErrorContains(t, plan.Unknown[0].Err, "connection refused")
+
+	// Without a way to ask Temporal, no finished run is collected.
+	plan, err = retention.Collect(store, retention.Options{KeepIterations: -1, Now: now})
+	require.NoError(t, err)
+	assert.Empty(t, plan.Remove)
+	assert.Len(t, plan.Unknown, 3)
+
+	// Once Temporal says they are closed, the finished runs are collected
+	// (run a/b, unfinished, stays whole).
+	plan, err = retention.Collect(store, retention.Options{KeepIterations: -1, Now: now, Runs: &runStates{}})
+	require.NoError(t, err)
+	removed = nil
+	for _, o := range plan.Remove {
+		removed = append(removed, o.Key)
+	}
+	assert.Equal(t, slices.Concat(artifacts("runs/a/sft/checkpoints/sft-000100.params.safetensors", "runs/rerun/data/ratings.jsonl.gz",
+		"runs/rerun/sft/checkpoints/sft-000004.params.safetensors", "runs/rerun/sft/checkpoints/sft-000100.params.safetensors",
+		"runs/unknown/sft/checkpoints/sft-000100.params.safetensors")), sorted(removed))
+}
+
+func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
