@@ -53,7 +53,7 @@ func TestWorkerKeepsFewModelsAndEngines(t *testing.T) {
 	again, err := a.setup(context.Background(), at(64), data)
 	require.NoError(t, err)
 	assert.Same(t, inUse.m, again.m, "the model in use was kept")
-	assert.Same(t, inUse.eng, again.eng, "its engines too")
+	assert.Same(t, inUse.eng.shared, again.eng.shared, "its engines too (the worker's set each job views)")
 	again.release()
 	inUse.release()
 

@@ -111,7 +111,7 @@ func TestContinuedRunsKeepTheirChecks(t *testing.T) {
 			return pipeline.IterationResult{}, temporal.NewNonRetryableApplicationError("enough", "Test", nil)
 		})
 		cont := &Continuation{Iteration: 1, Runs: 1, versions: versions{Sharded: true, Checked: checked}}
-		env.ExecuteWorkflow(AlignmentName, over, cont)
+		executeContinued(env, over, cont)
 		err := env.GetWorkflowError()
 		require.Error(t, err)
 		var app *temporal.ApplicationError
