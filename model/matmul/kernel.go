@@ -1,0 +1,50 @@
+package matmul
+
+// Tile and cache-block sizes, the same on every path: the packed layout is one,
+// and only the micro-kernel that reads it differs.
+//
+// An mr×nr tile of c is 24 zmm registers (8 rows of 3 vectors of 16), the most
+// that leaves the AVX-512 kernel registers for a row of b and a broadcast of a;
+// the AVX2 kernel covers it as four 4×24 tiles of 12 ymm registers. 48 columns
+// and 8 rows also divide the 135M model's dimensions (576, 1536, 49152; 256
+// tokens). A packed panel of a, mr×kc (8 KiB), stays in L1 while the kernel
+// sweeps the kc×nc block of b (384 KiB), which stays in the 1 MiB or larger L2
+// of every AVX-512 x86; mc rows per block keep the repacking of b at 1/mc of
+// the work.
+const (
+	mr = 8
+	nr = 48
+	mc = 256
+	kc = 256
+	nc = 384
+)
+
+// tileFunc computes, for i < rows (1 <= rows <= mr) and j < nr,
+//
+//	c[i*ldc+j] = fma(a[p*mr+i], b[p*ldb+j], ...) for p = 0, ..., steps-1 (steps >= 1)
+//
+// chained from 0, or from c[i*ldc+j] itself when accumulate is set.
+type tileFunc func(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool)
+
+// goTile is the portable micro-kernel: the same chains as the assembly kernels,
+// one lane at a time, with fma32 in place of the hardware FMA.
+func goTile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+	var acc [mr][nr]float32
+	if accumulate {
+		for i := range rows {
+			copy(acc[i][:], c[i*ldc:i*ldc+nr])
+		}
+	}
+	for p := range steps {
+		bp := (*[nr]float32)(b[p*ldb:])
+		for i, av := range a[p*mr : p*mr+rows] {
+			row := &acc[i]
+			for j, bv := range bp {
+				row[j] = fma32(av, bv, row[j])
+			}
+		}
+	}
+	for i := range rows {
+		copy(c[i*ldc:i*ldc+nr], acc[i][:])
+	}
+}
