@@ -26,6 +26,20 @@ const (
 // chained from 0, or from c[i*ldc+j] itself when accumulate is set.
 type tileFunc func(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool)
 
+// rowFunc sets, for j < n (n a multiple of nr),
+//
+//	c[j] = fma(a[(k-1)*lda], b[(k-1)*ldb+j], ... fma(a[0], b[j], c[j])) (k >= 1)
+//
+// the product of a single row, which is bound by memory: it reads rows of b in
+// long sweeps, a few at a time, with c in the cache.
+type rowFunc func(k int, a []float32, lda int, b []float32, ldb int, c []float32, n int)
+
+// kernels are one path's micro-kernels.
+type kernels struct {
+	tile tileFunc
+	row  rowFunc
+}
+
 // goTile is the portable micro-kernel: the same chains as the assembly kernels,
 // one lane at a time, with fma32 in place of the hardware FMA.
 func goTile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
@@ -46,5 +60,16 @@ func goTile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accu
 	}
 	for i := range rows {
 		copy(c[i*ldc:i*ldc+nr], acc[i][:])
+	}
+}
+
+// goRow is the portable rowFunc.
+func goRow(k int, a []float32, lda int, b []float32, ldb int, c []float32, n int) {
+	c = c[:n]
+	for p := range k {
+		av := a[p*lda]
+		for j, bv := range b[p*ldb : p*ldb+n] {
+			c[j] = fma32(av, bv, c[j])
+		}
 	}
 }

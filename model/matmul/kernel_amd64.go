@@ -6,13 +6,13 @@ import "golang.org/x/sys/cpu"
 // transpose for packing.
 func registerAsm() {
 	if cpu.X86.HasAVX {
-		transposeBlock = transposeAsm
+		transposeBlocks = transposeAsm
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
-		tiles[PathAVX2] = avx2Tile
+		paths[PathAVX2] = &kernels{avx2Tile, avx2Row}
 	}
 	if cpu.X86.HasAVX512F {
-		tiles[PathAVX512] = avx512Tile
+		paths[PathAVX512] = &kernels{avx512Tile, avx512Row}
 	}
 }
 
@@ -42,8 +42,31 @@ func avx2Tile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, ac
 	}
 }
 
-func transposeAsm(dst []float32, ldd int, src []float32, lds int) {
-	_ = dst[7*ldd+7]
-	_ = src[7*lds+7]
-	transpose8(&dst[0], ldd, &src[0], lds)
+// checkRow panics unless the row lies inside its slices.
+func checkRow(k int, a []float32, lda int, b []float32, ldb int, c []float32, n int) {
+	if k < 1 || n < nr || n%nr != 0 || lda < 1 || ldb < n {
+		panic("matmul: bad row")
+	}
+	_ = a[(k-1)*lda]
+	_ = b[(k-1)*ldb+n-1]
+	_ = c[n-1]
+}
+
+func avx512Row(k int, a []float32, lda int, b []float32, ldb int, c []float32, n int) {
+	checkRow(k, a, lda, b, ldb, c, n)
+	rowAVX512(k, &a[0], lda, &b[0], ldb, &c[0], n)
+}
+
+func avx2Row(k int, a []float32, lda int, b []float32, ldb int, c []float32, n int) {
+	checkRow(k, a, lda, b, ldb, c, n)
+	rowAVX2(k, &a[0], lda, &b[0], ldb, &c[0], n)
+}
+
+func transposeAsm(dst []float32, ldd int, src []float32, lds, rows8, cols8 int) {
+	if rows8 < 1 || cols8 < 1 || ldd < 8*rows8 || lds < 8*cols8 {
+		panic("matmul: bad transpose")
+	}
+	_ = dst[(8*cols8-1)*ldd+8*rows8-1]
+	_ = src[(8*rows8-1)*lds+8*cols8-1]
+	transpose8(&dst[0], ldd, &src[0], lds, rows8, cols8)
 }

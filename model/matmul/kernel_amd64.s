@@ -1052,30 +1052,176 @@ loop1:
 	VZEROUPPER
 	RET
 
-// func transpose8(dst *float32, ldd int, src *float32, lds int)
+// func rowAVX512(k int, a *float32, lda int, b *float32, ldb int, c *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·rowAVX512(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), AX
+	MOVQ a+8(FP), CX
+	MOVQ lda+16(FP), DX
+	SHLQ $0x02, DX
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $0x02, SI
+	MOVQ c+40(FP), DI
+	MOVQ n+48(FP), R8
+	SHLQ $0x02, R8
+
+sweeps:
+	CMPQ         AX, $0x04
+	JL           tail
+	VBROADCASTSS (CX), Z0
+	ADDQ         DX, CX
+	VBROADCASTSS (CX), Z1
+	ADDQ         DX, CX
+	LEAQ         (BX)(SI*1), R9
+	VBROADCASTSS (CX), Z2
+	ADDQ         DX, CX
+	LEAQ         (R9)(SI*1), R10
+	VBROADCASTSS (CX), Z3
+	ADDQ         DX, CX
+	LEAQ         (R10)(SI*1), R11
+	XORQ         R12, R12
+
+cols:
+	VMOVUPS     (DI)(R12*1), Z4
+	VMOVUPS     (BX)(R12*1), Z5
+	VFMADD231PS Z5, Z0, Z4
+	VMOVUPS     (R9)(R12*1), Z5
+	VFMADD231PS Z5, Z1, Z4
+	VMOVUPS     (R10)(R12*1), Z5
+	VFMADD231PS Z5, Z2, Z4
+	VMOVUPS     (R11)(R12*1), Z5
+	VFMADD231PS Z5, Z3, Z4
+	VMOVUPS     Z4, (DI)(R12*1)
+	ADDQ        $0x40, R12
+	CMPQ        R12, R8
+	JNE         cols
+	LEAQ        (R11)(SI*1), BX
+	SUBQ        $0x04, AX
+	JMP         sweeps
+
+tail:
+	TESTQ        AX, AX
+	JZ           done
+	VBROADCASTSS (CX), Z0
+	ADDQ         DX, CX
+	XORQ         R9, R9
+
+tailcols:
+	VMOVUPS     (DI)(R9*1), Z1
+	VMOVUPS     (BX)(R9*1), Z2
+	VFMADD231PS Z2, Z0, Z1
+	VMOVUPS     Z1, (DI)(R9*1)
+	ADDQ        $0x40, R9
+	CMPQ        R9, R8
+	JNE         tailcols
+	LEAQ        (BX)(SI*1), BX
+	DECQ        AX
+	JMP         tail
+
+done:
+	VZEROUPPER
+	RET
+
+// func rowAVX2(k int, a *float32, lda int, b *float32, ldb int, c *float32, n int)
+// Requires: AVX, FMA3
+TEXT ·rowAVX2(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), AX
+	MOVQ a+8(FP), CX
+	MOVQ lda+16(FP), DX
+	SHLQ $0x02, DX
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $0x02, SI
+	MOVQ c+40(FP), DI
+	MOVQ n+48(FP), R8
+	SHLQ $0x02, R8
+
+sweeps:
+	CMPQ         AX, $0x04
+	JL           tail
+	VBROADCASTSS (CX), Y0
+	ADDQ         DX, CX
+	VBROADCASTSS (CX), Y1
+	ADDQ         DX, CX
+	LEAQ         (BX)(SI*1), R9
+	VBROADCASTSS (CX), Y2
+	ADDQ         DX, CX
+	LEAQ         (R9)(SI*1), R10
+	VBROADCASTSS (CX), Y3
+	ADDQ         DX, CX
+	LEAQ         (R10)(SI*1), R11
+	XORQ         R12, R12
+
+cols:
+	VMOVUPS     (DI)(R12*1), Y4
+	VMOVUPS     (BX)(R12*1), Y5
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (R9)(R12*1), Y5
+	VFMADD231PS Y5, Y1, Y4
+	VMOVUPS     (R10)(R12*1), Y5
+	VFMADD231PS Y5, Y2, Y4
+	VMOVUPS     (R11)(R12*1), Y5
+	VFMADD231PS Y5, Y3, Y4
+	VMOVUPS     Y4, (DI)(R12*1)
+	ADDQ        $0x20, R12
+	CMPQ        R12, R8
+	JNE         cols
+	LEAQ        (R11)(SI*1), BX
+	SUBQ        $0x04, AX
+	JMP         sweeps
+
+tail:
+	TESTQ        AX, AX
+	JZ           done
+	VBROADCASTSS (CX), Y0
+	ADDQ         DX, CX
+	XORQ         R9, R9
+
+tailcols:
+	VMOVUPS     (DI)(R9*1), Y1
+	VMOVUPS     (BX)(R9*1), Y2
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DI)(R9*1)
+	ADDQ        $0x20, R9
+	CMPQ        R9, R8
+	JNE         tailcols
+	LEAQ        (BX)(SI*1), BX
+	DECQ        AX
+	JMP         tail
+
+done:
+	VZEROUPPER
+	RET
+
+// func transpose8(dst *float32, ldd int, src *float32, lds int, rows8 int, cols8 int)
 // Requires: AVX
-TEXT ·transpose8(SB), NOSPLIT, $0-32
-	MOVQ       dst+0(FP), AX
-	MOVQ       ldd+8(FP), CX
-	SHLQ       $0x02, CX
-	MOVQ       src+16(FP), DX
-	MOVQ       lds+24(FP), BX
-	SHLQ       $0x02, BX
-	VMOVUPS    (DX), Y0
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y1
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y2
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y3
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y4
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y5
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y6
-	ADDQ       BX, DX
-	VMOVUPS    (DX), Y7
+TEXT ·transpose8(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), AX
+	MOVQ ldd+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ src+16(FP), DX
+	MOVQ lds+24(FP), BX
+	SHLQ $0x02, BX
+	MOVQ rows8+32(FP), SI
+	LEAQ (CX)(CX*2), DI
+	LEAQ (BX)(BX*2), R8
+
+rows:
+	MOVQ DX, R9
+	MOVQ AX, R10
+	MOVQ cols8+40(FP), R11
+
+block:
+	LEAQ       (R9)(BX*4), R12
+	VMOVUPS    (R9), Y0
+	VMOVUPS    (R9)(BX*1), Y1
+	VMOVUPS    (R9)(BX*2), Y2
+	VMOVUPS    (R9)(R8*1), Y3
+	VMOVUPS    (R12), Y4
+	VMOVUPS    (R12)(BX*1), Y5
+	VMOVUPS    (R12)(BX*2), Y6
+	VMOVUPS    (R12)(R8*1), Y7
 	VUNPCKLPS  Y1, Y0, Y8
 	VUNPCKHPS  Y1, Y0, Y0
 	VUNPCKLPS  Y3, Y2, Y1
@@ -1092,28 +1238,30 @@ TEXT ·transpose8(SB), NOSPLIT, $0-32
 	VSHUFPS    $0xee, Y5, Y3, Y3
 	VSHUFPS    $0x44, Y6, Y4, Y5
 	VSHUFPS    $0xee, Y6, Y4, Y4
+	LEAQ       (R10)(CX*4), R12
 	VPERM2F128 $0x20, Y2, Y7, Y6
-	VMOVUPS    Y6, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y6, (R10)
 	VPERM2F128 $0x20, Y3, Y1, Y6
-	VMOVUPS    Y6, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y6, (R10)(CX*1)
 	VPERM2F128 $0x20, Y5, Y8, Y6
-	VMOVUPS    Y6, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y6, (R10)(CX*2)
 	VPERM2F128 $0x20, Y4, Y0, Y6
-	VMOVUPS    Y6, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y6, (R10)(DI*1)
 	VPERM2F128 $0x31, Y2, Y7, Y2
-	VMOVUPS    Y2, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y2, (R12)
 	VPERM2F128 $0x31, Y3, Y1, Y1
-	VMOVUPS    Y1, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y1, (R12)(CX*1)
 	VPERM2F128 $0x31, Y5, Y8, Y1
-	VMOVUPS    Y1, (AX)
-	ADDQ       CX, AX
+	VMOVUPS    Y1, (R12)(CX*2)
 	VPERM2F128 $0x31, Y4, Y0, Y0
-	VMOVUPS    Y0, (AX)
+	VMOVUPS    Y0, (R12)(DI*1)
+	ADDQ       $0x20, R9
+	LEAQ       (R10)(CX*8), R10
+	DECQ       R11
+	JNZ        block
+	LEAQ       (DX)(BX*8), DX
+	ADDQ       $0x20, AX
+	DECQ       SI
+	JNZ        rows
 	VZEROUPPER
 	RET

@@ -180,6 +180,8 @@ func TestMulShapes(t *testing.T) {
 	shapes := []shape{
 		{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {1, 49, 3}, {2, 300, 5}, {300, 2, 5}, {8, 48, 16}, {9, 49, 17},
 		{4, 24, 1}, {7, 95, 33}, {17, 13, 300}, {65, 70, 9}, {5, 1, 64}, {1, 97, 2},
+		// Single rows: the row kernel, its steps by four and the wide blocks.
+		{1, 48, 1}, {1, 96, 5}, {1, 150, 9}, {1, 2*rowCols + 100, 6},
 	}
 	for range 12 {
 		shapes = append(shapes, shape{1 + rng.IntN(40), 1 + rng.IntN(120), 1 + rng.IntN(80)})
@@ -218,7 +220,7 @@ func TestMulSmallBlocks(t *testing.T) {
 			for _, th := range threadCounts {
 				c := make([]float32, pr.batch*pr.strideC)
 				ops := operands{pr.a, pr.b, c, pr.strideA, pr.strideB, pr.strideC, pr.lda, pr.ldb, pr.ldc, pr.transA, pr.transB}
-				newPlan(tiles[p], small, ops, pr.batch, pr.m, pr.n, pr.k, th).run()
+				newPlan(paths[p], small, ops, pr.batch, pr.m, pr.n, pr.k, th).run()
 				got := make([]float32, len(want))
 				for q := range pr.batch {
 					for r := range pr.m {

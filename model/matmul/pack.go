@@ -8,7 +8,13 @@ func packA(dst, a []float32, lda int, trans bool, i0, rows, p0, steps int) {
 	for ir := 0; ir < rows; ir += mr {
 		h := min(mr, rows-ir)
 		panel := dst[ir*steps : (ir+mr)*steps]
-		if trans {
+		if trans && h == mr {
+			// Array assignments copy inline, where copy would call memmove
+			// for every 32 bytes.
+			for p := range steps {
+				*(*[mr]float32)(panel[p*mr:]) = *(*[mr]float32)(a[(p0+p)*lda+i0+ir:])
+			}
+		} else if trans {
 			for p := range steps {
 				copy(panel[p*mr:p*mr+h], a[(p0+p)*lda+i0+ir:])
 			}
@@ -27,6 +33,10 @@ func packB(dst, b []float32, ldb int, trans bool, p0, steps, j0, cols int) {
 		panel := dst[jr*steps : (jr+nr)*steps]
 		if trans {
 			transpose(panel, nr, b[(j0+jr)*ldb+p0:], ldb, w, steps)
+		} else if w == nr {
+			for p := range steps {
+				*(*[nr]float32)(panel[p*nr:]) = *(*[nr]float32)(b[(p0+p)*ldb+j0+jr:])
+			}
 		} else {
 			for p := range steps {
 				copy(panel[p*nr:p*nr+w], b[(p0+p)*ldb+j0+jr:])
@@ -40,27 +50,25 @@ func packB(dst, b []float32, ldb int, trans bool, p0, steps, j0, cols int) {
 	}
 }
 
-// transpose sets dst[j*ldd+i] = src[i*lds+j] for i < rows, j < cols, by 8×8
-// blocks where it can.
+// transpose sets dst[j*ldd+i] = src[i*lds+j] for i < rows, j < cols: the
+// 8×8 blocks with transposeBlocks, the edges one element at a time.
 func transpose(dst []float32, ldd int, src []float32, lds, rows, cols int) {
-	i := 0
-	for ; i+8 <= rows; i += 8 {
-		j := 0
-		for ; j+8 <= cols; j += 8 {
-			transposeBlock(dst[j*ldd+i:], ldd, src[i*lds+j:], lds)
-		}
-		if j < cols {
-			transposeScalar(dst[j*ldd+i:], ldd, src[i*lds+j:], lds, 8, cols-j)
-		}
+	r8, c8 := rows/8, cols/8
+	if r8 > 0 && c8 > 0 {
+		transposeBlocks(dst, ldd, src, lds, r8, c8)
 	}
-	if i < rows {
+	if j := 8 * c8; j < cols {
+		transposeScalar(dst[j*ldd:], ldd, src[j:], lds, 8*r8, cols-j)
+	}
+	if i := 8 * r8; i < rows {
 		transposeScalar(dst[i:], ldd, src[i*lds:], lds, rows-i, cols)
 	}
 }
 
-// transposeBlock transposes one 8×8 block: in assembly where the CPU has AVX.
-var transposeBlock = func(dst []float32, ldd int, src []float32, lds int) {
-	transposeScalar(dst, ldd, src, lds, 8, 8)
+// transposeBlocks transposes rows8×cols8 blocks of 8×8: in assembly where the
+// CPU has AVX.
+var transposeBlocks = func(dst []float32, ldd int, src []float32, lds, rows8, cols8 int) {
+	transposeScalar(dst, ldd, src, lds, 8*rows8, 8*cols8)
 }
 
 func transposeScalar(dst []float32, ldd int, src []float32, lds, rows, cols int) {

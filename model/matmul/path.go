@@ -29,8 +29,8 @@ func (p Path) String() string {
 	return fmt.Sprintf("Path(%d)", int(p))
 }
 
-// tiles[p] is path p's micro-kernel, nil where this CPU cannot run it.
-var tiles = [numPaths]tileFunc{PathGo: goTile}
+// paths[p] are path p's kernels, nil where this CPU cannot run them.
+var paths = [numPaths]*kernels{PathGo: {goTile, goRow}}
 
 var (
 	path    atomic.Int32 // the Path Mul uses
@@ -46,8 +46,8 @@ func init() {
 // Available returns the paths this CPU can run, slowest first; Mul uses the last.
 func Available() []Path {
 	var ps []Path
-	for p, f := range tiles {
-		if f != nil {
+	for p, k := range paths {
+		if k != nil {
 			ps = append(ps, Path(p))
 		}
 	}
@@ -58,7 +58,7 @@ func Available() []Path {
 // path. It panics if this CPU cannot run p. It is a process-wide setting: do not
 // change it while other goroutines multiply.
 func SetPath(p Path) (restore func()) {
-	if p < 0 || p >= numPaths || tiles[p] == nil {
+	if p < 0 || p >= numPaths || paths[p] == nil {
 		panic(fmt.Sprintf("matmul: path %v is not available on this CPU", p))
 	}
 	old := path.Swap(int32(p))

@@ -14,7 +14,19 @@ func kernelAVX512(rows int, kc int, a *float32, b *float32, ldb int, c *float32,
 //go:noescape
 func kernelAVX2(rows int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
 
-// transpose8 sets dst[j*ldd+i] = src[i*lds+j] for i, j < 8.
+// rowAVX512 sets c[j] = fma(a[(k-1)*lda], b[(k-1)*ldb+j], ... fma(a[0], b[j], c[j])) for
+// j < n (k >= 1, n a multiple of 16).
 //
 //go:noescape
-func transpose8(dst *float32, ldd int, src *float32, lds int)
+func rowAVX512(k int, a *float32, lda int, b *float32, ldb int, c *float32, n int)
+
+// rowAVX2 sets c[j] = fma(a[(k-1)*lda], b[(k-1)*ldb+j], ... fma(a[0], b[j], c[j])) for
+// j < n (k >= 1, n a multiple of 8).
+//
+//go:noescape
+func rowAVX2(k int, a *float32, lda int, b *float32, ldb int, c *float32, n int)
+
+// transpose8 sets dst[j*ldd+i] = src[i*lds+j] for i < 8*rows8, j < 8*cols8 (rows8, cols8 >= 1).
+//
+//go:noescape
+func transpose8(dst *float32, ldd int, src *float32, lds int, rows8 int, cols8 int)

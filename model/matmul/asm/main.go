@@ -30,6 +30,8 @@ func main() {
 	// 16 ymm registers: 4 rows × 3 vectors = 12 accumulators, 3 + 1 as above. It
 	// reads the same packed panels as kernelAVX512, a half of each at a time.
 	kernel("kernelAVX2", 4, 8, 3, S256, func(v Register) { VXORPS(v, v, v) })
+	row("rowAVX512", S512, 4)
+	row("rowAVX2", S256, 4)
 	transpose()
 	Generate()
 }
@@ -129,25 +131,123 @@ func body(r, astride, nv int, size Spec, zero func(Register)) {
 	RET()
 }
 
-// transpose emits an 8×8 transpose in ymm registers, for packing the operands
-// whose contracted dimension runs along their rows.
-func transpose() {
-	TEXT("transpose8", NOSPLIT, "func(dst *float32, ldd int, src *float32, lds int)")
+// row emits a kernel for a single row of c, which keeps the row in memory rather
+// than in registers, so that it reads rows of b in long sweeps: a product by one
+// row is bound by memory, and long sequential reads are what the prefetchers
+// serve best. It takes unroll steps of p per sweep, so that c is loaded and
+// stored once for unroll rows of b; each lane still chains its FMAs in the
+// order of p.
+func row(name string, size Spec, unroll int) {
+	TEXT(name, NOSPLIT, "func(k int, a *float32, lda int, b *float32, ldb int, c *float32, n int)")
 	Pragma("noescape")
-	Doc("transpose8 sets dst[j*ldd+i] = src[i*lds+j] for i, j < 8.")
-	dst := Load(Param("dst"), GP64())
+	Doc(
+		fmt.Sprintf("%s sets c[j] = fma(a[(k-1)*lda], b[(k-1)*ldb+j], ... fma(a[0], b[j], c[j])) for", name),
+		fmt.Sprintf("j < n (k >= 1, n a multiple of %d).", size.Size()/4),
+	)
+	vb := int(size.Size())
+	vec := func() VecVirtual {
+		if size == S512 {
+			return ZMM()
+		}
+		return YMM()
+	}
+	k := Load(Param("k"), GP64())
+	a := Load(Param("a"), GP64())
+	lda := Load(Param("lda"), GP64())
+	SHLQ(U8(2), lda)
+	b := Load(Param("b"), GP64())
+	ldb := Load(Param("ldb"), GP64())
+	SHLQ(U8(2), ldb)
+	c := Load(Param("c"), GP64())
+	n := Load(Param("n"), GP64())
+	SHLQ(U8(2), n) // bytes
+
+	// sweep adds steps rows of b, from b on, to c.
+	sweep := func(label string, steps int) {
+		s := make([]VecVirtual, steps)
+		rows := make([]Register, steps)
+		for u := range s {
+			s[u] = vec()
+			VBROADCASTSS(Mem{Base: a}, s[u])
+			ADDQ(lda, a)
+			rows[u] = GP64()
+			if u == 0 {
+				MOVQ(b, rows[u])
+			} else {
+				LEAQ(Mem{Base: rows[u-1], Index: ldb, Scale: 1}, rows[u])
+			}
+		}
+		j := GP64()
+		XORQ(j, j)
+		Label(label)
+		y := vec()
+		VMOVUPS(Mem{Base: c, Index: j, Scale: 1}, y)
+		for u := range s {
+			x := vec()
+			VMOVUPS(Mem{Base: rows[u], Index: j, Scale: 1}, x)
+			VFMADD231PS(x, s[u], y)
+		}
+		VMOVUPS(y, Mem{Base: c, Index: j, Scale: 1})
+		ADDQ(U8(vb), j)
+		CMPQ(j, n)
+		JNE(LabelRef(label))
+		LEAQ(Mem{Base: rows[steps-1], Index: ldb, Scale: 1}, b)
+	}
+	Label("sweeps")
+	CMPQ(k, U8(unroll))
+	JL(LabelRef("tail"))
+	sweep("cols", unroll)
+	SUBQ(U8(unroll), k)
+	JMP(LabelRef("sweeps"))
+	Label("tail")
+	TESTQ(k, k)
+	JZ(LabelRef("done"))
+	sweep("tailcols", 1)
+	DECQ(k)
+	JMP(LabelRef("tail"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// transpose emits a transpose by 8×8 blocks in ymm registers, for packing the
+// operands whose contracted dimension runs along their rows. One call does a
+// whole panel: a call per block would cost as much as the block.
+func transpose() {
+	TEXT("transpose8", NOSPLIT, "func(dst *float32, ldd int, src *float32, lds int, rows8, cols8 int)")
+	Pragma("noescape")
+	Doc("transpose8 sets dst[j*ldd+i] = src[i*lds+j] for i < 8*rows8, j < 8*cols8 (rows8, cols8 >= 1).")
+	dstCol := Load(Param("dst"), GP64())
 	ldd := Load(Param("ldd"), GP64())
 	SHLQ(U8(2), ldd)
-	src := Load(Param("src"), GP64())
+	srcRow := Load(Param("src"), GP64())
 	lds := Load(Param("lds"), GP64())
 	SHLQ(U8(2), lds)
-	r := make([]VecVirtual, 8)
-	for i := range r {
-		r[i] = YMM()
-		VMOVUPS(Mem{Base: src}, r[i])
-		if i < 7 {
-			ADDQ(lds, src)
+	rows8 := Load(Param("rows8"), GP64())
+	ldd3, lds3 := GP64(), GP64()
+	LEAQ(Mem{Base: ldd, Index: ldd, Scale: 2}, ldd3)
+	LEAQ(Mem{Base: lds, Index: lds, Scale: 2}, lds3)
+	// Four rows from base, four from base+4·ld.
+	rowsAt := func(base, ld, ld3 Register) []Mem {
+		hi := GP64()
+		LEAQ(Mem{Base: base, Index: ld, Scale: 4}, hi)
+		var m []Mem
+		for _, b := range []Register{base, hi} {
+			m = append(m, Mem{Base: b}, Mem{Base: b, Index: ld, Scale: 1}, Mem{Base: b, Index: ld, Scale: 2}, Mem{Base: b, Index: ld3, Scale: 1})
 		}
+		return m
+	}
+
+	Label("rows")
+	src, dst := GP64(), GP64()
+	MOVQ(srcRow, src)
+	MOVQ(dstCol, dst)
+	cols8 := Load(Param("cols8"), GP64())
+	Label("block")
+	r := make([]VecVirtual, 8)
+	for i, m := range rowsAt(src, lds, lds3) {
+		r[i] = YMM()
+		VMOVUPS(m, r[i])
 	}
 	// Within each 128-bit lane: t interleaves pairs of rows, s gathers four.
 	t := make([]VecVirtual, 8)
@@ -165,18 +265,24 @@ func transpose() {
 		}
 	}
 	// Across lanes: column j is s[j%4]'s and s[4+j%4]'s low (j < 4) or high halves.
-	for j := 0; j < 8; j++ {
+	for j, m := range rowsAt(dst, ldd, ldd3) {
 		halves := U8(0x20)
 		if j >= 4 {
 			halves = 0x31
 		}
 		out := YMM()
 		VPERM2F128(halves, s[4+j%4], s[j%4], out)
-		VMOVUPS(out, Mem{Base: dst})
-		if j < 7 {
-			ADDQ(ldd, dst)
-		}
+		VMOVUPS(out, m)
 	}
+	ADDQ(U8(32), src)
+	LEAQ(Mem{Base: dst, Index: ldd, Scale: 8}, dst)
+	DECQ(cols8)
+	JNZ(LabelRef("block"))
+
+	LEAQ(Mem{Base: srcRow, Index: lds, Scale: 8}, srcRow)
+	ADDQ(U8(32), dstCol)
+	DECQ(rows8)
+	JNZ(LabelRef("rows"))
 	VZEROUPPER()
 	RET()
 }
