@@ -153,7 +153,7 @@ func TestFMA32MatchesHardware(t *testing.T) {
 		for call := range calls {
 			g := newFMAGrid(rng, call%numGridKinds, mr, nr)
 			c := append([]float32(nil), g.z...)
-			paths[p].tile(mr, 1, g.x, g.y, nr, c, nr, true)
+			paths[p].tile(mr, nr, 1, g.x, g.y, nr, c, nr, true)
 			for i, x := range g.x {
 				for j, y := range g.y {
 					z, want := g.z[i*nr+j], c[i*nr+j]

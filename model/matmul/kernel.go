@@ -19,12 +19,14 @@ const (
 	nc = 384
 )
 
-// tileFunc computes, for i < rows (1 <= rows <= mr) and j < nr,
+// tileFunc computes, for i < rows (1 <= rows <= mr) and j < cols (1 <= cols <= nr),
 //
 //	c[i*ldc+j] = fma(a[p*mr+i], b[p*ldb+j], ...) for p = 0, ..., steps-1 (steps >= 1)
 //
-// chained from 0, or from c[i*ldc+j] itself when accumulate is set.
-type tileFunc func(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool)
+// chained from 0, or from c[i*ldc+j] itself when accumulate is set. It may
+// compute and store columns past cols up to its vector width: ragged edges go
+// through a scratch tile.
+type tileFunc func(rows, cols, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool)
 
 // rowFunc sets, for j < n (n a multiple of nr),
 //
@@ -42,24 +44,24 @@ type kernels struct {
 
 // goTile is the portable micro-kernel: the same chains as the assembly kernels,
 // one lane at a time, with fma32 in place of the hardware FMA.
-func goTile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+func goTile(rows, cols, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
 	var acc [mr][nr]float32
 	if accumulate {
 		for i := range rows {
-			copy(acc[i][:], c[i*ldc:i*ldc+nr])
+			copy(acc[i][:cols], c[i*ldc:])
 		}
 	}
 	for p := range steps {
-		bp := (*[nr]float32)(b[p*ldb:])
+		bp := b[p*ldb : p*ldb+cols]
 		for i, av := range a[p*mr : p*mr+rows] {
-			row := &acc[i]
+			row := acc[i][:cols]
 			for j, bv := range bp {
 				row[j] = fma32(av, bv, row[j])
 			}
 		}
 	}
 	for i := range rows {
-		copy(c[i*ldc:i*ldc+nr], acc[i][:])
+		copy(c[i*ldc:i*ldc+cols], acc[i][:cols])
 	}
 }
 

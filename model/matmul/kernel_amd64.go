@@ -16,10 +16,10 @@ func registerAsm() {
 	}
 }
 
-// checkTile panics unless the tile lies inside its slices: the assembly reads
-// and writes through raw pointers.
-func checkTile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int) {
-	if rows < 1 || rows > mr || steps < 1 || ldb < nr || ldc < nr {
+// checkTile panics unless the tile, up to its full width, lies inside its
+// slices: the assembly reads and writes through raw pointers.
+func checkTile(rows, cols, steps int, a, b []float32, ldb int, c []float32, ldc int) {
+	if rows < 1 || rows > mr || cols < 1 || cols > nr || steps < 1 || ldb < nr || ldc < nr {
 		panic("matmul: bad tile")
 	}
 	_ = a[(steps-1)*mr+rows-1]
@@ -27,17 +27,17 @@ func checkTile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int) {
 	_ = c[(rows-1)*ldc+nr-1]
 }
 
-func avx512Tile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
-	checkTile(rows, steps, a, b, ldb, c, ldc)
-	kernelAVX512(rows, steps, &a[0], &b[0], ldb, &c[0], ldc, accumulate)
+func avx512Tile(rows, cols, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+	checkTile(rows, cols, steps, a, b, ldb, c, ldc)
+	kernelAVX512(rows, ceilDiv(cols, 16), steps, &a[0], &b[0], ldb, &c[0], ldc, accumulate)
 }
 
-// avx2Tile covers the mr×nr tile with kernelAVX2's 4×24 ones.
-func avx2Tile(rows, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
-	checkTile(rows, steps, a, b, ldb, c, ldc)
+// avx2Tile covers the tile with kernelAVX2's tiles of up to 4×24.
+func avx2Tile(rows, cols, steps int, a, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+	checkTile(rows, cols, steps, a, b, ldb, c, ldc)
 	for i := 0; i < rows; i += 4 {
-		for j := 0; j < nr; j += 24 {
-			kernelAVX2(min(4, rows-i), steps, &a[i], &b[j], ldb, &c[i*ldc+j], ldc, accumulate)
+		for j := 0; j < cols; j += 24 {
+			kernelAVX2(min(4, rows-i), min(3, ceilDiv(cols-j, 8)), steps, &a[i], &b[j], ldb, &c[i*ldc+j], ldc, accumulate)
 		}
 	}
 }

@@ -2,40 +2,90 @@
 
 #include "textflag.h"
 
-// func kernelAVX512(rows int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
+// func kernelAVX512(rows int, vecs int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
 // Requires: AVX, AVX512F
-TEXT ·kernelAVX512(SB), NOSPLIT, $0-57
-	MOVQ rows+0(FP), AX
-	CMPQ AX, $0x08
-	JEQ  rows8
-	CMPQ AX, $0x07
-	JEQ  rows7
-	CMPQ AX, $0x06
-	JEQ  rows6
-	CMPQ AX, $0x05
-	JEQ  rows5
-	CMPQ AX, $0x04
-	JEQ  rows4
+TEXT ·kernelAVX512(SB), NOSPLIT, $0-65
+	MOVQ vecs+8(FP), AX
 	CMPQ AX, $0x03
-	JEQ  rows3
+	JEQ  vecs3
 	CMPQ AX, $0x02
-	JEQ  rows2
+	JEQ  vecs2
 	CMPQ AX, $0x01
-	JEQ  rows1
+	JEQ  vecs1
 	RET
 
-rows8:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+vecs3:
+	MOVQ rows+0(FP), AX
+	CMPQ AX, $0x08
+	JEQ  rows8x3
+	CMPQ AX, $0x07
+	JEQ  rows7x3
+	CMPQ AX, $0x06
+	JEQ  rows6x3
+	CMPQ AX, $0x05
+	JEQ  rows5x3
+	CMPQ AX, $0x04
+	JEQ  rows4x3
+	CMPQ AX, $0x03
+	JEQ  rows3x3
+	CMPQ AX, $0x02
+	JEQ  rows2x3
+	CMPQ AX, $0x01
+	JEQ  rows1x3
+	RET
+
+vecs2:
+	MOVQ rows+0(FP), AX
+	CMPQ AX, $0x08
+	JEQ  rows8x2
+	CMPQ AX, $0x07
+	JEQ  rows7x2
+	CMPQ AX, $0x06
+	JEQ  rows6x2
+	CMPQ AX, $0x05
+	JEQ  rows5x2
+	CMPQ AX, $0x04
+	JEQ  rows4x2
+	CMPQ AX, $0x03
+	JEQ  rows3x2
+	CMPQ AX, $0x02
+	JEQ  rows2x2
+	CMPQ AX, $0x01
+	JEQ  rows1x2
+	RET
+
+vecs1:
+	MOVQ rows+0(FP), AX
+	CMPQ AX, $0x08
+	JEQ  rows8x1
+	CMPQ AX, $0x07
+	JEQ  rows7x1
+	CMPQ AX, $0x06
+	JEQ  rows6x1
+	CMPQ AX, $0x05
+	JEQ  rows5x1
+	CMPQ AX, $0x04
+	JEQ  rows4x1
+	CMPQ AX, $0x03
+	JEQ  rows3x1
+	CMPQ AX, $0x02
+	JEQ  rows2x1
+	CMPQ AX, $0x01
+	JEQ  rows1x1
+	RET
+
+rows8x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero8
+	JZ      zero8x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -68,9 +118,9 @@ rows8:
 	VMOVUPS (R8), Z21
 	VMOVUPS 64(R8), Z22
 	VMOVUPS 128(R8), Z23
-	JMP     loop8
+	JMP     loop8x3
 
-zero8:
+zero8x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -96,7 +146,7 @@ zero8:
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
 
-loop8:
+loop8x3:
 	VMOVUPS      (DX), Z24
 	VMOVUPS      64(DX), Z25
 	VMOVUPS      128(DX), Z26
@@ -135,7 +185,7 @@ loop8:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop8
+	JNZ          loop8x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -171,18 +221,18 @@ loop8:
 	VZEROUPPER
 	RET
 
-rows7:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows7x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero7
+	JZ      zero7x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -211,9 +261,9 @@ rows7:
 	VMOVUPS (R8), Z18
 	VMOVUPS 64(R8), Z19
 	VMOVUPS 128(R8), Z20
-	JMP     loop7
+	JMP     loop7x3
 
-zero7:
+zero7x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -236,7 +286,7 @@ zero7:
 	VPXORD Z19, Z19, Z19
 	VPXORD Z20, Z20, Z20
 
-loop7:
+loop7x3:
 	VMOVUPS      (DX), Z21
 	VMOVUPS      64(DX), Z22
 	VMOVUPS      128(DX), Z23
@@ -271,7 +321,7 @@ loop7:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop7
+	JNZ          loop7x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -303,18 +353,18 @@ loop7:
 	VZEROUPPER
 	RET
 
-rows6:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows6x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero6
+	JZ      zero6x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -339,9 +389,9 @@ rows6:
 	VMOVUPS (R8), Z15
 	VMOVUPS 64(R8), Z16
 	VMOVUPS 128(R8), Z17
-	JMP     loop6
+	JMP     loop6x3
 
-zero6:
+zero6x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -361,7 +411,7 @@ zero6:
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 
-loop6:
+loop6x3:
 	VMOVUPS      (DX), Z18
 	VMOVUPS      64(DX), Z19
 	VMOVUPS      128(DX), Z20
@@ -392,7 +442,7 @@ loop6:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop6
+	JNZ          loop6x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -420,18 +470,18 @@ loop6:
 	VZEROUPPER
 	RET
 
-rows5:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows5x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero5
+	JZ      zero5x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -452,9 +502,9 @@ rows5:
 	VMOVUPS (R8), Z12
 	VMOVUPS 64(R8), Z13
 	VMOVUPS 128(R8), Z14
-	JMP     loop5
+	JMP     loop5x3
 
-zero5:
+zero5x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -471,7 +521,7 @@ zero5:
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 
-loop5:
+loop5x3:
 	VMOVUPS      (DX), Z15
 	VMOVUPS      64(DX), Z16
 	VMOVUPS      128(DX), Z17
@@ -498,7 +548,7 @@ loop5:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop5
+	JNZ          loop5x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -522,18 +572,18 @@ loop5:
 	VZEROUPPER
 	RET
 
-rows4:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows4x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero4
+	JZ      zero4x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -550,9 +600,9 @@ rows4:
 	VMOVUPS (R8), Z9
 	VMOVUPS 64(R8), Z10
 	VMOVUPS 128(R8), Z11
-	JMP     loop4
+	JMP     loop4x3
 
-zero4:
+zero4x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -566,7 +616,7 @@ zero4:
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
 
-loop4:
+loop4x3:
 	VMOVUPS      (DX), Z12
 	VMOVUPS      64(DX), Z13
 	VMOVUPS      128(DX), Z14
@@ -589,7 +639,7 @@ loop4:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop4
+	JNZ          loop4x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -609,18 +659,18 @@ loop4:
 	VZEROUPPER
 	RET
 
-rows3:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows3x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero3
+	JZ      zero3x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -633,9 +683,9 @@ rows3:
 	VMOVUPS (R8), Z6
 	VMOVUPS 64(R8), Z7
 	VMOVUPS 128(R8), Z8
-	JMP     loop3
+	JMP     loop3x3
 
-zero3:
+zero3x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -646,7 +696,7 @@ zero3:
 	VPXORD Z7, Z7, Z7
 	VPXORD Z8, Z8, Z8
 
-loop3:
+loop3x3:
 	VMOVUPS      (DX), Z9
 	VMOVUPS      64(DX), Z10
 	VMOVUPS      128(DX), Z11
@@ -665,7 +715,7 @@ loop3:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop3
+	JNZ          loop3x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -681,18 +731,18 @@ loop3:
 	VZEROUPPER
 	RET
 
-rows2:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows2x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero2
+	JZ      zero2x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Z0
 	VMOVUPS 64(R8), Z1
@@ -701,9 +751,9 @@ rows2:
 	VMOVUPS (R8), Z3
 	VMOVUPS 64(R8), Z4
 	VMOVUPS 128(R8), Z5
-	JMP     loop2
+	JMP     loop2x3
 
-zero2:
+zero2x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -711,7 +761,7 @@ zero2:
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
 
-loop2:
+loop2x3:
 	VMOVUPS      (DX), Z6
 	VMOVUPS      64(DX), Z7
 	VMOVUPS      128(DX), Z8
@@ -726,7 +776,7 @@ loop2:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop2
+	JNZ          loop2x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -738,30 +788,30 @@ loop2:
 	VZEROUPPER
 	RET
 
-rows1:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows1x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), DI
+	MOVB    accumulate+64(FP), DI
 	TESTB   DI, DI
-	JZ      zero1
+	JZ      zero1x3
 	MOVQ    SI, DI
 	VMOVUPS (DI), Z0
 	VMOVUPS 64(DI), Z1
 	VMOVUPS 128(DI), Z2
-	JMP     loop1
+	JMP     loop1x3
 
-zero1:
+zero1x3:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
 
-loop1:
+loop1x3:
 	VMOVUPS      (DX), Z3
 	VMOVUPS      64(DX), Z4
 	VMOVUPS      128(DX), Z5
@@ -772,7 +822,7 @@ loop1:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop1
+	JNZ          loop1x3
 	MOVQ         SI, AX
 	VMOVUPS      Z0, (AX)
 	VMOVUPS      Z1, 64(AX)
@@ -780,32 +830,1122 @@ loop1:
 	VZEROUPPER
 	RET
 
-// func kernelAVX2(rows int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
-// Requires: AVX, FMA3
-TEXT ·kernelAVX2(SB), NOSPLIT, $0-57
-	MOVQ rows+0(FP), AX
-	CMPQ AX, $0x04
-	JEQ  rows4
-	CMPQ AX, $0x03
-	JEQ  rows3
-	CMPQ AX, $0x02
-	JEQ  rows2
-	CMPQ AX, $0x01
-	JEQ  rows1
+rows8x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero8x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	VMOVUPS 64(R8), Z7
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z8
+	VMOVUPS 64(R8), Z9
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z10
+	VMOVUPS 64(R8), Z11
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z12
+	VMOVUPS 64(R8), Z13
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z14
+	VMOVUPS 64(R8), Z15
+	JMP     loop8x2
+
+zero8x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+
+loop8x2:
+	VMOVUPS      (DX), Z16
+	VMOVUPS      64(DX), Z17
+	VBROADCASTSS (CX), Z18
+	VFMADD231PS  Z16, Z18, Z0
+	VFMADD231PS  Z17, Z18, Z1
+	VBROADCASTSS 4(CX), Z18
+	VFMADD231PS  Z16, Z18, Z2
+	VFMADD231PS  Z17, Z18, Z3
+	VBROADCASTSS 8(CX), Z18
+	VFMADD231PS  Z16, Z18, Z4
+	VFMADD231PS  Z17, Z18, Z5
+	VBROADCASTSS 12(CX), Z18
+	VFMADD231PS  Z16, Z18, Z6
+	VFMADD231PS  Z17, Z18, Z7
+	VBROADCASTSS 16(CX), Z18
+	VFMADD231PS  Z16, Z18, Z8
+	VFMADD231PS  Z17, Z18, Z9
+	VBROADCASTSS 20(CX), Z18
+	VFMADD231PS  Z16, Z18, Z10
+	VFMADD231PS  Z17, Z18, Z11
+	VBROADCASTSS 24(CX), Z18
+	VFMADD231PS  Z16, Z18, Z12
+	VFMADD231PS  Z17, Z18, Z13
+	VBROADCASTSS 28(CX), Z18
+	VFMADD231PS  Z16, Z18, Z14
+	VFMADD231PS  Z17, Z18, Z15
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop8x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z8, (AX)
+	VMOVUPS      Z9, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z10, (AX)
+	VMOVUPS      Z11, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z12, (AX)
+	VMOVUPS      Z13, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z14, (AX)
+	VMOVUPS      Z15, 64(AX)
+	VZEROUPPER
 	RET
 
-rows4:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows7x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero4
+	JZ      zero7x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	VMOVUPS 64(R8), Z7
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z8
+	VMOVUPS 64(R8), Z9
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z10
+	VMOVUPS 64(R8), Z11
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z12
+	VMOVUPS 64(R8), Z13
+	JMP     loop7x2
+
+zero7x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+
+loop7x2:
+	VMOVUPS      (DX), Z14
+	VMOVUPS      64(DX), Z15
+	VBROADCASTSS (CX), Z16
+	VFMADD231PS  Z14, Z16, Z0
+	VFMADD231PS  Z15, Z16, Z1
+	VBROADCASTSS 4(CX), Z16
+	VFMADD231PS  Z14, Z16, Z2
+	VFMADD231PS  Z15, Z16, Z3
+	VBROADCASTSS 8(CX), Z16
+	VFMADD231PS  Z14, Z16, Z4
+	VFMADD231PS  Z15, Z16, Z5
+	VBROADCASTSS 12(CX), Z16
+	VFMADD231PS  Z14, Z16, Z6
+	VFMADD231PS  Z15, Z16, Z7
+	VBROADCASTSS 16(CX), Z16
+	VFMADD231PS  Z14, Z16, Z8
+	VFMADD231PS  Z15, Z16, Z9
+	VBROADCASTSS 20(CX), Z16
+	VFMADD231PS  Z14, Z16, Z10
+	VFMADD231PS  Z15, Z16, Z11
+	VBROADCASTSS 24(CX), Z16
+	VFMADD231PS  Z14, Z16, Z12
+	VFMADD231PS  Z15, Z16, Z13
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop7x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z8, (AX)
+	VMOVUPS      Z9, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z10, (AX)
+	VMOVUPS      Z11, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z12, (AX)
+	VMOVUPS      Z13, 64(AX)
+	VZEROUPPER
+	RET
+
+rows6x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero6x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	VMOVUPS 64(R8), Z7
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z8
+	VMOVUPS 64(R8), Z9
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z10
+	VMOVUPS 64(R8), Z11
+	JMP     loop6x2
+
+zero6x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+loop6x2:
+	VMOVUPS      (DX), Z12
+	VMOVUPS      64(DX), Z13
+	VBROADCASTSS (CX), Z14
+	VFMADD231PS  Z12, Z14, Z0
+	VFMADD231PS  Z13, Z14, Z1
+	VBROADCASTSS 4(CX), Z14
+	VFMADD231PS  Z12, Z14, Z2
+	VFMADD231PS  Z13, Z14, Z3
+	VBROADCASTSS 8(CX), Z14
+	VFMADD231PS  Z12, Z14, Z4
+	VFMADD231PS  Z13, Z14, Z5
+	VBROADCASTSS 12(CX), Z14
+	VFMADD231PS  Z12, Z14, Z6
+	VFMADD231PS  Z13, Z14, Z7
+	VBROADCASTSS 16(CX), Z14
+	VFMADD231PS  Z12, Z14, Z8
+	VFMADD231PS  Z13, Z14, Z9
+	VBROADCASTSS 20(CX), Z14
+	VFMADD231PS  Z12, Z14, Z10
+	VFMADD231PS  Z13, Z14, Z11
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop6x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z8, (AX)
+	VMOVUPS      Z9, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z10, (AX)
+	VMOVUPS      Z11, 64(AX)
+	VZEROUPPER
+	RET
+
+rows5x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero5x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	VMOVUPS 64(R8), Z7
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z8
+	VMOVUPS 64(R8), Z9
+	JMP     loop5x2
+
+zero5x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+
+loop5x2:
+	VMOVUPS      (DX), Z10
+	VMOVUPS      64(DX), Z11
+	VBROADCASTSS (CX), Z12
+	VFMADD231PS  Z10, Z12, Z0
+	VFMADD231PS  Z11, Z12, Z1
+	VBROADCASTSS 4(CX), Z12
+	VFMADD231PS  Z10, Z12, Z2
+	VFMADD231PS  Z11, Z12, Z3
+	VBROADCASTSS 8(CX), Z12
+	VFMADD231PS  Z10, Z12, Z4
+	VFMADD231PS  Z11, Z12, Z5
+	VBROADCASTSS 12(CX), Z12
+	VFMADD231PS  Z10, Z12, Z6
+	VFMADD231PS  Z11, Z12, Z7
+	VBROADCASTSS 16(CX), Z12
+	VFMADD231PS  Z10, Z12, Z8
+	VFMADD231PS  Z11, Z12, Z9
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop5x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z8, (AX)
+	VMOVUPS      Z9, 64(AX)
+	VZEROUPPER
+	RET
+
+rows4x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero4x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	VMOVUPS 64(R8), Z7
+	JMP     loop4x2
+
+zero4x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+
+loop4x2:
+	VMOVUPS      (DX), Z8
+	VMOVUPS      64(DX), Z9
+	VBROADCASTSS (CX), Z10
+	VFMADD231PS  Z8, Z10, Z0
+	VFMADD231PS  Z9, Z10, Z1
+	VBROADCASTSS 4(CX), Z10
+	VFMADD231PS  Z8, Z10, Z2
+	VFMADD231PS  Z9, Z10, Z3
+	VBROADCASTSS 8(CX), Z10
+	VFMADD231PS  Z8, Z10, Z4
+	VFMADD231PS  Z9, Z10, Z5
+	VBROADCASTSS 12(CX), Z10
+	VFMADD231PS  Z8, Z10, Z6
+	VFMADD231PS  Z9, Z10, Z7
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop4x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	VZEROUPPER
+	RET
+
+rows3x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero3x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	VMOVUPS 64(R8), Z5
+	JMP     loop3x2
+
+zero3x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+
+loop3x2:
+	VMOVUPS      (DX), Z6
+	VMOVUPS      64(DX), Z7
+	VBROADCASTSS (CX), Z8
+	VFMADD231PS  Z6, Z8, Z0
+	VFMADD231PS  Z7, Z8, Z1
+	VBROADCASTSS 4(CX), Z8
+	VFMADD231PS  Z6, Z8, Z2
+	VFMADD231PS  Z7, Z8, Z3
+	VBROADCASTSS 8(CX), Z8
+	VFMADD231PS  Z6, Z8, Z4
+	VFMADD231PS  Z7, Z8, Z5
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop3x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	VZEROUPPER
+	RET
+
+rows2x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero2x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	VMOVUPS 64(R8), Z3
+	JMP     loop2x2
+
+zero2x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+
+loop2x2:
+	VMOVUPS      (DX), Z4
+	VMOVUPS      64(DX), Z5
+	VBROADCASTSS (CX), Z6
+	VFMADD231PS  Z4, Z6, Z0
+	VFMADD231PS  Z5, Z6, Z1
+	VBROADCASTSS 4(CX), Z6
+	VFMADD231PS  Z4, Z6, Z2
+	VFMADD231PS  Z5, Z6, Z3
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop2x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	VZEROUPPER
+	RET
+
+rows1x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), DI
+	TESTB   DI, DI
+	JZ      zero1x2
+	MOVQ    SI, DI
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	JMP     loop1x2
+
+zero1x2:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+
+loop1x2:
+	VMOVUPS      (DX), Z2
+	VMOVUPS      64(DX), Z3
+	VBROADCASTSS (CX), Z4
+	VFMADD231PS  Z2, Z4, Z0
+	VFMADD231PS  Z3, Z4, Z1
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop1x2
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	VZEROUPPER
+	RET
+
+rows8x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero8x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z7
+	JMP     loop8x1
+
+zero8x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+
+loop8x1:
+	VMOVUPS      (DX), Z8
+	VBROADCASTSS (CX), Z9
+	VFMADD231PS  Z8, Z9, Z0
+	VBROADCASTSS 4(CX), Z9
+	VFMADD231PS  Z8, Z9, Z1
+	VBROADCASTSS 8(CX), Z9
+	VFMADD231PS  Z8, Z9, Z2
+	VBROADCASTSS 12(CX), Z9
+	VFMADD231PS  Z8, Z9, Z3
+	VBROADCASTSS 16(CX), Z9
+	VFMADD231PS  Z8, Z9, Z4
+	VBROADCASTSS 20(CX), Z9
+	VFMADD231PS  Z8, Z9, Z5
+	VBROADCASTSS 24(CX), Z9
+	VFMADD231PS  Z8, Z9, Z6
+	VBROADCASTSS 28(CX), Z9
+	VFMADD231PS  Z8, Z9, Z7
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop8x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z3, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z5, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z7, (AX)
+	VZEROUPPER
+	RET
+
+rows7x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero7x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z6
+	JMP     loop7x1
+
+zero7x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+
+loop7x1:
+	VMOVUPS      (DX), Z7
+	VBROADCASTSS (CX), Z8
+	VFMADD231PS  Z7, Z8, Z0
+	VBROADCASTSS 4(CX), Z8
+	VFMADD231PS  Z7, Z8, Z1
+	VBROADCASTSS 8(CX), Z8
+	VFMADD231PS  Z7, Z8, Z2
+	VBROADCASTSS 12(CX), Z8
+	VFMADD231PS  Z7, Z8, Z3
+	VBROADCASTSS 16(CX), Z8
+	VFMADD231PS  Z7, Z8, Z4
+	VBROADCASTSS 20(CX), Z8
+	VFMADD231PS  Z7, Z8, Z5
+	VBROADCASTSS 24(CX), Z8
+	VFMADD231PS  Z7, Z8, Z6
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop7x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z3, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z5, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z6, (AX)
+	VZEROUPPER
+	RET
+
+rows6x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero6x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z5
+	JMP     loop6x1
+
+zero6x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+
+loop6x1:
+	VMOVUPS      (DX), Z6
+	VBROADCASTSS (CX), Z7
+	VFMADD231PS  Z6, Z7, Z0
+	VBROADCASTSS 4(CX), Z7
+	VFMADD231PS  Z6, Z7, Z1
+	VBROADCASTSS 8(CX), Z7
+	VFMADD231PS  Z6, Z7, Z2
+	VBROADCASTSS 12(CX), Z7
+	VFMADD231PS  Z6, Z7, Z3
+	VBROADCASTSS 16(CX), Z7
+	VFMADD231PS  Z6, Z7, Z4
+	VBROADCASTSS 20(CX), Z7
+	VFMADD231PS  Z6, Z7, Z5
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop6x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z3, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z5, (AX)
+	VZEROUPPER
+	RET
+
+rows5x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero5x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z4
+	JMP     loop5x1
+
+zero5x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+
+loop5x1:
+	VMOVUPS      (DX), Z5
+	VBROADCASTSS (CX), Z6
+	VFMADD231PS  Z5, Z6, Z0
+	VBROADCASTSS 4(CX), Z6
+	VFMADD231PS  Z5, Z6, Z1
+	VBROADCASTSS 8(CX), Z6
+	VFMADD231PS  Z5, Z6, Z2
+	VBROADCASTSS 12(CX), Z6
+	VFMADD231PS  Z5, Z6, Z3
+	VBROADCASTSS 16(CX), Z6
+	VFMADD231PS  Z5, Z6, Z4
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop5x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z3, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z4, (AX)
+	VZEROUPPER
+	RET
+
+rows4x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero4x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z3
+	JMP     loop4x1
+
+zero4x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+
+loop4x1:
+	VMOVUPS      (DX), Z4
+	VBROADCASTSS (CX), Z5
+	VFMADD231PS  Z4, Z5, Z0
+	VBROADCASTSS 4(CX), Z5
+	VFMADD231PS  Z4, Z5, Z1
+	VBROADCASTSS 8(CX), Z5
+	VFMADD231PS  Z4, Z5, Z2
+	VBROADCASTSS 12(CX), Z5
+	VFMADD231PS  Z4, Z5, Z3
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop4x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z3, (AX)
+	VZEROUPPER
+	RET
+
+rows3x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero3x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z2
+	JMP     loop3x1
+
+zero3x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+
+loop3x1:
+	VMOVUPS      (DX), Z3
+	VBROADCASTSS (CX), Z4
+	VFMADD231PS  Z3, Z4, Z0
+	VBROADCASTSS 4(CX), Z4
+	VFMADD231PS  Z3, Z4, Z1
+	VBROADCASTSS 8(CX), Z4
+	VFMADD231PS  Z3, Z4, Z2
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop3x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z2, (AX)
+	VZEROUPPER
+	RET
+
+rows2x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero2x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Z0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Z1
+	JMP     loop2x1
+
+zero2x1:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+
+loop2x1:
+	VMOVUPS      (DX), Z2
+	VBROADCASTSS (CX), Z3
+	VFMADD231PS  Z2, Z3, Z0
+	VBROADCASTSS 4(CX), Z3
+	VFMADD231PS  Z2, Z3, Z1
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop2x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Z1, (AX)
+	VZEROUPPER
+	RET
+
+rows1x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), DI
+	TESTB   DI, DI
+	JZ      zero1x1
+	MOVQ    SI, DI
+	VMOVUPS (DI), Z0
+	JMP     loop1x1
+
+zero1x1:
+	VPXORD Z0, Z0, Z0
+
+loop1x1:
+	VMOVUPS      (DX), Z1
+	VBROADCASTSS (CX), Z2
+	VFMADD231PS  Z1, Z2, Z0
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop1x1
+	MOVQ         SI, AX
+	VMOVUPS      Z0, (AX)
+	VZEROUPPER
+	RET
+
+// func kernelAVX2(rows int, vecs int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
+// Requires: AVX, FMA3
+TEXT ·kernelAVX2(SB), NOSPLIT, $0-65
+	MOVQ vecs+8(FP), AX
+	CMPQ AX, $0x03
+	JEQ  vecs3
+	CMPQ AX, $0x02
+	JEQ  vecs2
+	CMPQ AX, $0x01
+	JEQ  vecs1
+	RET
+
+vecs3:
+	MOVQ rows+0(FP), AX
+	CMPQ AX, $0x04
+	JEQ  rows4x3
+	CMPQ AX, $0x03
+	JEQ  rows3x3
+	CMPQ AX, $0x02
+	JEQ  rows2x3
+	CMPQ AX, $0x01
+	JEQ  rows1x3
+	RET
+
+vecs2:
+	MOVQ rows+0(FP), AX
+	CMPQ AX, $0x04
+	JEQ  rows4x2
+	CMPQ AX, $0x03
+	JEQ  rows3x2
+	CMPQ AX, $0x02
+	JEQ  rows2x2
+	CMPQ AX, $0x01
+	JEQ  rows1x2
+	RET
+
+vecs1:
+	MOVQ rows+0(FP), AX
+	CMPQ AX, $0x04
+	JEQ  rows4x1
+	CMPQ AX, $0x03
+	JEQ  rows3x1
+	CMPQ AX, $0x02
+	JEQ  rows2x1
+	CMPQ AX, $0x01
+	JEQ  rows1x1
+	RET
+
+rows4x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero4x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Y0
 	VMOVUPS 32(R8), Y1
@@ -822,9 +1962,9 @@ rows4:
 	VMOVUPS (R8), Y9
 	VMOVUPS 32(R8), Y10
 	VMOVUPS 64(R8), Y11
-	JMP     loop4
+	JMP     loop4x3
 
-zero4:
+zero4x3:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -838,7 +1978,7 @@ zero4:
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
 
-loop4:
+loop4x3:
 	VMOVUPS      (DX), Y12
 	VMOVUPS      32(DX), Y13
 	VMOVUPS      64(DX), Y14
@@ -861,7 +2001,7 @@ loop4:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop4
+	JNZ          loop4x3
 	MOVQ         SI, AX
 	VMOVUPS      Y0, (AX)
 	VMOVUPS      Y1, 32(AX)
@@ -881,18 +2021,18 @@ loop4:
 	VZEROUPPER
 	RET
 
-rows3:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows3x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero3
+	JZ      zero3x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Y0
 	VMOVUPS 32(R8), Y1
@@ -905,9 +2045,9 @@ rows3:
 	VMOVUPS (R8), Y6
 	VMOVUPS 32(R8), Y7
 	VMOVUPS 64(R8), Y8
-	JMP     loop3
+	JMP     loop3x3
 
-zero3:
+zero3x3:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -918,7 +2058,7 @@ zero3:
 	VXORPS Y7, Y7, Y7
 	VXORPS Y8, Y8, Y8
 
-loop3:
+loop3x3:
 	VMOVUPS      (DX), Y9
 	VMOVUPS      32(DX), Y10
 	VMOVUPS      64(DX), Y11
@@ -937,7 +2077,7 @@ loop3:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop3
+	JNZ          loop3x3
 	MOVQ         SI, AX
 	VMOVUPS      Y0, (AX)
 	VMOVUPS      Y1, 32(AX)
@@ -953,18 +2093,18 @@ loop3:
 	VZEROUPPER
 	RET
 
-rows2:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows2x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), R8
+	MOVB    accumulate+64(FP), R8
 	TESTB   R8, R8
-	JZ      zero2
+	JZ      zero2x3
 	MOVQ    SI, R8
 	VMOVUPS (R8), Y0
 	VMOVUPS 32(R8), Y1
@@ -973,9 +2113,9 @@ rows2:
 	VMOVUPS (R8), Y3
 	VMOVUPS 32(R8), Y4
 	VMOVUPS 64(R8), Y5
-	JMP     loop2
+	JMP     loop2x3
 
-zero2:
+zero2x3:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -983,7 +2123,7 @@ zero2:
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
 
-loop2:
+loop2x3:
 	VMOVUPS      (DX), Y6
 	VMOVUPS      32(DX), Y7
 	VMOVUPS      64(DX), Y8
@@ -998,7 +2138,7 @@ loop2:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop2
+	JNZ          loop2x3
 	MOVQ         SI, AX
 	VMOVUPS      Y0, (AX)
 	VMOVUPS      Y1, 32(AX)
@@ -1010,30 +2150,30 @@ loop2:
 	VZEROUPPER
 	RET
 
-rows1:
-	MOVQ    kc+8(FP), AX
-	MOVQ    a+16(FP), CX
-	MOVQ    b+24(FP), DX
-	MOVQ    ldb+32(FP), BX
+rows1x3:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
 	SHLQ    $0x02, BX
-	MOVQ    c+40(FP), SI
-	MOVQ    ldc+48(FP), DI
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
 	SHLQ    $0x02, DI
-	MOVB    accumulate+56(FP), DI
+	MOVB    accumulate+64(FP), DI
 	TESTB   DI, DI
-	JZ      zero1
+	JZ      zero1x3
 	MOVQ    SI, DI
 	VMOVUPS (DI), Y0
 	VMOVUPS 32(DI), Y1
 	VMOVUPS 64(DI), Y2
-	JMP     loop1
+	JMP     loop1x3
 
-zero1:
+zero1x3:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 
-loop1:
+loop1x3:
 	VMOVUPS      (DX), Y3
 	VMOVUPS      32(DX), Y4
 	VMOVUPS      64(DX), Y5
@@ -1044,11 +2184,395 @@ loop1:
 	ADDQ         $0x00000020, CX
 	ADDQ         BX, DX
 	DECQ         AX
-	JNZ          loop1
+	JNZ          loop1x3
 	MOVQ         SI, AX
 	VMOVUPS      Y0, (AX)
 	VMOVUPS      Y1, 32(AX)
 	VMOVUPS      Y2, 64(AX)
+	VZEROUPPER
+	RET
+
+rows4x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero4x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Y0
+	VMOVUPS 32(R8), Y1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y2
+	VMOVUPS 32(R8), Y3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y4
+	VMOVUPS 32(R8), Y5
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y6
+	VMOVUPS 32(R8), Y7
+	JMP     loop4x2
+
+zero4x2:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop4x2:
+	VMOVUPS      (DX), Y8
+	VMOVUPS      32(DX), Y9
+	VBROADCASTSS (CX), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y1
+	VBROADCASTSS 4(CX), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y3
+	VBROADCASTSS 8(CX), Y10
+	VFMADD231PS  Y8, Y10, Y4
+	VFMADD231PS  Y9, Y10, Y5
+	VBROADCASTSS 12(CX), Y10
+	VFMADD231PS  Y8, Y10, Y6
+	VFMADD231PS  Y9, Y10, Y7
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop4x2
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y6, (AX)
+	VMOVUPS      Y7, 32(AX)
+	VZEROUPPER
+	RET
+
+rows3x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero3x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Y0
+	VMOVUPS 32(R8), Y1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y2
+	VMOVUPS 32(R8), Y3
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y4
+	VMOVUPS 32(R8), Y5
+	JMP     loop3x2
+
+zero3x2:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop3x2:
+	VMOVUPS      (DX), Y6
+	VMOVUPS      32(DX), Y7
+	VBROADCASTSS (CX), Y8
+	VFMADD231PS  Y6, Y8, Y0
+	VFMADD231PS  Y7, Y8, Y1
+	VBROADCASTSS 4(CX), Y8
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	VBROADCASTSS 8(CX), Y8
+	VFMADD231PS  Y6, Y8, Y4
+	VFMADD231PS  Y7, Y8, Y5
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop3x2
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	VZEROUPPER
+	RET
+
+rows2x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero2x2
+	MOVQ    SI, R8
+	VMOVUPS (R8), Y0
+	VMOVUPS 32(R8), Y1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y2
+	VMOVUPS 32(R8), Y3
+	JMP     loop2x2
+
+zero2x2:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop2x2:
+	VMOVUPS      (DX), Y4
+	VMOVUPS      32(DX), Y5
+	VBROADCASTSS (CX), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VBROADCASTSS 4(CX), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop2x2
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	VZEROUPPER
+	RET
+
+rows1x2:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), DI
+	TESTB   DI, DI
+	JZ      zero1x2
+	MOVQ    SI, DI
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	JMP     loop1x2
+
+zero1x2:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop1x2:
+	VMOVUPS      (DX), Y2
+	VMOVUPS      32(DX), Y3
+	VBROADCASTSS (CX), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop1x2
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VZEROUPPER
+	RET
+
+rows4x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero4x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Y0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y2
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y3
+	JMP     loop4x1
+
+zero4x1:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop4x1:
+	VMOVUPS      (DX), Y4
+	VBROADCASTSS (CX), Y5
+	VFMADD231PS  Y4, Y5, Y0
+	VBROADCASTSS 4(CX), Y5
+	VFMADD231PS  Y4, Y5, Y1
+	VBROADCASTSS 8(CX), Y5
+	VFMADD231PS  Y4, Y5, Y2
+	VBROADCASTSS 12(CX), Y5
+	VFMADD231PS  Y4, Y5, Y3
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop4x1
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y2, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y3, (AX)
+	VZEROUPPER
+	RET
+
+rows3x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero3x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Y0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y1
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y2
+	JMP     loop3x1
+
+zero3x1:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop3x1:
+	VMOVUPS      (DX), Y3
+	VBROADCASTSS (CX), Y4
+	VFMADD231PS  Y3, Y4, Y0
+	VBROADCASTSS 4(CX), Y4
+	VFMADD231PS  Y3, Y4, Y1
+	VBROADCASTSS 8(CX), Y4
+	VFMADD231PS  Y3, Y4, Y2
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop3x1
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y1, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y2, (AX)
+	VZEROUPPER
+	RET
+
+rows2x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), R8
+	TESTB   R8, R8
+	JZ      zero2x1
+	MOVQ    SI, R8
+	VMOVUPS (R8), Y0
+	ADDQ    DI, R8
+	VMOVUPS (R8), Y1
+	JMP     loop2x1
+
+zero2x1:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop2x1:
+	VMOVUPS      (DX), Y2
+	VBROADCASTSS (CX), Y3
+	VFMADD231PS  Y2, Y3, Y0
+	VBROADCASTSS 4(CX), Y3
+	VFMADD231PS  Y2, Y3, Y1
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop2x1
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
+	ADDQ         DI, AX
+	VMOVUPS      Y1, (AX)
+	VZEROUPPER
+	RET
+
+rows1x1:
+	MOVQ    kc+16(FP), AX
+	MOVQ    a+24(FP), CX
+	MOVQ    b+32(FP), DX
+	MOVQ    ldb+40(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    c+48(FP), SI
+	MOVQ    ldc+56(FP), DI
+	SHLQ    $0x02, DI
+	MOVB    accumulate+64(FP), DI
+	TESTB   DI, DI
+	JZ      zero1x1
+	MOVQ    SI, DI
+	VMOVUPS (DI), Y0
+	JMP     loop1x1
+
+zero1x1:
+	VXORPS Y0, Y0, Y0
+
+loop1x1:
+	VMOVUPS      (DX), Y1
+	VBROADCASTSS (CX), Y2
+	VFMADD231PS  Y1, Y2, Y0
+	ADDQ         $0x00000020, CX
+	ADDQ         BX, DX
+	DECQ         AX
+	JNZ          loop1x1
+	MOVQ         SI, AX
+	VMOVUPS      Y0, (AX)
 	VZEROUPPER
 	RET
 

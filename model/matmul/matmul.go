@@ -235,17 +235,18 @@ func (pl *plan) block(ws *workspace, q, i0, rows, j0, cols int) {
 				}
 				ct := c[(i0+ir)*pl.ldc+j0+jr:]
 				if w == nr {
-					pl.tile(h, steps, ap, bp, ldb, ct, pl.ldc, accumulate)
+					pl.tile(h, nr, steps, ap, bp, ldb, ct, pl.ldc, accumulate)
 					continue
 				}
-				// A ragged right edge: compute the whole tile in ws.tile.
+				// A ragged right edge: compute it in ws.tile, whose columns past
+				// w may take the kernel's stores of whole vectors.
 				t := ws.tile
 				if accumulate {
 					for i := range h {
 						copy(t[i*nr:i*nr+w], ct[i*pl.ldc:])
 					}
 				}
-				pl.tile(h, steps, ap, bp, ldb, t, nr, accumulate)
+				pl.tile(h, w, steps, ap, bp, ldb, t, nr, accumulate)
 				for i := range h {
 					copy(ct[i*pl.ldc:i*pl.ldc+w], t[i*nr:])
 				}

@@ -2,17 +2,19 @@
 
 package matmul
 
-// kernelAVX512 computes a rows×48 tile (1 <= rows <= 8, kc >= 1): a is packed with
-// 8 elements per step of p, b has ldb elements between steps, c has ldc between rows.
+// kernelAVX512 computes a rows×(16·vecs) tile (1 <= rows <= 8, 1 <= vecs <= 3, kc >= 1): a is
+// packed with 8 elements per step of p, b has ldb elements between steps, c has ldc
+// between rows.
 //
 //go:noescape
-func kernelAVX512(rows int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
+func kernelAVX512(rows int, vecs int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
 
-// kernelAVX2 computes a rows×24 tile (1 <= rows <= 4, kc >= 1): a is packed with
-// 8 elements per step of p, b has ldb elements between steps, c has ldc between rows.
+// kernelAVX2 computes a rows×(8·vecs) tile (1 <= rows <= 4, 1 <= vecs <= 3, kc >= 1): a is
+// packed with 8 elements per step of p, b has ldb elements between steps, c has ldc
+// between rows.
 //
 //go:noescape
-func kernelAVX2(rows int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
+func kernelAVX2(rows int, vecs int, kc int, a *float32, b *float32, ldb int, c *float32, ldc int, accumulate bool)
 
 // rowAVX512 sets c[j] = fma(a[(k-1)*lda], b[(k-1)*ldb+j], ... fma(a[0], b[j], c[j])) for
 // j < n (k >= 1, n a multiple of 16).

@@ -36,29 +36,41 @@ func main() {
 	Generate()
 }
 
-// kernel emits one function that branches on rows to a body unrolled for that
-// number of rows, so that edge tiles cost no more than their rows.
-// a holds astride elements per step of p.
+// kernel emits one function that branches on vecs (1 <= vecs <= nv) and rows to
+// a body unrolled for them, so that edge tiles cost no more than their size; a
+// holds astride elements per step of p.
 func kernel(name string, mr, astride, nv int, size Spec, zero func(Register)) {
-	TEXT(name, NOSPLIT, "func(rows, kc int, a, b *float32, ldb int, c *float32, ldc int, accumulate bool)")
+	TEXT(name, NOSPLIT, "func(rows, vecs, kc int, a, b *float32, ldb int, c *float32, ldc int, accumulate bool)")
 	Doc(
-		fmt.Sprintf("%s computes a rows×%d tile (1 <= rows <= %d, kc >= 1): a is packed with", name, nv*int(size.Size())/4, mr),
-		fmt.Sprintf("%d elements per step of p, b has ldb elements between steps, c has ldc between rows.", astride),
+		fmt.Sprintf("%s computes a rows×(%d·vecs) tile (1 <= rows <= %d, 1 <= vecs <= %d, kc >= 1): a is", name, size.Size()/4, mr, nv),
+		fmt.Sprintf("packed with %d elements per step of p, b has ldb elements between steps, c has ldc", astride),
+		"between rows.",
 	)
 	Pragma("noescape")
-	rows := Load(Param("rows"), GP64())
-	for r := mr; r >= 1; r-- {
-		CMPQ(rows, Imm(uint64(r)))
-		JEQ(LabelRef(fmt.Sprintf("rows%d", r)))
+	vecs := Load(Param("vecs"), GP64())
+	for v := nv; v >= 1; v-- {
+		CMPQ(vecs, Imm(uint64(v)))
+		JEQ(LabelRef(fmt.Sprintf("vecs%d", v)))
 	}
 	RET()
-	for r := mr; r >= 1; r-- {
-		Label(fmt.Sprintf("rows%d", r))
-		body(r, astride, nv, size, zero)
+	for v := nv; v >= 1; v-- {
+		Label(fmt.Sprintf("vecs%d", v))
+		rows := Load(Param("rows"), GP64())
+		for r := mr; r >= 1; r-- {
+			CMPQ(rows, Imm(uint64(r)))
+			JEQ(LabelRef(fmt.Sprintf("rows%dx%d", r, v)))
+		}
+		RET()
+	}
+	for v := nv; v >= 1; v-- {
+		for r := mr; r >= 1; r-- {
+			Label(fmt.Sprintf("rows%dx%d", r, v))
+			body(fmt.Sprintf("%dx%d", r, v), r, astride, v, size, zero)
+		}
 	}
 }
 
-func body(r, astride, nv int, size Spec, zero func(Register)) {
+func body(id string, r, astride, nv int, size Spec, zero func(Register)) {
 	vb := int(size.Size()) // bytes per vector
 	vec := func() VecVirtual {
 		if size == S512 {
@@ -98,17 +110,17 @@ func body(r, astride, nv int, size Spec, zero func(Register)) {
 
 	accumulate := Load(Param("accumulate"), GP8())
 	TESTB(accumulate, accumulate)
-	JZ(LabelRef(fmt.Sprintf("zero%d", r)))
+	JZ(LabelRef("zero" + id))
 	eachC(func(m Mem, x VecVirtual) { VMOVUPS(m, x) })
-	JMP(LabelRef(fmt.Sprintf("loop%d", r)))
-	Label(fmt.Sprintf("zero%d", r))
+	JMP(LabelRef("loop" + id))
+	Label("zero" + id)
 	for i := range acc {
 		for _, x := range acc[i] {
 			zero(x)
 		}
 	}
 
-	Label(fmt.Sprintf("loop%d", r))
+	Label("loop" + id)
 	bv := make([]VecVirtual, nv)
 	for v := range bv {
 		bv[v] = vec()
@@ -124,7 +136,7 @@ func body(r, astride, nv int, size Spec, zero func(Register)) {
 	ADDQ(U32(4*astride), a)
 	ADDQ(ldb, b)
 	DECQ(kc)
-	JNZ(LabelRef(fmt.Sprintf("loop%d", r)))
+	JNZ(LabelRef("loop" + id))
 
 	eachC(func(m Mem, x VecVirtual) { VMOVUPS(x, m) })
 	VZEROUPPER()
