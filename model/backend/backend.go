@@ -2,6 +2,8 @@
 // makes the pure-Go backend usable for training: it sets a parallelism that does
 // not deadlock on small machines and replaces the stock DotGeneral gradient, which
 // materialises a broadcast outer product, with one made of two DotGenerals.
+// "go" runs alignflow's own backend (fastgo: the pure-Go backend with its matrix
+// products on a kernel); "go-stock" is GoMLX's pure-Go backend as it comes.
 package backend
 
 import (
@@ -13,10 +15,18 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	_ "github.com/gomlx/gomlx/backends/simplego" // registers the pure-Go backend as "go"
+
+	"github.com/alignflow/alignflow/model/backend/fastgo"
 )
 
-// Go is the name of the pure-Go backend, the default.
+// Go is the name of the default backend: fastgo, the pure-Go backend with
+// float32 matrix products on a matrix kernel (same graphs, same results up to
+// float32 summation order).
 const Go = "go"
+
+// GoStock is GoMLX's pure-Go backend (simplego) as it comes, every op in Go
+// loops: the reference fastgo is checked against.
+const GoStock = "go-stock"
 
 // XLA is the name of GoMLX's XLA backend (PJRT), linked only into builds
 // with `-tags xla` and cgo (see xla.go). The name may carry the plugin:
@@ -25,17 +35,17 @@ const XLA = "xla"
 
 // Spellings lists the backend names a run spec may give, in every build:
 // whether this binary can run one is CheckAvailable's answer, not theirs.
-var Spellings = []string{Go, XLA, XLA + ":PLUGIN"}
+var Spellings = []string{Go, GoStock, XLA, XLA + ":PLUGIN"}
 
 // CheckName reports whether name is a backend name alignflow knows, in any
-// build: "go", "xla", or "xla:" followed by a plugin. It depends only on
-// the name, so workflow code can call it: the same history replays on every
-// worker, whatever backends it was built with. Whether a worker can run the
+// build: "go", "go-stock", "xla", or "xla:" followed by a plugin. It depends
+// only on the name, so workflow code can call it: the same history replays on
+// every worker, whatever backends it was built with. Whether a worker can run the
 // backend is CheckAvailable's question, asked by the activities.
 func CheckName(name string) error {
 	base, arg, hasArg := strings.Cut(name, ":")
 	switch {
-	case name == Go:
+	case name == Go || name == GoStock:
 		return nil
 	case base == XLA && !hasArg:
 		return nil
@@ -43,7 +53,7 @@ func CheckName(name string) error {
 		return nil
 	case base == XLA:
 		return fmt.Errorf("backend %q names no plugin after the colon", name)
-	case base == Go:
+	case base == Go || base == GoStock:
 		return fmt.Errorf("backend %q: the pure-Go backend takes no argument", name)
 	}
 	return fmt.Errorf("unknown backend %q", name)
@@ -51,12 +61,16 @@ func CheckName(name string) error {
 
 // goConfig is the pure-Go backend's configuration. Its default parallelism
 // deadlocked a second train step on 2 cores (toolchain.md); unlimited
-// parallelism (-1) was both safe and fastest there.
-const goConfig = "go:parallelism=-1"
+// parallelism (-1) was both safe and fastest there. fastgo runs its segments
+// on the pure-Go backend made with the same setting.
+const (
+	goConfig      = fastgo.BackendName + ":parallelism=-1"
+	goStockConfig = "go:parallelism=-1"
+)
 
 // Names lists the backends this binary can run, for error messages and validation.
 func Names() []string {
-	names := []string{Go}
+	names := []string{Go, GoStock}
 	for name := range extraBackends {
 		names = append(names, name)
 	}
@@ -75,7 +89,7 @@ var (
 )
 
 // CheckAvailable reports whether name is a backend this binary can run:
-// "go", or one linked by a build tag, optionally with an argument
+// "go", "go-stock", or one linked by a build tag, optionally with an argument
 // ("xla:cuda"). Its answer depends on how the binary was built: activities
 // ask it, workflows must not (they call CheckName).
 func CheckAvailable(name string) error {
@@ -83,7 +97,7 @@ func CheckAvailable(name string) error {
 		return err
 	}
 	base, _, _ := strings.Cut(name, ":")
-	if base == Go || extraBackends[base] != nil {
+	if base == Go || base == GoStock || extraBackends[base] != nil {
 		return nil
 	}
 	return fmt.Errorf("backend %q is not linked into this build: build with CGO_ENABLED=1 go build -tags xla", name)
@@ -106,7 +120,9 @@ func New(name string) (backends.Backend, error) {
 		return b, nil
 	}
 	config := goConfig
-	if base, arg, _ := strings.Cut(name, ":"); base != Go {
+	if name == GoStock {
+		config = goStockConfig
+	} else if base, arg, _ := strings.Cut(name, ":"); base != Go {
 		c, err := extraBackends[base](arg)
 		if err != nil {
 			return nil, fmt.Errorf("backend %q: %w", name, err)
