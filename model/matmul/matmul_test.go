@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // problem is one MulBatch call's inputs.
@@ -322,4 +323,12 @@ func TestSetPath(t *testing.T) {
 		}
 	}()
 	SetPath(numPaths)
+}
+
+// TestPeakRuns: Peak runs the micro-kernel and reports a positive rate (its
+// value is a measurement, for benchmarks, not asserted).
+func TestPeakRuns(t *testing.T) {
+	if got := Peak(10 * time.Millisecond); !(got > 0) {
+		t.Fatalf("Peak = %v", got)
+	}
 }
