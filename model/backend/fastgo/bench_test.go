@@ -104,13 +104,18 @@ func BenchmarkSFTStep(b *testing.B) {
 	}
 }
 
-// trainer returns one SFT optimizer step on be, from a copy of pol.
+// trainer returns one SFT optimizer step on be, from a copy of pol, in a
+// session that ends with the benchmark.
 func trainer(b *testing.B, be backends.Backend, pol *weights.Set, batch *policy.Batch) func() {
 	p := pol.Clone()
-	st := optim.NewState(p)
 	tr := optim.NewTrainer(be, p.Names(), optim.DefaultAdamW, policy.SFTLoss(architectures()["bundled"]))
+	sess, err := tr.Start(p, optim.NewState(p))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sess.Close() })
 	return func() {
-		if _, err := tr.Step(p, st, 4e-3, batch); err != nil {
+		if _, err := sess.Step(4e-3, batch); err != nil {
 			b.Fatal(err)
 		}
 	}

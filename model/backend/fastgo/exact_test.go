@@ -145,13 +145,15 @@ func trainSteps(t *testing.T, be pair, params *weights.Set, loss optim.Loss, bat
 	run := func(b backends.Backend) (*weights.Set, *optim.State, []optim.StepResult) {
 		p := params.Clone()
 		st := optim.NewState(p)
-		tr := optim.NewTrainer(b, p.Names(), adamW, loss)
+		sess, err := optim.NewTrainer(b, p.Names(), adamW, loss).Start(p, st)
+		require.NoError(t, err)
 		var res []optim.StepResult
 		for range steps {
-			r, err := tr.Step(p, st, lr, batch)
+			r, err := sess.Step(lr, batch)
 			require.NoError(t, err)
 			res = append(res, r)
 		}
+		require.NoError(t, sess.Close())
 		return p, st, res
 	}
 	wp, ws, wr := run(be.stock)
@@ -383,12 +385,13 @@ func TestTrainStepIsTheSameAtAnyParallelism(t *testing.T) {
 		b, err := backends.NewWithConfig(conf)
 		require.NoError(t, err)
 		p := pol.Clone()
-		tr := optim.NewTrainer(b, p.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg))
-		st := optim.NewState(p)
+		sess, err := optim.NewTrainer(b, p.Names(), optim.DefaultAdamW, policy.SFTLoss(cfg)).Start(p, optim.NewState(p))
+		require.NoError(t, err)
 		for range 2 {
-			_, err := tr.Step(p, st, 4e-3, batch)
+			_, err := sess.Step(4e-3, batch)
 			require.NoError(t, err)
 		}
+		require.NoError(t, sess.Close())
 		if first == nil {
 			first = p
 			continue
