@@ -192,7 +192,7 @@ func ScaleStages(be backends.Backend, f *ScaleFixtures) []*Stage {
 }
 
 // scaleTrain is PolicyTrain at the model's scale: one session from the
-// end of Prepare, never closed.
+// end of Prepare, closed by Done.
 func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 	s := f.Sizes
 	var sess *optim.Session
@@ -209,6 +209,7 @@ func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 			sess, err = tr.Start(params, optim.NewState(params))
 			return err
 		},
+		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.TrainBatches[i]
 			res, err := sess.Step(s.LearningRate, b)

@@ -46,6 +46,10 @@ type Stage struct {
 	// Breakdown, when set, times the parts of one step separately (seconds
 	// by part); Run calls it after the timed steps.
 	Breakdown func() (map[string]float64, error)
+	// Done, when set, releases what the steps held (a train stage's
+	// optimizer session); Run calls it last, so a later stage's peak memory
+	// is its own.
+	Done func() error
 }
 
 // Step is one step's outcome.
@@ -85,11 +89,20 @@ func compileStep(tr *optim.Trainer, params *weights.Set, lr float64, b optim.Bat
 	return errors.Join(err, sess.Close())
 }
 
+// closeSession is a train stage's Done: it closes the stage's optimizer
+// session and drops it, with the weights and moments it kept.
+func closeSession(sess **optim.Session) func() error {
+	return func() error {
+		err := (*sess).Close()
+		*sess = nil
+		return err
+	}
+}
+
 // PolicyTrain is one SFT optimizer step (forward, backward, clipping,
 // AdamW) on a batch of SFT.BatchSize sequences; Work counts every position
 // of the padded batch. The steps run in one optimizer session, started at
-// the end of Prepare and never closed: nothing reads the stage's weights
-// after its steps.
+// the end of Prepare and closed by Done.
 func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 	s := f.Sizes
 	params := f.Policy.Clone()
@@ -113,6 +126,7 @@ func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 			sess, err = tr.Start(params, optim.NewState(params))
 			return err
 		},
+		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.SFTBatches[i%len(f.SFTBatches)]
 			res, err := sess.Step(s.SFT.LearningRate, b)
@@ -151,6 +165,7 @@ func RewardTrain(be backends.Backend, f *Fixtures) *Stage {
 			sess, err = tr.Start(params, optim.NewState(params))
 			return err
 		},
+		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.PairBatches[i%len(f.PairBatches)]
 			res, err := sess.Step(s.Reward.LearningRate, b)

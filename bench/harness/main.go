@@ -173,7 +173,7 @@ func cpuModel() string {
 func describe(name string) string {
 	switch name {
 	case backend.Go:
-		return "alignflow fastgo: GoMLX v0.26.0 simplego (parallelism=-1) with float32 DotGeneral on model/backend/fastgo's kernel"
+		return "fastgo: GoMLX v0.26.0 simplego (go:parallelism=-1), float32 DotGeneral on model/matmul"
 	case backend.GoStock:
 		return "GoMLX v0.26.0 simplego (go:parallelism=-1)"
 	}
