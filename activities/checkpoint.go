@@ -57,8 +57,8 @@ func newPhase(name, stage, dir string, seed int64, stream string, lengths []int,
 		batches: trainloop.NewBatcher(rng.Source(seed, stream, 0), lengths, batchSize), tokens: lengths}
 }
 
-// stepFn takes one optimizer step on the batch of rows at rate lr.
-type stepFn func(rows []int, lr float64) (optim.StepResult, error)
+// batchFn makes the batch of rows, for the phase's next optimizer step.
+type batchFn func(rows []int) (optim.Batch, error)
 
 // resumePoint returns the checkpoint the previous attempt of this activity
 // last reported in its heartbeat, or nil on a first attempt. A checkpoint
@@ -80,18 +80,24 @@ func (a *Activities) resumePoint(ctx context.Context) (*trainCheckpoint, error) 
 	return &ck, nil
 }
 
-// runPhase runs a phase's optimizer steps (trainloop) on the learning-rate
-// schedule from step 0, or from resume when it is a checkpoint of this
-// phase, saving a checkpoint every ph.every steps and heartbeating progress
-// with the latest one. It stops when the activity is cancelled.
+// runPhase runs a phase's optimizer steps of tr (trainloop) on the batches
+// batch makes, on the learning-rate schedule from step 0, or from resume
+// when it is a checkpoint of this phase, saving a checkpoint every
+// ph.every steps and heartbeating progress with the latest one. It stops
+// when the activity is cancelled.
+//
+// The steps run in one optimizer session, which keeps the weights and
+// moments on the device: ph.params and ph.st are lent to it, written back
+// for each checkpoint (Sync) and when runPhase returns, on every path (the
+// last good step's state after an error), so the caller reads them after.
 //
 // Every step is a point of the run's metrics log (loss, gradient norm,
 // learning rate, tokens per second, checkpoint age), saved just before each
 // checkpoint and at the end: a retried attempt resumes from the checkpoint
 // and logs the steps after it again, replacing what the lost attempt saved
 // of them, so the log holds every step once.
-func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, step stepFn) (pipeline.TrainResult, error) {
-	res := pipeline.TrainResult{Steps: ph.steps}
+func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resume *trainCheckpoint, tr *optim.Trainer, batch batchFn) (res pipeline.TrainResult, err error) {
+	res = pipeline.TrainResult{Steps: ph.steps}
 	start := 0
 	if resume != nil && resume.Phase == ph.name {
 		if err := a.restore(ph, resume); err != nil {
@@ -99,17 +105,30 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 		}
 		start, res.FirstLoss, res.FinalLoss, res.ResumedFrom = resume.Step, resume.FirstLoss, resume.LastLoss, resume.Step
 	}
+	sess, err := tr.Start(ph.params, ph.st)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if cerr := sess.Close(); err == nil {
+			err = cerr
+		}
+	}()
 	log := metrics.NewLog(a.Store, a.Metrics, runID, ph.series)
 	saved := time.Now() // of the last checkpoint, or the phase's start
 	var last *artifact.Ref
 	progress := func(n int, loss float64) pipeline.Progress {
 		return pipeline.Progress{Stage: ph.stage, Step: n, Total: ph.steps, Loss: loss, Checkpoint: last}
 	}
-	err := trainloop.Loop{
+	err = trainloop.Loop{
 		Name: ph.stage, Steps: ph.steps, Start: start, LearningRate: ph.lr,
 		Step: func(lr float64) (trainloop.Result, error) {
 			rows := ph.batches.Next()
-			r, err := step(rows, lr)
+			b, err := batch(rows)
+			if err != nil {
+				return trainloop.Result{}, err
+			}
+			r, err := sess.Step(lr, b)
 			tokens := 0
 			for _, i := range rows {
 				tokens += ph.tokens[i]
@@ -130,6 +149,9 @@ func (a *Activities) runPhase(ctx context.Context, runID string, ph *phase, resu
 		CheckpointEvery: ph.every,
 		Checkpoint: func(n int) error {
 			if err := log.Flush(); err != nil { // before the checkpoint that resumes after these steps
+				return err
+			}
+			if err := sess.Sync(); err != nil { // ph.params and ph.st: step n's state
 				return err
 			}
 			ref, err := a.saveCheckpoint(runID, ph, n, res)

@@ -51,12 +51,12 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	bs := spec.SFT.BatchSize
 	ph := newPhase("sft", pipeline.StageSFT, "sft", spec.Seed, "sft", lengths, bs, params)
 	ph.steps, ph.every, ph.lr, ph.series = spec.SFT.Steps, spec.SFT.CheckpointEvery, spec.SFT.LearningRate, metrics.Series{Stage: pipeline.StageSFT}
-	res, err := a.runPhase(ctx, in.RunID, ph, resume, func(rows []int, lr float64) (optim.StepResult, error) {
+	res, err := a.runPhase(ctx, in.RunID, ph, resume, j.eng.sft, func(rows []int) (optim.Batch, error) {
 		batch, err := policy.MakeBatch(j.m.cfg, bs, pick(prompts, rows), pick(responses, rows))
 		if err != nil {
-			return optim.StepResult{}, invalidData(err)
+			return nil, invalidData(err)
 		}
-		return j.eng.sft.Step(params, ph.st, lr, batch)
+		return batch, nil
 	})
 	if err != nil {
 		return res, err
@@ -248,12 +248,12 @@ func (t *rewardTraining) fitRegression() error {
 	ph := newPhase(name, t.stage+": "+name, t.dir, spec.Seed, "reward-regression", lengths, bs, t.params)
 	ph.steps, ph.every, ph.lr = spec.Reward.RegressionSteps, spec.Reward.CheckpointEvery, spec.Reward.RegressionLearningRate
 	ph.series = metrics.Series{Stage: pipeline.StageRewardModel, Recipe: t.recipe.Name, Phase: name}
-	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, func(batch []int, lr float64) (optim.StepResult, error) {
+	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, t.j.eng.regTrainer, func(batch []int) (optim.Batch, error) {
 		b, err := reward.MakeRatingBatch(pick(rows, batch), bs, t.j.m.cfg, t.recipe.HelpfulnessOnly)
 		if err != nil {
-			return optim.StepResult{}, invalidData(err)
+			return nil, invalidData(err)
 		}
-		return t.j.eng.regTrainer.Step(t.params, ph.st, lr, b)
+		return b, nil
 	})
 	t.add(r)
 	return err
@@ -281,12 +281,12 @@ func (t *rewardTraining) bradleyTerry() error {
 	ph := newPhase(string(loss), t.stage+": "+string(loss), t.dir, spec.Seed, "reward-model", lengths, bs, t.params)
 	ph.steps, ph.every, ph.lr, ph.tokens, ph.earlier, ph.weak = spec.Reward.Steps, spec.Reward.CheckpointEvery, spec.Reward.LearningRate, tokens, t.res, t.weakRef
 	ph.series = metrics.Series{Stage: pipeline.StageRewardModel, Recipe: t.recipe.Name, Phase: string(loss)}
-	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, func(batch []int, lr float64) (optim.StepResult, error) {
+	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, t.j.eng.rmTrainer, func(batch []int) (optim.Batch, error) {
 		b, err := reward.MakePairBatch(pick(pairs, batch), bs, t.j.m.cfg, loss)
 		if err != nil {
-			return optim.StepResult{}, invalidData(err)
+			return nil, invalidData(err)
 		}
-		return t.j.eng.rmTrainer.Step(t.params, ph.st, lr, b)
+		return b, nil
 	})
 	t.add(r)
 	return err

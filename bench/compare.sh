@@ -2,10 +2,13 @@
 # Runs alignflow's benchmark harness and the PyTorch reference on the same
 # fixtures and prints them side by side. See bench/README.md.
 #
-#   bench/compare.sh [--quick] [--model M] [--json FILE] [--repeat N] [--dir DIR] [--threads N] [--blas-threads N]
+#   bench/compare.sh [--quick] [--model M] [--backend B] [--json FILE] [--repeat N] [--dir DIR] [--threads N] [--blas-threads N]
+#   bench/compare.sh --matmul [--json FILE] [--dir DIR] [--threads N] [--blas-threads N]
 #
 #   --quick           few steps per stage (under 3 minutes on 2 cores)
 #   --model M         smollm2-135m: a model of SmolLM2-135M's shape instead of the bundled one (minutes per run)
+#   --backend B       alignflow's GoMLX backend: go (the default: matrix products on model/matmul) or go-stock (GoMLX's pure-Go backend)
+#   --matmul          time model/matmul's Mul next to torch.matmul at the 135M model's shapes instead (about a minute)
 #   --json FILE       also write {"<stage>": {"alignflow_s", "pytorch_s", "ratio", ...}, ...}
 #   --repeat N        run both N times, alternating; report medians over the runs (default 1)
 #   --dir DIR         keep fixtures and results in DIR (DIR/runK with --repeat; default: a temporary directory, removed)
@@ -15,11 +18,13 @@
 # Environment: PYTHON names a python3 with torch (default: /usr/bin/python3, then python3).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QUICK=0
 MODEL=""
+MATMUL=0
+BACKEND=go
 REPEAT=1
 JSON=""
 DIR=""
@@ -30,6 +35,9 @@ while [[ $# -gt 0 ]]; do
 	--quick) QUICK=1 ;;
 	--model) MODEL="${2:?--model needs a name}"; shift ;;
 	--model=*) MODEL="${1#--model=}" ;;
+	--matmul) MATMUL=1 ;;
+	--backend) BACKEND="${2:?--backend needs a name}"; shift ;;
+	--backend=*) BACKEND="${1#--backend=}" ;;
 	--json) JSON="${2:?--json needs a file}"; shift ;;
 	--json=*) JSON="${1#--json=}" ;;
 	--repeat) REPEAT="${2:?--repeat needs a number}"; shift ;;
@@ -90,11 +98,22 @@ if awk -v a="$b0" -v b="$b1" 'BEGIN { exit !((b - a) / 100 > 0.2) }'; then
 	echo "compare.sh: warning: other processes are using $(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.1f", (b - a) / 100 }') cores; the timings will be skewed" >&2
 fi
 
+if [[ $MATMUL -eq 1 ]]; then
+	echo "== alignflow matmul"
+	(cd "$ROOT" && go run ./bench/matmul -out "$DIR")
+	echo "== pytorch matmul ($PY, $THREADS torch thread(s) x $BLAS_THREADS OpenBLAS thread(s))"
+	"$PY" "$ROOT/bench/pytorch/matmul.py" --dir "$DIR" --threads "$THREADS" --blas-threads "$BLAS_THREADS"
+	json_flag=()
+	[[ -n "$JSON" ]] && json_flag=(--json "$JSON")
+	"$PY" "$ROOT/bench/matmul_table.py" --dir "$DIR" "${json_flag[@]}"
+	exit 0
+fi
+
 echo "== building bench/harness"
 (cd "$ROOT" && go build -o "$BIN/harness" ./bench/harness)
 
-harness_flags=()
-[[ $QUICK -eq 1 ]] && harness_flags=(-quick)
+harness_flags=(-backend "$BACKEND")
+[[ $QUICK -eq 1 ]] && harness_flags+=(-quick)
 [[ -n "$MODEL" ]] && harness_flags+=(-model "$MODEL")
 dirs=()
 for ((run = 1; run <= REPEAT; run++)); do
@@ -103,7 +122,7 @@ for ((run = 1; run <= REPEAT; run++)); do
 		out="$DIR/run$run"
 		echo "== run $run of $REPEAT"
 	fi
-	echo "== alignflow (pure-Go simplego backend)"
+	echo "== alignflow (backend $BACKEND)"
 	"$BIN/harness" -out "$out" "${harness_flags[@]}"
 	echo "== pytorch ($PY, $THREADS torch thread(s) x $BLAS_THREADS OpenBLAS thread(s))"
 	"$PY" "$ROOT/bench/pytorch/reference.py" --dir "$out" --threads "$THREADS" --blas-threads "$BLAS_THREADS"

@@ -111,7 +111,7 @@ func TestSpecNamesNoPluginFile(t *testing.T) {
 		require.Error(t, err, name)
 		assert.Contains(t, err.Error(), "spec field backend", name)
 		assert.Contains(t, err.Error(), "not a plain name", name)
-		assert.Contains(t, err.Error(), "allowed: go, xla, xla:PLUGIN", name)
+		assert.Contains(t, err.Error(), "allowed: go, go-stock, xla, xla:PLUGIN", name)
 		if name == "xla:/tmp/evil.so" {
 			assert.NoError(t, spec.ValidateRecorded(), "a run recorded with a path replays")
 		}

@@ -41,14 +41,18 @@ func benchSFT(b *testing.B, rows int) {
 	}
 	params := Init(benchCfg, 1)
 	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, SFTLoss(benchCfg))
-	st := optim.NewState(params)
 	batch := benchBatch(b, rows)
-	if _, err := tr.Step(params, st, 1e-3, batch); err != nil { // compile
+	sess, err := tr.Start(params, optim.NewState(params))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	if _, err := sess.Step(1e-3, batch); err != nil { // compile
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := tr.Step(params, st, 1e-3, batch); err != nil {
+		if _, err := sess.Step(1e-3, batch); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -89,14 +89,16 @@ func TestSFTLearnsAndGreedyReproduces(t *testing.T) {
 	batch, err := MakeBatch(tinyCfg, 4, prompts, responses)
 	require.NoError(t, err)
 	tr := optim.NewTrainer(b, params.Names(), optim.DefaultAdamW, SFTLoss(tinyCfg))
-	st := optim.NewState(params)
-	first, err := tr.Step(params, st, 1e-2, batch)
+	sess, err := tr.Start(params, optim.NewState(params))
+	require.NoError(t, err)
+	first, err := sess.Step(1e-2, batch)
 	require.NoError(t, err)
 	var last optim.StepResult
 	for i := 0; i < 80; i++ {
-		last, err = tr.Step(params, st, 1e-2, batch)
+		last, err = sess.Step(1e-2, batch)
 		require.NoError(t, err)
 	}
+	require.NoError(t, sess.Close())
 	assert.Less(t, last.Loss, first.Loss/10, "SFT loss must fall: first %.3f last %.3f", first.Loss, last.Loss)
 	samples, err := e.Generate(params, prompts, 4, SampleOptions{Temperature: 0, MaxTokens: 12}, rand.New(rand.NewPCG(1, 1)))
 	require.NoError(t, err)

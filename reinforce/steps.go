@@ -239,9 +239,19 @@ type UpdateStats struct {
 
 // Update takes one optimizer step of PolicyLoss per batch (Batches), in
 // order, with each rollout's advantage (indexed as the batches' rows), in
-// place on pol and st.
-func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, batches []*policy.Batch, advantage []float64) (UpdateStats, error) {
-	var out UpdateStats
+// place on pol and st: one optimizer session for the pass, which writes
+// pol and st back when it ends, a failed step's too (the last good step's
+// state).
+func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, batches []*policy.Batch, advantage []float64) (out UpdateStats, err error) {
+	sess, err := tr.Start(pol, st)
+	if err != nil {
+		return out, fmt.Errorf("policy update: %w", err)
+	}
+	defer func() {
+		if cerr := sess.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("policy update: %w", cerr)
+		}
+	}()
 	row := 0
 	for _, b := range batches {
 		adv := make([]float32, len(b.Inputs))
@@ -249,7 +259,7 @@ func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, ba
 			adv[j] = float32(advantage[row+j])
 		}
 		row += len(b.Inputs)
-		res, err := tr.Step(pol, st, lr, AdvantageBatch{Batch: b, Advantages: adv})
+		res, err := sess.Step(lr, AdvantageBatch{Batch: b, Advantages: adv})
 		if err != nil {
 			return out, fmt.Errorf("policy update: %w", err)
 		}

@@ -158,13 +158,16 @@ func TestUpdateStepsOncePerBatchInOrder(t *testing.T) {
 	// The same steps by hand: batch 0 with rows 0-3, batch 1 with rows 4-5
 	// and two padding rows of advantage 0.
 	want := f.pol.Clone()
-	wst := optim.NewState(want)
+	sess, err := tr.Start(want, optim.NewState(want))
+	require.NoError(t, err)
 	loss := 0.0
 	for bi, a := range [][]float32{{1, -1, 0.5, -0.5}, {2, -2, 0, 0}} {
-		s, err := tr.Step(want, wst, 1e-3, AdvantageBatch{Batch: lp.Batches[bi], Advantages: a})
+		s, err := sess.Step(1e-3, AdvantageBatch{Batch: lp.Batches[bi], Advantages: a})
 		require.NoError(t, err)
 		loss += s.Loss / 2
 	}
+	require.NoError(t, sess.Close())
+	assert.Equal(t, int64(2), st.Step, "Update wrote the state back")
 	assert.InDelta(t, loss, res.Loss, 1e-12)
 	for _, n := range want.Names() {
 		assert.Equal(t, want.Get(n).Data, got.Get(n).Data, n)
@@ -210,7 +213,8 @@ func TestPolicyLossRefusesAnotherBatch(t *testing.T) {
 	require.NoError(t, err)
 	tr := NewTrainer(f.pe)
 	pol := f.pol.Clone()
-	st := optim.NewState(pol)
+	sess, err := tr.Start(pol, optim.NewState(pol))
+	require.NoError(t, err)
 	for _, tc := range []struct {
 		batch optim.Batch
 		want  string
@@ -218,9 +222,10 @@ func TestPolicyLossRefusesAnotherBatch(t *testing.T) {
 		{b, "train step: reinforce policy loss: the batch holds 3 tensors, the loss reads 4 (inputs, targets, mask, advantages)"},
 		{AdvantageBatch{Batch: b, Advantages: []float32{1}}, "train step: reinforce policy loss: advantages has B = 1, but inputs has B = 2"},
 	} {
-		_, err := tr.Step(pol, st, 1e-3, tc.batch)
+		_, err := sess.Step(1e-3, tc.batch)
 		assert.EqualError(t, err, tc.want)
 	}
+	require.NoError(t, sess.Close())
 	assert.Equal(t, f.pol.Digest(), pol.Digest())
 }
 

@@ -75,14 +75,16 @@ func TestRegressionTrainingFitsRatings(t *testing.T) {
 	assert.Equal(t, []float32{4, 0, 4, 0, 0}, batch.Target[0])
 	assert.Equal(t, []float32{1, 0, 1, 0, 0}, batch.Mask[0])
 	tr := optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, RegressionTrainingLoss(cfg))
-	st := optim.NewState(rm)
-	first, err := tr.Step(rm, st, 3e-3, batch)
+	sess, err := tr.Start(rm, optim.NewState(rm))
+	require.NoError(t, err)
+	first, err := sess.Step(3e-3, batch)
 	require.NoError(t, err)
 	var last optim.StepResult
 	for i := 0; i < 60; i++ {
-		last, err = tr.Step(rm, st, 3e-3, batch)
+		last, err = sess.Step(3e-3, batch)
 		require.NoError(t, err)
 	}
+	require.NoError(t, sess.Close())
 	assert.Less(t, last.Loss, first.Loss/10, "regression fits the ratings: %.3f -> %.3f", first.Loss, last.Loss)
 	e := NewEngine(b, cfg, rm)
 	seqs := make([][]int32, len(rows))

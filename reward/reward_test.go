@@ -78,12 +78,14 @@ func TestBTTrainingRanksPairs(t *testing.T) {
 	batch, err := MakePairBatch(pairs, 4, cfg, LossBTScaled)
 	require.NoError(t, err)
 	tr := optim.NewTrainer(b, rm.Names(), optim.DefaultAdamW, BTLoss(cfg))
-	st := optim.NewState(rm)
+	sess, err := tr.Start(rm, optim.NewState(rm))
+	require.NoError(t, err)
 	var res optim.StepResult
 	for i := 0; i < 40; i++ {
-		res, err = tr.Step(rm, st, 3e-3, batch)
+		res, err = sess.Step(3e-3, batch)
 		require.NoError(t, err)
 	}
+	require.NoError(t, sess.Close())
 	assert.Less(t, res.Loss, 0.1)
 	acc, err := e.PairwiseAccuracy(rm, pairs, 4)
 	require.NoError(t, err)

@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 
@@ -181,17 +182,26 @@ func NewFixtures(be backends.Backend, s Sizes, c Counts, d *Data) (*Fixtures, er
 	f.RLPolicy = f.Policy.Clone()
 	if s.Reinforce.PolicySFTSteps > 0 {
 		tr := optim.NewTrainer(be, f.RLPolicy.Names(), s.AdamW.Optim(), policy.SFTLoss(cfg))
-		st := optim.NewState(f.RLPolicy)
-		for i := 0; i < s.Reinforce.PolicySFTSteps; i++ {
-			b, err := sftBatch()
-			if err != nil {
-				return nil, err
-			}
-			if _, err := tr.Step(f.RLPolicy, st, s.SFT.LearningRate, b); err != nil {
-				return nil, fmt.Errorf("benchkit: REINFORCE fixture policy: %w", err)
-			}
+		if err := trainSFT(tr, f.RLPolicy, s.SFT.LearningRate, s.Reinforce.PolicySFTSteps, sftBatch); err != nil {
+			return nil, fmt.Errorf("benchkit: REINFORCE fixture policy: %w", err)
 		}
 	}
 	f.RLPolicy.Metadata["kind"] = "policy"
 	return f, nil
+}
+
+// trainSFT takes steps optimizer steps of tr on params, in place, from a
+// fresh optimizer state, on the batches next makes.
+func trainSFT(tr *optim.Trainer, params *weights.Set, lr float64, steps int, next func() (*policy.Batch, error)) error {
+	sess, err := tr.Start(params, optim.NewState(params))
+	if err != nil {
+		return err
+	}
+	for i := 0; i < steps && err == nil; i++ {
+		var b *policy.Batch
+		if b, err = next(); err == nil {
+			_, err = sess.Step(lr, b)
+		}
+	}
+	return errors.Join(err, sess.Close())
 }

@@ -170,6 +170,11 @@ func Run(st *Stage, warmup, steps int) (*Result, error) {
 		}
 		r.Breakdown = bd
 	}
+	if st.Done != nil {
+		if err := st.Done(); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
 }
 

@@ -191,26 +191,28 @@ func ScaleStages(be backends.Backend, f *ScaleFixtures) []*Stage {
 	return out
 }
 
+// scaleTrain is PolicyTrain at the model's scale: one session from the
+// end of Prepare, closed by Done.
 func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 	s := f.Sizes
-	var params *weights.Set
-	var st *optim.State
+	var sess *optim.Session
 	tr := optim.NewTrainer(be, f.Policy.Names(), s.AdamW.Optim(), policy.SFTLoss(s.Model))
 	return &Stage{
 		Name: PolicyTrainStep, Unit: "tokens/s",
 		Prepare: func() error {
 			// Every batch has the same width: one throwaway step compiles.
-			p := f.Policy.Clone()
-			if _, err := tr.Step(p, optim.NewState(p), s.LearningRate, f.TrainBatches[0]); err != nil {
+			if err := compileStep(tr, f.Policy, s.LearningRate, f.TrainBatches[0]); err != nil {
 				return err
 			}
-			params = f.Policy.Clone()
-			st = optim.NewState(params)
-			return nil
+			params := f.Policy.Clone()
+			var err error
+			sess, err = tr.Start(params, optim.NewState(params))
+			return err
 		},
+		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.TrainBatches[i]
-			res, err := tr.Step(params, st, s.LearningRate, b)
+			res, err := sess.Step(s.LearningRate, b)
 			if err != nil {
 				return Step{}, err
 			}

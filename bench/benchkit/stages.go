@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -45,6 +46,10 @@ type Stage struct {
 	// Breakdown, when set, times the parts of one step separately (seconds
 	// by part); Run calls it after the timed steps.
 	Breakdown func() (map[string]float64, error)
+	// Done, when set, releases what the steps held (a train stage's
+	// optimizer session); Run calls it last, so a later stage's peak memory
+	// is its own.
+	Done func() error
 }
 
 // Step is one step's outcome.
@@ -71,14 +76,38 @@ func Stages(be backends.Backend, f *Fixtures) []*Stage {
 	return append(out, Reinforce(be, f))
 }
 
+// compileStep takes one throwaway optimizer step of tr on b from a copy of
+// params and a fresh optimizer state, which compiles the step's graph for
+// b's shapes.
+func compileStep(tr *optim.Trainer, params *weights.Set, lr float64, b optim.Batch) error {
+	p := params.Clone()
+	sess, err := tr.Start(p, optim.NewState(p))
+	if err != nil {
+		return err
+	}
+	_, err = sess.Step(lr, b)
+	return errors.Join(err, sess.Close())
+}
+
+// closeSession is a train stage's Done: it closes the stage's optimizer
+// session and drops it, with the weights and moments it kept.
+func closeSession(sess **optim.Session) func() error {
+	return func() error {
+		err := (*sess).Close()
+		*sess = nil
+		return err
+	}
+}
+
 // PolicyTrain is one SFT optimizer step (forward, backward, clipping,
 // AdamW) on a batch of SFT.BatchSize sequences; Work counts every position
-// of the padded batch.
+// of the padded batch. The steps run in one optimizer session, started at
+// the end of Prepare and closed by Done.
 func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 	s := f.Sizes
 	params := f.Policy.Clone()
-	st := optim.NewState(params)
 	tr := optim.NewTrainer(be, params.Names(), s.AdamW.Optim(), policy.SFTLoss(s.Model))
+	var sess *optim.Session
 	return &Stage{
 		Name: PolicyTrainStep, Unit: "tokens/s",
 		Prepare: func() error {
@@ -89,16 +118,18 @@ func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 					continue
 				}
 				seen[w] = true
-				p := params.Clone()
-				if _, err := tr.Step(p, optim.NewState(p), s.SFT.LearningRate, b); err != nil {
+				if err := compileStep(tr, params, s.SFT.LearningRate, b); err != nil {
 					return err
 				}
 			}
-			return nil
+			var err error
+			sess, err = tr.Start(params, optim.NewState(params))
+			return err
 		},
+		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.SFTBatches[i%len(f.SFTBatches)]
-			res, err := tr.Step(params, st, s.SFT.LearningRate, b)
+			res, err := sess.Step(s.SFT.LearningRate, b)
 			if err != nil {
 				return Step{}, err
 			}
@@ -109,12 +140,13 @@ func PolicyTrain(be backends.Backend, f *Fixtures) *Stage {
 }
 
 // RewardTrain is one Bradley-Terry optimizer step of the reward model on
-// Reward.BatchSize preference pairs (two forward passes: chosen and rejected).
+// Reward.BatchSize preference pairs (two forward passes: chosen and
+// rejected), in one session as PolicyTrain's.
 func RewardTrain(be backends.Backend, f *Fixtures) *Stage {
 	s := f.Sizes
 	params := f.Reward.Clone()
-	st := optim.NewState(params)
 	tr := optim.NewTrainer(be, params.Names(), s.AdamW.Optim(), reward.BTLoss(s.Model))
+	var sess *optim.Session
 	return &Stage{
 		Name: RewardTrainStep, Unit: "pairs/s",
 		Prepare: func() error {
@@ -125,16 +157,18 @@ func RewardTrain(be backends.Backend, f *Fixtures) *Stage {
 					continue
 				}
 				seen[w] = true
-				p := params.Clone()
-				if _, err := tr.Step(p, optim.NewState(p), s.Reward.LearningRate, b); err != nil {
+				if err := compileStep(tr, params, s.Reward.LearningRate, b); err != nil {
 					return err
 				}
 			}
-			return nil
+			var err error
+			sess, err = tr.Start(params, optim.NewState(params))
+			return err
 		},
+		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.PairBatches[i%len(f.PairBatches)]
-			res, err := tr.Step(params, st, s.Reward.LearningRate, b)
+			res, err := sess.Step(s.Reward.LearningRate, b)
 			if err != nil {
 				return Step{}, err
 			}
@@ -409,8 +443,7 @@ func precompileRL(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.T
 		if _, err := pe.LogProbs(f.RLPolicy, b); err != nil {
 			return err
 		}
-		p := f.RLPolicy.Clone()
-		if _, err := tr.Step(p, optim.NewState(p), s.Reinforce.LearningRate, reinforce.AdvantageBatch{Batch: b, Advantages: make([]float32, bs)}); err != nil {
+		if err := compileStep(tr, f.RLPolicy, s.Reinforce.LearningRate, reinforce.AdvantageBatch{Batch: b, Advantages: make([]float32, bs)}); err != nil {
 			return err
 		}
 		seq, _, _ := tokenizer.Fit(prompt, resp, maxLen, 1)

@@ -47,7 +47,7 @@ func main() {
 	quick := flag.Bool("quick", false, "few steps per stage (the quick comparison)")
 	only := flag.String("stages", "", "comma-separated stages to run (default: all)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the stages' steps (not fixtures) to this file")
-	backendName := flag.String("backend", backend.Go, `GoMLX backend: "go" (pure Go), or "xla:/abs/path/plugin.so" in a build with -tags xla`)
+	backendName := flag.String("backend", backend.Go, `GoMLX backend: "go" (pure Go, matrix products on alignflow's kernel), "go-stock" (GoMLX's pure-Go backend as it comes), or "xla:/abs/path/plugin.so" in a build with -tags xla`)
 	model := flag.String("model", "", `"" for the bundled model's five stages, or "`+benchkit.ScaleModelSmolLM2+`": a randomly initialised model of SmolLM2-135M's shape (train step, prefill, decode)`)
 	flag.Parse()
 	if *out == "" {
@@ -171,7 +171,10 @@ func cpuModel() string {
 
 // describe names the backend for the report.
 func describe(name string) string {
-	if name == backend.Go {
+	switch name {
+	case backend.Go:
+		return "fastgo: GoMLX v0.26.0 simplego (go:parallelism=-1), float32 DotGeneral on model/matmul"
+	case backend.GoStock:
 		return "GoMLX v0.26.0 simplego (go:parallelism=-1)"
 	}
 	return "GoMLX v0.26.0 " + name

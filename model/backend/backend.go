@@ -2,6 +2,8 @@
 // makes the pure-Go backend usable for training: it sets a parallelism that does
 // not deadlock on small machines and replaces the stock DotGeneral gradient, which
 // materialises a broadcast outer product, with one made of two DotGenerals.
+// "go" runs alignflow's own backend (fastgo: the pure-Go backend with its matrix
+// products on a kernel); "go-stock" is GoMLX's pure-Go backend as it comes.
 package backend
 
 import (
@@ -17,10 +19,18 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	_ "github.com/gomlx/gomlx/backends/simplego" // registers the pure-Go backend as "go"
+
+	"github.com/alignflow/alignflow/model/backend/fastgo"
 )
 
-// Go is the name of the pure-Go backend, the default.
+// Go is the name of the default backend: fastgo, the pure-Go backend with
+// float32 matrix products on a matrix kernel (same graphs, same results up to
+// float32 summation order).
 const Go = "go"
+
+// GoStock is GoMLX's pure-Go backend (simplego) as it comes, every op in Go
+// loops: the reference fastgo is checked against.
+const GoStock = "go-stock"
 
 // XLA is the name of GoMLX's XLA backend (PJRT), linked only into builds
 // with `-tags xla` and cgo (see xla.go). In a run spec the name may carry
@@ -35,10 +45,10 @@ const PluginEnv = "ALIGNFLOW_XLA_PLUGIN"
 
 // Spellings lists the backend names a run spec may give, in every build:
 // whether this binary can run one is CheckAvailable's answer, not theirs.
-var Spellings = []string{Go, XLA, XLA + ":PLUGIN"}
+var Spellings = []string{Go, GoStock, XLA, XLA + ":PLUGIN"}
 
 // CheckName reports whether name is a backend a run spec may give, in any
-// build: "go", "xla", or "xla:PLUGIN" with PLUGIN a plain name (A-Z, a-z,
+// build: "go", "go-stock", "xla", or "xla:PLUGIN" with PLUGIN a plain name (A-Z, a-z,
 // 0-9, '.', '_', '-'; not a path), which a worker resolves through the
 // plugins its operator allows (Plugins): a spec that named a file would
 // make every worker that runs it load that shared library. It depends only
@@ -64,7 +74,7 @@ func CheckName(name string) error {
 func CheckRecordedName(name string) error {
 	base, arg, hasArg := strings.Cut(name, ":")
 	switch {
-	case name == Go:
+	case name == Go || name == GoStock:
 		return nil
 	case base == XLA && !hasArg:
 		return nil
@@ -72,7 +82,7 @@ func CheckRecordedName(name string) error {
 		return nil
 	case base == XLA:
 		return fmt.Errorf("backend %q names no plugin after the colon", name)
-	case base == Go:
+	case base == Go || base == GoStock:
 		return fmt.Errorf("backend %q: the pure-Go backend takes no argument", name)
 	}
 	return fmt.Errorf("unknown backend %q", name)
@@ -170,12 +180,16 @@ func (p Plugins) plugin(name string) (string, error) {
 
 // goConfig is the pure-Go backend's configuration. Its default parallelism
 // deadlocked a second train step on 2 cores (toolchain.md); unlimited
-// parallelism (-1) was both safe and fastest there.
-const goConfig = "go:parallelism=-1"
+// parallelism (-1) was both safe and fastest there. fastgo runs its segments
+// on the pure-Go backend made with the same setting.
+const (
+	goConfig      = fastgo.BackendName + ":parallelism=-1"
+	goStockConfig = "go:parallelism=-1"
+)
 
 // Names lists the backends this binary can run, for error messages and validation.
 func Names() []string {
-	names := []string{Go}
+	names := []string{Go, GoStock}
 	for name := range extraBackends {
 		names = append(names, name)
 	}
@@ -194,7 +208,7 @@ var (
 )
 
 // CheckAvailable reports whether name is a backend this binary can run:
-// "go", or one linked by a build tag, optionally with an argument
+// "go", "go-stock", or one linked by a build tag, optionally with an argument
 // ("xla:cuda", or a path where New takes one). Its answer depends on how
 // the binary was built: activities ask it, workflows must not (they call
 // CheckName).
@@ -203,7 +217,7 @@ func CheckAvailable(name string) error {
 		return err
 	}
 	base, _, _ := strings.Cut(name, ":")
-	if base == Go || extraBackends[base] != nil {
+	if base == Go || base == GoStock || extraBackends[base] != nil {
 		return nil
 	}
 	return fmt.Errorf("backend %q is not linked into this build: build with CGO_ENABLED=1 go build -tags xla", name)
@@ -256,7 +270,9 @@ func open(name string, resolve func(arg string) (string, error)) (backends.Backe
 		return nil, fmt.Errorf("%w (available: %v)", err, Names())
 	}
 	config := goConfig
-	if base, arg, _ := strings.Cut(name, ":"); base != Go {
+	if name == GoStock {
+		config = goStockConfig
+	} else if base, arg, _ := strings.Cut(name, ":"); base != Go {
 		plugin, err := resolve(arg)
 		if err != nil {
 			return nil, fmt.Errorf("backend %q: %w", name, err)

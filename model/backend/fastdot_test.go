@@ -8,6 +8,8 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/alignflow/alignflow/model/backend/fastgo"
 )
 
 func randTensor(r *rand.Rand, dims ...int) *tensors.Tensor {
@@ -77,6 +79,7 @@ func TestFastDotGradientMatchesStock(t *testing.T) {
 
 func TestCheckAvailableNamesWhatIsMissing(t *testing.T) {
 	require.NoError(t, CheckAvailable(Go))
+	require.NoError(t, CheckAvailable(GoStock))
 	err := CheckAvailable("tpu")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `unknown backend "tpu"`)
@@ -92,13 +95,13 @@ func TestCheckAvailableNamesWhatIsMissing(t *testing.T) {
 // not depend on the build tags (this test runs the same with -tags xla).
 // Runs recorded before plugin names were plain ones took a path too.
 func TestCheckNameIsTheSameInEveryBuild(t *testing.T) {
-	for _, name := range []string{"go", "xla", "xla:cuda", "xla:cuda13", "xla:rocm_6.2"} {
+	for _, name := range []string{"go", "go-stock", "xla", "xla:cuda", "xla:cuda13", "xla:rocm_6.2"} {
 		assert.NoError(t, CheckName(name), name)
 		assert.NoError(t, CheckRecordedName(name), name)
 	}
 	for name, want := range map[string]string{
 		"tpu": `unknown backend "tpu"`, "": `unknown backend ""`, "XLA": `unknown backend "XLA"`,
-		"xla:": "names no plugin", "go:fast": "takes no argument",
+		"xla:": "names no plugin", "go:fast": "takes no argument", "go-stock:x": "takes no argument",
 	} {
 		for _, check := range []func(string) error{CheckName, CheckRecordedName} {
 			err := check(name)
@@ -107,4 +110,17 @@ func TestCheckNameIsTheSameInEveryBuild(t *testing.T) {
 		}
 	}
 	assert.NoError(t, CheckRecordedName("xla:/opt/pjrt/xla_cuda_plugin.so"), "as recorded runs were checked")
+}
+
+// TestGoIsFastgoAndGoStockIsSimplego: "go" runs alignflow's kernel backend,
+// "go-stock" GoMLX's pure-Go backend as it comes.
+func TestGoIsFastgoAndGoStockIsSimplego(t *testing.T) {
+	fast, err := New(Go)
+	require.NoError(t, err)
+	assert.Equal(t, fastgo.BackendName, fast.String())
+	stock, err := New(GoStock)
+	require.NoError(t, err)
+	assert.Equal(t, "go", stock.String())
+	assert.NotSame(t, fast, stock)
+	assert.Contains(t, Names(), GoStock)
 }

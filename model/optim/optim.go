@@ -1,13 +1,16 @@
 // Package optim trains parameter sets with AdamW and global-norm gradient
-// clipping, computed inside one compiled GoMLX graph per loss. Parameters and
-// optimizer moments live in weights.Sets between steps, so a training loop can be
-// checkpointed, hashed and resumed exactly. A Loss declares the batch tensors
-// it reads, and Trainer.Step checks every Batch against them before it runs.
+// clipping: one compiled GoMLX graph per loss computes the loss and the
+// gradients, and a fused AdamW pass in Go updates the parameters and
+// moments. A Session keeps them on the device from one step to the next
+// and writes them back to their weights.Sets when asked (Sync, Close), so
+// a training loop can be checkpointed, hashed and resumed exactly without
+// copying a model's weights three times per step. A Loss declares the
+// batch tensors it reads, and Session.Step checks every Batch against them
+// before it runs.
 package optim
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 
@@ -80,7 +83,7 @@ func LoadState(set *weights.Set) (*State, error) {
 type LossFn func(params map[string]*graph.Node, batch []*graph.Node) (loss *graph.Node, metrics []*graph.Node)
 
 // Loss is a training objective: the batch tensors it reads and the graph
-// that computes it from them. Declaring the inputs lets Trainer.Step refuse
+// that computes it from them. Declaring the inputs lets Session.Step refuse
 // a batch of another kind with an error naming the loss, where the graph
 // would read the wrong tensor, or fail to compile with an index error.
 type Loss struct {
@@ -98,7 +101,7 @@ type Input struct {
 	Axes  []string
 }
 
-// Batch is what Trainer.Step trains on: the batch's tensors, in the order
+// Batch is what Session.Step trains on: the batch's tensors, in the order
 // its loss declares them (Loss.Inputs).
 type Batch interface {
 	Tensors() []*tensors.Tensor
@@ -137,12 +140,14 @@ func (l Loss) check(ts []*tensors.Tensor) error {
 	return nil
 }
 
-// Trainer runs optimizer steps of one loss. It compiles once per batch shape.
+// Trainer runs optimizer steps of one loss, in Sessions (Start). It compiles
+// once per batch shape.
 type Trainer struct {
-	exec  *graph.Exec
-	names []string
-	opt   AdamW
-	loss  Loss
+	backend backends.Backend
+	exec    *graph.Exec
+	names   []string
+	opt     AdamW
+	loss    Loss
 	// meter is told of every step taken (WithProgress); nil for none.
 	meter progress.Meter
 }
@@ -163,15 +168,29 @@ type StepResult struct {
 	Metrics  []float64
 }
 
+// The outputs of the trainer's graph, in order; the gradients follow them,
+// in the order of names, then the loss's metrics.
+const (
+	outLoss = iota
+	outNorm
+	outScale
+	outGrads
+)
+
 // NewTrainer prepares a trainer of objective for parameters with the given
 // names (sorted, as weights.Set.Names returns them).
+//
+// The graph computes the loss, its metrics, the gradients, their global
+// norm and the clipping scale; AdamW's update is not in it but applied in
+// Go by the session (adamw.go), in one pass over each tensor: as graph ops
+// it took about ten passes, each allocating a tensor the size of the
+// parameters. The graph reads the parameters in place and never produces
+// new ones, so the parameters stay where the session keeps them.
 func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss) *Trainer {
 	np := len(names)
-	t := &Trainer{names: names, opt: opt, loss: objective}
+	t := &Trainer{backend: b, names: names, opt: opt, loss: objective}
 	t.exec = graph.MustNewExec(b, func(in []*graph.Node) []*graph.Node {
-		params, m, v := in[:np], in[np:2*np], in[2*np:3*np]
-		lr, c1, c2 := in[3*np], in[3*np+1], in[3*np+2]
-		batch := in[3*np+3:]
+		params, batch := in[:np], in[np:]
 		byName := make(map[string]*graph.Node, np)
 		for i, n := range names {
 			byName[n] = params[i]
@@ -188,86 +207,12 @@ func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss) *
 		if opt.ClipNorm > 0 {
 			scale = graph.Min(scale, graph.Div(graph.Scalar(g, loss.DType(), opt.ClipNorm), graph.AddScalar(norm, 1e-6)))
 		}
-		out := make([]*graph.Node, 0, 3*np+2+len(metrics))
-		newM := make([]*graph.Node, np)
-		newV := make([]*graph.Node, np)
-		newP := make([]*graph.Node, np)
-		for i := range params {
-			gr := graph.Mul(grads[i], scale)
-			newM[i] = graph.Add(graph.MulScalar(m[i], opt.Beta1), graph.MulScalar(gr, 1-opt.Beta1))
-			newV[i] = graph.Add(graph.MulScalar(v[i], opt.Beta2), graph.MulScalar(graph.Square(gr), 1-opt.Beta2))
-			mHat := graph.Div(newM[i], c1)
-			vHat := graph.Div(newV[i], c2)
-			update := graph.Div(mHat, graph.AddScalar(graph.Sqrt(vHat), opt.Eps))
-			if opt.WeightDecay > 0 && params[i].Rank() >= 2 {
-				update = graph.Add(update, graph.MulScalar(params[i], opt.WeightDecay))
-			}
-			newP[i] = graph.Sub(params[i], graph.Mul(lr, update))
-		}
-		out = append(out, newP...)
-		out = append(out, newM...)
-		out = append(out, newV...)
-		out = append(out, loss, norm)
+		out := append(make([]*graph.Node, 0, outGrads+np+len(metrics)), loss, norm, scale)
+		out = append(out, grads...)
 		return append(out, metrics...)
 	})
 	t.exec.SetMaxCache(-1)
 	return t
-}
-
-// Step applies one optimizer step on batch in place to params and st. A
-// batch that is not the one the loss reads is an error before anything
-// runs; a non-finite loss or gradient leaves params and st unchanged and
-// returns a *NonFiniteError.
-func (t *Trainer) Step(params *weights.Set, st *State, lr float64, batch Batch) (StepResult, error) {
-	np := len(t.names)
-	ts := batch.Tensors()
-	if err := t.loss.check(ts); err != nil {
-		return StepResult{}, fmt.Errorf("train step: %w", err)
-	}
-	var args []any
-	for _, set := range []struct {
-		what string
-		s    *weights.Set
-	}{{"parameters", params}, {"optimizer moment m", st.M}, {"optimizer moment v", st.V}} {
-		a, err := set.s.Args(t.names)
-		if err != nil {
-			return StepResult{}, fmt.Errorf("train step: %s: %w", set.what, err)
-		}
-		args = append(args, a...)
-	}
-	step := st.Step + 1
-	c1 := 1 - math.Pow(t.opt.Beta1, float64(step))
-	c2 := 1 - math.Pow(t.opt.Beta2, float64(step))
-	args = append(args, float32(lr), float32(c1), float32(c2))
-	for _, x := range ts {
-		args = append(args, x)
-	}
-	outs, err := t.exec.Exec(args...)
-	if err != nil {
-		return StepResult{}, fmt.Errorf("train step: %w", err)
-	}
-	defer func() {
-		for _, o := range outs {
-			o.FinalizeAll()
-		}
-	}()
-	res := StepResult{
-		Loss:     Scalar(outs[3*np]),
-		GradNorm: Scalar(outs[3*np+1]),
-	}
-	for _, o := range outs[3*np+2:] {
-		res.Metrics = append(res.Metrics, Scalar(o))
-	}
-	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) || math.IsNaN(res.GradNorm) || math.IsInf(res.GradNorm, 0) {
-		return res, &NonFiniteError{Step: step, Loss: res.Loss, GradNorm: res.GradNorm}
-	}
-	for i, n := range t.names {
-		params.Put(n, weights.FromGoMLX(outs[i]))
-		st.M.Put(n, weights.FromGoMLX(outs[np+i]))
-		st.V.Put(n, weights.FromGoMLX(outs[2*np+i]))
-	}
-	st.Step = step
-	return res, progress.Advance(t.meter, 1)
 }
 
 // NonFiniteError reports a NaN or Inf loss or gradient: a diverged run that

@@ -2,9 +2,11 @@ package optim_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -13,7 +15,10 @@ import (
 
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/model/optim"
+	"github.com/alignflow/alignflow/model/tokenizer"
+	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/policy"
 )
 
 // batch is an optim.Batch of the tensors given.
@@ -128,6 +133,7 @@ func asFloat64(t *weights.Tensor) []float64 {
 // parameters, moments, loss and (unclipped) gradient norm of the formula
 // worked by hand: bias-corrected moments, gradients scaled down to
 // ClipNorm when their global norm exceeds it, weight decay on matrices only.
+// The steps run in one session, synced after each to read the state.
 func TestAdamWStepIsTheFormula(t *testing.T) {
 	be, err := backend.New(backend.Go)
 	require.NoError(t, err)
@@ -145,10 +151,14 @@ func TestAdamWStepIsTheFormula(t *testing.T) {
 			tr := optim.NewTrainer(be, params.Names(), tc.opt, quadratic)
 			st := optim.NewState(params)
 			ref := newReference(tc.opt, params)
+			sess, err := tr.Start(params, st)
+			require.NoError(t, err)
+			defer sess.Close()
 			const lr = 0.05
 			for step := 1; step <= 3; step++ {
-				res, err := tr.Step(params, st, lr, batch{tensors.FromValue(x0), tensors.FromValue(s0)})
+				res, err := sess.Step(lr, batch{tensors.FromValue(x0), tensors.FromValue(s0)})
 				require.NoError(t, err)
+				require.NoError(t, sess.Sync())
 				ref.stepOn(x0, s0, lr)
 				if step == 1 {
 					assert.Equal(t, tc.clipped, ref.norm > tc.opt.ClipNorm && tc.opt.ClipNorm > 0, "the case clips as it says")
@@ -157,6 +167,7 @@ func TestAdamWStepIsTheFormula(t *testing.T) {
 				assert.InEpsilon(t, ref.norm, res.GradNorm, 1e-5, "step %d gradient norm, before clipping", step)
 				assert.InDelta(t, 1+2-1+0.5+0.3-2, res.Metrics[0], 1e-6, "the metric: sum(x)")
 				assert.Equal(t, int64(step), st.Step)
+				assert.Equal(t, int64(step), sess.Steps())
 				assert.InDeltaSlice(t, ref.w, asFloat64(params.Get("w")), 1e-5, "step %d w", step)
 				assert.InDeltaSlice(t, ref.b, asFloat64(params.Get("b")), 1e-5, "step %d b", step)
 				assert.InDeltaSlice(t, ref.mw, asFloat64(st.M.Get("w")), 1e-6, "step %d m of w", step)
@@ -164,6 +175,111 @@ func TestAdamWStepIsTheFormula(t *testing.T) {
 			}
 		})
 	}
+}
+
+// steps runs n steps of tr on b from params and st in one session, and
+// closes it: params and st then hold the state after the last step.
+func steps(t *testing.T, tr *optim.Trainer, params *weights.Set, st *optim.State, lr float64, b optim.Batch, n int) {
+	t.Helper()
+	sess, err := tr.Start(params, st)
+	require.NoError(t, err)
+	for i := 0; i < n; i++ {
+		_, err := sess.Step(lr, b)
+		require.NoError(t, err)
+	}
+	require.NoError(t, sess.Close())
+}
+
+// TestSyncingChangesNoBits: a session synced after every step, a session
+// synced once at the end and sessions of one step each end with the same
+// bits: writing the state back and taking it again loses nothing, which
+// is what lets a phase checkpoint mid-way and resume exactly.
+func TestSyncingChangesNoBits(t *testing.T) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	opt := optim.AdamW{Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 0.5}
+	tr := optim.NewTrainer(be, initialParams().Names(), opt, quadratic)
+	b := batch{tensors.FromValue(x0), tensors.FromValue(s0)}
+	const n = 4
+
+	once := initialParams()
+	onceSt := optim.NewState(once)
+	steps(t, tr, once, onceSt, 0.05, b, n)
+
+	every := initialParams()
+	everySt := optim.NewState(every)
+	sess, err := tr.Start(every, everySt)
+	require.NoError(t, err)
+	for i := 0; i < n; i++ {
+		_, err := sess.Step(0.05, b)
+		require.NoError(t, err)
+		require.NoError(t, sess.Sync())
+		require.NoError(t, sess.Sync(), "a second Sync does nothing")
+	}
+	require.NoError(t, sess.Close())
+
+	single := initialParams()
+	singleSt := optim.NewState(single)
+	for i := 0; i < n; i++ {
+		steps(t, tr, single, singleSt, 0.05, b, 1)
+	}
+	for _, got := range []struct {
+		p  *weights.Set
+		st *optim.State
+	}{{every, everySt}, {single, singleSt}} {
+		assert.Equal(t, once.Digest(), got.p.Digest())
+		assert.Equal(t, onceSt.M.Digest(), got.st.M.Digest())
+		assert.Equal(t, onceSt.V.Digest(), got.st.V.Digest())
+		assert.Equal(t, int64(n), got.st.Step)
+	}
+}
+
+// TestSessionLendsTheSets: while a session holds the state, its sets hold
+// no tensors and reading them panics, naming the session; after Sync they
+// hold the state, until the next step takes them again; a tensor put into
+// them after a Sync makes the next step an error, not a silent loss of
+// the change; a closed session takes no step.
+func TestSessionLendsTheSets(t *testing.T) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	params := initialParams()
+	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
+	st := optim.NewState(params)
+	b := batch{tensors.FromValue(x0), tensors.FromValue(s0)}
+	sess, err := tr.Start(params, st)
+	require.NoError(t, err)
+	const lent = "weights: the set is lent to an optimizer session of the quadratic loss"
+	for _, read := range []func(){
+		func() { params.Digest() },
+		func() { params.Get("w") },
+		func() { st.M.Names() },
+		func() { st.V.Clone() },
+		func() { params.Put("w", weights.NewTensor(2, 3)) },
+	} {
+		assert.PanicsWithValue(t, lent+", which holds its tensors until it writes them back (Sync or Close it first)", read)
+	}
+	_, err = tr.Start(params, st)
+	assert.ErrorContains(t, err, "start training: parameters: the set is lent to an optimizer session of the quadratic loss already")
+
+	_, err = sess.Step(0.01, b)
+	require.NoError(t, err)
+	require.NoError(t, sess.Sync())
+	assert.Equal(t, []string{"b", "w"}, params.Names())
+	assert.Equal(t, int64(1), st.Step)
+	_, err = sess.Step(0.01, b)
+	require.NoError(t, err)
+	assert.Panics(t, func() { params.Get("w") }, "the step took the sets again")
+
+	require.NoError(t, sess.Sync())
+	params.Put("w", weights.NewTensor(2, 3))
+	_, err = sess.Step(0.01, b)
+	assert.EqualError(t, err, `train step: tensor "w" was replaced since the last Sync`)
+
+	require.NoError(t, sess.Close())
+	require.NoError(t, sess.Close(), "closing twice does nothing")
+	_, err = sess.Step(0.01, b)
+	assert.EqualError(t, err, "train step: the session is closed")
+	assert.EqualError(t, sess.Sync(), "sync: the session is closed")
 }
 
 // TestStateSaveLoadRoundTrip: a saved and reloaded optimizer state
@@ -175,10 +291,7 @@ func TestStateSaveLoadRoundTrip(t *testing.T) {
 	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
 	st := optim.NewState(params)
 	b := batch{tensors.FromValue(x0), tensors.FromValue(s0)}
-	for i := 0; i < 2; i++ {
-		_, err := tr.Step(params, st, 0.01, b)
-		require.NoError(t, err)
-	}
+	steps(t, tr, params, st, 0.01, b, 2)
 	saved := st.Save()
 	assert.ElementsMatch(t, []string{"m/b", "m/w", "v/b", "v/w"}, saved.Names())
 	loaded, err := optim.LoadState(saved)
@@ -188,10 +301,8 @@ func TestStateSaveLoadRoundTrip(t *testing.T) {
 	assert.Equal(t, st.V.Digest(), loaded.V.Digest())
 
 	p1, p2 := params.Clone(), params.Clone()
-	_, err = tr.Step(p1, st, 0.01, b)
-	require.NoError(t, err)
-	_, err = tr.Step(p2, loaded, 0.01, b)
-	require.NoError(t, err)
+	steps(t, tr, p1, st, 0.01, b, 1)
+	steps(t, tr, p2, loaded, 0.01, b, 1)
 	assert.Equal(t, p1.Digest(), p2.Digest(), "the reloaded state trains exactly as the original")
 	assert.Equal(t, st.M.Digest(), loaded.M.Digest())
 
@@ -210,24 +321,28 @@ func TestStateSaveLoadRoundTrip(t *testing.T) {
 // TestNonFiniteLossLeavesParamsUnchanged: a NaN in the batch makes the loss
 // NaN; the step reports a *NonFiniteError and changes neither the
 // parameters nor the optimizer state, so the run can stop at its last good
-// weights.
+// weights, which closing the session writes back.
 func TestNonFiniteLossLeavesParamsUnchanged(t *testing.T) {
 	be, err := backend.New(backend.Go)
 	require.NoError(t, err)
 	params := initialParams()
 	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
 	st := optim.NewState(params)
-	_, err = tr.Step(params, st, 0.01, batch{tensors.FromValue(x0), tensors.FromValue(s0)})
+	sess, err := tr.Start(params, st)
 	require.NoError(t, err)
+	_, err = sess.Step(0.01, batch{tensors.FromValue(x0), tensors.FromValue(s0)})
+	require.NoError(t, err)
+	require.NoError(t, sess.Sync())
 	before, m, v := params.Digest(), st.M.Digest(), st.V.Digest()
 
 	bad := [][]float32{{1, 2}, {float32(math.NaN()), 0.5}, {0.3, -2}}
-	res, err := tr.Step(params, st, 0.01, batch{tensors.FromValue(bad), tensors.FromValue(s0)})
+	res, err := sess.Step(0.01, batch{tensors.FromValue(bad), tensors.FromValue(s0)})
 	var nf *optim.NonFiniteError
 	require.True(t, errors.As(err, &nf), "got %v", err)
 	assert.Equal(t, int64(2), nf.Step, "the step that failed")
 	assert.True(t, math.IsNaN(res.Loss))
 	assert.Contains(t, err.Error(), "training diverged")
+	require.NoError(t, sess.Close())
 	assert.Equal(t, before, params.Digest())
 	assert.Equal(t, m, st.M.Digest())
 	assert.Equal(t, v, st.V.Digest())
@@ -258,27 +373,124 @@ func TestStepRefusesAnotherBatch(t *testing.T) {
 			tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
 			st := optim.NewState(params)
 			before := params.Digest()
-			_, err := tr.Step(params, st, 0.01, tc.batch)
+			sess, err := tr.Start(params, st)
+			require.NoError(t, err)
+			_, err = sess.Step(0.01, tc.batch)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
+			require.NoError(t, sess.Close())
 			assert.Equal(t, before, params.Digest())
 			assert.Equal(t, int64(0), st.Step)
 		})
 	}
 }
 
-// TestStepNamesAMissingTensor: parameters or moments without one of the
-// trainer's names fail the step, saying which set lacks which tensor.
-func TestStepNamesAMissingTensor(t *testing.T) {
+// TestStartNamesAMissingTensor: parameters or moments without one of the
+// trainer's names, or with another shape, fail to start a session, saying
+// which set and which tensor, and lend nothing.
+func TestStartNamesAMissingTensor(t *testing.T) {
 	be, err := backend.New(backend.Go)
 	require.NoError(t, err)
 	params := initialParams()
 	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
-	b := batch{tensors.FromValue(x0), tensors.FromValue(s0)}
 	st := optim.NewState(params)
 	partial := weights.NewSet()
 	partial.Put("b", st.V.Get("b"))
-	st.V = partial
-	_, err = tr.Step(params, st, 0.01, b)
-	assert.EqualError(t, err, `train step: optimizer moment v: tensor "w" missing`)
+	_, err = tr.Start(params, &optim.State{M: st.M, V: partial})
+	assert.EqualError(t, err, `start training: optimizer moment v: tensor "w" missing`)
+
+	reshaped := st.M.Clone()
+	reshaped.Put("w", weights.NewTensor(3, 2))
+	_, err = tr.Start(params, &optim.State{M: reshaped, V: st.V})
+	assert.EqualError(t, err, `start training: optimizer moment m: tensor "w" is [3 2], the parameter [2 3]`)
+	assert.Equal(t, []string{"b", "w"}, params.Names(), "a failed start lends nothing")
+	assert.Equal(t, []string{"b", "w"}, st.V.Names())
+
+	_, err = tr.Start(params, &optim.State{M: st.M, V: st.M})
+	assert.EqualError(t, err, "start training: the parameters and the two moments must be three sets")
+}
+
+// TestUntrainedTensorsComeBack: tensors of the sets that the trainer has
+// no name for are not trained, and the session gives them back as they
+// were.
+func TestUntrainedTensorsComeBack(t *testing.T) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	params := initialParams()
+	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
+	frozen := &weights.Tensor{Shape: []int{2}, Data: []float32{7, 8}}
+	params.Put("frozen", frozen)
+	st := optim.NewState(params)
+	steps(t, tr, params, st, 0.01, batch{tensors.FromValue(x0), tensors.FromValue(s0)}, 2)
+	assert.Equal(t, []string{"b", "frozen", "w"}, params.Names())
+	assert.Same(t, frozen, params.Get("frozen"))
+	assert.Equal(t, []float32{7, 8}, frozen.Data)
+	assert.Equal(t, []float32{0, 0}, st.M.Get("frozen").Data)
+	assert.NotEqual(t, initialParams().Get("w").Data, params.Get("w").Data, "the named ones trained")
+}
+
+// unshared is a backend whose buffers GoMLX cannot share with the host, as
+// XLA's on an accelerator: tensors copy to and from them.
+type unshared struct{ backends.Backend }
+
+func (unshared) HasSharedBuffers() bool { return false }
+
+// TestSessionTrainsAsTheGraphTrainer: a session trains a small policy bit
+// for bit as the trainer that computed AdamW inside its graph and copied
+// the state in and out of weights.Sets every step (ReferenceTrainer): the
+// same losses and gradient norms every step, the same parameters and
+// moments after them, with weight decay and clipping on or off, and on a
+// backend without shared buffers, where the session's parameters go to the
+// device and its gradients come back every step.
+func TestSessionTrainsAsTheGraphTrainer(t *testing.T) {
+	goBackend, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	cfg := transformer.Config{Vocab: tokenizer.VocabSize, Dim: 32, Heads: 4, Layers: 2, Hidden: 64, MaxLen: 24}
+	var batches []*policy.Batch
+	for _, words := range [][2][]string{
+		{{"hot", "up", "big"}, {"cold", "down", "small"}},
+		{{"day", "left", "in"}, {"night", "right", "out"}},
+	} {
+		var prompts, responses [][]int32
+		for i := range words[0] {
+			prompts = append(prompts, tokenizer.EncodePrompt(words[0][i]))
+			responses = append(responses, tokenizer.EncodeResponse(words[1][i]))
+		}
+		b, err := policy.MakeBatch(cfg, 3, prompts, responses)
+		require.NoError(t, err)
+		batches = append(batches, b)
+	}
+	for _, tc := range []struct {
+		backend string
+		opt     optim.AdamW
+	}{
+		{"go", optim.DefaultAdamW},
+		{"go", optim.AdamW{Beta1: 0.8, Beta2: 0.95, Eps: 1e-6, WeightDecay: 0.1, ClipNorm: 0.05}},
+		{"unshared", optim.AdamW{Beta1: 0.8, Beta2: 0.95, Eps: 1e-6, WeightDecay: 0.1, ClipNorm: 0.05}},
+	} {
+		be, opt := goBackend, tc.opt
+		if tc.backend == "unshared" {
+			be = unshared{goBackend}
+		}
+		t.Run(fmt.Sprintf("%s %+v", tc.backend, opt), func(t *testing.T) {
+			want, got := policy.Init(cfg, 3), policy.Init(cfg, 3)
+			wantSt, gotSt := optim.NewState(want), optim.NewState(got)
+			ref := optim.NewReferenceTrainer(be, want.Names(), opt, policy.SFTLoss(cfg))
+			sess, err := optim.NewTrainer(be, got.Names(), opt, policy.SFTLoss(cfg)).Start(got, gotSt)
+			require.NoError(t, err)
+			for i := 0; i < 6; i++ {
+				b, lr := batches[i%len(batches)], 1e-2*float64(i+1)/6
+				w, err := ref.Step(want, wantSt, lr, b)
+				require.NoError(t, err)
+				g, err := sess.Step(lr, b)
+				require.NoError(t, err)
+				assert.Equal(t, w, g, "step %d: loss, gradient norm, metrics", i+1)
+			}
+			require.NoError(t, sess.Close())
+			assert.Equal(t, want.Digest(), got.Digest(), "parameters")
+			assert.Equal(t, wantSt.M.Digest(), gotSt.M.Digest(), "first moments")
+			assert.Equal(t, wantSt.V.Digest(), gotSt.V.Digest(), "second moments")
+			assert.Equal(t, wantSt.Step, gotSt.Step)
+		})
+	}
 }

@@ -33,9 +33,9 @@ func NewTensor(shape ...int) *Tensor {
 	return &Tensor{Shape: append([]int(nil), shape...), Data: make([]float32, n)}
 }
 
-// ToGoMLX copies t into a GoMLX tensor.
+// ToGoMLX copies t into a GoMLX tensor (FromFlatDataAndDimensions copies).
 func (t *Tensor) ToGoMLX() *tensors.Tensor {
-	return tensors.FromFlatDataAndDimensions(append([]float32(nil), t.Data...), t.Shape...)
+	return tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
 }
 
 // FromGoMLX copies a float32 GoMLX tensor.
@@ -50,22 +50,60 @@ type Set struct {
 	// Metadata is saved with the tensors (safetensors "__metadata__"): model
 	// configuration, step counters.
 	Metadata map[string]string
+	// lentTo names who holds the set's tensors while it is lent (Lend); "" when not lent.
+	lentTo string
+}
+
+// Lend hands the set's tensors over to holder, something that keeps them
+// in memory of its own and changes them there (an optimizer session, whose
+// weights live on the device between steps): it drops them from the set,
+// and until Reclaim every method that reads or changes tensors panics,
+// naming holder. A lent set is never read stale: code that reads it
+// before the holder writes the tensors back is a bug, and fails where it
+// reads. Metadata stays readable.
+func (s *Set) Lend(holder string) {
+	s.checkNotLent()
+	s.m, s.lentTo = map[string]*Tensor{}, holder
+}
+
+// Reclaim ends a Lend, leaving the set empty for the holder to Put the
+// tensors back.
+func (s *Set) Reclaim() { s.lentTo = "" }
+
+// Lent reports whether the set is lent, and to whom.
+func (s *Set) Lent() (holder string, lent bool) { return s.lentTo, s.lentTo != "" }
+
+// checkNotLent panics if the set is lent: its tensors are elsewhere.
+func (s *Set) checkNotLent() {
+	if s.lentTo != "" {
+		panic(fmt.Sprintf("weights: the set is lent to %s, which holds its tensors until it writes them back (Sync or Close it first)", s.lentTo))
+	}
 }
 
 // NewSet returns an empty set.
 func NewSet() *Set { return &Set{m: map[string]*Tensor{}, Metadata: map[string]string{}} }
 
 // Put adds or replaces a tensor.
-func (s *Set) Put(name string, t *Tensor) { s.m[name] = t }
+func (s *Set) Put(name string, t *Tensor) {
+	s.checkNotLent()
+	s.m[name] = t
+}
 
 // Get returns the named tensor or nil.
-func (s *Set) Get(name string) *Tensor { return s.m[name] }
+func (s *Set) Get(name string) *Tensor {
+	s.checkNotLent()
+	return s.m[name]
+}
 
 // Len is the number of tensors.
-func (s *Set) Len() int { return len(s.m) }
+func (s *Set) Len() int {
+	s.checkNotLent()
+	return len(s.m)
+}
 
 // Names returns the tensor names, sorted.
 func (s *Set) Names() []string {
+	s.checkNotLent()
 	names := make([]string, 0, len(s.m))
 	for n := range s.m {
 		names = append(names, n)
@@ -76,6 +114,7 @@ func (s *Set) Names() []string {
 
 // Tensors returns the tensors in Names order.
 func (s *Set) Tensors() []*Tensor {
+	s.checkNotLent()
 	names := s.Names()
 	out := make([]*Tensor, len(names))
 	for i, n := range names {
@@ -89,6 +128,7 @@ func (s *Set) Tensors() []*Tensor {
 // graph maps them back by the same list). Every graph that reads a set's
 // tensors takes them this way. A name the set lacks is an error.
 func (s *Set) Args(names []string) ([]any, error) {
+	s.checkNotLent()
 	args := make([]any, 0, len(names))
 	for _, n := range names {
 		t := s.m[n]
@@ -102,6 +142,7 @@ func (s *Set) Args(names []string) ([]any, error) {
 
 // Clone returns a deep copy.
 func (s *Set) Clone() *Set {
+	s.checkNotLent()
 	c := NewSet()
 	for n, t := range s.m {
 		c.m[n] = &Tensor{Shape: append([]int(nil), t.Shape...), Data: append([]float32(nil), t.Data...)}
@@ -114,6 +155,7 @@ func (s *Set) Clone() *Set {
 
 // ZerosLike returns a set with the same names and shapes, all zero.
 func (s *Set) ZerosLike() *Set {
+	s.checkNotLent()
 	z := NewSet()
 	for n, t := range s.m {
 		z.m[n] = NewTensor(t.Shape...)
@@ -123,6 +165,7 @@ func (s *Set) ZerosLike() *Set {
 
 // NumParams counts the scalars in the set.
 func (s *Set) NumParams() int {
+	s.checkNotLent()
 	n := 0
 	for _, t := range s.m {
 		n += len(t.Data)
@@ -132,6 +175,7 @@ func (s *Set) NumParams() int {
 
 // CheckFinite returns an error naming the first tensor holding NaN or Inf.
 func (s *Set) CheckFinite() error {
+	s.checkNotLent()
 	for _, n := range s.Names() {
 		for i, v := range s.m[n].Data {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
@@ -151,6 +195,7 @@ type headerEntry struct {
 // WriteTo writes the set in the safetensors layout: an 8-byte little-endian
 // header length, a JSON header, then the raw little-endian data.
 func (s *Set) WriteTo(w io.Writer) (int64, error) {
+	s.checkNotLent()
 	header := map[string]any{}
 	if len(s.Metadata) > 0 {
 		header["__metadata__"] = s.Metadata

@@ -67,3 +67,30 @@ func TestArgsFollowTheNames(t *testing.T) {
 	_, err = s.Args([]string{"a", "c"})
 	assert.EqualError(t, err, `tensor "c" missing`)
 }
+
+// TestLentSetRefusesReads: a lent set holds no tensors, and reading or
+// changing them panics naming the holder; its metadata stays readable;
+// reclaimed, it is an empty set to put the tensors back into.
+func TestLentSetRefusesReads(t *testing.T) {
+	s := NewSet()
+	s.Put("w", NewTensor(2))
+	s.Metadata["step"] = "3"
+	s.Lend("a test session")
+	holder, lent := s.Lent()
+	assert.True(t, lent)
+	assert.Equal(t, "a test session", holder)
+	const msg = "weights: the set is lent to a test session, which holds its tensors until it writes them back (Sync or Close it first)"
+	for name, read := range map[string]func(){
+		"Get": func() { s.Get("w") }, "Put": func() { s.Put("w", NewTensor(2)) }, "Len": func() { s.Len() },
+		"Names": func() { s.Names() }, "Args": func() { _, _ = s.Args([]string{"w"}) }, "Clone": func() { s.Clone() },
+		"Digest": func() { s.Digest() }, "NumParams": func() { s.NumParams() }, "CheckFinite": func() { _ = s.CheckFinite() },
+		"Lend": func() { s.Lend("another") },
+	} {
+		assert.PanicsWithValue(t, msg, read, name)
+	}
+	assert.Equal(t, "3", s.Metadata["step"])
+	s.Reclaim()
+	_, lent = s.Lent()
+	assert.False(t, lent)
+	assert.Equal(t, 0, s.Len(), "the holder puts the tensors back")
+}
