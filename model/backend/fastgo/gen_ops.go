@@ -661,13 +661,6 @@ func (b *Builder) Tanh(x backends.Op) (backends.Op, error) {
 	})
 }
 
-// Transpose places the op in the current pure-Go segment.
-func (b *Builder) Transpose(x backends.Op, permutation ...int) (backends.Op, error) {
-	return b.forward1("Transpose", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.Transpose(in[0], permutation...)
-	})
-}
-
 // Where places the op in the current pure-Go segment.
 func (b *Builder) Where(condition backends.Op, onTrue backends.Op, onFalse backends.Op) (backends.Op, error) {
 	return b.forward1("Where", []backends.Op{condition, onTrue, onFalse}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
