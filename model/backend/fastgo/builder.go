@@ -44,18 +44,24 @@ type step struct {
 
 // goCall is an op fastgo computes in Go between segments, reading its
 // inputs' buffers in place and writing a new one: a float32 product on
-// the kernel (dot) or a float32 transpose (tr); exactly one is set.
+// the kernel (dot), a float32 transpose (tr) or a float32 sum (sum);
+// exactly one is set.
 type goCall struct {
 	in  []*node
 	out *node
 	dot *dotCall
 	tr  *transposeCall
+	sum *reduceCall
 }
 
 // run computes the call's output from its inputs' values.
 func (c *goCall) run(in [][]float32, out []float32) {
-	if c.tr != nil {
+	switch {
+	case c.tr != nil:
 		c.tr.run(in[0], out)
+		return
+	case c.sum != nil:
+		c.sum.run(in[0], out)
 		return
 	}
 	d := c.dot

@@ -82,10 +82,13 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 					slots[j] = in.slot
 				}
 				e.steps = append(e.steps, execStep{call: c, frees: freedAt(lastUse, i, slots...)})
-				if c.dot != nil {
+				switch {
+				case c.dot != nil:
 					e.stats.KernelCalls++
-				} else {
+				case c.tr != nil:
 					e.stats.Transposes++
+				default:
+					e.stats.Sums++
 				}
 			}
 			continue

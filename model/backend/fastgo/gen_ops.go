@@ -507,13 +507,6 @@ func (b *Builder) ReduceProduct(x backends.Op, axes ...int) (backends.Op, error)
 	})
 }
 
-// ReduceSum places the op in the current pure-Go segment.
-func (b *Builder) ReduceSum(x backends.Op, axes ...int) (backends.Op, error) {
-	return b.forward1("ReduceSum", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.ReduceSum(in[0], axes...)
-	})
-}
-
 // ReduceWindow places the op in the current pure-Go segment.
 func (b *Builder) ReduceWindow(x backends.Op, reductionType backends.ReduceOpType, windowDimensions []int, strides []int, baseDilations []int, windowDilations []int, paddings [][2]int) (backends.Op, error) {
 	return b.forward1("ReduceWindow", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
