@@ -16,9 +16,11 @@ import (
 )
 
 // zeroMul writes zeros where a product goes: a kernel without arithmetic.
-func zeroMul(m, n, _ int, _ []float32, _ int, _ bool, _ []float32, _ int, _ bool, c []float32, ldc int) {
-	for i := range m {
-		clear(c[i*ldc : i*ldc+n])
+func zeroMul(batch, m, n, _ int, _ []float32, _, _ int, _ bool, _ []float32, _, _ int, _ bool, c []float32, strideC, ldc int) {
+	for q := range batch {
+		for i := range m {
+			clear(c[q*strideC+i*ldc : q*strideC+i*ldc+n])
+		}
 	}
 }
 

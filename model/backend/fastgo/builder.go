@@ -13,10 +13,11 @@ import (
 //go:generate go run ./internal/genops gen_ops.go
 
 // Builder records a graph as a sequence of steps: pure-Go segments, each a
-// simplego graph being built, and kernel calls between them. Every op but a
-// float32 DotGeneral goes to the current segment (opened on demand); such
-// a DotGeneral closes it and becomes a kernel call, so the ops built after
-// it go to a new segment.
+// simplego graph being built, and Go calls between them. Every op but a
+// float32 DotGeneral or a large float32 Transpose goes to the current
+// segment (opened on demand); such an op closes it and becomes a Go call
+// (a kernel call, or a transpose), so the ops built after it go to a new
+// segment.
 type Builder struct {
 	backend  *Backend
 	name     string
@@ -35,10 +36,36 @@ func newBuilder(b *Backend, name string) *Builder {
 	return &Builder{backend: b, name: name}
 }
 
-// step is one segment or one kernel call; exactly one is set.
+// step is one segment or one Go call; exactly one is set.
 type step struct {
-	seg *segment
+	seg  *segment
+	call *goCall
+}
+
+// goCall is an op fastgo computes in Go between segments, reading its
+// inputs' buffers in place and writing a new one: a float32 product on
+// the kernel (dot), a float32 transpose (tr) or a float32 sum (sum);
+// exactly one is set.
+type goCall struct {
+	in  []*node
+	out *node
 	dot *dotCall
+	tr  *transposeCall
+	sum *reduceCall
+}
+
+// run computes the call's output from its inputs' values.
+func (c *goCall) run(in [][]float32, out []float32) {
+	switch {
+	case c.tr != nil:
+		c.tr.run(in[0], out)
+		return
+	case c.sum != nil:
+		c.sum.run(in[0], out)
+		return
+	}
+	d := c.dot
+	matMul(d.batch, d.m, d.n, d.k, in[0], d.m*d.k, d.lda, d.transA, in[1], d.k*d.n, d.ldb, d.transB, out, d.m*d.n, d.n)
 }
 
 // segment is a simplego graph of the ops between two kernel calls.
@@ -61,7 +88,7 @@ type segment struct {
 }
 
 // node is a fastgo Op: a value of the graph. Exactly one of seg, param >= 0,
-// konst and dot says where it comes from.
+// konst and call says where it comes from.
 type node struct {
 	b     *Builder
 	id    int
@@ -75,7 +102,7 @@ type node struct {
 	seq   int         // ...made as its seq-th op
 	param int         // an executable parameter, or -1
 	konst any         // a constant's flat values
-	dot   *dotCall    // a kernel call's output
+	call  *goCall     // a Go call's output
 
 	// Set by Compile.
 	live bool
@@ -170,8 +197,8 @@ func (b *Builder) Constant(flat any, dims ...int) (backends.Op, error) {
 	return n, nil
 }
 
-// segment returns the open segment, opening one if a kernel call closed
-// the last.
+// segment returns the open segment, opening one if a Go call closed the
+// last.
 func (b *Builder) segment() *segment {
 	if b.cur == nil {
 		b.cur = &segment{

@@ -58,9 +58,10 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 					}
 				}
 			}
-		case st.dot.out.live:
-			need(st.dot.lhs, i)
-			need(st.dot.rhs, i)
+		case st.call.out.live:
+			for _, in := range st.call.in {
+				need(in, i)
+			}
 		}
 	}
 	for _, n := range outs {
@@ -74,10 +75,21 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 	// value of it.
 	placeholders := map[string]backends.Buffer{}
 	for i, st := range b.steps {
-		if st.dot != nil {
-			if st.dot.out.live {
-				e.steps = append(e.steps, execStep{dot: st.dot, frees: freedAt(lastUse, i, st.dot.lhs.slot, st.dot.rhs.slot)})
-				e.stats.KernelCalls++
+		if c := st.call; c != nil {
+			if c.out.live {
+				slots := make([]int, len(c.in))
+				for j, in := range c.in {
+					slots[j] = in.slot
+				}
+				e.steps = append(e.steps, execStep{call: c, frees: freedAt(lastUse, i, slots...)})
+				switch {
+				case c.dot != nil:
+					e.stats.KernelCalls++
+				case c.tr != nil:
+					e.stats.Transposes++
+				default:
+					e.stats.Sums++
+				}
 			}
 			continue
 		}

@@ -10,13 +10,12 @@ import (
 )
 
 // dotCall is a float32 DotGeneral run on the kernel: batch products of
-// [m,k] by [k,n] matrices, read from the operands' buffers in place with
-// the kernel's transpose flags and leading dimensions. Its output's
-// layout, [batch..., lhs cross..., rhs cross...], is the [batch, m, n]
-// the kernel writes.
+// [m,k] by [k,n] matrices, read from the operands' buffers in place (the
+// goCall's two inputs, maybe transposed copies) with the kernel's
+// transpose flags and leading dimensions. Its output's layout,
+// [batch..., lhs cross..., rhs cross...], is the [batch, m, n] the kernel
+// writes.
 type dotCall struct {
-	index          int   // in Builder.steps
-	lhs, rhs, out  *node // lhs and rhs as laid out for the kernel (maybe transposed copies)
 	batch, m, n, k int
 	transA, transB bool
 	lda, ldb       int
@@ -76,13 +75,12 @@ func (b *Builder) DotGeneral(lhsOp backends.Op, lhsContractingAxes, lhsBatchAxes
 		}
 		call.ldb = spec.n
 	}
-	call.lhs, call.rhs = lhs, rhs
-	call.index = len(b.steps)
-	call.out = b.newNode(shapes.Make(dtypes.Float32, spec.outDims...), []*node{lhs, rhs})
-	call.out.dot = call
-	b.steps = append(b.steps, step{dot: call})
+	gc := &goCall{in: []*node{lhs, rhs}, dot: call}
+	gc.out = b.newNode(shapes.Make(dtypes.Float32, spec.outDims...), gc.in)
+	gc.out.call = gc
+	b.steps = append(b.steps, step{call: gc})
 	b.cur = nil
-	return call.out, nil
+	return gc.out, nil
 }
 
 // Dot implements backends.Builder as DotGeneral does it: vector·vector,
@@ -105,18 +103,13 @@ func (b *Builder) Dot(lhsOp, rhsOp backends.Op) (backends.Op, error) {
 	return nil, errors.Errorf("fastgo Dot: operands of ranks %d and %d (want 1 or 2, and 1 or 2)", lhs.shape.Rank(), rhs.shape.Rank())
 }
 
-// transposed returns n with its axes in the order perm, a Transpose in
-// the current segment.
+// transposed returns n with its axes in the order perm (Transpose).
 func (b *Builder) transposed(n *node, perm []int) (*node, error) {
-	p := slices.Clone(perm)
-	out, err := b.forward("Transpose", []backends.Op{n}, func(sb backends.Builder, in []backends.Op) ([]backends.Op, error) {
-		op, err := sb.Transpose(in[0], p...)
-		return []backends.Op{op}, err
-	})
+	out, err := b.Transpose(n, perm...)
 	if err != nil {
 		return nil, err
 	}
-	return out[0], nil
+	return out.(*node), nil
 }
 
 // dotSpec is a DotGeneral's axes, checked and normalised: axes

@@ -37,11 +37,11 @@ type Executable struct {
 
 var _ backends.Executable = (*Executable)(nil)
 
-// execStep is a segment or a kernel call, and the slots whose last reader
-// it is.
+// execStep is a segment or a Go call, and the slots whose last reader it
+// is.
 type execStep struct {
 	seg   *segmentPlan
-	dot   *dotCall
+	call  *goCall
 	frees []int
 }
 
@@ -166,7 +166,7 @@ func (e *Executable) Execute(inputs []backends.Buffer, donate []bool, _ backends
 		if st.seg != nil {
 			err = r.segment(st.seg)
 		} else {
-			err = r.dot(st.dot)
+			err = r.call(st.call)
 		}
 		if err != nil {
 			r.releaseAll()
@@ -249,26 +249,29 @@ func (r *run) segment(p *segmentPlan) error {
 	return nil
 }
 
-// dot runs a kernel call into a new buffer from simplego's pool.
-func (r *run) dot(d *dotCall) error {
+// errNotFloat32 is returned when a Go call finds a buffer of another dtype.
+var errNotFloat32 = errors.New("fastgo: a Go call read a buffer that is not float32")
+
+// call runs a Go call into a new buffer from simplego's pool, reading its
+// inputs' buffers in place.
+func (r *run) call(c *goCall) error {
 	be := r.e.backend
-	lhs, err := be.BufferData(r.buf[d.lhs.slot])
+	in := make([][]float32, len(c.in))
+	for j, n := range c.in {
+		flat, err := be.BufferData(r.buf[n.slot])
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if in[j], ok = flat.([]float32); !ok {
+			return errNotFloat32
+		}
+	}
+	out, flat, err := be.NewSharedBuffer(0, c.out.shape)
 	if err != nil {
 		return err
 	}
-	rhs, err := be.BufferData(r.buf[d.rhs.slot])
-	if err != nil {
-		return err
-	}
-	out, flat, err := be.NewSharedBuffer(0, d.out.shape)
-	if err != nil {
-		return err
-	}
-	a, b, c := lhs.([]float32), rhs.([]float32), flat.([]float32)
-	mk, kn, mn := d.m*d.k, d.k*d.n, d.m*d.n
-	for i := range d.batch {
-		matMul(d.m, d.n, d.k, a[i*mk:(i+1)*mk], d.lda, d.transA, b[i*kn:(i+1)*kn], d.ldb, d.transB, c[i*mn:(i+1)*mn], d.n)
-	}
-	r.take(d.out.slot, out)
+	c.run(in, flat.([]float32))
+	r.take(c.out.slot, out)
 	return nil
 }

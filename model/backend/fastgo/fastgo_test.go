@@ -161,7 +161,7 @@ func TestKernelLayouts(t *testing.T) {
 		for i := range c {
 			c[i] = 99 // overwritten, not accumulated
 		}
-		matMul(m, n, k, tc.a, tc.lda, tc.ta, tc.b, tc.ldb, tc.tb, c, n)
+		matMul(1, m, n, k, tc.a, 0, tc.lda, tc.ta, tc.b, 0, tc.ldb, tc.tb, c, 0, n)
 		for i := range c {
 			assert.InDelta(t, want[i], float64(c[i]), 1e-5, "%s: element %d", tc.name, i)
 		}

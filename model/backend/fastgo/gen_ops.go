@@ -507,13 +507,6 @@ func (b *Builder) ReduceProduct(x backends.Op, axes ...int) (backends.Op, error)
 	})
 }
 
-// ReduceSum places the op in the current pure-Go segment.
-func (b *Builder) ReduceSum(x backends.Op, axes ...int) (backends.Op, error) {
-	return b.forward1("ReduceSum", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.ReduceSum(in[0], axes...)
-	})
-}
-
 // ReduceWindow places the op in the current pure-Go segment.
 func (b *Builder) ReduceWindow(x backends.Op, reductionType backends.ReduceOpType, windowDimensions []int, strides []int, baseDilations []int, windowDilations []int, paddings [][2]int) (backends.Op, error) {
 	return b.forward1("ReduceWindow", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
@@ -658,13 +651,6 @@ func (b *Builder) Sub(lhs backends.Op, rhs backends.Op) (backends.Op, error) {
 func (b *Builder) Tanh(x backends.Op) (backends.Op, error) {
 	return b.forward1("Tanh", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
 		return sb.Tanh(in[0])
-	})
-}
-
-// Transpose places the op in the current pure-Go segment.
-func (b *Builder) Transpose(x backends.Op, permutation ...int) (backends.Op, error) {
-	return b.forward1("Transpose", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.Transpose(in[0], permutation...)
 	})
 }
 

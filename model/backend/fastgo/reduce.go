@@ -1,0 +1,154 @@
+package fastgo
+
+import (
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+)
+
+// minGoReduce is the fewest input elements of a float32 ReduceSum fastgo
+// runs itself; smaller ones stay in the segment. simplego sums through a
+// generic output-index iterator, one input element at a time, on one
+// goroutine (about 10 % of a train step at SmolLM2-135M's shape: the
+// log-softmax over the vocabulary and the gradients of broadcasts).
+const minGoReduce = 1 << 14
+
+// reduceCall is a float32 ReduceSum over a run of neighbouring axes: the
+// input viewed as [rows, k, cols], summed over k. Each output starts at 0
+// and adds its inputs in increasing k, in float32, which is the order and
+// rounding of simplego's ReduceSum (it walks the input in flat order,
+// adding each element to its output): the same bits, on any number of
+// goroutines, since each output is summed by one.
+type reduceCall struct {
+	rows, k, cols int
+}
+
+// ReduceSum implements backends.Builder: a float32 sum over neighbouring
+// axes (axes of size 1 aside) of at least minGoReduce elements becomes a
+// step of its own (reduceCall); any other goes to the current segment.
+func (b *Builder) ReduceSum(x backends.Op, axes ...int) (backends.Op, error) {
+	n, err := b.node("ReduceSum", x)
+	if err != nil {
+		return nil, err
+	}
+	axes = slices.Clone(axes)
+	rc, outDims := newReduceCall(n.shape, axes)
+	if rc == nil {
+		return b.forward1("ReduceSum", []backends.Op{n}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
+			return sb.ReduceSum(in[0], axes...)
+		})
+	}
+	call := &goCall{in: []*node{n}, sum: rc}
+	call.out = b.newNode(shapes.Make(dtypes.Float32, outDims...), call.in)
+	call.out.call = call
+	b.steps = append(b.steps, step{call: call})
+	b.cur = nil
+	return call.out, nil
+}
+
+// newReduceCall plans a ReduceSum of shape over axes, with the output's
+// dimensions; nil when fastgo leaves it to simplego: another dtype, a
+// small input, no axes, an invalid axis, or axes that are not neighbours.
+func newReduceCall(shape shapes.Shape, axes []int) (*reduceCall, []int) {
+	rank := shape.Rank()
+	if shape.DType != dtypes.Float32 || shape.Size() < minGoReduce || len(axes) == 0 {
+		return nil, nil
+	}
+	reduced := make([]bool, rank)
+	for _, a := range axes {
+		if a < 0 || a >= rank || reduced[a] {
+			return nil, nil
+		}
+		reduced[a] = true
+	}
+	// The reduced axes of size above 1 must be one run among the axes of
+	// size above 1: before it the rows, after it the columns.
+	rc := &reduceCall{rows: 1, k: 1, cols: 1}
+	var outDims []int
+	phase := 0 // 0: rows, 1: the reduced run, 2: columns
+	for a, d := range shape.Dimensions {
+		if !reduced[a] {
+			outDims = append(outDims, d)
+		}
+		if d == 1 {
+			continue
+		}
+		switch {
+		case reduced[a] && phase == 2:
+			return nil, nil
+		case reduced[a]:
+			phase = 1
+			rc.k *= d
+		case phase == 0:
+			rc.rows *= d
+		default:
+			phase = 2
+			rc.cols *= d
+		}
+	}
+	if rc.k == 1 {
+		return nil, nil // only axes of size 1: simplego's copy
+	}
+	return rc, outDims
+}
+
+// run writes the sums of in into out, rows split among up to GOMAXPROCS
+// goroutines (or, with one row, columns).
+func (rc *reduceCall) run(in, out []float32) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(in)/(1<<16)))
+	parts := rc.rows
+	if parts == 1 {
+		parts = rc.cols
+	}
+	workers = min(workers, parts)
+	if workers <= 1 {
+		rc.sum(in, out, 0, parts)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := parts*w/workers, parts*(w+1)/workers
+		wg.Go(func() { rc.sum(in, out, lo, hi) })
+	}
+	wg.Wait()
+}
+
+// sum computes rows lo..hi-1 of the output, or columns lo..hi-1 when
+// there is one row.
+func (rc *reduceCall) sum(in, out []float32, lo, hi int) {
+	k, cols := rc.k, rc.cols
+	if rc.rows == 1 {
+		o := out[lo:hi]
+		clear(o)
+		for p := range k {
+			x := in[p*cols+lo : p*cols+hi]
+			for j := range o {
+				o[j] += x[j]
+			}
+		}
+		return
+	}
+	for r := lo; r < hi; r++ {
+		o := out[r*cols : (r+1)*cols]
+		base := in[r*k*cols : (r+1)*k*cols]
+		if cols == 1 {
+			var s float32
+			for _, v := range base {
+				s += v
+			}
+			o[0] = s
+			continue
+		}
+		clear(o)
+		for p := range k {
+			x := base[p*cols : (p+1)*cols]
+			for j := range o {
+				o[j] += x[j]
+			}
+		}
+	}
+}
