@@ -85,8 +85,8 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 				switch {
 				case c.dot != nil:
 					e.stats.KernelCalls++
-				case c.tr != nil:
-					e.stats.Transposes++
+				case c.cp != nil:
+					e.stats.Copies++
 				default:
 					e.stats.Sums++
 				}

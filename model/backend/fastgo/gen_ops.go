@@ -94,13 +94,6 @@ func (b *Builder) BitwiseXor(lhs backends.Op, rhs backends.Op) (backends.Op, err
 	})
 }
 
-// BroadcastInDim places the op in the current pure-Go segment.
-func (b *Builder) BroadcastInDim(x backends.Op, outputShape shapes.Shape, broadcastAxes []int) (backends.Op, error) {
-	return b.forward1("BroadcastInDim", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.BroadcastInDim(in[0], outputShape, broadcastAxes)
-	})
-}
-
 // Ceil places the op in the current pure-Go segment.
 func (b *Builder) Ceil(x backends.Op) (backends.Op, error) {
 	return b.forward1("Ceil", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {

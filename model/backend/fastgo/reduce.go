@@ -52,10 +52,17 @@ func (b *Builder) ReduceSum(x backends.Op, axes ...int) (backends.Op, error) {
 
 // newReduceCall plans a ReduceSum of shape over axes, with the output's
 // dimensions; nil when fastgo leaves it to simplego: another dtype, a
-// small input, no axes, an invalid axis, or axes that are not neighbours.
+// small input, no axes (all of them), an invalid axis, or axes that are
+// not neighbours.
 func newReduceCall(shape shapes.Shape, axes []int) (*reduceCall, []int) {
 	rank := shape.Rank()
-	if shape.DType != dtypes.Float32 || shape.Size() < minGoReduce || len(axes) == 0 {
+	if shape.DType != dtypes.Float32 || shape.Size() < minGoReduce {
+		return nil, nil
+	}
+	if len(axes) == 0 {
+		// All of them (a gradient's squared norm): one chain of additions
+		// that cannot be split, and simplego runs the many of a step side
+		// by side in one segment, which is faster than a step each here.
 		return nil, nil
 	}
 	reduced := make([]bool, rank)

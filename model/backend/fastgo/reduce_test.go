@@ -32,6 +32,7 @@ func TestReduceSumMatchesSimplego(t *testing.T) {
 		{[]int{4, 64, 9, 64}, []int{1, 2}},
 		{[]int{3, 1, 70, 5, 11}, []int{1, 2, 3}},
 		{[]int{2, 300, 40}, []int{0, 1, 2}},
+		{[]int{576, 1536}, nil}, // no axes: all of them
 		{[]int{1, 20000}, []int{1}},
 		{[]int{20000, 1}, []int{0}},
 		{[]int{64, 1, 512}, []int{0, 1}},
@@ -76,6 +77,7 @@ func TestLargeSumsRunInGo(t *testing.T) {
 	}{
 		{"last axis", shapes.Make(dtypes.Float32, 64, 1024), []int{1}, 1, 2},
 		{"leading axes", shapes.Make(dtypes.Float32, 4, 64, 576), []int{0, 1}, 1, 2},
+		{"all axes", shapes.Make(dtypes.Float32, 576, 576), nil, 0, 1},
 		{"small", shapes.Make(dtypes.Float32, 8, 16), []int{1}, 0, 1},
 		{"not neighbours", shapes.Make(dtypes.Float32, 16, 8, 512), []int{0, 2}, 0, 1},
 		{"size-1 axes only", shapes.Make(dtypes.Float32, 64, 1, 512), []int{1}, 0, 1},
