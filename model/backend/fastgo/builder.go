@@ -44,14 +44,15 @@ type step struct {
 
 // goCall is an op fastgo computes in Go between segments, reading its
 // inputs' buffers in place and writing a new one: a float32 product on
-// the kernel (dot), a float32 transpose or broadcast (cp) or a float32
-// sum (sum); exactly one is set.
+// the kernel (dot), a float32 transpose or broadcast (cp), a float32 sum
+// (sum) or an elementwise float32 function (unary); exactly one is set.
 type goCall struct {
-	in  []*node
-	out *node
-	dot *dotCall
-	cp  *copyCall
-	sum *reduceCall
+	in    []*node
+	out   *node
+	dot   *dotCall
+	cp    *copyCall
+	sum   *reduceCall
+	unary *unaryCall
 }
 
 // run computes the call's output from its inputs' values.
@@ -62,6 +63,9 @@ func (c *goCall) run(in [][]float32, out []float32) {
 		return
 	case c.sum != nil:
 		c.sum.run(in[0], out)
+		return
+	case c.unary != nil:
+		c.unary.run(in[0], out)
 		return
 	}
 	d := c.dot

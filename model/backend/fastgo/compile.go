@@ -87,8 +87,10 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 					e.stats.KernelCalls++
 				case c.cp != nil:
 					e.stats.Copies++
-				default:
+				case c.sum != nil:
 					e.stats.Sums++
+				default:
+					e.stats.Elementwise++
 				}
 			}
 			continue

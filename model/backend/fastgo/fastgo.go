@@ -56,6 +56,9 @@ type Stats struct {
 	// Copies and Sums count the transposes and broadcasts, and the sums,
 	// fastgo runs itself (Transpose, BroadcastInDim; ReduceSum).
 	Copies, Sums int
+	// Elementwise counts the elementwise functions fastgo runs itself
+	// (Exp, Logistic).
+	Elementwise int
 }
 
 // ObserveCompiles calls fn with the Stats of every graph compiled on b

@@ -199,13 +199,6 @@ func (b *Builder) Erf(x backends.Op) (backends.Op, error) {
 	})
 }
 
-// Exp places the op in the current pure-Go segment.
-func (b *Builder) Exp(x backends.Op) (backends.Op, error) {
-	return b.forward1("Exp", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.Exp(in[0])
-	})
-}
-
 // Expm1 places the op in the current pure-Go segment.
 func (b *Builder) Expm1(x backends.Op) (backends.Op, error) {
 	return b.forward1("Expm1", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
@@ -364,13 +357,6 @@ func (b *Builder) LogicalOr(lhs backends.Op, rhs backends.Op) (backends.Op, erro
 func (b *Builder) LogicalXor(lhs backends.Op, rhs backends.Op) (backends.Op, error) {
 	return b.forward1("LogicalXor", []backends.Op{lhs, rhs}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
 		return sb.LogicalXor(in[0], in[1])
-	})
-}
-
-// Logistic places the op in the current pure-Go segment.
-func (b *Builder) Logistic(x backends.Op) (backends.Op, error) {
-	return b.forward1("Logistic", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.Logistic(in[0])
 	})
 }
 
