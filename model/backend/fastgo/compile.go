@@ -88,7 +88,7 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 				case c.cp != nil:
 					e.stats.Copies++
 				case c.sum != nil:
-					e.stats.Sums++
+					e.stats.Reductions++
 				default:
 					e.stats.Elementwise++
 				}

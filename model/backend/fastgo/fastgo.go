@@ -53,9 +53,10 @@ type Backend struct {
 type Stats struct {
 	Name                                string
 	Segments, KernelCalls, Placeholders int
-	// Copies and Sums count the transposes and broadcasts, and the sums,
-	// fastgo runs itself (Transpose, BroadcastInDim; ReduceSum).
-	Copies, Sums int
+	// Copies and Reductions count the transposes and broadcasts, and the
+	// sums and maxima, fastgo runs itself (Transpose, BroadcastInDim;
+	// ReduceSum, ReduceMax).
+	Copies, Reductions int
 	// Elementwise counts the elementwise functions fastgo runs itself
 	// (Exp, Logistic).
 	Elementwise int

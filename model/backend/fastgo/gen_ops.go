@@ -465,13 +465,6 @@ func (b *Builder) ReduceLogicalXor(x backends.Op, axes ...int) (backends.Op, err
 	})
 }
 
-// ReduceMax places the op in the current pure-Go segment.
-func (b *Builder) ReduceMax(x backends.Op, axes ...int) (backends.Op, error) {
-	return b.forward1("ReduceMax", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.ReduceMax(in[0], axes...)
-	})
-}
-
 // ReduceMin places the op in the current pure-Go segment.
 func (b *Builder) ReduceMin(x backends.Op, axes ...int) (backends.Op, error) {
 	return b.forward1("ReduceMin", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
