@@ -14,9 +14,9 @@ import (
 
 // Builder records a graph as a sequence of steps: pure-Go segments, each a
 // simplego graph being built, and Go calls between them. Every op but a
-// float32 DotGeneral or a large float32 Transpose goes to the current
-// segment (opened on demand); such an op closes it and becomes a Go call
-// (a kernel call, or a transpose), so the ops built after it go to a new
+// float32 DotGeneral, or a large float32 Transpose, BroadcastInDim or
+// ReduceSum goes to the current segment (opened on demand); such an op
+// closes it and becomes a Go call, so the ops built after it go to a new
 // segment.
 type Builder struct {
 	backend  *Backend
@@ -44,24 +44,28 @@ type step struct {
 
 // goCall is an op fastgo computes in Go between segments, reading its
 // inputs' buffers in place and writing a new one: a float32 product on
-// the kernel (dot), a float32 transpose (tr) or a float32 sum (sum);
-// exactly one is set.
+// the kernel (dot), a float32 transpose or broadcast (cp), a float32 sum
+// (sum) or an elementwise float32 function (unary); exactly one is set.
 type goCall struct {
-	in  []*node
-	out *node
-	dot *dotCall
-	tr  *transposeCall
-	sum *reduceCall
+	in    []*node
+	out   *node
+	dot   *dotCall
+	cp    *copyCall
+	sum   *reduceCall
+	unary *unaryCall
 }
 
 // run computes the call's output from its inputs' values.
 func (c *goCall) run(in [][]float32, out []float32) {
 	switch {
-	case c.tr != nil:
-		c.tr.run(in[0], out)
+	case c.cp != nil:
+		c.cp.run(in[0], out)
 		return
 	case c.sum != nil:
 		c.sum.run(in[0], out)
+		return
+	case c.unary != nil:
+		c.unary.run(in[0], out)
 		return
 	}
 	d := c.dot

@@ -85,10 +85,12 @@ func (b *Builder) Compile(outputs []backends.Op, shardings []*backends.ShardingS
 				switch {
 				case c.dot != nil:
 					e.stats.KernelCalls++
-				case c.tr != nil:
-					e.stats.Transposes++
+				case c.cp != nil:
+					e.stats.Copies++
+				case c.sum != nil:
+					e.stats.Reductions++
 				default:
-					e.stats.Sums++
+					e.stats.Elementwise++
 				}
 			}
 			continue

@@ -8,8 +8,9 @@
 // they are (built and differentiated by GoMLX's graph package) and changes
 // only how they run: its Builder forwards every op to a simplego builder of
 // the current segment, and each float32 DotGeneral ends that segment and
-// becomes a kernel call (a large float32 Transpose or ReduceSum becomes a
-// loop of fastgo's own the same way, bit for bit simplego's result). Values one segment needs from an earlier one become
+// becomes a kernel call (a large float32 Transpose, BroadcastInDim or
+// ReduceSum becomes a loop of fastgo's own the same way, bit for bit
+// simplego's result). Values one segment needs from an earlier one become
 // that segment's parameters and the earlier one's outputs. Compile compiles
 // each segment with simplego; Execute runs the segments and kernel calls in
 // their fixed order on simplego's buffers, which the kernel reads and writes
@@ -52,9 +53,13 @@ type Backend struct {
 type Stats struct {
 	Name                                string
 	Segments, KernelCalls, Placeholders int
-	// Transposes and Sums count the transposes and sums fastgo runs
-	// itself (Transpose, ReduceSum).
-	Transposes, Sums int
+	// Copies and Reductions count the transposes and broadcasts, and the
+	// sums and maxima, fastgo runs itself (Transpose, BroadcastInDim;
+	// ReduceSum, ReduceMax).
+	Copies, Reductions int
+	// Elementwise counts the elementwise functions fastgo runs itself
+	// (Exp, Logistic).
+	Elementwise int
 }
 
 // ObserveCompiles calls fn with the Stats of every graph compiled on b

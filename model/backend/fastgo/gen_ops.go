@@ -94,13 +94,6 @@ func (b *Builder) BitwiseXor(lhs backends.Op, rhs backends.Op) (backends.Op, err
 	})
 }
 
-// BroadcastInDim places the op in the current pure-Go segment.
-func (b *Builder) BroadcastInDim(x backends.Op, outputShape shapes.Shape, broadcastAxes []int) (backends.Op, error) {
-	return b.forward1("BroadcastInDim", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.BroadcastInDim(in[0], outputShape, broadcastAxes)
-	})
-}
-
 // Ceil places the op in the current pure-Go segment.
 func (b *Builder) Ceil(x backends.Op) (backends.Op, error) {
 	return b.forward1("Ceil", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
@@ -203,13 +196,6 @@ func (b *Builder) EqualTotalOrder(lhs backends.Op, rhs backends.Op) (backends.Op
 func (b *Builder) Erf(x backends.Op) (backends.Op, error) {
 	return b.forward1("Erf", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
 		return sb.Erf(in[0])
-	})
-}
-
-// Exp places the op in the current pure-Go segment.
-func (b *Builder) Exp(x backends.Op) (backends.Op, error) {
-	return b.forward1("Exp", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.Exp(in[0])
 	})
 }
 
@@ -374,13 +360,6 @@ func (b *Builder) LogicalXor(lhs backends.Op, rhs backends.Op) (backends.Op, err
 	})
 }
 
-// Logistic places the op in the current pure-Go segment.
-func (b *Builder) Logistic(x backends.Op) (backends.Op, error) {
-	return b.forward1("Logistic", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.Logistic(in[0])
-	})
-}
-
 // Max places the op in the current pure-Go segment.
 func (b *Builder) Max(lhs backends.Op, rhs backends.Op) (backends.Op, error) {
 	return b.forward1("Max", []backends.Op{lhs, rhs}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
@@ -483,13 +462,6 @@ func (b *Builder) ReduceLogicalOr(x backends.Op, axes ...int) (backends.Op, erro
 func (b *Builder) ReduceLogicalXor(x backends.Op, axes ...int) (backends.Op, error) {
 	return b.forward1("ReduceLogicalXor", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
 		return sb.ReduceLogicalXor(in[0], axes...)
-	})
-}
-
-// ReduceMax places the op in the current pure-Go segment.
-func (b *Builder) ReduceMax(x backends.Op, axes ...int) (backends.Op, error) {
-	return b.forward1("ReduceMax", []backends.Op{x}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-		return sb.ReduceMax(in[0], axes...)
 	})
 }
 

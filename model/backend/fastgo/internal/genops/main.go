@@ -7,7 +7,8 @@
 // forward2, forward3 for the ops with several results), which places them
 // in the current pure-Go segment, and replays the call on that segment's
 // builder with the operands translated. The methods fastgo writes by hand
-// (DotGeneral, Dot, Transpose, ReduceSum) are skipped.
+// (DotGeneral, Dot, Transpose, BroadcastInDim, ReduceSum, ReduceMax, Exp,
+// Logistic) are skipped.
 package main
 
 import (
@@ -25,7 +26,7 @@ import (
 )
 
 // handWritten are the StandardOps methods fastgo implements itself.
-var handWritten = map[string]bool{"DotGeneral": true, "Dot": true, "Transpose": true, "ReduceSum": true}
+var handWritten = map[string]bool{"DotGeneral": true, "Dot": true, "Transpose": true, "BroadcastInDim": true, "ReduceSum": true, "ReduceMax": true, "Exp": true, "Logistic": true}
 
 func main() {
 	out := "gen_ops.go"

@@ -49,17 +49,17 @@ func TestTransposeMatchesSimplego(t *testing.T) {
 	}
 }
 
-// TestLargeTransposesRunInGo: a float32 transpose of minGoTranspose
+// TestLargeTransposesRunInGo: a float32 transpose of minGoCopy
 // elements or more is a step of fastgo's own; a smaller one, one that
 // moves only axes of size 1, and one of another dtype stay in the segment.
 func TestLargeTransposesRunInGo(t *testing.T) {
 	fast, _ := newBackends(t)
 	for _, tc := range []struct {
-		name       string
-		shape      shapes.Shape
-		perm       []int
-		transposes int
-		segments   int
+		name     string
+		shape    shapes.Shape
+		perm     []int
+		copies   int
+		segments int
 	}{
 		{"large", shapes.Make(dtypes.Float32, 64, 128), []int{1, 0}, 1, 2},
 		{"small", shapes.Make(dtypes.Float32, 8, 16), []int{1, 0}, 0, 1},
@@ -70,7 +70,60 @@ func TestLargeTransposesRunInGo(t *testing.T) {
 			x := must(b.Parameter("x", tc.shape, nil))
 			return []backends.Op{must(b.Neg(must(b.Transpose(must(b.Neg(x)), tc.perm...))))}
 		})
-		assert.Equal(t, tc.transposes, exe.Stats().Transposes, tc.name)
+		assert.Equal(t, tc.copies, exe.Stats().Copies, tc.name)
 		assert.Equal(t, tc.segments, exe.Stats().Segments, tc.name)
 	}
+}
+
+// TestBroadcastInDimMatchesSimplego: fastgo's own broadcasts give
+// simplego's values bit for bit: new leading, middle and trailing axes,
+// axes of size 1 that repeat, a scalar filled, and sizes that split among
+// workers; small ones stay simplego's.
+func TestBroadcastInDimMatchesSimplego(t *testing.T) {
+	fast, stock := newBackends(t)
+	r := rand.New(rand.NewPCG(8, 8))
+	cases := []struct {
+		in, out []int
+		axes    []int
+		copies  int
+	}{
+		{[]int{576}, []int{4, 64, 576}, []int{2}, 1},            // a gain over the rows
+		{[]int{4, 64, 1}, []int{4, 64, 576}, []int{0, 1, 2}, 1}, // a norm over the columns
+		{[]int{64, 64}, []int{4, 9, 64, 64}, []int{2, 3}, 1},    // a mask over batch and heads
+		{[]int{4, 64}, []int{4, 9, 64, 64}, []int{0, 3}, 1},     // middle axes
+		{nil, []int{300, 70}, nil, 1},                           // a scalar
+		{[]int{7, 1, 5}, []int{7, 400, 5}, []int{0, 1, 2}, 1},
+		{[]int{3000}, []int{3, 3000}, []int{1}, 1},
+		{[]int{8}, []int{8, 16}, []int{0}, 0}, // small: simplego's
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.in, tc.out, tc.axes), func(t *testing.T) {
+			in := shapes.Make(dtypes.Float32, tc.in...)
+			x := tensors.MustCopyFlatData[float32](randTensor(r, tc.in...))
+			build := func(b backends.Builder) []backends.Op {
+				x := must(b.Parameter("x", in, nil))
+				return []backends.Op{must(b.Neg(must(b.BroadcastInDim(must(b.Neg(x)), shapes.Make(dtypes.Float32, tc.out...), tc.axes))))}
+			}
+			want, got := runBuilt(t, stock, in, x, build), runBuilt(t, fast, in, x, build)
+			assert.Equal(t, want, got)
+			assert.Equal(t, tc.copies, compile(t, fast, build).Stats().Copies)
+		})
+	}
+}
+
+// runBuilt compiles build on be and runs it on x, of shape in: its output's
+// values.
+func runBuilt(t *testing.T, be backends.Backend, in shapes.Shape, x []float32, build func(b backends.Builder) []backends.Op) []float32 {
+	t.Helper()
+	b := be.Builder("test")
+	exe, err := b.Compile(build(b), nil)
+	require.NoError(t, err)
+	defer exe.Finalize()
+	buf, err := be.BufferFromFlatData(0, x, in)
+	require.NoError(t, err)
+	outs, err := exe.Execute([]backends.Buffer{buf}, nil, 0)
+	require.NoError(t, err)
+	got := make([]float32, exe.Outputs()[0].Size())
+	require.NoError(t, be.BufferToFlatData(outs[0], got))
+	return got
 }
