@@ -3,6 +3,8 @@ package fastgo
 import (
 	"fmt"
 	"reflect"
+	"runtime"
+	"sync"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -53,6 +55,34 @@ type goCall struct {
 	cp    *copyCall
 	sum   *reduceCall
 	unary *unaryCall
+}
+
+// addCall makes c, whose output has shape out, a step of its own after the
+// current segment, which it closes, and returns its output's node.
+func (b *Builder) addCall(c *goCall, out shapes.Shape) *node {
+	c.out = b.newNode(out, c.in)
+	c.out.call = c
+	b.steps = append(b.steps, step{call: c})
+	b.cur = nil
+	return c.out
+}
+
+// split runs fn on parts parts lo..hi-1 cut into one range per worker: up to
+// GOMAXPROCS of them, and no more than work/minWork, so a small call stays
+// on the calling goroutine. A Go call's outputs are each computed by one
+// worker, so the split changes no bit.
+func split(parts, work, minWork int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, work/minWork), parts)
+	if workers <= 1 {
+		fn(0, parts)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := parts*w/workers, parts*(w+1)/workers
+		wg.Go(func() { fn(lo, hi) })
+	}
+	wg.Wait()
 }
 
 // run computes the call's output from its inputs' values.

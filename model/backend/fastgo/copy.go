@@ -1,9 +1,7 @@
 package fastgo
 
 import (
-	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -81,12 +79,7 @@ func (b *Builder) BroadcastInDim(x backends.Op, outputShape shapes.Shape, broadc
 
 // goCopy makes cp, from n into an array of outDims, a step of its own.
 func (b *Builder) goCopy(n *node, cp *copyCall, outDims []int) *node {
-	call := &goCall{in: []*node{n}, cp: cp}
-	call.out = b.newNode(shapes.Make(dtypes.Float32, outDims...), call.in)
-	call.out.call = call
-	b.steps = append(b.steps, step{call: call})
-	b.cur = nil
-	return call.out
+	return b.addCall(&goCall{in: []*node{n}, cp: cp}, shapes.Make(dtypes.Float32, outDims...))
 }
 
 // rowMajorStrides are the strides of the axes of a row-major array of dims.
@@ -169,20 +162,8 @@ func newCopyCall(dims, strides []int) *copyCall {
 // run writes the copy of in into out, in rows of the last axis split
 // among up to GOMAXPROCS goroutines.
 func (cp *copyCall) run(in, out []float32) {
-	last := len(cp.dims) - 1
-	width := cp.dims[last]
-	rows := len(out) / width
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(out)/(1<<15)), rows)
-	if workers <= 1 {
-		cp.rows(in, out, 0, rows)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := rows*w/workers, rows*(w+1)/workers
-		wg.Go(func() { cp.rows(in, out, lo, hi) })
-	}
-	wg.Wait()
+	width := cp.dims[len(cp.dims)-1]
+	split(len(out)/width, len(out), 1<<15, func(lo, hi int) { cp.rows(in, out, lo, hi) })
 }
 
 // rows writes output rows lo..hi-1 (of the last axis).

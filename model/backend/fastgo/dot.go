@@ -75,12 +75,7 @@ func (b *Builder) DotGeneral(lhsOp backends.Op, lhsContractingAxes, lhsBatchAxes
 		}
 		call.ldb = spec.n
 	}
-	gc := &goCall{in: []*node{lhs, rhs}, dot: call}
-	gc.out = b.newNode(shapes.Make(dtypes.Float32, spec.outDims...), gc.in)
-	gc.out.call = gc
-	b.steps = append(b.steps, step{call: gc})
-	b.cur = nil
-	return gc.out, nil
+	return b.addCall(&goCall{in: []*node{lhs, rhs}, dot: call}, shapes.Make(dtypes.Float32, spec.outDims...)), nil
 }
 
 // Dot implements backends.Builder as DotGeneral does it: vector·vector,

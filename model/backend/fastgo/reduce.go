@@ -1,9 +1,7 @@
 package fastgo
 
 import (
-	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -60,12 +58,7 @@ func (b *Builder) reduce(name string, isMax bool, x backends.Op, axes []int, sto
 		})
 	}
 	rc.max = isMax
-	call := &goCall{in: []*node{n}, sum: rc}
-	call.out = b.newNode(shapes.Make(dtypes.Float32, outDims...), call.in)
-	call.out.call = call
-	b.steps = append(b.steps, step{call: call})
-	b.cur = nil
-	return call.out, nil
+	return b.addCall(&goCall{in: []*node{n}, sum: rc}, shapes.Make(dtypes.Float32, outDims...)), nil
 }
 
 // newReduceCall plans a ReduceSum of shape over axes, with the output's
@@ -124,22 +117,11 @@ func newReduceCall(shape shapes.Shape, axes []int) (*reduceCall, []int) {
 // run writes the sums of in into out, rows split among up to GOMAXPROCS
 // goroutines (or, with one row, columns).
 func (rc *reduceCall) run(in, out []float32) {
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(in)/(1<<16)))
 	parts := rc.rows
 	if parts == 1 {
 		parts = rc.cols
 	}
-	workers = min(workers, parts)
-	if workers <= 1 {
-		rc.sum(in, out, 0, parts)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := parts*w/workers, parts*(w+1)/workers
-		wg.Go(func() { rc.sum(in, out, lo, hi) })
-	}
-	wg.Wait()
+	split(parts, len(in), 1<<16, func(lo, hi int) { rc.sum(in, out, lo, hi) })
 }
 
 // lowest is float32's lowest value, where simplego's ReduceMax starts.

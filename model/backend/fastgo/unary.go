@@ -2,8 +2,6 @@ package fastgo
 
 import (
 	"math"
-	"runtime"
-	"sync"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -58,28 +56,13 @@ func (b *Builder) unary(name string, x backends.Op, fn func(float32) float32, st
 			return stock(sb, in[0])
 		})
 	}
-	call := &goCall{in: []*node{n}, unary: &unaryCall{fn: fn}}
-	call.out = b.newNode(n.shape, call.in)
-	call.out.call = call
-	b.steps = append(b.steps, step{call: call})
-	b.cur = nil
-	return call.out, nil
+	return b.addCall(&goCall{in: []*node{n}, unary: &unaryCall{fn: fn}}, n.shape), nil
 }
 
 // run writes fn of each element of in into out, in chunks split among up
 // to GOMAXPROCS goroutines.
 func (u *unaryCall) run(in, out []float32) {
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(in)/(1<<14)))
-	if workers <= 1 {
-		u.apply(in, out)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := len(in)*w/workers, len(in)*(w+1)/workers
-		wg.Go(func() { u.apply(in[lo:hi], out[lo:hi]) })
-	}
-	wg.Wait()
+	split(len(in), len(in), 1<<14, func(lo, hi int) { u.apply(in[lo:hi], out[lo:hi]) })
 }
 
 func (u *unaryCall) apply(in, out []float32) {
