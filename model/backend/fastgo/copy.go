@@ -36,19 +36,17 @@ func (b *Builder) Transpose(x backends.Op, permutation ...int) (backends.Op, err
 		return nil, err
 	}
 	perm := slices.Clone(permutation)
-	if n.shape.DType != dtypes.Float32 || n.shape.Size() < minGoCopy || !validPermutation(perm, n.shape.Rank()) {
-		return b.forward1("Transpose", []backends.Op{n}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
-			return sb.Transpose(in[0], perm...)
-		})
-	}
+	var cp *copyCall // nil: simplego's (another dtype, small, invalid, or moving only axes of size 1)
 	outDims := make([]int, len(perm))
-	strides := make([]int, len(perm))
-	inStrides := rowMajorStrides(n.shape.Dimensions)
-	for j, a := range perm {
-		outDims[j], strides[j] = n.shape.Dimensions[a], inStrides[a]
+	if n.shape.DType == dtypes.Float32 && n.shape.Size() >= minGoCopy && validPermutation(perm, n.shape.Rank()) {
+		strides := make([]int, len(perm))
+		inStrides := rowMajorStrides(n.shape.Dimensions)
+		for j, a := range perm {
+			outDims[j], strides[j] = n.shape.Dimensions[a], inStrides[a]
+		}
+		cp = newCopyCall(outDims, strides)
 	}
-	cp := newCopyCall(outDims, strides)
-	if cp == nil { // moves only axes of size 1: the same flat values
+	if cp == nil {
 		return b.forward1("Transpose", []backends.Op{n}, func(sb backends.Builder, in []backends.Op) (backends.Op, error) {
 			return sb.Transpose(in[0], perm...)
 		})
