@@ -172,20 +172,20 @@ type StepResult struct {
 // in the order of names, then the loss's metrics.
 const (
 	outLoss = iota
-	outNorm
-	outScale
 	outGrads
 )
 
 // NewTrainer prepares a trainer of objective for parameters with the given
 // names (sorted, as weights.Set.Names returns them).
 //
-// The graph computes the loss, its metrics, the gradients, their global
-// norm and the clipping scale; AdamW's update is not in it but applied in
-// Go by the session (adamw.go), in one pass over each tensor: as graph ops
-// it took about ten passes, each allocating a tensor the size of the
-// parameters. The graph reads the parameters in place and never produces
-// new ones, so the parameters stay where the session keeps them.
+// The graph computes the loss, its metrics and the gradients. The
+// gradients' global norm, the clipping scale (clip.go) and AdamW's update
+// (adamw.go) are not in it but computed in Go by the session, in one pass
+// over each tensor each: as graph ops the update took about ten passes,
+// each allocating a tensor the size of the parameters, and the norm's
+// squares and sums two more. The graph reads the parameters in place and
+// never produces new ones, so the parameters stay where the session keeps
+// them.
 func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss) *Trainer {
 	np := len(names)
 	t := &Trainer{backend: b, names: names, opt: opt, loss: objective}
@@ -197,17 +197,7 @@ func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss) *
 		}
 		loss, metrics := objective.Fn(byName, batch)
 		grads := graph.Gradient(loss, params...)
-		g := loss.Graph()
-		sq := graph.ScalarZero(g, loss.DType())
-		for _, gr := range grads {
-			sq = graph.Add(sq, graph.ReduceAllSum(graph.Square(gr)))
-		}
-		norm := graph.Sqrt(sq)
-		scale := graph.ScalarOne(g, loss.DType())
-		if opt.ClipNorm > 0 {
-			scale = graph.Min(scale, graph.Div(graph.Scalar(g, loss.DType(), opt.ClipNorm), graph.AddScalar(norm, 1e-6)))
-		}
-		out := append(make([]*graph.Node, 0, outGrads+np+len(metrics)), loss, norm, scale)
+		out := append(make([]*graph.Node, 0, outGrads+np+len(metrics)), loss)
 		out = append(out, grads...)
 		return append(out, metrics...)
 	})

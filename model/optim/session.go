@@ -171,7 +171,11 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 		}
 	}()
 	np := len(t.names)
-	res := StepResult{Loss: Scalar(outs[outLoss]), GradNorm: Scalar(outs[outNorm])}
+	norm, scale, err := clipping(t.opt.ClipNorm, outs[outGrads:outGrads+np])
+	if err != nil {
+		return StepResult{}, fmt.Errorf("train step: %w", err)
+	}
+	res := StepResult{Loss: Scalar(outs[outLoss]), GradNorm: float64(norm)}
 	for _, o := range outs[outGrads+np:] {
 		res.Metrics = append(res.Metrics, Scalar(o))
 	}
@@ -179,7 +183,7 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) || math.IsNaN(res.GradNorm) || math.IsInf(res.GradNorm, 0) {
 		return res, &NonFiniteError{Step: step, Loss: res.Loss, GradNorm: res.GradNorm}
 	}
-	a := newAdamWStep(t.opt, step, lr, float32(Scalar(outs[outScale])))
+	a := newAdamWStep(t.opt, step, lr, scale)
 	for i, p := range s.p {
 		var updateErr error
 		err := p.MutableFlatData(func(flat any) {
