@@ -1,7 +1,7 @@
 // Package optim trains parameter sets with AdamW and global-norm gradient
 // clipping: one compiled GoMLX graph per loss computes the loss and the
-// gradients, and a fused AdamW pass in Go updates the parameters and
-// moments. A Session keeps them on the device from one step to the next
+// gradients, and Go computes their global norm (clip.go) and updates the
+// parameters and moments in one fused AdamW pass (adamw.go). A Session keeps them on the device from one step to the next
 // and writes them back to their weights.Sets when asked (Sync, Close), so
 // a training loop can be checkpointed, hashed and resumed exactly without
 // copying a model's weights three times per step. A Loss declares the
