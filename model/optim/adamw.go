@@ -78,22 +78,30 @@ const applyChunk = 1 << 15
 func (a *adamwStep) applyParallel(p, m, v, g []float32, decay bool) {
 	n := len(p)
 	chunks := (n + applyChunk - 1) / applyChunk
-	workers := min(runtime.GOMAXPROCS(0), chunks)
-	if workers <= 1 {
+	if chunks <= 1 {
 		a.apply(p, m, v, g, decay)
 		return
 	}
+	parallel(chunks, func(c int) {
+		lo, hi := c*applyChunk, min(n, (c+1)*applyChunk)
+		a.apply(p[lo:hi], m[lo:hi], v[lo:hi], g[lo:hi], decay)
+	})
+}
+
+// parallel calls fn(i) for every i < n on up to GOMAXPROCS goroutines, each
+// taking the next i as it finishes one; the calls must be independent of
+// one another, so which goroutine makes them changes no result.
+func parallel(n int, fn func(i int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range workers {
+	for range min(runtime.GOMAXPROCS(0), n) {
 		wg.Go(func() {
 			for {
-				c := int(next.Add(1)) - 1
-				if c >= chunks {
+				i := int(next.Add(1)) - 1
+				if i >= n {
 					return
 				}
-				lo, hi := c*applyChunk, min(n, (c+1)*applyChunk)
-				a.apply(p[lo:hi], m[lo:hi], v[lo:hi], g[lo:hi], decay)
+				fn(i)
 			}
 		})
 	}

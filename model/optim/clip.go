@@ -3,9 +3,6 @@ package optim
 import (
 	"errors"
 	"math"
-	"runtime"
-	"sync"
-	"sync/atomic"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 )
@@ -25,20 +22,9 @@ import (
 func clipping(clipNorm float64, grads []*tensors.Tensor) (norm, scale float32, err error) {
 	sums := make([]float32, len(grads))
 	errs := make([]error, len(grads))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(grads)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(grads) {
-					return
-				}
-				errs[i] = tensors.ConstFlatData(grads[i], func(g []float32) { sums[i] = sumOfSquares(g) })
-			}
-		})
-	}
-	wg.Wait()
+	parallel(len(grads), func(i int) {
+		errs[i] = tensors.ConstFlatData(grads[i], func(g []float32) { sums[i] = sumOfSquares(g) })
+	})
 	if err := errors.Join(errs...); err != nil {
 		return 0, 0, err
 	}
