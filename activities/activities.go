@@ -71,6 +71,9 @@ type engineSet struct {
 	rl         *optim.Trainer
 	rmTrainer  *optim.Trainer
 	regTrainer *optim.Trainer
+	// adapters are the trainers of LoRA adapters (adapterTrainer), by kind,
+	// scale and the names they train and read.
+	adapters map[string]*optim.Trainer
 
 	// shared is the worker's set a metered one views (nil: this is it),
 	// and meter what the view reports to.

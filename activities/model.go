@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"path"
+	"slices"
+	"strings"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
 	"github.com/alignflow/alignflow/model/hf/hftokenizer"
 	"github.com/alignflow/alignflow/model/lm"
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
@@ -79,6 +82,7 @@ type openedModel struct {
 	*runModel
 	hf     *lm.Model
 	reward *weights.Set // reward.path's weights, nil for none
+	lora   *weights.Set // lora.path's adapter, nil for none
 }
 
 // openModel opens the spec's model: the bundled one, or model.path checked
@@ -111,7 +115,41 @@ func openModel(spec config.Spec, roots config.Roots) (*openedModel, error) {
 			return nil, err
 		}
 	}
+	if spec.LoRA.Path != "" {
+		if o.lora, err = openAdapter(roots, spec, cfg); err != nil {
+			return nil, err
+		}
+	}
 	return o, nil
+}
+
+// openAdapter reads lora.path, a PEFT adapter of the model (CAUSAL_LM),
+// and checks that it is the adapter the spec's lora describes.
+func openAdapter(roots config.Roots, spec config.Spec, cfg transformer.Config) (*weights.Set, error) {
+	dir := spec.LoRA.Path
+	ad, pc, err := hfmodel.ReadPEFT(roots.FS(dir), dir, cfg)
+	if err != nil {
+		return nil, invalidSpec(fmt.Errorf("lora.path: %w", err))
+	}
+	if pc.TaskType != hfmodel.TaskCausalLM {
+		return nil, invalidSpec(fmt.Errorf("lora.path %s: task_type %s: SFT starts from a %s adapter", dir, pc.TaskType, hfmodel.TaskCausalLM))
+	}
+	want, err := adapterOf(spec, cfg)
+	if err != nil {
+		return nil, err
+	}
+	got, _, _ := lora.Of(ad)
+	file := path.Join(dir, hfmodel.PEFTConfigFile)
+	switch {
+	case got.Rank != want.Rank:
+		return nil, invalidSpec(fmt.Errorf("lora.rank is %d, but %s has r %d", want.Rank, file, got.Rank))
+	case got.Alpha != want.Alpha:
+		return nil, invalidSpec(fmt.Errorf("lora.alpha is %v (0 means 2 x rank), but %s has lora_alpha %v", want.Alpha, file, got.Alpha))
+	case !slices.Equal(got.Targets, want.Targets):
+		return nil, invalidSpec(fmt.Errorf("lora.targets are %s (none: every projection), but %s has target_modules %s", strings.Join(want.Targets, ", "), file, strings.Join(got.Targets, ", ")))
+	}
+	transformer.SetConfig(ad, cfg)
+	return ad, nil
 }
 
 // openRewardBase loads reward.path and checks that it is a reward model on
@@ -166,6 +204,13 @@ func (a *Activities) storeModel(runID string, spec config.Spec, o *openedModel) 
 			return nil, err
 		}
 		bm.Reward, bm.RewardSource = &ref, spec.Reward.Path
+	}
+	if o.lora != nil {
+		ref, err := a.Store.PutWeights(path.Join(dir, "lora.safetensors"), o.lora)
+		if err != nil {
+			return nil, err
+		}
+		bm.LoRA, bm.LoRASource = &ref, spec.LoRA.Path
 	}
 	for name, b := range hf.Files {
 		key, err := runPath(runID, "model", name) // a description file's name: kept in the folder

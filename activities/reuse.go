@@ -263,7 +263,7 @@ func specFiles(spec config.Spec, roots config.Roots) ([]string, error) {
 			out = append(out, p)
 		}
 	}
-	for _, dir := range []string{spec.Model.Path, spec.Reward.Path} {
+	for _, dir := range []string{spec.Model.Path, spec.Reward.Path, spec.LoRA.Path} {
 		if dir == "" {
 			continue
 		}

@@ -28,6 +28,9 @@ func (a *Activities) loadModels(policy, reference, rewardModel artifact.Ref) (po
 	if rm, err = a.Store.GetWeights(rewardModel); err != nil {
 		return nil, nil, nil, err
 	}
+	if pol, err = merged(ref, pol); err != nil { // a LoRA run's policy: the reference with its adapter on
+		return nil, nil, nil, err
+	}
 	return pol, ref, rm, nil
 }
 
@@ -198,6 +201,9 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.IterationResult{}, err
+	}
+	if spec.LoRA.On() {
+		return pipeline.IterationResult{}, invalidSpec(fmt.Errorf("spec field lora: runs that take REINFORCE as one activity per iteration (started before rollout shards) train every weight"))
 	}
 	if o.st, err = a.optimizerState(in, pol); err != nil {
 		return pipeline.IterationResult{}, err

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/rng"
 	"github.com/alignflow/alignflow/model/weights"
@@ -125,6 +126,10 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	if o.pol, o.st, err = a.updateState(in.IterationInput); err != nil {
 		return pipeline.IterationResult{}, err
 	}
+	tr, err := a.policyTrainer(j, in.IterationInput, &o)
+	if err != nil {
+		return pipeline.IterationResult{}, err
+	}
 	prompts, texts, err := j.iterationPrompts(in.IterationInput)
 	if err != nil {
 		return pipeline.IterationResult{}, err
@@ -140,7 +145,7 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	up, err := reinforce.Update(a.rlTrainer(j.eng), o.pol, o.st, r.LearningRate, batches, o.adv)
+	up, err := reinforce.Update(tr, o.pol, o.st, r.LearningRate, batches, o.adv)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
@@ -224,6 +229,30 @@ func (a *Activities) optimizerState(in pipeline.IterationInput, pol *weights.Set
 		return nil, corrupt(err)
 	}
 	return st, nil
+}
+
+// policyTrainer is the optimizer of an update of o.pol: the engines' for a
+// whole policy, or, with lora, an adapter trainer over the reference, the
+// adapter's frozen base. The first update of a LoRA run starts the adapter
+// (o.pol is then the SFT policy, the reference itself).
+func (a *Activities) policyTrainer(j *job, in pipeline.IterationInput, o *iterationOutcome) (*optim.Trainer, error) {
+	lc, err := adapterOf(in.Spec, j.m.cfg)
+	if err != nil || lc == nil {
+		return a.rlTrainer(j.eng), err
+	}
+	ref, err := a.Store.GetWeights(in.Reference)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok, err := lora.Of(o.pol); err != nil {
+		return nil, corrupt(err)
+	} else if !ok {
+		if o.pol, err = freshAdapter(j.m.cfg, *lc, in.Spec.Seed, "reinforce"); err != nil {
+			return nil, err
+		}
+		o.st = optim.NewState(o.pol)
+	}
+	return a.adapterTrainer(j.eng, adapterRL, *lc, o.pol, ref), nil
 }
 
 // rlTrainer is the engines' REINFORCE optimizer, made on first use in the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/data/helpsteer"
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/ops/metrics"
@@ -39,10 +40,29 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	if err != nil {
 		return pipeline.TrainResult{}, err
 	}
-	// The bundled model starts fresh; a Hugging Face model from its weights.
-	params := policy.Init(j.m.cfg, uint64(spec.Seed))
-	if j.m.base != nil {
-		params = j.m.base.Clone()
+	lc, err := adapterOf(spec, j.m.cfg)
+	if err != nil {
+		return pipeline.TrainResult{}, err
+	}
+	// The bundled model starts fresh, and trains every weight: random
+	// weights hold nothing for an adapter to adapt. A Hugging Face model
+	// starts from its weights, which an adapter only reads.
+	if j.m.base == nil {
+		lc = nil
+	}
+	base, tr := j.m.base, j.eng.sft
+	if base == nil {
+		base = policy.Init(j.m.cfg, uint64(spec.Seed))
+	}
+	params := base
+	switch {
+	case lc != nil:
+		if params, err = a.sftAdapter(spec, in.Data, j.m.cfg, *lc); err != nil {
+			return pipeline.TrainResult{}, err
+		}
+		tr = a.adapterTrainer(j.eng, adapterSFT, *lc, params, base)
+	case j.m.base != nil:
+		params = base.Clone()
 	}
 	lengths := make([]int, len(prompts))
 	for i := range prompts {
@@ -51,7 +71,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	bs := spec.SFT.BatchSize
 	ph := newPhase("sft", pipeline.StageSFT, "sft", spec.Seed, "sft", lengths, bs, params)
 	ph.steps, ph.every, ph.lr, ph.series = spec.SFT.Steps, spec.SFT.CheckpointEvery, spec.SFT.LearningRate, metrics.Series{Stage: pipeline.StageSFT}
-	res, err := a.runPhase(ctx, in.RunID, ph, resume, j.eng.sft, func(rows []int) (optim.Batch, error) {
+	res, err := a.runPhase(ctx, in.RunID, ph, resume, tr, func(rows []int) (optim.Batch, error) {
 		batch, err := policy.MakeBatch(j.m.cfg, bs, pick(prompts, rows), pick(responses, rows))
 		if err != nil {
 			return nil, invalidData(err)
@@ -60,6 +80,14 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 	})
 	if err != nil {
 		return res, err
+	}
+	if lc != nil {
+		if res.Adapter, err = a.saveAdapter(in.RunID, "sft/adapter.safetensors", params); err != nil {
+			return res, err
+		}
+		if params, err = lora.Merge(base, params); err != nil {
+			return res, err
+		}
 	}
 	return a.saveModel(in.RunID, "sft/policy.safetensors", params, res, start)
 }
@@ -117,13 +145,50 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 		}
 	}
 	if t.recipe.ExPO {
-		held, _, _ := t.j.ds.Pairs(helpsteer.SplitValidation)
-		if t.params, t.res.ExPOAlpha, err = t.j.eng.reward.ChooseExPO(t.weak, t.params, held, in.Spec.Reinforce.BatchSize); err != nil {
+		if err := t.extrapolate(); err != nil {
+			return t.res, err
+		}
+	}
+	if t.frozen != nil { // an adapter and head over the SFT backbone
+		if t.res.Adapter, err = a.saveAdapter(in.RunID, t.dir+"/adapter.safetensors", t.params); err != nil {
+			return t.res, err
+		}
+		if t.params, err = lora.Merge(t.frozen, t.params); err != nil {
 			return t.res, err
 		}
 	}
 	t.params.Metadata["recipe"] = t.recipe.Name
 	return a.saveModel(in.RunID, t.dir+"/model.safetensors", t.params, t.res, start)
+}
+
+// extrapolate is ExPO's step: alpha chosen on the validation pairs. With
+// adapters it extrapolates the merged models, which no adapter of the
+// same rank holds, so the result is a whole model and has no adapter.
+func (t *rewardTraining) extrapolate() error {
+	held, _, _ := t.j.ds.Pairs(helpsteer.SplitValidation)
+	weak, strong := t.weak, t.params
+	if t.frozen != nil {
+		var err error
+		if weak, err = lora.Merge(t.frozen, weak); err != nil {
+			return err
+		}
+		if strong, err = lora.Merge(t.frozen, strong); err != nil {
+			return err
+		}
+		t.frozen = nil
+	}
+	var err error
+	t.params, t.res.ExPOAlpha, err = t.j.eng.reward.ChooseExPO(weak, strong, held, t.in.Spec.Reinforce.BatchSize)
+	return err
+}
+
+// trainer is the phase's optimizer: the engines' for a whole model, an
+// adapter trainer over t.frozen with lora.
+func (t *rewardTraining) trainer(kind string, whole *optim.Trainer) *optim.Trainer {
+	if t.frozen == nil {
+		return whole
+	}
+	return t.a.adapterTrainer(t.j.eng, kind, *t.lc, t.params, t.frozen)
 }
 
 // rewardTraining is one reward model's training as it goes through its
@@ -141,6 +206,10 @@ type rewardTraining struct {
 	weak       *weights.Set  // the regression model (ExPO recipes)
 	weakRef    *artifact.Ref // its stored copy, for a resumed BT phase
 	res        pipeline.TrainResult
+	// lc and frozen are the adapter's shape and the backbone it trains
+	// over, with lora; params then holds the adapter and the head.
+	lc     *lora.Config
+	frozen *weights.Set
 }
 
 // newRewardTraining loads what a reward model starts from: the recipe
@@ -170,14 +239,29 @@ func (a *Activities) newRewardTraining(ctx context.Context, in pipeline.TrainInp
 	}
 	if m := in.Data.Model; m != nil && m.Reward != nil {
 		t.params, err = a.Store.GetWeights(*m.Reward)
-		return t, err
+	} else {
+		var base *weights.Set
+		if base, err = a.Store.GetWeights(in.Base); err != nil {
+			return nil, err
+		}
+		t.params, err = reward.InitFromBackbone(base, uint64(in.Spec.Seed))
 	}
-	base, err := a.Store.GetWeights(in.Base)
 	if err != nil {
 		return nil, err
 	}
-	t.params, err = reward.InitFromBackbone(base, uint64(in.Spec.Seed))
-	return t, err
+	if t.lc, err = adapterOf(in.Spec, t.j.m.cfg); err != nil || t.lc == nil {
+		return t, err
+	}
+	if in.From != nil || in.Strong != nil {
+		return nil, invalidSpec(fmt.Errorf("spec field lora: the reward-model comparison trains every weight; run it without lora"))
+	}
+	ad, err := freshAdapter(t.j.m.cfg, *t.lc, in.Spec.Seed, "reward")
+	if err != nil {
+		return nil, err
+	}
+	// The head is trained in full beside the adapter (PEFT's modules_to_save).
+	t.params, t.frozen = lora.Trainable(t.params, ad, []string{reward.HeadW, reward.HeadB})
+	return t, nil
 }
 
 // add counts a finished phase in the stage's result.
@@ -248,7 +332,7 @@ func (t *rewardTraining) fitRegression() error {
 	ph := newPhase(name, t.stage+": "+name, t.dir, spec.Seed, "reward-regression", lengths, bs, t.params)
 	ph.steps, ph.every, ph.lr = spec.Reward.RegressionSteps, spec.Reward.CheckpointEvery, spec.Reward.RegressionLearningRate
 	ph.series = metrics.Series{Stage: pipeline.StageRewardModel, Recipe: t.recipe.Name, Phase: name}
-	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, t.j.eng.regTrainer, func(batch []int) (optim.Batch, error) {
+	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, t.trainer(adapterRegression, t.j.eng.regTrainer), func(batch []int) (optim.Batch, error) {
 		b, err := reward.MakeRatingBatch(pick(rows, batch), bs, t.j.m.cfg, t.recipe.HelpfulnessOnly)
 		if err != nil {
 			return nil, invalidData(err)
@@ -281,7 +365,7 @@ func (t *rewardTraining) bradleyTerry() error {
 	ph := newPhase(string(loss), t.stage+": "+string(loss), t.dir, spec.Seed, "reward-model", lengths, bs, t.params)
 	ph.steps, ph.every, ph.lr, ph.tokens, ph.earlier, ph.weak = spec.Reward.Steps, spec.Reward.CheckpointEvery, spec.Reward.LearningRate, tokens, t.res, t.weakRef
 	ph.series = metrics.Series{Stage: pipeline.StageRewardModel, Recipe: t.recipe.Name, Phase: string(loss)}
-	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, t.j.eng.rmTrainer, func(batch []int) (optim.Batch, error) {
+	r, err := t.a.runPhase(t.ctx, t.in.RunID, ph, t.resume, t.trainer(adapterBT, t.j.eng.rmTrainer), func(batch []int) (optim.Batch, error) {
 		b, err := reward.MakePairBatch(pick(pairs, batch), bs, t.j.m.cfg, loss)
 		if err != nil {
 			return nil, invalidData(err)

@@ -36,17 +36,19 @@ type Spec struct {
 	// ReuseStageOutputs lets a run take a stage's output from an earlier run
 	// in the same data dir whose inputs were the same (spec apart from name
 	// and operational settings, data, code), after verifying its artifacts.
-	ReuseStageOutputs bool      `json:"reuse_stage_outputs"`
-	Data              Data      `json:"data"`
-	Model             Model     `json:"model"`
-	SFT               SFT       `json:"sft"`
-	Reward            Reward    `json:"reward"`
-	Reinforce         Reinforce `json:"reinforce"`
-	Eval              Eval      `json:"eval"`
-	Compare           Compare   `json:"compare"`
-	Queues            Queues    `json:"queues"`
-	Retention         Retention `json:"retention"`
-	Timeouts          Timeouts  `json:"timeouts,omitzero"` // omitted when all 0, as specs before it
+	ReuseStageOutputs bool  `json:"reuse_stage_outputs"`
+	Data              Data  `json:"data"`
+	Model             Model `json:"model"`
+	// LoRA trains low-rank adapters instead of every weight (off by default).
+	LoRA      LoRA      `json:"lora,omitzero"`
+	SFT       SFT       `json:"sft"`
+	Reward    Reward    `json:"reward"`
+	Reinforce Reinforce `json:"reinforce"`
+	Eval      Eval      `json:"eval"`
+	Compare   Compare   `json:"compare"`
+	Queues    Queues    `json:"queues"`
+	Retention Retention `json:"retention"`
+	Timeouts  Timeouts  `json:"timeouts,omitzero"` // omitted when all 0, as specs before it
 }
 
 // Timeouts bound one attempt of each kind of work, start to close, in
@@ -128,6 +130,41 @@ type Model struct {
 	Layers int    `json:"layers"`
 	Hidden int    `json:"hidden"`
 	MaxLen int    `json:"max_len"`
+}
+
+// LoRA trains SFT, the reward model and REINFORCE as low-rank adapters
+// (model/lora), PEFT's LoRA: each targeted projection W computes
+// W x + (alpha / rank) B A x with A and B trained and W frozen; a reward
+// model's head is trained in full beside them. Rank 0, the default, trains
+// every weight.
+type LoRA struct {
+	Rank int `json:"rank"`
+	// Alpha scales the adapters' product by alpha / rank; 0 means 2 x rank.
+	Alpha float64 `json:"alpha"`
+	// Dropout is PEFT's lora_dropout; only 0 is supported.
+	Dropout float64 `json:"dropout"`
+	// Targets are the adapted projections by their Hugging Face names
+	// (LoRATargets); empty means every projection the model has.
+	Targets []string `json:"targets,omitempty"`
+	// Path is a PEFT LoRA adapter directory of model.path (CAUSAL_LM) that
+	// SFT starts from instead of a fresh adapter; its r, lora_alpha and
+	// target_modules must be rank, alpha and targets.
+	Path string `json:"path,omitempty"`
+}
+
+// LoRATargets are the projection names lora.targets may list; a model
+// without a gated MLP (the bundled one) has no gate_proj.
+var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+// On reports whether the run trains adapters.
+func (l LoRA) On() bool { return l.Rank > 0 }
+
+// AlphaOrDefault is Alpha, or 2 x Rank where it is 0.
+func (l LoRA) AlphaOrDefault() float64 {
+	if l.Alpha == 0 {
+		return 2 * float64(l.Rank)
+	}
+	return l.Alpha
 }
 
 // SFT trains the initial policy on the rated responses.
@@ -475,6 +512,10 @@ func (s Spec) validate(current bool) error {
 	if m.MaxLen < 8 || m.MaxLen > MaxSeqLen {
 		bad("model.max_len", fmt.Sprintf("must be in 8..%d, got %d", MaxSeqLen, m.MaxLen))
 	}
+	s.LoRA.validate(bad)
+	if s.LoRA.Path != "" && s.Model.Path == "" {
+		bad("lora.path", "needs model.path: a PEFT adapter adapts a Hugging Face model's weights")
+	}
 	positive("sft.steps", s.SFT.Steps)
 	positive("sft.batch_size", s.SFT.BatchSize)
 	positiveF("sft.learning_rate", s.SFT.LearningRate)
@@ -609,6 +650,35 @@ func (s Spec) upperBounds() []error {
 	return errs
 }
 
+// validate reports lora's fields that no run can have; whether the targets
+// are the model's own projections is checked where the model is opened.
+func (l LoRA) validate(bad func(field, problem string, allowed ...string)) {
+	if l.Rank < 0 || l.Rank > MaxDim {
+		bad("lora.rank", fmt.Sprintf("must be in 0..%d (0: train every weight), got %d", MaxDim, l.Rank))
+	}
+	if !l.On() {
+		if l.Alpha != 0 || l.Dropout != 0 || len(l.Targets) > 0 || l.Path != "" {
+			bad("lora.rank", "is 0, which trains every weight, but other lora fields are set: give a positive rank")
+		}
+		return
+	}
+	if l.Alpha < 0 || math.IsNaN(l.Alpha) || math.IsInf(l.Alpha, 0) {
+		bad("lora.alpha", fmt.Sprintf("must be positive and finite (0: 2 x rank), got %v", l.Alpha))
+	}
+	if l.Dropout != 0 {
+		bad("lora.dropout", fmt.Sprintf("only 0 is supported (dropout on the adapters' input is not implemented), got %v", l.Dropout))
+	}
+	for i, t := range l.Targets {
+		field := fmt.Sprintf("lora.targets[%d]", i)
+		switch {
+		case !contains(LoRATargets, t):
+			bad(field, fmt.Sprintf("unknown module %q", t), LoRATargets...)
+		case contains(l.Targets[:i], t):
+			bad(field, fmt.Sprintf("%q is listed twice", t))
+		}
+	}
+}
+
 // rolloutRowsProblem says that an iteration has too many rollouts.
 func rolloutRowsProblem(r Reinforce) string {
 	rows := fmt.Sprint(r.RolloutRows())
@@ -622,15 +692,19 @@ func rolloutRowsProblem(r Reinforce) string {
 // DataFile is a file or directory a spec names, which a worker reads.
 type DataFile struct {
 	Field, Path string
-	Dir         bool // a Hugging Face model directory
+	// Holds is the file a directory must hold (config.json for a Hugging
+	// Face model directory, adapter_config.json for a PEFT adapter's); ""
+	// for a file.
+	Holds string
 }
 
 // DataFiles lists the files and directories the spec names (set ones only).
 func (s Spec) DataFiles() []DataFile {
 	var out []DataFile
-	for _, f := range []DataFile{{"model.path", s.Model.Path, true}, {"reward.path", s.Reward.Path, true},
-		{"data.ratings", s.Data.Ratings, false}, {"data.preferences", s.Data.Preferences, false},
-		{"compare.rewardbench", s.Compare.RewardBench, false}} {
+	for _, f := range []DataFile{{"model.path", s.Model.Path, "config.json"}, {"reward.path", s.Reward.Path, "config.json"},
+		{"lora.path", s.LoRA.Path, "adapter_config.json"},
+		{"data.ratings", s.Data.Ratings, ""}, {"data.preferences", s.Data.Preferences, ""},
+		{"compare.rewardbench", s.Compare.RewardBench, ""}} {
 		if f.Path != "" {
 			out = append(out, f)
 		}
@@ -678,9 +752,13 @@ func (s Spec) CheckFiles() error { return s.CheckFilesIn(AnyFile()) }
 func (s Spec) CheckFilesIn(roots Roots) error {
 	var errs []error
 	for _, f := range s.DataFiles() {
-		if f.Dir {
-			if st, err := roots.Stat(filepath.Join(f.Path, "config.json")); err != nil || st.IsDir() {
-				problem := fmt.Sprintf("%s is not a Hugging Face model directory (no config.json)", f.Path)
+		if f.Holds != "" {
+			if st, err := roots.Stat(filepath.Join(f.Path, f.Holds)); err != nil || st.IsDir() {
+				kind := "a Hugging Face model directory"
+				if f.Holds != "config.json" {
+					kind = "a PEFT adapter directory"
+				}
+				problem := fmt.Sprintf("%s is not %s (no %s)", f.Path, kind, f.Holds)
 				if errors.Is(err, ErrOutsideRoots) {
 					problem = err.Error()
 				}

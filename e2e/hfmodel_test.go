@@ -50,7 +50,7 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	t.Logf("SFT loss %.3f -> %.3f; gold %.3f -> %.3f", sum.SFT.FirstLoss, sum.SFT.FinalLoss, *sum.Policy.GoldScoreBefore, *sum.Policy.GoldScoreAfter)
 
 	out := filepath.Join(t.TempDir(), "aligned")
-	_, err = export.Policy(store, "e2e-stories", out)
+	_, err = export.Policy(store, "e2e-stories", out, export.Merged)
 	require.NoError(t, err)
 	back, err := hfmodel.Load(out)
 	require.NoError(t, err)
@@ -61,14 +61,14 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 		assert.Equal(t, final.Get(n).Data, back.Params.Get(n).Data, "%s: the exported weights are the run's", n)
 	}
 	assert.Equal(t, final.Digest(), sum.Policy.Digest)
-	_, err = export.Policy(store, "e2e-stories", out)
+	_, err = export.Policy(store, "e2e-stories", out, export.Merged)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "already exists")
 
 	// The reward model exports as a LlamaForSequenceClassification that
 	// loads back with the run's weights and scores as the run's does.
 	rmOut := filepath.Join(t.TempDir(), "reward")
-	_, err = export.Reward(store, "e2e-stories", rmOut)
+	_, err = export.Reward(store, "e2e-stories", rmOut, export.Merged)
 	require.NoError(t, err)
 	cls, err := hfmodel.Load(rmOut)
 	require.NoError(t, err)
@@ -79,4 +79,20 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	for _, n := range rm.Names() {
 		assert.Equal(t, rm.Get(n).Data, cls.Params.Get(n).Data, "%s: the exported reward model is the run's", n)
 	}
+
+	// The same run with LoRA adapters of rank 4 on every projection: every
+	// stage trains an adapter, REINFORCE stores only its adapter, and both
+	// export formats give the same model.
+	s.Name, s.LoRA = "stories-lora", config.LoRA{Rank: 4}
+	run, err = cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-stories-lora", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
+	require.NoError(t, err)
+	var ls pipeline.Summary
+	require.NoError(t, run.Get(ctx, &ls))
+	t.Logf("LoRA: SFT loss %.3f -> %.3f; gold %.3f -> %.3f", ls.SFT.FirstLoss, ls.SFT.FinalLoss, *ls.Policy.GoldScoreBefore, *ls.Policy.GoldScoreAfter)
+	assert.Less(t, ls.SFT.FinalLoss, ls.SFT.FirstLoss, "the SFT adapter learns")
+	adapter, err := store.GetWeights(ls.Policy.Checkpoint)
+	require.NoError(t, err)
+	assert.Less(t, adapter.NumParams(), final.NumParams()/4, "the final policy is stored as its adapter")
+	assert.NotEqual(t, ls.Policy.Digest, ls.SFT.Digest, "REINFORCE trained its adapter")
+	checkLoRAExports(t, store, "e2e-stories-lora", src, ls)
 }

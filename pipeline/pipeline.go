@@ -112,6 +112,10 @@ type BaseModel struct {
 	// from the SFT backbone), with RewardSource its directory.
 	Reward       *artifact.Ref `json:"reward,omitempty"`
 	RewardSource string        `json:"reward_source,omitempty"`
+	// LoRA is the adapter of lora.path that SFT starts from (nil: a fresh
+	// one), with LoRASource its directory.
+	LoRA       *artifact.Ref `json:"lora,omitempty"`
+	LoRASource string        `json:"lora_source,omitempty"`
 }
 
 // PrepareDataInput starts a run's data stage.
@@ -155,6 +159,10 @@ type TrainResult struct {
 	ResumedFrom int `json:"resumed_from_step,omitempty"`
 	// ExPOAlpha is the extrapolation chosen on validation pairs (ExPO recipes only).
 	ExPOAlpha float64 `json:"expo_alpha,omitempty"`
+	// Adapter is the LoRA adapter the stage trained (lora.rank > 0), whose
+	// merge into the stage's base is Checkpoint; nil when it trained
+	// every weight.
+	Adapter *artifact.Ref `json:"adapter,omitempty"`
 }
 
 // RewardEvalInput evaluates a reward model on held-out pairs.

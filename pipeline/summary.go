@@ -70,12 +70,14 @@ type StageModel struct {
 	ResumedFrom int `json:"resumed_from_step,omitempty"`
 	// ReusedFrom is the earlier run whose verified output this run reused.
 	ReusedFrom string `json:"reused_from_run,omitempty"`
+	// Adapter is the LoRA adapter the stage trained (TrainResult.Adapter).
+	Adapter *artifact.Ref `json:"adapter,omitempty"`
 }
 
 // ModelOf describes the model a training stage produced.
 func ModelOf(r TrainResult) StageModel {
 	return StageModel{Checkpoint: r.Checkpoint, Digest: r.Digest, Steps: r.Steps, FirstLoss: r.FirstLoss, FinalLoss: r.FinalLoss,
-		Seconds: r.TrainSeconds, ResumedFrom: r.ResumedFrom, ReusedFrom: r.ReusedFrom}
+		Seconds: r.TrainSeconds, ResumedFrom: r.ResumedFrom, ReusedFrom: r.ReusedFrom, Adapter: r.Adapter}
 }
 
 // RewardModelSummary is the reward model and its held-out quality.

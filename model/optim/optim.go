@@ -146,8 +146,12 @@ type Trainer struct {
 	backend backends.Backend
 	exec    *graph.Exec
 	names   []string
-	opt     AdamW
-	loss    Loss
+	// frozen names the tensors the loss reads but never trains (a LoRA
+	// adapter's base); frozenSet holds them (WithFrozen).
+	frozen    []string
+	frozenSet *weights.Set
+	opt       AdamW
+	loss      Loss
 	// meter is told of every step taken (WithProgress); nil for none.
 	meter progress.Meter
 }
@@ -158,6 +162,15 @@ type Trainer struct {
 func (t *Trainer) WithProgress(m progress.Meter) *Trainer {
 	v := *t
 	v.meter = m
+	return &v
+}
+
+// WithFrozen is the trainer reading its frozen tensors from set: the base
+// a session's steps train an adapter over. The set is only read; a session
+// uploads it once (Start) and reads no gradient or moment of it.
+func (t *Trainer) WithFrozen(set *weights.Set) *Trainer {
+	v := *t
+	v.frozenSet = set
 	return &v
 }
 
@@ -176,7 +189,11 @@ const (
 )
 
 // NewTrainer prepares a trainer of objective for parameters with the given
-// names (sorted, as weights.Set.Names returns them).
+// names (sorted, as weights.Set.Names returns them), and for frozen
+// tensors the objective reads beside them without training them (a LoRA
+// adapter's base, given by WithFrozen): the graph takes no gradient of
+// them, so GoMLX's reverse pass computes none of their weight gradients,
+// and the session keeps no moments of them.
 //
 // The graph computes the loss, its metrics and the gradients. The
 // gradients' global norm, the clipping scale (clip.go) and AdamW's update
@@ -186,14 +203,17 @@ const (
 // squares and sums two more. The graph reads the parameters in place and
 // never produces new ones, so the parameters stay where the session keeps
 // them.
-func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss) *Trainer {
-	np := len(names)
-	t := &Trainer{backend: b, names: names, opt: opt, loss: objective}
+func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss, frozen ...string) *Trainer {
+	np, nf := len(names), len(frozen)
+	t := &Trainer{backend: b, names: names, frozen: frozen, opt: opt, loss: objective}
 	t.exec = graph.MustNewExec(b, func(in []*graph.Node) []*graph.Node {
-		params, batch := in[:np], in[np:]
-		byName := make(map[string]*graph.Node, np)
+		params, batch := in[:np], in[np+nf:]
+		byName := make(map[string]*graph.Node, np+nf)
 		for i, n := range names {
 			byName[n] = params[i]
+		}
+		for i, n := range frozen {
+			byName[n] = in[np+i]
 		}
 		loss, metrics := objective.Fn(byName, batch)
 		grads := graph.Gradient(loss, params...)

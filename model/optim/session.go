@@ -42,6 +42,8 @@ type Session struct {
 	shapes [][]int
 	decay  []bool // weight decay applies (rank >= 2 with WeightDecay > 0)
 	p      []*tensors.Tensor
+	// frozen are the trainer's frozen tensors on the device, uploaded once.
+	frozen []*tensors.Tensor
 	m, v   [][]float32
 	step   int64
 	// synced is what the sets were given at the last Sync, by name, while
@@ -110,8 +112,34 @@ func (t *Trainer) Start(params *weights.Set, st *State) (*Session, error) {
 		s.m = append(s.m, slices.Clone(st.M.Get(n).Data))
 		s.v = append(s.v, slices.Clone(st.V.Get(n).Data))
 	}
+	if err := s.upload(); err != nil {
+		s.free()
+		return nil, err
+	}
 	s.lend()
 	return s, nil
+}
+
+// upload puts the trainer's frozen tensors on the device for the
+// session's steps to read.
+func (s *Session) upload() error {
+	t := s.t
+	if len(t.frozen) > 0 && t.frozenSet == nil {
+		return fmt.Errorf("start training: the %s loss reads %d frozen tensors and none were given (Trainer.WithFrozen)", t.loss.Name, len(t.frozen))
+	}
+	for _, n := range t.frozen {
+		x := t.frozenSet.Get(n)
+		if x == nil {
+			return fmt.Errorf("start training: frozen tensor %q missing", n)
+		}
+		f := x.ToGoMLX()
+		if err := f.MaterializeOnDevice(t.backend, true, 0); err != nil {
+			f.FinalizeAll()
+			return fmt.Errorf("start training: frozen tensor %q: %w", n, err)
+		}
+		s.frozen = append(s.frozen, f)
+	}
+	return nil
 }
 
 // lend hands the sets to the session, dropping their tensors.
@@ -157,6 +185,9 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 			return StepResult{}, fmt.Errorf("train step: parameter %q: %w", t.names[i], err)
 		}
 		args = append(args, d)
+	}
+	for _, f := range s.frozen {
+		args = append(args, f) // read, never donated: every step reads it
 	}
 	for _, x := range ts {
 		args = append(args, x)
@@ -295,8 +326,8 @@ func (s *Session) Close() error {
 
 // free releases the parameters' device buffers.
 func (s *Session) free() {
-	for _, p := range s.p {
+	for _, p := range append(s.p, s.frozen...) {
 		p.FinalizeAll()
 	}
-	s.p = nil
+	s.p, s.frozen = nil, nil
 }

@@ -76,6 +76,12 @@ type Config struct {
 	// TiedEmbeddings reads the logits off the embedding matrix instead of a
 	// separate language-model head.
 	TiedEmbeddings bool `json:"tied_embeddings,omitempty"`
+
+	// LoRAScale is the scale (alpha / rank) of the LoRA adapters a graph's
+	// parameters hold (see Params.linear); 0 where they hold none. It
+	// belongs to a graph, not to the architecture, so checkpoints never
+	// record it: an adapter's own metadata does (model/lora).
+	LoRAScale float64 `json:"-"`
 }
 
 // RopeScaling is config.json's rope_scaling of the kinds alignflow applies.
@@ -199,6 +205,18 @@ const (
 )
 
 func layerName(l int, part string) string { return fmt.Sprintf("layer%d.%s", l, part) }
+
+// LayerParam is the name of layer l's parameter part ("wq", "w1", ...).
+func LayerParam(l int, part string) string { return layerName(l, part) }
+
+// The suffixes of a LoRA adapter's two matrices of a projection W [in, out]
+// (layer0.wq.lora_a, layer0.wq.lora_b): A [in, rank] and B [rank, out],
+// PEFT's lora_A.weight and lora_B.weight transposed into the checkpoints'
+// [in, out] layout.
+const (
+	LoRAA = ".lora_a"
+	LoRAB = ".lora_b"
+)
 
 // MetaConfig is the metadata key holding the JSON Config in a checkpoint.
 const MetaConfig = "transformer_config"
@@ -407,21 +425,39 @@ func spreadOverHeads(x *graph.Node, b int, heads ...int) *graph.Node {
 	return graph.BroadcastToDims(x, append(append([]int{b}, heads...), d[1], d[2])...)
 }
 
-// mlp is the MLP of layer l, gated or not; linear multiplies by a weight
-// matrix (backend.Linear, or LinearT for transposed weights).
-func mlp(p Params, cfg Config, l int, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
-	u := linear(x, p.get(layerName(l, "w1")))
+// mlp is the MLP of layer l, gated or not, in lay's layout.
+func mlp(p Params, cfg Config, l int, x *graph.Node, lay layout) *graph.Node {
+	u := p.linear(cfg, lay, layerName(l, "w1"), x)
 	h := graph.Mul(u, graph.Sigmoid(u)) // SiLU
 	if cfg.GatedMLP {
-		h = graph.Mul(h, linear(x, p.get(layerName(l, "w3"))))
+		h = graph.Mul(h, p.linear(cfg, lay, layerName(l, "w3"), x))
 	}
-	return linear(h, p.get(layerName(l, "w2")))
+	return p.linear(cfg, lay, layerName(l, "w2"), h)
+}
+
+// linear multiplies x by the named projection in lay's layout and, where p
+// holds a LoRA adapter of it (name+LoRAA, name+LoRAB), adds the adapter's
+// cfg.LoRAScale * (x A) B, as PEFT's LoRA layer adds
+// lora_B(lora_A(x)) * scaling to the base layer's output
+// (peft/tuners/lora/layer.py, Linear.forward). The adapter is in the
+// checkpoints' layout in either layout of the base.
+func (p Params) linear(cfg Config, lay layout, name string, x *graph.Node) *graph.Node {
+	y := lay.linear(x, p.get(name))
+	a, ok := p[name+LoRAA]
+	if !ok {
+		return y
+	}
+	if cfg.LoRAScale == 0 {
+		panic(fmt.Sprintf("transformer: %s has a LoRA adapter but the graph's config has no LoRA scale", name))
+	}
+	low := backend.Linear(backend.Linear(x, a), p.get(name+LoRAB))
+	return graph.Add(y, graph.MulScalar(low, cfg.LoRAScale))
 }
 
 // project is x times the projection part of layer l, plus its bias where
 // the model has one (bq, bk, bv; bo).
-func project(p Params, cfg Config, l int, part string, x *graph.Node, linear func(x, w *graph.Node) *graph.Node) *graph.Node {
-	y := linear(x, p.get(layerName(l, part)))
+func project(p Params, cfg Config, l int, part string, x *graph.Node, lay layout) *graph.Node {
+	y := p.linear(cfg, lay, layerName(l, part), x)
 	if cfg.QKVBias && (part == "wq" || part == "wk" || part == "wv") || cfg.OBias && part == "wo" {
 		bias := p.get(layerName(l, "b"+part[1:]))
 		y = graph.Add(y, graph.BroadcastPrefix(bias, y.Shape().Dimensions[:y.Rank()-1]...))
@@ -492,9 +528,9 @@ func block(p Params, cfg Config, lay layout, l int, x *graph.Node, rope rotary, 
 	eps := cfg.eps()
 	kvh := cfg.KVHeadCount()
 	h := rmsNorm(x, p.get(layerName(l, "attn_norm")), eps)
-	q := rope.apply(splitHeads(project(p, cfg, l, "wq", h, lay.linear), cfg.Heads))
-	k = rope.apply(splitHeads(project(p, cfg, l, "wk", h, lay.linear), kvh))
-	v = splitHeads(project(p, cfg, l, "wv", h, lay.linear), kvh) // [B,KV,T,Dh]
+	q := rope.apply(splitHeads(project(p, cfg, l, "wq", h, lay), cfg.Heads))
+	k = rope.apply(splitHeads(project(p, cfg, l, "wk", h, lay), kvh))
+	v = splitHeads(project(p, cfg, l, "wv", h, lay), kvh) // [B,KV,T,Dh]
 	vSeqAxis := 2
 	if lay.vT {
 		v, vSeqAxis = graph.TransposeAllAxes(v, 0, 1, 3, 2), 3 // [B,KV,Dh,T]
@@ -504,8 +540,8 @@ func block(p Params, cfg Config, lay layout, l int, x *graph.Node, rope rotary, 
 		v = graph.Concatenate([]*graph.Node{vPast, v}, vSeqAxis)
 	}
 	a := mergeHeads(attend(q, k, v, vSeqAxis, bias))
-	x = graph.Add(x, project(p, cfg, l, "wo", a, lay.linear))
-	x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), lay.linear))
+	x = graph.Add(x, project(p, cfg, l, "wo", a, lay))
+	x = graph.Add(x, mlp(p, cfg, l, rmsNorm(x, p.get(layerName(l, "mlp_norm")), eps), lay))
 	return x, k, v
 }
 

@@ -22,14 +22,14 @@ func TestPolicyNeedsAHuggingFaceRun(t *testing.T) {
 	dir := t.TempDir()
 	store, err := artifact.Open(dir)
 	require.NoError(t, err)
-	_, err = Policy(store, "nope", filepath.Join(dir, "out"))
+	_, err = Policy(store, "nope", filepath.Join(dir, "out"), Merged)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "no "+filepath.Join(dir, "runs", "nope", "summary.json"))
 
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "runs", "tiny"), 0o755))
 	b, _ := json.Marshal(pipeline.Summary{WorkflowID: "tiny"})
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "runs", "tiny", "summary.json"), b, 0o644))
-	_, err = Policy(store, "tiny", filepath.Join(dir, "out"))
+	_, err = Policy(store, "tiny", filepath.Join(dir, "out"), Merged)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "bundled byte-level model")
 	_, err = os.Stat(filepath.Join(dir, "out"))
@@ -82,7 +82,7 @@ func TestPolicyWritesTheChatTemplateFiles(t *testing.T) {
 	require.NoError(t, err)
 
 	out := filepath.Join(t.TempDir(), "aligned")
-	_, err = Policy(store, "r", out)
+	_, err = Policy(store, "r", out, Merged)
 	require.NoError(t, err)
 	for name, text := range sidecars {
 		b, err := os.ReadFile(filepath.Join(out, name))

@@ -68,7 +68,7 @@ func TestExportedRewardModelScoresAsTransformersReadsIt(t *testing.T) {
 	require.NoError(t, err)
 	store := rewardRun(t, files)
 	out := filepath.Join(t.TempDir(), "rm")
-	_, err = Reward(store, "r", out)
+	_, err = Reward(store, "r", out, Merged)
 	require.NoError(t, err)
 
 	cls, err := hfmodel.Load(out)
@@ -147,7 +147,7 @@ func TestRewardExportRefusesAPadThatEndsSequences(t *testing.T) {
 	require.NoError(t, err)
 	store := rewardRun(t, files)
 	out := filepath.Join(t.TempDir(), "rm")
-	_, err = Reward(store, "r", out)
+	_, err = Reward(store, "r", out, Merged)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `tokenizer_config.json's pad_token "</s>" 2 ends scored sequences (ending ids [2])`)
 	assert.NoDirExists(t, out)

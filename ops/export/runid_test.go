@@ -25,7 +25,7 @@ func TestUnsafeRunIDsExportNothing(t *testing.T) {
 	for _, id := range []string{"evil/../victim", "..", "a/b"} {
 		_, err := Summary(store, id)
 		assert.ErrorIs(t, err, pipeline.ErrUnsafeRunID, id)
-		_, err = Policy(store, id, filepath.Join(dir, "out"))
+		_, err = Policy(store, id, filepath.Join(dir, "out"), Merged)
 		assert.ErrorIs(t, err, pipeline.ErrUnsafeRunID, id)
 	}
 }

@@ -195,6 +195,9 @@ func ConfigJSON(c *Config) ([]byte, error) {
 // temporary directory beside out and renames it into place, so a failed
 // export leaves no directory that looks complete; out must not exist.
 func Export(out string, files map[string][]byte, t transformer.Config, params *weights.Set, dtype safetensors.DType) error {
+	if _, ok := files[ConfigFile]; !ok {
+		return fmt.Errorf("export: no %s to write", ConfigFile)
+	}
 	return exportDir(out, files, func(dir string) error { return WriteWeights(dir, t, params, dtype, ShardBytes) })
 }
 
@@ -264,9 +267,6 @@ func biasesFit(arch string, t transformer.Config) bool {
 func exportDir(out string, files map[string][]byte, write func(dir string) error) error {
 	if _, err := os.Stat(out); err == nil {
 		return fmt.Errorf("export: %s already exists", out)
-	}
-	if _, ok := files[ConfigFile]; !ok {
-		return fmt.Errorf("export: no %s to write", ConfigFile)
 	}
 	parent := filepath.Dir(out)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
