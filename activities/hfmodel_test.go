@@ -16,6 +16,7 @@ import (
 	"github.com/alignflow/alignflow/internal/fixtures"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
 	"github.com/alignflow/alignflow/model/hf/safetensors"
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
@@ -180,4 +181,73 @@ func TestMaxLenMustFitTheSlidingWindow(t *testing.T) {
 	_, err = openModel(spec, config.AnyFile())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "model.max_len 65: model.path "+dir+": sequences of up to 65 tokens do not fit config.json's sliding_window 64: MistralForCausalLM attends over at most the last 64 tokens")
+}
+
+// TestLoRAPathIsAPEFTAdapterOfTheModel: lora.path's PEFT adapter is read
+// back exactly as written, must be the adapter the spec's lora describes,
+// and what PEFT can write but alignflow does not compute is refused naming
+// the field.
+func TestLoRAPathIsAPEFTAdapterOfTheModel(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	spec := config.Default()
+	spec.Model.Path = src
+	o, err := openModel(spec, config.AnyFile())
+	require.NoError(t, err)
+	ad, err := lora.Init(o.cfg, lora.Config{Rank: 2, Alpha: 8, Targets: []string{"q_proj", "down_proj"}}, 1)
+	require.NoError(t, err)
+	for _, n := range ad.Names() {
+		for i := range ad.Get(n).Data {
+			ad.Get(n).Data[i] += float32(i%7) * 0.01 // B too
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "adapter")
+	require.NoError(t, hfmodel.ExportPEFT(dir, o.cfg, ad, hfmodel.TaskCausalLM, src))
+
+	spec.LoRA = config.LoRA{Rank: 2, Alpha: 8, Targets: []string{"down_proj", "q_proj"}, Path: dir}
+	require.NoError(t, spec.Validate())
+	o, err = openModel(spec, config.AnyFile())
+	require.NoError(t, err)
+	require.Equal(t, ad.Names(), o.lora.Names())
+	for _, n := range ad.Names() {
+		assert.Equal(t, ad.Get(n).Data, o.lora.Get(n).Data, "%s read back exactly", n)
+	}
+
+	for _, c := range []struct {
+		name string
+		lora config.LoRA
+		edit func(map[string]any)
+		want string
+	}{
+		{"another rank", config.LoRA{Rank: 4, Alpha: 8, Targets: []string{"q_proj", "down_proj"}}, nil, "lora.rank is 4, but " + dir + "/adapter_config.json has r 2"},
+		{"the default alpha", config.LoRA{Rank: 2, Targets: []string{"q_proj", "down_proj"}}, nil, "lora.alpha is 4 (0 means 2 x rank), but " + dir + "/adapter_config.json has lora_alpha 8"},
+		{"other targets", config.LoRA{Rank: 2, Alpha: 8}, nil, "lora.targets are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (none: every projection), but"},
+		{"DoRA", spec.LoRA, func(m map[string]any) { m["use_dora"] = true }, "adapter_config.json: use_dora: DoRA is not supported"},
+		{"rsLoRA", spec.LoRA, func(m map[string]any) { m["use_rslora"] = true }, "use_rslora: rsLoRA's scaling"},
+		{"IA3", spec.LoRA, func(m map[string]any) { m["peft_type"] = "IA3" }, `peft_type: "IA3" is not supported (supported: LORA)`},
+		{"a module the model lacks", spec.LoRA, func(m map[string]any) { m["target_modules"] = []string{"q_proj", "fc1"} }, `target_modules: targets[1]: "fc1" is not a module of this model`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := dir
+			if c.edit != nil {
+				d = filepath.Join(t.TempDir(), "edited")
+				require.NoError(t, os.CopyFS(d, os.DirFS(dir)))
+				b, err := os.ReadFile(filepath.Join(d, hfmodel.PEFTConfigFile))
+				require.NoError(t, err)
+				var m map[string]any
+				require.NoError(t, json.Unmarshal(b, &m))
+				c.edit(m)
+				b, _ = json.Marshal(m)
+				require.NoError(t, os.WriteFile(filepath.Join(d, hfmodel.PEFTConfigFile), b, 0o644))
+			}
+			s := spec
+			s.LoRA = c.lora
+			s.LoRA.Path = d
+			_, err := openModel(s, config.AnyFile())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.want)
+		})
+	}
+	bad := config.Default()
+	bad.LoRA = config.LoRA{Rank: 2, Path: dir}
+	assert.ErrorContains(t, bad.Validate(), "lora.path: needs model.path")
 }

@@ -16,7 +16,7 @@ import sys
 
 STAGES = ["policy_train_step", "reward_train_step", "generation_batch1", "generation_batch16", "reinforce_iteration",
           # the scale benchmark's (harness -model smollm2-135m)
-          "prefill_batch1", "prefill_batch16", "decode_batch1", "decode_batch16"]
+          "policy_train_step_lora", "prefill_batch1", "prefill_batch16", "decode_batch1", "decode_batch16"]
 PREFILL_LOGIT_RTOL = 1e-4  # prefill logits: max abs diff over max abs logit
 INITIAL_LOSS_RTOL = 1e-4   # same weights, same batch: must agree
 FINAL_LOSS_RTOL = 1e-2     # after N steps: should be close (float rounding accumulates)
@@ -77,7 +77,7 @@ def main():
         print(f"{len(runs)} runs on the same fixtures ({runs[0][0]['date']} to {runs[-1][1]['date']}): times are medians "
               f"over the runs, per-run ratios on the right")
     print()
-    hdr = (f"{'stage':<20} {'alignflow s':>12} {'pytorch s':>10} {'ratio':>7}  {'alignflow':>10} {'pytorch':>10} "
+    hdr = (f"{'stage':<22} {'alignflow s':>12} {'pytorch s':>10} {'ratio':>7}  {'alignflow':>10} {'pytorch':>10} "
            f"{'unit':<9} {'peak MiB af/pt':>15} {'steps':>6}" + ("  per-run ratios" if len(runs) > 1 else ""))
     print(hdr)
     print("-" * len(hdr))
@@ -88,7 +88,7 @@ def main():
         ratio = a["seconds_median"] / p["seconds_median"]
         ratios = [x["stages"][st]["seconds_median"] / y["stages"][st]["seconds_median"] for x, y in runs
                   if st in x["stages"] and st in y["stages"]]
-        print(f"{st:<20} {a['seconds_median']:12.4f} {p['seconds_median']:10.4f} {ratio:7.1f}  {a['throughput']:10.1f} "
+        print(f"{st:<22} {a['seconds_median']:12.4f} {p['seconds_median']:10.4f} {ratio:7.1f}  {a['throughput']:10.1f} "
               f"{p['throughput']:10.1f} {a['unit']:<9} {a['peak_rss_mb']:7.0f}/{p['peak_rss_mb']:<7.0f} "
               f"{a['warmup']}+{a['steps']:<3}" + ("  " + " ".join(f"{x:.1f}" for x in ratios) if len(runs) > 1 else ""))
         row = {"alignflow_s": a["seconds_median"], "pytorch_s": p["seconds_median"], "ratio": ratio, "unit": a["unit"],
@@ -124,10 +124,10 @@ def main():
                   f"{r['pytorch_decode_steps']:.1f} (pytorch); both sample, so lengths differ a little")
 
     print()
-    hdr = f"{'loss':<20} {'alignflow first':>16} {'pytorch first':>14} {'rel diff':>9}  {'alignflow last':>15} {'pytorch last':>13} {'rel diff':>9}"
+    hdr = f"{'loss':<22} {'alignflow first':>16} {'pytorch first':>14} {'rel diff':>9}  {'alignflow last':>15} {'pytorch last':>13} {'rel diff':>9}"
     print(hdr)
     print("-" * len(hdr))
-    for st in ("policy_train_step", "reward_train_step", "reinforce_iteration"):
+    for st in ("policy_train_step", "policy_train_step_lora", "reward_train_step", "reinforce_iteration"):
         r = out.get(st)
         if not r or "alignflow_initial_loss" not in r:
             continue
@@ -138,7 +138,7 @@ def main():
             # Each implementation samples its own rollouts, so losses differ;
             # the replay check below compares them on the same rollouts.
             del r["initial_loss_rel_diff"], r["final_loss_rel_diff"]
-            print(f"{st:<20} {r['alignflow_initial_loss']:16.6f} {r['pytorch_initial_loss']:14.6f} {'-':>9}  "
+            print(f"{st:<22} {r['alignflow_initial_loss']:16.6f} {r['pytorch_initial_loss']:14.6f} {'-':>9}  "
                   f"{r['alignflow_final_loss']:15.6f} {r['pytorch_final_loss']:13.6f} {'-':>9}  (own samples; see the replay check)")
             continue
         note = ""
@@ -148,7 +148,7 @@ def main():
             failures.append(f"{st}: initial loss {r['alignflow_initial_loss']} vs {r['pytorch_initial_loss']}")
         if d1 > FINAL_LOSS_RTOL:
             note = "  WARNING: final losses differ"
-        print(f"{st:<20} {r['alignflow_initial_loss']:16.6f} {r['pytorch_initial_loss']:14.6f} {d0:9.1e}  "
+        print(f"{st:<22} {r['alignflow_initial_loss']:16.6f} {r['pytorch_initial_loss']:14.6f} {d0:9.1e}  "
               f"{r['alignflow_final_loss']:15.6f} {r['pytorch_final_loss']:13.6f} {d1:9.1e}{note}")
 
     ab = af["stages"].get("reinforce_iteration", {}).get("breakdown")

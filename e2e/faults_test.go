@@ -23,6 +23,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/internal/fixtures"
 	"github.com/alignflow/alignflow/ops/devserver"
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
@@ -135,13 +136,30 @@ func pendingHeartbeat(ctx context.Context, cl client.Client, id string) (string,
 // starts a new worker: each run must complete with the final SFT, reward
 // model and policy digests of an uninterrupted run, and the training stages
 // must have resumed from a checkpoint rather than started over.
+//
+// The same holds with LoRA adapters (lora.rank 4) on llama2.c's
+// stories260K, where every stage trains an adapter and checkpoints hold
+// only the adapter and its moments.
 func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run takes minutes")
 	}
 	srv, cl := startEmbedded(t, devserver.Options{})
+	lora := faultSpec()
+	lora.Name, lora.LoRA, lora.Model.Path = "faults-lora", config.LoRA{Rank: 4}, fixtures.Path(t, "models", "stories260K")
+	lora.SFT.Steps, lora.Reward.Steps, lora.Reward.RegressionSteps = 120, 60, 60 // a bigger model than the bundled one's
+	for _, v := range []struct {
+		prefix string
+		spec   config.Spec
+	}{{"faults", faultSpec()}, {"faults-lora", lora}} {
+		t.Run(v.prefix, func(t *testing.T) { killMidStage(t, srv, cl, v.prefix, v.spec) })
+	}
+}
+
+// killMidStage runs spec uninterrupted and with each stage's worker killed
+// (runs named prefix-...), comparing the digests.
+func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix string, spec config.Spec) {
 	dataDir := t.TempDir()
-	spec := faultSpec()
 
 	run := func(id string, kill func(activity string, p *pipeline.Progress) bool) pipeline.Summary {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -171,9 +189,9 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 		return s
 	}
 
-	want := run("faults-uninterrupted", nil)
+	want := run(prefix+"-uninterrupted", nil)
 	require.NotEmpty(t, want.Policy.Digest)
-	wantLog := trainingLosses(t, filepath.Join(dataDir, "runs", "faults-uninterrupted", metrics.File))
+	wantLog := trainingLosses(t, filepath.Join(dataDir, "runs", prefix+"-uninterrupted", metrics.File))
 	cases := []struct {
 		name, activity string
 		kill           func(activity string, p *pipeline.Progress) bool
@@ -195,7 +213,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id := "faults-kill-" + tc.name
+			id := prefix + "-kill-" + tc.name
 			got := run(id, tc.kill)
 			assert.GreaterOrEqual(t, maxAttempt(t, cl, id, tc.activity), int32(2), "the killed %s was retried on the new worker", tc.activity)
 			assert.Equal(t, want.SFT.Digest, got.SFT.Digest, "SFT weights")

@@ -94,5 +94,17 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, adapter.NumParams(), final.NumParams()/4, "the final policy is stored as its adapter")
 	assert.NotEqual(t, ls.Policy.Digest, ls.SFT.Digest, "REINFORCE trained its adapter")
-	checkLoRAExports(t, store, "e2e-stories-lora", src, ls)
+	peft := checkLoRAExports(t, store, "e2e-stories-lora", src, ls)
+
+	// A run whose SFT starts from that PEFT adapter (rank 8: the SFT and
+	// REINFORCE adapters stacked) starts where the first run ended.
+	s.Name, s.LoRA = "stories-lora-path", config.LoRA{Rank: 8, Alpha: 16, Path: peft}
+	s.Reinforce.Iterations = 1
+	run, err = cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-stories-lora-path", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
+	require.NoError(t, err)
+	var ps pipeline.Summary
+	require.NoError(t, run.Get(ctx, &ps))
+	require.NotNil(t, ps.Data.Model.LoRA)
+	t.Logf("from lora.path: SFT loss %.3f -> %.3f", ps.SFT.FirstLoss, ps.SFT.FinalLoss)
+	assert.Less(t, ps.SFT.FirstLoss, ls.SFT.FirstLoss-1, "SFT starts from the trained adapter")
 }

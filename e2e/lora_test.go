@@ -30,7 +30,8 @@ import (
 // false), and a SEQ_CLS adapter's score.weight replaces the base's
 // (modules_to_save). The base with the adapter applied so must generate the
 // merged policy's greedy tokens and give the merged reward model's scores.
-func checkLoRAExports(t *testing.T, store *artifact.Store, runID, src string, sum pipeline.Summary) {
+// It returns the policy's PEFT directory.
+func checkLoRAExports(t *testing.T, store *artifact.Store, runID, src string, sum pipeline.Summary) string {
 	require.NotNil(t, sum.SFT.Adapter, "SFT trained an adapter")
 	require.NotNil(t, sum.RewardModel.Adapter, "the reward model trained an adapter")
 	dir := t.TempDir()
@@ -70,6 +71,7 @@ func checkLoRAExports(t *testing.T, store *artifact.Store, runID, src string, su
 	}
 	_, err = export.Policy(store, runID, filepath.Join(dir, "merged"), export.PEFT)
 	assert.ErrorContains(t, err, "already exists")
+	return peft
 }
 
 func readPEFTConfig(t *testing.T, dir string) map[string]any {

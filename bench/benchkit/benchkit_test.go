@@ -83,21 +83,27 @@ func TestScaleStagesOnASmallModel(t *testing.T) {
 
 	dir := t.TempDir()
 	stages := ScaleStages(be, f)
+	var first float64
 	var names []string
 	for _, st := range stages {
 		names = append(names, st.Name)
 	}
-	assert.Equal(t, []string{PolicyTrainStep, "prefill_batch1", "prefill_batch3", "decode_batch1", "decode_batch3"}, names)
+	assert.Equal(t, []string{PolicyTrainStep, PolicyTrainStepLoRA, "prefill_batch1", "prefill_batch3", "decode_batch1", "decode_batch3"}, names)
 	require.NoError(t, f.Write(dir, names))
 	for _, st := range stages {
 		w, n := c.For(st.Name)
 		r, err := Run(st, w, n)
 		require.NoError(t, err, st.Name)
 		switch st.Name {
-		case PolicyTrainStep:
+		case PolicyTrainStep, PolicyTrainStepLoRA:
 			assert.Equal(t, float64(4*16), r.WorkMedian, "4 rows padded to width 16")
 			require.Len(t, r.Losses, 3)
 			assert.Less(t, r.Losses[2], r.Losses[0], "training lowers the loss")
+			if first == 0 {
+				first = r.Losses[0]
+			} else {
+				assert.Equal(t, first, r.Losses[0], "a fresh adapter's first loss is the model's")
+			}
 		case "prefill_batch3":
 			assert.Equal(t, float64(3*5), r.WorkMedian)
 			c := st.Check.(*PrefillCheck)

@@ -82,7 +82,7 @@ type Counts struct {
 // For returns the warmup and timed steps of a stage.
 func (c Counts) For(stage string) (warmup, steps int) {
 	switch stage {
-	case PolicyTrainStep, RewardTrainStep:
+	case PolicyTrainStep, PolicyTrainStepLoRA, RewardTrainStep:
 		return c.TrainWarmup, c.TrainSteps
 	case ReinforceIteration:
 		return c.RLWarmup, c.RLSteps

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
@@ -53,6 +54,8 @@ type ScaleSizes struct {
 	DecodeSteps int   `json:"decode_steps"`
 	GenBatches  []int `json:"generation_batches"`
 	Pad         int32 `json:"pad"`
+	// LoRA is the adapter the LoRA train step trains over the frozen model.
+	LoRA lora.Config `json:"lora"`
 }
 
 // SmolLM2Sizes are SmolLM2-135M's shape (its config.json: hidden 576, 30
@@ -68,7 +71,8 @@ func SmolLM2Sizes() ScaleSizes {
 		AdamW:      AdamWSettings{Beta1: a.Beta1, Beta2: a.Beta2, Eps: a.Eps, WeightDecay: a.WeightDecay, ClipNorm: a.ClipNorm},
 		TrainBatch: 4, TrainPrompt: 16, TrainResponse: 49, LearningRate: 3e-4,
 		PromptLen: 32, DecodeSteps: 16, GenBatches: []int{1, 16},
-		Pad: policy.PadID(cfg),
+		Pad:  policy.PadID(cfg),
+		LoRA: lora.Config{Rank: 8, Alpha: 16, Targets: lora.ModuleNames(cfg)},
 	}
 }
 
@@ -84,6 +88,9 @@ type ScaleFixtures struct {
 	Sizes  ScaleSizes
 	Counts Counts
 	Policy *weights.Set
+	// Adapter is the LoRA train step's fresh adapter (PEFT's
+	// initialisation: B is zero, so its first loss is the full model's).
+	Adapter *weights.Set
 	// TrainBatches feed the train steps, one per step (warmup included).
 	TrainBatches []*policy.Batch
 	// Prompts are each generation batch's prompts, by batch size.
@@ -105,6 +112,10 @@ func NewScaleFixtures(s ScaleSizes, c Counts) (*ScaleFixtures, error) {
 		return out
 	}
 	f := &ScaleFixtures{Sizes: s, Counts: c, Policy: policy.Init(cfg, s.Seed), Prompts: map[int][][]int32{}}
+	var err error
+	if f.Adapter, err = lora.Init(cfg, s.LoRA, s.Seed); err != nil {
+		return nil, err
+	}
 	for i := 0; i < c.TrainWarmup+c.TrainSteps; i++ {
 		var pr, rs [][]int32
 		for j := 0; j < s.TrainBatch; j++ {
@@ -127,6 +138,7 @@ func NewScaleFixtures(s ScaleSizes, c Counts) (*ScaleFixtures, error) {
 // Scale fixture files.
 const (
 	ScaleTrainBatchesFile = "train_batches.json"
+	ScaleLoRAInitFile     = "lora_init.safetensors"
 	ScalePromptsFile      = "prompts.json"
 )
 
@@ -148,6 +160,9 @@ func (f *ScaleFixtures) Write(dir string, stages []string) error {
 	if err := writeWeights(filepath.Join(dir, PolicyInitFile), f.Policy); err != nil {
 		return err
 	}
+	if err := writeWeights(filepath.Join(dir, ScaleLoRAInitFile), f.Adapter); err != nil {
+		return err
+	}
 	var train []sftBatchJSON
 	for _, b := range f.TrainBatches {
 		train = append(train, sftBatchJSON{Inputs: b.Inputs, Targets: b.Targets, Mask: b.Mask, Rows: b.Rows})
@@ -157,12 +172,13 @@ func (f *ScaleFixtures) Write(dir string, stages []string) error {
 		prompts[strconv.Itoa(bs)] = p
 	}
 	spec := ScaleSpecJSON{Kind: "scale", ScaleSizes: f.Sizes, Counts: f.Counts, Stages: stages,
-		Files: map[string]string{"policy_init": PolicyInitFile, "train_batches": ScaleTrainBatchesFile,
+		Files: map[string]string{"policy_init": PolicyInitFile, "lora_init": ScaleLoRAInitFile, "train_batches": ScaleTrainBatchesFile,
 			"prompts": ScalePromptsFile, "checks": ChecksDir},
 		Notes: []string{
 			"weights: float32 safetensors with alignflow's parameter names; linear weights are [in, out] (y = x @ W); tied embeddings: logits = h @ embed^T",
 			"gated MLP: w2(silu(w1 x) * w3 x); grouped-query attention: key/value head j serves query heads j*heads/kv_heads ...",
 			"train_batches: one batch per step, warmup first; the step is policy SFT: forward, backward, clipping, AdamW",
+			"policy_train_step_lora: the same steps training only lora_init, PEFT's LoRA on the projections lora.target_modules names (x W + lora_alpha/r * (x A) B, A [in, r] and B [r, out] as layerN.wq.lora_a / lora_b), the model frozen",
 			"prefill: one forward pass over the prompts, logits of the last position; decode: decode_steps greedy steps through the KV cache after a prefill that is not timed",
 		}}
 	if err := WriteJSON(filepath.Join(dir, SpecFile), spec); err != nil {
@@ -180,7 +196,7 @@ func (f *ScaleFixtures) Write(dir string, stages []string) error {
 // prefill and decoding at each generation batch size.
 func ScaleStages(be backends.Backend, f *ScaleFixtures) []*Stage {
 	s := f.Sizes
-	out := []*Stage{scaleTrain(be, f)}
+	out := []*Stage{scaleTrain(be, f), scaleTrainLoRA(be, f)}
 	e := policy.NewEngine(be, s.Model, f.Policy)
 	for _, bs := range s.GenBatches {
 		out = append(out, scalePrefill(e, f, bs))
@@ -205,6 +221,39 @@ func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 				return err
 			}
 			params := f.Policy.Clone()
+			var err error
+			sess, err = tr.Start(params, optim.NewState(params))
+			return err
+		},
+		Done: closeSession(&sess),
+		Step: func(i int) (Step, error) {
+			b := f.TrainBatches[i]
+			res, err := sess.Step(s.LearningRate, b)
+			if err != nil {
+				return Step{}, err
+			}
+			return Step{Loss: res.Loss, Work: float64(len(b.Inputs) * len(b.Inputs[0])),
+				Extra: map[string]float64{"grad_norm": res.GradNorm}}, nil
+		},
+	}
+}
+
+// scaleTrainLoRA is scaleTrain training f.Adapter over the frozen model:
+// the trainer reads the model's weights and differentiates only the
+// adapter's, and the session keeps moments of the adapter only.
+func scaleTrainLoRA(be backends.Backend, f *ScaleFixtures) *Stage {
+	s := f.Sizes
+	cfg := s.Model
+	cfg.LoRAScale = s.LoRA.Scale()
+	var sess *optim.Session
+	tr := optim.NewTrainer(be, f.Adapter.Names(), s.AdamW.Optim(), policy.SFTLoss(cfg), f.Policy.Names()...).WithFrozen(f.Policy)
+	return &Stage{
+		Name: PolicyTrainStepLoRA, Unit: "tokens/s",
+		Prepare: func() error {
+			if err := compileStep(tr, f.Adapter, s.LearningRate, f.TrainBatches[0]); err != nil {
+				return err
+			}
+			params := f.Adapter.Clone()
 			var err error
 			sess, err = tr.Start(params, optim.NewState(params))
 			return err

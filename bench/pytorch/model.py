@@ -95,6 +95,9 @@ class Config:
         self.gated = bool(d.get("gated_mlp"))
         self.qkv_bias = bool(d.get("qkv_bias"))
         self.tied = bool(d.get("tied_embeddings"))
+        # The scale of the LoRA adapters the parameters hold (lora_alpha / r;
+        # see linear), set by the caller that trains one.
+        self.lora_scale = 0.0
         if d.get("rope_scaling"):
             raise ValueError("the reference does not implement rope_scaling")
 
@@ -162,15 +165,27 @@ def causal_bias(t, device="cpu"):
     return _causal_cache[key]
 
 
+def linear(p, cfg, name, x):
+    """x @ p[name], plus, where p holds a LoRA adapter of it (name.lora_a
+    [in, r], name.lora_b [r, out]), the adapter's (x @ A) @ B * lora_scale:
+    PEFT's LoRA Linear.forward, result + lora_B(lora_A(x)) * scaling
+    (peft/tuners/lora/layer.py), in alignflow's [in, out] layout."""
+    y = x @ p[name]
+    a = p.get(name + ".lora_a")
+    if a is not None:
+        y = y + ((x @ a) @ p[name + ".lora_b"]) * cfg.lora_scale
+    return y
+
+
 def mlp(p, cfg, l, x):
-    h = F.silu(x @ p[f"layer{l}.w1"])
+    h = F.silu(linear(p, cfg, f"layer{l}.w1", x))
     if cfg.gated:
-        h = h * (x @ p[f"layer{l}.w3"])
-    return h @ p[f"layer{l}.w2"]
+        h = h * linear(p, cfg, f"layer{l}.w3", x)
+    return linear(p, cfg, f"layer{l}.w2", h)
 
 
 def project(p, cfg, l, part, x):
-    y = x @ p[f"layer{l}.{part}"]
+    y = linear(p, cfg, f"layer{l}.{part}", x)
     if cfg.qkv_bias and part in ("wq", "wk", "wv"):
         y = y + p[f"layer{l}.b{part[1:]}"]
     return y
@@ -196,7 +211,7 @@ def hidden(p, cfg, tokens):
     for l in range(cfg.layers):
         q, k, v = qkv(p, cfg, l, rms_norm(x, p[f"layer{l}.attn_norm"], cfg.eps))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        x = x + merge_heads(attend(q, k, v, bias)) @ p[f"layer{l}.wo"]
+        x = x + linear(p, cfg, f"layer{l}.wo", merge_heads(attend(q, k, v, bias)))
         x = x + mlp(p, cfg, l, rms_norm(x, p[f"layer{l}.mlp_norm"], cfg.eps))
     return rms_norm(x, p["final_norm"], cfg.eps)
 
@@ -215,7 +230,7 @@ def _blocks(p, cfg, x, pos, bias, k_cache, v_cache):
             v = torch.cat([v_cache[l], v], 2)
         new_k.append(k)
         new_v.append(v)
-        x = x + merge_heads(attend(q, k, v, bias.unsqueeze(1))) @ p[f"layer{l}.wo"]
+        x = x + linear(p, cfg, f"layer{l}.wo", merge_heads(attend(q, k, v, bias.unsqueeze(1))))
         x = x + mlp(p, cfg, l, rms_norm(x, p[f"layer{l}.mlp_norm"], cfg.eps))
     return x, new_k, new_v
 

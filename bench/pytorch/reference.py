@@ -21,6 +21,7 @@ Exits 2 when CUDA is not available.
 """
 
 import argparse
+import copy
 import itertools
 import json
 import os
@@ -134,7 +135,7 @@ class Fixtures:
 
 def counts_for(spec, stage):
     c = spec["counts"]
-    if stage in ("policy_train_step", "reward_train_step"):
+    if stage in ("policy_train_step", "policy_train_step_lora", "reward_train_step"):
         return c["train_warmup"], c["train_steps"]
     if stage == "reinforce_iteration":
         return c["reinforce_warmup"], c["reinforce_steps"]
@@ -406,6 +407,30 @@ def scale_train(fx):
     return "tokens/s", lambda: None, step
 
 
+def scale_train_lora(fx):
+    """scale_train training only a LoRA adapter (lora_init) over the frozen
+    model, as PEFT trains one: the model's weights need no gradients, and
+    the optimizer holds the adapter's tensors only."""
+    s = fx.spec
+    base = fx.weights("policy_init", False)
+    adapter = fx.weights("lora_init", True)
+    cfg = copy.copy(fx.cfg)
+    cfg.lora_scale = s["lora"]["lora_alpha"] / s["lora"]["r"]
+    p = {**base, **adapter}
+    tr = M.Trainer(adapter, s["adamw"], s["learning_rate"])
+    batches = [(torch.tensor(b["inputs"], dtype=torch.int64, device=DEVICE),
+                torch.tensor(b["targets"], dtype=torch.int64, device=DEVICE),
+                torch.tensor(b["mask"], dtype=torch.float32, device=DEVICE)) for b in fx.json("train_batches")]
+
+    def step(i):
+        inp, tg, mk = batches[i]
+        loss = M.sft_loss(p, cfg, inp, tg, mk)
+        gn = tr.step(loss)
+        return float(loss), inp.numel(), {"grad_norm": gn}
+
+    return "tokens/s", lambda: None, step
+
+
 def greedy(p, cfg, logits, kc, vc, pads, steps):
     """benchkit.greedy: steps decoding steps, each feeding every row's most
     likely token (argmax: the first of equal ones); returns the steps+1
@@ -471,7 +496,7 @@ def main():
     stages = [x for x in ARGS.stages.split(",") if x] or spec["stages"]
     checks = {}
     if fx.scale:
-        builders = {"policy_train_step": lambda: scale_train(fx)}
+        builders = {"policy_train_step": lambda: scale_train(fx), "policy_train_step_lora": lambda: scale_train_lora(fx)}
         for b in spec["generation_batches"]:
             builders[f"prefill_batch{b}"] = (lambda b=b: scale_prefill(fx, b, checks, False))
             builders[f"decode_batch{b}"] = (lambda b=b: scale_prefill(fx, b, checks, True))
