@@ -19,14 +19,14 @@ import (
 
 // Stage names, as the harness, the PyTorch reference and compare.sh use them.
 const (
-	PolicyTrainStep    = "policy_train_step"
+	PolicyTrainStep = "policy_train_step"
 	// PolicyTrainStepLoRA is the scale benchmark's train step of a LoRA
 	// adapter over the frozen model (ScaleSizes.LoRA).
 	PolicyTrainStepLoRA = "policy_train_step_lora"
-	RewardTrainStep    = "reward_train_step"
-	GenerationBatch1   = "generation_batch1"
-	GenerationBatch16  = "generation_batch16"
-	ReinforceIteration = "reinforce_iteration"
+	RewardTrainStep     = "reward_train_step"
+	GenerationBatch1    = "generation_batch1"
+	GenerationBatch16   = "generation_batch16"
+	ReinforceIteration  = "reinforce_iteration"
 )
 
 // GenerationStageName is the stage name of generation at a batch size.
