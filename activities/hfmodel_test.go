@@ -250,4 +250,11 @@ func TestLoRAPathIsAPEFTAdapterOfTheModel(t *testing.T) {
 	bad := config.Default()
 	bad.LoRA = config.LoRA{Rank: 2, Path: dir}
 	assert.ErrorContains(t, bad.Validate(), "lora.path: needs model.path")
+
+	// The bundled model's MLP is not gated: the data stage names its modules.
+	bundled := config.Default()
+	bundled.LoRA = config.LoRA{Rank: 2, Targets: []string{"q_proj", "gate_proj"}}
+	require.NoError(t, bundled.Validate())
+	_, err = openModel(bundled, config.AnyFile())
+	assert.ErrorContains(t, err, `spec field lora.targets[1]: "gate_proj" is not a module of this model (its modules: q_proj, k_proj, v_proj, o_proj, up_proj, down_proj)`)
 }

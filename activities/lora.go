@@ -116,21 +116,14 @@ func (a *Activities) adapterTrainer(eng *engineSet, kind string, c lora.Config, 
 // merged is the model an adapter artifact stands for: the adapter folded
 // into its base. A set that is no adapter is the model itself.
 func merged(base, set *weights.Set) (*weights.Set, error) {
-	if _, ok, err := lora.Of(set); err != nil || !ok {
-		return set, corruptIf(err)
+	_, ok, err := lora.Of(set)
+	if err == nil && ok {
+		set, err = lora.Merge(base, set)
 	}
-	m, err := lora.Merge(base, set)
 	if err != nil {
 		return nil, corrupt(err)
 	}
-	return m, nil
-}
-
-func corruptIf(err error) error {
-	if err == nil {
-		return nil
-	}
-	return corrupt(err)
+	return set, nil
 }
 
 // saveAdapter stores a stage's adapter beside its merged model.

@@ -90,7 +90,11 @@ type openedModel struct {
 // reward.path beside it, every file read through roots.
 func openModel(spec config.Spec, roots config.Roots) (*openedModel, error) {
 	if spec.Model.Path == "" {
-		return &openedModel{runModel: bundledModel(spec)}, nil
+		m := bundledModel(spec)
+		if _, err := adapterOf(spec, m.cfg); err != nil { // lora.targets the model lacks
+			return nil, err
+		}
+		return &openedModel{runModel: m}, nil
 	}
 	dir := spec.Model.Path
 	m, err := lm.OpenDir(roots.FS(dir), dir, true)
@@ -114,6 +118,9 @@ func openModel(spec config.Spec, roots config.Roots) (*openedModel, error) {
 		if o.reward, err = openRewardBase(roots, spec.Reward.Path, m, cfg.MaxLen); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := adapterOf(spec, cfg); err != nil {
+		return nil, err
 	}
 	if spec.LoRA.Path != "" {
 		if o.lora, err = openAdapter(roots, spec, cfg); err != nil {

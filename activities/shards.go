@@ -154,7 +154,7 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	if err != nil {
 		return res, err
 	}
-	a.hold(res, o.pol, o.st)
+	a.hold(res, o.pol, o.st, in.IterationInput, tr.Frozen())
 	res.WorkerQueue = a.WorkerQueue
 	return res, nil
 }
@@ -189,12 +189,28 @@ type held struct {
 	policy, optimizer string // sha256 of the stored artifacts
 	pol               *weights.Set
 	st                *optim.State
+	// ref is a LoRA run's reference, the adapter's frozen base, by the
+	// digest of its stored copy: read, never changed, it is shared.
+	reference string
+	ref       *weights.Set
 }
 
-func (a *Activities) hold(res pipeline.IterationResult, pol *weights.Set, st *optim.State) {
+func (a *Activities) hold(res pipeline.IterationResult, pol *weights.Set, st *optim.State, in pipeline.IterationInput, ref *weights.Set) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.last = &held{policy: res.Policy.SHA256, optimizer: res.Optimizer.SHA256, pol: pol, st: st}
+	a.last = &held{policy: res.Policy.SHA256, optimizer: res.Optimizer.SHA256, pol: pol, st: st, reference: in.Reference.SHA256, ref: ref}
+}
+
+// reference is a LoRA update's frozen base: the one the worker's last
+// update held when it is the one asked for, else loaded from the store.
+func (a *Activities) reference(in pipeline.IterationInput) (*weights.Set, error) {
+	a.mu.Lock()
+	h := a.last
+	a.mu.Unlock()
+	if h != nil && h.ref != nil && h.reference == in.Reference.SHA256 {
+		return h.ref, nil
+	}
+	return a.Store.GetWeights(in.Reference)
 }
 
 // updateState is the policy and optimizer state an update starts from:
@@ -240,7 +256,7 @@ func (a *Activities) policyTrainer(j *job, in pipeline.IterationInput, o *iterat
 	if err != nil || lc == nil {
 		return a.rlTrainer(j.eng), err
 	}
-	ref, err := a.Store.GetWeights(in.Reference)
+	ref, err := a.reference(in)
 	if err != nil {
 		return nil, err
 	}

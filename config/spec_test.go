@@ -12,6 +12,11 @@ import (
 
 func TestDefaultIsValid(t *testing.T) {
 	require.NoError(t, Default().Validate())
+	assert.False(t, Default().LoRA.On(), "LoRA is off by default")
+	lora, err := Parse([]byte(`{"lora": {"rank": 8}}`))
+	require.NoError(t, err)
+	require.NoError(t, lora.Validate())
+	assert.Equal(t, 16.0, lora.LoRA.AlphaOrDefault(), "alpha defaults to 2 x rank")
 	spec, err := Parse([]byte(`{"seed": 7, "reinforce": {"iterations": 3}}`))
 	require.NoError(t, err)
 	assert.Equal(t, int64(7), spec.Seed)
@@ -36,6 +41,13 @@ func TestBadSpecsNameTheField(t *testing.T) {
 		{"only one data file", `{"data": {"ratings": "r.jsonl"}}`, []string{"data", "both"}},
 		{"heads do not divide dim", `{"model": {"dim": 30, "heads": 4}}`, []string{"model.dim"}},
 		{"not JSON", `{"seed": `, []string{"not valid JSON"}},
+		{"negative lora rank", `{"lora": {"rank": -1}}`, []string{"lora.rank", "0..32768"}},
+		{"lora fields without a rank", `{"lora": {"alpha": 16}}`, []string{"lora.rank", "is 0", "give a positive rank"}},
+		{"lora dropout", `{"lora": {"rank": 8, "dropout": 0.1}}`, []string{"lora.dropout", "only 0"}},
+		{"negative lora alpha", `{"lora": {"rank": 8, "alpha": -2}}`, []string{"lora.alpha", "positive"}},
+		{"unknown lora target", `{"lora": {"rank": 8, "targets": ["q_proj", "fc1"]}}`, []string{"lora.targets[1]", `"fc1"`, "allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"}},
+		{"lora target twice", `{"lora": {"rank": 8, "targets": ["q_proj", "q_proj"]}}`, []string{"lora.targets[1]", "twice"}},
+		{"lora.path without model.path", `{"lora": {"rank": 8, "path": "/adapters/a"}}`, []string{"lora.path", "needs model.path"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

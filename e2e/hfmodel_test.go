@@ -83,11 +83,21 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	// The same run with LoRA adapters of rank 4 on every projection: every
 	// stage trains an adapter, REINFORCE stores only its adapter, and both
 	// export formats give the same model.
+	// Two rollout shards, and one: the same weights.
 	s.Name, s.LoRA = "stories-lora", config.LoRA{Rank: 4}
-	run, err = cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-stories-lora", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
-	require.NoError(t, err)
-	var ls pipeline.Summary
-	require.NoError(t, run.Get(ctx, &ls))
+	s.Reinforce.BatchSize, s.Reinforce.RolloutShards = 16, 2
+	var ls, oneShard pipeline.Summary
+	for _, r := range []struct {
+		id     string
+		shards int
+		sum    *pipeline.Summary
+	}{{"e2e-stories-lora", 2, &ls}, {"e2e-stories-lora-1", 1, &oneShard}} {
+		s.Reinforce.RolloutShards, s.ReuseStageOutputs = r.shards, r.shards == 2 // the second computes every stage again
+		run, err = cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: r.id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
+		require.NoError(t, err)
+		require.NoError(t, run.Get(ctx, r.sum))
+	}
+	assert.Equal(t, ls.Policy.Digest, oneShard.Policy.Digest, "the adapter is the same for any number of rollout shards")
 	t.Logf("LoRA: SFT loss %.3f -> %.3f; gold %.3f -> %.3f", ls.SFT.FirstLoss, ls.SFT.FinalLoss, *ls.Policy.GoldScoreBefore, *ls.Policy.GoldScoreAfter)
 	assert.Less(t, ls.SFT.FinalLoss, ls.SFT.FirstLoss, "the SFT adapter learns")
 	adapter, err := store.GetWeights(ls.Policy.Checkpoint)
@@ -98,7 +108,7 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 
 	// A run whose SFT starts from that PEFT adapter (rank 8: the SFT and
 	// REINFORCE adapters stacked) starts where the first run ended.
-	s.Name, s.LoRA = "stories-lora-path", config.LoRA{Rank: 8, Alpha: 16, Path: peft}
+	s.Name, s.LoRA, s.ReuseStageOutputs = "stories-lora-path", config.LoRA{Rank: 8, Alpha: 16, Path: peft}, true
 	s.Reinforce.Iterations = 1
 	run, err = cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-stories-lora-path", TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, s)
 	require.NoError(t, err)

@@ -207,35 +207,11 @@ func ScaleStages(be backends.Backend, f *ScaleFixtures) []*Stage {
 	return out
 }
 
-// scaleTrain is PolicyTrain at the model's scale: one session from the
-// end of Prepare, closed by Done.
+// scaleTrain is PolicyTrain at the model's scale (scaleTrainOf).
 func scaleTrain(be backends.Backend, f *ScaleFixtures) *Stage {
 	s := f.Sizes
-	var sess *optim.Session
 	tr := optim.NewTrainer(be, f.Policy.Names(), s.AdamW.Optim(), policy.SFTLoss(s.Model))
-	return &Stage{
-		Name: PolicyTrainStep, Unit: "tokens/s",
-		Prepare: func() error {
-			// Every batch has the same width: one throwaway step compiles.
-			if err := compileStep(tr, f.Policy, s.LearningRate, f.TrainBatches[0]); err != nil {
-				return err
-			}
-			params := f.Policy.Clone()
-			var err error
-			sess, err = tr.Start(params, optim.NewState(params))
-			return err
-		},
-		Done: closeSession(&sess),
-		Step: func(i int) (Step, error) {
-			b := f.TrainBatches[i]
-			res, err := sess.Step(s.LearningRate, b)
-			if err != nil {
-				return Step{}, err
-			}
-			return Step{Loss: res.Loss, Work: float64(len(b.Inputs) * len(b.Inputs[0])),
-				Extra: map[string]float64{"grad_norm": res.GradNorm}}, nil
-		},
-	}
+	return scaleTrainOf(PolicyTrainStep, tr, f.Policy, f)
 }
 
 // scaleTrainLoRA is scaleTrain training f.Adapter over the frozen model:
@@ -245,23 +221,31 @@ func scaleTrainLoRA(be backends.Backend, f *ScaleFixtures) *Stage {
 	s := f.Sizes
 	cfg := s.Model
 	cfg.LoRAScale = s.LoRA.Scale()
-	var sess *optim.Session
 	tr := optim.NewTrainer(be, f.Adapter.Names(), s.AdamW.Optim(), policy.SFTLoss(cfg), f.Policy.Names()...).WithFrozen(f.Policy)
+	return scaleTrainOf(PolicyTrainStepLoRA, tr, f.Adapter, f)
+}
+
+// scaleTrainOf is the stage of tr's steps on the train batches from a copy
+// of params: one session from the end of Prepare, closed by Done.
+func scaleTrainOf(name string, tr *optim.Trainer, params *weights.Set, f *ScaleFixtures) *Stage {
+	lr := f.Sizes.LearningRate
+	var sess *optim.Session
 	return &Stage{
-		Name: PolicyTrainStepLoRA, Unit: "tokens/s",
+		Name: name, Unit: "tokens/s",
 		Prepare: func() error {
-			if err := compileStep(tr, f.Adapter, s.LearningRate, f.TrainBatches[0]); err != nil {
+			// Every batch has the same width: one throwaway step compiles.
+			if err := compileStep(tr, params, lr, f.TrainBatches[0]); err != nil {
 				return err
 			}
-			params := f.Adapter.Clone()
+			p := params.Clone()
 			var err error
-			sess, err = tr.Start(params, optim.NewState(params))
+			sess, err = tr.Start(p, optim.NewState(p))
 			return err
 		},
 		Done: closeSession(&sess),
 		Step: func(i int) (Step, error) {
 			b := f.TrainBatches[i]
-			res, err := sess.Step(s.LearningRate, b)
+			res, err := sess.Step(lr, b)
 			if err != nil {
 				return Step{}, err
 			}

@@ -391,33 +391,25 @@ def reinforce(fx, checks):
 
 def scale_train(fx):
     """The scale benchmark's train step: policy SFT on train_batches."""
-    s = fx.spec
     p = fx.weights("policy_init", True)
-    tr = M.Trainer(p, s["adamw"], s["learning_rate"])
-    batches = [(torch.tensor(b["inputs"], dtype=torch.int64, device=DEVICE),
-                torch.tensor(b["targets"], dtype=torch.int64, device=DEVICE),
-                torch.tensor(b["mask"], dtype=torch.float32, device=DEVICE)) for b in fx.json("train_batches")]
-
-    def step(i):
-        inp, tg, mk = batches[i]
-        loss = M.sft_loss(p, fx.cfg, inp, tg, mk)
-        gn = tr.step(loss)
-        return float(loss), inp.numel(), {"grad_norm": gn}
-
-    return "tokens/s", lambda: None, step
+    return scale_train_of(fx, p, p, fx.cfg)
 
 
 def scale_train_lora(fx):
     """scale_train training only a LoRA adapter (lora_init) over the frozen
     model, as PEFT trains one: the model's weights need no gradients, and
     the optimizer holds the adapter's tensors only."""
-    s = fx.spec
-    base = fx.weights("policy_init", False)
+    lora = fx.spec["lora"]
     adapter = fx.weights("lora_init", True)
     cfg = copy.copy(fx.cfg)
-    cfg.lora_scale = s["lora"]["lora_alpha"] / s["lora"]["r"]
-    p = {**base, **adapter}
-    tr = M.Trainer(adapter, s["adamw"], s["learning_rate"])
+    cfg.lora_scale = lora["lora_alpha"] / lora["r"]
+    return scale_train_of(fx, {**fx.weights("policy_init", False), **adapter}, adapter, cfg)
+
+
+def scale_train_of(fx, p, trained, cfg):
+    """SFT steps on train_batches with parameters p, training trained."""
+    s = fx.spec
+    tr = M.Trainer(trained, s["adamw"], s["learning_rate"])
     batches = [(torch.tensor(b["inputs"], dtype=torch.int64, device=DEVICE),
                 torch.tensor(b["targets"], dtype=torch.int64, device=DEVICE),
                 torch.tensor(b["mask"], dtype=torch.float32, device=DEVICE)) for b in fx.json("train_batches")]

@@ -120,6 +120,9 @@ func openCheckpoint(path string) (*Model, error) {
 		return nil, fmt.Errorf("model %s: not an alignflow checkpoint: %w", path, err)
 	}
 	kind := set.Metadata["kind"]
+	if kind == "lora" {
+		return nil, fmt.Errorf("model %s: a LoRA adapter, not a whole model: `alignflow export RUN_ID --format merged` writes the model it adapts (or use runs/<id>/sft/policy.safetensors, the merged SFT policy)", path)
+	}
 	if kind != "policy" && kind != "reward" {
 		return nil, fmt.Errorf("model %s: a %q checkpoint, neither a policy nor a reward model (look for runs/<id>/sft/policy.safetensors or runs/<id>/reward/.../model.safetensors)", path, kind)
 	}

@@ -174,6 +174,9 @@ func (t *Trainer) WithFrozen(set *weights.Set) *Trainer {
 	return &v
 }
 
+// Frozen is the set WithFrozen gave (nil for none).
+func (t *Trainer) Frozen() *weights.Set { return t.frozenSet }
+
 // StepResult reports one step.
 type StepResult struct {
 	Loss     float64

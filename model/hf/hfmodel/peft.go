@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -61,7 +62,7 @@ type PEFTConfig struct {
 // attention's; the rest the MLP's), as the backbone's mappings name it.
 func modulePath(l int, module string) string {
 	group := "mlp"
-	if strings.HasSuffix(module, "_proj") && strings.ContainsAny(module[:1], "qkvo") {
+	if slices.Contains([]string{"q_proj", "k_proj", "v_proj", "o_proj"}, module) {
 		group = "self_attn"
 	}
 	return fmt.Sprintf("model.layers.%d.%s.%s", l, group, module)
@@ -223,8 +224,9 @@ func ReadPEFT(fsys fs.FS, dir string, t transformer.Config) (*weights.Set, *PEFT
 		}
 		s.Put(reward.HeadW, head)
 	}
-	for n := range want {
-		return nil, nil, fmt.Errorf("%s: tensor %s is not one of the adapter's modules (%s)", where(PEFTWeightsFile), n, strings.Join(targets, ", "))
+	if len(want) > 0 {
+		left := slices.Sorted(maps.Keys(want))
+		return nil, nil, fmt.Errorf("%s: tensor %s is not one of the adapter's modules (%s)", where(PEFTWeightsFile), left[0], strings.Join(targets, ", "))
 	}
 	b, _ := json.Marshal(c)
 	s.Metadata[lora.MetaKey] = string(b)
