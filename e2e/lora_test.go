@@ -49,8 +49,12 @@ func checkLoRAExports(t *testing.T, store *artifact.Store, runID, src string, su
 	applied := applyPEFT(t, src, peft, filepath.Join(dir, "applied"), "")
 	assertSameTensors(t, merged, applied, 1e-6)
 	prompts := []string{"Once upon a time", "Lily saw a big", "The dog"}
+	withAdapter := openModel(t, src)
+	require.NoError(t, withAdapter.ApplyAdapter(peft)) // generate --model src --adapter peft
 	for _, p := range prompts {
-		assert.Equal(t, greedy(t, merged, p), greedy(t, applied, p), "prompt %q: the same greedy tokens", p)
+		want := greedy(t, openModel(t, merged), p)
+		assert.Equal(t, want, greedy(t, openModel(t, applied), p), "prompt %q: the same greedy tokens", p)
+		assert.Equal(t, want, greedy(t, withAdapter, p), "prompt %q: the same through --adapter", p)
 	}
 
 	rmMerged, rmPEFT := filepath.Join(dir, "rm-merged"), filepath.Join(dir, "rm-peft")
@@ -63,10 +67,15 @@ func checkLoRAExports(t *testing.T, store *artifact.Store, runID, src string, su
 	assert.Equal(t, []any{"score"}, cfg["modules_to_save"])
 	rmApplied := applyPEFT(t, src, rmPEFT, filepath.Join(dir, "rm-applied"), rmMerged)
 	assertSameTensors(t, rmMerged, rmApplied, 1e-6)
-	want, got := scores(t, rmMerged, prompts), scores(t, rmApplied, prompts)
-	for i := range want {
-		for k := range want[i] {
-			assert.InDelta(t, want[i][k], got[i][k], 1e-5, "sequence %d attribute %d: the same score through both exports", i, k)
+	rmAdapter := openModel(t, src)
+	require.NoError(t, rmAdapter.ApplyAdapter(rmPEFT)) // score --model src --adapter rm-peft
+	want := scores(t, openModel(t, rmMerged), prompts)
+	for _, m := range []*lm.Model{openModel(t, rmApplied), rmAdapter} {
+		got := scores(t, m, prompts)
+		for i := range want {
+			for k := range want[i] {
+				assert.InDelta(t, want[i][k], got[i][k], 1e-5, "sequence %d attribute %d: the same score through both exports", i, k)
+			}
 		}
 	}
 	_, err = export.Policy(store, runID, filepath.Join(dir, "merged"), export.PEFT)
@@ -173,10 +182,14 @@ func assertSameTensors(t *testing.T, a, b string, tol float64) {
 	}
 }
 
-// greedy is the model directory's greedy continuation of prompt.
-func greedy(t *testing.T, dir, prompt string) []int32 {
+func openModel(t *testing.T, dir string) *lm.Model {
 	m, err := lm.Open(dir, true)
 	require.NoError(t, err)
+	return m
+}
+
+// greedy is the model's greedy continuation of prompt.
+func greedy(t *testing.T, m *lm.Model, prompt string) []int32 {
 	ids, err := m.Tokenizer.EncodeChecked(prompt, true)
 	require.NoError(t, err)
 	b, err := backend.New(backend.Go)
@@ -188,11 +201,9 @@ func greedy(t *testing.T, dir, prompt string) []int32 {
 	return s[0].Tokens
 }
 
-// scores are a classifier directory's five outputs for each prompt with a
-// short response.
-func scores(t *testing.T, dir string, prompts []string) [][reward.NumAttributes]float32 {
-	m, err := lm.Open(dir, true)
-	require.NoError(t, err)
+// scores are a reward model's five outputs for each prompt with a short
+// response.
+func scores(t *testing.T, m *lm.Model, prompts []string) [][reward.NumAttributes]float32 {
 	require.True(t, m.Reward)
 	codec, err := m.Codec()
 	require.NoError(t, err)

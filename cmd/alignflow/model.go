@@ -115,6 +115,7 @@ func tokenizeRun(o tokenizeOptions) error {
 type generateOptions struct {
 	out              io.Writer
 	model            string
+	adapter          string
 	prompt, messages string
 	promptSet        bool
 	maxTokens        int
@@ -133,7 +134,9 @@ func generateCmd() *cobra.Command {
 		Long: `Samples a continuation of --prompt (raw text, encoded with the tokenizer's special tokens;
 no chat template), or of --messages rendered by the chat template with the assistant's
 turn started. It stops at the model's EOS or after --max-tokens. --json prints
-{"prompt_ids": [...], "ids": [the generated tokens], "text": their text}.`,
+{"prompt_ids": [...], "ids": [the generated tokens], "text": their text}.
+--adapter DIR merges a PEFT LoRA adapter (CAUSAL_LM, such as alignflow export
+--format peft writes) into --model's weights first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.out = cmd.OutOrStdout()
@@ -142,6 +145,7 @@ turn started. It stops at the model's EOS or after --max-tokens. --json prints
 		},
 	}
 	cmd.Flags().StringVar(&o.model, "model", "", modelFlagHelp)
+	cmd.Flags().StringVar(&o.adapter, "adapter", "", "a PEFT LoRA adapter directory (CAUSAL_LM) of --model to generate with, merged into its weights")
 	cmd.Flags().StringVar(&o.prompt, "prompt", "", "text to continue")
 	cmd.Flags().StringVar(&o.messages, "messages", "", `JSON file with a list of {"role", "content"} messages`)
 	cmd.Flags().IntVar(&o.maxTokens, "max-tokens", 64, "most tokens to generate")
@@ -170,6 +174,11 @@ func generateRun(o generateOptions) error {
 	}
 	if m.Params == nil {
 		return fmt.Errorf("--model %s: a tokenizer without weights cannot generate", o.model)
+	}
+	if o.adapter != "" {
+		if err := m.ApplyAdapter(o.adapter); err != nil {
+			return err
+		}
 	}
 	text, err := encodeInput(m, o.prompt, o.messages, true, o.promptSet)
 	if err != nil {
@@ -243,6 +252,7 @@ func joinIDs(ids []int32) string {
 type scoreOptions struct {
 	out              io.Writer
 	model            string
+	adapter          string
 	prompt, response string
 	backend          string
 	json             bool
@@ -258,7 +268,9 @@ assistant's turn, as reward-model training reads it) and the response ending in 
 and prints the reward model's five outputs, read at the last token; helpfulness is the
 reward. --model is an XForSequenceClassification directory (alignflow export --what
 reward writes one) or an alignflow reward checkpoint. --json prints {"ids": the tokens
-read, "attributes": {...}, "reward": ...}.`,
+read, "attributes": {...}, "reward": ...}. --adapter DIR merges a PEFT LoRA adapter
+(SEQ_CLS, with its score layer, as export --what reward --format peft writes) into
+--model, which may then be the language model the adapter was trained from.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.out = cmd.OutOrStdout()
@@ -266,6 +278,7 @@ read, "attributes": {...}, "reward": ...}.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.model, "model", "", "a reward model: a classifier directory or an alignflow reward checkpoint (.safetensors)")
+	cmd.Flags().StringVar(&o.adapter, "adapter", "", "a PEFT LoRA adapter directory (SEQ_CLS, with its score layer) of --model, merged into its weights: --model may then be the language model it was trained from")
 	cmd.Flags().StringVar(&o.prompt, "prompt", "", "the prompt")
 	cmd.Flags().StringVar(&o.response, "response", "", "the response")
 	cmd.Flags().StringVar(&o.backend, "backend", backend.Go, "graph backend")
@@ -280,6 +293,11 @@ func scoreRun(o scoreOptions) error {
 	m, err := lm.Open(o.model, true)
 	if err != nil {
 		return err
+	}
+	if o.adapter != "" {
+		if err := m.ApplyAdapter(o.adapter); err != nil {
+			return err
+		}
 	}
 	if !m.Reward {
 		return fmt.Errorf("--model %s: not a reward model (a classifier directory, XForSequenceClassification, or runs/<id>/reward/.../model.safetensors)", o.model)

@@ -17,6 +17,7 @@ import (
 	"github.com/alignflow/alignflow/model/backend"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
 	"github.com/alignflow/alignflow/model/hf/safetensors"
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/policy"
@@ -235,4 +236,40 @@ func TestSlidingWindowBoundsGenerateAndScore(t *testing.T) {
 	_, err = runCLI(t, "score", "--model", rmDir, "--prompt", "Once upon a time", "--response", "there was a cat.")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "do not fit config.json's sliding_window 8: MistralForCausalLM attends over at most the last 8 tokens")
+}
+
+// TestGenerateWithAnAdapter: generate --adapter merges a PEFT adapter into
+// --model. A fresh one (B zero) changes nothing; a trained one changes the
+// continuation; a reward model's adapter does not make a language model.
+func TestGenerateWithAnAdapter(t *testing.T) {
+	src := fixtures.Path(t, "models", "stories260K")
+	hf, err := hfmodel.Load(src)
+	require.NoError(t, err)
+	ad, err := lora.Init(hf.Config.Transformer, lora.Config{Rank: 4, Alpha: 8, Targets: []string{"q_proj", "v_proj", "down_proj"}}, 1)
+	require.NoError(t, err)
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	require.NoError(t, hfmodel.ExportPEFT(fresh, hf.Config.Transformer, ad, hfmodel.TaskCausalLM, src))
+	for _, n := range ad.Names() {
+		for i := range ad.Get(n).Data {
+			ad.Get(n).Data[i] += float32(i%5) * 0.05
+		}
+	}
+	trained := filepath.Join(t.TempDir(), "trained")
+	require.NoError(t, hfmodel.ExportPEFT(trained, hf.Config.Transformer, ad, hfmodel.TaskCausalLM, src))
+
+	gen := func(args ...string) []int32 {
+		out, err := runCLI(t, append([]string{"generate", "--model", src, "--prompt", "Once upon a time", "--max-tokens", "20", "--json"}, args...)...)
+		require.NoError(t, err)
+		var g struct {
+			IDs []int32 `json:"ids"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &g))
+		return g.IDs
+	}
+	plain := gen()
+	assert.Equal(t, plain, gen("--adapter", fresh), "a fresh adapter changes nothing")
+	assert.NotEqual(t, plain, gen("--adapter", trained), "a trained adapter changes the continuation")
+
+	_, err = runCLI(t, "score", "--model", src, "--adapter", trained, "--prompt", "x", "--response", "y")
+	assert.ErrorContains(t, err, "not a reward model", "a CAUSAL_LM adapter makes no reward model")
 }

@@ -16,9 +16,11 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/model/hf/chattemplate"
 	"github.com/alignflow/alignflow/model/hf/hfmodel"
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/tokenizer"
 	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
+	"github.com/alignflow/alignflow/reward"
 )
 
 // Tokenizer turns text into ids and back.
@@ -162,3 +164,32 @@ func (byteTokenizer) EncodeChecked(text string, addSpecial bool) ([]int32, error
 // Decode returns the bytes of ids; the byte tokenizer's special tokens have
 // no text either way.
 func (byteTokenizer) Decode(ids []int32, _ bool) string { return tokenizer.Decode(ids) }
+
+// ApplyAdapter folds the PEFT LoRA adapter directory dir into the model's
+// weights (lora.Merge, PEFT's merge): a CAUSAL_LM adapter into a language
+// model; a SEQ_CLS one, with its score layer, into a reward model, or into
+// the language model it was trained from, which it then makes a reward
+// model of (its backbone, the adapter merged, the adapter's score layer).
+func (m *Model) ApplyAdapter(dir string) error {
+	if m.Kind != KindHF || m.Params == nil {
+		return fmt.Errorf("--adapter %s: a PEFT adapter applies to a Hugging Face model directory with its weights", dir)
+	}
+	ad, pc, err := hfmodel.ReadPEFT(os.DirFS(dir), dir, *m.Config)
+	if err != nil {
+		return fmt.Errorf("--adapter: %w", err)
+	}
+	base := m.Params
+	switch {
+	case pc.TaskType == hfmodel.TaskCausalLM && m.Reward:
+		return fmt.Errorf("--adapter %s: a %s adapter, and %s is a reward model", dir, pc.TaskType, m.Path)
+	case pc.TaskType == hfmodel.TaskSeqCls && !m.Reward:
+		if base, err = reward.InitFromBackbone(base, 0); err != nil { // the head comes from the adapter
+			return fmt.Errorf("--adapter %s: %w", dir, err)
+		}
+		m.Reward = true
+	}
+	if m.Params, err = lora.Merge(base, ad); err != nil {
+		return fmt.Errorf("--adapter %s: %w", dir, err)
+	}
+	return nil
+}
