@@ -227,6 +227,9 @@ func (a *Activities) updateState(in pipeline.IterationInput) (*weights.Set, *opt
 	if err != nil {
 		return nil, nil, err
 	}
+	if in.Optimizer.Path == "" && in.Spec.LoRA.On() {
+		return pol, nil, nil // the SFT policy: policyTrainer starts the adapter and its state
+	}
 	st, err := a.optimizerState(in, pol)
 	return pol, st, err
 }
@@ -260,9 +263,11 @@ func (a *Activities) policyTrainer(j *job, in pipeline.IterationInput, o *iterat
 	if err != nil {
 		return nil, err
 	}
-	if _, ok, err := lora.Of(o.pol); err != nil {
+	_, isAdapter, err := lora.Of(o.pol)
+	if err != nil {
 		return nil, corrupt(err)
-	} else if !ok {
+	}
+	if !isAdapter { // the first update: o.pol is the SFT policy, the reference
 		if o.pol, err = freshAdapter(j.m.cfg, *lc, in.Spec.Seed, "reinforce"); err != nil {
 			return nil, err
 		}
