@@ -343,6 +343,14 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// adapterNote says that a stage trained a LoRA adapter.
+func adapterNote(m pipeline.StageModel) string {
+	if m.Adapter == nil {
+		return ""
+	}
+	return ", a LoRA adapter"
+}
+
 func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	gold := func(v *float64) string {
 		if v == nil {
@@ -352,8 +360,8 @@ func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	}
 	fmt.Fprintf(out, "\nRun %s (%s, seed %d, backend %s) finished in %s\n\n", s.WorkflowID, s.Name, s.Seed, s.Backend, elapsed.Round(time.Second))
 	fmt.Fprintf(out, "  %-42s %s\n", "data", dataLine(s.Data))
-	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds, reusedNote(s.SFT.ReusedFrom))
-	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds, reusedNote(s.RewardModel.ReusedFrom))
+	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s%s\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds, adapterNote(s.SFT), reusedNote(s.SFT.ReusedFrom))
+	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s%s\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds, adapterNote(s.RewardModel.StageModel), reusedNote(s.RewardModel.ReusedFrom))
 	fmt.Fprintf(out, "  %-42s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
 	if len(s.RewardModel.ByStrength) > 0 {
 		var parts []string
