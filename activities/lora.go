@@ -28,7 +28,8 @@ import (
 //   - REINFORCE trains an adapter over the reference, and stores only it
 //     (with its optimizer state) every iteration: the policy is the
 //     reference with the adapter on, and the KL reference the same base
-//     with it off.
+//     with it off. Rollouts and evaluations read the reference's tensors
+//     once for both (lora.With), the adapter added in the graphs.
 // Training checkpoints hold the adapter (and head) and their moments only.
 
 // Trainer kinds of adapters, one compiled trainer each per model and adapter.
@@ -113,15 +114,17 @@ func (a *Activities) adapterTrainer(eng *engineSet, kind string, c lora.Config, 
 	return tr.WithProgress(eng.meter).WithFrozen(frozen)
 }
 
-// merged is the model an adapter artifact stands for: the adapter folded
-// into its base. A set that is no adapter is the model itself.
-func merged(base, set *weights.Set) (*weights.Set, error) {
+// adapted is the policy an artifact stands for: a LoRA run's adapter on
+// the reference it was trained over (lora.With: the reference's tensors
+// shared, the adapter added in the graphs), or the artifact itself when it
+// is a whole model.
+func adapted(ref, set *weights.Set) (*weights.Set, error) {
 	_, ok, err := lora.Of(set)
-	if err == nil && ok {
-		set, err = lora.Merge(base, set)
-	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, corrupt(err)
+	case ok:
+		return lora.With(ref, set), nil
 	}
 	return set, nil
 }

@@ -28,7 +28,7 @@ func (a *Activities) loadModels(policy, reference, rewardModel artifact.Ref) (po
 	if rm, err = a.Store.GetWeights(rewardModel); err != nil {
 		return nil, nil, nil, err
 	}
-	if pol, err = merged(ref, pol); err != nil { // a LoRA run's policy: the reference with its adapter on
+	if pol, err = adapted(ref, pol); err != nil { // a LoRA run's policy: the reference with its adapter on
 		return nil, nil, nil, err
 	}
 	return pol, ref, rm, nil

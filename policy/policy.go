@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/alignflow/alignflow/model/backend"
+	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/model/progress"
 	"github.com/alignflow/alignflow/model/tokenizer"
@@ -180,21 +181,33 @@ type Engine struct {
 	Cfg     transformer.Config
 	names   []string
 	g       *graphs
+	// adapted are the graphs of parameter sets that hold LoRA adapters
+	// (graphsOf), by their names and scale.
+	adapted *adaptedGraphs
 	// meter is told of every graph run (WithProgress); nil for none.
 	meter progress.Meter
 }
 
-// graphs are an engine's compiled graphs, shared by its WithProgress views.
+// graphs are the compiled graphs of one set of parameter names, shared by
+// an engine's WithProgress views.
 type graphs struct {
+	names    []string
+	cfg      transformer.Config
 	once     sync.Once
 	logProbs *graph.Exec
 	prefill  *graph.Exec
 	decode   *graph.Exec
 }
 
+type adaptedGraphs struct {
+	mu sync.Mutex
+	by map[string]*graphs
+}
+
 // NewEngine prepares an engine for policies with the parameter names of params.
 func NewEngine(b backends.Backend, cfg transformer.Config, params *weights.Set) *Engine {
-	return &Engine{Backend: b, Cfg: cfg, names: params.Names(), g: &graphs{}}
+	names := params.Names()
+	return &Engine{Backend: b, Cfg: cfg, names: names, g: &graphs{names: names, cfg: cfg}, adapted: &adaptedGraphs{by: map[string]*graphs{}}}
 }
 
 // WithProgress is the engine with its compiled graphs, reporting every
@@ -210,26 +223,51 @@ func (e *Engine) WithProgress(m progress.Meter) *Engine {
 // Names returns the parameter order of the engine's graphs.
 func (e *Engine) Names() []string { return e.names }
 
-func (e *Engine) compile() {
+// graphsOf returns the compiled graphs that read params: the engine's, or,
+// for a policy with LoRA adapters (lora.With: a base and its adapter, the
+// base's tensors shared, not merged), graphs that add each adapter to its
+// projection at the adapter's scale, compiled once per set of names.
+func (e *Engine) graphsOf(params *weights.Set) (*graphs, error) {
+	c, ok, err := lora.Of(params)
+	if err != nil {
+		return nil, err
+	}
 	g := e.g
-	g.once.Do(func() {
-		np := len(e.names)
-		g.logProbs = graph.MustNewExec(e.Backend, func(in []*graph.Node) *graph.Node {
-			return TokenLogProbs(transformer.ParamsOf(e.names, in[:np]), e.Cfg, in[np], in[np+1])
-		}).SetMaxCache(-1)
-		layers := e.Cfg.Layers
-		out := func(p transformer.Params, h *graph.Node, ks, vs []*graph.Node) []*graph.Node {
-			return append(append([]*graph.Node{head(p, e.Cfg, h, true)}, ks...), vs...)
+	if ok {
+		names := params.Names()
+		key := fmt.Sprint(c.Scale(), names)
+		e.adapted.mu.Lock()
+		if g = e.adapted.by[key]; g == nil {
+			cfg := e.Cfg
+			cfg.LoRAScale = c.Scale()
+			g = &graphs{names: names, cfg: cfg}
+			e.adapted.by[key] = g
 		}
-		g.prefill = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
-			p := transformer.ParamsOf(e.names, in[:np])
-			h, ks, vs := transformer.Prefill(p, e.Cfg, in[np], in[np+1])
+		e.adapted.mu.Unlock()
+	}
+	g.compile(e.Backend)
+	return g, nil
+}
+
+func (g *graphs) compile(b backends.Backend) {
+	g.once.Do(func() {
+		np, cfg := len(g.names), g.cfg
+		g.logProbs = graph.MustNewExec(b, func(in []*graph.Node) *graph.Node {
+			return TokenLogProbs(transformer.ParamsOf(g.names, in[:np]), cfg, in[np], in[np+1])
+		}).SetMaxCache(-1)
+		layers := cfg.Layers
+		out := func(p transformer.Params, h *graph.Node, ks, vs []*graph.Node) []*graph.Node {
+			return append(append([]*graph.Node{head(p, cfg, h, true)}, ks...), vs...)
+		}
+		g.prefill = graph.MustNewExec(b, func(in []*graph.Node) []*graph.Node {
+			p := transformer.ParamsOf(g.names, in[:np])
+			h, ks, vs := transformer.Prefill(p, cfg, in[np], in[np+1])
 			return out(p, h, ks, vs)
 		}).SetMaxCache(-1)
-		g.decode = graph.MustNewExec(e.Backend, func(in []*graph.Node) []*graph.Node {
-			p := transformer.ParamsOf(e.names, in[:np])
+		g.decode = graph.MustNewExec(b, func(in []*graph.Node) []*graph.Node {
+			p := transformer.ParamsOf(g.names, in[:np])
 			kc, vc := in[np+2:np+2+layers], in[np+2+layers:np+2+2*layers]
-			h, ks, vs := transformer.DecodeStep(p, e.Cfg, in[np], in[np+1], kc, vc)
+			h, ks, vs := transformer.DecodeStep(p, cfg, in[np], in[np+1], kc, vc)
 			return out(p, h, ks, vs)
 		}).SetMaxCache(-1)
 	})
@@ -237,12 +275,15 @@ func (e *Engine) compile() {
 
 // LogProbs returns per-token log-probabilities [rows][MaxLen] of a batch.
 func (e *Engine) LogProbs(params *weights.Set, b *Batch) ([][]float32, error) {
-	e.compile()
-	args, err := params.Args(e.names)
+	g, err := e.graphsOf(params)
+	if err != nil {
+		return nil, fmt.Errorf("log-probs: %w", err)
+	}
+	args, err := params.Args(g.names)
 	if err != nil {
 		return nil, fmt.Errorf("log-probs: policy parameters: %w", err)
 	}
-	out, err := e.g.logProbs.Exec1(append(args, tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets))...)
+	out, err := g.logProbs.Exec1(append(args, tensors.FromValue(b.Inputs), tensors.FromValue(b.Targets))...)
 	if err != nil {
 		return nil, fmt.Errorf("log-probs: %w", err)
 	}
@@ -371,12 +412,16 @@ func (e *Engine) generate(params *weights.Set, prompts [][]int32, batchSize int,
 // are transposed once here, not at every step.
 type Decoding struct {
 	e    *Engine
+	g    *graphs
 	args []any
 }
 
 // Decoding prepares params for Prefill and decoding steps.
 func (e *Engine) Decoding(params *weights.Set) (*Decoding, error) {
-	e.compile()
+	g, err := e.graphsOf(params)
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
 	names := transformer.Projections(e.Cfg)
 	if !e.Cfg.TiedEmbeddings {
 		names = append(names, LMHead)
@@ -385,11 +430,11 @@ func (e *Engine) Decoding(params *weights.Set) (*Decoding, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
-	args, err := dp.Args(e.names)
+	args, err := dp.Args(g.names)
 	if err != nil {
 		return nil, fmt.Errorf("generate: policy parameters: %w", err)
 	}
-	return &Decoding{e: e, args: args}, nil
+	return &Decoding{e: e, g: g, args: args}, nil
 }
 
 // Decoder is one batch being generated: its rows' KV caches and the
@@ -441,7 +486,7 @@ func (d *Decoding) Prefill(prompts [][]int32, rows int) (*Decoder, error) {
 		}
 	}
 	padT := tensors.FromValue(pads)
-	outs, err := d.e.g.prefill.Exec(append(append([]any(nil), d.args...), tensors.FromValue(tokens), padT)...)
+	outs, err := d.g.prefill.Exec(append(append([]any(nil), d.args...), tensors.FromValue(tokens), padT)...)
 	if err != nil {
 		padT.FinalizeAll()
 		return nil, fmt.Errorf("prefill: %w", err)
@@ -465,7 +510,7 @@ func (dec *Decoder) Step(tokens []int32) error {
 	for _, c := range dec.caches {
 		args = append(args, c)
 	}
-	outs, err := dec.d.e.g.decode.Exec(args...)
+	outs, err := dec.d.g.decode.Exec(args...)
 	if err != nil {
 		return err
 	}

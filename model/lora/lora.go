@@ -211,6 +211,27 @@ func Trainable(base, adapter *weights.Set, keep []string) (trained, frozen *weig
 	return trained, frozen
 }
 
+// With is the model base with adapter on, unmerged: a set of base's
+// tensors and the adapter's, shared, not copied, with base's metadata and
+// the adapter's config, which engines that find an adapter among the
+// parameters add in the graph (transformer's Params.linear). Base
+// tensors the adapter also holds (a head trained in full) are the
+// adapter's.
+func With(base, adapter *weights.Set) *weights.Set {
+	s := weights.NewSet()
+	for k, v := range base.Metadata {
+		s.Metadata[k] = v
+	}
+	s.Metadata[MetaKey] = adapter.Metadata[MetaKey]
+	for _, n := range base.Names() {
+		s.Put(n, base.Get(n))
+	}
+	for _, n := range adapter.Names() {
+		s.Put(n, adapter.Get(n))
+	}
+	return s
+}
+
 // Merge returns a copy of base with the adapter folded in: each adapted W
 // becomes W + scale * A B, PEFT's merge (W + (B A)^T * scaling in its
 // layout, get_delta_weight), each product summed in float64 and rounded

@@ -130,15 +130,35 @@ func TestAdapterInTheGraph(t *testing.T) {
 		require.NoError(t, err)
 		got, err = adapted.LogProbs(both, batch)
 		require.NoError(t, err)
+		with, err := plain.LogProbs(lora.With(base, ad), batch) // the engine finds the adapter itself
+		require.NoError(t, err)
+		assert.Equal(t, got, with)
+		base0, err := plain.LogProbs(base, batch)
+		require.NoError(t, err)
 		moved := 0.0
 		for i := range want {
 			for j := range want[i] {
 				require.InDelta(t, want[i][j], got[i][j], 2e-4, "row %d position %d", i, j)
-				base0, _ := plain.LogProbs(base, batch)
 				moved = max(moved, math.Abs(float64(base0[i][j]-got[i][j])))
 			}
 		}
 		assert.Greater(t, moved, 0.01, "the adapter changes the model")
+
+		// Generation through the KV cache reads the adapter too: the
+		// unmerged policy samples what the merged one does, with the
+		// log-probabilities the full forward gives.
+		prompts := [][]int32{tokenizer.EncodePrompt("hot?"), tokenizer.EncodePrompt("a")}
+		opts := policy.SampleOptions{Temperature: 1, TopP: 1, MaxTokens: 8}
+		fromMerged, err := plain.Generate(merged, prompts, 2, opts, rand.New(rand.NewPCG(3, 3)))
+		require.NoError(t, err)
+		fromAdapter, err := plain.Generate(lora.With(base, ad), prompts, 2, opts, rand.New(rand.NewPCG(3, 3)))
+		require.NoError(t, err)
+		for i := range fromMerged {
+			assert.Equal(t, fromMerged[i].Tokens, fromAdapter[i].Tokens, "prompt %d", i)
+			for k := range fromMerged[i].LogProbs {
+				assert.InDelta(t, fromMerged[i].LogProbs[k], fromAdapter[i].LogProbs[k], 2e-4)
+			}
+		}
 	}
 }
 
