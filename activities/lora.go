@@ -21,8 +21,9 @@ import (
 // adapters over frozen bases. Each stage's adapter is stored beside what
 // the stage hands on:
 //   - SFT trains an adapter over model.path's weights (the bundled
-//     model's fresh ones) and stores it and the merged policy, which is
-//     the run's reference and the base of everything after it;
+//     model, which starts from random weights, trains every weight) and
+//     stores it and the merged policy, which is the run's reference and
+//     the base of everything after it;
 //   - the reward model trains an adapter and its head over the SFT
 //     policy's backbone and stores them and the merged reward model;
 //   - REINFORCE trains an adapter over the reference, and stores only it
