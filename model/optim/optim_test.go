@@ -234,17 +234,22 @@ func TestSyncingChangesNoBits(t *testing.T) {
 	}
 }
 
+// quadraticTrainer is the quadratic loss's trainer on the default
+// backend, with fresh parameters and their optimizer state.
+func quadraticTrainer(t *testing.T) (*optim.Trainer, *weights.Set, *optim.State) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	params := initialParams()
+	return optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic), params, optim.NewState(params)
+}
+
 // TestSessionLendsTheSets: while a session holds the state, its sets hold
 // no tensors and reading them panics, naming the session; after Sync they
 // hold the state, until the next step takes them again; a tensor put into
 // them after a Sync makes the next step an error, not a silent loss of
 // the change; a closed session takes no step.
 func TestSessionLendsTheSets(t *testing.T) {
-	be, err := backend.New(backend.Go)
-	require.NoError(t, err)
-	params := initialParams()
-	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
-	st := optim.NewState(params)
+	tr, params, st := quadraticTrainer(t)
 	b := batch{tensors.FromValue(x0), tensors.FromValue(s0)}
 	sess, err := tr.Start(params, st)
 	require.NoError(t, err)
@@ -285,11 +290,7 @@ func TestSessionLendsTheSets(t *testing.T) {
 // TestStateSaveLoadRoundTrip: a saved and reloaded optimizer state
 // continues training bit for bit as the state it was saved from.
 func TestStateSaveLoadRoundTrip(t *testing.T) {
-	be, err := backend.New(backend.Go)
-	require.NoError(t, err)
-	params := initialParams()
-	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
-	st := optim.NewState(params)
+	tr, params, st := quadraticTrainer(t)
 	b := batch{tensors.FromValue(x0), tensors.FromValue(s0)}
 	steps(t, tr, params, st, 0.01, b, 2)
 	saved := st.Save()
@@ -323,11 +324,7 @@ func TestStateSaveLoadRoundTrip(t *testing.T) {
 // parameters nor the optimizer state, so the run can stop at its last good
 // weights, which closing the session writes back.
 func TestNonFiniteLossLeavesParamsUnchanged(t *testing.T) {
-	be, err := backend.New(backend.Go)
-	require.NoError(t, err)
-	params := initialParams()
-	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
-	st := optim.NewState(params)
+	tr, params, st := quadraticTrainer(t)
 	sess, err := tr.Start(params, st)
 	require.NoError(t, err)
 	_, err = sess.Step(0.01, batch{tensors.FromValue(x0), tensors.FromValue(s0)})
@@ -389,14 +386,10 @@ func TestStepRefusesAnotherBatch(t *testing.T) {
 // trainer's names, or with another shape, fail to start a session, saying
 // which set and which tensor, and lend nothing.
 func TestStartNamesAMissingTensor(t *testing.T) {
-	be, err := backend.New(backend.Go)
-	require.NoError(t, err)
-	params := initialParams()
-	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
-	st := optim.NewState(params)
+	tr, params, st := quadraticTrainer(t)
 	partial := weights.NewSet()
 	partial.Put("b", st.V.Get("b"))
-	_, err = tr.Start(params, &optim.State{M: st.M, V: partial})
+	_, err := tr.Start(params, &optim.State{M: st.M, V: partial})
 	assert.EqualError(t, err, `start training: optimizer moment v: tensor "w" missing`)
 
 	reshaped := st.M.Clone()
@@ -414,10 +407,7 @@ func TestStartNamesAMissingTensor(t *testing.T) {
 // no name for are not trained, and the session gives them back as they
 // were.
 func TestUntrainedTensorsComeBack(t *testing.T) {
-	be, err := backend.New(backend.Go)
-	require.NoError(t, err)
-	params := initialParams()
-	tr := optim.NewTrainer(be, params.Names(), optim.DefaultAdamW, quadratic)
+	tr, params, _ := quadraticTrainer(t)
 	frozen := &weights.Tensor{Shape: []int{2}, Data: []float32{7, 8}}
 	params.Put("frozen", frozen)
 	st := optim.NewState(params)
