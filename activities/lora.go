@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/model/lora"
 	"github.com/alignflow/alignflow/model/optim"
@@ -51,7 +50,7 @@ func adapterOf(spec config.Spec, cfg transformer.Config) (*lora.Config, error) {
 	if err != nil {
 		return nil, invalidSpec(fmt.Errorf("spec field lora.%w", err))
 	}
-	c := lora.Config{Rank: spec.LoRA.Rank, Alpha: spec.LoRA.AlphaOrDefault(), Targets: targets}
+	c := lora.Config{Rank: spec.LoRA.Rank, Alpha: spec.LoRA.AlphaOrDefault(), Targets: targets, Dropout: spec.LoRA.Dropout}
 	if err := c.Validate(); err != nil {
 		return nil, invalidSpec(fmt.Errorf("spec field lora: %w", err))
 	}
@@ -78,17 +77,17 @@ func (a *Activities) sftAdapter(spec config.Spec, d pipeline.Data, cfg transform
 }
 
 // adapterTrainer is the worker's trainer of kind for adapters with the
-// names of trained over a base with the names of frozen, compiled on first
-// use in the shared set and reporting to eng's meter. It still needs its
-// base (optim.Trainer.WithFrozen).
-func (a *Activities) adapterTrainer(eng *engineSet, kind string, c lora.Config, trained, frozen *weights.Set) *optim.Trainer {
+// names of trained over frozen, compiled on first use in the shared set
+// (one per kind, scale, dropout and names) and reporting to eng's meter.
+// Its dropout draws from the run's seed and the kind (optim.Trainer.WithSeed).
+func (a *Activities) adapterTrainer(eng *engineSet, seed int64, kind string, c lora.Config, trained, frozen *weights.Set) *optim.Trainer {
 	shared := eng
 	if eng.shared != nil {
 		shared = eng.shared
 	}
 	cfg := shared.policy.Cfg
-	cfg.LoRAScale = c.Scale()
-	key := fmt.Sprintf("%s/%v/%s/%s", kind, cfg.LoRAScale, strings.Join(trained.Names(), ","), strings.Join(frozen.Names(), ","))
+	cfg.LoRAScale, cfg.LoRADropout = c.Scale(), c.Dropout
+	key := fmt.Sprintf("%s/%v/%v/%s/%s", kind, cfg.LoRAScale, cfg.LoRADropout, strings.Join(trained.Names(), ","), strings.Join(frozen.Names(), ","))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	tr := shared.adapters[key]
@@ -106,13 +105,16 @@ func (a *Activities) adapterTrainer(eng *engineSet, kind string, c lora.Config, 
 		default:
 			panic("activities: unknown adapter trainer " + kind)
 		}
+		if cfg.LoRADropout > 0 {
+			loss.RNG = transformer.DropoutRNG
+		}
 		tr = optim.NewTrainer(shared.policy.Backend, trained.Names(), optim.DefaultAdamW, loss, frozen.Names()...)
 		if shared.adapters == nil {
 			shared.adapters = map[string]*optim.Trainer{}
 		}
 		shared.adapters[key] = tr
 	}
-	return tr.WithProgress(eng.meter).WithFrozen(frozen)
+	return tr.WithProgress(eng.meter).WithFrozen(frozen).WithSeed(int64(rng.Source(seed, "lora-dropout-"+kind, 0).Uint64()))
 }
 
 // adapted is the policy an artifact stands for: a LoRA run's adapter on
@@ -128,17 +130,4 @@ func adapted(ref, set *weights.Set) (*weights.Set, error) {
 		return lora.With(ref, set), nil
 	}
 	return set, nil
-}
-
-// saveAdapter stores a stage's adapter beside its merged model.
-func (a *Activities) saveAdapter(runID, rel string, adapter *weights.Set) (*artifact.Ref, error) {
-	key, err := runPath(runID, rel)
-	if err != nil {
-		return nil, err
-	}
-	ref, err := a.Store.PutWeights(key, adapter)
-	if err != nil {
-		return nil, err
-	}
-	return &ref, nil
 }

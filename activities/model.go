@@ -2,6 +2,7 @@ package activities
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"path"
 	"slices"
@@ -156,6 +157,8 @@ func openAdapter(roots config.Roots, spec config.Spec, cfg transformer.Config) (
 		return nil, invalidSpec(fmt.Errorf("lora.targets are %s (none: every projection), but %s has target_modules %s", strings.Join(want.Targets, ", "), file, strings.Join(got.Targets, ", ")))
 	}
 	transformer.SetConfig(ad, cfg)
+	b, _ := json.Marshal(want) // the spec's training settings (dropout) over the file's
+	ad.Metadata[lora.MetaKey] = string(b)
 	return ad, nil
 }
 

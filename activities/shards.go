@@ -273,7 +273,7 @@ func (a *Activities) policyTrainer(j *job, in pipeline.IterationInput, o *iterat
 		}
 		o.st = optim.NewState(o.pol)
 	}
-	return a.adapterTrainer(j.eng, adapterRL, *lc, o.pol, ref), nil
+	return a.adapterTrainer(j.eng, in.Spec.Seed, adapterRL, *lc, o.pol, ref), nil
 }
 
 // rlTrainer is the engines' REINFORCE optimizer, made on first use in the

@@ -60,7 +60,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 		if params, err = a.sftAdapter(spec, in.Data, j.m.cfg, *lc); err != nil {
 			return pipeline.TrainResult{}, err
 		}
-		tr = a.adapterTrainer(j.eng, adapterSFT, *lc, params, base)
+		tr = a.adapterTrainer(j.eng, spec.Seed, adapterSFT, *lc, params, base)
 	case j.m.base != nil:
 		params = base.Clone()
 	}
@@ -82,7 +82,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 		return res, err
 	}
 	if lc != nil {
-		if res.Adapter, err = a.saveAdapter(in.RunID, "sft/adapter.safetensors", params); err != nil {
+		if res.Adapter, err = a.putWeights(in.RunID, "sft/adapter.safetensors", params); err != nil {
 			return res, err
 		}
 		if params, err = lora.Merge(base, params); err != nil {
@@ -101,16 +101,26 @@ func pick[T any](s []T, rows []int) []T {
 	return out
 }
 
-func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipeline.TrainResult, start time.Time) (pipeline.TrainResult, error) {
+// putWeights stores a stage's weights (a model, an adapter) at rel in the
+// run's folder.
+func (a *Activities) putWeights(runID, rel string, set *weights.Set) (*artifact.Ref, error) {
 	key, err := runPath(runID, rel)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	ref, err := a.Store.PutWeights(key, params)
+	ref, err := a.Store.PutWeights(key, set)
+	if err != nil {
+		return nil, err
+	}
+	return &ref, nil
+}
+
+func (a *Activities) saveModel(runID, rel string, params *weights.Set, res pipeline.TrainResult, start time.Time) (pipeline.TrainResult, error) {
+	ref, err := a.putWeights(runID, rel, params)
 	if err != nil {
 		return res, err
 	}
-	res.Checkpoint = ref
+	res.Checkpoint = *ref
 	res.Digest = params.Digest()
 	res.TrainSeconds = time.Since(start).Seconds()
 	return res, nil
@@ -150,7 +160,7 @@ func (a *Activities) trainRewardModel(ctx context.Context, in pipeline.TrainInpu
 		}
 	}
 	if t.frozen != nil { // an adapter and head over the SFT backbone
-		if t.res.Adapter, err = a.saveAdapter(in.RunID, t.dir+"/adapter.safetensors", t.params); err != nil {
+		if t.res.Adapter, err = a.putWeights(in.RunID, t.dir+"/adapter.safetensors", t.params); err != nil {
 			return t.res, err
 		}
 		if t.params, err = lora.Merge(t.frozen, t.params); err != nil {
@@ -188,7 +198,7 @@ func (t *rewardTraining) trainer(kind string, whole *optim.Trainer) *optim.Train
 	if t.frozen == nil {
 		return whole
 	}
-	return t.a.adapterTrainer(t.j.eng, kind, *t.lc, t.params, t.frozen)
+	return t.a.adapterTrainer(t.j.eng, t.in.Spec.Seed, kind, *t.lc, t.params, t.frozen)
 }
 
 // rewardTraining is one reward model's training as it goes through its

@@ -141,7 +141,8 @@ type LoRA struct {
 	Rank int `json:"rank"`
 	// Alpha scales the adapters' product by alpha / rank; 0 means 2 x rank.
 	Alpha float64 `json:"alpha"`
-	// Dropout is PEFT's lora_dropout; only 0 is supported.
+	// Dropout is PEFT's lora_dropout: the probability that an adapter's
+	// input value is zeroed in training (the rest scaled by 1/(1-p)).
 	Dropout float64 `json:"dropout"`
 	// Targets are the adapted projections by their Hugging Face names
 	// (LoRATargets); empty means every projection the model has.
@@ -665,8 +666,8 @@ func (l LoRA) validate(bad func(field, problem string, allowed ...string)) {
 	if l.Alpha < 0 || math.IsNaN(l.Alpha) || math.IsInf(l.Alpha, 0) {
 		bad("lora.alpha", fmt.Sprintf("must be positive and finite (0: 2 x rank), got %v", l.Alpha))
 	}
-	if l.Dropout != 0 {
-		bad("lora.dropout", fmt.Sprintf("only 0 is supported (dropout on the adapters' input is not implemented), got %v", l.Dropout))
+	if !(l.Dropout >= 0 && l.Dropout < 1) {
+		bad("lora.dropout", fmt.Sprintf("must be in [0, 1), got %v", l.Dropout))
 	}
 	for i, t := range l.Targets {
 		field := fmt.Sprintf("lora.targets[%d]", i)

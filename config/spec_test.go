@@ -43,7 +43,7 @@ func TestBadSpecsNameTheField(t *testing.T) {
 		{"not JSON", `{"seed": `, []string{"not valid JSON"}},
 		{"negative lora rank", `{"lora": {"rank": -1}}`, []string{"lora.rank", "0..32768"}},
 		{"lora fields without a rank", `{"lora": {"alpha": 16}}`, []string{"lora.rank", "is 0", "give a positive rank"}},
-		{"lora dropout", `{"lora": {"rank": 8, "dropout": 0.1}}`, []string{"lora.dropout", "only 0"}},
+		{"lora dropout of 1", `{"lora": {"rank": 8, "dropout": 1}}`, []string{"lora.dropout", "must be in [0, 1)"}},
 		{"negative lora alpha", `{"lora": {"rank": 8, "alpha": -2}}`, []string{"lora.alpha", "positive"}},
 		{"unknown lora target", `{"lora": {"rank": 8, "targets": ["q_proj", "fc1"]}}`, []string{"lora.targets[1]", `"fc1"`, "allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"}},
 		{"lora target twice", `{"lora": {"rank": 8, "targets": ["q_proj", "q_proj"]}}`, []string{"lora.targets[1]", "twice"}},

@@ -146,7 +146,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	}
 	srv, cl := startEmbedded(t, devserver.Options{})
 	lora := faultSpec()
-	lora.Name, lora.LoRA, lora.Model.Path = "faults-lora", config.LoRA{Rank: 4}, fixtures.Path(t, "models", "stories260K")
+	lora.Name, lora.LoRA, lora.Model.Path = "faults-lora", config.LoRA{Rank: 4, Dropout: 0.1}, fixtures.Path(t, "models", "stories260K")
 	lora.SFT.Steps, lora.Reward.Steps, lora.Reward.RegressionSteps = 120, 60, 60 // a bigger model than the bundled one's
 	for _, v := range []struct {
 		prefix string

@@ -84,7 +84,7 @@ func TestAlignmentFromAHuggingFaceModel(t *testing.T) {
 	// stage trains an adapter, REINFORCE stores only its adapter, and both
 	// export formats give the same model.
 	// Two rollout shards, and one: the same weights.
-	s.Name, s.LoRA = "stories-lora", config.LoRA{Rank: 4}
+	s.Name, s.LoRA = "stories-lora", config.LoRA{Rank: 4, Dropout: 0.05}
 	s.Reinforce.BatchSize, s.Reinforce.RolloutShards = 16, 2
 	var ls, oneShard pipeline.Summary
 	for _, r := range []struct {

@@ -29,6 +29,9 @@ type Config struct {
 	// Targets are the adapted projections, by their Hugging Face module
 	// names (q_proj, ..., down_proj; see Modules), in Modules' order.
 	Targets []string `json:"target_modules"`
+	// Dropout is the adapters' input dropout in training (PEFT's
+	// lora_dropout; transformer.Config.LoRADropout).
+	Dropout float64 `json:"lora_dropout,omitempty"`
 }
 
 // Scale is the factor of the adapter's product, PEFT's scaling
@@ -120,6 +123,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rank must be positive, got %d", c.Rank)
 	case !(c.Alpha > 0) || math.IsInf(c.Alpha, 0):
 		return fmt.Errorf("alpha must be positive and finite, got %v", c.Alpha)
+	case !(c.Dropout >= 0 && c.Dropout < 1):
+		return fmt.Errorf("dropout must be in [0, 1), got %v", c.Dropout)
 	}
 	return nil
 }
@@ -309,7 +314,7 @@ func Combine(first, second *weights.Set) (*weights.Set, error) {
 	case c1.Scale() != c2.Scale():
 		return nil, fmt.Errorf("combine adapters: their scales alpha/r differ (%v/%d and %v/%d), which one adapter of rank %d cannot hold", c1.Alpha, c1.Rank, c2.Alpha, c2.Rank, c1.Rank+c2.Rank)
 	}
-	c := Config{Rank: c1.Rank + c2.Rank, Alpha: c1.Scale() * float64(c1.Rank+c2.Rank), Targets: c1.Targets}
+	c := Config{Rank: c1.Rank + c2.Rank, Alpha: c1.Scale() * float64(c1.Rank+c2.Rank), Targets: c1.Targets, Dropout: c2.Dropout}
 	out := weights.NewSet()
 	for k, v := range second.Metadata {
 		out.Metadata[k] = v

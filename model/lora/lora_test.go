@@ -240,3 +240,52 @@ func TestCombineIsBothMerges(t *testing.T) {
 	_, err = lora.Combine(first, other)
 	assert.ErrorContains(t, err, "scales alpha/r differ")
 }
+
+// TestTrainingWithDropout trains an adapter with PEFT's lora_dropout: the
+// first step of a fresh adapter (B zero) has the undropped model's loss,
+// since dropout reads only the adapter's input; the same seed gives the
+// same adapter, bit for bit, and another seed another; it learns.
+func TestTrainingWithDropout(t *testing.T) {
+	b, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	base := policy.Init(bundledCfg, 5)
+	for i := range base.Get(policy.LMHead).Data {
+		base.Get(policy.LMHead).Data[i] *= 50
+	}
+	c := lora.Config{Rank: 4, Alpha: 8, Dropout: 0.2}
+	batch, err := policy.MakeBatch(bundledCfg, 2, [][]int32{tokenizer.EncodePrompt("hot?"), tokenizer.EncodePrompt("up")}, [][]int32{{'c', 'o', 'l', 'd', tokenizer.EOS}, {'d', 'o', 'w', 'n', tokenizer.EOS}})
+	require.NoError(t, err)
+	train := func(dropout float64, seed int64) (*weights.Set, []float64) {
+		gcfg := bundledCfg
+		gcfg.LoRAScale, gcfg.LoRADropout = c.Scale(), dropout
+		loss := policy.SFTLoss(gcfg)
+		if dropout > 0 {
+			loss.RNG = transformer.DropoutRNG
+		}
+		ad, err := lora.Init(bundledCfg, c, 6)
+		require.NoError(t, err)
+		sess, err := optim.NewTrainer(b, ad.Names(), optim.DefaultAdamW, loss, base.Names()...).WithFrozen(base).WithSeed(seed).Start(ad, optim.NewState(ad))
+		require.NoError(t, err)
+		var losses []float64
+		for range 40 {
+			r, err := sess.Step(0.05, batch)
+			require.NoError(t, err)
+			losses = append(losses, r.Loss)
+		}
+		require.NoError(t, sess.Close())
+		return ad, losses
+	}
+	plain, plainLosses := train(0, 0)
+	dropped, losses := train(c.Dropout, 1)
+	assert.Equal(t, plainLosses[0], losses[0], "a fresh adapter's first step: dropout reads only the adapter's input")
+	assert.NotEqual(t, plainLosses[1], losses[1], "later steps see the dropped inputs")
+	assert.Less(t, losses[len(losses)-1], losses[0]*0.8, "the adapter learns with dropout")
+	again, _ := train(c.Dropout, 1)
+	other, _ := train(c.Dropout, 2)
+	assert.Equal(t, dropped.Digest(), again.Digest(), "the same seed: the same adapter")
+	assert.NotEqual(t, dropped.Digest(), other.Digest(), "another seed: other masks")
+	assert.NotEqual(t, plain.Digest(), dropped.Digest())
+
+	_, err = optim.NewTrainer(b, plain.Names(), optim.DefaultAdamW, optim.Loss{Name: "x", RNG: transformer.DropoutRNG, Fn: policy.SFTLoss(bundledCfg).Fn}, base.Names()...).WithFrozen(base).Start(plain, optim.NewState(plain))
+	assert.ErrorContains(t, err, "draws random numbers and the trainer has no seed")
+}

@@ -90,6 +90,12 @@ type Loss struct {
 	Name   string // names the loss in errors
 	Inputs []Input
 	Fn     LossFn
+	// RNG, when set, is the name under which Fn finds a random state
+	// (graph.RNGStateShape) among the parameters, for draws that differ
+	// from step to step (LoRA dropout). The session derives each step's
+	// state from the trainer's seed (WithSeed) and the step's number, so a
+	// resumed run draws what an uninterrupted one did.
+	RNG string
 }
 
 // Input declares one batch tensor a loss reads. Axes name its dimensions:
@@ -150,8 +156,11 @@ type Trainer struct {
 	// adapter's base); frozenSet holds them (WithFrozen).
 	frozen    []string
 	frozenSet *weights.Set
-	opt       AdamW
-	loss      Loss
+	// seed derives the random state of each step of a loss with an RNG.
+	seed    int64
+	hasSeed bool
+	opt     AdamW
+	loss    Loss
 	// meter is told of every step taken (WithProgress); nil for none.
 	meter progress.Meter
 }
@@ -171,6 +180,14 @@ func (t *Trainer) WithProgress(m progress.Meter) *Trainer {
 func (t *Trainer) WithFrozen(set *weights.Set) *Trainer {
 	v := *t
 	v.frozenSet = set
+	return &v
+}
+
+// WithSeed is the trainer drawing its loss's random numbers (Loss.RNG)
+// from seed: step n's state is a function of seed and n alone.
+func (t *Trainer) WithSeed(seed int64) *Trainer {
+	v := *t
+	v.seed, v.hasSeed = seed, true
 	return &v
 }
 
@@ -217,6 +234,9 @@ func NewTrainer(b backends.Backend, names []string, opt AdamW, objective Loss, f
 		}
 		for i, n := range frozen {
 			byName[n] = in[np+i]
+		}
+		if objective.RNG != "" {
+			byName[objective.RNG], batch = batch[0], batch[1:]
 		}
 		loss, metrics := objective.Fn(byName, batch)
 		grads := graph.Gradient(loss, params...)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -120,10 +121,18 @@ func (t *Trainer) Start(params *weights.Set, st *State) (*Session, error) {
 	return s, nil
 }
 
+// stepRNG is the random state of step (1-based) of a trainer seeded seed.
+func stepRNG(seed, step int64) (*tensors.Tensor, error) {
+	return graph.RNGStateFromSeed(int64(rand.NewPCG(uint64(seed), uint64(step)).Uint64() >> 1))
+}
+
 // upload puts the trainer's frozen tensors on the device for the
 // session's steps to read.
 func (s *Session) upload() error {
 	t := s.t
+	if t.loss.RNG != "" && !t.hasSeed {
+		return fmt.Errorf("start training: the %s loss draws random numbers and the trainer has no seed (Trainer.WithSeed)", t.loss.Name)
+	}
 	if len(t.frozen) > 0 && t.frozenSet == nil {
 		return fmt.Errorf("start training: the %s loss reads %d frozen tensors and none were given (Trainer.WithFrozen)", t.loss.Name, len(t.frozen))
 	}
@@ -188,6 +197,13 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 	}
 	for _, f := range s.frozen {
 		args = append(args, f) // read, never donated: every step reads it
+	}
+	if t.loss.RNG != "" {
+		state, err := stepRNG(t.seed, s.step+1)
+		if err != nil {
+			return StepResult{}, fmt.Errorf("train step: %w", err)
+		}
+		args = append(args, state)
 	}
 	for _, x := range ts {
 		args = append(args, x)

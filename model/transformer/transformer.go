@@ -82,6 +82,12 @@ type Config struct {
 	// belongs to a graph, not to the architecture, so checkpoints never
 	// record it: an adapter's own metadata does (model/lora).
 	LoRAScale float64 `json:"-"`
+	// LoRADropout is PEFT's lora_dropout in a training graph: each
+	// adapter reads its input through inverted dropout, zeroing each
+	// value with this probability and scaling the rest by 1/(1-p), with
+	// random numbers from the state Params hold under DropoutRNG. 0 in
+	// every graph that does not train (PEFT's eval mode).
+	LoRADropout float64 `json:"-"`
 }
 
 // RopeScaling is config.json's rope_scaling of the kinds alignflow applies.
@@ -217,6 +223,11 @@ const (
 	LoRAA = ".lora_a"
 	LoRAB = ".lora_b"
 )
+
+// DropoutRNG names the random state (graph.RNGStateShape) among the
+// Params of a graph with LoRA dropout; each adapter draws from it and
+// leaves the next state there, in the graph's order of layers.
+const DropoutRNG = "lora.dropout_rng"
 
 // MetaConfig is the metadata key holding the JSON Config in a checkpoint.
 const MetaConfig = "transformer_config"
@@ -437,8 +448,8 @@ func mlp(p Params, cfg Config, l int, x *graph.Node, lay layout) *graph.Node {
 
 // linear multiplies x by the named projection in lay's layout and, where p
 // holds a LoRA adapter of it (name+LoRAA, name+LoRAB), adds the adapter's
-// cfg.LoRAScale * (x A) B, as PEFT's LoRA layer adds
-// lora_B(lora_A(x)) * scaling to the base layer's output
+// cfg.LoRAScale * (dropout(x) A) B, as PEFT's LoRA layer adds
+// lora_B(lora_A(dropout(x))) * scaling to the base layer's output
 // (peft/tuners/lora/layer.py, Linear.forward). The adapter is in the
 // checkpoints' layout in either layout of the base.
 func (p Params) linear(cfg Config, lay layout, name string, x *graph.Node) *graph.Node {
@@ -450,8 +461,25 @@ func (p Params) linear(cfg Config, lay layout, name string, x *graph.Node) *grap
 	if cfg.LoRAScale == 0 {
 		panic(fmt.Sprintf("transformer: %s has a LoRA adapter but the graph's config has no LoRA scale", name))
 	}
+	if cfg.LoRADropout > 0 {
+		x = p.dropout(x, cfg.LoRADropout)
+	}
 	low := backend.Linear(backend.Linear(x, a), p.get(name+LoRAB))
 	return graph.Add(y, graph.MulScalar(low, cfg.LoRAScale))
+}
+
+// dropout is torch's nn.Dropout in training mode (PEFT's lora_dropout):
+// each value of x is zeroed with probability rate, the rest scaled by
+// 1/(1-rate), drawn from p's DropoutRNG state, which it advances.
+func (p Params) dropout(x *graph.Node, rate float64) *graph.Node {
+	state, ok := p[DropoutRNG]
+	if !ok {
+		panic("transformer: LoRA dropout needs a random state in the parameters (" + DropoutRNG + ")")
+	}
+	next, u := graph.RandomUniform(state, x.Shape())
+	p[DropoutRNG] = next
+	keep := graph.GreaterOrEqual(u, graph.Scalar(x.Graph(), x.DType(), rate))
+	return graph.Where(keep, graph.MulScalar(x, 1/(1-rate)), graph.ZerosLike(x))
 }
 
 // project is x times the projection part of layer l, plus its bias where

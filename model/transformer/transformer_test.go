@@ -151,3 +151,44 @@ func TestCachedForwardMatchesFullForward(t *testing.T) {
 		})
 	}
 }
+
+// TestLoRADropoutIsTorchs: the adapters' input dropout is nn.Dropout in
+// training mode: each value zeroed with probability p, the others scaled
+// by 1/(1-p), and the random state advanced, so the next adapter draws
+// another mask; the same state draws the same mask.
+func TestLoRADropoutIsTorchs(t *testing.T) {
+	be, err := backend.New(backend.Go)
+	require.NoError(t, err)
+	const n, rate = 20000, 0.3
+	exec := graph.MustNewExec(be, func(state, x *graph.Node) (a, b *graph.Node) {
+		p := Params{DropoutRNG: state}
+		return p.dropout(x, rate), p.dropout(x, rate)
+	})
+	ones := make([]float32, n)
+	for i := range ones {
+		ones[i] = 1
+	}
+	state, err := graph.RNGStateFromSeed(7)
+	require.NoError(t, err)
+	run := func() (a, b []float32) {
+		out := exec.MustExec(state, tensors.FromValue(ones))
+		return tensors.MustCopyFlatData[float32](out[0]), tensors.MustCopyFlatData[float32](out[1])
+	}
+	a, b := run()
+	zeros, differ := 0, 0
+	for i := range a {
+		switch a[i] {
+		case 0:
+			zeros++
+		default:
+			require.InDelta(t, 1/(1-rate), a[i], 1e-6, "kept values are scaled by 1/(1-p)")
+		}
+		if (a[i] == 0) != (b[i] == 0) {
+			differ++
+		}
+	}
+	assert.InDelta(t, rate, float64(zeros)/n, 0.015, "the fraction zeroed is p")
+	assert.InDelta(t, 2*rate*(1-rate), float64(differ)/n, 0.015, "the second draw is independent of the first")
+	again, _ := run()
+	assert.Equal(t, a, again, "the same state draws the same mask")
+}

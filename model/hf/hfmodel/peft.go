@@ -104,7 +104,7 @@ func ExportPEFT(out string, t transformer.Config, adapter *weights.Set, task, ba
 			safetensors.Tensor{Name: name + ".lora_A.weight", DType: safetensors.F32, Shape: []int{c.Rank, p.In}, Values: transpose(a)},
 			safetensors.Tensor{Name: name + ".lora_B.weight", DType: safetensors.F32, Shape: []int{p.Out, c.Rank}, Values: transpose(b)})
 	}
-	cfg := PEFTConfig{PEFTType: "LORA", TaskType: task, BaseModel: base, R: c.Rank, LoRAAlpha: c.Alpha, TargetModules: c.Targets,
+	cfg := PEFTConfig{PEFTType: "LORA", TaskType: task, BaseModel: base, R: c.Rank, LoRAAlpha: c.Alpha, LoRADropout: c.Dropout, TargetModules: c.Targets,
 		Bias: "none", InferenceMode: true, InitLoRAWeights: true, RankPattern: map[string]any{}, AlphaPattern: map[string]any{}}
 	switch task {
 	case TaskSeqCls:
