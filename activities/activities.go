@@ -30,6 +30,7 @@ import (
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
 )
 
@@ -68,7 +69,7 @@ type engineSet struct {
 	policy     *policy.Engine
 	reward     *reward.Engine
 	sft        *optim.Trainer
-	rl         *optim.Trainer
+	rl         map[reinforce.Objective]*optim.Trainer // REINFORCE's, by objective
 	rmTrainer  *optim.Trainer
 	regTrainer *optim.Trainer
 	// adapters are the trainers of LoRA adapters (adapterTrainer), by kind,

@@ -80,14 +80,14 @@ func (a *Activities) sftAdapter(spec config.Spec, d pipeline.Data, cfg transform
 // names of trained over frozen, compiled on first use in the shared set
 // (one per kind, scale, dropout and names) and reporting to eng's meter.
 // Its dropout draws from the run's seed and the kind (optim.Trainer.WithSeed).
-func (a *Activities) adapterTrainer(eng *engineSet, seed int64, kind string, c lora.Config, trained, frozen *weights.Set) *optim.Trainer {
+func (a *Activities) adapterTrainer(eng *engineSet, seed int64, kind string, obj reinforce.Objective, c lora.Config, trained, frozen *weights.Set) *optim.Trainer {
 	shared := eng
 	if eng.shared != nil {
 		shared = eng.shared
 	}
 	cfg := shared.policy.Cfg
 	cfg.LoRAScale, cfg.LoRADropout = c.Scale(), c.Dropout
-	key := fmt.Sprintf("%s/%v/%v/%s/%s", kind, cfg.LoRAScale, cfg.LoRADropout, strings.Join(trained.Names(), ","), strings.Join(frozen.Names(), ","))
+	key := fmt.Sprintf("%s/%v/%v/%s/%s/%+v", kind, cfg.LoRAScale, cfg.LoRADropout, strings.Join(trained.Names(), ","), strings.Join(frozen.Names(), ","), obj)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	tr := shared.adapters[key]
@@ -101,7 +101,7 @@ func (a *Activities) adapterTrainer(eng *engineSet, seed int64, kind string, c l
 		case adapterRegression:
 			loss = reward.RegressionTrainingLoss(cfg)
 		case adapterRL:
-			loss = reinforce.PolicyLoss(cfg)
+			loss = reinforce.PolicyLoss(cfg, obj)
 		default:
 			panic("activities: unknown adapter trainer " + kind)
 		}

@@ -38,7 +38,7 @@ func (a *Activities) loadModels(policy, reference, rewardModel artifact.Ref) (po
 // eval's samples and temperature, an evaluation.
 func (j *job) settings(spec config.Spec, samples int, temperature float64) reinforce.Settings {
 	r := spec.Reinforce
-	return reinforce.Settings{SamplesPerPrompt: samples, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
+	return reinforce.Settings{Objective: r.Objective(), SamplesPerPrompt: samples,
 		LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: j.sampleOptions(spec, temperature)}
 }
 
@@ -117,42 +117,43 @@ func (j *job) iterationPrompts(in pipeline.IterationInput) (prompts [][]int32, r
 	return j.ds.Encode(texts), repeatText(texts, r.SamplesPerPrompt), nil
 }
 
-// rolloutRecord is one line of the rollouts artifact.
-type rolloutRecord struct {
-	Prompt    string   `json:"prompt"`
-	Response  string   `json:"response"`
-	Ended     bool     `json:"ended"`
-	Reward    float64  `json:"reward"`
-	KL        float64  `json:"kl"`
-	Advantage float64  `json:"advantage"`
-	Gold      *float64 `json:"gold,omitempty"`
-}
-
 // iterationOutcome is what an iteration's update leaves: the rows it
 // trained on, their scores, and the updated policy and optimizer state.
 type iterationOutcome struct {
-	texts            []string
-	rollouts         *reinforce.Rollouts
-	rewards, kl, adv []float64
-	loss             float64
-	pol              *weights.Set
-	st               *optim.State
-	started          time.Time
+	texts                    []string
+	rollouts                 *reinforce.Rollouts
+	rewards, kl, shaped, adv []float64
+	logprobs                 [][]float32 // the policy's when sampled, by row (nil: not recorded)
+	update                   reinforce.UpdateStats
+	pol                      *weights.Set
+	st                       *optim.State
+	started                  time.Time
 }
 
 // saveIteration summarises an iteration's rollouts (reinforce.Summarize,
 // with the gold score where the data has a rubric) and stores the policy,
 // its optimizer state and the rollouts.
 func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterationOutcome) (pipeline.IterationResult, error) {
-	res := pipeline.IterationResult{Iteration: in.Iteration, Loss: o.loss}
+	res := pipeline.IterationResult{Iteration: in.Iteration, Loss: o.update.Loss}
+	if in.Spec.Reinforce.Objective().Clipped() {
+		res.RatioMean, res.ClipFraction = &o.update.RatioMean, &o.update.ClipFraction
+	}
 	responses := o.rollouts.Responses()
 	gold := j.ds.Gold(o.texts, responses)
 	sum := reinforce.Summarize(o.rollouts.Samples, o.rewards, o.kl, gold)
 	res.RewardMean, res.KLMean, res.EndedFraction, res.GoldMean = sum.RewardMean, sum.KLMean, sum.EndedFraction, sum.GoldMean
-	records := make([]rolloutRecord, len(responses))
+	k := in.Spec.Reinforce.SamplesPerPrompt
+	records := make([]pipeline.RolloutRecord, len(responses))
 	for i, s := range o.rollouts.Samples {
-		records[i] = rolloutRecord{Prompt: o.texts[i], Response: j.m.codec.Text(s.Tokens), Ended: s.Ended,
-			Reward: o.rewards[i], KL: o.kl[i], Advantage: o.adv[i]}
+		records[i] = pipeline.RolloutRecord{PromptIndex: i / k, SampleIndex: i % k, Prompt: o.texts[i], Response: j.m.codec.Text(s.Tokens),
+			Tokens: s.Tokens, Ended: s.Ended, Reward: o.rewards[i], KL: o.kl[i], Advantage: o.adv[i]}
+		if o.shaped != nil {
+			records[i].Shaped = &o.shaped[i]
+		}
+		if o.logprobs != nil && o.logprobs[i] != nil {
+			lp := reinforce.Sum(o.logprobs[i])
+			records[i].LogProb = &lp
+		}
 		if gold != nil {
 			records[i].Gold = &gold[i]
 		}
@@ -213,17 +214,18 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 		return pipeline.IterationResult{}, err
 	}
 	k := spec.Reinforce.SamplesPerPrompt
-	it := &reinforce.Iteration{Policy: j.eng.policy, Reward: j.eng.reward, Trainer: a.rlTrainer(j.eng), Reference: ref, RM: rm,
+	it := &reinforce.Iteration{Policy: j.eng.policy, Reward: j.eng.reward, Trainer: a.rlTrainer(j.eng, spec.Reinforce.Objective()), Reference: ref, RM: rm,
 		Settings: j.settings(spec, k, spec.Reinforce.Temperature)}
 	outcomes, stats, err := it.Run(pol, o.st, prompts, rng.New(spec.Seed, "rollout", in.Iteration))
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	o.texts, o.pol, o.loss = texts, pol, stats.Loss
+	o.texts, o.pol, o.update = texts, pol, stats.Update
 	o.rollouts = &reinforce.Rollouts{Contexts: reinforce.Repeat(prompts, k)}
 	for _, ro := range outcomes {
 		o.rollouts.Samples = append(o.rollouts.Samples, policy.Sample{Tokens: ro.Response, Ended: ro.Ended})
 		o.rewards, o.kl, o.adv = append(o.rewards, ro.Reward), append(o.kl, ro.KL), append(o.adv, ro.Advantage)
+		o.shaped = append(o.shaped, ro.Shaped)
 	}
 	return a.saveIteration(in, j, o)
 }

@@ -29,6 +29,11 @@ type shardRow struct {
 	Ended    bool    `json:"ended"`
 	Reward   float64 `json:"reward"`
 	KL       float64 `json:"kl"` // the per-token penalty, reinforce.kl_estimator
+	// LogProbs and RefLogProbs are the response tokens' log-probabilities
+	// under the policy that sampled them and under the reference: what a
+	// clipped update's ratio and the KL in the loss read.
+	LogProbs    []float32 `json:"logprobs"`
+	RefLogProbs []float32 `json:"ref_logprobs"`
 }
 
 // RolloutShard samples, scores and takes the KL penalty of one shard of a
@@ -78,9 +83,10 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
+	lpPol, lpRef := lp.ResponseLogProbs()
 	out := make([]shardRow, len(ro.Samples))
 	for i, s := range ro.Samples {
-		out[i] = shardRow{Response: s.Tokens, Ended: s.Ended, Reward: rewards[i], KL: kl[i]}
+		out[i] = shardRow{Response: s.Tokens, Ended: s.Ended, Reward: rewards[i], KL: kl[i], LogProbs: lpPol[i], RefLogProbs: lpRef[i]}
 	}
 	res := pipeline.ShardResult{Shard: in.Shard, First: first, Rows: len(out)}
 	name := fmt.Sprintf("shard-%d-of-%d.json", in.Shard, in.Shards)
@@ -135,21 +141,28 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 		return pipeline.IterationResult{}, err
 	}
 	o.texts = texts
-	if o.rollouts, o.rewards, o.kl, err = a.mergeShards(in.Shards, reinforce.Repeat(prompts, r.SamplesPerPrompt)); err != nil {
+	m, err := a.mergeShards(in.Shards, reinforce.Repeat(prompts, r.SamplesPerPrompt))
+	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	if _, _, o.adv, err = reinforce.Advantages(o.rewards, o.kl, o.rollouts.Ended(), r.KLBeta, r.SamplesPerPrompt); err != nil {
+	o.rollouts, o.rewards, o.kl, o.logprobs = m.rollouts, m.rewards, m.kl, m.logprobs
+	obj := r.Objective()
+	if o.shaped, _, o.adv, err = reinforce.Advantages(o.rewards, o.kl, o.rollouts.Ended(), obj, r.SamplesPerPrompt); err != nil {
 		return pipeline.IterationResult{}, err
 	}
 	batches, err := reinforce.Batches(j.eng.policy.Cfg, o.rollouts, r.BatchSize)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	up, err := reinforce.Update(tr, o.pol, o.st, r.LearningRate, batches, o.adv)
-	if err != nil {
+	lp := &reinforce.TokenLogProbs{BatchSize: r.BatchSize, Batches: batches}
+	if obj.Clipped() || obj.KLIn == reinforce.KLInLoss { // the loss reads what the rollouts recorded
+		if lp, err = reinforce.Recorded(batches, r.BatchSize, m.logprobs, m.refLogprobs); err != nil {
+			return pipeline.IterationResult{}, corrupt(err)
+		}
+	}
+	if o.update, err = reinforce.Update(tr, o.pol, o.st, r.LearningRate, lp, o.adv, obj); err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	o.loss = up.Loss
 	res, err := a.saveIteration(in.IterationInput, j, o)
 	if err != nil {
 		return res, err
@@ -159,27 +172,37 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	return res, nil
 }
 
+// merged is an iteration's shards read as one: its rollouts and what each
+// row recorded.
+type merged struct {
+	rollouts              *reinforce.Rollouts
+	rewards, kl           []float64
+	logprobs, refLogprobs [][]float32
+}
+
 // mergeShards reads the shards' rollouts, in order, as the rows of one
 // iteration.
-func (a *Activities) mergeShards(shards []pipeline.ShardResult, rows [][]int32) (ro *reinforce.Rollouts, rewards, kl []float64, err error) {
-	ro = &reinforce.Rollouts{Contexts: rows}
+func (a *Activities) mergeShards(shards []pipeline.ShardResult, rows [][]int32) (merged, error) {
+	m := merged{rollouts: &reinforce.Rollouts{Contexts: rows}}
+	ro := m.rollouts
 	for _, sh := range shards {
 		var part []shardRow
 		if err := a.Store.GetJSON(sh.Rollouts, &part); err != nil {
-			return nil, nil, nil, err
+			return merged{}, err
 		}
 		if sh.First != len(ro.Samples) || len(part) != sh.Rows {
-			return nil, nil, nil, corrupt(fmt.Errorf("shard %d holds rows %d-%d (%d stored), but rows up to %d are merged", sh.Shard, sh.First, sh.First+sh.Rows-1, len(part), len(ro.Samples)))
+			return merged{}, corrupt(fmt.Errorf("shard %d holds rows %d-%d (%d stored), but rows up to %d are merged", sh.Shard, sh.First, sh.First+sh.Rows-1, len(part), len(ro.Samples)))
 		}
 		for _, row := range part {
 			ro.Samples = append(ro.Samples, policy.Sample{Tokens: row.Response, Ended: row.Ended})
-			rewards, kl = append(rewards, row.Reward), append(kl, row.KL)
+			m.rewards, m.kl = append(m.rewards, row.Reward), append(m.kl, row.KL)
+			m.logprobs, m.refLogprobs = append(m.logprobs, row.LogProbs), append(m.refLogprobs, row.RefLogProbs)
 		}
 	}
 	if len(ro.Samples) != len(rows) {
-		return nil, nil, nil, corrupt(fmt.Errorf("the shards hold %d of the iteration's %d rollouts", len(ro.Samples), len(rows)))
+		return merged{}, corrupt(fmt.Errorf("the shards hold %d of the iteration's %d rollouts", len(ro.Samples), len(rows)))
 	}
-	return ro, rewards, kl, nil
+	return m, nil
 }
 
 // held is the policy and optimizer state the worker's last update left,
@@ -257,7 +280,7 @@ func (a *Activities) optimizerState(in pipeline.IterationInput, pol *weights.Set
 func (a *Activities) policyTrainer(j *job, in pipeline.IterationInput, o *iterationOutcome) (*optim.Trainer, error) {
 	lc, err := adapterOf(in.Spec, j.m.cfg)
 	if err != nil || lc == nil {
-		return a.rlTrainer(j.eng), err
+		return a.rlTrainer(j.eng, in.Spec.Reinforce.Objective()), err
 	}
 	ref, err := a.reference(in)
 	if err != nil {
@@ -273,20 +296,23 @@ func (a *Activities) policyTrainer(j *job, in pipeline.IterationInput, o *iterat
 		}
 		o.st = optim.NewState(o.pol)
 	}
-	return a.adapterTrainer(j.eng, in.Spec.Seed, adapterRL, *lc, o.pol, ref), nil
+	return a.adapterTrainer(j.eng, in.Spec.Seed, adapterRL, in.Spec.Reinforce.Objective(), *lc, o.pol, ref), nil
 }
 
-// rlTrainer is the engines' REINFORCE optimizer, made on first use in the
-// worker's shared set, reporting to eng's meter.
-func (a *Activities) rlTrainer(eng *engineSet) *optim.Trainer {
+// rlTrainer is the engines' REINFORCE optimizer of obj, made on first use
+// in the worker's shared set, reporting to eng's meter.
+func (a *Activities) rlTrainer(eng *engineSet, obj reinforce.Objective) *optim.Trainer {
 	shared := eng
 	if eng.shared != nil {
 		shared = eng.shared
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if shared.rl == nil {
-		shared.rl = reinforce.NewTrainer(shared.policy)
+	if shared.rl[obj] == nil {
+		if shared.rl == nil {
+			shared.rl = map[reinforce.Objective]*optim.Trainer{}
+		}
+		shared.rl[obj] = reinforce.NewTrainer(shared.policy, obj)
 	}
-	return shared.rl.WithProgress(eng.meter)
+	return shared.rl[obj].WithProgress(eng.meter)
 }

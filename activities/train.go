@@ -13,6 +13,7 @@ import (
 	"github.com/alignflow/alignflow/ops/metrics"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
+	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
 )
 
@@ -60,7 +61,7 @@ func (a *Activities) trainSFT(ctx context.Context, in pipeline.TrainInput) (pipe
 		if params, err = a.sftAdapter(spec, in.Data, j.m.cfg, *lc); err != nil {
 			return pipeline.TrainResult{}, err
 		}
-		tr = a.adapterTrainer(j.eng, spec.Seed, adapterSFT, *lc, params, base)
+		tr = a.adapterTrainer(j.eng, spec.Seed, adapterSFT, reinforce.Objective{}, *lc, params, base)
 	case j.m.base != nil:
 		params = base.Clone()
 	}
@@ -198,7 +199,7 @@ func (t *rewardTraining) trainer(kind string, whole *optim.Trainer) *optim.Train
 	if t.frozen == nil {
 		return whole
 	}
-	return t.a.adapterTrainer(t.j.eng, t.in.Spec.Seed, kind, *t.lc, t.params, t.frozen)
+	return t.a.adapterTrainer(t.j.eng, t.in.Spec.Seed, kind, reinforce.Objective{}, *t.lc, t.params, t.frozen)
 }
 
 // rewardTraining is one reward model's training as it goes through its

@@ -229,6 +229,53 @@ type Reinforce struct {
 	// the result is bit-identical for any number of shards. 0 (runs
 	// recorded before shards) means 1.
 	RolloutShards int `json:"rollout_shards"`
+
+	// The policy-gradient family (reinforce.Objective); each left empty
+	// (or 0) is today's REINFORCE, so specs written before them mean what
+	// they meant.
+	//
+	// Advantage is the estimator: rloo (default), grpo, dr-grpo, reinforce++.
+	Advantage string `json:"advantage,omitempty"`
+	// LossAggregation averages the per-token losses: token-mean (default,
+	// DAPO's), seq-mean-token-mean (GRPO's), seq-mean-token-sum-norm (Dr.
+	// GRPO's, over max_tokens).
+	LossAggregation string `json:"loss_aggregation,omitempty"`
+	// KLIn places the KL penalty: reward (default), loss, none.
+	KLIn string `json:"kl_in,omitempty"`
+	// UpdateEpochs reuses each rollout batch for this many passes with
+	// PPO's clipped ratio against the rollouts' own log-probabilities
+	// (default 1: one on-policy pass, no ratio).
+	UpdateEpochs int `json:"update_epochs,omitempty"`
+	// Minibatches is the optimizer steps per pass, over consecutive
+	// generation batches (default 0: one per batch_size rows).
+	Minibatches int `json:"minibatches,omitempty"`
+	// ClipLow and ClipHigh bound the ratio to [1 - clip_low, 1 +
+	// clip_high] (0: 0.2 each, PPO's; DAPO sets clip_high 0.28).
+	ClipLow  float64 `json:"clip_low,omitempty"`
+	ClipHigh float64 `json:"clip_high,omitempty"`
+	// Ratio is the importance ratio's level: token (default) or sequence
+	// (GSPO's).
+	Ratio string `json:"ratio,omitempty"`
+}
+
+// DefaultClip is clip_low's and clip_high's value when left 0.
+const DefaultClip = 0.2
+
+// MaxUpdateEpochs bounds reinforce.update_epochs.
+const MaxUpdateEpochs = 64
+
+// Objective is the run's reinforce.Objective.
+func (r Reinforce) Objective() reinforce.Objective {
+	o := reinforce.Objective{Advantage: r.Advantage, Aggregation: r.LossAggregation, KLIn: r.KLIn, KLEstimator: r.KLEstimator,
+		KLBeta: r.KLBeta, Epochs: r.UpdateEpochs, Minibatches: r.Minibatches, ClipLow: r.ClipLow, ClipHigh: r.ClipHigh,
+		Ratio: r.Ratio, MaxTokens: r.MaxTokens}
+	if o.ClipLow == 0 {
+		o.ClipLow = DefaultClip
+	}
+	if o.ClipHigh == 0 {
+		o.ClipHigh = DefaultClip
+	}
+	return o.WithDefaults()
 }
 
 // Shards is the number of rollout shards (at least 1).
@@ -543,7 +590,28 @@ func (s Spec) validate(current bool) error {
 	}
 	positive("reinforce.prompts_per_iteration", r.PromptsPerIteration)
 	if r.SamplesPerPrompt < 2 {
-		bad("reinforce.samples_per_prompt", fmt.Sprintf("must be at least 2 for the leave-one-out baseline, got %d", r.SamplesPerPrompt))
+		bad("reinforce.samples_per_prompt", fmt.Sprintf("must be at least 2 for a group's baseline, got %d", r.SamplesPerPrompt))
+	}
+	for _, c := range []struct {
+		field, v string
+		allowed  []string
+	}{{"reinforce.advantage", r.Advantage, reinforce.AdvantageEstimators}, {"reinforce.loss_aggregation", r.LossAggregation, reinforce.LossAggregations},
+		{"reinforce.kl_in", r.KLIn, reinforce.KLPlacements}, {"reinforce.ratio", r.Ratio, reinforce.RatioLevels}} {
+		if c.v != "" && !contains(c.allowed, c.v) {
+			bad(c.field, fmt.Sprintf("unknown value %q", c.v), c.allowed...)
+		}
+	}
+	if r.UpdateEpochs < 0 || r.UpdateEpochs > MaxUpdateEpochs {
+		bad("reinforce.update_epochs", fmt.Sprintf("must be in 0..%d (0 and 1: one on-policy pass), got %d", MaxUpdateEpochs, r.UpdateEpochs))
+	}
+	if n := r.RolloutBatches(); r.Minibatches < 0 || (n > 0 && r.Minibatches > n) {
+		bad("reinforce.minibatches", fmt.Sprintf("must be between 0 (one optimizer step per batch) and the %d rollout batches of an iteration, got %d", n, r.Minibatches))
+	}
+	if !(r.ClipLow >= 0 && r.ClipLow < 1) {
+		bad("reinforce.clip_low", fmt.Sprintf("must be in [0, 1) (0: %v), got %v", DefaultClip, r.ClipLow))
+	}
+	if !(r.ClipHigh >= 0 && r.ClipHigh <= 10) {
+		bad("reinforce.clip_high", fmt.Sprintf("must be in [0, 10] (0: %v), got %v", DefaultClip, r.ClipHigh))
 	}
 	if r.KLBeta < 0 {
 		bad("reinforce.kl_beta", fmt.Sprintf("must not be negative, got %v", r.KLBeta))

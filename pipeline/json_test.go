@@ -50,6 +50,7 @@ var boundaryTypes = map[string]func() any{
 	"ComparisonReport":   func() any { return &pipeline.ComparisonReport{} },
 	"VariantReport":      func() any { return &pipeline.VariantReport{} },
 	"RunClaim":           func() any { return &pipeline.RunClaim{} },
+	"RolloutRecord":      func() any { return &pipeline.RolloutRecord{} },
 }
 
 // TestRoundTripKeepsEveryField sends each type, every field set (nested

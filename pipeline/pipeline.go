@@ -299,10 +299,41 @@ type IterationResult struct {
 	// results recorded before it was reported).
 	MeanLength float64 `json:"mean_length,omitempty"`
 	Loss       float64 `json:"loss"`
-	Seconds    float64 `json:"seconds"`
+	// RatioMean and ClipFraction are a clipped update's (update_epochs
+	// above 1) mean importance ratio and fraction of tokens clipped, over
+	// its optimizer steps; nil for an on-policy update.
+	RatioMean    *float64 `json:"ratio_mean,omitempty"`
+	ClipFraction *float64 `json:"clip_fraction,omitempty"`
+	Seconds      float64  `json:"seconds"`
 	// WorkerQueue is the task queue of the worker that made the update, and
 	// only it: the next update is offered there first.
 	WorkerQueue string `json:"worker_queue,omitempty"`
+}
+
+// RolloutRecord is one rollout of an iteration as its rollouts artifact
+// stores it (IterationResult.Rollouts, a JSON list) and `alignflow runs
+// rollouts` reads it. Fields added after the first runs are pointers or
+// omitted when empty, so that older artifacts read as what they hold.
+type RolloutRecord struct {
+	PromptIndex int     `json:"prompt_index"` // the prompt's index in the iteration
+	SampleIndex int     `json:"sample_index"` // the sample's index among the prompt's
+	Prompt      string  `json:"prompt"`
+	Response    string  `json:"response"`
+	Tokens      []int32 `json:"tokens,omitempty"`
+	Ended       bool    `json:"ended"`
+	// Reward is the reward model's score (0 without a reward model).
+	Reward float64 `json:"reward"`
+	// Verifier is the verifier's score, nil without a verifier.
+	Verifier *float64 `json:"verifier,omitempty"`
+	KL       float64  `json:"kl"` // the per-token KL penalty
+	// Shaped is the reward the advantage estimator read: the rewards'
+	// weighted sum, less the KL penalty where it is in the reward.
+	Shaped    *float64 `json:"shaped,omitempty"`
+	Advantage float64  `json:"advantage"`
+	// LogProb is the response's log-probability under the policy that
+	// sampled it.
+	LogProb *float64 `json:"logprob,omitempty"`
+	Gold    *float64 `json:"gold,omitempty"`
 }
 
 // Progress is what long activities heartbeat: the client shows it as a bar.

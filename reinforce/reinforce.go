@@ -1,23 +1,21 @@
-// Package reinforce is REINFORCE with a leave-one-out baseline and a KL penalty
-// against the frozen initial policy, as NeMo-Aligner trains with the
-// HelpSteer2-Preference reward model: no critic, no ratio clipping, one
-// on-policy pass per rollout batch. An iteration is named steps (steps.go),
-// and Summarize gives the means an iteration, an update after shards and a
-// policy evaluation report alike.
+// Package reinforce is policy-gradient RL with a reward model: by default
+// REINFORCE with a leave-one-out baseline and a KL penalty against the
+// frozen initial policy, as NeMo-Aligner trains with the
+// HelpSteer2-Preference reward model (no critic, no ratio clipping, one
+// on-policy pass per rollout batch), and the group-relative family peers
+// ship as choices of an Objective (objective.go): GRPO, Dr. GRPO,
+// REINFORCE++, DAPO's token-mean loss and clip-higher, PPO-style clipped
+// multi-epoch updates, the KL in the loss. An iteration is named steps
+// (steps.go), and Summarize gives the means an iteration, an update after
+// shards and a policy evaluation report alike.
 package reinforce
 
 import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
-
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
-	"github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/alignflow/alignflow/model/optim"
-	"github.com/alignflow/alignflow/model/transformer"
 	"github.com/alignflow/alignflow/model/weights"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reward"
@@ -106,39 +104,10 @@ func LeaveOneOutBaseline(rewards []float64, ended []bool, groupSize int) ([]floa
 	return base, nil
 }
 
-// AdvantageBatch is a teacher-forced batch of rollouts with each row's
-// advantage, as PolicyLoss reads it.
-type AdvantageBatch struct {
-	*policy.Batch
-	Advantages []float32 // one per row; 0 for the rows padding the batch
-}
-
-// AdvantageBatchTensors are an AdvantageBatch's tensors as PolicyLoss
-// declares them: the policy.Batch's, then the advantages [B].
-var AdvantageBatchTensors = append(slices.Clip(policy.BatchTensors), optim.Input{Name: "advantages", DType: dtypes.Float32, Axes: []string{"B"}})
-
-// Tensors returns the batch as PolicyLoss reads it (AdvantageBatchTensors).
-func (b AdvantageBatch) Tensors() []*tensors.Tensor {
-	return append(b.Batch.Tensors(), tensors.FromValue(b.Advantages))
-}
-
-// PolicyLoss is -masked_mean(log pi(tokens) * advantage) over all response
-// tokens of an AdvantageBatch: inputs, targets, mask [B,T] and advantages [B].
-func PolicyLoss(cfg transformer.Config) optim.Loss {
-	return optim.Loss{Name: "reinforce policy", Inputs: AdvantageBatchTensors, Fn: func(p map[string]*graph.Node, b []*graph.Node) (*graph.Node, []*graph.Node) {
-		inputs, targets, mask, adv := b[0], b[1], b[2], b[3]
-		lp := policy.TokenLogProbs(p, cfg, inputs, targets)
-		weighted := graph.Mul(graph.Mul(lp, mask), graph.InsertAxes(adv, -1))
-		n := graph.Max(graph.ReduceAllSum(mask), graph.ScalarOne(mask.Graph(), dtypes.Float32))
-		return graph.Neg(graph.Div(graph.ReduceAllSum(weighted), n)), nil
-	}}
-}
-
 // Settings are the knobs of one REINFORCE iteration.
 type Settings struct {
-	SamplesPerPrompt int     // K, responses per prompt
-	KLBeta           float64 // weight of the KL penalty in the shaped reward
-	KLEstimator      string
+	Objective            // advantages, KL and the update's passes
+	SamplesPerPrompt int // K, responses per prompt
 	LearningRate     float64
 	BatchSize        int // rows per generation, scoring and optimizer batch
 	Sample           policy.SampleOptions
@@ -151,7 +120,8 @@ type Outcome struct {
 	Ended     bool
 	Reward    float64 // reward model score
 	KL        float64 // mean per-token KL estimate to the reference
-	Shaped    float64 // Reward - beta * KL
+	Shaped    float64 // Reward - beta * KL where the KL is in the reward
+	LogProb   float64 // the sum of the response's log-probabilities when sampled
 	Baseline  float64
 	Advantage float64
 }
@@ -160,8 +130,8 @@ type Outcome struct {
 // reward and the update.
 type Stats struct {
 	Summary
-	ShapedMean, Loss, GradNorm float64
-	OptimizerSteps             int
+	Update     UpdateStats
+	ShapedMean float64
 }
 
 // Iteration runs one REINFORCE iteration in place on pol and its optimizer state:
@@ -176,9 +146,9 @@ type Iteration struct {
 	Settings  Settings
 }
 
-// NewTrainer returns the optimizer for PolicyLoss over a policy's parameters.
-func NewTrainer(pe *policy.Engine) *optim.Trainer {
-	return optim.NewTrainer(pe.Backend, pe.Names(), optim.DefaultAdamW, PolicyLoss(pe.Cfg))
+// NewTrainer returns the optimizer for PolicyLoss(obj) over a policy's parameters.
+func NewTrainer(pe *policy.Engine, obj Objective) *optim.Trainer {
+	return optim.NewTrainer(pe.Backend, pe.Names(), optim.DefaultAdamW, PolicyLoss(pe.Cfg, obj))
 }
 
 // Run performs the iteration on prompts (token contexts) with rng as the only
@@ -198,23 +168,24 @@ func (it *Iteration) Run(pol *weights.Set, st *optim.State, prompts [][]int32, r
 		return nil, Stats{}, err
 	}
 	ended := r.Ended()
-	shaped, base, adv, err := Advantages(rewards, kl, ended, s.KLBeta, s.SamplesPerPrompt)
+	shaped, base, adv, err := Advantages(rewards, kl, ended, s.Objective, s.SamplesPerPrompt)
 	if err != nil {
 		return nil, Stats{}, err
 	}
+	sampled, _ := lp.ResponseLogProbs()
 	rollouts := make([]Outcome, len(r.Samples))
 	stats := Stats{Summary: Summarize(r.Samples, rewards, kl, nil)}
 	for i, sm := range r.Samples {
 		rollouts[i] = Outcome{Prompt: i / s.SamplesPerPrompt, Response: sm.Tokens, Ended: ended[i], Reward: rewards[i], KL: kl[i],
-			Shaped: shaped[i], Baseline: base[i], Advantage: adv[i]}
+			Shaped: shaped[i], Baseline: base[i], Advantage: adv[i], LogProb: Sum(sampled[i])}
 		stats.ShapedMean += shaped[i]
 	}
 	stats.ShapedMean /= float64(len(rollouts))
 
-	up, err := Update(it.Trainer, pol, st, s.LearningRate, lp.Batches, adv)
+	up, err := Update(it.Trainer, pol, st, s.LearningRate, lp, adv, s.Objective)
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	stats.Loss, stats.GradNorm, stats.OptimizerSteps = up.Loss, up.GradNorm, up.Steps
+	stats.Update = up
 	return rollouts, stats, nil
 }

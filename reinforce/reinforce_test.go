@@ -106,10 +106,10 @@ func TestPolicyLossValueAndGradientSign(t *testing.T) {
 	want = -want / n
 	before := seqLP(lp)
 
-	tr := optim.NewTrainer(b, pol.Names(), optim.AdamW{Beta1: 0, Beta2: 0.9, Eps: 1e-8}, PolicyLoss(cfg))
+	tr := optim.NewTrainer(b, pol.Names(), optim.AdamW{Beta1: 0, Beta2: 0.9, Eps: 1e-8}, PolicyLoss(cfg, Objective{}))
 	sess, err := tr.Start(pol, optim.NewState(pol))
 	require.NoError(t, err)
-	res, err := sess.Step(1e-3, AdvantageBatch{Batch: batch, Advantages: adv})
+	res, err := sess.Step(1e-3, Objective{}.WithDefaults().OnPolicyBatch(batch, adv))
 	require.NoError(t, err)
 	require.NoError(t, sess.Close())
 	assert.InDelta(t, want, res.Loss, 1e-5, "loss equals -masked_mean(logp * advantage)")

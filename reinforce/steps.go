@@ -20,8 +20,8 @@ import (
 //	lp       := LogProbs(...)         token log-probabilities, policy and reference
 //	                                  (ScoreAndLogProbs: both at once)
 //	kl       := lp.KL(estimator)      the per-token KL penalty of each
-//	adv      := Advantages(...)       shaped rewards, leave-one-out baselines
-//	Update(...)                       one pass of optimizer steps
+//	adv      := Advantages(...)       shaped rewards, the estimator's advantages
+//	Update(...)                       the objective's optimizer steps
 
 // Rollouts are sampled responses, one per row: Contexts[i] is the prompt
 // row i answers.
@@ -191,24 +191,82 @@ func (t *TokenLogProbs) LogRatios() [][]float32 {
 	return out
 }
 
-// Advantages shapes the rewards with the KL penalty (reward - beta*KL)
-// and subtracts the leave-one-out baseline over each prompt's k rollouts.
-func Advantages(rewards, kl []float64, ended []bool, beta float64, k int) (shaped, baseline, advantage []float64, err error) {
+// Advantages shapes the rewards as obj says (Objective.Shape: less the
+// KL penalty where it is in the reward) and computes each rollout's
+// advantage over its prompt's k rollouts with obj's estimator
+// (GroupAdvantages).
+func Advantages(rewards, kl []float64, ended []bool, obj Objective, k int) (shaped, baseline, advantage []float64, err error) {
 	if len(rewards) != len(kl) || len(rewards) != len(ended) {
 		return nil, nil, nil, fmt.Errorf("advantages: %d rewards, %d KL values and %d ended flags", len(rewards), len(kl), len(ended))
 	}
-	shaped = make([]float64, len(rewards))
-	for i := range rewards {
-		shaped[i] = rewards[i] - beta*kl[i]
-	}
-	if baseline, err = LeaveOneOutBaseline(shaped, ended, k); err != nil {
+	obj = obj.WithDefaults()
+	shaped = obj.Shape(rewards, kl)
+	if baseline, advantage, err = GroupAdvantages(shaped, ended, k, obj.Advantage); err != nil {
 		return nil, nil, nil, err
 	}
-	advantage = make([]float64, len(shaped))
-	for i := range shaped {
-		advantage[i] = shaped[i] - baseline[i]
-	}
 	return shaped, baseline, advantage, nil
+}
+
+// ResponseLogProbs are every rollout's token log-probabilities at its
+// response tokens (mask 1), in order, under the policy and the reference:
+// what a rollout records of its sampling for a later update (Recorded).
+func (t *TokenLogProbs) ResponseLogProbs() (pol, ref [][]float32) {
+	_ = t.each(func(_ int, b *policy.Batch, row int, lp, lq []float32) error {
+		var p, q []float32
+		for j, m := range b.Mask[row] {
+			if m != 0 {
+				p, q = append(p, lp[j]), append(q, lq[j])
+			}
+		}
+		pol, ref = append(pol, p), append(ref, q)
+		return nil
+	})
+	return pol, ref
+}
+
+// Sum is a response's log-probability: the sum of its tokens', in order.
+func Sum(logprobs []float32) float64 {
+	s := 0.0
+	for _, x := range logprobs {
+		s += float64(x)
+	}
+	return s
+}
+
+// Recorded lays out recorded response log-probabilities (ResponseLogProbs'
+// values, one list per rollout) on batches of batchSize rows (Batches) as
+// TokenLogProbs, 0 at every other position.
+func Recorded(batches []*policy.Batch, batchSize int, pol, ref [][]float32) (*TokenLogProbs, error) {
+	out := &TokenLogProbs{BatchSize: batchSize, Batches: batches}
+	for bi, b := range batches {
+		lp, lq := make([][]float32, len(b.Inputs)), make([][]float32, len(b.Inputs))
+		for row := range b.Inputs {
+			lp[row], lq[row] = make([]float32, len(b.Inputs[row])), make([]float32, len(b.Inputs[row]))
+			if row >= b.Rows {
+				continue
+			}
+			i := bi*batchSize + row
+			if i >= len(pol) || i >= len(ref) {
+				return nil, fmt.Errorf("recorded log-probabilities: %d and %d rollouts recorded, rollout %d asked for", len(pol), len(ref), i)
+			}
+			k := 0
+			for j, m := range b.Mask[row] {
+				if m == 0 {
+					continue
+				}
+				if k >= len(pol[i]) || k >= len(ref[i]) {
+					return nil, fmt.Errorf("recorded log-probabilities: rollout %d has %d and %d recorded, its response more tokens", i, len(pol[i]), len(ref[i]))
+				}
+				lp[row][j], lq[row][j] = pol[i][k], ref[i][k]
+				k++
+			}
+			if k != len(pol[i]) || k != len(ref[i]) {
+				return nil, fmt.Errorf("recorded log-probabilities: rollout %d has %d and %d recorded for %d response tokens", i, len(pol[i]), len(ref[i]), k)
+			}
+		}
+		out.Policy, out.Reference = append(out.Policy, lp), append(out.Reference, lq)
+	}
+	return out, nil
 }
 
 // ScoreAndLogProbs is Score and LogProbs at once: they are independent
@@ -231,18 +289,25 @@ func ScoreAndLogProbs(pe *policy.Engine, re *reward.Engine, pol, ref, rm *weight
 	return rewards, lp, nil
 }
 
-// UpdateStats summarise an update pass.
+// UpdateStats summarise an update: means over its optimizer steps.
 type UpdateStats struct {
-	Loss, GradNorm float64 // means over the optimizer steps
+	Loss, GradNorm float64
 	Steps          int
+	// RatioMean and ClipFraction are a clipped update's mean importance
+	// ratio and fraction of tokens clipped (1 and 0 on-policy).
+	RatioMean, ClipFraction float64
 }
 
-// Update takes one optimizer step of PolicyLoss per batch (Batches), in
-// order, with each rollout's advantage (indexed as the batches' rows), in
-// place on pol and st: one optimizer session for the pass, which writes
-// pol and st back when it ends, a failed step's too (the last good step's
-// state).
-func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, batches []*policy.Batch, advantage []float64) (out UpdateStats, err error) {
+// Update trains pol and st in place on the rollouts' batches (lp.Batches)
+// with each rollout's advantage (indexed as the batches' rows): obj.Epochs
+// passes over the batches in order, each of obj.Minibatches optimizer
+// steps over consecutive batches (one per batch by default), the loss
+// PolicyLoss(obj) reading the rollouts' log-probabilities in lp where it
+// is clipped or holds the KL. One optimizer session runs the update and
+// writes pol and st back when it ends, a failed step's too (the last good
+// step's state).
+func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, lp *TokenLogProbs, advantage []float64, obj Objective) (out UpdateStats, err error) {
+	obj = obj.WithDefaults()
 	sess, err := tr.Start(pol, st)
 	if err != nil {
 		return out, fmt.Errorf("policy update: %w", err)
@@ -252,20 +317,53 @@ func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, ba
 			err = fmt.Errorf("policy update: %w", cerr)
 		}
 	}()
-	row := 0
-	for _, b := range batches {
-		adv := make([]float32, len(b.Inputs))
-		for j := 0; j < b.Rows; j++ {
-			adv[j] = float32(advantage[row+j])
+	batches := lp.Batches
+	nb := len(batches)
+	mb := obj.Minibatches
+	if mb <= 0 || mb > nb {
+		mb = nb
+	}
+	out.RatioMean = 1
+	if obj.Clipped() {
+		out.RatioMean = 0
+	}
+	steps := obj.Epochs * mb
+	for range obj.Epochs {
+		for m := range mb {
+			first, last := m*nb/mb, (m+1)*nb/mb
+			norm := obj.Norm(batches[first:last])
+			parts := make([]optim.Batch, 0, last-first)
+			for bi := first; bi < last; bi++ {
+				parts = append(parts, lp.updateBatch(bi, advantage, norm, obj))
+			}
+			res, err := sess.Step(lr, parts[0], parts[1:]...)
+			if err != nil {
+				return out, fmt.Errorf("policy update: %w", err)
+			}
+			out.Loss += res.Loss / float64(steps)
+			out.GradNorm += res.GradNorm / float64(steps)
+			if obj.Clipped() {
+				out.RatioMean += res.Metrics[0] / float64(steps)
+				out.ClipFraction += res.Metrics[1] / float64(steps)
+			}
+			out.Steps++
 		}
-		row += len(b.Inputs)
-		res, err := sess.Step(lr, AdvantageBatch{Batch: b, Advantages: adv})
-		if err != nil {
-			return out, fmt.Errorf("policy update: %w", err)
-		}
-		out.Loss += res.Loss / float64(len(batches))
-		out.GradNorm += res.GradNorm / float64(len(batches))
-		out.Steps++
 	}
 	return out, nil
+}
+
+// updateBatch is batch bi with what obj's loss reads of its rows.
+func (t *TokenLogProbs) updateBatch(bi int, advantage []float64, norm float32, obj Objective) UpdateBatch {
+	b := t.Batches[bi]
+	ub := UpdateBatch{Batch: b, Advantages: make([]float32, len(b.Inputs)), Norm: norm, Objective: obj}
+	for j := 0; j < b.Rows; j++ {
+		ub.Advantages[j] = float32(advantage[bi*t.BatchSize+j])
+	}
+	if obj.Clipped() {
+		ub.Old = t.Policy[bi]
+	}
+	if obj.KLIn == KLInLoss {
+		ub.Ref = t.Reference[bi]
+	}
+	return ub
 }

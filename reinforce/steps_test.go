@@ -132,12 +132,13 @@ func TestAdvantagesByHand(t *testing.T) {
 	rewards := []float64{1, 2, 3, 6}
 	kl := []float64{0.5, 1, 0, 2}
 	ended := []bool{true, true, true, true}
-	shaped, base, adv, err := Advantages(rewards, kl, ended, 0.1, 2)
+	obj := Objective{KLBeta: 0.1}
+	shaped, base, adv, err := Advantages(rewards, kl, ended, obj, 2)
 	require.NoError(t, err)
 	assert.InDeltaSlice(t, []float64{0.95, 1.9, 3, 5.8}, shaped, 1e-12)
 	assert.InDeltaSlice(t, []float64{1.9, 0.95, 5.8, 3}, base, 1e-12, "each prompt's other sample")
 	assert.InDeltaSlice(t, []float64{-0.95, 0.95, -2.8, 2.8}, adv, 1e-12)
-	_, _, _, err = Advantages(rewards, kl[:3], ended, 0.1, 2)
+	_, _, _, err = Advantages(rewards, kl[:3], ended, obj, 2)
 	require.ErrorContains(t, err, "3 KL values")
 }
 
@@ -147,11 +148,12 @@ func TestUpdateStepsOncePerBatchInOrder(t *testing.T) {
 	lp, err := LogProbs(f.pe, f.pol, f.ref, r, 4)
 	require.NoError(t, err)
 	adv := []float64{1, -1, 0.5, -0.5, 2, -2}
-	tr := NewTrainer(f.pe)
+	obj := Objective{}.WithDefaults()
+	tr := NewTrainer(f.pe, obj)
 
 	got := f.pol.Clone()
 	st := optim.NewState(got)
-	res, err := Update(tr, got, st, 1e-3, lp.Batches, adv)
+	res, err := Update(tr, got, st, 1e-3, lp, adv, obj)
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Steps)
 
@@ -162,7 +164,7 @@ func TestUpdateStepsOncePerBatchInOrder(t *testing.T) {
 	require.NoError(t, err)
 	loss := 0.0
 	for bi, a := range [][]float32{{1, -1, 0.5, -0.5}, {2, -2, 0, 0}} {
-		s, err := sess.Step(1e-3, AdvantageBatch{Batch: lp.Batches[bi], Advantages: a})
+		s, err := sess.Step(1e-3, obj.OnPolicyBatch(lp.Batches[bi], a))
 		require.NoError(t, err)
 		loss += s.Loss / 2
 	}
@@ -211,7 +213,8 @@ func TestPolicyLossRefusesAnotherBatch(t *testing.T) {
 	f := newStepsFixture(t)
 	b, err := policy.MakeBatch(f.cfg, 2, f.prompts, [][]int32{tokenizer.EncodeResponse("cold"), tokenizer.EncodeResponse("up")})
 	require.NoError(t, err)
-	tr := NewTrainer(f.pe)
+	obj := Objective{}.WithDefaults()
+	tr := NewTrainer(f.pe, obj)
 	pol := f.pol.Clone()
 	sess, err := tr.Start(pol, optim.NewState(pol))
 	require.NoError(t, err)
@@ -219,8 +222,8 @@ func TestPolicyLossRefusesAnotherBatch(t *testing.T) {
 		batch optim.Batch
 		want  string
 	}{
-		{b, "train step: reinforce policy loss: the batch holds 3 tensors, the loss reads 4 (inputs, targets, mask, advantages)"},
-		{AdvantageBatch{Batch: b, Advantages: []float32{1}}, "train step: reinforce policy loss: advantages has B = 1, but inputs has B = 2"},
+		{b, "train step: reinforce policy loss: the batch holds 3 tensors, the loss reads 5 (inputs, targets, mask, advantages, norm)"},
+		{obj.OnPolicyBatch(b, []float32{1}), "train step: reinforce policy loss: advantages has B = 1, but inputs has B = 2"},
 	} {
 		_, err := sess.Step(1e-3, tc.batch)
 		assert.EqualError(t, err, tc.want)

@@ -95,8 +95,8 @@ type RLSizes struct {
 
 // Settings returns the iteration's reinforce.Settings.
 func (r RLSizes) Settings(s SampleSizes) reinforce.Settings {
-	return reinforce.Settings{SamplesPerPrompt: r.SamplesPerPrompt, KLBeta: r.KLBeta, KLEstimator: r.KLEstimator,
-		LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: s.Options()}
+	return reinforce.Settings{Objective: reinforce.Objective{KLBeta: r.KLBeta, KLEstimator: r.KLEstimator}.WithDefaults(),
+		SamplesPerPrompt: r.SamplesPerPrompt, LearningRate: r.LearningRate, BatchSize: r.BatchSize, Sample: s.Options()}
 }
 
 // TokenSymbols are the special token ids.

@@ -312,7 +312,7 @@ func Reinforce(be backends.Backend, f *Fixtures) *Stage {
 	s := f.Sizes
 	pe := policy.NewEngine(be, s.Model, f.RLPolicy)
 	re := reward.NewEngine(be, s.Model, f.Reward)
-	tr := optim.NewTrainer(be, pe.Names(), s.AdamW.Optim(), reinforce.PolicyLoss(s.Model))
+	tr := optim.NewTrainer(be, pe.Names(), s.AdamW.Optim(), reinforce.PolicyLoss(s.Model, s.Reinforce.Settings(s.Sample).Objective))
 	newIteration := func() *reinforce.Iteration {
 		return &reinforce.Iteration{Policy: pe, Reward: re, Trainer: tr, Reference: f.RLPolicy, RM: f.Reward,
 			Settings: s.Reinforce.Settings(s.Sample)}
@@ -334,7 +334,7 @@ func Reinforce(be backends.Backend, f *Fixtures) *Stage {
 			if err != nil {
 				return err
 			}
-			c := RLCheckIteration{Prompts: prompts, Loss: stats.Loss, GradNorm: stats.GradNorm, KLMean: stats.KLMean, Reward: stats.RewardMean}
+			c := RLCheckIteration{Prompts: prompts, Loss: stats.Update.Loss, GradNorm: stats.Update.GradNorm, KLMean: stats.KLMean, Reward: stats.RewardMean}
 			for _, r := range rollouts {
 				c.Rollouts = append(c.Rollouts, RLCheckRollout{Prompt: r.Prompt, Response: r.Response, Ended: r.Ended,
 					Reward: r.Reward, KL: r.KL, Shaped: r.Shaped, Baseline: r.Baseline, Advantage: r.Advantage})
@@ -353,9 +353,9 @@ func Reinforce(be backends.Backend, f *Fixtures) *Stage {
 		if err != nil {
 			return Step{}, err
 		}
-		return Step{Loss: stats.Loss, Work: float64(len(prompts)), Extra: map[string]float64{
+		return Step{Loss: stats.Update.Loss, Work: float64(len(prompts)), Extra: map[string]float64{
 			"reward_mean": stats.RewardMean, "kl_mean": stats.KLMean, "ended_fraction": stats.EndedFraction,
-			"grad_norm": stats.GradNorm, "optimizer_steps": float64(stats.OptimizerSteps)}}, nil
+			"grad_norm": stats.Update.GradNorm, "optimizer_steps": float64(stats.Update.Steps)}}, nil
 	}
 	return stage
 }
@@ -409,7 +409,7 @@ func reinforceBreakdown(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *o
 	if err := timeIt("update", func() error {
 		p := pol.Clone()
 		cst := &optim.State{Step: st.Step, M: st.M.Clone(), V: st.V.Clone()}
-		_, err := reinforce.Update(tr, p, cst, set.LearningRate, lp.Batches, adv)
+		_, err := reinforce.Update(tr, p, cst, set.LearningRate, lp, adv, set.Objective)
 		return err
 	}); err != nil {
 		return nil, err
@@ -446,7 +446,7 @@ func precompileRL(f *Fixtures, pe *policy.Engine, re *reward.Engine, tr *optim.T
 		if _, err := pe.LogProbs(f.RLPolicy, b); err != nil {
 			return err
 		}
-		if err := compileStep(tr, f.RLPolicy, s.Reinforce.LearningRate, reinforce.AdvantageBatch{Batch: b, Advantages: make([]float32, bs)}); err != nil {
+		if err := compileStep(tr, f.RLPolicy, s.Reinforce.LearningRate, s.Reinforce.Settings(s.Sample).OnPolicyBatch(b, make([]float32, bs))); err != nil {
 			return err
 		}
 		seq, _, _ := tokenizer.Fit(prompt, resp, maxLen, 1)

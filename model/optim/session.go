@@ -121,9 +121,16 @@ func (t *Trainer) Start(params *weights.Set, st *State) (*Session, error) {
 	return s, nil
 }
 
-// stepRNG is the random state of step (1-based) of a trainer seeded seed.
-func stepRNG(seed, step int64) (*tensors.Tensor, error) {
-	return graph.RNGStateFromSeed(int64(rand.NewPCG(uint64(seed), uint64(step)).Uint64() >> 1))
+// stepRNG is the random state of the part-th batch (from 0) of step
+// (1-based) of a trainer seeded seed: the part-th draw of the step's
+// stream.
+func stepRNG(seed, step int64, part int) (*tensors.Tensor, error) {
+	src := rand.NewPCG(uint64(seed), uint64(step))
+	x := src.Uint64()
+	for range part {
+		x = src.Uint64()
+	}
+	return graph.RNGStateFromSeed(int64(x >> 1))
 }
 
 // upload puts the trainer's frozen tensors on the device for the
@@ -159,20 +166,28 @@ func (s *Session) lend() {
 	s.synced = nil
 }
 
-// Step applies one optimizer step on batch at rate lr. A batch that is not
-// the one the loss reads is an error before anything runs; a non-finite
-// loss or gradient leaves the session's state unchanged and returns a
-// *NonFiniteError. After a Sync, Step first lends the sets again: one that
-// was given other tensors since is an error (Start a new session from
-// them instead).
-func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
+// Step applies one optimizer step on batch at rate lr; with more batches,
+// one step on the sum of their gradients (gradient accumulation: a loss
+// that divides each batch's sum by the step's whole denominator then
+// gives the loss of their union, whose value is the sum of theirs). The
+// gradients are summed in Go in the batches' order, so the step is the
+// same on any machine. A batch that is not the one the loss reads is an
+// error before anything runs; a non-finite loss or gradient leaves the
+// session's state unchanged and returns a *NonFiniteError. After a Sync,
+// Step first lends the sets again: one that was given other tensors since
+// is an error (Start a new session from them instead).
+func (s *Session) Step(lr float64, batch Batch, more ...Batch) (StepResult, error) {
 	if err := s.usable(); err != nil {
 		return StepResult{}, fmt.Errorf("train step: %w", err)
 	}
 	t := s.t
-	ts := batch.Tensors()
-	if err := t.loss.check(ts); err != nil {
-		return StepResult{}, fmt.Errorf("train step: %w", err)
+	all := append([]Batch{batch}, more...)
+	inputs := make([][]*tensors.Tensor, len(all))
+	for i, b := range all {
+		inputs[i] = b.Tensors()
+		if err := t.loss.check(inputs[i]); err != nil {
+			return StepResult{}, fmt.Errorf("train step: %w", err)
+		}
 	}
 	if s.synced != nil {
 		if err := s.unchangedSinceSync(); err != nil {
@@ -180,52 +195,39 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 		}
 		s.lend()
 	}
-	args := make([]any, 0, len(s.p)+len(ts))
-	for i, p := range s.p {
-		if p.IsShared() {
-			args = append(args, p) // the graph reads the buffer the update writes
-			continue
-		}
-		// The host copy is the parameter (the update writes it); the
-		// device's copy is for this step only, so the graph may reuse its
-		// memory for the gradients.
-		d, err := graph.DonateTensorBuffer(p, t.backend, 0)
-		if err != nil {
-			return StepResult{}, fmt.Errorf("train step: parameter %q: %w", t.names[i], err)
-		}
-		args = append(args, d)
-	}
-	for _, f := range s.frozen {
-		args = append(args, f) // read, never donated: every step reads it
-	}
-	if t.loss.RNG != "" {
-		state, err := stepRNG(t.seed, s.step+1)
+	np := len(t.names)
+	var grads []*tensors.Tensor
+	var res StepResult
+	for i, ts := range inputs {
+		outs, err := s.run(ts, i)
 		if err != nil {
 			return StepResult{}, fmt.Errorf("train step: %w", err)
 		}
-		args = append(args, state)
-	}
-	for _, x := range ts {
-		args = append(args, x)
-	}
-	outs, err := t.exec.Exec(args...)
-	if err != nil {
-		return StepResult{}, fmt.Errorf("train step: %w", err)
-	}
-	defer func() {
-		for _, o := range outs {
-			o.FinalizeAll()
+		res.Loss += Scalar(outs[outLoss])
+		for j, o := range outs[outGrads+np:] {
+			if i == 0 {
+				res.Metrics = append(res.Metrics, 0)
+			}
+			res.Metrics[j] += Scalar(o) / float64(len(inputs))
 		}
-	}()
-	np := len(t.names)
-	norm, scale, err := clipping(t.opt.ClipNorm, outs[outGrads:outGrads+np])
+		if i == 0 {
+			// The first batch's gradients hold the sum; the others are
+			// added in and freed at once.
+			defer finalize(outs)
+			grads = outs[outGrads : outGrads+np]
+			continue
+		}
+		err = addGradients(grads, outs[outGrads:outGrads+np])
+		finalize(outs)
+		if err != nil {
+			return StepResult{}, fmt.Errorf("train step: %w", err)
+		}
+	}
+	norm, scale, err := clipping(t.opt.ClipNorm, grads)
 	if err != nil {
 		return StepResult{}, fmt.Errorf("train step: %w", err)
 	}
-	res := StepResult{Loss: Scalar(outs[outLoss]), GradNorm: float64(norm)}
-	for _, o := range outs[outGrads+np:] {
-		res.Metrics = append(res.Metrics, Scalar(o))
-	}
+	res.GradNorm = float64(norm)
 	step := s.step + 1
 	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) || math.IsNaN(res.GradNorm) || math.IsInf(res.GradNorm, 0) {
 		return res, &NonFiniteError{Step: step, Loss: res.Loss, GradNorm: res.GradNorm}
@@ -234,7 +236,7 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 	for i, p := range s.p {
 		var updateErr error
 		err := p.MutableFlatData(func(flat any) {
-			updateErr = tensors.ConstFlatData(outs[outGrads+i], func(g []float32) {
+			updateErr = tensors.ConstFlatData(grads[i], func(g []float32) {
 				a.applyParallel(flat.([]float32), s.m[i], s.v[i], g, s.decay[i])
 			})
 		})
@@ -245,6 +247,66 @@ func (s *Session) Step(lr float64, batch Batch) (StepResult, error) {
 	}
 	s.step = step
 	return res, progress.Advance(t.meter, 1)
+}
+
+// addGradients adds more to sum, tensor by tensor.
+func addGradients(sum, more []*tensors.Tensor) error {
+	for j, g := range sum {
+		var addErr error
+		err := g.MutableFlatData(func(flat any) {
+			addErr = tensors.ConstFlatData(more[j], func(h []float32) {
+				acc := flat.([]float32)
+				for k := range acc {
+					acc[k] += h[k]
+				}
+			})
+		})
+		if err = errors.Join(err, addErr); err != nil {
+			return fmt.Errorf("summing gradient %d: %w", j, err)
+		}
+	}
+	return nil
+}
+
+func finalize(ts []*tensors.Tensor) {
+	for _, o := range ts {
+		o.FinalizeAll()
+	}
+}
+
+// run executes the trainer's graph on one batch's tensors, the part-th of
+// the step's batches: the loss, the gradients and the metrics.
+func (s *Session) run(ts []*tensors.Tensor, part int) ([]*tensors.Tensor, error) {
+	t := s.t
+	args := make([]any, 0, len(s.p)+len(ts))
+	for i, p := range s.p {
+		if p.IsShared() {
+			args = append(args, p) // the graph reads the buffer the update writes
+			continue
+		}
+		// The host copy is the parameter (the update writes it); the
+		// device's copy is for this batch only, so the graph may reuse its
+		// memory for the gradients.
+		d, err := graph.DonateTensorBuffer(p, t.backend, 0)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %q: %w", t.names[i], err)
+		}
+		args = append(args, d)
+	}
+	for _, f := range s.frozen {
+		args = append(args, f) // read, never donated: every step reads it
+	}
+	if t.loss.RNG != "" {
+		state, err := stepRNG(t.seed, s.step+1, part)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, state)
+	}
+	for _, x := range ts {
+		args = append(args, x)
+	}
+	return t.exec.Exec(args...)
 }
 
 // unchangedSinceSync reports a set given other tensors since the last Sync.

@@ -193,7 +193,8 @@ func TestEveryGraphMatchesTheStockBackend(t *testing.T) {
 				for i := range adv {
 					adv[i] = float32(r.NormFloat64())
 				}
-				trainSteps(t, be, pol, reinforce.PolicyLoss(cfg), reinforce.AdvantageBatch{Batch: batch, Advantages: adv}, 2)
+				obj := reinforce.Objective{}.WithDefaults()
+				trainSteps(t, be, pol, reinforce.PolicyLoss(cfg, obj), obj.OnPolicyBatch(batch, adv), 2)
 			})
 
 			rm, err := reward.InitFromBackbone(pol, 8)
