@@ -29,8 +29,10 @@ func (a *Activities) logIteration(in pipeline.IterationInput, res pipeline.Itera
 	r := in.Spec.Reinforce
 	v := map[string]float64{"reward_mean": res.RewardMean, "kl": res.KLMean, "eos_fraction": res.EndedFraction,
 		"policy_loss": res.Loss, "seconds": seconds}
-	if res.GoldMean != nil {
-		v["gold_mean"] = *res.GoldMean
+	for name, x := range map[string]*float64{"gold_mean": res.GoldMean, "verifier_mean": res.VerifierMean, "ratio_mean": res.RatioMean, "clip_fraction": res.ClipFraction} {
+		if x != nil {
+			v[name] = *x
+		}
 	}
 	if res.MeanLength > 0 {
 		v["mean_length"] = res.MeanLength

@@ -14,6 +14,7 @@ import (
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/policy"
 	"github.com/alignflow/alignflow/reinforce"
+	"github.com/alignflow/alignflow/reward"
 )
 
 // loadModels loads and verifies the policy, the reference policy and the
@@ -123,11 +124,26 @@ type iterationOutcome struct {
 	texts                    []string
 	rollouts                 *reinforce.Rollouts
 	rewards, kl, shaped, adv []float64
+	verified                 []float64   // the verifier's scores (nil: no verifier)
 	logprobs                 [][]float32 // the policy's when sampled, by row (nil: not recorded)
 	update                   reinforce.UpdateStats
 	pol                      *weights.Set
 	st                       *optim.State
 	started                  time.Time
+}
+
+// combined is every rollout's reward as REINFORCE reads it: the reward
+// model's score and, with a verifier, its score, weighed (reward.CombineRewards).
+func (o iterationOutcome) combined(r config.Reward) []float64 {
+	if o.verified == nil {
+		return o.rewards
+	}
+	mw, vw := r.Weights()
+	out := make([]float64, len(o.rewards))
+	for i := range out {
+		out[i] = reward.CombineRewards(mw, o.rewards[i], vw, o.verified[i])
+	}
+	return out
 }
 
 // saveIteration summarises an iteration's rollouts (reinforce.Summarize,
@@ -142,6 +158,13 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 	gold := j.ds.Gold(o.texts, responses)
 	sum := reinforce.Summarize(o.rollouts.Samples, o.rewards, o.kl, gold)
 	res.RewardMean, res.KLMean, res.EndedFraction, res.GoldMean = sum.RewardMean, sum.KLMean, sum.EndedFraction, sum.GoldMean
+	if o.verified != nil {
+		v := 0.0
+		for _, x := range o.verified {
+			v += x / float64(len(o.verified))
+		}
+		res.VerifierMean = &v
+	}
 	k := in.Spec.Reinforce.SamplesPerPrompt
 	records := make([]pipeline.RolloutRecord, len(responses))
 	for i, s := range o.rollouts.Samples {
@@ -149,6 +172,9 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 			Tokens: s.Tokens, Ended: s.Ended, Reward: o.rewards[i], KL: o.kl[i], Advantage: o.adv[i]}
 		if o.shaped != nil {
 			records[i].Shaped = &o.shaped[i]
+		}
+		if o.verified != nil {
+			records[i].Verifier = &o.verified[i]
 		}
 		if o.logprobs != nil && o.logprobs[i] != nil {
 			lp := reinforce.Sum(o.logprobs[i])
@@ -169,7 +195,7 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 	if res.Optimizer, err = a.Store.PutWeights(path.Join(dir, "optimizer.safetensors"), o.st.Save()); err != nil {
 		return res, err
 	}
-	if res.Rollouts, err = a.Store.PutJSON(path.Join(dir, "rollouts.json"), records); err != nil {
+	if res.Rollouts, err = a.Store.PutJSON(path.Join(dir, pipeline.RolloutsFile), records); err != nil {
 		return res, err
 	}
 	res.MeanLength = sum.MeanLength
@@ -230,4 +256,4 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	return a.saveIteration(in, j, o)
 }
 
-func iterationDir(iteration int) string { return fmt.Sprintf("reinforce/iter-%05d", iteration) }
+func iterationDir(iteration int) string { return pipeline.IterationDir(iteration) }

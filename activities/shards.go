@@ -28,7 +28,9 @@ type shardRow struct {
 	Response []int32 `json:"response"`
 	Ended    bool    `json:"ended"`
 	Reward   float64 `json:"reward"`
-	KL       float64 `json:"kl"` // the per-token penalty, reinforce.kl_estimator
+	// Verifier is reward.verifier's score of the response (nil: none).
+	Verifier *float64 `json:"verifier,omitempty"`
+	KL       float64  `json:"kl"` // the per-token penalty, reinforce.kl_estimator
 	// LogProbs and RefLogProbs are the response tokens' log-probabilities
 	// under the policy that sampled them and under the reference: what a
 	// clipped update's ratio and the KL in the loss read.
@@ -62,7 +64,7 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
-	prompts, _, err := j.iterationPrompts(in.IterationInput)
+	prompts, texts, err := j.iterationPrompts(in.IterationInput)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
@@ -83,10 +85,23 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
+	var verified []float64
+	if v := spec.Reward.Verifier; v != "" {
+		responses := make([]string, len(ro.Samples))
+		for i, s := range ro.Samples {
+			responses[i] = j.m.codec.Text(s.Tokens)
+		}
+		if verified, err = j.ds.Verify(v, texts[first:last], responses); err != nil {
+			return pipeline.ShardResult{}, invalidData(err)
+		}
+	}
 	lpPol, lpRef := lp.ResponseLogProbs()
 	out := make([]shardRow, len(ro.Samples))
 	for i, s := range ro.Samples {
 		out[i] = shardRow{Response: s.Tokens, Ended: s.Ended, Reward: rewards[i], KL: kl[i], LogProbs: lpPol[i], RefLogProbs: lpRef[i]}
+		if verified != nil {
+			out[i].Verifier = &verified[i]
+		}
 	}
 	res := pipeline.ShardResult{Shard: in.Shard, First: first, Rows: len(out)}
 	name := fmt.Sprintf("shard-%d-of-%d.json", in.Shard, in.Shards)
@@ -145,9 +160,9 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	o.rollouts, o.rewards, o.kl, o.logprobs = m.rollouts, m.rewards, m.kl, m.logprobs
+	o.rollouts, o.rewards, o.verified, o.kl, o.logprobs = m.rollouts, m.rewards, m.verified, m.kl, m.logprobs
 	obj := r.Objective()
-	if o.shaped, _, o.adv, err = reinforce.Advantages(o.rewards, o.kl, o.rollouts.Ended(), obj, r.SamplesPerPrompt); err != nil {
+	if o.shaped, _, o.adv, err = reinforce.Advantages(o.combined(spec.Reward), o.kl, o.rollouts.Ended(), obj, r.SamplesPerPrompt); err != nil {
 		return pipeline.IterationResult{}, err
 	}
 	batches, err := reinforce.Batches(j.eng.policy.Cfg, o.rollouts, r.BatchSize)
@@ -177,6 +192,7 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 type merged struct {
 	rollouts              *reinforce.Rollouts
 	rewards, kl           []float64
+	verified              []float64 // nil without a verifier
 	logprobs, refLogprobs [][]float32
 }
 
@@ -196,11 +212,17 @@ func (a *Activities) mergeShards(shards []pipeline.ShardResult, rows [][]int32) 
 		for _, row := range part {
 			ro.Samples = append(ro.Samples, policy.Sample{Tokens: row.Response, Ended: row.Ended})
 			m.rewards, m.kl = append(m.rewards, row.Reward), append(m.kl, row.KL)
+			if row.Verifier != nil {
+				m.verified = append(m.verified, *row.Verifier)
+			}
 			m.logprobs, m.refLogprobs = append(m.logprobs, row.LogProbs), append(m.refLogprobs, row.RefLogProbs)
 		}
 	}
 	if len(ro.Samples) != len(rows) {
 		return merged{}, corrupt(fmt.Errorf("the shards hold %d of the iteration's %d rollouts", len(ro.Samples), len(rows)))
+	}
+	if m.verified != nil && len(m.verified) != len(rows) {
+		return merged{}, corrupt(fmt.Errorf("the shards hold verifier scores for %d of the iteration's %d rollouts", len(m.verified), len(rows)))
 	}
 	return m, nil
 }

@@ -417,6 +417,21 @@ func (s *Store) Get(ref Ref) ([]byte, error) {
 	return b, nil
 }
 
+// Lookup is the reference of the artifact stored under rel, from its
+// manifest: reading it (Get, GetJSON) then verifies its bytes. A missing
+// artifact is an error satisfying errors.Is(err, os.ErrNotExist).
+func (s *Store) Lookup(rel string) (Ref, error) {
+	key, err := cleanKey(rel)
+	if err != nil {
+		return Ref{}, err
+	}
+	m, err := s.readManifest(key)
+	if err != nil {
+		return Ref{}, err
+	}
+	return Ref{Path: key, SHA256: m.SHA256, Bytes: m.Bytes}, nil
+}
+
 // PutJSON stores v as indented JSON.
 func (s *Store) PutJSON(rel string, v any) (Ref, error) {
 	b, err := json.MarshalIndent(v, "", "  ")

@@ -203,6 +203,33 @@ type Reward struct {
 	RegressionLearningRate float64 `json:"regression_learning_rate"`
 	// CheckpointEvery is sft.checkpoint_every for each training phase.
 	CheckpointEvery int `json:"checkpoint_every"`
+	// Verifier checks each REINFORCE response against its prompt's
+	// reference answer (the data's answer field; the bundled task's gold
+	// answer): exact, normalized, numeric or regex (reward.Verifiers);
+	// empty for none. The reward REINFORCE reads is then model_weight x
+	// the reward model's score + verifier_weight x the verifier's (1 or 0).
+	Verifier string `json:"verifier,omitempty"`
+	// ModelWeight and VerifierWeight weigh the two rewards; unset, 1 and
+	// (with a verifier) 1. model_weight 0 leaves the reward model out of
+	// the reward: RL from verifiable rewards.
+	ModelWeight    *float64 `json:"model_weight,omitempty"`
+	VerifierWeight *float64 `json:"verifier_weight,omitempty"`
+}
+
+// Weights are the reward model's and the verifier's weights in the
+// reward REINFORCE reads (reward.CombineRewards).
+func (r Reward) Weights() (model, verifier float64) {
+	model = 1
+	if r.ModelWeight != nil {
+		model = *r.ModelWeight
+	}
+	if r.Verifier != "" {
+		verifier = 1
+		if r.VerifierWeight != nil {
+			verifier = *r.VerifierWeight
+		}
+	}
+	return model, verifier
 }
 
 // Reinforce aligns the policy with the reward model.
@@ -584,6 +611,23 @@ func (s Spec) validate(current bool) error {
 	positiveF("reward.learning_rate", s.Reward.LearningRate)
 	positive("reward.regression_steps", s.Reward.RegressionSteps)
 	positiveF("reward.regression_learning_rate", s.Reward.RegressionLearningRate)
+	if v := s.Reward.Verifier; v != "" && !contains(reward.Verifiers, v) {
+		bad("reward.verifier", fmt.Sprintf("unknown verifier %q", v), reward.Verifiers...)
+	}
+	for _, w := range []struct {
+		field string
+		v     *float64
+	}{{"reward.model_weight", s.Reward.ModelWeight}, {"reward.verifier_weight", s.Reward.VerifierWeight}} {
+		if w.v != nil && (math.IsNaN(*w.v) || math.IsInf(*w.v, 0) || math.Abs(*w.v) > 1e6) {
+			bad(w.field, fmt.Sprintf("must be a finite number of magnitude at most 1e6, got %v", *w.v))
+		}
+	}
+	if s.Reward.Verifier == "" && s.Reward.VerifierWeight != nil {
+		bad("reward.verifier_weight", "needs reward.verifier: there is no verifier to weigh", reward.Verifiers...)
+	}
+	if mw, vw := s.Reward.Weights(); mw == 0 && vw == 0 {
+		bad("reward.model_weight", "is 0 with no verifier (or verifier_weight 0): REINFORCE would read a reward of 0 for every response")
+	}
 	r := s.Reinforce
 	if r.Iterations < 0 {
 		bad("reinforce.iterations", fmt.Sprintf("must not be negative, got %d", r.Iterations))

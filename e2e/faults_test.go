@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -148,18 +150,105 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	lora := faultSpec()
 	lora.Name, lora.LoRA, lora.Model.Path = "faults-lora", config.LoRA{Rank: 4, Dropout: 0.1}, fixtures.Path(t, "models", "stories260K")
 	lora.SFT.Steps, lora.Reward.Steps, lora.Reward.RegressionSteps = 120, 60, 60 // a bigger model than the bundled one's
+	// GRPO's family with clipped updates: two epochs over each rollout
+	// batch against the log-probabilities its shards recorded, and the KL
+	// in the loss, which reads the reference's recorded ones. Killed mid-
+	// shard only (the other stages are the first run's).
+	grpo := faultSpec()
+	grpo.Name = "faults-grpo"
+	r := &grpo.Reinforce
+	r.Advantage, r.LossAggregation, r.KLIn, r.KLEstimator = "grpo", "seq-mean-token-mean", "loss", "k3"
+	r.UpdateEpochs, r.Minibatches, r.ClipHigh, r.RolloutShards, r.BatchSize = 2, 1, 0.28, 2, 16
+	// The reward: half the reward model's score plus the verifier's.
+	half := 0.5
+	grpo.Reward.Verifier, grpo.Reward.ModelWeight = "normalized", &half
 	for _, v := range []struct {
 		prefix string
 		spec   config.Spec
-	}{{"faults", faultSpec()}, {"faults-lora", lora}} {
-		t.Run(v.prefix, func(t *testing.T) { killMidStage(t, srv, cl, v.prefix, v.spec) })
+		only   string // the one kill to try; "" tries each
+	}{{"faults", faultSpec(), ""}, {"faults-lora", lora, ""}, {"faults-grpo", grpo, "reinforce"}} {
+		t.Run(v.prefix, func(t *testing.T) {
+			dataDir := killMidStage(t, srv, cl, v.prefix, v.spec, v.only)
+			if v.prefix == "faults-grpo" {
+				checkGRPORollouts(t, dataDir, "faults-grpo-uninterrupted", v.spec)
+			}
+		})
 	}
 }
 
+// checkGRPORollouts reads an iteration's samples with `alignflow runs
+// rollouts --json` and recomputes what they list: each reward from the
+// reward model's and the verifier's scores (reward.model_weight 0.5,
+// verifier_weight 1; the KL is in the loss, not the reward), and each
+// advantage by GRPO's formula, (r - mean) / (std + 1e-6) over the ended
+// samples of the prompt with Bessel's std (TRL's GRPOTrainer).
+func checkGRPORollouts(t *testing.T, dataDir, runID string, spec config.Spec) {
+	out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", "2", "--json", "--data-dir", dataDir).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	var rows []struct {
+		PromptIndex int      `json:"prompt_index"`
+		SampleIndex int      `json:"sample_index"`
+		Tokens      []int32  `json:"tokens"`
+		Ended       bool     `json:"ended"`
+		RewardModel float64  `json:"reward_model"`
+		Verifier    *float64 `json:"verifier"`
+		KLPenalty   float64  `json:"kl_penalty"`
+		Reward      *float64 `json:"reward"`
+		Advantage   float64  `json:"advantage"`
+		LogProb     *float64 `json:"logprob"`
+	}
+	require.NoError(t, json.Unmarshal(out, &rows), "%s", out)
+	k := spec.Reinforce.SamplesPerPrompt
+	require.Len(t, rows, spec.Reinforce.PromptsPerIteration*k)
+	groups := map[int][]int{}
+	passed := 0.0
+	for i, r := range rows {
+		assert.Equal(t, i/k, r.PromptIndex)
+		assert.Equal(t, i%k, r.SampleIndex)
+		require.NotNil(t, r.Verifier)
+		require.NotNil(t, r.Reward)
+		require.NotNil(t, r.LogProb)
+		assert.NotEmpty(t, r.Tokens)
+		assert.Negative(t, *r.LogProb, "a sampled response's log-probability")
+		assert.InDelta(t, 0.5*r.RewardModel+*r.Verifier, *r.Reward, 1e-12, "row %d: the weighted rewards, no KL", i)
+		passed += *r.Verifier
+		groups[r.PromptIndex] = append(groups[r.PromptIndex], i)
+	}
+	nonzero := 0
+	for _, idx := range groups {
+		var ended []float64
+		for _, i := range idx {
+			if rows[i].Ended {
+				ended = append(ended, *rows[i].Reward)
+			}
+		}
+		for _, i := range idx {
+			want := 0.0
+			if len(ended) > 1 {
+				mean, ss := 0.0, 0.0
+				for _, x := range ended {
+					mean += x / float64(len(ended))
+				}
+				for _, x := range ended {
+					ss += (x - mean) * (x - mean)
+				}
+				want = (*rows[i].Reward - mean) / (math.Sqrt(ss/float64(len(ended)-1)) + 1e-6)
+			}
+			assert.InDelta(t, want, rows[i].Advantage, 1e-9, "row %d: GRPO's advantage", i)
+			if want != 0 {
+				nonzero++
+			}
+		}
+	}
+	assert.Positive(t, nonzero, "some advantages are not 0")
+	t.Logf("iteration 2: %d of %d samples passed the verifier", int(passed), len(rows))
+}
+
 // killMidStage runs spec uninterrupted and with each stage's worker killed
-// (runs named prefix-...), comparing the digests.
-func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix string, spec config.Spec) {
-	dataDir := t.TempDir()
+// (runs named prefix-...; only the case named only, if not ""), comparing
+// the digests.
+func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix string, spec config.Spec, only string) (dataDir string) {
+	dataDir = t.TempDir()
 
 	run := func(id string, kill func(activity string, p *pipeline.Progress) bool) pipeline.Summary {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -212,6 +301,9 @@ func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix 
 		}, nil},
 	}
 	for _, tc := range cases {
+		if only != "" && tc.name != only {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			id := prefix + "-kill-" + tc.name
 			got := run(id, tc.kill)
@@ -230,6 +322,7 @@ func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix 
 			}
 		})
 	}
+	return dataDir
 }
 
 // freeAddr is a local address no one listens on.

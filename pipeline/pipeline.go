@@ -7,6 +7,8 @@
 package pipeline
 
 import (
+	"fmt"
+
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/data/rewardbench"
@@ -286,15 +288,18 @@ type UpdateInput struct {
 // rollouts: the KL the update trained against.
 type IterationResult struct {
 	Reused
-	Iteration     int          `json:"iteration"`
-	Policy        artifact.Ref `json:"policy"`
-	PolicyDigest  string       `json:"policy_sha256"` // of the weights, as StageModel's checkpoint_sha256
-	Optimizer     artifact.Ref `json:"optimizer"`
-	Rollouts      artifact.Ref `json:"rollouts"`
-	RewardMean    float64      `json:"reward_mean"`
-	KLMean        float64      `json:"kl_mean"`
-	GoldMean      *float64     `json:"gold_mean"`
-	EndedFraction float64      `json:"ended_fraction"`
+	Iteration    int          `json:"iteration"`
+	Policy       artifact.Ref `json:"policy"`
+	PolicyDigest string       `json:"policy_sha256"` // of the weights, as StageModel's checkpoint_sha256
+	Optimizer    artifact.Ref `json:"optimizer"`
+	Rollouts     artifact.Ref `json:"rollouts"`
+	RewardMean   float64      `json:"reward_mean"`
+	// VerifierMean is the fraction of rollouts reward.verifier passed;
+	// nil without one.
+	VerifierMean  *float64 `json:"verifier_mean,omitempty"`
+	KLMean        float64  `json:"kl_mean"`
+	GoldMean      *float64 `json:"gold_mean"`
+	EndedFraction float64  `json:"ended_fraction"`
 	// MeanLength is the rollouts' mean response length in tokens (0 in
 	// results recorded before it was reported).
 	MeanLength float64 `json:"mean_length,omitempty"`
@@ -309,6 +314,14 @@ type IterationResult struct {
 	// only it: the next update is offered there first.
 	WorkerQueue string `json:"worker_queue,omitempty"`
 }
+
+// IterationDir is the folder of iteration's (from 0) artifacts under a
+// run's folder (RunKey): its policy, optimizer state, rollouts and shards.
+func IterationDir(iteration int) string { return fmt.Sprintf("reinforce/iter-%05d", iteration) }
+
+// RolloutsFile is the name of an iteration's rollouts artifact in its
+// IterationDir: a JSON list of RolloutRecord.
+const RolloutsFile = "rollouts.json"
 
 // RolloutRecord is one rollout of an iteration as its rollouts artifact
 // stores it (IterationResult.Rollouts, a JSON list) and `alignflow runs

@@ -296,6 +296,9 @@ type UpdateStats struct {
 	// RatioMean and ClipFraction are a clipped update's mean importance
 	// ratio and fraction of tokens clipped (1 and 0 on-policy).
 	RatioMean, ClipFraction float64
+	// StepLosses are the optimizer steps' losses, in order (Loss is
+	// their mean).
+	StepLosses []float64
 }
 
 // Update trains pol and st in place on the rollouts' batches (lp.Batches)
@@ -341,6 +344,7 @@ func Update(tr *optim.Trainer, pol *weights.Set, st *optim.State, lr float64, lp
 				return out, fmt.Errorf("policy update: %w", err)
 			}
 			out.Loss += res.Loss / float64(steps)
+			out.StepLosses = append(out.StepLosses, res.Loss)
 			out.GradNorm += res.GradNorm / float64(steps)
 			if obj.Clipped() {
 				out.RatioMean += res.Metrics[0] / float64(steps)

@@ -46,6 +46,8 @@ type Stage struct {
 	// Check is data recorded by Prepare for the reference to verify
 	// against (nil when none), written as JSON.
 	Check any
+	// Checks are further check data by file name (checks/<name>.json).
+	Checks map[string]any
 	// Breakdown, when set, times the parts of one step separately (seconds
 	// by part); Run calls it after the timed steps.
 	Breakdown func() (map[string]float64, error)
@@ -308,6 +310,8 @@ type RLCheckIteration struct {
 // responses for each of PromptsPerIteration prompts, score them with the
 // reward model, log-probabilities under the policy and the reference, KL
 // penalty, leave-one-out baseline and the policy update. Work counts prompts.
+// Its Prepare records RLCheckIterations iterations of the default objective
+// (Check) and of each of RLObjectiveVariants (Checks[RLObjectivesCheck]).
 func Reinforce(be backends.Backend, f *Fixtures) *Stage {
 	s := f.Sizes
 	pe := policy.NewEngine(be, s.Model, f.RLPolicy)
@@ -342,6 +346,11 @@ func Reinforce(be backends.Backend, f *Fixtures) *Stage {
 			checks = append(checks, c)
 		}
 		stage.Check = checks
+		objectives, err := RecordObjectives(be, f, pe, re)
+		if err != nil {
+			return err
+		}
+		stage.Checks = map[string]any{RLObjectivesCheck: objectives}
 		return precompileRL(f, pe, re, tr)
 	}
 	stage.Breakdown = func() (map[string]float64, error) {

@@ -85,6 +85,7 @@ func (f *Fixtures) Write(dir string, stages []string) error {
 			"weights: float32 safetensors with alignflow's parameter names; linear weights are [in, out] (y = x @ W)",
 			"sft_batches/reward_batches: one batch per step, warmup steps first; padding token id is tokens.pad",
 			"rl_prompts: the first rl_check_iterations entries are the check iterations (checks/reinforce_iteration.json), then warmup, then timed",
+			"checks/reinforce_objectives.json: objective variants (advantage estimator, loss aggregation, KL placement, clipped epochs, minibatches), each rl_check_iterations iterations on the check iterations' prompts from rl_policy with a fresh optimizer state; settings under the run spec's reinforce.* names",
 			"generation prefills the left-padded prompts in one pass (padding masked, positions from each row's first real token), then decodes one token per step; it stops when every row is done",
 		},
 	}
@@ -99,12 +100,20 @@ func (f *Fixtures) Write(dir string, stages []string) error {
 	return nil
 }
 
-// WriteCheck stores a stage's check data as checks/<stage>.json.
+// WriteCheck stores a stage's check data as checks/<stage>.json and its
+// further checks as checks/<name>.json.
 func WriteCheck(dir string, st *Stage) error {
-	if st.Check == nil {
-		return nil
+	if st.Check != nil {
+		if err := writeCompact(filepath.Join(dir, ChecksDir, st.Name+".json"), st.Check); err != nil {
+			return err
+		}
 	}
-	return writeCompact(filepath.Join(dir, ChecksDir, st.Name+".json"), st.Check)
+	for name, c := range st.Checks {
+		if err := writeCompact(filepath.Join(dir, ChecksDir, name+".json"), c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func writeCompact(path string, v any) error {

@@ -53,7 +53,7 @@ func runsCmd() *cobra.Command {
 			return runsShow(cmd.Context(), runsShowOptions{out: cmd.OutOrStdout(), client: cl, id: args[0]})
 		},
 	}
-	runs.AddCommand(list, show)
+	runs.AddCommand(list, show, rolloutsCmd())
 	return runs
 }
 

@@ -49,6 +49,7 @@ type Dataset struct {
 
 	mu      sync.Mutex
 	encoded map[string]encodedPrompt
+	answers map[string]string
 }
 
 type encodedPrompt struct {
@@ -269,6 +270,52 @@ func (d *Dataset) IterationPrompts(seed int64, iteration, n int) ([]string, erro
 	out := make([]string, n)
 	for j := range out {
 		out[j] = pool[order[(iteration*n+j)%len(pool)]]
+	}
+	return out, nil
+}
+
+// Answer is a prompt's reference answer, as a verifier checks responses
+// against it: the gold rubric's for generated data, else the answer field
+// of the ratings and preferences that have the prompt (the first given).
+func (d *Dataset) Answer(prompt string) (string, bool) {
+	if d.Task != nil {
+		return d.Task.Answer(prompt)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.answers == nil {
+		d.answers = map[string]string{}
+		add := func(p, a string) {
+			if _, seen := d.answers[p]; !seen && a != "" {
+				d.answers[p] = a
+			}
+		}
+		for _, r := range d.Ratings {
+			add(r.Prompt, r.Answer)
+		}
+		for _, p := range d.Preferences {
+			add(p.Prompt, p.Answer)
+		}
+	}
+	a, ok := d.answers[prompt]
+	return a, ok
+}
+
+// Verify scores each response (as text) to its prompt with the verifier
+// kind against the prompt's Answer: 1 or 0 (reward.Verify). A prompt
+// without an answer is a data error naming it.
+func (d *Dataset) Verify(kind string, prompts, responses []string) ([]float64, error) {
+	out := make([]float64, len(responses))
+	for i, r := range responses {
+		a, ok := d.Answer(prompts[i])
+		if !ok {
+			return nil, invalid("reward.verifier %s: prompt %q has no answer (give rows an \"answer\" field)", kind, shortText(prompts[i], 60))
+		}
+		v, err := reward.Verify(kind, r, a)
+		if err != nil {
+			return nil, invalid("reward.verifier: prompt %q: %v", shortText(prompts[i], 60), err)
+		}
+		out[i] = v
 	}
 	return out, nil
 }

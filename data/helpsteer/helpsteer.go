@@ -1,8 +1,9 @@
 // Package helpsteer reads and writes the HelpSteer2 rating files and the
 // HelpSteer2-Preference pair files, the two label kinds the reward models are
-// trained on. Loading is strict on purpose: a silently defaulted field (a
-// missing helpfulness read as 0, a strength of 5) would corrupt training
-// without any visible failure, so every problem is reported as
+// trained on, and the prompts-only files (PromptRow) that RL from verifiable
+// rewards samples from. Loading is strict on purpose: a silently defaulted
+// field (a missing helpfulness read as 0, a strength of 5) would corrupt
+// training without any visible failure, so every problem is reported as
 // "<file>:<line>: <field>: <reason>" and the load stops. A caller that
 // prefers to drop bad rows asks for it explicitly (ReadOptions.SkipInvalid)
 // and gets a ReadReport counting and locating what was dropped.
@@ -57,6 +58,10 @@ type Rating struct {
 	// Split is "train" or "validation". Real HelpSteer2 ships one file per
 	// split and leaves it out; the synthetic generator sets it.
 	Split string `json:"split,omitempty"`
+	// Answer is an optional reference answer to the prompt (a number for
+	// GSM8K-style rows), for the verifiers of RL from verifiable rewards;
+	// HelpSteer2 itself has none.
+	Answer string `json:"answer,omitempty"`
 }
 
 // Attributes returns the five ratings in AttributeNames order as float32, the
@@ -107,6 +112,8 @@ type Preference struct {
 	PreferenceElaboration       string                `json:"preference_elaboration"`
 	ThreeMostSimilarPreferences []AnnotatorPreference `json:"three_most_similar_preferences"`
 	AllPreferencesUnprocessed   []AnnotatorJudgement  `json:"all_preferences_unprocessed"`
+	// Answer is an optional reference answer to the prompt, as on Rating.
+	Answer string `json:"answer,omitempty"`
 }
 
 // AnnotatorPreference is one of the three annotations whose strengths agree
@@ -185,6 +192,23 @@ func (p Preference) Validate() error {
 		}
 	}
 	return nil
+}
+
+// PromptRow is one row of a prompts-only file, the input of RL from
+// verifiable rewards: the policy samples responses to Prompt and a verifier
+// scores them against Answer. There is no response or label, since the
+// policy writes the one and the verifier computes the other. Answer may be
+// empty for a reward-model-only run; whether a verifier needs it is the
+// caller's check, as only the caller knows which verifier is configured.
+type PromptRow struct {
+	Prompt string `json:"prompt"`
+	Answer string `json:"answer,omitempty"`
+}
+
+// Validate reports the first value that the strict loader would reject.
+// The error text is "<field>: <reason>".
+func (p PromptRow) Validate() error {
+	return checkPrompt(p.Prompt)
 }
 
 // checkPrompt rejects an empty prompt and a multi-turn prompt whose turns do

@@ -45,6 +45,7 @@ var ratingSchema = []schemaField{
 	{name: "complexity", kind: kindInt, required: true},
 	{name: "verbosity", kind: kindInt, required: true},
 	{name: "split", kind: kindString, nullable: true},
+	{name: "answer", kind: kindString},
 }
 
 var preferenceSchema = []schemaField{
@@ -64,6 +65,12 @@ var preferenceSchema = []schemaField{
 		{name: "justification", kind: kindString, required: true, nullable: true},
 		{name: "strength", kind: kindInt, required: true},
 	}},
+	{name: "answer", kind: kindString},
+}
+
+var promptSchema = []schemaField{
+	{name: "prompt", kind: kindString, required: true},
+	{name: "answer", kind: kindString},
 }
 
 // ReadOptions tunes the Load functions.
@@ -136,6 +143,20 @@ func ReadPreferences(path string) ([]Preference, error) {
 // LoadPreferences is ReadPreferences with options, like LoadRatings.
 func LoadPreferences(path string, opts ReadOptions) ([]Preference, ReadReport, error) {
 	return readJSONL(path, preferenceSchema, func(p *Preference) error { p.Split = normalSplit(p.Split); return p.Validate() }, opts)
+}
+
+// ReadPrompts loads a prompts-only JSONL file (one PromptRow per line), plain
+// or gzip-compressed (detected from the content, not the name), as strictly
+// as ReadRatings: an unknown field, a missing or empty prompt or a
+// non-string answer is an error naming the field and its file:line.
+func ReadPrompts(path string) ([]PromptRow, error) {
+	rows, _, err := LoadPrompts(path, ReadOptions{})
+	return rows, err
+}
+
+// LoadPrompts is ReadPrompts with options, like LoadRatings.
+func LoadPrompts(path string, opts ReadOptions) ([]PromptRow, ReadReport, error) {
+	return readJSONL(path, promptSchema, func(p *PromptRow) error { return p.Validate() }, opts)
 }
 
 // WriteRatings writes rows as JSONL, gzip-compressed when path ends in ".gz".
