@@ -181,7 +181,7 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 // reward model's and the verifier's scores (reward.model_weight 0.5,
 // verifier_weight 1; the KL is in the loss, not the reward), and each
 // advantage by GRPO's formula, (r - mean) / (std + 1e-6) over the ended
-// samples of the prompt with Bessel's std (TRL's GRPOTrainer).
+// samples of the prompt with Bessel's std (veRL's compute_grpo_outcome_advantage).
 func checkGRPORollouts(t *testing.T, dataDir, runID string, spec config.Spec) {
 	out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", "2", "--json", "--data-dir", dataDir).CombinedOutput()
 	require.NoError(t, err, "%s", out)

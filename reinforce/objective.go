@@ -17,8 +17,9 @@ const (
 	// AdvRLOO subtracts the leave-one-out baseline (LeaveOneOutBaseline).
 	AdvRLOO = "rloo"
 	// AdvGRPO is (r - group mean) / (group std + GroupEpsilon), the std
-	// with Bessel's correction, as TRL's GRPOTrainer and veRL's
-	// compute_grpo_outcome_advantage compute it (torch.std is unbiased).
+	// with Bessel's correction (torch.std is unbiased), as veRL's
+	// compute_grpo_outcome_advantage computes it; TRL's GRPOTrainer adds
+	// 1e-4 to the std instead of 1e-6.
 	AdvGRPO = "grpo"
 	// AdvDrGRPO is r - group mean (Dr. GRPO, "Understanding R1-Zero-Like
 	// Training", Liu et al. 2025): no division by the std.

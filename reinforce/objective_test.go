@@ -13,7 +13,7 @@ import (
 
 // TestGroupAdvantagesByHand computes one group per estimator by hand from
 // the published formulas: GRPO (r - mean) / (std + 1e-6) with torch's
-// unbiased std (TRL's GRPOTrainer, veRL's compute_grpo_outcome_advantage),
+// unbiased std (veRL's compute_grpo_outcome_advantage; TRL's adds 1e-4),
 // Dr. GRPO r - mean (Liu et al. 2025, eq. 3 without the std), RLOO the
 // mean of the others (NeMo-Aligner), REINFORCE++ r - mean whitened over
 // the batch (OpenRLHF's reinforce_baseline).

@@ -41,10 +41,12 @@ var RLObjectiveVariants = []RLObjectiveVariant{
 	// Dr. GRPO: no std, the constant normaliser, no KL; one step per batch.
 	{"dr-grpo-sum-norm-clip", reinforce.Objective{Advantage: reinforce.AdvDrGRPO, Aggregation: reinforce.AggSeqMeanTokenSumNorm,
 		KLIn: reinforce.KLInNone, Epochs: 2, ClipLow: 0.2, ClipHigh: 0.28, Ratio: reinforce.RatioToken}},
-	// GSPO: the sequence-level ratio, GRPO's sequence mean; one step per
-	// pass (every batch's gradients summed).
+	// GSPO: the sequence-level ratio with GSPO's clip bounds (3e-4 and
+	// 4e-4: a sequence ratio moves far less than a token's, and 0.2 would
+	// never clip), GRPO's sequence mean; one step per pass (every batch's
+	// gradients summed).
 	{"gspo-seq-mean-sequence-ratio", reinforce.Objective{Advantage: reinforce.AdvGRPO, Aggregation: reinforce.AggSeqMeanTokenMean,
-		KLIn: reinforce.KLInNone, Epochs: 2, Minibatches: 1, ClipLow: 0.2, ClipHigh: 0.28, Ratio: reinforce.RatioSequence}},
+		KLIn: reinforce.KLInNone, Epochs: 2, Minibatches: 1, ClipLow: 3e-4, ClipHigh: 4e-4, Ratio: reinforce.RatioSequence}},
 	// REINFORCE++: batch-whitened advantages, the KL (k2) in the reward,
 	// on-policy, one step per batch.
 	{"reinforce++-token-mean", reinforce.Objective{Advantage: reinforce.AdvReinforcePP, Aggregation: reinforce.AggTokenMean,

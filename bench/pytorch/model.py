@@ -523,3 +523,170 @@ class Trainer:
             norm = torch.sqrt(sum((q.grad.double() ** 2).sum() for q in self.all))
         self.opt.step()
         return float(norm)
+
+
+# ---------------------------------------------------------------- objectives
+#
+# reinforce.Objective (reinforce/objective.go, reinforce/loss.go), written
+# from the published formulas. obj is a variant's settings under the run
+# spec's names (advantage, loss_aggregation, kl_in, kl_estimator, kl_beta,
+# update_epochs, minibatches, clip_low, clip_high, ratio, max_tokens).
+
+GROUP_EPS = 1e-6  # added to a std before dividing by it (veRL's epsilon)
+
+
+def mean_std(xs):
+    """The mean and the std with Bessel's correction (torch.std's default,
+    unbiased) of at least two floats, summed in order, in float64."""
+    mean = sum(xs) / len(xs)
+    ss = sum((x - mean) * (x - mean) for x in xs)
+    return mean, math.sqrt(ss / (len(xs) - 1))
+
+
+def shape_rewards(rewards_, kls, obj):
+    """r - beta * KL where the KL is in the reward (NeMo-Aligner's RLOO,
+    Ahmadian et al. 2024); r itself where it is in the loss or nowhere."""
+    if obj["kl_in"] == "reward":
+        return [r - obj["kl_beta"] * kl for r, kl in zip(rewards_, kls)]
+    return list(rewards_)
+
+
+def group_advantages(shaped, ended, k, estimator):
+    """Each sample's (baseline, advantage) from the shaped rewards of its
+    group of k consecutive samples. Only ended samples enter a group's
+    statistics; a group with at most one ended sample gives each of its
+    samples its own reward as baseline and advantage 0 (as
+    leave_one_out_baseline does).
+
+    rloo:        r - mean of the group's other ended samples (RLOO,
+                 Ahmadian et al. 2024; NeMo-Aligner).
+    grpo:        (r - mean) / (std + 1e-6), std unbiased (torch.std's
+                 default): veRL compute_grpo_outcome_advantage (torch.std,
+                 epsilon 1e-6); TRL GRPOTrainer divides by the same
+                 unbiased group std (rewards.view(-1, G).std(dim=1)) plus
+                 1e-4.
+    dr-grpo:     r - mean, no division by the std (Dr. GRPO, Liu et al.
+                 2025, "Understanding R1-Zero-Like Training").
+    reinforce++: r - mean, then whitened over the iteration's samples,
+                 (a - mean) / (std + 1e-6): OpenRLHF's reinforce_baseline
+                 (group-mean baseline, then advantages normalised over the
+                 batch; OpenRLHF over tokens, alignflow counting each sample
+                 once, with the unbiased std) over the samples of groups
+                 that have statistics.
+    """
+    n = len(shaped)
+    if estimator == "rloo":
+        base = leave_one_out_baseline(shaped, ended, k)
+        return base, [s - b for s, b in zip(shaped, base)]
+    if estimator not in ("grpo", "dr-grpo", "reinforce++"):
+        raise ValueError(f"unknown advantage estimator {estimator!r}")
+    base, adv, counted = [0.0] * n, [0.0] * n, [False] * n
+    for g in range(0, n, k):
+        ends = [shaped[i] for i in range(g, g + k) if ended[i]]
+        if len(ends) <= 1:
+            for i in range(g, g + k):
+                base[i] = shaped[i]
+            continue
+        mean, std = mean_std(ends)
+        for i in range(g, g + k):
+            base[i], counted[i] = mean, True
+            adv[i] = shaped[i] - mean
+            if estimator == "grpo":
+                adv[i] /= std + GROUP_EPS
+    if estimator == "reinforce++":
+        idx = [i for i in range(n) if counted[i]]
+        if len(idx) >= 2:
+            mean, std = mean_std([adv[i] for i in idx])
+            for i in idx:
+                adv[i] = (adv[i] - mean) / (std + GROUP_EPS)
+    return base, adv
+
+
+def aggregation_norm(obj, masks, rows):
+    """The denominator of one optimizer step's loss over its batches (masks
+    [B,T] each, rows real rows each): its response tokens (token-mean,
+    DAPO's token-level loss), its sequences (seq-mean-token-mean, GRPO's),
+    or its sequences times max_tokens (seq-mean-token-sum-norm, Dr. GRPO's
+    constant normaliser; TRL loss_type="dr_grpo"); at least 1. float32, as
+    alignflow sums it."""
+    agg = obj["loss_aggregation"]
+    if agg == "token-mean":
+        n = float(sum(m.sum() for m in masks))
+    elif agg == "seq-mean-token-mean":
+        n = float(sum(rows))
+    elif agg == "seq-mean-token-sum-norm":
+        n = float(sum(rows) * obj["max_tokens"])
+    else:
+        raise ValueError(f"unknown loss aggregation {agg!r}")
+    return max(n, 1.0)
+
+
+def token_kl_tensor(d, estimator):
+    """token_kl of the log-ratios d = lp - lp_ref, elementwise (k3: Schulman's
+    unbiased non-negative estimator exp(-d) - 1 + d, GRPO's KL in the loss)."""
+    if estimator == "abs":
+        return d.abs()
+    if estimator == "k1":
+        return d
+    if estimator == "k2":
+        return 0.5 * d.square()
+    if estimator == "k3":
+        return torch.exp(-d) - 1 + d
+    raise ValueError(f"unknown kl_estimator {estimator!r}")
+
+
+def objective_loss(lp, mask, adv, norm, obj, old=None, ref=None):
+    """One batch's part of an optimizer step's loss (summed over the step's
+    batches, its gradients are theirs summed), from its token
+    log-probabilities lp [B,T] under the policy being trained, the response
+    mask [B,T], the advantages adv [B] (0 on padding rows), the step's
+    denominator norm, old [B,T] (the log-probabilities the rollouts were
+    sampled with; clipped objectives) and ref [B,T] (the reference's; KL in
+    the loss). Returns (loss, ratio_mean, clip_fraction); the last two None
+    on-policy.
+
+    on-policy (update_epochs 1):  l = -lp * A (REINFORCE; the ratio is 1, as
+        TRL's GRPO with num_iterations=1)
+    clipped (update_epochs > 1):  l = -min(ratio * A, clip(ratio, 1 - clip_low,
+        1 + clip_high) * A), PPO's clipped surrogate (Schulman et al. 2017)
+        with DAPO's decoupled clip_low/clip_high (Yu et al. 2025); ratio =
+        exp(lp - old) per token, or with ratio "sequence" GSPO's (Zheng et
+        al. 2025) exp(mean over the sequence's tokens of lp - old), the same
+        at every token of the sequence
+    KL in the loss:  l += kl_beta * estimator(lp - ref), per token, before
+        aggregation (GRPO's)
+
+    aggregated as loss_aggregation says: sum over tokens of l * mask (each
+    row's first divided by its token count for seq-mean-token-mean) / norm.
+    ratio_mean is the mean ratio over the batch's tokens; clip_fraction the
+    fraction of tokens whose clipped term was taken (veRL's pg_clipfrac)."""
+    a = adv.unsqueeze(-1)
+    per_row = obj["loss_aggregation"] == "seq-mean-token-mean"
+    row_tokens = torch.clamp(mask.sum(-1, keepdim=True), min=1.0)
+
+    def aggregate(x):
+        x = x * mask
+        if per_row:
+            x = x / row_tokens
+        return x.sum() / norm
+
+    ratio_mean = clip_frac = None
+    if obj["update_epochs"] <= 1:
+        loss = -aggregate(lp * a)
+    else:
+        log_ratio = lp - old
+        if obj["ratio"] == "sequence":
+            log_ratio = ((log_ratio * mask).sum(-1, keepdim=True) / row_tokens)
+        elif obj["ratio"] != "token":
+            raise ValueError(f"unknown ratio {obj['ratio']!r}")
+        ratio = torch.exp(log_ratio)
+        unclipped = -(ratio * a)
+        clipped = -(torch.clamp(ratio, 1 - obj["clip_low"], 1 + obj["clip_high"]) * a)
+        loss = aggregate(torch.maximum(unclipped, clipped))
+        tokens = torch.clamp(mask.sum(), min=1.0)
+        with torch.no_grad():
+            ratio_mean = float((ratio.expand_as(lp) * mask).sum() / tokens)
+            clip_frac = float(((clipped > unclipped).float().expand_as(lp) * mask).sum() / tokens)
+    if obj["kl_in"] == "loss":
+        loss = loss + obj["kl_beta"] * aggregate(token_kl_tensor(lp - ref, obj["kl_estimator"]))
+    return loss, ratio_mean, clip_frac

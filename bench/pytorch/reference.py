@@ -355,6 +355,15 @@ def reinforce(fx, checks):
     gen = torch.Generator(device=DEVICE).manual_seed(s["seed"] * 1000 + 7)
 
     def prepare():
+        variants = fx.check("reinforce_objectives")
+        if variants is not None:
+            checks["reinforce_objectives"] = [c for v in variants for c in replay_objective(fx, v, ref, rm)]
+            for c in checks["reinforce_objectives"]:
+                print(f"pytorch:   objectives {c['variant']:<28s} it {c['iteration']}: loss {c['alignflow_loss']:+.6e} "
+                      f"vs {c['pytorch_loss']:+.6e} (abs {c['loss_abs_diff']:.1e}, steps {c['step_loss_max_abs_diff']:.1e}), "
+                      f"advantage {c['advantage_max_abs_diff']:.1e} (formula {c['advantage_formula_max_abs_diff']:.1e}), "
+                      f"ratio {c['ratio_mean_abs_diff']:.1e}, clip {c['clip_fraction_abs_diff']:.1e}  "
+                      f"{'ok' if c['ok'] else 'FAILED'}", flush=True)
         recorded = fx.check("reinforce_iteration")
         if recorded is None:
             return
@@ -385,6 +394,165 @@ def reinforce(fx, checks):
         return {k: v / steps for k, v in it.phases.items()}
 
     return "prompts/s", prepare, step, breakdown
+
+
+# Tolerances of the objectives replay (checks/reinforce_objectives.json).
+# The estimators on alignflow's own shaped rewards are float64 arithmetic
+# on the same numbers: they agree to rounding. End to end, the rewards are
+# each side's float32 reward model (they agree to about 1e-7), and an
+# estimator that divides by a std multiplies their differences by its
+# gain, 1 / (std + 1e-6), up to 100 here: the advantages must agree to
+# 1e-6 times that gain. The losses (each step's and their mean) and the
+# ratios are float32 sums over a batch: 1e-6 relative plus 1e-7, and the
+# mean ratio 1e-6; gradient norms, sums over every parameter, 1e-5
+# relative. A clip fraction may differ by a token or two whose ratio lies
+# on the clip bound (none did in the measured runs).
+OBJ_FORMULA_ATOL = 1e-9
+OBJ_ADV_ATOL = 1e-6
+OBJ_LOSS_RTOL, OBJ_LOSS_ATOL = 1e-6, 1e-7
+OBJ_RATIO_ATOL = 1e-6
+OBJ_GRAD_NORM_RTOL = 1e-5
+OBJ_CLIP_FRACTION_ATOL = 2.5e-3
+
+
+def advantage_gain(shaped, ended, k, estimator):
+    """How much the estimator can multiply a difference in the shaped
+    rewards: 1 for rloo and dr-grpo (differences of rewards and means),
+    1 / (std + eps) of the group with the smallest std for grpo, and the
+    batch whitening's 1 / (std + eps) for reinforce++."""
+    if estimator in ("rloo", "dr-grpo"):
+        return 1.0
+    gain, centred = 1.0, []
+    for g in range(0, len(shaped), k):
+        ends = [shaped[i] for i in range(g, g + k) if ended[i]]
+        if len(ends) <= 1:
+            continue
+        mean, std = M.mean_std(ends)
+        gain = max(gain, 1.0 / (std + M.GROUP_EPS))
+        centred += [shaped[i] - mean for i in range(g, g + k)]
+    if estimator == "reinforce++":
+        gain = 1.0 / (M.mean_std(centred)[1] + M.GROUP_EPS) if len(centred) >= 2 else 1.0
+    return gain
+
+
+def replay_objective(fx, variant, ref, rm):
+    """Replays one recorded objective variant (benchkit.RLObjectiveCheck):
+    each iteration on its recorded prompts and responses, from rl_policy
+    with a fresh optimizer, with this file's own model, rewards, KL,
+    advantage estimator (M.group_advantages) and loss (M.objective_loss):
+    update_epochs passes over the iteration's batches, each of minibatches
+    optimizer steps over consecutive batches whose gradients are summed
+    (the losses of the step's batches, each over the step's denominator,
+    added before one backward pass), the clipped loss reading the
+    log-probabilities this policy gave the responses before the update (at
+    sampling time). The update takes alignflow's recorded advantages
+    (each rollout's, laid on the batch rows here): the estimator is
+    checked on its own, on alignflow's shaped rewards and end to end, and
+    the loss, ratios and clipping then see the same inputs on both sides
+    instead of reward-model noise amplified by grpo's 1/std (which moves
+    the losses by up to 2e-6). Returns one dict of differences per
+    iteration."""
+    cfg, s = fx.cfg, fx.spec
+    obj = variant["settings"]
+    k, bs = obj["samples_per_prompt"], obj["batch_size"]
+    pol = fx.weights("rl_policy", True)
+    trainer = M.Trainer(pol, s["adamw"], obj["learning_rate"])
+    clipped = obj["update_epochs"] > 1
+    out = []
+    for it, rec in enumerate(variant["iterations"]):
+        ros = rec["rollouts"]
+        ctx = [pr for pr in rec["prompts"] for _ in range(k)]
+        responses = [ro["response"] for ro in ros]
+        ended = [ro["ended"] for ro in ros]
+        n = len(ctx)
+        rewards = M.rewards(rm, cfg, [M.sequence(ctx[i], responses[i], cfg.max_len) for i in range(n)], bs, fx.pad)
+        batches, kls, logprobs = [], [], []
+        for start in range(0, n, bs):
+            end = min(start + bs, n)
+            inp, tg, mk = M.make_batch(cfg, bs, ctx[start:end], responses[start:end], fx.pad, DEVICE)
+            with torch.no_grad():
+                old = M.token_logprobs(pol, cfg, inp, tg)
+                lref = M.token_logprobs(ref, cfg, inp, tg)
+            ol, rl, ml = old.tolist(), lref.tolist(), mk.tolist()
+            for r in range(end - start):
+                kls.append(M.sequence_kl(ol[r], rl[r], ml[r], obj["kl_estimator"]))
+                logprobs.append(sum(x for x, m in zip(ol[r], ml[r]) if m != 0))
+            batches.append((inp, tg, mk, end - start, old, lref))
+        shaped = M.shape_rewards(rewards, kls, obj)
+        base, adv = M.group_advantages(shaped, ended, k, obj["advantage"])
+        # The estimator alone, on alignflow's own rewards and KL.
+        rec_shaped = M.shape_rewards([ro["reward"] for ro in ros], [ro["kl"] for ro in ros], obj)
+        rec_base, rec_adv = M.group_advantages([ro["shaped"] for ro in ros], ended, k, obj["advantage"])
+        rec_adv_used = [ro["advantage"] for ro in ros]
+        gain = advantage_gain([ro["shaped"] for ro in ros], ended, k, obj["advantage"])
+
+        nb = len(batches)
+        mb = obj["minibatches"]
+        if mb <= 0 or mb > nb:
+            mb = nb
+        step_losses, grad_norms, ratio_means, clip_fracs = [], [], [], []
+        for _ in range(max(obj["update_epochs"], 1)):
+            for m in range(mb):
+                part = batches[m * nb // mb:(m + 1) * nb // mb]
+                first = m * nb // mb
+                norm = M.aggregation_norm(obj, [b[2] for b in part], [b[3] for b in part])
+                total, losses, rms, cfs = None, [], [], []
+                for j, (inp, tg, mk, rows, old, lref) in enumerate(part):
+                    a = torch.zeros(bs, dtype=torch.float32, device=DEVICE)
+                    lo = (first + j) * bs
+                    a[:rows] = torch.tensor(rec_adv_used[lo:lo + rows], dtype=torch.float32, device=DEVICE)
+                    lp = M.token_logprobs(pol, cfg, inp, tg)
+                    loss, rmean, cfrac = M.objective_loss(lp, mk, a, norm, obj, old, lref)
+                    total = loss if total is None else total + loss
+                    losses.append(float(loss))
+                    rms.append(rmean)
+                    cfs.append(cfrac)
+                grad_norms.append(trainer.step(total))
+                step_losses.append(sum(losses))
+                if clipped:
+                    ratio_means.append(sum(rms) / len(rms))
+                    clip_fracs.append(sum(cfs) / len(cfs))
+        steps = len(step_losses)
+        loss = sum(step_losses) / steps
+        grad_norm = sum(grad_norms) / steps
+        ratio_mean = sum(ratio_means) / steps if clipped else 1.0
+        clip_frac = sum(clip_fracs) / steps if clipped else 0.0
+
+        def worst(mine, key):
+            return max(abs(a - b[key]) for a, b in zip(mine, ros))
+
+        c = {"variant": variant["variant"], "iteration": it, "steps": steps, "alignflow_steps": rec["steps"],
+             "reward_max_abs_diff": worst(rewards, "reward"), "kl_max_abs_diff": worst(kls, "kl"),
+             "logprob_max_abs_diff": worst(logprobs, "logprob"), "shaped_max_abs_diff": worst(shaped, "shaped"),
+             "baseline_max_abs_diff": worst(base, "baseline"), "advantage_max_abs_diff": worst(adv, "advantage"),
+             "advantage_gain": gain,
+             "shaped_formula_max_abs_diff": worst(rec_shaped, "shaped"),
+             "baseline_formula_max_abs_diff": worst(rec_base, "baseline"),
+             "advantage_formula_max_abs_diff": worst(rec_adv, "advantage"),
+             "alignflow_loss": rec["loss"], "pytorch_loss": loss, "loss_abs_diff": abs(loss - rec["loss"]),
+             "alignflow_step_losses": rec["step_losses"], "pytorch_step_losses": step_losses,
+             "step_loss_max_abs_diff": max(abs(a - b) for a, b in zip(step_losses, rec["step_losses"])),
+             "alignflow_grad_norm": rec["grad_norm"], "pytorch_grad_norm": grad_norm,
+             "grad_norm_rel_diff": abs(grad_norm - rec["grad_norm"]) / max(rec["grad_norm"], 1e-12),
+             "alignflow_ratio_mean": rec["ratio_mean"], "pytorch_ratio_mean": ratio_mean,
+             "ratio_mean_abs_diff": abs(ratio_mean - rec["ratio_mean"]),
+             "alignflow_clip_fraction": rec["clip_fraction"], "pytorch_clip_fraction": clip_frac,
+             "clip_fraction_abs_diff": abs(clip_frac - rec["clip_fraction"])}
+
+        def close(a, b):
+            return abs(a - b) <= OBJ_LOSS_ATOL + OBJ_LOSS_RTOL * abs(b)
+
+        c["ok"] = bool(steps == rec["steps"]
+                       and max(c["shaped_formula_max_abs_diff"], c["baseline_formula_max_abs_diff"],
+                               c["advantage_formula_max_abs_diff"]) <= OBJ_FORMULA_ATOL
+                       and c["advantage_max_abs_diff"] <= OBJ_ADV_ATOL * gain
+                       and close(loss, rec["loss"])
+                       and all(close(a, b) for a, b in zip(step_losses, rec["step_losses"]))
+                       and c["grad_norm_rel_diff"] <= OBJ_GRAD_NORM_RTOL
+                       and c["ratio_mean_abs_diff"] <= OBJ_RATIO_ATOL
+                       and c["clip_fraction_abs_diff"] <= OBJ_CLIP_FRACTION_ATOL)
+        out.append(c)
+    return out
 
 
 # ---------------------------------------------------------------- scale stages
