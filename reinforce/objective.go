@@ -3,6 +3,7 @@ package reinforce
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // The policy-gradient family as choices of one Objective: how a group's
@@ -158,7 +159,7 @@ func GroupAdvantages(shaped []float64, ended []bool, k int, estimator string) (b
 		}
 		return baseline, advantage, nil
 	}
-	if !contains(AdvantageEstimators, estimator) {
+	if !slices.Contains(AdvantageEstimators, estimator) {
 		return nil, nil, fmt.Errorf("unknown advantage estimator %q (allowed: %v)", estimator, AdvantageEstimators)
 	}
 	if k < 2 {
@@ -220,13 +221,4 @@ func meanStd(xs []float64) (mean, std float64) {
 		ss += (x - mean) * (x - mean)
 	}
 	return mean, math.Sqrt(ss / float64(len(xs)-1))
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -210,6 +210,16 @@ func addMetricsFlag(cmd *cobra.Command) {
 
 // openStore opens the connection's artifact store: the data dir, or the
 // object store --store names.
+// storeOf opens the artifact store the command's connection flags name
+// (--data-dir or --store), for commands that read a run's artifacts.
+func storeOf(cmd *cobra.Command) (*artifact.Store, error) {
+	c, err := connection(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return openStore(cmd.Context(), c)
+}
+
 func openStore(ctx context.Context, c config.Connection) (*artifact.Store, error) {
 	if c.Store == "" {
 		return artifact.Open(c.DataDir)

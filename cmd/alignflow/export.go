@@ -45,11 +45,8 @@ weights: the SFT adapter and REINFORCE's (or the reward model's) stacked into on
 of twice the rank at the same scale.`,
 		Args: runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connection(cmd)
-			if err != nil {
-				return err
-			}
-			if o.store, err = openStore(cmd.Context(), c); err != nil {
+			var err error
+			if o.store, err = storeOf(cmd); err != nil {
 				return err
 			}
 			defer o.store.Close()

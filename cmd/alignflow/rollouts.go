@@ -39,11 +39,8 @@ prints a list of objects with those names and prompt_index, sample_index, tokens
 prompt and response.`,
 		Args: runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := connection(cmd)
-			if err != nil {
-				return err
-			}
-			if o.store, err = openStore(cmd.Context(), c); err != nil {
+			var err error
+			if o.store, err = storeOf(cmd); err != nil {
 				return err
 			}
 			defer o.store.Close()
