@@ -34,6 +34,9 @@ func (a *Activities) logIteration(in pipeline.IterationInput, res pipeline.Itera
 			v[name] = *x
 		}
 	}
+	if sm := res.Sampling; sm != nil {
+		v["sampling_rounds"], v["dropped_groups"], v["filled_groups"] = float64(sm.Rounds), float64(sm.Dropped), float64(sm.Filled)
+	}
 	if res.MeanLength > 0 {
 		v["mean_length"] = res.MeanLength
 		if seconds > 0 {

@@ -106,12 +106,12 @@ func repeatText(prompts []string, k int) []string {
 	return out
 }
 
-// iterationPrompts are an iteration's prompts as token ids, and the texts
-// of its rollout rows: each prompt samples_per_prompt times
-// (reinforce.Repeat's rows).
-func (j *job) iterationPrompts(in pipeline.IterationInput) (prompts [][]int32, rowTexts []string, err error) {
+// iterationPrompts are the prompts of an iteration's sampling round (0
+// without dynamic sampling) as token ids, and the texts of its rollout
+// rows: each prompt samples_per_prompt times (reinforce.Repeat's rows).
+func (j *job) iterationPrompts(in pipeline.IterationInput, round int) (prompts [][]int32, rowTexts []string, err error) {
 	r := in.Spec.Reinforce
-	texts, err := j.ds.IterationPrompts(in.Spec.Seed, in.Iteration, r.PromptsPerIteration)
+	texts, err := j.ds.IterationPrompts(in.Spec.Seed, in.PromptPosition(round), r.PromptsPerIteration)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -126,22 +126,29 @@ type iterationOutcome struct {
 	rewards, kl, shaped, adv []float64
 	verified                 []float64   // the verifier's scores (nil: no verifier)
 	logprobs                 [][]float32 // the policy's when sampled, by row (nil: not recorded)
-	update                   reinforce.UpdateStats
-	pol                      *weights.Set
-	st                       *optim.State
-	started                  time.Time
+	// groups are the trained rows' groups (k rows each) by round and place
+	// (nil: round 0's, in order); dropped the records of the rows dynamic
+	// sampling left out, and sampling its counts (nil without it).
+	groups   []reinforce.GroupID
+	dropped  []pipeline.RolloutRecord
+	sampling *pipeline.Sampling
+	update   reinforce.UpdateStats
+	pol      *weights.Set
+	st       *optim.State
+	started  time.Time
 }
 
 // combined is every rollout's reward as REINFORCE reads it: the reward
-// model's score and, with a verifier, its score, weighed (reward.CombineRewards).
-func (o iterationOutcome) combined(r config.Reward) []float64 {
-	if o.verified == nil {
-		return o.rewards
+// model's score and, with a verifier (verified not nil), its score,
+// weighed (reward.CombineRewards).
+func combined(r config.Reward, rewards, verified []float64) []float64 {
+	if verified == nil {
+		return rewards
 	}
 	mw, vw := r.Weights()
-	out := make([]float64, len(o.rewards))
+	out := make([]float64, len(rewards))
 	for i := range out {
-		out[i] = reward.CombineRewards(mw, o.rewards[i], vw, o.verified[i])
+		out[i] = reward.CombineRewards(mw, rewards[i], vw, verified[i])
 	}
 	return out
 }
@@ -170,6 +177,9 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 	for i, s := range o.rollouts.Samples {
 		records[i] = pipeline.RolloutRecord{PromptIndex: i / k, SampleIndex: i % k, Prompt: o.texts[i], Response: j.m.codec.Text(s.Tokens),
 			Tokens: s.Tokens, Ended: s.Ended, Reward: o.rewards[i], KL: o.kl[i], Advantage: o.adv[i]}
+		if o.groups != nil {
+			records[i].Round, records[i].PromptIndex = o.groups[i/k].Round, o.groups[i/k].Group
+		}
 		if o.shaped != nil {
 			records[i].Shaped = &o.shaped[i]
 		}
@@ -184,6 +194,8 @@ func (a *Activities) saveIteration(in pipeline.IterationInput, j *job, o iterati
 			records[i].Gold = &gold[i]
 		}
 	}
+	records = append(records, o.dropped...)
+	res.Sampling = o.sampling
 	dir, err := runPath(in.RunID, iterationDir(in.Iteration))
 	if err != nil {
 		return res, err
@@ -235,7 +247,7 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 	if o.st, err = a.optimizerState(in, pol); err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	prompts, texts, err := j.iterationPrompts(in)
+	prompts, texts, err := j.iterationPrompts(in, 0)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}

@@ -64,13 +64,13 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
-	prompts, texts, err := j.iterationPrompts(in.IterationInput)
+	prompts, texts, err := j.iterationPrompts(in.IterationInput, in.Round)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}
 	rngs := make([]*rand.Rand, 0, last-first)
 	for i := first; i < last; i++ {
-		rngs = append(rngs, rng.Row(spec.Seed, in.Iteration, i))
+		rngs = append(rngs, rng.Row(spec.Seed, in.Iteration, in.RowStream(in.Round, i)))
 	}
 	rows := reinforce.Repeat(prompts, r.SamplesPerPrompt)[first:last]
 	ro, err := reinforce.RolloutEach(j.eng.policy, pol, rows, r.BatchSize, j.sampleOptions(spec, r.Temperature), rngs)
@@ -103,8 +103,15 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 			out[i].Verifier = &verified[i]
 		}
 	}
-	res := pipeline.ShardResult{Shard: in.Shard, First: first, Rows: len(out)}
+	res := pipeline.ShardResult{Shard: in.Shard, First: first, Rows: len(out), Round: in.Round}
+	if r.SkipUniformGroups {
+		g := reinforce.GroupsOf(first, combined(spec.Reward, rewards, verified), r.SamplesPerPrompt)
+		res.Groups = &g
+	}
 	name := fmt.Sprintf("shard-%d-of-%d.json", in.Shard, in.Shards)
+	if in.Round > 0 {
+		name = fmt.Sprintf("round-%d-shard-%d-of-%d.json", in.Round, in.Shard, in.Shards)
+	}
 	key, err := runPath(in.RunID, iterationDir(in.Iteration), name)
 	if err != nil {
 		return res, err
@@ -151,18 +158,15 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	prompts, texts, err := j.iterationPrompts(in.IterationInput)
+	m, sel, err := a.sampled(j, in)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}
-	o.texts = texts
-	m, err := a.mergeShards(in.Shards, reinforce.Repeat(prompts, r.SamplesPerPrompt))
-	if err != nil {
-		return pipeline.IterationResult{}, err
-	}
-	o.rollouts, o.rewards, o.verified, o.kl, o.logprobs = m.rollouts, m.rewards, m.verified, m.kl, m.logprobs
+	o.texts, o.rollouts, o.rewards, o.verified, o.kl, o.logprobs = m.texts, m.rollouts, m.rewards, m.verified, m.kl, m.logprobs
+	o.groups, o.dropped = sel.trained, sel.dropped
+	o.sampling = sel.sampling
 	obj := r.Objective()
-	if o.shaped, _, o.adv, err = reinforce.Advantages(o.combined(spec.Reward), o.kl, o.rollouts.Ended(), obj, r.SamplesPerPrompt); err != nil {
+	if o.shaped, _, o.adv, err = reinforce.Advantages(combined(spec.Reward, o.rewards, o.verified), o.kl, o.rollouts.Ended(), obj, r.SamplesPerPrompt); err != nil {
 		return pipeline.IterationResult{}, err
 	}
 	batches, err := reinforce.Batches(j.eng.policy.Cfg, o.rollouts, r.BatchSize)
@@ -187,17 +191,104 @@ func (a *Activities) updatePolicy(ctx context.Context, in pipeline.UpdateInput) 
 	return res, nil
 }
 
-// merged is an iteration's shards read as one: its rollouts and what each
-// row recorded.
+// merged is an iteration's shards read as one: its rollouts, their
+// prompts' texts and what each row recorded.
 type merged struct {
+	texts                 []string
 	rollouts              *reinforce.Rollouts
 	rewards, kl           []float64
 	verified              []float64 // nil without a verifier
 	logprobs, refLogprobs [][]float32
 }
 
+// add appends rows [from, to) of src.
+func (m *merged) add(src merged, from, to int) {
+	if m.rollouts == nil {
+		m.rollouts = &reinforce.Rollouts{}
+	}
+	m.texts = append(m.texts, src.texts[from:to]...)
+	m.rollouts.Contexts = append(m.rollouts.Contexts, src.rollouts.Contexts[from:to]...)
+	m.rollouts.Samples = append(m.rollouts.Samples, src.rollouts.Samples[from:to]...)
+	m.rewards, m.kl = append(m.rewards, src.rewards[from:to]...), append(m.kl, src.kl[from:to]...)
+	if src.verified != nil {
+		m.verified = append(m.verified, src.verified[from:to]...)
+	}
+	m.logprobs, m.refLogprobs = append(m.logprobs, src.logprobs[from:to]...), append(m.refLogprobs, src.refLogprobs[from:to]...)
+}
+
+// selected is what dynamic sampling made of an iteration's rounds: the
+// groups trained on, in the update's order, the records of those it left
+// out, and the counts.
+type selected struct {
+	trained  []reinforce.GroupID // nil: every group of round 0, in order
+	dropped  []pipeline.RolloutRecord
+	sampling *pipeline.Sampling // nil without skip_uniform_groups
+}
+
+// sampled reads an iteration's shards, round by round, and returns the
+// rows the update trains on: every row of its one round, or with
+// skip_uniform_groups the groups reinforce.SelectGroups picks from the
+// rounds' uniformity as the shards reported it (the workflow decided the
+// rounds from the same reports).
+func (a *Activities) sampled(j *job, in pipeline.UpdateInput) (merged, selected, error) {
+	r := in.Spec.Reinforce
+	k, n := r.SamplesPerPrompt, r.PromptsPerIteration
+	var rounds []merged
+	var uniform [][]bool
+	for from := 0; from < len(in.Shards); {
+		round := len(rounds)
+		to := from
+		for to < len(in.Shards) && in.Shards[to].Round == round {
+			to++
+		}
+		if to == from || round >= r.SamplingRounds() {
+			return merged{}, selected{}, corrupt(fmt.Errorf("the update's shard %d is of sampling round %d, after round %d's (the iteration samples at most %d)", from, in.Shards[from].Round, round-1, r.SamplingRounds()))
+		}
+		prompts, texts, err := j.iterationPrompts(in.IterationInput, round)
+		if err != nil {
+			return merged{}, selected{}, err
+		}
+		m, err := a.mergeShards(in.Shards[from:to], reinforce.Repeat(prompts, k))
+		if err != nil {
+			return merged{}, selected{}, err
+		}
+		m.texts = texts
+		rounds, uniform = append(rounds, m), append(uniform, pipeline.Uniform(in.Shards[from:to], n))
+		from = to
+	}
+	if len(rounds) == 0 {
+		return merged{}, selected{}, corrupt(fmt.Errorf("the update has no shards"))
+	}
+	if !r.SkipUniformGroups {
+		return rounds[0], selected{}, nil
+	}
+	sel := reinforce.SelectGroups(uniform, n)
+	counts := pipeline.SamplingOf(len(rounds), sel)
+	out := selected{trained: sel.Groups, sampling: &counts}
+	var m merged
+	trained := map[reinforce.GroupID]bool{}
+	for _, g := range sel.Groups {
+		m.add(rounds[g.Round], g.Group*k, (g.Group+1)*k)
+		trained[g] = true
+	}
+	for ri, round := range rounds {
+		for i, s := range round.rollouts.Samples {
+			if trained[reinforce.GroupID{Round: ri, Group: i / k}] {
+				continue
+			}
+			rec := pipeline.RolloutRecord{Round: ri, PromptIndex: i / k, SampleIndex: i % k, Dropped: true, Prompt: round.texts[i],
+				Response: j.m.codec.Text(s.Tokens), Tokens: s.Tokens, Ended: s.Ended, Reward: round.rewards[i], KL: round.kl[i]}
+			if round.verified != nil {
+				rec.Verifier = &round.verified[i]
+			}
+			out.dropped = append(out.dropped, rec)
+		}
+	}
+	return m, out, nil
+}
+
 // mergeShards reads the shards' rollouts, in order, as the rows of one
-// iteration.
+// sampling round of an iteration.
 func (a *Activities) mergeShards(shards []pipeline.ShardResult, rows [][]int32) (merged, error) {
 	m := merged{rollouts: &reinforce.Rollouts{Contexts: rows}}
 	ro := m.rollouts

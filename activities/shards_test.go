@@ -11,6 +11,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/reinforce"
 )
 
 // TestShardsGiveTheSameUpdate: an iteration split into 1, 2 or 3 rollout
@@ -96,4 +97,101 @@ func TestShardsGiveTheSameUpdate(t *testing.T) {
 	assert.Equal(t, pipeline.ErrCorruptArtifact, app.Type())
 	_, err = a.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in, Shards: []pipeline.ShardResult{s0}})
 	require.ErrorContains(t, err, "hold 8 of the iteration's 24 rollouts")
+}
+
+// TestDynamicSamplingSelectsGroups runs iterations with
+// reinforce.skip_uniform_groups through the activities, rounds decided as
+// the workflow decides them (pipeline.Uniform, reinforce.Varied), in one
+// shard and in three (groups of 4 straddle the batches of 6). Both end
+// with the same weights and rounds; the stored records list every sampled
+// row once, and uniformity recomputed from their rewards agrees with what
+// was dropped, filled and trained.
+func TestDynamicSamplingSelectsGroups(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	ctx := context.Background()
+	spec := tinySpec()
+	r := &spec.Reinforce
+	r.PromptsPerIteration, r.SamplesPerPrompt, r.BatchSize = 6, 4, 6 // 24 rows in 4 batches
+	r.SkipUniformGroups, r.MaxSamplingRounds = true, 3
+	zero := 0.0
+	spec.Reward.Verifier, spec.Reward.ModelWeight = "regex", &zero
+	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "dyn", Spec: spec})
+	require.NoError(t, err)
+	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "dyn", Spec: spec, Data: data})
+	require.NoError(t, err)
+	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "dyn", Spec: spec, Data: data, Base: sft.Checkpoint})
+	require.NoError(t, err)
+
+	iterate := func(runID string, shards int) (pipeline.IterationResult, int) {
+		t.Helper()
+		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
+		up := pipeline.UpdateInput{IterationInput: in}
+		var uniform [][]bool
+		for round := 0; round < r.SamplingRounds(); round++ {
+			var got []pipeline.ShardResult
+			for s := 0; s < shards; s++ {
+				res, err := a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: s, Shards: shards, Round: round})
+				require.NoError(t, err)
+				got = append(got, res)
+			}
+			up.Shards = append(up.Shards, got...)
+			if uniform = append(uniform, pipeline.Uniform(got, r.PromptsPerIteration)); reinforce.Varied(uniform) >= r.PromptsPerIteration {
+				break
+			}
+		}
+		res, err := a.UpdatePolicy(ctx, up)
+		require.NoError(t, err)
+		return res, len(uniform)
+	}
+	one, rounds := iterate("dyn-1", 1)
+	three, rounds3 := iterate("dyn-3", 3)
+	assert.Equal(t, one.PolicyDigest, three.PolicyDigest)
+	assert.Equal(t, rounds, rounds3)
+	require.NotNil(t, one.Sampling)
+	assert.Equal(t, *one.Sampling, *three.Sampling)
+	assert.Equal(t, rounds, one.Sampling.Rounds)
+	t.Logf("rounds %d, sampling %+v", rounds, *one.Sampling)
+
+	var records []pipeline.RolloutRecord
+	require.NoError(t, store.GetJSON(one.Rollouts, &records))
+	require.Len(t, records, rounds*24, "every sampled row once")
+	type group struct{ round, prompt int }
+	verdicts := map[group][]float64{}
+	dropped := map[group]bool{}
+	for _, rec := range records {
+		require.NotNil(t, rec.Verifier)
+		g := group{rec.Round, rec.PromptIndex}
+		verdicts[g] = append(verdicts[g], *rec.Verifier)
+		dropped[g] = rec.Dropped
+	}
+	var trainedUniform, droppedUniform, droppedVaried int
+	for g, v := range verdicts {
+		require.Len(t, v, 4)
+		u := v[0] == v[1] && v[1] == v[2] && v[2] == v[3]
+		switch {
+		case !dropped[g] && u:
+			trainedUniform++
+		case dropped[g] && u:
+			droppedUniform++
+		case dropped[g]:
+			droppedVaried++
+		}
+	}
+	assert.Equal(t, pipeline.Sampling{Rounds: rounds, Dropped: droppedUniform, Filled: trainedUniform, Surplus: droppedVaried}, *one.Sampling)
+	assert.Equal(t, 6*rounds-6, droppedUniform+droppedVaried, "the batch holds prompts_per_iteration groups")
+
+	// This barely trained policy answers no prompt right: every group is
+	// uniform, all three rounds are drawn, and round 0's groups fill the
+	// batch, so the update is the one without dynamic sampling.
+	require.Equal(t, pipeline.Sampling{Rounds: 3, Dropped: 12, Filled: 6}, *one.Sampling)
+	plain := spec
+	plain.Reinforce.SkipUniformGroups, plain.Reinforce.MaxSamplingRounds = false, 0
+	in := pipeline.IterationInput{RunID: "dyn-plain", Spec: plain, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
+	sh, err := a.RolloutShard(ctx, pipeline.ShardInput{IterationInput: in, Shard: 0, Shards: 1})
+	require.NoError(t, err)
+	want, err := a.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in, Shards: []pipeline.ShardResult{sh}})
+	require.NoError(t, err)
+	assert.Equal(t, want.PolicyDigest, one.PolicyDigest)
 }

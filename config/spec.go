@@ -283,6 +283,36 @@ type Reinforce struct {
 	// Ratio is the importance ratio's level: token (default) or sequence
 	// (GSPO's).
 	Ratio string `json:"ratio,omitempty"`
+	// SkipUniformGroups is DAPO's dynamic sampling: a group whose rewards
+	// (the reward model's and the verifier's, weighed, before any KL
+	// penalty) are all equal has zero advantage, so the update leaves it
+	// out and the iteration samples further prompts, prompts_per_iteration
+	// a round, until prompts_per_iteration groups are not uniform or
+	// max_sampling_rounds rounds were sampled; then uniform groups, in the
+	// order drawn, fill what is missing.
+	SkipUniformGroups bool `json:"skip_uniform_groups,omitempty"`
+	// MaxSamplingRounds bounds the rounds of an iteration, its first
+	// included (0: DefaultSamplingRounds).
+	MaxSamplingRounds int `json:"max_sampling_rounds,omitempty"`
+}
+
+// DefaultSamplingRounds is max_sampling_rounds' value when left 0, and
+// MaxSamplingRounds its bound.
+const (
+	DefaultSamplingRounds = 3
+	MaxSamplingRounds     = 16
+)
+
+// SamplingRounds is the most rounds an iteration samples: 1 without
+// skip_uniform_groups.
+func (r Reinforce) SamplingRounds() int {
+	switch {
+	case !r.SkipUniformGroups:
+		return 1
+	case r.MaxSamplingRounds == 0:
+		return DefaultSamplingRounds
+	}
+	return r.MaxSamplingRounds
 }
 
 // DefaultClip is clip_low's and clip_high's value when left 0.
@@ -650,6 +680,11 @@ func (s Spec) validate(current bool) error {
 	}
 	if n := r.RolloutBatches(); r.Minibatches < 0 || (n > 0 && r.Minibatches > n) {
 		bad("reinforce.minibatches", fmt.Sprintf("must be between 0 (one optimizer step per batch) and the %d rollout batches of an iteration, got %d", n, r.Minibatches))
+	}
+	if r.MaxSamplingRounds < 0 || r.MaxSamplingRounds > MaxSamplingRounds {
+		bad("reinforce.max_sampling_rounds", fmt.Sprintf("must be in 0..%d (0: %d), got %d", MaxSamplingRounds, DefaultSamplingRounds, r.MaxSamplingRounds))
+	} else if r.MaxSamplingRounds > 0 && !r.SkipUniformGroups {
+		bad("reinforce.max_sampling_rounds", "needs reinforce.skip_uniform_groups: only dynamic sampling samples more than one round")
 	}
 	if !(r.ClipLow >= 0 && r.ClipLow < 1) {
 		bad("reinforce.clip_low", fmt.Sprintf("must be in [0, 1) (0: %v), got %v", DefaultClip, r.ClipLow))

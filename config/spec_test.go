@@ -44,6 +44,8 @@ func TestBadSpecsNameTheField(t *testing.T) {
 		{"unknown ratio", `{"reinforce": {"ratio": "batch"}}`, []string{"reinforce.ratio", "sequence"}},
 		{"too many epochs", `{"reinforce": {"update_epochs": 65}}`, []string{"reinforce.update_epochs", "0..64"}},
 		{"more minibatches than batches", `{"reinforce": {"minibatches": 2}}`, []string{"reinforce.minibatches", "the 1 rollout batches"}},
+		{"too many sampling rounds", `{"reinforce": {"skip_uniform_groups": true, "max_sampling_rounds": 17}}`, []string{"reinforce.max_sampling_rounds", "0..16"}},
+		{"sampling rounds without dynamic sampling", `{"reinforce": {"max_sampling_rounds": 4}}`, []string{"reinforce.max_sampling_rounds", "needs reinforce.skip_uniform_groups"}},
 		{"clip_low of 1", `{"reinforce": {"clip_low": 1}}`, []string{"reinforce.clip_low", "[0, 1)"}},
 		{"unknown verifier", `{"reward": {"verifier": "llm-judge"}}`, []string{"reward.verifier", "numeric"}},
 		{"no reward at all", `{"reward": {"model_weight": 0}}`, []string{"reward.model_weight", "reward of 0"}},

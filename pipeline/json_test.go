@@ -51,6 +51,7 @@ var boundaryTypes = map[string]func() any{
 	"VariantReport":      func() any { return &pipeline.VariantReport{} },
 	"RunClaim":           func() any { return &pipeline.RunClaim{} },
 	"RolloutRecord":      func() any { return &pipeline.RolloutRecord{} },
+	"Sampling":           func() any { return &pipeline.Sampling{} },
 }
 
 // TestRoundTripKeepsEveryField sends each type, every field set (nested

@@ -12,6 +12,7 @@ import (
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/data/rewardbench"
+	"github.com/alignflow/alignflow/reinforce"
 	"github.com/alignflow/alignflow/reward"
 )
 
@@ -253,6 +254,25 @@ type IterationInput struct {
 	Optimizer   artifact.Ref `json:"optimizer"` // empty on the first iteration
 	Reference   artifact.Ref `json:"reference"`
 	RewardModel artifact.Ref `json:"reward_model"`
+	// ExtraRounds counts the sampling rounds earlier iterations drew
+	// beyond their first (reinforce.skip_uniform_groups): the prompts
+	// they took are not drawn again.
+	ExtraRounds int `json:"extra_rounds,omitempty"`
+}
+
+// PromptPosition is where round (from 0) of the iteration starts in the
+// run's walk through the training prompts (dataset.IterationPrompts):
+// every round takes the next prompts_per_iteration, so no prompt is
+// skipped or drawn twice before the walk wraps around.
+func (in IterationInput) PromptPosition(round int) int {
+	return (in.Iteration + in.ExtraRounds + round) * in.Spec.Reinforce.PromptsPerIteration
+}
+
+// RowStream is the index of row (from 0 in its round) of round among the
+// iteration's random streams (rng.Row): round 0's rows keep their
+// indexes, each further round's come after the rows of those before it.
+func (in IterationInput) RowStream(round, row int) int {
+	return round*in.Spec.Reinforce.RolloutRows() + row
 }
 
 // ShardInput asks for one shard of an iteration's rollouts: the
@@ -263,6 +283,9 @@ type ShardInput struct {
 	IterationInput
 	Shard  int `json:"shard"`
 	Shards int `json:"shards"`
+	// Round is the iteration's sampling round (from 0; above 0 only with
+	// reinforce.skip_uniform_groups).
+	Round int `json:"round,omitempty"`
 }
 
 // ShardResult says where a shard's rollouts are: rows First to
@@ -274,10 +297,49 @@ type ShardResult struct {
 	Rows     int          `json:"rows"`
 	Rollouts artifact.Ref `json:"rollouts"`
 	Seconds  float64      `json:"seconds"`
+	Round    int          `json:"round,omitempty"`
+	// Groups says which of the round's groups the shard's rows show to be
+	// uniform (reinforce.GroupsOf); nil without skip_uniform_groups.
+	Groups *reinforce.ShardGroups `json:"groups,omitempty"`
+}
+
+// Uniform is whether each of a round's groups has rewards all equal,
+// joined from the round's shards (reinforce.UniformGroups).
+func Uniform(round []ShardResult, groups int) []bool {
+	parts := make([]reinforce.ShardGroups, 0, len(round))
+	for _, sh := range round {
+		if sh.Groups != nil {
+			parts = append(parts, *sh.Groups)
+		}
+	}
+	return reinforce.UniformGroups(groups, parts)
+}
+
+// Sampling counts what dynamic sampling (reinforce.skip_uniform_groups)
+// drew and left out: of an iteration, or summed over a run.
+type Sampling struct {
+	Rounds int `json:"rounds"` // sampling rounds, the first included
+	// Dropped counts the uniform groups left out of the update, Filled the
+	// uniform groups it trained on because the rounds held too few others
+	// (max_sampling_rounds), Surplus the groups beyond the batch.
+	Dropped int `json:"dropped_groups"`
+	Filled  int `json:"filled_groups"`
+	Surplus int `json:"surplus_groups"`
+}
+
+// SamplingOf is an iteration's Sampling: rounds rounds and selection sel.
+func SamplingOf(rounds int, sel reinforce.Selection) Sampling {
+	return Sampling{Rounds: rounds, Dropped: sel.Dropped, Filled: sel.Filled, Surplus: sel.Surplus}
+}
+
+// Add adds an iteration's counts to a run's.
+func (s *Sampling) Add(o Sampling) {
+	s.Rounds, s.Dropped, s.Filled, s.Surplus = s.Rounds+o.Rounds, s.Dropped+o.Dropped, s.Filled+o.Filled, s.Surplus+o.Surplus
 }
 
 // UpdateInput asks for the policy update of an iteration from its
-// shards' rollouts, in shard order.
+// shards' rollouts, in shard order (round by round with
+// skip_uniform_groups).
 type UpdateInput struct {
 	IterationInput
 	Shards []ShardResult `json:"shards"`
@@ -309,7 +371,10 @@ type IterationResult struct {
 	// its optimizer steps; nil for an on-policy update.
 	RatioMean    *float64 `json:"ratio_mean,omitempty"`
 	ClipFraction *float64 `json:"clip_fraction,omitempty"`
-	Seconds      float64  `json:"seconds"`
+	// Sampling is what dynamic sampling drew and left out; nil without
+	// skip_uniform_groups. The other numbers are of the rows trained on.
+	Sampling *Sampling `json:"sampling,omitempty"`
+	Seconds  float64   `json:"seconds"`
 	// WorkerQueue is the task queue of the worker that made the update, and
 	// only it: the next update is offered there first.
 	WorkerQueue string `json:"worker_queue,omitempty"`
@@ -328,12 +393,19 @@ const RolloutsFile = "rollouts.json"
 // rollouts` reads it. Fields added after the first runs are pointers or
 // omitted when empty, so that older artifacts read as what they hold.
 type RolloutRecord struct {
-	PromptIndex int     `json:"prompt_index"` // the prompt's index in the iteration
-	SampleIndex int     `json:"sample_index"` // the sample's index among the prompt's
-	Prompt      string  `json:"prompt"`
-	Response    string  `json:"response"`
-	Tokens      []int32 `json:"tokens,omitempty"`
-	Ended       bool    `json:"ended"`
+	// Round is the sampling round (skip_uniform_groups) that drew the
+	// prompt; PromptIndex is the prompt's index in the round (in the
+	// iteration, without dynamic sampling).
+	Round       int `json:"round,omitempty"`
+	PromptIndex int `json:"prompt_index"`
+	SampleIndex int `json:"sample_index"` // the sample's index among the prompt's
+	// Dropped marks the rollouts of a group dynamic sampling left out of
+	// the update (uniform, or beyond the batch): their advantage is 0.
+	Dropped  bool    `json:"dropped,omitempty"`
+	Prompt   string  `json:"prompt"`
+	Response string  `json:"response"`
+	Tokens   []int32 `json:"tokens,omitempty"`
+	Ended    bool    `json:"ended"`
 	// Reward is the reward model's score (0 without a reward model).
 	Reward float64 `json:"reward"`
 	// Verifier is the verifier's score, nil without a verifier.

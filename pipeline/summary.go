@@ -121,6 +121,9 @@ type PolicySummary struct {
 	LengthBefore    float64 `json:"mean_length_before"`
 	LengthAfter     float64 `json:"mean_length_after"`
 	EvalPrompts     int     `json:"eval_prompts"`
+	// Sampling sums dynamic sampling's counts over the iterations
+	// (reinforce.skip_uniform_groups; nil without it).
+	Sampling *Sampling `json:"sampling,omitempty"`
 	// FirstIteration and LastIteration are the ends of the REINFORCE curve.
 	FirstIteration *IterationMetrics `json:"first_iteration,omitempty"`
 	LastIteration  *IterationMetrics `json:"last_iteration,omitempty"`

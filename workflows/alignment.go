@@ -15,6 +15,7 @@ import (
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/reinforce"
 )
 
 // TaskQueue is the default task queue of alignflow workers.
@@ -60,9 +61,14 @@ type Continuation struct {
 	First        *pipeline.IterationMetrics `json:"first_iteration,omitempty"`
 	Last         *pipeline.IterationResult  `json:"last_iteration,omitempty"`
 	Curve        *artifact.Ref              `json:"curve,omitempty"` // the last saved segment
-	Paused       bool                       `json:"paused,omitempty"`
-	Stop         bool                       `json:"stop,omitempty"`
-	Runs         int                        `json:"runs"` // workflow runs before this one
+	// ExtraRounds counts the sampling rounds the iterations so far drew
+	// beyond their first (reinforce.skip_uniform_groups), and Sampling
+	// sums their counts (nil without dynamic sampling).
+	ExtraRounds int                `json:"extra_rounds,omitempty"`
+	Sampling    *pipeline.Sampling `json:"sampling,omitempty"`
+	Paused      bool               `json:"paused,omitempty"`
+	Stop        bool               `json:"stop,omitempty"`
+	Runs        int                `json:"runs"` // workflow runs before this one
 	// SpecDigest is the sha256 of the spec input of the run that made the
 	// continuation: the next must have the same ("" from runs before
 	// continuationChecksVersion).
@@ -101,7 +107,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		r.v.chooseRollouts(ctx)
 	} else {
 		if since(ctx, "continuation-checks", continuationChecksVersion) {
-			if err := checkContinuation(workflow.GetInfo(ctx), r.id, input, st); err != nil {
+			if err := checkContinuation(workflow.GetInfo(ctx), r.id, input, r.spec.Reinforce, st); err != nil {
 				r.enter(pipeline.StageFailed)
 				return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid continuation: %v", err), pipeline.ErrInvalidSpec, err)
 			}
@@ -116,11 +122,11 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		if r.continueDue(st.Iteration - started) {
 			return nil, r.continueAsNew(input, st, points)
 		}
-		res, err := r.iteration(st)
+		res, rounds, err := r.iteration(st)
 		if err != nil {
 			return nil, r.fail(err)
 		}
-		points = append(points, r.advance(st, res))
+		points = append(points, r.advance(st, res, rounds))
 	}
 	if err := r.saveCurve(st, points); err != nil {
 		return nil, r.fail(err)
@@ -235,11 +241,12 @@ func (r *run) saveCurve(st *Continuation, points []pipeline.IterationMetrics) er
 
 // iteration runs REINFORCE iteration st.Iteration from st's policy and
 // optimizer: as rollout shards and an update, or, for runs started before
-// shardsVersion, as one ReinforceIteration.
-func (r *run) iteration(st *Continuation) (pipeline.IterationResult, error) {
+// shardsVersion, as one ReinforceIteration. It returns the result and how
+// many sampling rounds the iteration drew.
+func (r *run) iteration(st *Continuation) (pipeline.IterationResult, int, error) {
 	var a *activities.Activities
 	in := pipeline.IterationInput{RunID: r.id, Spec: r.spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
-		Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint}
+		Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint, ExtraRounds: st.ExtraRounds}
 	if r.v.Sharded {
 		pin := ""
 		if r.v.Pinned && st.Last != nil {
@@ -249,15 +256,23 @@ func (r *run) iteration(st *Continuation) (pipeline.IterationResult, error) {
 	}
 	var res pipeline.IterationResult
 	err := workflow.ExecuteActivity(r.work.iteration, a.ReinforceIteration, in).Get(r.ctx, &res)
-	return res, err
+	return res, 1, err
 }
 
-// advance records iteration res in st (the policy and optimizer the next
-// one starts from, the ends of the curve), the progress and the search
-// attributes, and returns its point of the curve.
-func (r *run) advance(st *Continuation, res pipeline.IterationResult) pipeline.IterationMetrics {
+// advance records iteration res, which drew rounds sampling rounds, in st
+// (the policy and optimizer the next one starts from, the prompts it took,
+// the ends of the curve), the progress and the search attributes, and
+// returns its point of the curve.
+func (r *run) advance(st *Continuation, res pipeline.IterationResult, rounds int) pipeline.IterationMetrics {
 	m := res.Metrics()
 	st.Policy, st.Optimizer, st.PolicyDigest, st.Last = res.Policy, res.Optimizer, res.PolicyDigest, &res
+	st.ExtraRounds += rounds - 1
+	if res.Sampling != nil {
+		if st.Sampling == nil {
+			st.Sampling = &pipeline.Sampling{}
+		}
+		st.Sampling.Add(*res.Sampling)
+	}
 	if st.First == nil {
 		st.First = &m
 	}
@@ -267,38 +282,64 @@ func (r *run) advance(st *Continuation, res pipeline.IterationResult) pipeline.I
 	return m
 }
 
-// shardedIteration runs a REINFORCE iteration as reinforce.rollout_shards
-// RolloutShard activities at once (on queues.rollout), then UpdatePolicy
-// on their results: on the worker queue pin (the previous update's
-// worker), else, or when no worker takes it there within the heartbeat
-// timeout, on queues.train. A failed shard fails the iteration once its
-// retries are spent; the others' results are reused on resume.
-func (r *run) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, error) {
+// shardedIteration runs a REINFORCE iteration as rounds of
+// reinforce.rollout_shards RolloutShard activities at once (on
+// queues.rollout), then UpdatePolicy on their results: on the worker queue
+// pin (the previous update's worker), else, or when no worker takes it
+// there within the heartbeat timeout, on queues.train. There is one round
+// unless reinforce.skip_uniform_groups: then rounds follow while the
+// shards report fewer than prompts_per_iteration groups that are not
+// uniform, up to max_sampling_rounds, so the rounds follow from the shards'
+// results alone. (Only specs with skip_uniform_groups, which no run
+// recorded before it could have, take a second round: no version marker
+// is needed.) A failed shard fails the iteration once its retries are
+// spent; the others' results are reused on resume.
+func (r *run) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, int, error) {
 	var a *activities.Activities
-	n := in.Spec.Reinforce.Shards()
-	futures := make([]workflow.Future, n)
-	for i := range futures {
-		futures[i] = workflow.ExecuteActivity(r.work.rollout, a.RolloutShard, pipeline.ShardInput{IterationInput: in, Shard: i, Shards: n})
-	}
-	up := pipeline.UpdateInput{IterationInput: in, Shards: make([]pipeline.ShardResult, n)}
-	var firstErr error
-	for i, f := range futures {
-		if err := f.Get(r.ctx, &up.Shards[i]); err != nil && firstErr == nil {
-			firstErr = err
+	var res pipeline.IterationResult
+	rs := in.Spec.Reinforce
+	up := pipeline.UpdateInput{IterationInput: in}
+	var uniform [][]bool
+	for round := 0; round < rs.SamplingRounds(); round++ {
+		shards, err := r.rolloutRound(in, round)
+		if err != nil {
+			return res, round + 1, err
+		}
+		up.Shards = append(up.Shards, shards...)
+		uniform = append(uniform, pipeline.Uniform(shards, rs.PromptsPerIteration))
+		if !rs.SkipUniformGroups || reinforce.Varied(uniform) >= rs.PromptsPerIteration {
+			break
 		}
 	}
-	var res pipeline.IterationResult
-	if firstErr != nil {
-		return res, firstErr
-	}
+	rounds := len(uniform)
 	if pin != "" {
 		err := workflow.ExecuteActivity(r.work.pinned(pin), a.UpdatePolicy, up).Get(r.ctx, &res)
 		var timeout *temporal.TimeoutError
 		if !errors.As(err, &timeout) || timeout.TimeoutType() != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
-			return res, err
+			return res, rounds, err
 		}
 		workflow.GetLogger(r.ctx).Info("the previous update's worker did not take the update; any train worker will", "queue", pin)
 	}
 	err := workflow.ExecuteActivity(r.work.iteration, a.UpdatePolicy, up).Get(r.ctx, &res)
-	return res, err
+	return res, rounds, err
+}
+
+// rolloutRound runs sampling round round of an iteration as
+// reinforce.rollout_shards RolloutShard activities at once and returns
+// their results in shard order.
+func (r *run) rolloutRound(in pipeline.IterationInput, round int) ([]pipeline.ShardResult, error) {
+	var a *activities.Activities
+	n := in.Spec.Reinforce.Shards()
+	futures := make([]workflow.Future, n)
+	for i := range futures {
+		futures[i] = workflow.ExecuteActivity(r.work.rollout, a.RolloutShard, pipeline.ShardInput{IterationInput: in, Shard: i, Shards: n, Round: round})
+	}
+	out := make([]pipeline.ShardResult, n)
+	var firstErr error
+	for i, f := range futures {
+		if err := f.Get(r.ctx, &out[i]); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return out, firstErr
 }

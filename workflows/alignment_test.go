@@ -25,6 +25,7 @@ import (
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/pipeline"
+	"github.com/alignflow/alignflow/reinforce"
 )
 
 func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
@@ -592,4 +593,68 @@ func TestTheLastCurveSegment(t *testing.T) {
 			assert.Equal(t, c.ref, *s.CurveRef)
 		})
 	}
+}
+
+// TestDynamicSamplingDrawsRoundsUntilTheBatchIsFull: with
+// reinforce.skip_uniform_groups an iteration samples another round of
+// shards while the rounds' shards report fewer than prompts_per_iteration
+// groups that are not uniform, up to max_sampling_rounds; the update gets
+// every round's shards in order, the next iteration's prompts start after
+// the extra rounds', and the summary sums the updates' counts.
+func TestDynamicSamplingDrawsRoundsUntilTheBatchIsFull(t *testing.T) {
+	env := newEnv(t)
+	a := &activities.Activities{}
+	mockStagesBeforeReinforce(env, a)
+	// Iteration 0: round 0 has one group that is not uniform (of 4), rounds
+	// 1 and 2 two each: enough after round 2. Iteration 1: none uniform in
+	// round 0. Iteration 2: all uniform in every round, up to the bound 4.
+	uniform := func(iteration, round int) []int {
+		switch iteration {
+		case 0:
+			return [][]int{{0, 1, 2}, {1, 3}, {0, 2}}[round]
+		case 1:
+			return nil
+		}
+		return []int{0, 1, 2, 3}
+	}
+	var mu sync.Mutex
+	var shards []string
+	env.OnActivity(a.RolloutShard, mock.Anything, mock.Anything).Return(func(_ context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		shards = append(shards, fmt.Sprintf("%d/%d/%d", in.Iteration, in.Round, in.Shard))
+		var mine []int // shard 0 holds groups 0 and 1, shard 1 groups 2 and 3
+		for _, g := range uniform(in.Iteration, in.Round) {
+			if g/2 == in.Shard {
+				mine = append(mine, g)
+			}
+		}
+		return pipeline.ShardResult{Shard: in.Shard, Round: in.Round, First: 4 * in.Shard, Rows: 4, Groups: &reinforce.ShardGroups{Uniform: mine}}, nil
+	})
+	var extra []int
+	env.OnActivity(a.UpdatePolicy, mock.Anything, mock.Anything).Return(func(_ context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
+		extra = append(extra, in.ExtraRounds)
+		var rounds []int
+		for _, sh := range in.Shards {
+			rounds = append(rounds, sh.Round)
+		}
+		res := pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(fmt.Sprint("pol-", in.Iteration))}
+		want := [][]int{{0, 0, 1, 1, 2, 2}, {0, 0}, {0, 0, 1, 1, 2, 2, 3, 3}}[in.Iteration]
+		if !assert.Equal(t, want, rounds, "iteration %d", in.Iteration) {
+			return res, errors.New("wrong rounds")
+		}
+		res.Sampling = &pipeline.Sampling{Rounds: len(want) / 2, Dropped: 1}
+		return res, nil
+	})
+	env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+	(&curveStore{}).mock(env)
+	env.ExecuteWorkflow(AlignmentName, json.RawMessage(`{"reinforce": {"iterations": 3, "rollout_shards": 2, "prompts_per_iteration": 4,
+		"samples_per_prompt": 2, "batch_size": 4, "skip_uniform_groups": true, "max_sampling_rounds": 4}}`))
+	require.NoError(t, env.GetWorkflowError())
+	assert.Len(t, shards, 2*(3+1+4))
+	assert.Contains(t, shards, "2/3/1")
+	assert.Equal(t, []int{0, 2, 2}, extra, "each iteration's prompts start after the extra rounds before it")
+	var s pipeline.Summary
+	require.NoError(t, env.GetWorkflowResult(&s))
+	assert.Equal(t, &pipeline.Sampling{Rounds: 8, Dropped: 3}, s.Policy.Sampling)
 }

@@ -14,6 +14,8 @@ import (
 
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/alignflow/alignflow/config"
+
 	"github.com/alignflow/alignflow/activities"
 	"github.com/alignflow/alignflow/artifact"
 )
@@ -39,8 +41,9 @@ import (
 // folder of the run that made it, this run's unless the result holding it
 // was reused from another run (reused_from_run); the policy and optimizer
 // are the last iteration's (or the SFT policy, before any); the spec is the
-// one the continued run had.
-func checkContinuation(info *workflow.Info, id string, input json.RawMessage, st *Continuation) error {
+// one the continued run had; the sampling rounds it counts fit the
+// spec's bound.
+func checkContinuation(info *workflow.Info, id string, input json.RawMessage, r config.Reinforce, st *Continuation) error {
 	switch {
 	case info.ContinuedExecutionRunID == "":
 		return errors.New("this run was started with a continuation, which only a run an alignment continued as new takes: start a run with its spec alone")
@@ -76,6 +79,9 @@ func checkContinuation(info *workflow.Info, id string, input json.RawMessage, st
 	}
 	if st.Policy != policy || st.Optimizer != optimizer || st.PolicyDigest != digest {
 		errs = append(errs, errors.New("policy, optimizer, policy_sha256: not the last iteration's (or, before any, the SFT policy's)"))
+	}
+	if most := st.Iteration * (max(r.SamplingRounds(), 1) - 1); st.ExtraRounds < 0 || st.ExtraRounds > most {
+		errs = append(errs, fmt.Errorf("extra_rounds: %d, but %d iterations of at most %d sampling rounds draw 0..%d beyond their first", st.ExtraRounds, st.Iteration, r.SamplingRounds(), most))
 	}
 	return errors.Join(errs...)
 }

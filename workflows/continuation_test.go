@@ -60,6 +60,8 @@ func TestAForgedContinuationIsRefused(t *testing.T) {
 			edit: func(c *Continuation) { c.SFT.Checkpoint.Path = "runs/earlier/../victim/sft/policy.safetensors" }},
 		"a policy that is not the last iteration's": {continued: true, want: "policy, optimizer, policy_sha256: not the last iteration's",
 			edit: func(c *Continuation) { c.Policy = ref("elsewhere.safetensors") }},
+		"extra sampling rounds without dynamic sampling": {continued: true, want: "extra_rounds: 5, but 2 iterations of at most 1 sampling rounds draw 0..0",
+			edit: func(c *Continuation) { c.ExtraRounds = 5 }},
 		"another spec than the continued run's": {continued: true, input: json.RawMessage(`{"reinforce": {"iterations": 30}}`),
 			want: "spec_sha256: the continuation was made by a run of another spec"},
 	} {

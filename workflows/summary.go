@@ -19,7 +19,7 @@ func (r *run) summary(st *Continuation, after pipeline.PolicyEval, points []pipe
 	}
 	p := &s.Policy
 	p.Checkpoint, p.Digest, p.Iterations = st.Policy, st.PolicyDigest, st.Iteration
-	p.StoppedEarly, p.KLEstimator = st.Iteration < spec.Reinforce.Iterations, spec.Reinforce.KLEstimator
+	p.StoppedEarly, p.KLEstimator, p.Sampling = st.Iteration < spec.Reinforce.Iterations, spec.Reinforce.KLEstimator, st.Sampling
 	if !r.v.segmented {
 		s.Curve = points
 		return s

@@ -36,7 +36,9 @@ estimator read (reward: the rewards' weighted sum, less kl_beta x kl_penalty whe
 reinforce.kl_in is reward), the advantage, and the response's log-probability under the
 policy that sampled it (logprob). Iterations count from 1, as runs show does. --json
 prints a list of objects with those names and prompt_index, sample_index, tokens, ended,
-prompt and response.`,
+prompt and response. A run with reinforce.skip_uniform_groups also lists the samples
+dynamic sampling left out of the update (dropped, advantage 0), each with the sampling
+round (from 1) that drew its prompt; prompt_index then counts within the round.`,
 		Args: runIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -55,6 +57,8 @@ prompt and response.`,
 
 // rolloutJSON is one sample as `runs rollouts --json` prints it.
 type rolloutJSON struct {
+	Round       int      `json:"round,omitempty"` // from 1; only with dynamic sampling
+	Dropped     bool     `json:"dropped,omitempty"`
 	PromptIndex int      `json:"prompt_index"`
 	SampleIndex int      `json:"sample_index"`
 	Prompt      string   `json:"prompt"`
@@ -89,9 +93,16 @@ func printRollouts(o rolloutsOptions) error {
 		return err
 	}
 	out := make([]rolloutJSON, len(records))
+	dynamic := false
 	for i, r := range records {
-		out[i] = rolloutJSON{PromptIndex: r.PromptIndex, SampleIndex: r.SampleIndex, Prompt: r.Prompt, Response: r.Response, Tokens: r.Tokens,
+		dynamic = dynamic || r.Round > 0 || r.Dropped
+		out[i] = rolloutJSON{Dropped: r.Dropped, PromptIndex: r.PromptIndex, SampleIndex: r.SampleIndex, Prompt: r.Prompt, Response: r.Response, Tokens: r.Tokens,
 			Ended: r.Ended, RewardModel: r.Reward, Verifier: r.Verifier, KLPenalty: r.KL, Reward: r.Shaped, Advantage: r.Advantage, LogProb: r.LogProb}
+	}
+	if dynamic {
+		for i, r := range records {
+			out[i].Round = r.Round + 1
+		}
 	}
 	if o.json {
 		enc := json.NewEncoder(o.out)
@@ -99,8 +110,14 @@ func printRollouts(o rolloutsOptions) error {
 		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(o.out, 0, 0, 2, ' ', 0)
+	if dynamic {
+		fmt.Fprint(tw, "ROUND\tTRAINED\t")
+	}
 	fmt.Fprintln(tw, "PROMPT\tSAMPLE\tENDED\tREWARD MODEL\tVERIFIER\tKL PENALTY\tREWARD\tADVANTAGE\tLOGPROB\tRESPONSE")
 	for _, r := range out {
+		if dynamic {
+			fmt.Fprintf(tw, "%d\t%v\t", r.Round, !r.Dropped)
+		}
 		fmt.Fprintf(tw, "%d\t%d\t%v\t%.4f\t%s\t%.4f\t%s\t%.4f\t%s\t%s\n", r.PromptIndex+1, r.SampleIndex+1, r.Ended, r.RewardModel, optional(r.Verifier),
 			r.KLPenalty, optional(r.Reward), r.Advantage, optional(r.LogProb), oneLine(r.Response, 60))
 	}

@@ -396,6 +396,10 @@ func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	if first != nil && last != nil && first.GoldMean != nil && last.GoldMean != nil {
 		fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (first and last REINFORCE iteration)\n", "rollout gold (train)", *first.GoldMean, *last.GoldMean)
 	}
+	if sm := s.Policy.Sampling; sm != nil {
+		fmt.Fprintf(out, "  dynamic sampling: %d rounds over %d iterations; %d uniform groups dropped, %d trained to fill batches, %d beyond the batch\n",
+			sm.Rounds, s.Policy.Iterations, sm.Dropped, sm.Filled, sm.Surplus)
+	}
 	if len(s.Samples) > 0 {
 		fmt.Fprintf(out, "\n  %-20s %-30s %-30s\n", "prompt", "SFT", "REINFORCE")
 		for _, sp := range s.Samples {

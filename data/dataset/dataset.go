@@ -253,10 +253,12 @@ func (d *Dataset) EvalPrompts(n int) ([]string, error) {
 	return pool[:min(len(pool), n)], nil
 }
 
-// IterationPrompts picks a REINFORCE iteration's n prompts from the
-// training split: a seeded shuffle walked in order, so every iteration sees
-// the next slice and a resumed run sees exactly the prompts it would have.
-func (d *Dataset) IterationPrompts(seed int64, iteration, n int) ([]string, error) {
+// IterationPrompts picks the n prompts at position (from 0) of the run's
+// walk through the training split: a seeded shuffle walked in order,
+// wrapping around, so every iteration (every sampling round,
+// pipeline.IterationInput.PromptPosition) sees the next slice and a
+// resumed run sees exactly the prompts it would have.
+func (d *Dataset) IterationPrompts(seed int64, position, n int) ([]string, error) {
 	var pool []string
 	for _, p := range d.Prompts(helpsteer.SplitTrain) {
 		if d.Fits(p) {
@@ -269,7 +271,7 @@ func (d *Dataset) IterationPrompts(seed int64, iteration, n int) ([]string, erro
 	order := rng.New(seed, "reinforce-prompts", 0).Perm(len(pool))
 	out := make([]string, n)
 	for j := range out {
-		out[j] = pool[order[(iteration*n+j)%len(pool)]]
+		out[j] = pool[order[(position+j)%len(pool)]]
 	}
 	return out, nil
 }

@@ -98,8 +98,8 @@ func TestPromptsOfASplit(t *testing.T) {
 	assert.True(t, IsInvalid(err))
 }
 
-// TestIterationPromptsWalkOneShuffle: iteration i takes the slice
-// [i*n, (i+1)*n) of one seeded permutation of the training prompts,
+// TestIterationPromptsWalkOneShuffle: position p takes the slice
+// [p, p+n) of one seeded permutation of the training prompts,
 // wrapping around, so consecutive iterations see each prompt once before
 // any repeats and a resumed run sees the same prompts.
 func TestIterationPromptsWalkOneShuffle(t *testing.T) {
@@ -110,16 +110,19 @@ func TestIterationPromptsWalkOneShuffle(t *testing.T) {
 	ds := New(nil, prefs, nil, lm.Bundled(), window)
 	var walk []string
 	for it := range 5 {
-		got, err := ds.IterationPrompts(7, it, 2)
+		got, err := ds.IterationPrompts(7, 2*it, 2)
 		require.NoError(t, err)
 		require.Len(t, got, 2)
 		walk = append(walk, got...)
 	}
 	assert.ElementsMatch(t, walk[:5], []string{"a?", "b?", "c?", "d?", "e?"}, "the first five cover every prompt once")
 	assert.Equal(t, walk[:5], walk[5:], "then the same order again")
-	again, err := ds.IterationPrompts(7, 3, 2)
+	again, err := ds.IterationPrompts(7, 6, 2)
 	require.NoError(t, err)
-	assert.Equal(t, walk[6:8], again, "the same iteration, the same prompts")
+	assert.Equal(t, walk[6:8], again, "the same position, the same prompts")
+	shifted, err := ds.IterationPrompts(7, 3, 2)
+	require.NoError(t, err)
+	assert.Equal(t, walk[3:5], shifted, "a position between slices")
 	other, err := ds.IterationPrompts(8, 0, 5)
 	require.NoError(t, err)
 	assert.NotEqual(t, walk[:5], other, "another seed, another order")

@@ -165,6 +165,10 @@ func outcome(b *strings.Builder, s *pipeline.Summary) {
 	}
 	mdTable(b, []string{fmt.Sprintf("on %d held-out prompts", p.EvalPrompts), "SFT policy", "aligned policy"}, rows)
 	b.WriteString("\n")
+	if sm := p.Sampling; sm != nil {
+		fmt.Fprintf(b, "Dynamic sampling drew %d rounds of prompts over %d iterations: %d uniform groups were left out, %d were trained on to fill a batch, %d groups beyond a full batch were left out.\n\n",
+			sm.Rounds, p.Iterations, sm.Dropped, sm.Filled, sm.Surplus)
+	}
 }
 
 func trainingCurves(b *strings.Builder, r Run, add func(chart, error) error) error {
