@@ -217,7 +217,7 @@ func (a *Activities) setup(ctx context.Context, spec config.Spec, d pipeline.Dat
 		return nil, err
 	}
 	j := &job{eng: eng, m: m, release: func() { releaseEngines(); releaseModel() }}
-	ratings, prefs, err := a.readData(d)
+	ratings, prefs, prompts, err := a.readData(d)
 	if err != nil {
 		j.release()
 		return nil, err
@@ -232,30 +232,43 @@ func (a *Activities) setup(ctx context.Context, spec config.Spec, d pipeline.Dat
 	}
 	j.eng = eng.metered(meter)
 	j.ds = dataset.New(ratings, prefs, task, m.codec, m.cfg.MaxLen)
+	j.ds.RL = prompts
 	return j, nil
 }
 
-// readData reads the data stage's ratings and preferences, verified.
-func (a *Activities) readData(d pipeline.Data) ([]helpsteer.Rating, []helpsteer.Preference, error) {
-	rp, release, err := a.Store.LocalFile(d.Ratings)
+// readData reads the data stage's ratings, preferences and (where the run
+// has data.prompts) REINFORCE's prompts, verified.
+func (a *Activities) readData(d pipeline.Data) ([]helpsteer.Rating, []helpsteer.Preference, []helpsteer.PromptRow, error) {
+	ratings, err := readStored(a, d.Ratings, helpsteer.LoadRatings)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	ratings, _, err := helpsteer.LoadRatings(rp, storedData)
-	release()
+	prefs, err := readStored(a, d.Preferences, helpsteer.LoadPreferences)
 	if err != nil {
-		return nil, nil, invalidData(err)
+		return nil, nil, nil, err
 	}
-	pp, release, err := a.Store.LocalFile(d.Preferences)
+	var prompts []helpsteer.PromptRow
+	if d.Prompts != nil {
+		if prompts, err = readStored(a, *d.Prompts, helpsteer.LoadPrompts); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return ratings, prefs, prompts, nil
+}
+
+// readStored reads the rows of a file the data stage stored, verified,
+// with load.
+func readStored[T any](a *Activities, ref artifact.Ref, load func(string, helpsteer.ReadOptions) ([]T, helpsteer.ReadReport, error)) ([]T, error) {
+	p, release, err := a.Store.LocalFile(ref)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	prefs, _, err := helpsteer.LoadPreferences(pp, storedData)
-	release()
+	defer release()
+	rows, _, err := load(p, storedData)
 	if err != nil {
-		return nil, nil, invalidData(err)
+		return nil, invalidData(err)
 	}
-	return ratings, prefs, nil
+	return rows, nil
 }
 
 // storedData reads the data the data stage wrote: rows of lines within

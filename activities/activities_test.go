@@ -17,6 +17,7 @@ import (
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/data/helpsteer"
 	"github.com/alignflow/alignflow/model/optim"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reward"
@@ -292,4 +293,38 @@ func TestPrepareDataKeepsToTheDataRoots(t *testing.T) {
 	a.DataRoots = config.RootsAt(root, dir)
 	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "inside", Spec: spec})
 	require.NoError(t, err)
+}
+
+// TestPrepareDataReadsThePromptsFile: data.prompts is stored with the run's
+// data and counted by the prompts that fit; with a verifier a row without
+// an answer fails the run at once, non-retryably, naming the field, the
+// file and the line; a prompt too long for the window is left out.
+func TestPrepareDataReadsThePromptsFile(t *testing.T) {
+	store, err := artifact.Open(t.TempDir())
+	require.NoError(t, err)
+	a := New(store)
+	a.DataRoots = config.AnyFile()
+	spec := config.Default()
+	spec.Data.Prompts = filepath.Join(t.TempDir(), "prompts.jsonl")
+	long := strings.Repeat("far ", spec.Model.MaxLen)
+	require.NoError(t, os.WriteFile(spec.Data.Prompts, []byte(`{"prompt":"opposite of hot?","answer":"cold"}`+"\n"+
+		`{"prompt":"opposite of up?"}`+"\n"+fmt.Sprintf(`{"prompt":%q,"answer":"near"}`, long)+"\n"), 0o644))
+	d, err := a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "prompts", Spec: spec})
+	require.NoError(t, err)
+	require.NotNil(t, d.Prompts)
+	assert.Equal(t, 2, d.RLPrompts, "the long prompt does not fit model.max_len")
+	p, release, err := store.LocalFile(*d.Prompts)
+	require.NoError(t, err)
+	rows, err := helpsteer.ReadPrompts(p)
+	release()
+	require.NoError(t, err)
+	assert.Len(t, rows, 3, "stored as given")
+
+	spec.Reward.Verifier = "exact"
+	_, err = a.PrepareData(context.Background(), pipeline.PrepareDataInput{RunID: "unanswered", Spec: spec})
+	var app *temporal.ApplicationError
+	require.True(t, errors.As(err, &app), "%v", err)
+	assert.True(t, app.NonRetryable())
+	assert.Equal(t, pipeline.ErrInvalidData, app.Type())
+	assert.Contains(t, err.Error(), "data.prompts: "+spec.Data.Prompts+":2: answer: is missing or empty")
 }

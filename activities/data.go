@@ -54,6 +54,7 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 		return d, err
 	}
 	ds := dataset.New(src.ratings, src.prefs, src.task, m.codec, m.cfg.MaxLen)
+	ds.RL = src.prompts
 	if err := ds.Count(&d); err != nil {
 		return d, err
 	}
@@ -74,7 +75,7 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 		}
 		d.RewardBench, d.RewardBenchPairs = &ref, src.benchPairs
 	}
-	d.Ratings, d.Preferences, err = a.storeData(in.RunID, src)
+	d.Ratings, d.Preferences, d.Prompts, err = a.storeData(in.RunID, src)
 	return d, err
 }
 
@@ -83,8 +84,9 @@ func (a *Activities) prepareData(ctx context.Context, in pipeline.PrepareDataInp
 type sourceData struct {
 	ratings    []helpsteer.Rating
 	prefs      []helpsteer.Preference
-	task       *matched.Task // the gold rubric of generated data
-	skipped    int           // invalid rows left out under data.skip_invalid
+	prompts    []helpsteer.PromptRow // data.prompts' (nil: none)
+	task       *matched.Task         // the gold rubric of generated data
+	skipped    int                   // invalid rows left out under data.skip_invalid
 	bench      []byte
 	benchPairs int
 }
@@ -116,6 +118,19 @@ func readData(ctx context.Context, in pipeline.PrepareDataInput, roots config.Ro
 		src.skipped = rr.Skipped + pr.Skipped
 		if activity.IsActivity(ctx) {
 			for _, e := range append(rr.Errors, pr.Errors...) {
+				activity.GetLogger(ctx).Warn("skipped invalid row", "error", e.Error())
+			}
+		}
+	}
+	if f := spec.Data.Prompts; f != "" {
+		opts := helpsteer.ReadOptions{SkipInvalid: spec.Data.SkipInvalid, Open: open, RequireAnswer: spec.Reward.Verifier != ""}
+		rows, rep, err := helpsteer.LoadPrompts(f, opts)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("data.prompts: %w", err))
+		}
+		src.prompts, src.skipped = rows, src.skipped+rep.Skipped
+		if activity.IsActivity(ctx) {
+			for _, e := range rep.Errors {
 				activity.GetLogger(ctx).Warn("skipped invalid row", "error", e.Error())
 			}
 		}
@@ -163,27 +178,37 @@ func inputError(err error) error {
 	return invalidData(err)
 }
 
-// storeData writes the ratings and preferences to the run's folder.
-func (a *Activities) storeData(runID string, src *sourceData) (ratings, prefs artifact.Ref, err error) {
+// storeData writes the ratings, the preferences and data.prompts' rows
+// (prompts is nil without them) to the run's folder.
+func (a *Activities) storeData(runID string, src *sourceData) (ratings, prefs artifact.Ref, prompts *artifact.Ref, err error) {
 	folder, err := runPath(runID, "data") // before the ID names a scratch folder
 	if err != nil {
-		return ratings, prefs, err
+		return ratings, prefs, nil, err
 	}
 	dir, err := a.Store.ScratchDir(runID)
 	if err != nil {
-		return ratings, prefs, err
+		return ratings, prefs, nil, err
 	}
 	defer os.RemoveAll(dir)
-	rp, pp := path.Join(dir, "ratings.jsonl.gz"), path.Join(dir, "preferences.jsonl.gz")
-	if err := helpsteer.WriteRatings(rp, src.ratings); err != nil {
-		return ratings, prefs, err
+	put := func(name string, write func(string) error) (artifact.Ref, error) {
+		p := path.Join(dir, name)
+		if err := write(p); err != nil {
+			return artifact.Ref{}, err
+		}
+		return a.Store.PutFile(path.Join(folder, name), p)
 	}
-	if err := helpsteer.WritePreferences(pp, src.prefs); err != nil {
-		return ratings, prefs, err
+	if ratings, err = put("ratings.jsonl.gz", func(p string) error { return helpsteer.WriteRatings(p, src.ratings) }); err != nil {
+		return ratings, prefs, nil, err
 	}
-	if ratings, err = a.Store.PutFile(path.Join(folder, "ratings.jsonl.gz"), rp); err != nil {
-		return ratings, prefs, err
+	if prefs, err = put("preferences.jsonl.gz", func(p string) error { return helpsteer.WritePreferences(p, src.prefs) }); err != nil {
+		return ratings, prefs, nil, err
 	}
-	prefs, err = a.Store.PutFile(path.Join(folder, "preferences.jsonl.gz"), pp)
-	return ratings, prefs, err
+	if src.prompts != nil {
+		ref, err := put("prompts.jsonl.gz", func(p string) error { return helpsteer.WritePrompts(p, src.prompts) })
+		if err != nil {
+			return ratings, prefs, nil, err
+		}
+		prompts = &ref
+	}
+	return ratings, prefs, prompts, nil
 }

@@ -3,6 +3,9 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -10,6 +13,8 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/config"
+	"github.com/alignflow/alignflow/data/helpsteer"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/reinforce"
 )
@@ -99,24 +104,78 @@ func TestShardsGiveTheSameUpdate(t *testing.T) {
 	require.ErrorContains(t, err, "hold 8 of the iteration's 24 rollouts")
 }
 
-// TestDynamicSamplingSelectsGroups runs iterations with
+// TestDynamicSamplingSelectsGroups: this barely trained policy answers
+// no prompt of the bundled task right, so every group is uniform: all
+// three rounds are drawn, and round 0's groups fill the batch, so the
+// update is the one without dynamic sampling.
+func TestDynamicSamplingSelectsGroups(t *testing.T) {
+	spec := tinySpec()
+	zero := 0.0
+	spec.Reward.Verifier, spec.Reward.ModelWeight = "normalized", &zero
+	got := dynamicIteration(t, spec)
+	assert.Equal(t, pipeline.Sampling{Rounds: 3, Dropped: 12, Filled: 6}, *got.res.Sampling)
+	assert.Equal(t, got.plain, got.res.PolicyDigest)
+}
+
+// TestDynamicSamplingOnAPromptsFile: REINFORCE samples data.prompts'
+// prompts, verified against their answers (regexes some responses match
+// and others do not): rounds walk the file without drawing a prompt twice,
+// the uniform groups are dropped and the update differs from the one on
+// round 0 alone.
+func TestDynamicSamplingOnAPromptsFile(t *testing.T) {
+	spec := tinySpec()
+	var rows []helpsteer.PromptRow
+	for i := range 30 {
+		rows = append(rows, helpsteer.PromptRow{Prompt: fmt.Sprintf("Name a word with the letter %c.", 'a'+i%26) + strings.Repeat("?", i/26), Answer: `(?s).*[aeiou].*`})
+	}
+	spec.Data.Prompts = filepath.Join(t.TempDir(), "prompts.jsonl")
+	require.NoError(t, helpsteer.WritePrompts(spec.Data.Prompts, rows))
+	zero := 0.0
+	spec.Reward.Verifier, spec.Reward.ModelWeight = "regex", &zero
+	got := dynamicIteration(t, spec)
+	sm := *got.res.Sampling
+	t.Logf("sampling %+v", sm)
+	assert.Positive(t, sm.Dropped, "some groups are uniform")
+	assert.Less(t, sm.Filled, 6, "some are not")
+	assert.NotEqual(t, got.plain, got.res.PolicyDigest)
+	seen := map[string]int{}
+	for _, rec := range got.records {
+		assert.Contains(t, rec.Prompt, "Name a word with the letter ")
+		if rec.SampleIndex == 0 {
+			seen[rec.Prompt]++
+		}
+	}
+	assert.Len(t, seen, 6*sm.Rounds, "each round draws the next prompts of the walk")
+	for p, n := range seen {
+		assert.Equal(t, 1, n, p)
+	}
+}
+
+// dynamicRun is an iteration with dynamic sampling: its result and
+// records, and the policy digest of the same iteration without it.
+type dynamicRun struct {
+	res     pipeline.IterationResult
+	records []pipeline.RolloutRecord
+	plain   string
+}
+
+// dynamicIteration runs an iteration of spec with
 // reinforce.skip_uniform_groups through the activities, rounds decided as
 // the workflow decides them (pipeline.Uniform, reinforce.Varied), in one
 // shard and in three (groups of 4 straddle the batches of 6). Both end
 // with the same weights and rounds; the stored records list every sampled
-// row once, and uniformity recomputed from their rewards agrees with what
-// was dropped, filled and trained.
-func TestDynamicSamplingSelectsGroups(t *testing.T) {
+// row once, and uniformity recomputed from their verifier scores agrees
+// with what was dropped, filled and trained.
+func dynamicIteration(t *testing.T, spec config.Spec) dynamicRun {
+	t.Helper()
 	store, err := artifact.Open(t.TempDir())
 	require.NoError(t, err)
 	a := New(store)
+	a.DataRoots = config.AnyFile() // data.prompts is a file in the test's folder
 	ctx := context.Background()
-	spec := tinySpec()
 	r := &spec.Reinforce
 	r.PromptsPerIteration, r.SamplesPerPrompt, r.BatchSize = 6, 4, 6 // 24 rows in 4 batches
 	r.SkipUniformGroups, r.MaxSamplingRounds = true, 3
-	zero := 0.0
-	spec.Reward.Verifier, spec.Reward.ModelWeight = "regex", &zero
 	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "dyn", Spec: spec})
 	require.NoError(t, err)
 	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "dyn", Spec: spec, Data: data})
@@ -152,7 +211,6 @@ func TestDynamicSamplingSelectsGroups(t *testing.T) {
 	require.NotNil(t, one.Sampling)
 	assert.Equal(t, *one.Sampling, *three.Sampling)
 	assert.Equal(t, rounds, one.Sampling.Rounds)
-	t.Logf("rounds %d, sampling %+v", rounds, *one.Sampling)
 
 	var records []pipeline.RolloutRecord
 	require.NoError(t, store.GetJSON(one.Rollouts, &records))
@@ -165,6 +223,9 @@ func TestDynamicSamplingSelectsGroups(t *testing.T) {
 		g := group{rec.Round, rec.PromptIndex}
 		verdicts[g] = append(verdicts[g], *rec.Verifier)
 		dropped[g] = rec.Dropped
+		if rec.Dropped {
+			assert.Zero(t, rec.Advantage)
+		}
 	}
 	var trainedUniform, droppedUniform, droppedVaried int
 	for g, v := range verdicts {
@@ -182,10 +243,6 @@ func TestDynamicSamplingSelectsGroups(t *testing.T) {
 	assert.Equal(t, pipeline.Sampling{Rounds: rounds, Dropped: droppedUniform, Filled: trainedUniform, Surplus: droppedVaried}, *one.Sampling)
 	assert.Equal(t, 6*rounds-6, droppedUniform+droppedVaried, "the batch holds prompts_per_iteration groups")
 
-	// This barely trained policy answers no prompt right: every group is
-	// uniform, all three rounds are drawn, and round 0's groups fill the
-	// batch, so the update is the one without dynamic sampling.
-	require.Equal(t, pipeline.Sampling{Rounds: 3, Dropped: 12, Filled: 6}, *one.Sampling)
 	plain := spec
 	plain.Reinforce.SkipUniformGroups, plain.Reinforce.MaxSamplingRounds = false, 0
 	in := pipeline.IterationInput{RunID: "dyn-plain", Spec: plain, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}
@@ -193,5 +250,5 @@ func TestDynamicSamplingSelectsGroups(t *testing.T) {
 	require.NoError(t, err)
 	want, err := a.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in, Shards: []pipeline.ShardResult{sh}})
 	require.NoError(t, err)
-	assert.Equal(t, want.PolicyDigest, one.PolicyDigest)
+	return dynamicRun{res: one, records: records, plain: want.PolicyDigest}
 }

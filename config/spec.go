@@ -107,6 +107,11 @@ type Data struct {
 	// instead of failing on the first; whole-file problems still fail.
 	SkipInvalid bool     `json:"skip_invalid"`
 	Generate    Generate `json:"generate"`
+	// Prompts is a prompts-only JSONL file (plain or .gz; "prompt" and an
+	// optional "answer" a line) REINFORCE samples from instead of the
+	// training split's prompts; reward.verifier checks responses against
+	// its answers, so with a verifier every row needs one.
+	Prompts string `json:"prompts,omitempty"`
 }
 
 // Generate configures the matched generator.
@@ -851,7 +856,7 @@ func (s Spec) DataFiles() []DataFile {
 	var out []DataFile
 	for _, f := range []DataFile{{"model.path", s.Model.Path, "config.json"}, {"reward.path", s.Reward.Path, "config.json"},
 		{"lora.path", s.LoRA.Path, "adapter_config.json"},
-		{"data.ratings", s.Data.Ratings, ""}, {"data.preferences", s.Data.Preferences, ""},
+		{"data.ratings", s.Data.Ratings, ""}, {"data.preferences", s.Data.Preferences, ""}, {"data.prompts", s.Data.Prompts, ""},
 		{"compare.rewardbench", s.Compare.RewardBench, ""}} {
 		if f.Path != "" {
 			out = append(out, f)

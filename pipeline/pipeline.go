@@ -87,6 +87,11 @@ type Data struct {
 	ValidationPrompts      int `json:"validation_prompts"`
 	// SkippedRows counts invalid rows left out under data.skip_invalid.
 	SkippedRows int `json:"skipped_rows,omitempty"`
+	// Prompts is the stored copy of data.prompts, REINFORCE's prompts, and
+	// RLPrompts counts those that fit model.max_len (nil and 0 without
+	// the file: REINFORCE samples the training split's prompts).
+	Prompts   *artifact.Ref `json:"prompts,omitempty"`
+	RLPrompts int           `json:"rl_prompts,omitempty"`
 	// Model is the Hugging Face model of model.path, imported into the
 	// store (nil for the bundled byte-level model).
 	Model *BaseModel `json:"model,omitempty"`

@@ -46,6 +46,9 @@ type Dataset struct {
 	Codec *lm.Codec
 	// MaxLen is the model's window: prompt and response together.
 	MaxLen int
+	// RL are data.prompts' rows: REINFORCE's prompts, and answers, when the
+	// run has the file (nil: the training split's prompts).
+	RL []helpsteer.PromptRow
 
 	mu      sync.Mutex
 	encoded map[string]encodedPrompt
@@ -259,13 +262,11 @@ func (d *Dataset) EvalPrompts(n int) ([]string, error) {
 // pipeline.IterationInput.PromptPosition) sees the next slice and a
 // resumed run sees exactly the prompts it would have.
 func (d *Dataset) IterationPrompts(seed int64, position, n int) ([]string, error) {
-	var pool []string
-	for _, p := range d.Prompts(helpsteer.SplitTrain) {
-		if d.Fits(p) {
-			pool = append(pool, p)
-		}
-	}
+	pool := d.rlPool()
 	if len(pool) == 0 {
+		if d.RL != nil {
+			return nil, invalid("no prompt of data.prompts fits model.max_len %d", d.MaxLen)
+		}
 		return nil, invalid("no training prompts fit model.max_len %d", d.MaxLen)
 	}
 	order := rng.New(seed, "reinforce-prompts", 0).Perm(len(pool))
@@ -276,13 +277,33 @@ func (d *Dataset) IterationPrompts(seed int64, position, n int) ([]string, error
 	return out, nil
 }
 
-// Answer is a prompt's reference answer, as a verifier checks responses
-// against it: the gold rubric's for generated data, else the answer field
-// of the ratings and preferences that have the prompt (the first given).
-func (d *Dataset) Answer(prompt string) (string, bool) {
-	if d.Task != nil {
-		return d.Task.Answer(prompt)
+// rlPool is REINFORCE's prompts that fit the window, in the order given:
+// data.prompts' (each once) when the run has it, else the training split's.
+func (d *Dataset) rlPool() []string {
+	var pool []string
+	if d.RL != nil {
+		seen := map[string]bool{}
+		for _, r := range d.RL {
+			if !seen[r.Prompt] && d.Fits(r.Prompt) {
+				seen[r.Prompt] = true
+				pool = append(pool, r.Prompt)
+			}
+		}
+		return pool
 	}
+	for _, p := range d.Prompts(helpsteer.SplitTrain) {
+		if d.Fits(p) {
+			pool = append(pool, p)
+		}
+	}
+	return pool
+}
+
+// Answer is a prompt's reference answer, as a verifier checks responses
+// against it: data.prompts' answer where the run has the file and the row
+// one, else the gold rubric's for generated data, else the answer field of
+// the ratings and preferences that have the prompt (the first given).
+func (d *Dataset) Answer(prompt string) (string, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.answers == nil {
@@ -292,15 +313,25 @@ func (d *Dataset) Answer(prompt string) (string, bool) {
 				d.answers[p] = a
 			}
 		}
-		for _, r := range d.Ratings {
+		for _, r := range d.RL {
 			add(r.Prompt, r.Answer)
 		}
-		for _, p := range d.Preferences {
-			add(p.Prompt, p.Answer)
+		if d.Task == nil {
+			for _, r := range d.Ratings {
+				add(r.Prompt, r.Answer)
+			}
+			for _, p := range d.Preferences {
+				add(p.Prompt, p.Answer)
+			}
 		}
 	}
-	a, ok := d.answers[prompt]
-	return a, ok
+	if a, ok := d.answers[prompt]; ok {
+		return a, true
+	}
+	if d.Task != nil {
+		return d.Task.Answer(prompt)
+	}
+	return "", false
 }
 
 // Verify scores each response (as text) to its prompt with the verifier
@@ -354,6 +385,16 @@ func (d *Dataset) Count(out *pipeline.Data) error {
 			if _, err := d.PromptIDs(p); err != nil {
 				return &InvalidError{Err: fmt.Errorf("prompt %q cannot be rendered for the model: %w", shortText(p, 60), err)}
 			}
+		}
+	}
+	for i, r := range d.RL {
+		if _, err := d.PromptIDs(r.Prompt); err != nil {
+			return &InvalidError{Err: fmt.Errorf("data.prompts row %d: prompt %q cannot be rendered for the model: %w", i+1, shortText(r.Prompt, 60), err)}
+		}
+	}
+	if d.RL != nil {
+		if out.RLPrompts = len(d.rlPool()); out.RLPrompts == 0 {
+			return invalid("no prompt of data.prompts fits model.max_len %d", d.MaxLen)
 		}
 	}
 	out.RatingRows, out.PreferenceRows = len(d.Ratings), len(d.Preferences)

@@ -183,3 +183,34 @@ func TestGeneratorOptionsReadZeroNoiseAsNone(t *testing.T) {
 	assert.Equal(t, 0.25, o.PreferenceNoise)
 	assert.Equal(t, spec.Seed, o.Seed)
 }
+
+// TestPromptsFileIsReinforcesPool: with data.prompts' rows REINFORCE walks
+// them (each once, those that fit the window) instead of the training
+// split, and a verifier reads their answers first; a prompt the file
+// leaves unanswered falls back to the gold rubric of generated data.
+func TestPromptsFileIsReinforcesPool(t *testing.T) {
+	spec := config.Default()
+	spec.Data.Generate.Prompts = 20
+	gen, task := matched.Generate(GeneratorOptions(spec))
+	ds := New(gen.Ratings, gen.Preferences, task, lm.Bundled(), spec.Model.MaxLen)
+	rubric := ds.Prompts(helpsteer.SplitTrain)[0]
+	ds.RL = []helpsteer.PromptRow{{Prompt: "6 x 7?", Answer: "42"}, {Prompt: "6 x 7?", Answer: "41"}, {Prompt: rubric},
+		{Prompt: strings.Repeat("long ", spec.Model.MaxLen)}}
+	got, err := ds.IterationPrompts(spec.Seed, 0, 4)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"6 x 7?", rubric}, got[:2], "the two prompts that fit, each once")
+	assert.Equal(t, got[:2], got[2:], "then the walk wraps around")
+	a, ok := ds.Answer("6 x 7?")
+	assert.True(t, ok)
+	assert.Equal(t, "42", a, "the first answer given")
+	a, ok = ds.Answer(rubric)
+	want, _ := task.Answer(rubric)
+	assert.True(t, ok)
+	assert.Equal(t, want, a)
+	var d pipeline.Data
+	require.NoError(t, ds.Count(&d))
+	assert.Equal(t, 2, d.RLPrompts)
+
+	ds.RL = []helpsteer.PromptRow{{Prompt: strings.Repeat("long ", spec.Model.MaxLen)}}
+	assert.ErrorContains(t, ds.Count(&d), "no prompt of data.prompts fits model.max_len")
+}

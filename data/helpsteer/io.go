@@ -91,6 +91,9 @@ type ReadOptions struct {
 	// DefaultMaxBytes): a small file that inflates to gigabytes is an error
 	// once the bound is passed.
 	MaxBytes int64
+	// RequireAnswer makes a prompts file's row without an answer invalid
+	// (LoadPrompts): a verifier checks responses against it.
+	RequireAnswer bool
 }
 
 // The bounds of ReadOptions: HelpSteer2's rows are a few KB and its files
@@ -154,9 +157,25 @@ func ReadPrompts(path string) ([]PromptRow, error) {
 	return rows, err
 }
 
-// LoadPrompts is ReadPrompts with options, like LoadRatings.
+// LoadPrompts is ReadPrompts with options, like LoadRatings; with
+// opts.RequireAnswer a row must carry a non-empty answer.
 func LoadPrompts(path string, opts ReadOptions) ([]PromptRow, ReadReport, error) {
-	return readJSONL(path, promptSchema, func(p *PromptRow) error { return p.Validate() }, opts)
+	return readJSONL(path, promptSchema, func(p *PromptRow) error {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		if opts.RequireAnswer && strings.TrimSpace(p.Answer) == "" {
+			return fieldErr("answer", "is missing or empty, and reward.verifier checks every response against its prompt's answer")
+		}
+		return nil
+	}, opts)
+}
+
+// WritePrompts writes prompts-only rows as JSONL, gzip-compressed when
+// path ends in ".gz", atomically and after validating every row, like
+// WriteRatings.
+func WritePrompts(path string, rows []PromptRow) error {
+	return writeJSONL(path, "prompts", rows, PromptRow.Validate)
 }
 
 // WriteRatings writes rows as JSONL, gzip-compressed when path ends in ".gz".

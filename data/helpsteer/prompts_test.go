@@ -181,3 +181,24 @@ func TestAnswerOnRatingsAndPreferences(t *testing.T) {
 		})
 	}
 }
+
+// TestPromptsRequireAnswers: with RequireAnswer (a run with a verifier) a
+// row without an answer is an error naming its file:line and the field;
+// what WritePrompts writes loads back as it was.
+func TestPromptsRequireAnswers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "prompts.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\" \"}\n"), 0o644))
+	_, _, err := LoadPrompts(path, ReadOptions{RequireAnswer: true})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path+":2: answer: is missing or empty")
+	rows, _, err := LoadPrompts(path, ReadOptions{})
+	require.NoError(t, err)
+	assert.Len(t, rows, 2)
+
+	gz := filepath.Join(t.TempDir(), "prompts.jsonl.gz")
+	want := []PromptRow{{Prompt: "What is 6 x 7?", Answer: "42"}, {Prompt: "Say hi."}}
+	require.NoError(t, WritePrompts(gz, want))
+	got, err := ReadPrompts(gz)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+}
