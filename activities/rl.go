@@ -18,16 +18,22 @@ import (
 )
 
 // loadModels loads and verifies the policy, the reference policy and the
-// reward model that evaluation and REINFORCE both start from.
-func (a *Activities) loadModels(policy, reference, rewardModel artifact.Ref) (pol, ref, rm *weights.Set, err error) {
+// reward model that evaluation and REINFORCE both start from. A run that
+// leaves the reward model out (reward.model_weight 0) has none: rm is nil.
+func (a *Activities) loadModels(r config.Reward, policy, reference, rewardModel artifact.Ref) (pol, ref, rm *weights.Set, err error) {
 	if pol, err = a.Store.GetWeights(policy); err != nil {
 		return nil, nil, nil, err
 	}
 	if ref, err = a.Store.GetWeights(reference); err != nil {
 		return nil, nil, nil, err
 	}
-	if rm, err = a.Store.GetWeights(rewardModel); err != nil {
-		return nil, nil, nil, err
+	switch {
+	case rewardModel != (artifact.Ref{}):
+		if rm, err = a.Store.GetWeights(rewardModel); err != nil {
+			return nil, nil, nil, err
+		}
+	case !r.ModelLeftOut():
+		return nil, nil, nil, invalidSpec(fmt.Errorf("no reward model was given, and reward.model_weight is not 0: the reward model's scores are part of the reward"))
 	}
 	if pol, err = adapted(ref, pol); err != nil { // a LoRA run's policy: the reference with its adapter on
 		return nil, nil, nil, err
@@ -64,7 +70,7 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 		return pipeline.PolicyEval{}, err
 	}
 	defer j.release()
-	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
+	pol, ref, rm, err := a.loadModels(in.Spec.Reward, in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.PolicyEval{}, err
 	}
@@ -237,7 +243,7 @@ func (a *Activities) reinforceIteration(ctx context.Context, in pipeline.Iterati
 		return pipeline.IterationResult{}, err
 	}
 	defer j.release()
-	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
+	pol, ref, rm, err := a.loadModels(in.Spec.Reward, in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.IterationResult{}, err
 	}

@@ -60,7 +60,7 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 		return pipeline.ShardResult{}, err
 	}
 	defer j.release()
-	pol, ref, rm, err := a.loadModels(in.Policy, in.Reference, in.RewardModel)
+	pol, ref, rm, err := a.loadModels(in.Spec.Reward, in.Policy, in.Reference, in.RewardModel)
 	if err != nil {
 		return pipeline.ShardResult{}, err
 	}

@@ -188,6 +188,11 @@ def main():
               f"(rel {c['loss_rel_diff']:.1e}), KL mean {c['alignflow_kl_mean']:.6f} vs {c['pytorch_kl_mean']:.6f}, "
               f"grad norm {c['alignflow_grad_norm']:.6f} vs {c['pytorch_grad_norm']:.6f}, max abs diff: reward "
               f"{c['reward_max_abs_diff']:.1e} kl {c['kl_max_abs_diff']:.1e} advantage {c['advantage_max_abs_diff']:.1e}")
+    for c in checks.get("reinforce_objectives", []):
+        print(f"  objective {c['variant']} iteration {c['iteration']}: loss abs diff {c['loss_abs_diff']:.1e}, "
+              f"advantage {c['advantage_max_abs_diff']:.1e} (formula {c['advantage_formula_max_abs_diff']:.1e}), "
+              f"ratio {c['ratio_mean_abs_diff']:.1e}, clip fraction {c['clip_fraction_abs_diff']:.1e}: "
+              f"{'ok' if c['ok'] else 'FAILED'}")
     for i, (_, p) in enumerate(runs):
         run = f"run {i + 1}: " if len(runs) > 1 else ""
         ch = p.get("checks", {})
@@ -200,8 +205,15 @@ def main():
         for c in ch.get("reinforce_iteration", []):
             if c["loss_rel_diff"] > RL_LOSS_RTOL and abs(c["alignflow_loss"] - c["pytorch_loss"]) > 1e-7:
                 failures.append(f"{run}reinforce iteration {c['iteration']}: loss {c['alignflow_loss']} vs {c['pytorch_loss']}")
+        # The reference judged each objective variant with its own
+        # tolerances (reference.py's OBJ_*, which say why each is what it is).
+        for c in ch.get("reinforce_objectives", []):
+            if not c["ok"]:
+                failures.append(f"{run}objective {c['variant']} iteration {c['iteration']}: {c.get('failed', 'outside the tolerances')}")
     if "reinforce_iteration" in out and checks.get("reinforce_iteration"):
         out["reinforce_iteration"]["replay_check"] = checks["reinforce_iteration"]
+        if checks.get("reinforce_objectives"):
+            out["reinforce_iteration"]["objectives_check"] = checks["reinforce_objectives"]
 
     if args.json:
         with open(args.json, "w") as f:

@@ -215,11 +215,15 @@ type Reward struct {
 	// the reward model's score + verifier_weight x the verifier's (1 or 0).
 	Verifier string `json:"verifier,omitempty"`
 	// ModelWeight and VerifierWeight weigh the two rewards; unset, 1 and
-	// (with a verifier) 1. model_weight 0 leaves the reward model out of
-	// the reward: RL from verifiable rewards.
+	// (with a verifier) 1. model_weight 0 leaves the reward model out: RL
+	// from verifiable rewards, with no reward model trained.
 	ModelWeight    *float64 `json:"model_weight,omitempty"`
 	VerifierWeight *float64 `json:"verifier_weight,omitempty"`
 }
+
+// ModelLeftOut reports whether the reward model is left out of the reward
+// (model_weight 0, with a verifier): then no reward model is trained.
+func (r Reward) ModelLeftOut() bool { return r.ModelWeight != nil && *r.ModelWeight == 0 }
 
 // Weights are the reward model's and the verifier's weights in the
 // reward REINFORCE reads (reward.CombineRewards).

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -162,18 +163,103 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	// The reward: half the reward model's score plus the verifier's.
 	half := 0.5
 	grpo.Reward.Verifier, grpo.Reward.ModelWeight = "normalized", &half
+	// RL from verifiable rewards with DAPO's dynamic sampling: no reward
+	// model, groups the verifier scores all alike left out and further
+	// rounds of prompts sampled, over two shards. Killed mid-shard.
+	rlvr := faultSpec()
+	rlvr.Name = "faults-rlvr"
+	r = &rlvr.Reinforce
+	r.Advantage, r.KLIn, r.RolloutShards, r.BatchSize = "grpo", "none", 2, 16
+	r.SkipUniformGroups, r.MaxSamplingRounds = true, 3
+	zero := 0.0
+	rlvr.Reward.Verifier, rlvr.Reward.ModelWeight = "normalized", &zero
 	for _, v := range []struct {
 		prefix string
 		spec   config.Spec
 		only   string // the one kill to try; "" tries each
-	}{{"faults", faultSpec(), ""}, {"faults-lora", lora, ""}, {"faults-grpo", grpo, "reinforce"}} {
+		check  func(t *testing.T, dataDir, runID string, spec config.Spec)
+	}{{"faults", faultSpec(), "", nil}, {"faults-lora", lora, "", nil}, {"faults-grpo", grpo, "reinforce", checkGRPORollouts},
+		{"faults-rlvr", rlvr, "reinforce", checkDynamicSampling}} {
 		t.Run(v.prefix, func(t *testing.T) {
 			dataDir := killMidStage(t, srv, cl, v.prefix, v.spec, v.only)
-			if v.prefix == "faults-grpo" {
-				checkGRPORollouts(t, dataDir, "faults-grpo-uninterrupted", v.spec)
+			if v.check != nil {
+				v.check(t, dataDir, v.prefix+"-uninterrupted", v.spec)
 			}
 		})
 	}
+}
+
+// checkDynamicSampling reads every iteration's samples with `alignflow
+// runs rollouts --json` and the run's summary: no reward model was trained
+// or read (every reward is the verifier's); each iteration lists its
+// rounds' samples once, and the groups it trained on are
+// prompts_per_iteration of them, the dropped ones uniform and with
+// advantage 0, the trained ones not uniform unless the rounds ran out;
+// the summary's counts are the iterations' sums.
+func checkDynamicSampling(t *testing.T, dataDir, runID string, spec config.Spec) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "runs", runID, pipeline.SummaryFile))
+	require.NoError(t, err)
+	var s pipeline.Summary
+	require.NoError(t, json.Unmarshal(b, &s))
+	assert.True(t, s.RewardModel.LeftOut, "no reward model trained")
+	require.NotNil(t, s.Policy.Sampling)
+	r := spec.Reinforce
+	var total pipeline.Sampling
+	for it := 1; it <= r.Iterations; it++ {
+		out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", fmt.Sprint(it), "--json", "--data-dir", dataDir).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		var rows []struct {
+			Round       int      `json:"round"`
+			Dropped     bool     `json:"dropped"`
+			PromptIndex int      `json:"prompt_index"`
+			RewardModel float64  `json:"reward_model"`
+			Verifier    *float64 `json:"verifier"`
+			Reward      *float64 `json:"reward"`
+			Advantage   float64  `json:"advantage"`
+		}
+		require.NoError(t, json.Unmarshal(out, &rows), "%s", out)
+		type group struct{ round, prompt int }
+		scores := map[group][]float64{}
+		dropped := map[group]bool{}
+		rounds := 0
+		for _, row := range rows {
+			require.NotNil(t, row.Verifier)
+			assert.Zero(t, row.RewardModel, "no reward model scores")
+			if row.Dropped {
+				assert.Zero(t, row.Advantage)
+			} else {
+				require.NotNil(t, row.Reward)
+				assert.Equal(t, *row.Verifier, *row.Reward, "the verifier's reward alone")
+			}
+			g := group{row.Round, row.PromptIndex}
+			scores[g], dropped[g] = append(scores[g], *row.Verifier), row.Dropped
+			rounds = max(rounds, row.Round)
+		}
+		require.Len(t, rows, rounds*r.PromptsPerIteration*r.SamplesPerPrompt, "iteration %d: every sample of its %d rounds once", it, rounds)
+		got := pipeline.Sampling{Rounds: rounds}
+		trained := 0
+		for g, v := range scores {
+			uniform := slices.Min(v) == slices.Max(v)
+			switch {
+			case !dropped[g]:
+				trained++
+				if uniform {
+					got.Filled++
+				}
+			case uniform:
+				got.Dropped++
+			default:
+				got.Surplus++
+			}
+		}
+		assert.Equal(t, r.PromptsPerIteration, trained, "iteration %d trained on prompts_per_iteration groups", it)
+		if got.Filled > 0 {
+			assert.Equal(t, r.MaxSamplingRounds, rounds, "uniform groups fill the batch only once the rounds ran out")
+		}
+		total.Add(got)
+	}
+	assert.Equal(t, total, *s.Policy.Sampling)
+	t.Logf("dynamic sampling over %d iterations: %+v", r.Iterations, total)
 }
 
 // checkGRPORollouts reads an iteration's samples with `alignflow runs

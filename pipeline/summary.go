@@ -83,6 +83,9 @@ func ModelOf(r TrainResult) StageModel {
 // RewardModelSummary is the reward model and its held-out quality.
 type RewardModelSummary struct {
 	StageModel
+	// LeftOut: the run trained no reward model (reward.model_weight 0, the
+	// verifier's rewards alone); the other fields are empty.
+	LeftOut         bool    `json:"left_out,omitempty"`
 	Recipe          string  `json:"recipe"`
 	ExPOAlpha       float64 `json:"expo_alpha,omitempty"`
 	HeldoutAccuracy float64 `json:"heldout_accuracy"`

@@ -99,8 +99,13 @@ func (r *Rollouts) Ended() []bool {
 	return out
 }
 
-// Score returns the reward model's score (helpfulness) of every rollout.
+// Score returns the reward model's score (helpfulness) of every rollout;
+// 0 for every one when there is no reward model (rm nil:
+// reward.model_weight 0, the verifier's rewards alone).
 func Score(re *reward.Engine, rm *weights.Set, r *Rollouts, batchSize int) ([]float64, error) {
+	if rm == nil { // no reward model: a verifier's rewards alone
+		return make([]float64, len(r.Samples)), nil
+	}
 	out, err := re.Rewards(rm, r.Sequences(), batchSize)
 	if err != nil {
 		return nil, fmt.Errorf("score rollouts: %w", err)

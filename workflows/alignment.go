@@ -107,7 +107,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 		r.v.chooseRollouts(ctx)
 	} else {
 		if since(ctx, "continuation-checks", continuationChecksVersion) {
-			if err := checkContinuation(workflow.GetInfo(ctx), r.id, input, r.spec.Reinforce, st); err != nil {
+			if err := checkContinuation(workflow.GetInfo(ctx), r.id, input, r.spec, st); err != nil {
 				r.enter(pipeline.StageFailed)
 				return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid continuation: %v", err), pipeline.ErrInvalidSpec, err)
 			}
@@ -148,8 +148,9 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 }
 
 // beforeReinforce runs the stages before REINFORCE: data, SFT, the reward
-// model and its evaluation, and the SFT policy's evaluation. It returns the
-// alignment's state with the SFT policy as the one REINFORCE starts from.
+// model and its evaluation (unless the run leaves it out), and the SFT
+// policy's evaluation. It returns the alignment's state with the SFT
+// policy as the one REINFORCE starts from.
 func (r *run) beforeReinforce() (*Continuation, error) {
 	var a *activities.Activities
 	data, sft, err := r.prepareAndSFT()
@@ -157,19 +158,39 @@ func (r *run) beforeReinforce() (*Continuation, error) {
 		return nil, err
 	}
 	st := &Continuation{Data: data, SFT: sft, Policy: sft.Checkpoint, PolicyDigest: sft.Digest}
-	if err := r.stage(pipeline.StageRewardModel, r.work.training, a.TrainRewardModel,
-		pipeline.TrainInput{RunID: r.id, Spec: r.spec, Data: data, Base: sft.Checkpoint}, &st.RewardModel); err != nil {
-		return nil, err
+	if !r.rewardModelLeftOut() {
+		if err := r.rewardModel(st); err != nil {
+			return nil, err
+		}
 	}
-	if err := r.stage(pipeline.StageRewardEval, r.work.evaluation, a.EvaluateRewardModel,
-		pipeline.RewardEvalInput{RunID: r.id, Spec: r.spec, Data: data, RewardModel: st.RewardModel.Checkpoint}, &st.RewardEval); err != nil {
-		return nil, err
-	}
-	r.showRewardModel(st.RewardEval)
 	if err := r.stage(pipeline.StageEvalBefore, r.work.evaluation, a.EvaluatePolicy, r.policyEval(st, pipeline.StageEvalBefore), &st.Before); err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// rewardModel trains the reward model on st's SFT backbone and evaluates
+// it, into st.
+func (r *run) rewardModel(st *Continuation) error {
+	var a *activities.Activities
+	if err := r.stage(pipeline.StageRewardModel, r.work.training, a.TrainRewardModel,
+		pipeline.TrainInput{RunID: r.id, Spec: r.spec, Data: st.Data, Base: st.SFT.Checkpoint}, &st.RewardModel); err != nil {
+		return err
+	}
+	if err := r.stage(pipeline.StageRewardEval, r.work.evaluation, a.EvaluateRewardModel,
+		pipeline.RewardEvalInput{RunID: r.id, Spec: r.spec, Data: st.Data, RewardModel: st.RewardModel.Checkpoint}, &st.RewardEval); err != nil {
+		return err
+	}
+	r.showRewardModel(st.RewardEval)
+	return nil
+}
+
+// rewardModelLeftOut reports whether the run trains no reward model: its
+// reward leaves it out (reward.model_weight 0), and it started after
+// rewardModelLeftOutVersion. The version is asked only by such runs,
+// where their history has its marker.
+func (r *run) rewardModelLeftOut() bool {
+	return r.spec.Reward.ModelLeftOut() && since(r.ctx, "reward-model-left-out", rewardModelLeftOutVersion)
 }
 
 // resume picks up the alignment a continued run got: its choices between
@@ -181,7 +202,9 @@ func (r *run) resume(st *Continuation) {
 	r.p.Paused, r.p.StopRequested = st.Paused, st.Stop
 	r.listen()
 	r.upsert(IterationAttribute.ValueSet(int64(st.Iteration)))
-	r.showRewardModel(st.RewardEval)
+	if st.RewardModel.Checkpoint != (artifact.Ref{}) {
+		r.showRewardModel(st.RewardEval)
+	}
 }
 
 // showRewardModel puts the reward model's held-out accuracy in the progress.

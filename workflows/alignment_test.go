@@ -255,7 +255,22 @@ func TestPauseHoldsTheRunUntilResumed(t *testing.T) {
 // Continuation, the next picks up the policy, optimizer and curve where the
 // last stopped, and the stages before REINFORCE run once.
 func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
-	input := json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2}}`)
+	for _, tc := range []struct {
+		name    string
+		input   json.RawMessage
+		leftOut bool
+	}{
+		{"with a reward model", json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2}}`), false},
+		// RL from verifiable rewards: no reward model is trained, evaluated
+		// or handed on, and the continued runs accept the continuation.
+		{"without a reward model", json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2},
+			"reward": {"verifier": "exact", "model_weight": 0}}`), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testContinueAsNew(t, tc.input, tc.leftOut) })
+	}
+}
+
+func testContinueAsNew(t *testing.T, input json.RawMessage, leftOut bool) {
 	a := &activities.Activities{}
 	var cont *Continuation
 	var curve curveStore
@@ -278,7 +293,9 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 		env.OnActivity(a.TrainRewardModel, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.TrainInput) (pipeline.TrainResult, error) {
 			return pipeline.TrainResult{Checkpoint: ref("rm")}, count("rm")(ctx, in)
 		})
-		env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(pipeline.RewardEval{HeldoutAccuracy: 0.75}, nil)
+		env.OnActivity(a.EvaluateRewardModel, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.RewardEvalInput) (pipeline.RewardEval, error) {
+			return pipeline.RewardEval{HeldoutAccuracy: 0.75}, count("rm-eval")(ctx, in)
+		})
 		env.OnActivity(a.EvaluatePolicy, mock.Anything, mock.Anything).Return(func(ctx context.Context, in pipeline.PolicyEvalInput) (pipeline.PolicyEval, error) {
 			return pipeline.PolicyEval{Reward: float64(len(in.Label))}, count(in.Label)(ctx, in)
 		})
@@ -286,6 +303,13 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 			func(in pipeline.IterationInput) (pipeline.IterationResult, error) {
 				if in.Iteration > 0 && (in.Policy != ref(fmt.Sprint("pol-", in.Iteration-1)) || in.Optimizer != ref(fmt.Sprint("opt-", in.Iteration-1))) {
 					return pipeline.IterationResult{}, fmt.Errorf("iteration %d got policy %s, optimizer %s", in.Iteration, in.Policy.Path, in.Optimizer.Path)
+				}
+				wantRM := ref("rm")
+				if leftOut {
+					wantRM = artifact.Ref{}
+				}
+				if in.RewardModel != wantRM {
+					return pipeline.IterationResult{}, fmt.Errorf("iteration %d got reward model %+v", in.Iteration, in.RewardModel)
 				}
 				seen = append(seen, in.Iteration)
 				return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref(fmt.Sprint("pol-", in.Iteration)),
@@ -314,7 +338,12 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 		assert.Equal(t, 3, runs)
 		assert.Equal(t, 3, s.Runs)
 		assert.Equal(t, []int{0, 1, 2, 3, 4}, seen)
-		assert.Equal(t, map[string]int{"data": 1, "sft": 1, "rm": 1, pipeline.StageEvalBefore: 1, pipeline.StageEvalAfter: 1}, calls)
+		want := map[string]int{"data": 1, "sft": 1, "rm": 1, "rm-eval": 1, pipeline.StageEvalBefore: 1, pipeline.StageEvalAfter: 1}
+		if leftOut {
+			delete(want, "rm")
+			delete(want, "rm-eval")
+		}
+		assert.Equal(t, want, calls)
 		require.Len(t, curve.segments, 3)
 		assert.Equal(t, []int{0, 1, 2, 3, 4}, curve.iterations())
 		assert.Nil(t, curve.segments[0].Previous)
@@ -325,7 +354,11 @@ func TestContinueAsNewCarriesOnlyReferences(t *testing.T) {
 		assert.Equal(t, 5, s.Policy.Iterations)
 		assert.Equal(t, 0, s.Policy.FirstIteration.Iteration)
 		assert.Equal(t, 4, s.Policy.LastIteration.Iteration)
-		assert.Equal(t, 0.75, s.RewardModel.HeldoutAccuracy)
+		if leftOut {
+			assert.Equal(t, pipeline.RewardModelSummary{LeftOut: true}, s.RewardModel)
+		} else {
+			assert.Equal(t, 0.75, s.RewardModel.HeldoutAccuracy)
+		}
 		return
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -42,8 +43,8 @@ import (
 // was reused from another run (reused_from_run); the policy and optimizer
 // are the last iteration's (or the SFT policy, before any); the spec is the
 // one the continued run had; the sampling rounds it counts fit the
-// spec's bound.
-func checkContinuation(info *workflow.Info, id string, input json.RawMessage, r config.Reinforce, st *Continuation) error {
+// spec's bound; a run that trains no reward model carries none.
+func checkContinuation(info *workflow.Info, id string, input json.RawMessage, spec config.Spec, st *Continuation) error {
 	switch {
 	case info.ContinuedExecutionRunID == "":
 		return errors.New("this run was started with a continuation, which only a run an alignment continued as new takes: start a run with its spec alone")
@@ -64,6 +65,14 @@ func checkContinuation(info *workflow.Info, id string, input json.RawMessage, r 
 	if err := json.Unmarshal(b, &v); err != nil {
 		return fmt.Errorf("decode the continuation: %w", err)
 	}
+	// A run that trained no reward model has none to check, and must have
+	// none (an empty reference would not pass the checks).
+	if spec.Reward.ModelLeftOut() && st.RewardModel.Checkpoint == (artifact.Ref{}) {
+		if !reflect.ValueOf(st.RewardModel).IsZero() {
+			errs = append(errs, errors.New("reward_model: a run that trained no reward model has none"))
+		}
+		delete(v, "reward_model")
+	}
 	// The policy and optimizer are checked as the iteration's they are.
 	delete(v, "policy")
 	delete(v, "optimizer")
@@ -80,8 +89,9 @@ func checkContinuation(info *workflow.Info, id string, input json.RawMessage, r 
 	if st.Policy != policy || st.Optimizer != optimizer || st.PolicyDigest != digest {
 		errs = append(errs, errors.New("policy, optimizer, policy_sha256: not the last iteration's (or, before any, the SFT policy's)"))
 	}
-	if most := st.Iteration * (max(r.SamplingRounds(), 1) - 1); st.ExtraRounds < 0 || st.ExtraRounds > most {
-		errs = append(errs, fmt.Errorf("extra_rounds: %d, but %d iterations of at most %d sampling rounds draw 0..%d beyond their first", st.ExtraRounds, st.Iteration, r.SamplingRounds(), most))
+	rounds := spec.Reinforce.SamplingRounds()
+	if most := st.Iteration * (rounds - 1); st.ExtraRounds < 0 || st.ExtraRounds > most {
+		errs = append(errs, fmt.Errorf("extra_rounds: %d, but %d iterations of at most %d sampling rounds draw 0..%d beyond their first", st.ExtraRounds, st.Iteration, rounds, most))
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,9 @@
 package workflows
 
-import "github.com/alignflow/alignflow/pipeline"
+import (
+	"github.com/alignflow/alignflow/artifact"
+	"github.com/alignflow/alignflow/pipeline"
+)
 
 // summary makes the alignment's summary from its state at the end, st, and
 // the evaluation of the aligned policy, after (st.Before is the SFT
@@ -33,8 +36,11 @@ func (r *run) summary(st *Continuation, after pipeline.PolicyEval, points []pipe
 }
 
 // rewardModelSummary is the reward model trained with recipe and its
-// evaluation.
+// evaluation; LeftOut when the run trained none.
 func rewardModelSummary(recipe string, rm pipeline.TrainResult, eval pipeline.RewardEval) pipeline.RewardModelSummary {
+	if rm.Checkpoint == (artifact.Ref{}) {
+		return pipeline.RewardModelSummary{LeftOut: true}
+	}
 	return pipeline.RewardModelSummary{StageModel: pipeline.ModelOf(rm), Recipe: recipe, ExPOAlpha: rm.ExPOAlpha,
 		HeldoutAccuracy: eval.HeldoutAccuracy, HeldoutPairs: eval.HeldoutPairs, TrainAccuracy: eval.TrainAccuracy,
 		ByStrength: eval.ByStrength, Bench: eval.Bench}

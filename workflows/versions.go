@@ -57,6 +57,12 @@ const continuationChecksVersion = 1
 // the fixed ones (formerTimeouts).
 const sizedTimeoutsVersion = 1
 
+// rewardModelLeftOutVersion is the workflow version from which a run whose
+// reward leaves the reward model out (reward.model_weight 0, a verifier's
+// rewards alone) trains and evaluates none; such runs started before it
+// train and report one they never read.
+const rewardModelLeftOutVersion = 1
+
 // versions are a run's choices between workflow versions (the *Version
 // constants above), each one workflow.GetVersion call made where recorded
 // histories have its marker: when replaying, GetVersion answers from the

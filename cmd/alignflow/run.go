@@ -361,8 +361,12 @@ func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	fmt.Fprintf(out, "\nRun %s (%s, seed %d, backend %s) finished in %s\n\n", s.WorkflowID, s.Name, s.Seed, s.Backend, elapsed.Round(time.Second))
 	fmt.Fprintf(out, "  %-42s %s\n", "data", dataLine(s.Data))
 	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s%s\n", "SFT policy", s.SFT.FirstLoss, s.SFT.FinalLoss, s.SFT.Steps, s.SFT.Seconds, adapterNote(s.SFT), reusedNote(s.SFT.ReusedFrom))
-	fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s%s\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds, adapterNote(s.RewardModel.StageModel), reusedNote(s.RewardModel.ReusedFrom))
-	fmt.Fprintf(out, "  %-42s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
+	if s.RewardModel.LeftOut {
+		fmt.Fprintf(out, "  %-42s none: reward.model_weight is 0, the verifier's rewards alone\n", "reward model")
+	} else {
+		fmt.Fprintf(out, "  %-42s loss %.3f -> %.3f in %d steps (%.0fs)%s%s\n", "reward model ("+s.RewardModel.Recipe+")", s.RewardModel.FirstLoss, s.RewardModel.FinalLoss, s.RewardModel.Steps, s.RewardModel.Seconds, adapterNote(s.RewardModel.StageModel), reusedNote(s.RewardModel.ReusedFrom))
+		fmt.Fprintf(out, "  %-42s %.3f on %d pairs (train %.3f; chance 0.5)\n", "reward model held-out accuracy", s.RewardModel.HeldoutAccuracy, s.RewardModel.HeldoutPairs, s.RewardModel.TrainAccuracy)
+	}
 	if len(s.RewardModel.ByStrength) > 0 {
 		var parts []string
 		for _, g := range s.RewardModel.ByStrength {
@@ -384,7 +388,9 @@ func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	}
 	fmt.Fprintf(out, "\n  %-22s %12s %12s\n", "policy (held-out)", "SFT", "REINFORCE")
 	fmt.Fprintf(out, "  %-22s %12s %12s\n", "gold score (0-4)", gold(s.Policy.GoldScoreBefore), gold(s.Policy.GoldScoreAfter))
-	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "reward model score", s.Policy.RewardBefore, s.Policy.RewardAfter)
+	if !s.RewardModel.LeftOut {
+		fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "reward model score", s.Policy.RewardBefore, s.Policy.RewardAfter)
+	}
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "ended with EOS", s.Policy.EndedBefore, s.Policy.EndedAfter)
 	fmt.Fprintf(out, "  %-22s %12.1f %12.1f\n", "mean length (bytes)", s.Policy.LengthBefore, s.Policy.LengthAfter)
 	fmt.Fprintf(out, "  %-22s %12.3f %12.3f   (sum of log-ratios over a response, nats)\n", "KL to reference", s.Policy.KLSequenceBefore, s.Policy.KLSequenceAfter)

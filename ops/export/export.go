@@ -81,6 +81,9 @@ func Reward(store *artifact.Store, runID, out, format string) (*pipeline.Summary
 		return writePEFT(store, runID, out, rewardAdapter, hfmodel.TaskSeqCls)
 	}
 	return write(store, runID, out, format, func(store *artifact.Store, s *pipeline.Summary) (*weights.Set, error) {
+		if err := trainedRewardModel(s); err != nil {
+			return nil, err
+		}
 		return store.GetWeights(s.RewardModel.Checkpoint)
 	}, exportReward)
 }
@@ -127,10 +130,21 @@ func policyAdapter(store *artifact.Store, s *pipeline.Summary) (*weights.Set, st
 	return both, s.Data.Model.Source, nil
 }
 
+// trainedRewardModel is an error for a run that trained no reward model.
+func trainedRewardModel(s *pipeline.Summary) error {
+	if s.RewardModel.LeftOut {
+		return fmt.Errorf("run %s trained no reward model (reward.model_weight 0): there is none to export", s.WorkflowID)
+	}
+	return nil
+}
+
 // rewardAdapter is the reward model as one adapter with its head: over
 // reward.path's weights when the run started from them, else the SFT
 // adapter with the reward model's stacked on it.
 func rewardAdapter(store *artifact.Store, s *pipeline.Summary) (*weights.Set, string, error) {
+	if err := trainedRewardModel(s); err != nil {
+		return nil, "", err
+	}
 	if s.RewardModel.Adapter == nil {
 		return nil, "", fmt.Errorf("run %s: the reward model has no adapter (trained without lora, or extrapolated by ExPO, which no adapter of its rank holds): export --format %s", s.WorkflowID, Merged)
 	}

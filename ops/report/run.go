@@ -153,16 +153,22 @@ func outcome(b *strings.Builder, s *pipeline.Summary) {
 	if p.StoppedEarly {
 		b.WriteString(" (stopped early)")
 	}
-	fmt.Fprintf(b, ", %d workflow run(s). Reward model: %s, held-out accuracy %s%%.\n\n", max(s.Runs, 1), s.RewardModel.Recipe, pct(s.RewardModel.HeldoutAccuracy))
+	if s.RewardModel.LeftOut {
+		fmt.Fprintf(b, ", %d workflow run(s). No reward model: reward.model_weight is 0, the verifier's rewards alone.\n\n", max(s.Runs, 1))
+	} else {
+		fmt.Fprintf(b, ", %d workflow run(s). Reward model: %s, held-out accuracy %s%%.\n\n", max(s.Runs, 1), s.RewardModel.Recipe, pct(s.RewardModel.HeldoutAccuracy))
+	}
 	b.WriteString("## Before and after alignment\n\n")
-	rows := [][]string{
-		{"gold score", optional(p.GoldScoreBefore), optional(p.GoldScoreAfter)},
-		{"reward", num(p.RewardBefore), num(p.RewardAfter)},
+	rows := [][]string{{"gold score", optional(p.GoldScoreBefore), optional(p.GoldScoreAfter)}}
+	if !s.RewardModel.LeftOut {
+		rows = append(rows, []string{"reward", num(p.RewardBefore), num(p.RewardAfter)})
+	}
+	rows = append(rows, [][]string{
 		{"KL of whole responses, nats", num(p.KLSequenceBefore), num(p.KLSequenceAfter)},
 		{"KL penalty (" + p.KLEstimator + ")", num(p.KLPenaltyBefore), num(p.KLPenaltyAfter)},
 		{"mean length, tokens", num(p.LengthBefore), num(p.LengthAfter)},
 		{"EOS fraction", num(p.EndedBefore), num(p.EndedAfter)},
-	}
+	}...)
 	mdTable(b, []string{fmt.Sprintf("on %d held-out prompts", p.EvalPrompts), "SFT policy", "aligned policy"}, rows)
 	b.WriteString("\n")
 	if sm := p.Sampling; sm != nil {
