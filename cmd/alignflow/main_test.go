@@ -75,6 +75,11 @@ func TestProgressLine(t *testing.T) {
 		Last: &pipeline.IterationResult{RewardMean: 0.4, GoldMean: &gold}}, nil)
 	assert.Contains(t, line, "3/40 iterations")
 	assert.Contains(t, line, "gold 2.500")
+	assert.NotContains(t, line, "verifier")
+	passed := 0.75
+	line = progressLine(&workflows.Progress{Stage: pipeline.StageReinforce, Iteration: 3, Iterations: 40,
+		Last: &pipeline.IterationResult{VerifierMean: &passed}}, nil)
+	assert.Contains(t, line, "verifier 0.750")
 }
 
 func TestDataCheck(t *testing.T) {

@@ -308,6 +308,9 @@ func progressLine(p *workflows.Progress, hb *pipeline.Progress) string {
 	case stage == pipeline.StageReinforce:
 		line := fmt.Sprintf("  ....  reinforce  %s %d/%d iterations", bar(p.Iteration, p.Iterations), p.Iteration, p.Iterations)
 		if l := p.Last; l != nil {
+			if l.VerifierMean != nil { // the verifier's pass rate: with model_weight 0 the reward model's mean is 0
+				line += fmt.Sprintf("  verifier %.3f", *l.VerifierMean)
+			}
 			line += fmt.Sprintf("  reward %.3f  kl penalty %.4f", l.RewardMean, l.KLMean)
 			if l.GoldMean != nil {
 				line += fmt.Sprintf("  gold %.3f", *l.GoldMean)
