@@ -303,7 +303,17 @@ type Reinforce struct {
 	// MaxSamplingRounds bounds the rounds of an iteration, its first
 	// included (0: DefaultSamplingRounds).
 	MaxSamplingRounds int `json:"max_sampling_rounds,omitempty"`
+	// MaxStaleness makes rollouts asynchronous: iteration k samples from
+	// the policy update k - 1 - max_staleness produced (the SFT policy
+	// before), so the rollouts of the next iterations run while an update
+	// does. The update then corrects for the staleness with the clipped
+	// importance ratio. 0 (the default): synchronous, each iteration
+	// samples from the policy it updates.
+	MaxStaleness int `json:"max_staleness,omitempty"`
 }
+
+// MaxStaleness bounds reinforce.max_staleness.
+const MaxStaleness = 8
 
 // DefaultSamplingRounds is max_sampling_rounds' value when left 0, and
 // MaxSamplingRounds its bound.
@@ -334,7 +344,7 @@ const MaxUpdateEpochs = 64
 func (r Reinforce) Objective() reinforce.Objective {
 	o := reinforce.Objective{Advantage: r.Advantage, Aggregation: r.LossAggregation, KLIn: r.KLIn, KLEstimator: r.KLEstimator,
 		KLBeta: r.KLBeta, Epochs: r.UpdateEpochs, Minibatches: r.Minibatches, ClipLow: r.ClipLow, ClipHigh: r.ClipHigh,
-		Ratio: r.Ratio, MaxTokens: r.MaxTokens}
+		Ratio: r.Ratio, MaxTokens: r.MaxTokens, OffPolicy: r.MaxStaleness > 0}
 	if o.ClipLow == 0 {
 		o.ClipLow = DefaultClip
 	}
@@ -694,6 +704,9 @@ func (s Spec) validate(current bool) error {
 		bad("reinforce.max_sampling_rounds", fmt.Sprintf("must be in 0..%d (0: %d), got %d", MaxSamplingRounds, DefaultSamplingRounds, r.MaxSamplingRounds))
 	} else if r.MaxSamplingRounds > 0 && !r.SkipUniformGroups {
 		bad("reinforce.max_sampling_rounds", "needs reinforce.skip_uniform_groups: only dynamic sampling samples more than one round")
+	}
+	if r.MaxStaleness < 0 || r.MaxStaleness > MaxStaleness {
+		bad("reinforce.max_staleness", fmt.Sprintf("must be in 0..%d (0: synchronous rollouts), got %d", MaxStaleness, r.MaxStaleness))
 	}
 	if !(r.ClipLow >= 0 && r.ClipLow < 1) {
 		bad("reinforce.clip_low", fmt.Sprintf("must be in [0, 1) (0: %v), got %v", DefaultClip, r.ClipLow))

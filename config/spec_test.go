@@ -46,6 +46,7 @@ func TestBadSpecsNameTheField(t *testing.T) {
 		{"more minibatches than batches", `{"reinforce": {"minibatches": 2}}`, []string{"reinforce.minibatches", "the 1 rollout batches"}},
 		{"too many sampling rounds", `{"reinforce": {"skip_uniform_groups": true, "max_sampling_rounds": 17}}`, []string{"reinforce.max_sampling_rounds", "0..16"}},
 		{"sampling rounds without dynamic sampling", `{"reinforce": {"max_sampling_rounds": 4}}`, []string{"reinforce.max_sampling_rounds", "needs reinforce.skip_uniform_groups"}},
+		{"staleness above the bound", `{"reinforce": {"max_staleness": 9}}`, []string{"reinforce.max_staleness", "0..8"}},
 		{"clip_low of 1", `{"reinforce": {"clip_low": 1}}`, []string{"reinforce.clip_low", "[0, 1)"}},
 		{"unknown verifier", `{"reward": {"verifier": "llm-judge"}}`, []string{"reward.verifier", "numeric"}},
 		{"no reward at all", `{"reward": {"model_weight": 0}}`, []string{"reward.model_weight", "reward of 0"}},

@@ -13,12 +13,15 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/alignflow/alignflow/artifact"
 	"github.com/alignflow/alignflow/config"
 	"github.com/alignflow/alignflow/internal/pgtest"
 	"github.com/alignflow/alignflow/internal/s3test"
 	"github.com/alignflow/alignflow/ops/devserver"
+	"github.com/alignflow/alignflow/ops/report"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/worker"
 	"github.com/alignflow/alignflow/workflows"
@@ -115,12 +118,15 @@ func TestClusterObjectStore(t *testing.T) {
 	srv, cl := startEmbedded(t, devserver.Options{Postgres: &devserver.Postgres{Addr: pg.Addr, User: pgtest.User}})
 	addr := srv.FrontendHostPort()
 	outer := t // workers started in a subtest must outlive it
-	run := func(t *testing.T, id string, shards int, during func(ctx context.Context)) pipeline.Summary {
+	run := func(t *testing.T, id string, shards int, during func(ctx context.Context), edit ...func(*config.Spec)) pipeline.Summary {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 		defer cancel()
 		spec := clusterSpec()
 		spec.Reinforce.RolloutShards = shards
+		for _, e := range edit {
+			e(&spec)
+		}
 		r, err := cl.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.AlignmentName, spec)
 		require.NoError(t, err)
 		if during != nil {
@@ -186,6 +192,34 @@ func TestClusterObjectStore(t *testing.T) {
 			hists := runHistories(t, cl, "cluster-s3")
 			require.Len(t, hists, 2)
 			recordHistory(t, "alignment-history-shards.json", hists[0])
+		}
+	})
+	t.Run("asynchronous rollouts", func(t *testing.T) {
+		// The same run with max_staleness 1 on the three workers: each
+		// iteration's shards run while the update before it does, and every
+		// update corrects with the clipped ratio. Timed here, next to the
+		// synchronous run above, for the README (not asserted: a test does
+		// not time things).
+		const id = "cluster-s3-async"
+		got := run(t, id, 3, nil, func(s *config.Spec) { s.Reinforce.MaxStaleness = 1 })
+		require.NotEmpty(t, got.Policy.Digest)
+		ratios := 0
+		for _, a := range temporalconn.Activities(runHistories(t, cl, id)) {
+			var res pipeline.IterationResult
+			if a.Type == pipeline.ActivityUpdatePolicy && a.Result != nil && converter.GetDefaultDataConverter().FromPayloads(a.Result, &res) == nil && res.RatioMean != nil {
+				ratios++
+			}
+		}
+		assert.Equal(t, clusterSpec().Reinforce.Iterations, ratios, "every update reports its importance ratio")
+		for _, run := range []string{"cluster-s3", id} {
+			acts := report.Timeline(runHistories(t, cl, run))
+			for _, st := range report.Stages(acts) {
+				if st.Stage == pipeline.StageReinforce {
+					b := report.BusyOf(acts)
+					t.Logf("%s: REINFORCE %.1f s for %d iterations; rollouts %.1f s, updates %.1f s, both at once %.1f s",
+						run, st.End.Sub(st.Start).Seconds(), clusterSpec().Reinforce.Iterations, b.Rollouts.Seconds(), b.Updates.Seconds(), b.Both.Seconds())
+				}
+			}
 		}
 	})
 	t.Run("a worker killed mid-stage", func(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"github.com/alignflow/alignflow/internal/fixtures"
 	"github.com/alignflow/alignflow/ops/devserver"
 	"github.com/alignflow/alignflow/ops/metrics"
+	"github.com/alignflow/alignflow/ops/temporalconn"
 	"github.com/alignflow/alignflow/pipeline"
 	"github.com/alignflow/alignflow/workflows"
 )
@@ -115,23 +116,47 @@ func faultSpec() config.Spec {
 	return s
 }
 
+// asyncSpec is faultSpec with asynchronous rollouts (max_staleness 1) over
+// two shards.
+func asyncSpec() config.Spec {
+	s := faultSpec()
+	s.Name = "faults-async"
+	s.Reinforce.MaxStaleness, s.Reinforce.RolloutShards, s.Reinforce.BatchSize = 1, 2, 16
+	return s
+}
+
 // pendingHeartbeat returns the type and last heartbeat of the run's running
-// activity, if any.
+// activity, if any (the first listed, when several run).
 func pendingHeartbeat(ctx context.Context, cl client.Client, id string) (string, *pipeline.Progress) {
+	for _, h := range pendingHeartbeats(ctx, cl, id) {
+		return h.activity, h.progress
+	}
+	return "", nil
+}
+
+// heartbeat is a running activity's type and last heartbeat.
+type heartbeat struct {
+	activity string
+	progress *pipeline.Progress
+}
+
+// pendingHeartbeats are the run's running activities that heartbeat.
+func pendingHeartbeats(ctx context.Context, cl client.Client, id string) []heartbeat {
 	desc, err := cl.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
-		return "", nil
+		return nil
 	}
+	var out []heartbeat
 	for _, pa := range desc.GetPendingActivities() {
 		if pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED || pa.GetHeartbeatDetails() == nil {
 			continue
 		}
 		var p pipeline.Progress
 		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p) == nil {
-			return pa.GetActivityType().GetName(), &p
+			out = append(out, heartbeat{pa.GetActivityType().GetName(), &p})
 		}
 	}
-	return "", nil
+	return out
 }
 
 // TestWorkerKilledMidStageResumesExactly SIGKILLs the worker process during
@@ -173,20 +198,90 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	r.SkipUniformGroups, r.MaxSamplingRounds = true, 3
 	zero := 0.0
 	rlvr.Reward.Verifier, rlvr.Reward.ModelWeight = "normalized", &zero
+	// Asynchronous rollouts: each iteration samples from the policy two
+	// updates back, its shards running during the update before it; the
+	// update corrects with the clipped ratio. Killed mid-shard and
+	// mid-update, with the continuation handing rollouts in flight on.
+	async := asyncSpec()
 	for _, v := range []struct {
 		prefix string
 		spec   config.Spec
-		only   string // the one kill to try; "" tries each
-		check  func(t *testing.T, dataDir, runID string, spec config.Spec)
-	}{{"faults", faultSpec(), "", nil}, {"faults-lora", lora, "", nil}, {"faults-grpo", grpo, "reinforce", checkGRPORollouts},
-		{"faults-rlvr", rlvr, "reinforce", checkDynamicSampling}} {
+		only   []string // the kills to try; nil tries sft, reward-model and reinforce
+		check  func(t *testing.T, cl client.Client, dataDir, runID string, spec config.Spec)
+	}{{"faults", faultSpec(), nil, nil}, {"faults-lora", lora, nil, nil}, {"faults-grpo", grpo, []string{"reinforce"}, checkGRPORollouts},
+		{"faults-rlvr", rlvr, []string{"reinforce"}, checkDynamicSampling},
+		{"faults-async", async, []string{"reinforce", "update"}, checkAsyncRollouts}} {
 		t.Run(v.prefix, func(t *testing.T) {
 			dataDir := killMidStage(t, srv, cl, v.prefix, v.spec, v.only)
 			if v.check != nil {
-				v.check(t, dataDir, v.prefix+"-uninterrupted", v.spec)
+				v.check(t, cl, dataDir, v.prefix+"-uninterrupted", v.spec)
 			}
 		})
 	}
+}
+
+// checkAsyncRollouts reads the run's history and rollouts: iteration k's
+// shards sampled from the policy update k - 2 made (the SFT policy for
+// the first two), its update started from update k - 1's and reported
+// the clipped ratio that corrects for it; every sample records its
+// behaviour log-probability, and no iteration drew a prompt another drew.
+func checkAsyncRollouts(t *testing.T, cl client.Client, dataDir, runID string, spec config.Spec) {
+	r := spec.Reinforce
+	sampled, updated := map[int][]string{}, map[int]string{}
+	policies := map[int]string{-1: ""} // update k's policy path (-1: SFT's)
+	var ratios int
+	hists := runHistories(t, cl, runID)
+	require.Len(t, hists, 2, "the run continued as new once, with rollouts in flight")
+	recordHistory(t, "alignment-history-async.json", hists[0])
+	recordHistory(t, "alignment-history-async-continued.json", hists[1])
+	for _, a := range temporalconn.Activities(hists) {
+		switch a.Type {
+		case pipeline.ActivityTrainSFT:
+			var res pipeline.TrainResult
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(a.Result, &res))
+			policies[-1] = res.Checkpoint.Path
+		case pipeline.ActivityRolloutShard:
+			var in pipeline.ShardInput
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(a.Input, &in))
+			sampled[in.Iteration] = append(sampled[in.Iteration], in.Policy.Path)
+		case pipeline.ActivityUpdatePolicy:
+			var in pipeline.UpdateInput
+			var res pipeline.IterationResult
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(a.Input, &in))
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(a.Result, &res))
+			updated[in.Iteration], policies[in.Iteration] = in.Policy.Path, res.Policy.Path
+			if res.RatioMean != nil && res.ClipFraction != nil {
+				ratios++
+			}
+		}
+	}
+	for k := range r.Iterations {
+		want := policies[max(k-1-r.MaxStaleness, -1)]
+		require.NotEmpty(t, want)
+		assert.Equal(t, []string{want, want}, sampled[k], "iteration %d's two shards sampled from update %d's policy, once", k, k-1-r.MaxStaleness)
+		assert.Equal(t, policies[k-1], updated[k], "update %d starts from update %d's policy", k, k-1)
+	}
+	assert.Equal(t, r.Iterations, ratios, "every update reports its importance ratio and clip fraction")
+	seen := map[string]int{}
+	for it := 1; it <= r.Iterations; it++ {
+		out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", fmt.Sprint(it), "--json", "--data-dir", dataDir).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		var rows []struct {
+			Prompt  string   `json:"prompt"`
+			LogProb *float64 `json:"logprob"`
+		}
+		require.NoError(t, json.Unmarshal(out, &rows), "%s", out)
+		require.Len(t, rows, r.PromptsPerIteration*r.SamplesPerPrompt, "iteration %d", it)
+		prompts := map[string]bool{}
+		for _, row := range rows {
+			require.NotNil(t, row.LogProb, "the behaviour policy's log-probability is recorded")
+			prompts[row.Prompt] = true
+		}
+		for p := range prompts {
+			seen[p]++
+		}
+	}
+	assert.Len(t, seen, r.Iterations*r.PromptsPerIteration, "no prompt drawn twice")
 }
 
 // checkDynamicSampling reads every iteration's samples with `alignflow
@@ -196,7 +291,10 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 // prompts_per_iteration of them, the dropped ones uniform and with
 // advantage 0, the trained ones not uniform unless the rounds ran out;
 // the summary's counts are the iterations' sums.
-func checkDynamicSampling(t *testing.T, dataDir, runID string, spec config.Spec) {
+func checkDynamicSampling(t *testing.T, cl client.Client, dataDir, runID string, spec config.Spec) {
+	if hists := runHistories(t, cl, runID); len(hists) > 0 {
+		recordHistory(t, "alignment-history-rlvr.json", hists[0])
+	}
 	b, err := os.ReadFile(filepath.Join(dataDir, "runs", runID, pipeline.SummaryFile))
 	require.NoError(t, err)
 	var s pipeline.Summary
@@ -268,7 +366,7 @@ func checkDynamicSampling(t *testing.T, dataDir, runID string, spec config.Spec)
 // verifier_weight 1; the KL is in the loss, not the reward), and each
 // advantage by GRPO's formula, (r - mean) / (std + 1e-6) over the ended
 // samples of the prompt with Bessel's std (veRL's compute_grpo_outcome_advantage).
-func checkGRPORollouts(t *testing.T, dataDir, runID string, spec config.Spec) {
+func checkGRPORollouts(t *testing.T, _ client.Client, dataDir, runID string, spec config.Spec) {
 	out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", "2", "--json", "--data-dir", dataDir).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	var rows []struct {
@@ -333,7 +431,7 @@ func checkGRPORollouts(t *testing.T, dataDir, runID string, spec config.Spec) {
 // killMidStage runs spec uninterrupted and with each stage's worker killed
 // (runs named prefix-...; only the case named only, if not ""), comparing
 // the digests.
-func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix string, spec config.Spec, only string) (dataDir string) {
+func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix string, spec config.Spec, only []string) (dataDir string) {
 	dataDir = t.TempDir()
 
 	run := func(id string, kill func(activity string, p *pipeline.Progress) bool) pipeline.Summary {
@@ -385,15 +483,26 @@ func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix 
 		{"reinforce", pipeline.ActivityRolloutShard, func(act string, p *pipeline.Progress) bool {
 			return act == pipeline.ActivityRolloutShard && p.Step >= 3 // in the continued workflow run
 		}, nil},
+		// Only where asked: an update, which on the bundled model takes a
+		// moment, while (asynchronous rollouts) the next iteration's shards
+		// run. It is pinned to the worker that made the update before it: its
+		// retry waits there in vain, times out before it starts, and the
+		// workflow hands the update to any train worker.
+		{"update", pipeline.ActivityUpdatePolicy, func(act string, p *pipeline.Progress) bool {
+			return act == pipeline.ActivityUpdatePolicy && p.Step >= 3
+		}, nil},
 	}
+	pinned := map[string]bool{"update": true}
 	for _, tc := range cases {
-		if only != "" && tc.name != only {
+		if only == nil && tc.name == "update" || only != nil && !slices.Contains(only, tc.name) {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			id := prefix + "-kill-" + tc.name
 			got := run(id, tc.kill)
-			assert.GreaterOrEqual(t, maxAttempt(t, cl, id, tc.activity), int32(2), "the killed %s was retried on the new worker", tc.activity)
+			if !pinned[tc.name] {
+				assert.GreaterOrEqual(t, maxAttempt(t, cl, id, tc.activity), int32(2), "the killed %s was retried on the new worker", tc.activity)
+			}
 			assert.Equal(t, want.SFT.Digest, got.SFT.Digest, "SFT weights")
 			assert.Equal(t, want.RewardModel.Digest, got.RewardModel.Digest, "reward model weights")
 			assert.Equal(t, want.Policy.Digest, got.Policy.Digest, "final policy weights")
@@ -402,7 +511,11 @@ func killMidStage(t *testing.T, srv *devserver.Server, cl client.Client, prefix 
 			// The run's report shows the retry in its timeline.
 			md, err := os.ReadFile(filepath.Join(dataDir, "runs", id, "report", "report.md"))
 			require.NoError(t, err)
-			assert.Regexp(t, `\| `+tc.activity+` \| [2-9] \| completed \| `, string(md), "the retried %s in the report's timeline", tc.activity)
+			if pinned[tc.name] {
+				assert.Regexp(t, `\| `+tc.activity+` \| \d \| timed out \| .* ScheduleToStart timeout \|`, string(md), "the pinned %s that never started again, in the report's timeline", tc.activity)
+			} else {
+				assert.Regexp(t, `\| `+tc.activity+` \| [2-9] \| completed \| `, string(md), "the retried %s in the report's timeline", tc.activity)
+			}
 			if tc.then != nil {
 				tc.then(t, got)
 			}
@@ -432,12 +545,16 @@ func scrape(addr string) string {
 }
 
 // trainingLosses are the training steps of a metrics log: each series'
-// steps in the log's order, with their losses.
+// steps in the log's order, with their losses, and the REINFORCE
+// iterations with their policy losses.
 func trainingLosses(t *testing.T, file string) map[string][][2]float64 {
 	out := map[string][][2]float64{}
 	for _, p := range readMetrics(t, file) {
-		if p.Stage == pipeline.StageSFT || p.Stage == pipeline.StageRewardModel {
+		switch p.Stage {
+		case pipeline.StageSFT, pipeline.StageRewardModel:
 			out[p.Series.String()] = append(out[p.Series.String()], [2]float64{float64(p.Step), p.Metrics["loss"]})
+		case pipeline.StageReinforce: // every iteration once, with the same update
+			out[p.Series.String()] = append(out[p.Series.String()], [2]float64{float64(p.Step), p.Metrics["policy_loss"]})
 		}
 	}
 	return out
@@ -450,8 +567,8 @@ func waitForKillMoment(t *testing.T, ctx context.Context, cl client.Client, id s
 	var seen []string
 	deadline := time.Now().Add(4 * time.Minute)
 	for time.Now().Before(deadline) {
-		act, p := pendingHeartbeat(ctx, cl, id)
-		if p != nil {
+		for _, h := range pendingHeartbeats(ctx, cl, id) { // with asynchronous rollouts a shard and an update run at once
+			act, p := h.activity, h.progress
 			if kill(act, p) {
 				return
 			}

@@ -283,7 +283,9 @@ func (in IterationInput) RowStream(round, row int) int {
 // ShardInput asks for one shard of an iteration's rollouts: the
 // generation batches [Shard*B/Shards, (Shard+1)*B/Shards) of the B an
 // iteration has (config.Reinforce.RolloutBatches), sampled, scored and
-// compared with the reference.
+// compared with the reference. IterationInput.Policy is the policy that
+// samples: the one the iteration updates, or with reinforce.max_staleness
+// an earlier one (and no optimizer state).
 type ShardInput struct {
 	IterationInput
 	Shard  int `json:"shard"`
@@ -498,11 +500,15 @@ type IterationMetrics struct {
 	EndedFraction float64  `json:"ended_fraction"`
 	MeanLength    float64  `json:"mean_length,omitempty"`
 	Loss          float64  `json:"loss"`
-	Seconds       float64  `json:"seconds"`
+	// RatioMean and ClipFraction are a clipped update's (IterationResult's):
+	// with asynchronous rollouts, the off-policy correction's.
+	RatioMean    *float64 `json:"ratio_mean,omitempty"`
+	ClipFraction *float64 `json:"clip_fraction,omitempty"`
+	Seconds      float64  `json:"seconds"`
 }
 
 // Metrics drops the references, keeping the numbers.
 func (r IterationResult) Metrics() IterationMetrics {
 	return IterationMetrics{Iteration: r.Iteration, RewardMean: r.RewardMean, KLMean: r.KLMean, GoldMean: r.GoldMean,
-		EndedFraction: r.EndedFraction, MeanLength: r.MeanLength, Loss: r.Loss, Seconds: r.Seconds}
+		EndedFraction: r.EndedFraction, MeanLength: r.MeanLength, Loss: r.Loss, RatioMean: r.RatioMean, ClipFraction: r.ClipFraction, Seconds: r.Seconds}
 }

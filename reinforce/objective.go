@@ -99,6 +99,13 @@ type Objective struct {
 	Ratio             string // RatioLevels
 	// MaxTokens is AggSeqMeanTokenSumNorm's constant: the longest response.
 	MaxTokens int
+	// OffPolicy: the rollouts may have been sampled by an earlier policy
+	// than the one updated (asynchronous rollouts, max_staleness above 0),
+	// so the loss is the clipped surrogate against the log-probabilities
+	// they were sampled with even in one pass: the importance ratio
+	// corrects for the staleness (NeMo-RL's and AReaL's off-policy
+	// correction).
+	OffPolicy bool
 }
 
 // WithDefaults fills the fields left empty with today's REINFORCE.
@@ -125,8 +132,9 @@ func (o Objective) WithDefaults() Objective {
 }
 
 // Clipped reports whether the loss reads the rollouts' own
-// log-probabilities: whether a batch is trained on more than once.
-func (o Objective) Clipped() bool { return o.Epochs > 1 }
+// log-probabilities: whether a batch is trained on more than once, or by
+// another policy than the one that sampled it.
+func (o Objective) Clipped() bool { return o.Epochs > 1 || o.OffPolicy }
 
 // Shape returns the rewards the advantages are computed from: each
 // reward less beta times its KL penalty where the KL is in the reward.

@@ -170,14 +170,24 @@ func TestPolicyLossByHand(t *testing.T) {
 // TestClippedUpdateAtRatioOneIsOnPolicy: with the old log-probabilities
 // the policy's own, every ratio is 1 and a clipped step moves the policy
 // as the on-policy step does (to float32 rounding: the graphs differ).
+// So does the off-policy one of asynchronous rollouts (max_staleness)
+// when the rollouts are the updated policy's own, as the first
+// iterations' are.
 func TestClippedUpdateAtRatioOneIsOnPolicy(t *testing.T) {
+	for _, clipped := range []Objective{{Epochs: 2, ClipLow: 0.2, ClipHigh: 0.2}, {OffPolicy: true, ClipLow: 0.2, ClipHigh: 0.28}} {
+		clipped = clipped.WithDefaults()
+		require.True(t, clipped.Clipped())
+		clippedStepAtRatioOne(t, clipped)
+	}
+}
+
+func clippedStepAtRatioOne(t *testing.T, clipped Objective) {
 	f := newStepsFixture(t)
 	r := f.rollout(t, 5)
 	lp, err := LogProbs(f.pe, f.pol, f.ref, r, 4)
 	require.NoError(t, err)
 	adv := []float64{1, -1, 0.5, -0.5, 2, -2}
 	onPolicy := Objective{}.WithDefaults()
-	clipped := Objective{Epochs: 2, ClipLow: 0.2, ClipHigh: 0.2}.WithDefaults()
 	a, b := f.pol.Clone(), f.pol.Clone()
 	// One epoch of the clipped objective's first step against the
 	// policy's own log-probabilities.

@@ -66,9 +66,14 @@ type Continuation struct {
 	// sums their counts (nil without dynamic sampling).
 	ExtraRounds int                `json:"extra_rounds,omitempty"`
 	Sampling    *pipeline.Sampling `json:"sampling,omitempty"`
-	Paused      bool               `json:"paused,omitempty"`
-	Stop        bool               `json:"stop,omitempty"`
-	Runs        int                `json:"runs"` // workflow runs before this one
+	// InFlight are the rollouts asynchronous sampling (max_staleness)
+	// drew for the iterations after Iteration, by reference: the
+	// iterations Iteration to Iteration + max_staleness - 1, those the
+	// next run does not sample again.
+	InFlight []Sampled `json:"in_flight,omitempty"`
+	Paused   bool      `json:"paused,omitempty"`
+	Stop     bool      `json:"stop,omitempty"`
+	Runs     int       `json:"runs"` // workflow runs before this one
 	// SpecDigest is the sha256 of the spec input of the run that made the
 	// continuation: the next must have the same ("" from runs before
 	// continuationChecksVersion).
@@ -113,6 +118,7 @@ func Alignment(ctx workflow.Context, input json.RawMessage, cont *Continuation) 
 			}
 		}
 		r.resume(st)
+		r.carried(st)
 	}
 
 	r.enter(pipeline.StageReinforce)
@@ -237,6 +243,9 @@ func (r *run) continueAsNew(input json.RawMessage, st *Continuation, points []pi
 	if err := r.saveCurve(st, points); err != nil {
 		return r.fail(err)
 	}
+	if err := r.landInFlight(st); err != nil {
+		return r.fail(err)
+	}
 	r.drain()
 	st.Completed, st.Paused, st.Stop = r.p.Completed, r.p.Paused, r.p.StopRequested
 	st.versions = r.v
@@ -268,18 +277,32 @@ func (r *run) saveCurve(st *Continuation, points []pipeline.IterationMetrics) er
 // many sampling rounds the iteration drew.
 func (r *run) iteration(st *Continuation) (pipeline.IterationResult, int, error) {
 	var a *activities.Activities
-	in := pipeline.IterationInput{RunID: r.id, Spec: r.spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
-		Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint, ExtraRounds: st.ExtraRounds}
+	in := r.iterationInput(st)
+	if r.v.Sharded && r.spec.Reinforce.MaxStaleness > 0 {
+		return r.asyncIteration(st)
+	}
 	if r.v.Sharded {
-		pin := ""
-		if r.v.Pinned && st.Last != nil {
-			pin = st.Last.WorkerQueue
-		}
-		return r.shardedIteration(in, pin)
+		return r.shardedIteration(in, r.pin(st))
 	}
 	var res pipeline.IterationResult
 	err := workflow.ExecuteActivity(r.work.iteration, a.ReinforceIteration, in).Get(r.ctx, &res)
 	return res, 1, err
+}
+
+// pin is the worker queue st's next update is offered on first: the
+// previous update's worker's, for runs that pin ("" for none).
+func (r *run) pin(st *Continuation) string {
+	if r.v.Pinned && st.Last != nil {
+		return st.Last.WorkerQueue
+	}
+	return ""
+}
+
+// iterationInput is the input of iteration st.Iteration, from st's policy
+// and optimizer.
+func (r *run) iterationInput(st *Continuation) pipeline.IterationInput {
+	return pipeline.IterationInput{RunID: r.id, Spec: r.spec, Data: st.Data, Iteration: st.Iteration, Policy: st.Policy,
+		Optimizer: st.Optimizer, Reference: st.SFT.Checkpoint, RewardModel: st.RewardModel.Checkpoint, ExtraRounds: st.ExtraRounds}
 }
 
 // advance records iteration res, which drew rounds sampling rounds, in st
@@ -305,52 +328,68 @@ func (r *run) advance(st *Continuation, res pipeline.IterationResult, rounds int
 	return m
 }
 
-// shardedIteration runs a REINFORCE iteration as rounds of
+// shardedIteration runs a REINFORCE iteration as its sampling rounds of
+// rollout shards (sample), then UpdatePolicy on their results (update).
+func (r *run) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, int, error) {
+	shards, rounds, err := r.sample(r.ctx, in)
+	if err != nil {
+		return pipeline.IterationResult{}, rounds, err
+	}
+	res, err := r.update(pipeline.UpdateInput{IterationInput: in, Shards: shards}, pin)
+	return res, rounds, err
+}
+
+// sample runs an iteration's rollouts (in.Policy samples) as rounds of
 // reinforce.rollout_shards RolloutShard activities at once (on
-// queues.rollout), then UpdatePolicy on their results: on the worker queue
-// pin (the previous update's worker), else, or when no worker takes it
-// there within the heartbeat timeout, on queues.train. There is one round
+// queues.rollout), waiting in ctx (the coroutine's), and returns every
+// round's results in order and the number of rounds. There is one round
 // unless reinforce.skip_uniform_groups: then rounds follow while the
 // shards report fewer than prompts_per_iteration groups that are not
-// uniform, up to max_sampling_rounds, so the rounds follow from the shards'
-// results alone. (Only specs with skip_uniform_groups, which no run
-// recorded before it could have, take a second round: no version marker
-// is needed.) A failed shard fails the iteration once its retries are
-// spent; the others' results are reused on resume.
-func (r *run) shardedIteration(in pipeline.IterationInput, pin string) (pipeline.IterationResult, int, error) {
-	var a *activities.Activities
-	var res pipeline.IterationResult
+// uniform, up to max_sampling_rounds, so the rounds follow from the
+// shards' results alone. (Only specs with skip_uniform_groups, which no
+// run recorded before it could have, take a second round: no version
+// marker is needed.) A failed shard fails the iteration once its retries
+// are spent; the others' results are reused on resume.
+func (r *run) sample(ctx workflow.Context, in pipeline.IterationInput) ([]pipeline.ShardResult, int, error) {
 	rs := in.Spec.Reinforce
-	up := pipeline.UpdateInput{IterationInput: in}
+	var all []pipeline.ShardResult
 	var uniform [][]bool
 	for round := 0; round < rs.SamplingRounds(); round++ {
-		shards, err := r.rolloutRound(in, round)
+		shards, err := r.rolloutRound(ctx, in, round)
 		if err != nil {
-			return res, round + 1, err
+			return nil, round + 1, err
 		}
-		up.Shards = append(up.Shards, shards...)
+		all = append(all, shards...)
 		uniform = append(uniform, pipeline.Uniform(shards, rs.PromptsPerIteration))
 		if !rs.SkipUniformGroups || reinforce.Varied(uniform) >= rs.PromptsPerIteration {
 			break
 		}
 	}
-	rounds := len(uniform)
+	return all, len(uniform), nil
+}
+
+// update runs UpdatePolicy: on the worker queue pin (the previous
+// update's worker), else, or when no worker takes it there within the
+// heartbeat timeout, on queues.train.
+func (r *run) update(up pipeline.UpdateInput, pin string) (pipeline.IterationResult, error) {
+	var a *activities.Activities
+	var res pipeline.IterationResult
 	if pin != "" {
 		err := workflow.ExecuteActivity(r.work.pinned(pin), a.UpdatePolicy, up).Get(r.ctx, &res)
 		var timeout *temporal.TimeoutError
 		if !errors.As(err, &timeout) || timeout.TimeoutType() != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
-			return res, rounds, err
+			return res, err
 		}
 		workflow.GetLogger(r.ctx).Info("the previous update's worker did not take the update; any train worker will", "queue", pin)
 	}
 	err := workflow.ExecuteActivity(r.work.iteration, a.UpdatePolicy, up).Get(r.ctx, &res)
-	return res, rounds, err
+	return res, err
 }
 
 // rolloutRound runs sampling round round of an iteration as
 // reinforce.rollout_shards RolloutShard activities at once and returns
 // their results in shard order.
-func (r *run) rolloutRound(in pipeline.IterationInput, round int) ([]pipeline.ShardResult, error) {
+func (r *run) rolloutRound(ctx workflow.Context, in pipeline.IterationInput, round int) ([]pipeline.ShardResult, error) {
 	var a *activities.Activities
 	n := in.Spec.Reinforce.Shards()
 	futures := make([]workflow.Future, n)
@@ -360,7 +399,7 @@ func (r *run) rolloutRound(in pipeline.IterationInput, round int) ([]pipeline.Sh
 	out := make([]pipeline.ShardResult, n)
 	var firstErr error
 	for i, f := range futures {
-		if err := f.Get(r.ctx, &out[i]); err != nil && firstErr == nil {
+		if err := f.Get(ctx, &out[i]); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}

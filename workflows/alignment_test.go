@@ -691,3 +691,82 @@ func TestDynamicSamplingDrawsRoundsUntilTheBatchIsFull(t *testing.T) {
 	require.NoError(t, env.GetWorkflowResult(&s))
 	assert.Equal(t, &pipeline.Sampling{Rounds: 8, Dropped: 3}, s.Policy.Sampling)
 }
+
+// TestAsyncRolloutsSampleFromTheStalePolicy: with reinforce.max_staleness 1
+// iteration k samples from the policy update k - 2 made (the SFT policy
+// for iterations 0 and 1) and updates the policy of update k - 1; the
+// shards of iteration k + 1 start while update k runs; continuing as new
+// every 2 iterations hands the rollouts in flight on, so every iteration
+// is sampled once, in every workflow run alike.
+func TestAsyncRolloutsSampleFromTheStalePolicy(t *testing.T) {
+	input := json.RawMessage(`{"reinforce": {"iterations": 5, "continue_as_new_every": 2, "max_staleness": 1, "rollout_shards": 2,
+		"prompts_per_iteration": 4, "samples_per_prompt": 2, "batch_size": 4}}`)
+	a := &activities.Activities{}
+	var cont *Continuation
+	var mu sync.Mutex
+	sampledFrom := map[int][]string{} // iteration: the policy each shard sampled
+	updated := map[int]string{}       // iteration: the policy its update started from
+	shardStart, updateEnd := map[int]time.Time{}, map[int]time.Time{}
+	for runs := 1; ; runs++ {
+		require.LessOrEqual(t, runs, 4, "too many workflow runs")
+		env := newEnv(t)
+		mockStagesBeforeReinforce(env, a)
+		env.OnActivity(a.RolloutShard, mock.Anything, mock.Anything).After(10 * time.Second).Return(func(ctx context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			sampledFrom[in.Iteration] = append(sampledFrom[in.Iteration], in.Policy.Path)
+			if _, seen := shardStart[in.Iteration]; !seen {
+				shardStart[in.Iteration] = env.Now()
+			}
+			return pipeline.ShardResult{Shard: in.Shard, First: 4 * in.Shard, Rows: 4,
+				Rollouts: ref(fmt.Sprintf("it-%d-shard-%d", in.Iteration, in.Shard))}, nil
+		})
+		env.OnActivity(a.UpdatePolicy, mock.Anything, mock.Anything).After(time.Minute).Return(func(_ context.Context, in pipeline.UpdateInput) (pipeline.IterationResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			for i, sh := range in.Shards {
+				if sh.Rollouts != ref(fmt.Sprintf("it-%d-shard-%d", in.Iteration, i)) {
+					return pipeline.IterationResult{}, fmt.Errorf("update %d got shard %s", in.Iteration, sh.Rollouts.Path)
+				}
+			}
+			updated[in.Iteration] = in.Policy.Path
+			updateEnd[in.Iteration] = env.Now().Add(time.Minute)
+			n := fmt.Sprint(in.Iteration)
+			return pipeline.IterationResult{Iteration: in.Iteration, Policy: ref("pol-" + n), Optimizer: ref("opt-" + n), PolicyDigest: "d-" + n}, nil
+		})
+		env.OnActivity(a.WriteSummary, mock.Anything, mock.Anything).Return("summary.json", nil)
+		(&curveStore{}).mock(env)
+		executeContinued(env, input, cont)
+		require.True(t, env.IsWorkflowCompleted())
+		var can *workflow.ContinueAsNewError
+		if err := env.GetWorkflowError(); errors.As(err, &can) {
+			var spec json.RawMessage
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &spec, &cont))
+			require.Len(t, cont.InFlight, 1, "the next iteration's rollouts are handed on")
+			assert.Equal(t, cont.Iteration, cont.InFlight[0].Iteration)
+			continue
+		}
+		require.NoError(t, env.GetWorkflowError())
+		var s pipeline.Summary
+		require.NoError(t, env.GetWorkflowResult(&s))
+		assert.Equal(t, "d-4", s.Policy.Digest)
+		assert.Equal(t, 3, runs)
+		break
+	}
+	sft, pol := ref("sft").Path, func(k int) string { return ref(fmt.Sprint("pol-", k)).Path }
+	for k := range 5 {
+		want := sft
+		if k >= 2 {
+			want = pol(k - 2)
+		}
+		assert.Equal(t, []string{want, want}, sampledFrom[k], "iteration %d samples once, from the policy of update %d", k, k-2)
+		from := sft
+		if k >= 1 {
+			from = pol(k - 1)
+		}
+		assert.Equal(t, from, updated[k], "update %d", k)
+		if k < 4 && k%2 == 0 { // within a workflow run: the next iteration's shards start during this update
+			assert.True(t, shardStart[k+1].Before(updateEnd[k]), "iteration %d's shards started at %v, update %d ended at %v", k+1, shardStart[k+1], k, updateEnd[k])
+		}
+	}
+}

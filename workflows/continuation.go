@@ -43,7 +43,8 @@ import (
 // was reused from another run (reused_from_run); the policy and optimizer
 // are the last iteration's (or the SFT policy, before any); the spec is the
 // one the continued run had; the sampling rounds it counts fit the
-// spec's bound; a run that trains no reward model carries none.
+// spec's bound; a run that trains no reward model carries none; the
+// rollouts sampled ahead are those of the iterations max_staleness allows.
 func checkContinuation(info *workflow.Info, id string, input json.RawMessage, spec config.Spec, st *Continuation) error {
 	switch {
 	case info.ContinuedExecutionRunID == "":
@@ -88,6 +89,14 @@ func checkContinuation(info *workflow.Info, id string, input json.RawMessage, sp
 	}
 	if st.Policy != policy || st.Optimizer != optimizer || st.PolicyDigest != digest {
 		errs = append(errs, errors.New("policy, optimizer, policy_sha256: not the last iteration's (or, before any, the SFT policy's)"))
+	}
+	if n, left := spec.Reinforce.MaxStaleness, spec.Reinforce.Iterations-st.Iteration; len(st.InFlight) != max(min(n, left), 0) {
+		errs = append(errs, fmt.Errorf("in_flight: %d iterations' rollouts, but max_staleness %d leaves %d sampled ahead of iteration %d", len(st.InFlight), n, max(min(n, left), 0), st.Iteration))
+	}
+	for i, s := range st.InFlight {
+		if s.Iteration != st.Iteration+i || s.Rounds < 1 || s.Rounds > spec.Reinforce.SamplingRounds() {
+			errs = append(errs, fmt.Errorf("in_flight[%d]: iteration %d of %d rounds, not iteration %d of 1..%d", i, s.Iteration, s.Rounds, st.Iteration+i, spec.Reinforce.SamplingRounds()))
+		}
 	}
 	rounds := spec.Reinforce.SamplingRounds()
 	if most := st.Iteration * (rounds - 1); st.ExtraRounds < 0 || st.ExtraRounds > most {

@@ -1,19 +1,24 @@
 package workflows
 
 import (
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 )
 
 // TestReplayRecordedHistory replays the histories of real runs (recorded by
-// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd|TestXLARunOnAWorkerWithoutXLA|TestClusterObjectStore'
+// `go test ./e2e -run 'TestAlignmentEndToEnd|TestRewardComparisonEndToEnd|TestXLARunOnAWorkerWithoutXLA|TestClusterObjectStore|TestWorkerKilledMidStageResumesExactly'
 // -update-history`) against the current workflow code: a change that would
 // break running workflows on a worker upgrade fails here. Such changes go
 // behind workflow.GetVersion.
 func TestReplayRecordedHistory(t *testing.T) {
+	// The workflow IDs of the recorded runs that need theirs ("" replays as
+	// the replayer's own).
+	workflowIDs := map[string]string{"testdata/alignment-history-async-continued.json": "faults-async-uninterrupted"}
 	// The -v0 files were recorded before the visibility version (search
 	// attributes and memo), alignment-history-v1 before curve segments and
 	// continue-as-new, the -v2 alignment and -v1 comparison files before the
@@ -30,8 +35,14 @@ func TestReplayRecordedHistory(t *testing.T) {
 	// workers); -shards-v1 is one recorded before pinning. The -v3
 	// alignment files were recorded before rollout shards and keep the
 	// single ReinforceIteration; the current ones have a shard and an update
-	// an iteration, pinned, across continue-as-new.
+	// an iteration, pinned, across continue-as-new. -rlvr is a GRPO run on
+	// the verifier alone (no reward-model stages) with dynamic sampling's
+	// rounds over two shards; -async and -async-continued an alignment with
+	// asynchronous rollouts (max_staleness 1), before and after it continued
+	// as new with rollouts in flight (e2e TestWorkerKilledMidStageResumesExactly,
+	// faults-rlvr and faults-async).
 	for _, file := range []string{
+		"testdata/alignment-history-rlvr.json", "testdata/alignment-history-async.json", "testdata/alignment-history-async-continued.json",
 		"testdata/alignment-history-shards.json", "testdata/alignment-history-shards-v1.json",
 		"testdata/alignment-history.json", "testdata/alignment-history-continued.json", "testdata/comparison-history.json",
 		"testdata/alignment-history-continued-v4.json", "testdata/comparison-history-v2.json",
@@ -44,7 +55,15 @@ func TestReplayRecordedHistory(t *testing.T) {
 			replayer := worker.NewWorkflowReplayer()
 			replayer.RegisterWorkflowWithOptions(Alignment, workflow.RegisterOptions{Name: AlignmentName})
 			replayer.RegisterWorkflowWithOptions(RewardModelComparison, workflow.RegisterOptions{Name: ComparisonName})
-			require.NoError(t, replayer.ReplayWorkflowHistoryFromJSONFile(nil, file))
+			f, err := os.Open(file)
+			require.NoError(t, err)
+			defer f.Close()
+			hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+			require.NoError(t, err)
+			// A continued run checks that its continuation's artifacts are its
+			// workflow's: it replays under the workflow ID it ran as.
+			opts := worker.ReplayWorkflowHistoryOptions{OriginalExecution: workflow.Execution{ID: workflowIDs[file]}}
+			require.NoError(t, replayer.ReplayWorkflowHistoryWithOptions(nil, hist, opts))
 		})
 	}
 }

@@ -43,6 +43,11 @@ type run struct {
 	v    versions
 	work work // activity options by kind of work
 	p    *Progress
+	// inFlight are the samplings of asynchronous rollouts started and not
+	// yet updated with, in iteration order (futures of Sampled); they are
+	// of the iterations before sampledUpTo.
+	inFlight    []workflow.Future
+	sampledUpTo int
 }
 
 // begin registers the progress query, records the workflow versions taken

@@ -11,6 +11,8 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/alignflow/alignflow/pipeline"
 )
 
 // A chart is drawn by gonum/plot and saved as PNG and, beside it, SVG.
@@ -112,7 +114,9 @@ func groupedBars(name, title, y string, categories []string, groups []barGroup) 
 
 // timelineChart draws each stage as a bar from its start to its end,
 // seconds from the run's start, with the time retried activities lost
-// before their last attempt marked in red at the bar's start.
+// before their last attempt marked in red at the bar's start. Below the
+// stages, a run with REINFORCE updates shows its rollout shards and its
+// updates one by one, so that whether they overlap shows.
 func timelineChart(stages []StageSpan, acts []Activity) (chart, error) {
 	p := newPlot("Stage timeline", "seconds since the run started", "")
 	if len(stages) == 0 {
@@ -120,14 +124,26 @@ func timelineChart(stages []StageSpan, acts []Activity) (chart, error) {
 	}
 	t0 := stages[0].Start // Stages are in the order they started
 	g := &gantt{}
-	names := make([]string, len(stages))
+	// Rows from the bottom: the lanes, if any, then the stages, the first
+	// one the highest.
+	var names []string
+	lanes := []struct{ typ, name string }{{pipeline.ActivityUpdatePolicy, " updates"}, {pipeline.ActivityRolloutShard, " rollout shards"}}
+	if BusyOf(acts).Updates > 0 {
+		for y, lane := range lanes {
+			names = append(names, lane.name)
+			for _, a := range acts {
+				if a.Type == lane.typ && !a.Started.IsZero() && !a.Closed.IsZero() {
+					g.bars = append(g.bars, ganttBar{y: float64(y), from: a.Started.Sub(t0).Seconds(), to: a.Closed.Sub(t0).Seconds(), color: stageBlue, thin: true})
+				}
+			}
+		}
+	}
 	row := map[string]int{}
-	for i, s := range stages {
-		// Rows from the top: the first stage is the highest.
-		y := float64(len(stages) - 1 - i)
-		names[len(stages)-1-i] = " " + s.Stage // gonum/plot cuts the first letter of a long tick label
-		row[s.Stage] = len(stages) - 1 - i
-		g.bars = append(g.bars, ganttBar{y: y, from: s.Start.Sub(t0).Seconds(), to: s.End.Sub(t0).Seconds(), color: stageBlue})
+	for i := range stages {
+		s := stages[len(stages)-1-i]
+		row[s.Stage] = len(names)
+		g.bars = append(g.bars, ganttBar{y: float64(len(names)), from: s.Start.Sub(t0).Seconds(), to: s.End.Sub(t0).Seconds(), color: stageBlue})
+		names = append(names, " "+s.Stage) // gonum/plot cuts the first letter of a long tick label
 	}
 	for _, a := range acts {
 		if a.Retried() && !a.Started.IsZero() {
@@ -137,7 +153,7 @@ func timelineChart(stages []StageSpan, acts []Activity) (chart, error) {
 	}
 	p.Add(g)
 	p.NominalY(names...)
-	return chart{name: "timeline", title: "Stage timeline", plot: p, w: 8 * vg.Inch, h: vg.Length(1.2+0.35*float64(len(stages))) * vg.Inch}, nil
+	return chart{name: "timeline", title: "Stage timeline", plot: p, w: 8 * vg.Inch, h: vg.Length(1.2+0.35*float64(len(names))) * vg.Inch}, nil
 }
 
 var (

@@ -336,6 +336,10 @@ func timeline(b *strings.Builder, r Run, add func(chart, error) error) error {
 		rows = append(rows, []string{esc(s.Stage), seconds(s.Start.Sub(t0)), seconds(s.End.Sub(s.Start)), fmt.Sprint(s.Activities), fmt.Sprint(s.Attempts), fmt.Sprint(s.Retried), seconds(s.Lost)})
 	}
 	mdTable(b, []string{"stage", "starts at", "took", "activities", "attempts", "retried", "lost to retries"}, rows)
+	if busy := BusyOf(acts); busy.Rollouts > 0 && busy.Updates > 0 {
+		fmt.Fprintf(b, "\nREINFORCE: rollout shards ran %s, updates %s, both at once %s (asynchronous rollouts, `reinforce.max_staleness`, overlap them; the chart's last two rows show each activity).\n",
+			seconds(busy.Rollouts), seconds(busy.Updates), seconds(busy.Both))
+	}
 	rows = nil
 	for _, a := range acts {
 		if a.Retried() || a.Outcome != temporalconn.Completed {

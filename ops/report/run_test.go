@@ -230,3 +230,26 @@ func TestTimelineOfRecordedRuns(t *testing.T) {
 	// segment's completion (03:04:09.955752342).
 	assert.Equal(t, 662566828*time.Nanosecond, reinforce.End.Sub(reinforce.Start))
 }
+
+// TestBusyMeasuresTheOverlap: shards of 0-10 s and 8-12 s (busy 12 s, the
+// overlap counted once) and updates of 10-15 s and 20-22 s run at once
+// from 10 to 12 s; synchronous iterations, one after the other, overlap 0.
+func TestBusyMeasuresTheOverlap(t *testing.T) {
+	acts := func(spans ...[3]float64) []Activity {
+		var out []Activity
+		for _, s := range spans {
+			typ := pipeline.ActivityRolloutShard
+			if s[0] == 1 {
+				typ = pipeline.ActivityUpdatePolicy
+			}
+			a := Activity{}
+			a.Type, a.Started, a.Closed = typ, t0.Add(time.Duration(s[1]*float64(time.Second))), t0.Add(time.Duration(s[2]*float64(time.Second)))
+			out = append(out, a)
+		}
+		return out
+	}
+	assert.Equal(t, Busy{Rollouts: 12 * time.Second, Updates: 7 * time.Second, Both: 2 * time.Second},
+		BusyOf(acts([3]float64{0, 0, 10}, [3]float64{0, 8, 12}, [3]float64{1, 10, 15}, [3]float64{1, 20, 22})))
+	assert.Equal(t, Busy{Rollouts: 8 * time.Second, Updates: 4 * time.Second},
+		BusyOf(acts([3]float64{0, 0, 5}, [3]float64{1, 5, 7}, [3]float64{0, 7, 10}, [3]float64{1, 10, 12})))
+}

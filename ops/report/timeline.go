@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,6 +117,77 @@ func Stages(acts []Activity) []StageSpan {
 		}
 	}
 	return out
+}
+
+// Busy is how long a REINFORCE run's rollout shards and its updates ran
+// (from each last attempt's start to its end, overlapping activities of a
+// kind counted once), and how long both ran at once: asynchronous rollouts
+// (reinforce.max_staleness) overlap them, synchronous ones do not.
+type Busy struct {
+	Rollouts, Updates, Both time.Duration
+}
+
+// BusyOf measures acts' rollout shards and updates (Busy).
+func BusyOf(acts []Activity) Busy {
+	rollouts, updates := spans(acts, pipeline.ActivityRolloutShard), spans(acts, pipeline.ActivityUpdatePolicy)
+	return Busy{Rollouts: total(rollouts), Updates: total(updates), Both: total(intersect(rollouts, updates))}
+}
+
+// span is a time interval [from, to).
+type span struct{ from, to time.Time }
+
+// spans are the union of the last attempts of acts of type typ, as
+// disjoint intervals in order.
+func spans(acts []Activity, typ string) []span {
+	var in []span
+	for _, a := range acts {
+		if a.Type == typ && !a.Started.IsZero() && a.Closed.After(a.Started) {
+			in = append(in, span{a.Started, a.Closed})
+		}
+	}
+	slices.SortFunc(in, func(x, y span) int { return x.from.Compare(y.from) })
+	var out []span
+	for _, s := range in {
+		if n := len(out); n > 0 && !s.from.After(out[n-1].to) {
+			if s.to.After(out[n-1].to) {
+				out[n-1].to = s.to
+			}
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// intersect is where two sets of disjoint ordered intervals overlap.
+func intersect(a, b []span) []span {
+	var out []span
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		from, to := a[i].from, a[i].to
+		if b[j].from.After(from) {
+			from = b[j].from
+		}
+		if b[j].to.Before(to) {
+			to = b[j].to
+		}
+		if to.After(from) {
+			out = append(out, span{from, to})
+		}
+		if a[i].to.Before(b[j].to) {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
+func total(ss []span) time.Duration {
+	var d time.Duration
+	for _, s := range ss {
+		d += s.to.Sub(s.from)
+	}
+	return d
 }
 
 // seconds formats a duration for tables: "12.3 s", "4 min 05 s".
