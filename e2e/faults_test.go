@@ -220,6 +220,15 @@ func TestWorkerKilledMidStageResumesExactly(t *testing.T) {
 	}
 }
 
+// readRollouts reads iteration it's (from 1) samples of run runID with
+// `alignflow runs rollouts --json`, the real binary, into rows.
+func readRollouts(t *testing.T, dataDir, runID string, it int, rows any) {
+	t.Helper()
+	out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", fmt.Sprint(it), "--json", "--data-dir", dataDir).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NoError(t, json.Unmarshal(out, rows), "%s", out)
+}
+
 // checkAsyncRollouts reads the run's history and rollouts: iteration k's
 // shards sampled from the policy update k - 2 made (the SFT policy for
 // the first two), its update started from update k - 1's and reported
@@ -264,13 +273,11 @@ func checkAsyncRollouts(t *testing.T, cl client.Client, dataDir, runID string, s
 	assert.Equal(t, r.Iterations, ratios, "every update reports its importance ratio and clip fraction")
 	seen := map[string]int{}
 	for it := 1; it <= r.Iterations; it++ {
-		out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", fmt.Sprint(it), "--json", "--data-dir", dataDir).CombinedOutput()
-		require.NoError(t, err, "%s", out)
 		var rows []struct {
 			Prompt  string   `json:"prompt"`
 			LogProb *float64 `json:"logprob"`
 		}
-		require.NoError(t, json.Unmarshal(out, &rows), "%s", out)
+		readRollouts(t, dataDir, runID, it, &rows)
 		require.Len(t, rows, r.PromptsPerIteration*r.SamplesPerPrompt, "iteration %d", it)
 		prompts := map[string]bool{}
 		for _, row := range rows {
@@ -304,8 +311,6 @@ func checkDynamicSampling(t *testing.T, cl client.Client, dataDir, runID string,
 	r := spec.Reinforce
 	var total pipeline.Sampling
 	for it := 1; it <= r.Iterations; it++ {
-		out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", fmt.Sprint(it), "--json", "--data-dir", dataDir).CombinedOutput()
-		require.NoError(t, err, "%s", out)
 		var rows []struct {
 			Round       int      `json:"round"`
 			Dropped     bool     `json:"dropped"`
@@ -315,7 +320,7 @@ func checkDynamicSampling(t *testing.T, cl client.Client, dataDir, runID string,
 			Reward      *float64 `json:"reward"`
 			Advantage   float64  `json:"advantage"`
 		}
-		require.NoError(t, json.Unmarshal(out, &rows), "%s", out)
+		readRollouts(t, dataDir, runID, it, &rows)
 		type group struct{ round, prompt int }
 		scores := map[group][]float64{}
 		dropped := map[group]bool{}
@@ -367,8 +372,6 @@ func checkDynamicSampling(t *testing.T, cl client.Client, dataDir, runID string,
 // advantage by GRPO's formula, (r - mean) / (std + 1e-6) over the ended
 // samples of the prompt with Bessel's std (veRL's compute_grpo_outcome_advantage).
 func checkGRPORollouts(t *testing.T, _ client.Client, dataDir, runID string, spec config.Spec) {
-	out, err := exec.Command(alignflowBinary(t), "runs", "rollouts", runID, "--iteration", "2", "--json", "--data-dir", dataDir).CombinedOutput()
-	require.NoError(t, err, "%s", out)
 	var rows []struct {
 		PromptIndex int      `json:"prompt_index"`
 		SampleIndex int      `json:"sample_index"`
@@ -381,7 +384,7 @@ func checkGRPORollouts(t *testing.T, _ client.Client, dataDir, runID string, spe
 		Advantage   float64  `json:"advantage"`
 		LogProb     *float64 `json:"logprob"`
 	}
-	require.NoError(t, json.Unmarshal(out, &rows), "%s", out)
+	readRollouts(t, dataDir, runID, 2, &rows)
 	k := spec.Reinforce.SamplesPerPrompt
 	require.Len(t, rows, spec.Reinforce.PromptsPerIteration*k)
 	groups := map[int][]int{}
