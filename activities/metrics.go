@@ -53,6 +53,9 @@ func (a *Activities) logPolicyEval(in pipeline.PolicyEvalInput, res pipeline.Pol
 	if res.GoldScore != nil {
 		v["gold_score"] = *res.GoldScore
 	}
+	if res.Verifier != nil {
+		v["verifier"] = *res.Verifier
+	}
 	return a.logPoint(in.RunID, metrics.Series{Stage: in.Label, Recipe: in.Spec.Reward.Recipe}, 0, v)
 }
 

@@ -90,6 +90,15 @@ func (a *Activities) evaluatePolicy(ctx context.Context, in pipeline.PolicyEvalI
 	sum := reinforce.Summarize(ev.Rollouts.Samples, ev.Rewards, ev.KL, gold)
 	res := pipeline.PolicyEval{Prompts: len(prompts), GoldScore: sum.GoldMean, Reward: sum.RewardMean, KLSequence: ev.KLSequence,
 		KLPenalty: sum.KLMean, EndedFraction: sum.EndedFraction, MeanLength: sum.MeanLength}
+	if v := spec.Reward.Verifier; v != "" {
+		mean, answered, ok, err := j.ds.VerifyAnswered(v, texts, j.m.codec.Texts(responses))
+		if err != nil {
+			return pipeline.PolicyEval{}, invalidData(err)
+		}
+		if ok {
+			res.Verifier, res.VerifiedPrompts = &mean, answered
+		}
+	}
 	for i := 0; i < min(spec.Eval.ShowSamples, len(prompts)); i++ {
 		s := i * k // the first sample of prompt i
 		st := pipeline.SampleText{Prompt: texts[s], Response: j.m.codec.Text(responses[s]), Reward: ev.Rewards[s]}

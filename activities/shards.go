@@ -87,11 +87,7 @@ func (a *Activities) rolloutShard(ctx context.Context, in pipeline.ShardInput) (
 	}
 	var verified []float64
 	if v := spec.Reward.Verifier; v != "" {
-		responses := make([]string, len(ro.Samples))
-		for i, s := range ro.Samples {
-			responses[i] = j.m.codec.Text(s.Tokens)
-		}
-		if verified, err = j.ds.Verify(v, texts[first:last], responses); err != nil {
+		if verified, err = j.ds.Verify(v, texts[first:last], j.m.codec.Texts(ro.Responses())); err != nil {
 			return pipeline.ShardResult{}, invalidData(err)
 		}
 	}

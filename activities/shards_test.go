@@ -183,6 +183,21 @@ func dynamicIteration(t *testing.T, spec config.Spec) dynamicRun {
 	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "dyn", Spec: spec, Data: data, Base: sft.Checkpoint})
 	require.NoError(t, err)
 
+	// The evaluation scores the held-out samples with the verifier too
+	// (the bundled task answers every held-out prompt); without one it
+	// does not.
+	evalIn := pipeline.PolicyEvalInput{RunID: "dyn", Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint,
+		RewardModel: rm.Checkpoint, Label: pipeline.StageEvalBefore}
+	ev, err := a.EvaluatePolicy(ctx, evalIn)
+	require.NoError(t, err)
+	require.NotNil(t, ev.Verifier)
+	assert.Equal(t, ev.Prompts, ev.VerifiedPrompts)
+	assert.True(t, *ev.Verifier >= 0 && *ev.Verifier <= 1)
+	evalIn.Spec.Reward.Verifier, evalIn.Spec.Reward.ModelWeight = "", nil
+	ev, err = a.EvaluatePolicy(ctx, evalIn)
+	require.NoError(t, err)
+	assert.Nil(t, ev.Verifier)
+
 	iterate := func(runID string, shards int) (pipeline.IterationResult, int) {
 		t.Helper()
 		in := pipeline.IterationInput{RunID: runID, Spec: spec, Data: data, Policy: sft.Checkpoint, Reference: sft.Checkpoint, RewardModel: rm.Checkpoint}

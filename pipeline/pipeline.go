@@ -247,6 +247,12 @@ type PolicyEval struct {
 	MeanLength    float64      `json:"mean_length"`
 	Prompts       int          `json:"prompts"`
 	Samples       []SampleText `json:"samples"`
+	// Verifier is reward.verifier's pass rate over the samples of the
+	// held-out prompts that have a reference answer (VerifiedPrompts of
+	// them): the held-out score of RL from verifiable rewards. Nil without
+	// a verifier, or when no held-out prompt has an answer.
+	Verifier        *float64 `json:"verifier,omitempty"`
+	VerifiedPrompts int      `json:"verified_prompts,omitempty"`
 }
 
 // IterationInput is one REINFORCE iteration.

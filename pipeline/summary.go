@@ -124,6 +124,10 @@ type PolicySummary struct {
 	LengthBefore    float64 `json:"mean_length_before"`
 	LengthAfter     float64 `json:"mean_length_after"`
 	EvalPrompts     int     `json:"eval_prompts"`
+	// VerifierBefore and VerifierAfter are PolicyEval.Verifier: the
+	// verifier's held-out pass rates (nil without one).
+	VerifierBefore *float64 `json:"verifier_before,omitempty"`
+	VerifierAfter  *float64 `json:"verifier_after,omitempty"`
 	// Sampling sums dynamic sampling's counts over the iterations
 	// (reinforce.skip_uniform_groups; nil without it).
 	Sampling *Sampling `json:"sampling,omitempty"`

@@ -56,6 +56,7 @@ func policySummary(before, after pipeline.PolicyEval) pipeline.PolicySummary {
 		KLPenaltyBefore: before.KLPenalty, KLPenaltyAfter: after.KLPenalty,
 		EndedBefore: before.EndedFraction, EndedAfter: after.EndedFraction,
 		LengthBefore: before.MeanLength, LengthAfter: after.MeanLength, EvalPrompts: after.Prompts,
+		VerifierBefore: before.Verifier, VerifierAfter: after.Verifier,
 	}
 }
 

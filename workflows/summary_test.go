@@ -23,14 +23,14 @@ func TestSummaryTakesEachFieldFromItsSource(t *testing.T) {
 		Reinforce: config.Reinforce{Iterations: 5, KLEstimator: "k3"},
 		Retention: config.Retention{KeepIterations: 2}}
 	data := pipeline.Data{Ratings: ref("ratings"), TrainPairs: 11}
-	before := pipeline.PolicyEval{GoldScore: gold(1), Reward: 2, KLSequence: 3, KLPenalty: 4, EndedFraction: 0.5, MeanLength: 6, Prompts: 7,
+	before := pipeline.PolicyEval{GoldScore: gold(1), Reward: 2, KLSequence: 3, KLPenalty: 4, EndedFraction: 0.5, MeanLength: 6, Prompts: 7, Verifier: gold(0.125),
 		Samples: []pipeline.SampleText{{Prompt: "p1", Response: "b1"}, {Prompt: "p2", Response: "b2"}}}
-	after := pipeline.PolicyEval{GoldScore: gold(11), Reward: 12, KLSequence: 13, KLPenalty: 14, EndedFraction: 0.75, MeanLength: 16, Prompts: 17,
+	after := pipeline.PolicyEval{GoldScore: gold(11), Reward: 12, KLSequence: 13, KLPenalty: 14, EndedFraction: 0.75, MeanLength: 16, Prompts: 17, Verifier: gold(0.625),
 		Samples: []pipeline.SampleText{{Prompt: "p1", Response: "a1"}, {Prompt: "p2", Response: "a2"}, {Prompt: "p3", Response: "a3"}}}
 	first := pipeline.IterationMetrics{Iteration: 0, RewardMean: 0.1}
 	last := pipeline.IterationResult{Iteration: 2, RewardMean: 0.3, Loss: 0.4, Policy: ref("pol-2"), WorkerQueue: "w"}
 	st := &Continuation{
-		Data: data, Before: before, Iteration: 3, Runs: 1,
+		Data: data, Before: before, Iteration: 3, Runs: 1, Sampling: &pipeline.Sampling{Rounds: 5, Dropped: 6, Filled: 7, Surplus: 8},
 		SFT:         pipeline.TrainResult{Checkpoint: ref("sft"), Digest: "sft-d", Steps: 21, FirstLoss: 22, FinalLoss: 23, TrainSeconds: 24},
 		RewardModel: pipeline.TrainResult{Checkpoint: ref("rm"), Digest: "rm-d", Steps: 31, ExPOAlpha: 0.25},
 		RewardEval:  pipeline.RewardEval{HeldoutAccuracy: 0.8, HeldoutPairs: 41, TrainAccuracy: 0.9, ByStrength: []pipeline.StrengthAccuracy{{Strength: 1, Pairs: 41, Accuracy: 0.8}}},
@@ -43,7 +43,8 @@ func TestSummaryTakesEachFieldFromItsSource(t *testing.T) {
 		RewardModel: pipeline.RewardModelSummary{StageModel: pipeline.StageModel{Checkpoint: ref("rm"), Digest: "rm-d", Steps: 31}, Recipe: "bt-scaled", ExPOAlpha: 0.25, HeldoutAccuracy: 0.8, HeldoutPairs: 41, TrainAccuracy: 0.9, ByStrength: st.RewardEval.ByStrength},
 		Policy: pipeline.PolicySummary{Checkpoint: ref("pol-2"), Digest: "pol-d", Iterations: 3, StoppedEarly: true,
 			GoldScoreBefore: gold(1), GoldScoreAfter: gold(11), RewardBefore: 2, RewardAfter: 12, KLSequenceBefore: 3, KLSequenceAfter: 13,
-			KLEstimator: "k3", KLPenaltyBefore: 4, KLPenaltyAfter: 14, EndedBefore: 0.5, EndedAfter: 0.75, LengthBefore: 6, LengthAfter: 16, EvalPrompts: 17},
+			KLEstimator: "k3", KLPenaltyBefore: 4, KLPenaltyAfter: 14, EndedBefore: 0.5, EndedAfter: 0.75, LengthBefore: 6, LengthAfter: 16, EvalPrompts: 17,
+			VerifierBefore: gold(0.125), VerifierAfter: gold(0.625), Sampling: &pipeline.Sampling{Rounds: 5, Dropped: 6, Filled: 7, Surplus: 8}},
 		Samples: []pipeline.SamplePair{
 			{Prompt: "p1", Before: before.Samples[0], After: after.Samples[0]},
 			{Prompt: "p2", Before: before.Samples[1], After: after.Samples[1]}},

@@ -391,6 +391,9 @@ func printSummary(out io.Writer, s *pipeline.Summary, elapsed time.Duration) {
 	}
 	fmt.Fprintf(out, "\n  %-22s %12s %12s\n", "policy (held-out)", "SFT", "REINFORCE")
 	fmt.Fprintf(out, "  %-22s %12s %12s\n", "gold score (0-4)", gold(s.Policy.GoldScoreBefore), gold(s.Policy.GoldScoreAfter))
+	if s.Policy.VerifierBefore != nil || s.Policy.VerifierAfter != nil {
+		fmt.Fprintf(out, "  %-22s %12s %12s   (reward.verifier, held-out prompts with an answer)\n", "verifier pass rate", gold(s.Policy.VerifierBefore), gold(s.Policy.VerifierAfter))
+	}
 	if !s.RewardModel.LeftOut {
 		fmt.Fprintf(out, "  %-22s %12.3f %12.3f\n", "reward model score", s.Policy.RewardBefore, s.Policy.RewardAfter)
 	}

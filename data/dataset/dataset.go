@@ -353,6 +353,33 @@ func (d *Dataset) Verify(kind string, prompts, responses []string) ([]float64, e
 	return out, nil
 }
 
+// VerifyAnswered is Verify over the rows whose prompts have an Answer:
+// the mean score of those rows (1 or 0 each) and how many distinct prompts
+// they answer; ok is false when no row's prompt has one. Held-out prompts
+// of a user's data need not carry answers, so those without are left out
+// rather than refused.
+func (d *Dataset) VerifyAnswered(kind string, prompts, responses []string) (mean float64, answered int, ok bool, err error) {
+	var ps, rs []string
+	seen := map[string]bool{}
+	for i, p := range prompts {
+		if _, has := d.Answer(p); has {
+			ps, rs = append(ps, p), append(rs, responses[i])
+			seen[p] = true
+		}
+	}
+	if len(ps) == 0 {
+		return 0, 0, false, nil
+	}
+	scores, err := d.Verify(kind, ps, rs)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	for _, s := range scores {
+		mean += s / float64(len(scores))
+	}
+	return mean, len(seen), true, nil
+}
+
 // Encode returns the ids of prompts that Fits kept (EvalPrompts and
 // IterationPrompts return only those).
 func (d *Dataset) Encode(prompts []string) [][]int32 {

@@ -214,3 +214,19 @@ func TestPromptsFileIsReinforcesPool(t *testing.T) {
 	ds.RL = []helpsteer.PromptRow{{Prompt: strings.Repeat("long ", spec.Model.MaxLen)}}
 	assert.ErrorContains(t, ds.Count(&d), "no prompt of data.prompts fits model.max_len")
 }
+
+// TestVerifyAnsweredLeavesOutTheUnanswered: of four rows, the two whose
+// prompt has an answer are scored (one right, one wrong: 0.5, one prompt);
+// with none answered there is no score.
+func TestVerifyAnsweredLeavesOutTheUnanswered(t *testing.T) {
+	ds := New(nil, nil, nil, lm.Bundled(), window)
+	ds.RL = []helpsteer.PromptRow{{Prompt: "6 x 7?", Answer: "42"}, {Prompt: "say hi"}}
+	mean, answered, ok, err := ds.VerifyAnswered("numeric", []string{"6 x 7?", "6 x 7?", "say hi", "other"}, []string{"#### 42", "41", "hi", "x"})
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, 0.5, mean)
+	assert.Equal(t, 1, answered)
+	_, _, ok, err = ds.VerifyAnswered("numeric", []string{"say hi"}, []string{"hi"})
+	require.NoError(t, err)
+	assert.False(t, ok)
+}

@@ -243,6 +243,15 @@ func (c *Codec) Sequence(prompt, response string, maxLen int) (seq []int32, whol
 // special tokens.
 func (c *Codec) Text(ids []int32) string { return c.tok.Decode(ids, true) }
 
+// Texts is Text of each sequence.
+func (c *Codec) Texts(seqs [][]int32) []string {
+	out := make([]string, len(seqs))
+	for i, ids := range seqs {
+		out[i] = c.Text(ids)
+	}
+	return out
+}
+
 // Stop returns the tokens that end a response: the EOS ids and the chat
 // template's end-of-turn token.
 func (c *Codec) Stop() []int32 {

@@ -160,6 +160,9 @@ func outcome(b *strings.Builder, s *pipeline.Summary) {
 	}
 	b.WriteString("## Before and after alignment\n\n")
 	rows := [][]string{{"gold score", optional(p.GoldScoreBefore), optional(p.GoldScoreAfter)}}
+	if p.VerifierBefore != nil || p.VerifierAfter != nil {
+		rows = append(rows, []string{"verifier pass rate", optional(p.VerifierBefore), optional(p.VerifierAfter)})
+	}
 	if !s.RewardModel.LeftOut {
 		rows = append(rows, []string{"reward", num(p.RewardBefore), num(p.RewardAfter)})
 	}
