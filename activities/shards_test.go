@@ -30,12 +30,7 @@ func TestShardsGiveTheSameUpdate(t *testing.T) {
 	ctx := context.Background()
 	spec := tinySpec()
 	spec.Reinforce.PromptsPerIteration, spec.Reinforce.SamplesPerPrompt, spec.Reinforce.BatchSize = 6, 4, 8 // 24 rows
-	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "shards", Spec: spec})
-	require.NoError(t, err)
-	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "shards", Spec: spec, Data: data})
-	require.NoError(t, err)
-	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "shards", Spec: spec, Data: data, Base: sft.Checkpoint})
-	require.NoError(t, err)
+	data, sft, rm := beforeReinforce(t, a, "shards", spec)
 
 	iterate := func(runID string, shards int, from pipeline.IterationResult, iteration int) pipeline.IterationResult {
 		t.Helper()
@@ -176,12 +171,7 @@ func dynamicIteration(t *testing.T, spec config.Spec) dynamicRun {
 	r := &spec.Reinforce
 	r.PromptsPerIteration, r.SamplesPerPrompt, r.BatchSize = 6, 4, 6 // 24 rows in 4 batches
 	r.SkipUniformGroups, r.MaxSamplingRounds = true, 3
-	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: "dyn", Spec: spec})
-	require.NoError(t, err)
-	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: "dyn", Spec: spec, Data: data})
-	require.NoError(t, err)
-	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: "dyn", Spec: spec, Data: data, Base: sft.Checkpoint})
-	require.NoError(t, err)
+	data, sft, rm := beforeReinforce(t, a, "dyn", spec)
 
 	// The evaluation scores the held-out samples with the verifier too
 	// (the bundled task answers every held-out prompt); without one it
@@ -266,4 +256,17 @@ func dynamicIteration(t *testing.T, spec config.Spec) dynamicRun {
 	want, err := a.UpdatePolicy(ctx, pipeline.UpdateInput{IterationInput: in, Shards: []pipeline.ShardResult{sh}})
 	require.NoError(t, err)
 	return dynamicRun{res: one, records: records, plain: want.PolicyDigest}
+}
+
+// beforeReinforce runs run runID's data stage, SFT and reward model.
+func beforeReinforce(t *testing.T, a *Activities, runID string, spec config.Spec) (pipeline.Data, pipeline.TrainResult, pipeline.TrainResult) {
+	t.Helper()
+	ctx := context.Background()
+	data, err := a.PrepareData(ctx, pipeline.PrepareDataInput{RunID: runID, Spec: spec})
+	require.NoError(t, err)
+	sft, err := a.TrainSFT(ctx, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data})
+	require.NoError(t, err)
+	rm, err := a.TrainRewardModel(ctx, pipeline.TrainInput{RunID: runID, Spec: spec, Data: data, Base: sft.Checkpoint})
+	require.NoError(t, err)
+	return data, sft, rm
 }

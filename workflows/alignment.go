@@ -360,8 +360,10 @@ func (r *run) sample(ctx workflow.Context, in pipeline.IterationInput) ([]pipeli
 			return nil, round + 1, err
 		}
 		all = append(all, shards...)
-		uniform = append(uniform, pipeline.Uniform(shards, rs.PromptsPerIteration))
-		if !rs.SkipUniformGroups || reinforce.Varied(uniform) >= rs.PromptsPerIteration {
+		if !rs.SkipUniformGroups {
+			return all, 1, nil
+		}
+		if uniform = append(uniform, pipeline.Uniform(shards, rs.PromptsPerIteration)); reinforce.Varied(uniform) >= rs.PromptsPerIteration {
 			break
 		}
 	}

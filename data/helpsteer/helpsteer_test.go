@@ -227,6 +227,10 @@ func TestMalformedInputs(t *testing.T) {
 		{"missing split", true, strings.Replace(pref("1", goodSimilar, goodAll), `"split":"train",`, "", 1), ":1: split: missing required field"},
 		{"empty response_2", true, strings.Replace(pref("1", goodSimilar, goodAll), `"response_2":"b"`, `"response_2":""`, 1), ":1: response_2: is empty"},
 		{"rating read as preference", true, goodRating, ":1: coherence: unknown field"},
+		{"numeric answer on a rating", false, strings.Replace(goodRating, `"verbosity":0`, `"verbosity":0,"answer":72`, 1), ":1: answer: want a string, got number"},
+		{"null answer on a rating", false, goodRating + "\n" + strings.Replace(goodRating, `"verbosity":0`, `"verbosity":0,"answer":null`, 1), ":2: answer: is null"},
+		{"object answer on a preference", true, strings.Replace(pref("1", goodSimilar, goodAll), `"split":"train",`, `"split":"train","answer":{"n":1},`, 1), ":1: answer: want a string, got object"},
+		{"misspelt answer on a preference", true, strings.Replace(pref("1", goodSimilar, goodAll), `"split":"train",`, `"split":"train","answers":"x",`, 1), ":1: answers: unknown field"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
